@@ -1,0 +1,101 @@
+//! Files embedded in the binary, so an installed binary works from any directory: harness
+//! templates, prompt templates, the remedy catalog, the bundled demo suite and sim scenarios.
+
+use std::path::Path;
+
+use include_dir::{Dir, include_dir};
+
+use crate::error::{Error, IoContext, Result};
+
+static HARNESS_TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates/harness");
+static PROMPTS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates/prompts");
+static REMEDIES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates/remedies");
+static SUITES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/fixtures/suites");
+static SIM: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/fixtures/sim");
+
+/// Names of the bundled harness templates.
+pub fn harness_templates() -> Vec<&'static str> {
+    let mut v: Vec<_> = HARNESS_TEMPLATES
+        .dirs()
+        .filter_map(|d| d.path().file_name().and_then(|n| n.to_str()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every file of a harness template: (relative path, content).
+pub fn harness_template(name: &str) -> Result<Vec<(String, &'static str)>> {
+    let dir = HARNESS_TEMPLATES.get_dir(name).ok_or_else(|| {
+        Error::usage_hint(
+            format!("unknown template `{name}`"),
+            format!("available templates: {}", harness_templates().join(", ")),
+        )
+    })?;
+    let mut out = Vec::new();
+    collect(dir, dir.path(), &mut out);
+    out.sort();
+    Ok(out)
+}
+
+fn collect(dir: &'static Dir<'static>, base: &Path, out: &mut Vec<(String, &'static str)>) {
+    for f in dir.files() {
+        if let Some(text) = f.contents_utf8() {
+            let rel = f.path().strip_prefix(base).expect("file below its dir");
+            out.push((rel.to_string_lossy().replace('\\', "/"), text));
+        }
+    }
+    for d in dir.dirs() {
+        collect(d, base, out);
+    }
+}
+
+/// A prompt template of the tool itself (`propose.md`, `diagnose.md`).
+pub fn prompt(name: &str) -> Option<&'static str> {
+    PROMPTS.get_file(name).and_then(|f| f.contents_utf8())
+}
+
+/// The remedy catalog: (file name, YAML text).
+pub fn remedies() -> Vec<(String, &'static str)> {
+    let mut v: Vec<_> = REMEDIES
+        .files()
+        .filter_map(|f| Some((f.path().to_string_lossy().into_owned(), f.contents_utf8()?)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The YAML text of a bundled sim scenario (`builtin:demo` -> `demo.yaml`).
+pub fn sim_scenario(name: &str) -> Option<&'static str> {
+    SIM.get_file(format!("{name}.yaml")).and_then(|f| f.contents_utf8())
+}
+
+/// Write a bundled suite to `dest` (created), keeping file modes executable for scripts.
+pub fn extract_suite(name: &str, dest: &Path) -> Result<()> {
+    let dir = SUITES.get_dir(name).ok_or_else(|| {
+        Error::usage(format!("no bundled suite `{name}` (bundled: {})", bundled_suites().join(", ")))
+    })?;
+    extract(dir, dir.path(), dest)
+}
+
+pub fn bundled_suites() -> Vec<&'static str> {
+    SUITES.dirs().filter_map(|d| d.path().file_name().and_then(|n| n.to_str())).collect()
+}
+
+fn extract(dir: &'static Dir<'static>, base: &Path, dest: &Path) -> Result<()> {
+    for f in dir.files() {
+        let rel = f.path().strip_prefix(base).expect("file below its dir");
+        let path = dest.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+        std::fs::write(&path, f.contents()).at(&path)?;
+        if path.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).at(&path)?;
+        }
+    }
+    for d in dir.dirs() {
+        extract(d, base, dest)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The command line. One file per subcommand: an `Args` struct and a `run` function. All
+//! printing lives here.
+
+mod init;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+use git_harness::Error;
+use git_harness::exit;
+
+pub use output::Ui;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "git-harness",
+    bin_name = "git harness",
+    version,
+    about = "Keep an LLM-agent harness in git and improve it one validated branch at a time",
+    after_help = exit::TABLE
+)]
+pub struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+    /// When to colour output.
+    #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto)]
+    pub color: output::ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Init(init::Args),
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let mut ui = Ui::new(cli.color);
+    if let Some(dir) = &cli.dir
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        ui.error(&Error::io(dir, e));
+        return exit::USAGE;
+    }
+    let result = match cli.command {
+        Command::Init(a) => init::run(&mut ui, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            ui.error(&e);
+            e.exit_code()
+        }
+    }
+}

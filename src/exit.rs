@@ -1,0 +1,24 @@
+//! Process exit codes. They follow the `git bisect run` contract where it applies.
+
+/// Success, or the gate accepted.
+pub const SUCCESS: i32 = 0;
+/// A negative answer: the gate rejected, `check` found the revision bad, a refusal to promote.
+pub const NEGATIVE: i32 = 1;
+/// Bad usage or configuration (unknown flag, malformed YAML, missing file).
+pub const USAGE: i32 = 2;
+/// The gate could not decide (too little coverage, statistic undefined).
+pub const INDECISIVE: i32 = 3;
+/// Could not test: infrastructure failed (sandbox, model API, verifier).
+pub const CANNOT_TEST: i32 = 125;
+/// Interrupted by Ctrl-C.
+pub const INTERRUPTED: i32 = 130;
+
+/// The table printed by `--help` and the README.
+pub const TABLE: &str = "\
+Exit codes:
+    0    success, or the gate accepted
+    1    a negative answer (rejected, bad revision, refused promotion)
+    2    usage or configuration error
+    3    indecisive (the gate could not decide)
+  125    could not test (infrastructure error)
+  130    interrupted";

@@ -1,0 +1,388 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `.harness/experiment.yaml`. Everything here is fixed for a lineage; its hash (with the splits
+/// and task checksums) is the experiment fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+    /// Who proposes edits; defaults to the experiment's model.
+    #[serde(default)]
+    pub proposer: ProposerConfig,
+    #[serde(default)]
+    pub budgets: Budgets,
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    pub suite: SuiteConfig,
+    /// Trials per task.
+    #[serde(default = "default_trials")]
+    pub trials: u32,
+    /// Seed of the run; per-trial seeds derive from it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub gate: GateConfig,
+    #[serde(default)]
+    pub prices: Prices,
+    #[serde(default)]
+    pub mine: MineConfig,
+    /// Infrastructure errors of a trial are retried this many times.
+    #[serde(default = "default_infra_retries")]
+    pub infra_retries: u32,
+}
+
+fn default_trials() -> u32 {
+    2
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_infra_retries() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Openai,
+    Anthropic,
+    /// The simulated model, served over the OpenAI-compatible API on loopback.
+    Sim,
+    Replay,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: Provider,
+    /// The model name sent to the API.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The *name* of the environment variable that holds the API key; never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Sim only: the scenario file (`builtin:demo` or a path relative to the repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_sec: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Concurrent requests to this provider.
+    #[serde(default = "default_model_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+fn default_retries() -> u32 {
+    4
+}
+fn default_model_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    #[serde(default)]
+    pub temperature: f64,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    2048
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        DecodingConfig { temperature: 0.0, max_tokens: default_max_tokens() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposerKind {
+    /// The experiment's own model (the Self-Harness method).
+    #[default]
+    Model,
+    /// The offline rule catalog.
+    Catalog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProposerConfig {
+    #[serde(default)]
+    pub kind: ProposerKind,
+    /// Proposals per round.
+    #[serde(default = "default_k")]
+    pub k: usize,
+}
+
+fn default_k() -> usize {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default = "default_turns")]
+    pub max_turns: u32,
+    #[serde(default = "default_tool_calls")]
+    pub max_tool_calls: u32,
+    #[serde(default = "default_wall")]
+    pub wall_clock_sec: u64,
+    #[serde(default = "default_tokens")]
+    pub max_tokens: u64,
+    /// Per bash call.
+    #[serde(default = "default_cmd_timeout")]
+    pub command_timeout_sec: u64,
+}
+
+fn default_turns() -> u32 {
+    30
+}
+fn default_tool_calls() -> u32 {
+    40
+}
+fn default_wall() -> u64 {
+    900
+}
+fn default_tokens() -> u64 {
+    400_000
+}
+fn default_cmd_timeout() -> u64 {
+    60
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            max_turns: default_turns(),
+            max_tool_calls: default_tool_calls(),
+            wall_clock_sec: default_wall(),
+            max_tokens: default_tokens(),
+            command_timeout_sec: default_cmd_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    #[default]
+    Local,
+    Docker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    #[serde(default)]
+    pub kind: RunnerKind,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Docker: image substitutions, e.g. `ubuntu:24.04: local/bookworm-python`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_map: BTreeMap<String, String>,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig { kind: RunnerKind::Local, concurrency: default_concurrency(), image_map: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteConfig {
+    /// `builtin:demo`, a path (relative to the repository root), or a git URL.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateRule {
+    Paper,
+    #[default]
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    #[serde(default)]
+    pub rule: GateRule,
+    /// Significance level of the strict rule's paired test.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Accept even when a task broke (passed every trial before, fails every trial now).
+    #[serde(default)]
+    pub allow_broke: bool,
+    /// Below this fraction of trials free of infrastructure errors, the verdict is indecisive.
+    #[serde(default = "default_coverage")]
+    pub min_coverage: f64,
+    /// Adaptive trials: up to this many trials per task when the strict test is promising.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_trials: Option<u32>,
+    /// Stop evaluating a candidate as soon as its verdict cannot change.
+    #[serde(default = "default_true")]
+    pub early_stop: bool,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_coverage() -> f64 {
+    0.9
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            rule: GateRule::Strict,
+            alpha: default_alpha(),
+            allow_broke: false,
+            min_coverage: default_coverage(),
+            max_trials: None,
+            early_stop: true,
+        }
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    #[serde(default)]
+    pub output_per_mtok: f64,
+    #[serde(default)]
+    pub cached_input_per_mtok: f64,
+}
+
+impl Prices {
+    pub fn cost(&self, usage: &crate::model::Usage) -> f64 {
+        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens) as f64;
+        (uncached * self.input_per_mtok
+            + usage.cached_tokens as f64 * self.cached_input_per_mtok
+            + usage.completion_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Diagnose {
+    #[default]
+    Deterministic,
+    Model,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MineConfig {
+    #[serde(default)]
+    pub diagnose: Diagnose,
+}
+
+impl Experiment {
+    pub fn parse(text: &str, file: &Path) -> Result<Self> {
+        let e: Experiment = crate::yaml::from_str(text, file)?;
+        e.validate(text, file)?;
+        Ok(e)
+    }
+
+    fn validate(&self, text: &str, file: &Path) -> Result<()> {
+        let at = |key: &str| crate::yaml::line_of(text, key);
+        let err = |key: &str, field: &str, msg: &str| Err(Error::config(file, at(key), field, msg));
+        if self.trials == 0 {
+            return err("trials", "trials", "must be at least 1");
+        }
+        if self.runner.concurrency == 0 {
+            return err("concurrency", "runner.concurrency", "must be at least 1");
+        }
+        if self.model.concurrency == 0 {
+            return err("concurrency", "model.concurrency", "must be at least 1");
+        }
+        if !(self.gate.alpha > 0.0 && self.gate.alpha < 1.0) {
+            return err("alpha", "gate.alpha", "must be between 0 and 1 (exclusive), e.g. 0.05");
+        }
+        if !(0.0..=1.0).contains(&self.gate.min_coverage) {
+            return err("min_coverage", "gate.min_coverage", "must be between 0 and 1");
+        }
+        if let Some(m) = self.gate.max_trials
+            && m < self.trials
+        {
+            return err("max_trials", "gate.max_trials", "must be at least `trials`");
+        }
+        if self.budgets.max_turns == 0 || self.budgets.max_tool_calls == 0 {
+            return err("budgets", "budgets", "max_turns and max_tool_calls must be at least 1");
+        }
+        match self.model.provider {
+            Provider::Openai | Provider::Anthropic => {
+                if let Some(env) = &self.model.api_key_env
+                    && (env.starts_with("sk-") || env.len() > 64 || env.contains(char::is_whitespace))
+                {
+                    return err(
+                        "api_key_env",
+                        "model.api_key_env",
+                        "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself",
+                    );
+                }
+            }
+            Provider::Sim => {
+                if self.model.scenario.is_none() {
+                    return err(
+                        "provider",
+                        "model.scenario",
+                        "the sim provider needs a scenario (e.g. `scenario: builtin:demo`)",
+                    );
+                }
+            }
+            Provider::Replay => {}
+        }
+        if self.suite.path.trim().is_empty() {
+            return err("path", "suite.path", "must name a suite directory or `builtin:demo`");
+        }
+        Ok(())
+    }
+
+    /// The part of the config that the fingerprint covers: everything that changes what a trial
+    /// does. Concurrency, timeouts of the client, trial counts, gate, proposer and prices do not
+    /// change a trial's outcome, so changing them keeps cached results valid.
+    pub fn canonical(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": {
+                "provider": self.model.provider,
+                "name": self.model.name,
+                "base_url": self.model.base_url,
+                "scenario": self.model.scenario,
+            },
+            "decoding": self.decoding,
+            "budgets": self.budgets,
+            "runner": { "kind": self.runner.kind, "image_map": self.runner.image_map },
+            "suite": self.suite,
+            "seed": self.seed,
+        })
+    }
+}

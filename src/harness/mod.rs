@@ -42,7 +42,7 @@ impl Harness {
         let mut files = BTreeMap::new();
         let mut failure = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            if dir.is_empty() && entry.name() == Some(FIXED_DIR) {
+            if dir.is_empty() && entry.name().ok() == Some(FIXED_DIR) {
                 return git2::TreeWalkResult::Skip;
             }
             if entry.kind() == Some(git2::ObjectType::Blob) {

@@ -1,1 +1,162 @@
-//! lineage
+//! Everything git-harness writes to git: proposal branches, trailers, result notes, run records,
+//! rejected refs, the test log, and compare-and-swap promotion merges. This is the only module
+//! that writes to the repository.
+
+mod notes;
+mod promote;
+mod proposal;
+mod runs;
+pub mod trailers;
+
+use git2::{Oid, Repository, Signature};
+
+pub use notes::{HarnessNote, RunSummary, read_note, update_note};
+pub use promote::{PromoteOutcome, ValidationRecord, Verdict, promote, update_checked_out_worktree, worktree_is_clean};
+pub use proposal::{
+    Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal, resolve_proposal,
+};
+pub use runs::{TestLogEntry, append_test_log, list_runs, read_run_file, test_log_entries, write_run};
+
+use crate::error::{Error, GitContext, Result};
+
+pub const DEFAULT_MAIN: &str = "main";
+pub const PROPOSALS_PREFIX: &str = "refs/heads/harness/proposals/";
+pub const REJECTED_PREFIX: &str = "refs/harness/rejected/";
+pub const RUNS_PREFIX: &str = "refs/harness/runs/";
+pub const TEST_LOG_REF: &str = "refs/harness/test-log";
+pub const NOTES_REF: &str = "refs/notes/harness";
+
+/// Trailer keys of design.md §3.
+pub mod keys {
+    pub const SURFACE: &str = "Harness-Surface";
+    pub const CLUSTER: &str = "Harness-Cluster";
+    pub const EVIDENCE: &str = "Harness-Evidence";
+    pub const PARENT: &str = "Harness-Parent";
+    pub const PROPOSER: &str = "Harness-Proposer";
+    pub const ROUND: &str = "Harness-Round";
+    pub const VERDICT: &str = "Harness-Verdict";
+    pub const GATE: &str = "Harness-Gate";
+    pub const HELD_IN: &str = "Harness-Held-In";
+    pub const VALIDATION: &str = "Harness-Validation";
+    pub const OVERRIDE: &str = "Harness-Override";
+    pub const PROPOSAL: &str = "Harness-Proposal";
+}
+
+/// Open the repository the way git does (honours `GIT_DIR`, searches upwards).
+pub fn open_repo() -> Result<Repository> {
+    Repository::open_from_env().map_err(|e| Error::Usage {
+        message: format!("not in a git repository: {}", e.message()),
+        hint: Some("run `git harness init` to create a harness repository, or cd into one".into()),
+    })
+}
+
+/// The name of the branch that holds the current harness (`harness.mainBranch`, default `main`).
+pub fn main_branch(repo: &Repository) -> String {
+    repo.config()
+        .and_then(|c| c.get_string("harness.mainBranch"))
+        .unwrap_or_else(|_| DEFAULT_MAIN.to_string())
+}
+
+pub fn main_ref(repo: &Repository) -> String {
+    format!("refs/heads/{}", main_branch(repo))
+}
+
+/// The commit at the tip of main.
+pub fn main_commit(repo: &Repository) -> Result<git2::Commit<'_>> {
+    let name = main_ref(repo);
+    let r = repo.find_reference(&name).map_err(|_| Error::Usage {
+        message: format!("branch `{}` does not exist", main_branch(repo)),
+        hint: Some("run `git harness init` first, or set harness.mainBranch".into()),
+    })?;
+    r.peel_to_commit().git(format!("read {name}"))
+}
+
+/// Resolve a revision (`main`, `HEAD~2`, an oid, a proposal name) to a commit.
+pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>> {
+    if let Ok(p) = resolve_proposal(repo, rev) {
+        return repo.find_commit(p.commit).git("read proposal commit");
+    }
+    let obj = repo.revparse_single(rev).map_err(|_| {
+        Error::usage_hint(
+            format!("unknown revision `{rev}`"),
+            "give a commit, a branch, or a proposal (`<round>/<slug>` or its branch name)",
+        )
+    })?;
+    obj.peel_to_commit().git(format!("peel {rev} to a commit"))
+}
+
+/// The signature for commits we make: the repository's user, or a fixed identity of the tool.
+/// `GIT_AUTHOR_DATE`/`GIT_COMMITTER_DATE` are honoured so tests can fix dates.
+pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
+    let base = repo
+        .signature()
+        .or_else(|_| Signature::now("git-harness", "git-harness@localhost"))
+        .git("make a commit signature")?;
+    let when = match std::env::var("GIT_COMMITTER_DATE").ok().and_then(|d| parse_git_date(&d)) {
+        Some(t) => t,
+        None => base.when(),
+    };
+    let name = base.name().unwrap_or("git-harness").to_string();
+    let email = base.email().unwrap_or("git-harness@localhost").to_string();
+    Signature::new(&name, &email, &when).git("make a commit signature")
+}
+
+/// Parses the formats tests use: `@<unix> <tz>`, `<unix> <tz>`, or RFC 3339.
+fn parse_git_date(s: &str) -> Option<git2::Time> {
+    let s = s.trim().trim_start_matches('@');
+    let mut parts = s.split_whitespace();
+    if let (Some(secs), tz) = (parts.next().and_then(|p| p.parse::<i64>().ok()), parts.next()) {
+        let offset = tz.and_then(parse_tz).unwrap_or(0);
+        return Some(git2::Time::new(secs, offset));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| git2::Time::new(d.timestamp(), d.offset().local_minus_utc() / 60))
+}
+
+fn parse_tz(tz: &str) -> Option<i32> {
+    let (sign, digits) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => (1, tz),
+    };
+    if digits.len() != 4 {
+        return None;
+    }
+    let h: i32 = digits[..2].parse().ok()?;
+    let m: i32 = digits[2..].parse().ok()?;
+    Some(sign * (h * 60 + m))
+}
+
+/// Create a ref that must not exist yet.
+pub(crate) fn create_ref(repo: &Repository, name: &str, target: Oid, msg: &str) -> Result<()> {
+    repo.reference(name, target, false, msg)
+        .map(|_| ())
+        .map_err(|e| {
+            if e.code() == git2::ErrorCode::Exists {
+                Error::usage(format!("{name} already exists"))
+            } else {
+                Error::Git { context: format!("create {name}"), source: e }
+            }
+        })
+}
+
+/// Compare-and-swap: move `name` from `expected` to `new`, failing if someone moved it.
+pub(crate) fn cas_ref(repo: &Repository, name: &str, expected: Oid, new: Oid, msg: &str) -> Result<()> {
+    match repo.reference_matching(name, new, true, expected, msg) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.code(), git2::ErrorCode::Modified | git2::ErrorCode::Locked) => {
+            let actual = repo
+                .refname_to_id(name)
+                .map(|o| o.to_string())
+                .unwrap_or_else(|_| "(deleted)".into());
+            Err(Error::RefMoved { refname: name.into(), expected: expected.to_string(), actual })
+        }
+        Err(e) => Err(Error::Git { context: format!("update {name}"), source: e }),
+    }
+}
+
+/// Short oid for display.
+pub fn short(oid: Oid) -> String {
+    oid.to_string()[..10].to_string()
+}

@@ -1,0 +1,264 @@
+//! Validation records and promotion: a two-parent merge built in memory and moved onto main
+//! compare-and-swap, so two promotes racing on the same main never lose a merge.
+
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+
+use super::keys;
+use super::notes::read_note;
+use super::proposal::{Proposal, ProposalState};
+use super::trailers::CommitMessage;
+use super::{cas_ref, main_ref, short, signature};
+use crate::error::{Error, GitContext, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Reject,
+    Indecisive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Accept => "accept",
+            Verdict::Reject => "reject",
+            Verdict::Indecisive => "indecisive",
+        })
+    }
+}
+
+/// Parent vs candidate on one split, as counted by the gate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitComparison {
+    pub parent_passes: u32,
+    pub parent_trials: u32,
+    pub candidate_passes: u32,
+    pub candidate_trials: u32,
+}
+
+impl SplitComparison {
+    pub fn delta(&self) -> i64 {
+        i64::from(self.candidate_passes) - i64::from(self.parent_passes)
+    }
+
+    /// `7/24 -> 11/24 (+4)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{} -> {}/{} ({:+})",
+            self.parent_passes,
+            self.parent_trials,
+            self.candidate_passes,
+            self.candidate_trials,
+            self.delta()
+        )
+    }
+}
+
+/// What `validate` records and `promote` requires: the gate's verdict for exactly this candidate
+/// tree against exactly this parent tree under exactly this experiment fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub candidate: String,
+    pub candidate_tree: String,
+    pub parent: String,
+    pub parent_tree: String,
+    pub fingerprint: String,
+    /// `paper` or `strict`.
+    pub gate: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub held_in: SplitComparison,
+    pub validation: SplitComparison,
+    /// The statistic behind the verdict, e.g. `sign-flip p=0.031 (m=6) <= 0.05`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<String>,
+    /// Used to rank accepted candidates of one round.
+    #[serde(default)]
+    pub margin: f64,
+    /// Run refs the comparison read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<String>,
+    pub created_at: String,
+    /// The gate's full decision (per-task flips etc.), kept for reports.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub decision: serde_json::Value,
+}
+
+impl ValidationRecord {
+    pub fn matches(&self, candidate_tree: Oid, parent_tree: Oid, fingerprint: &str) -> bool {
+        self.candidate_tree == candidate_tree.to_string()
+            && self.parent_tree == parent_tree.to_string()
+            && self.fingerprint == fingerprint
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PromoteOutcome {
+    pub merge: Oid,
+    pub main_before: Oid,
+    pub worktree_updated: bool,
+    pub record: Option<ValidationRecord>,
+}
+
+/// True when the checked-out worktree has no staged or unstaged changes to tracked files.
+pub fn worktree_is_clean(repo: &Repository) -> Result<bool> {
+    if repo.is_bare() {
+        return Ok(true);
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(false).include_ignored(false);
+    let statuses = repo.statuses(Some(&mut opts)).git("read worktree status")?;
+    Ok(statuses.iter().all(|s| s.status() == git2::Status::CURRENT))
+}
+
+/// Is `refname` the branch checked out in this (non-bare) repository?
+fn is_checked_out(repo: &Repository, refname: &str) -> bool {
+    !repo.is_bare()
+        && repo
+            .find_reference("HEAD")
+            .ok()
+            .and_then(|h| h.symbolic_target().ok().flatten().map(|t| t == refname))
+            .unwrap_or(false)
+}
+
+/// After main moved from a clean checkout, bring index and files to the new tip.
+pub fn update_checked_out_worktree(repo: &Repository) -> Result<bool> {
+    if !is_checked_out(repo, &main_ref(repo)) {
+        return Ok(false);
+    }
+    let mut co = git2::build::CheckoutBuilder::new();
+    co.force();
+    repo.checkout_head(Some(&mut co)).git("update the worktree to the new main")?;
+    Ok(true)
+}
+
+/// Merge `proposal` into main when a validation record for this candidate tree, main's tree and
+/// `fingerprint` says accept — or when `force_reason` is given, recorded as `Harness-Override`.
+pub fn promote(
+    repo: &Repository,
+    proposal: &Proposal,
+    fingerprint: &str,
+    gate_report: &str,
+    force_reason: Option<&str>,
+) -> Result<PromoteOutcome> {
+    if proposal.state == ProposalState::Rejected && force_reason.is_none() {
+        return Err(Error::negative(
+            format!("proposal {} was rejected", proposal.name()),
+            Some("a rejected proposal can only be promoted with --force --reason TEXT".into()),
+        ));
+    }
+    let main_name = main_ref(repo);
+    let main = repo.find_reference(&main_name).and_then(|r| r.peel_to_commit()).git(format!("read {main_name}"))?;
+    let candidate = repo.find_commit(proposal.commit).git("read proposal commit")?;
+    let note = read_note(repo, proposal.commit)?;
+    let record = note
+        .validations
+        .iter()
+        .rev()
+        .find(|r| r.matches(candidate.tree_id(), main.tree_id(), fingerprint))
+        .cloned();
+    match (&record, force_reason) {
+        (Some(r), None) if r.verdict == Verdict::Accept => {}
+        (Some(r), None) => {
+            return Err(Error::negative(
+                format!(
+                    "the validation of {} against main ({}) says {}: {}",
+                    proposal.name(),
+                    short(main.id()),
+                    r.verdict,
+                    r.reason
+                ),
+                Some("only accepted proposals are promoted; use --force --reason TEXT to override".into()),
+            ));
+        }
+        (None, None) => {
+            let stale = note.validations.iter().any(|r| r.candidate_tree == candidate.tree_id().to_string());
+            let hint = if stale {
+                format!(
+                    "it was validated against another main or experiment; run `git harness validate {}` again",
+                    proposal.name()
+                )
+            } else {
+                format!("run `git harness validate {}` first", proposal.name())
+            };
+            return Err(Error::negative(
+                format!(
+                    "no accepting validation record for {} against main ({}) under experiment {fingerprint}",
+                    proposal.name(),
+                    short(main.id())
+                ),
+                Some(hint),
+            ));
+        }
+        (_, Some(_)) => {}
+    }
+
+    let checked_out = is_checked_out(repo, &main_name);
+    if checked_out && !worktree_is_clean(repo)? {
+        return Err(Error::usage_hint(
+            format!("the worktree has uncommitted changes on {}", main_name.trim_start_matches("refs/heads/")),
+            "commit or stash them; promote moves main and updates the checked-out files",
+        ));
+    }
+
+    let tree_id = if candidate.parent_id(0).ok() == Some(main.id()) {
+        candidate.tree_id()
+    } else {
+        let mut index = repo.merge_commits(&main, &candidate, None).git("merge proposal into main")?;
+        if index.has_conflicts() {
+            let paths: Vec<String> = index
+                .conflicts()
+                .git("list conflicts")?
+                .filter_map(|c| c.ok())
+                .filter_map(|c| c.our.or(c.their).and_then(|e| String::from_utf8(e.path).ok()))
+                .collect();
+            return Err(Error::negative(
+                format!("{} conflicts with main in {}", proposal.name(), paths.join(", ")),
+                Some("propose again on the current main".into()),
+            ));
+        }
+        index.write_tree_to(repo).git("write merge tree")?
+    };
+    let tree = repo.find_tree(tree_id).git("read merge tree")?;
+
+    let mut msg = CommitMessage::new(format!("Promote {}: {}", proposal.name(), proposal.message.subject))
+        .body(gate_report.to_string())
+        .trailer(keys::PROPOSAL, proposal.display_ref());
+    for key in [keys::SURFACE, keys::CLUSTER, keys::ROUND] {
+        if let Some(v) = proposal.message.get(key) {
+            msg = msg.trailer(key, v);
+        }
+    }
+    msg = msg.trailer(keys::PARENT, main.id().to_string());
+    if let Some(r) = &record {
+        msg = msg
+            .trailer(keys::VERDICT, r.verdict.to_string())
+            .trailer(keys::GATE, &r.gate)
+            .trailer(keys::HELD_IN, r.held_in.describe())
+            .trailer(keys::VALIDATION, r.validation.describe());
+    } else {
+        msg = msg.trailer(keys::VERDICT, "none");
+    }
+    if let Some(reason) = force_reason {
+        msg = msg.trailer(keys::OVERRIDE, reason);
+    }
+    let sig = signature(repo)?;
+    let merge = repo
+        .commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
+        .git("write merge commit")?;
+    cas_ref(repo, &main_name, main.id(), merge, &format!("git-harness: promote {}", proposal.name()))?;
+
+    // The proposal lives on as main's second parent; its branch is done.
+    if proposal.state == ProposalState::Open
+        && let Ok(mut r) = repo.find_reference(&proposal.refname)
+        && r.target() == Some(proposal.commit)
+    {
+        let _ = r.delete();
+    }
+    let worktree_updated = if checked_out { update_checked_out_worktree(repo)? } else { false };
+    Ok(PromoteOutcome { merge, main_before: main.id(), worktree_updated, record })
+}

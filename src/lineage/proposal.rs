@@ -1,0 +1,199 @@
+//! Proposal branches `harness/proposals/<round>/<slug>`: one commit on its parent whose message
+//! carries the evidence; rejected ones move to `refs/harness/rejected/<round>/<slug>`.
+
+use git2::{Oid, Repository};
+
+use super::trailers::CommitMessage;
+use super::{PROPOSALS_PREFIX, REJECTED_PREFIX, create_ref, signature};
+use crate::error::{Error, GitContext, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalState {
+    Open,
+    Rejected,
+}
+
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub round: u32,
+    pub slug: String,
+    pub refname: String,
+    pub commit: Oid,
+    pub parent: Option<Oid>,
+    pub state: ProposalState,
+    pub message: CommitMessage,
+}
+
+impl Proposal {
+    /// `<round>/<slug>`: how users name a proposal.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.round, self.slug)
+    }
+
+    /// The branch name for open proposals, the ref for rejected ones.
+    pub fn display_ref(&self) -> String {
+        self.refname.strip_prefix("refs/heads/").unwrap_or(&self.refname).to_string()
+    }
+}
+
+/// A slug for branch names: lowercase ascii, digits and dashes.
+pub fn slugify(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-');
+    out.chars().take(48).collect::<String>().trim_end_matches('-').to_string()
+}
+
+/// Create the proposal branch: one commit on `parent` changing `changes` (path -> new content,
+/// `None` deletes), with `message`. Fails if the branch exists.
+pub fn create_proposal(
+    repo: &Repository,
+    parent: &git2::Commit<'_>,
+    round: u32,
+    slug: &str,
+    changes: &[(String, Option<String>)],
+    message: &CommitMessage,
+) -> Result<Proposal> {
+    let slug = slugify(slug);
+    if slug.is_empty() {
+        return Err(Error::usage("a proposal needs a slug with at least one letter or digit"));
+    }
+    let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");
+    let base = parent.tree().git("read parent tree")?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for (path, content) in changes {
+        match content {
+            Some(text) => {
+                let blob = repo.blob(text.as_bytes()).git("write surface blob")?;
+                update.upsert(path.as_str(), blob, git2::FileMode::Blob);
+            }
+            None => {
+                update.remove(path.as_str());
+            }
+        }
+    }
+    let tree_id = update.create_updated(repo, &base).git("build proposal tree")?;
+    let tree = repo.find_tree(tree_id).git("read proposal tree")?;
+    let sig = signature(repo)?;
+    let commit = repo
+        .commit(None, &sig, &sig, &message.render(), &tree, &[parent])
+        .git("write proposal commit")?;
+    create_ref(repo, &refname, commit, "git-harness: propose")?;
+    Ok(Proposal {
+        round,
+        slug,
+        refname,
+        commit,
+        parent: Some(parent.id()),
+        state: ProposalState::Open,
+        message: message.clone(),
+    })
+}
+
+/// Every proposal, open and rejected, ordered by round then slug.
+pub fn list_proposals(repo: &Repository) -> Result<Vec<Proposal>> {
+    let mut out = Vec::new();
+    for (prefix, state) in [(PROPOSALS_PREFIX, ProposalState::Open), (REJECTED_PREFIX, ProposalState::Rejected)] {
+        let refs = repo.references_glob(&format!("{prefix}*")).git("list proposal refs")?;
+        for r in refs {
+            let r = r.git("read proposal ref")?;
+            let Ok(name) = r.name() else { continue };
+            if let Some(p) = from_ref(repo, name, prefix, state)? {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.round, &a.slug, a.state as u8).cmp(&(b.round, &b.slug, b.state as u8)));
+    Ok(out)
+}
+
+fn from_ref(repo: &Repository, refname: &str, prefix: &str, state: ProposalState) -> Result<Option<Proposal>> {
+    let rest = &refname[prefix.len()..];
+    let Some((round, slug)) = rest.split_once('/') else { return Ok(None) };
+    let Ok(round) = round.parse::<u32>() else { return Ok(None) };
+    let commit = repo
+        .find_reference(refname)
+        .and_then(|r| r.peel_to_commit())
+        .git(format!("read {refname}"))?;
+    let message = CommitMessage::parse(commit.message().unwrap_or_default())?;
+    Ok(Some(Proposal {
+        round,
+        slug: slug.to_string(),
+        refname: refname.to_string(),
+        commit: commit.id(),
+        parent: commit.parent_id(0).ok(),
+        state,
+        message,
+    }))
+}
+
+/// Find a proposal by `<round>/<slug>`, its branch or ref name, or a unique slug.
+pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
+    let all = list_proposals(repo)?;
+    let stripped = name
+        .trim_start_matches("refs/heads/")
+        .trim_start_matches("refs/")
+        .trim_start_matches("harness/proposals/")
+        .trim_start_matches("harness/rejected/")
+        .trim_start_matches("rejected/");
+    let exact: Vec<_> = all.iter().filter(|p| p.name() == stripped || p.refname == name).collect();
+    // An open proposal wins over a rejected one of the same name (it cannot happen through us).
+    if let Some(p) = exact.iter().find(|p| p.state == ProposalState::Open).or(exact.first()) {
+        return Ok((*p).clone());
+    }
+    let by_slug: Vec<_> = all.iter().filter(|p| p.slug == stripped).collect();
+    match by_slug.len() {
+        1 => Ok(by_slug[0].clone()),
+        0 => Err(Error::usage_hint(
+            format!("no proposal named `{name}`"),
+            "list proposals with `git harness log --all`",
+        )),
+        _ => Err(Error::usage_hint(
+            format!("`{name}` names several proposals"),
+            format!(
+                "say which: {}",
+                by_slug.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// The next round number: one more than any round that has proposals (open or rejected).
+pub fn next_round(repo: &Repository) -> Result<u32> {
+    Ok(list_proposals(repo)?.iter().map(|p| p.round).max().unwrap_or(0) + 1)
+}
+
+/// Move an open proposal to `refs/harness/rejected/<round>/<slug>` atomically: both refs locked,
+/// the branch must still point where we read it.
+pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> Result<String> {
+    if proposal.state == ProposalState::Rejected {
+        return Ok(proposal.refname.clone());
+    }
+    let target = format!("{REJECTED_PREFIX}{}/{}", proposal.round, proposal.slug);
+    let sig = signature(repo)?;
+    let mut tx = repo.transaction().git("start ref transaction")?;
+    tx.lock_ref(&proposal.refname).git(format!("lock {}", proposal.refname))?;
+    tx.lock_ref(&target).git(format!("lock {target}"))?;
+    let current = repo.refname_to_id(&proposal.refname).ok();
+    if current != Some(proposal.commit) {
+        return Err(Error::RefMoved {
+            refname: proposal.refname.clone(),
+            expected: proposal.commit.to_string(),
+            actual: current.map(|o| o.to_string()).unwrap_or_else(|| "(deleted)".into()),
+        });
+    }
+    if repo.refname_to_id(&target).is_ok() {
+        return Err(Error::usage(format!("{target} already exists")));
+    }
+    tx.set_target(&target, proposal.commit, Some(&sig), &format!("git-harness: reject: {reason}"))
+        .git("set rejected ref")?;
+    tx.remove(&proposal.refname).git("delete proposal branch")?;
+    tx.commit().git("commit ref transaction")?;
+    Ok(target)
+}

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use include_dir::{Dir, include_dir};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -49,6 +50,11 @@ fn collect(dir: &'static Dir<'static>, base: &Path, out: &mut Vec<(String, &'sta
     }
 }
 
+/// The default `.harness/experiment.yaml`, with `{{ suite }}` to fill in.
+pub const EXPERIMENT_TEMPLATE: &str = include_str!("../templates/experiment.yaml");
+/// The initial `.harness/splits.yaml`.
+pub const SPLITS_TEMPLATE: &str = include_str!("../templates/splits.yaml");
+
 /// A prompt template of the tool itself (`propose.md`, `diagnose.md`).
 pub fn prompt(name: &str) -> Option<&'static str> {
     PROMPTS.get_file(name).and_then(|f| f.contents_utf8())
@@ -66,19 +72,49 @@ pub fn remedies() -> Vec<(String, &'static str)> {
 
 /// The YAML text of a bundled sim scenario (`builtin:demo` -> `demo.yaml`).
 pub fn sim_scenario(name: &str) -> Option<&'static str> {
-    SIM.get_file(format!("{name}.yaml")).and_then(|f| f.contents_utf8())
+    SIM.get_file(format!("{name}.yaml"))
+        .and_then(|f| f.contents_utf8())
 }
 
 /// Write a bundled suite to `dest` (created), keeping file modes executable for scripts.
 pub fn extract_suite(name: &str, dest: &Path) -> Result<()> {
     let dir = SUITES.get_dir(name).ok_or_else(|| {
-        Error::usage(format!("no bundled suite `{name}` (bundled: {})", bundled_suites().join(", ")))
+        Error::usage(format!(
+            "no bundled suite `{name}` (bundled: {})",
+            bundled_suites().join(", ")
+        ))
     })?;
     extract(dir, dir.path(), dest)
 }
 
+/// A digest of a bundled suite's content, so an extracted copy is reused only while it matches.
+pub fn suite_digest(name: &str) -> Option<String> {
+    let dir = SUITES.get_dir(name)?;
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort_by_key(|f| f.path());
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.path().to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(f.contents());
+        h.update([0]);
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+fn walk(dir: &'static Dir<'static>, out: &mut Vec<&'static include_dir::File<'static>>) {
+    out.extend(dir.files());
+    for d in dir.dirs() {
+        walk(d, out);
+    }
+}
+
 pub fn bundled_suites() -> Vec<&'static str> {
-    SUITES.dirs().filter_map(|d| d.path().file_name().and_then(|n| n.to_str())).collect()
+    SUITES
+        .dirs()
+        .filter_map(|d| d.path().file_name().and_then(|n| n.to_str()))
+        .collect()
 }
 
 fn extract(dir: &'static Dir<'static>, base: &Path, dest: &Path) -> Result<()> {

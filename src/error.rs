@@ -52,16 +52,28 @@ pub enum Error {
     },
     /// The user asked for something that cannot be done as asked.
     #[error("{message}")]
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     /// A negative answer that is not an accident: refused promotion, rejected candidate.
     #[error("{message}")]
-    Negative { message: String, hint: Option<String> },
+    Negative {
+        message: String,
+        hint: Option<String>,
+    },
     /// The gate could not decide.
     #[error("{message}")]
-    Indecisive { message: String, hint: Option<String> },
+    Indecisive {
+        message: String,
+        hint: Option<String>,
+    },
     /// Infrastructure failure (sandbox, model API, verifier).
     #[error("{message}")]
-    Infra { message: String, hint: Option<String> },
+    Infra {
+        message: String,
+        hint: Option<String>,
+    },
     #[error("interrupted")]
     Interrupted,
     /// A git operation failed.
@@ -112,30 +124,44 @@ impl Error {
             | Error::Negative { hint, .. }
             | Error::Indecisive { hint, .. }
             | Error::Infra { hint, .. } => hint.clone(),
-            Error::RefMoved { .. } => {
-                Some("another command updated it concurrently; re-run to work on the new tip".into())
-            }
+            Error::RefMoved { .. } => Some(
+                "another command updated it concurrently; re-run to work on the new tip".into(),
+            ),
             Error::Interrupted => None,
             Error::Git { .. } => None,
             Error::Io { .. } => None,
-            Error::Internal(_) => Some("this is a bug; please report it with the command you ran".into()),
+            Error::Internal(_) => {
+                Some("this is a bug; please report it with the command you ran".into())
+            }
         }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
-        Error::Usage { message: message.into(), hint: None }
+        Error::Usage {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn usage_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Usage { message: message.into(), hint: Some(hint.into()) }
+        Error::Usage {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     pub fn negative(message: impl Into<String>, hint: Option<String>) -> Self {
-        Error::Negative { message: message.into(), hint }
+        Error::Negative {
+            message: message.into(),
+            hint,
+        }
     }
 
     pub fn infra(message: impl Into<String>) -> Self {
-        Error::Infra { message: message.into(), hint: None }
+        Error::Infra {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn config(
@@ -154,7 +180,10 @@ impl Error {
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -165,7 +194,10 @@ pub trait GitContext<T> {
 
 impl<T> GitContext<T> for std::result::Result<T, git2::Error> {
     fn git(self, context: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Git { context: context.into(), source })
+        self.map_err(|source| Error::Git {
+            context: context.into(),
+            source,
+        })
     }
 }
 
@@ -176,6 +208,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

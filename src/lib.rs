@@ -19,6 +19,7 @@ pub mod propose;
 pub mod report;
 pub mod sandbox;
 pub mod task;
+pub mod workspace;
 pub mod yaml;
 
 pub use error::{Error, Result};

@@ -14,8 +14,18 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
         let inner = e.into_inner();
         let line = inner.location().map(|l| l.line());
         let message = clean_message(&inner.to_string());
-        let field = if field == "." { "(document)".to_string() } else { field };
-        Error::Config { file: file.to_path_buf(), line, field, message, hint: None }
+        let field = if field == "." {
+            "(document)".to_string()
+        } else {
+            field
+        };
+        Error::Config {
+            file: file.to_path_buf(),
+            line,
+            field,
+            message,
+            hint: None,
+        }
     })
 }
 

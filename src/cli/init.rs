@@ -1,16 +1,53 @@
 //! `git harness init`: create (or adopt) a harness repository.
 
-use git_harness::Result;
+use std::path::PathBuf;
+
+use git_harness::harness::init::{InitOptions, init};
+use git_harness::{Result, exit, lineage};
 
 use super::Ui;
 
-/// Create a harness repository from a template and commit it.
+/// Create a harness repository from a template and commit it on main.
+///
+/// Writes harness.yaml, prompts/, tools/, middleware/, checks/ and the fixed experiment files
+/// .harness/experiment.yaml and .harness/splits.yaml. Existing files are adopted as they are.
+/// Nothing is committed when any of them is invalid.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Directory to create or adopt (default: the current directory).
-    pub dir: Option<std::path::PathBuf>,
+    /// Directory to create or adopt [default: the current directory].
+    pub dir: Option<PathBuf>,
+    /// Harness template: `minimal` (the Self-Harness initial harness) or `checklist` (a generic
+    /// human-written checklist, the cheap baseline).
+    #[arg(long, short, default_value = "minimal")]
+    pub template: String,
+    /// Task suite: a directory of task directories, or `builtin:demo` (the bundled demo suite).
+    #[arg(long, default_value = "builtin:demo")]
+    pub suite: String,
 }
 
-pub fn run(_ui: &mut Ui, _args: Args) -> Result<i32> {
-    Err(git_harness::Error::usage("init is being written"))
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let out = init(&InitOptions {
+        dir,
+        template: args.template.clone(),
+        suite: args.suite,
+    })?;
+    let verb = if out.created_repo {
+        "Created"
+    } else {
+        "Adopted"
+    };
+    ui.out(format!(
+        "{verb} harness repository {} from template `{}`",
+        out.dir.display(),
+        args.template
+    ));
+    ui.out(format!(
+        "  commit {}  {} files written, {} kept",
+        lineage::short(out.commit),
+        out.written.len(),
+        out.kept.len()
+    ));
+    ui.note("next: `git harness split` to fix the held_in / validation / test splits");
+    Ok(exit::SUCCESS)
 }

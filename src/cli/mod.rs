@@ -2,7 +2,12 @@
 //! printing lives here.
 
 mod init;
+mod log;
 mod output;
+mod promote;
+mod show;
+mod split;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +27,7 @@ pub use output::Ui;
 pub struct Cli {
     /// Run as if started in DIR.
     #[arg(short = 'C', global = true, value_name = "DIR")]
-    pub dir: Option<std::path::PathBuf>,
+    pub chdir: Option<std::path::PathBuf>,
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto)]
     pub color: output::ColorChoice,
@@ -33,19 +38,28 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Init(init::Args),
+    Split(split::Args),
+    Status(status::Args),
+    Log(log::Args),
+    Show(show::Args),
+    Promote(promote::Args),
 }
 
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
             let _ = e.print();
             return code;
         }
     };
     let mut ui = Ui::new(cli.color);
-    if let Some(dir) = &cli.dir
+    if let Some(dir) = &cli.chdir
         && let Err(e) = std::env::set_current_dir(dir)
     {
         ui.error(&Error::io(dir, e));
@@ -53,6 +67,11 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Init(a) => init::run(&mut ui, a),
+        Command::Split(a) => split::run(&mut ui, a),
+        Command::Status(a) => status::run(&mut ui, a),
+        Command::Log(a) => log::run(&mut ui, a),
+        Command::Show(a) => show::run(&mut ui, a),
+        Command::Promote(a) => promote::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

@@ -106,7 +106,10 @@ fn default_max_tokens() -> u32 {
 
 impl Default for DecodingConfig {
     fn default() -> Self {
-        DecodingConfig { temperature: 0.0, max_tokens: default_max_tokens() }
+        DecodingConfig {
+            temperature: 0.0,
+            max_tokens: default_max_tokens(),
+        }
     }
 }
 
@@ -204,7 +207,11 @@ fn default_concurrency() -> usize {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { kind: RunnerKind::Local, concurrency: default_concurrency(), image_map: BTreeMap::new() }
+        RunnerConfig {
+            kind: RunnerKind::Local,
+            concurrency: default_concurrency(),
+            image_map: BTreeMap::new(),
+        }
     }
 }
 
@@ -325,10 +332,18 @@ impl Experiment {
             return err("concurrency", "model.concurrency", "must be at least 1");
         }
         if !(self.gate.alpha > 0.0 && self.gate.alpha < 1.0) {
-            return err("alpha", "gate.alpha", "must be between 0 and 1 (exclusive), e.g. 0.05");
+            return err(
+                "alpha",
+                "gate.alpha",
+                "must be between 0 and 1 (exclusive), e.g. 0.05",
+            );
         }
         if !(0.0..=1.0).contains(&self.gate.min_coverage) {
-            return err("min_coverage", "gate.min_coverage", "must be between 0 and 1");
+            return err(
+                "min_coverage",
+                "gate.min_coverage",
+                "must be between 0 and 1",
+            );
         }
         if let Some(m) = self.gate.max_trials
             && m < self.trials
@@ -336,12 +351,18 @@ impl Experiment {
             return err("max_trials", "gate.max_trials", "must be at least `trials`");
         }
         if self.budgets.max_turns == 0 || self.budgets.max_tool_calls == 0 {
-            return err("budgets", "budgets", "max_turns and max_tool_calls must be at least 1");
+            return err(
+                "budgets",
+                "budgets",
+                "max_turns and max_tool_calls must be at least 1",
+            );
         }
         match self.model.provider {
             Provider::Openai | Provider::Anthropic => {
                 if let Some(env) = &self.model.api_key_env
-                    && (env.starts_with("sk-") || env.len() > 64 || env.contains(char::is_whitespace))
+                    && (env.starts_with("sk-")
+                        || env.len() > 64
+                        || env.contains(char::is_whitespace))
                 {
                     return err(
                         "api_key_env",
@@ -362,7 +383,11 @@ impl Experiment {
             Provider::Replay => {}
         }
         if self.suite.path.trim().is_empty() {
-            return err("path", "suite.path", "must name a suite directory or `builtin:demo`");
+            return err(
+                "path",
+                "suite.path",
+                "must name a suite directory or `builtin:demo`",
+            );
         }
         Ok(())
     }

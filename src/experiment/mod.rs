@@ -14,7 +14,11 @@ pub const SPLITS_FILE: &str = ".harness/splits.yaml";
 
 /// A stable hash of the canonical experiment config, the splits and the suite's task checksums.
 /// Results made under one fingerprint are never compared with results under another.
-pub fn fingerprint(experiment: &Experiment, splits: &Splits, task_checksums: &[(String, String)]) -> String {
+pub fn fingerprint(
+    experiment: &Experiment,
+    splits: &Splits,
+    task_checksums: &[(String, String)],
+) -> String {
     let mut h = Sha256::new();
     h.update(b"git-harness experiment v1\n");
     // Canonical forms: serde_json of our structs has a fixed field order.

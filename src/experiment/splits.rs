@@ -37,7 +37,9 @@ impl std::str::FromStr for Split {
             "held_in" | "held-in" => Ok(Split::HeldIn),
             "validation" => Ok(Split::Validation),
             "test" => Ok(Split::Test),
-            _ => Err(Error::usage(format!("unknown split `{s}`: expected held_in, validation or test"))),
+            _ => Err(Error::usage(format!(
+                "unknown split `{s}`: expected held_in, validation or test"
+            ))),
         }
     }
 }
@@ -64,7 +66,9 @@ impl Splits {
                         file,
                         crate::yaml::line_of_value(text, id),
                         split.as_str(),
-                        format!("task `{id}` is in both {prev} and {split}; splits must be disjoint"),
+                        format!(
+                            "task `{id}` is in both {prev} and {split}; splits must be disjoint"
+                        ),
                     ));
                 }
             }
@@ -95,7 +99,9 @@ impl Splits {
     pub fn compute(ids: &[String], seed: u64, ratios: [f64; 3]) -> Result<Self> {
         let total: f64 = ratios.iter().sum();
         if ratios.iter().any(|r| *r < 0.0) || total <= 0.0 {
-            return Err(Error::usage("split ratios must be non-negative and not all zero"));
+            return Err(Error::usage(
+                "split ratios must be non-negative and not all zero",
+            ));
         }
         let mut ids: Vec<String> = ids.to_vec();
         ids.sort();
@@ -112,6 +118,11 @@ impl Splits {
         held_in.sort();
         validation.sort();
         test.sort();
-        Ok(Splits { seed: Some(seed), held_in, validation, test })
+        Ok(Splits {
+            seed: Some(seed),
+            held_in,
+            validation,
+            test,
+        })
     }
 }

@@ -53,7 +53,10 @@ fn default_max_lines() -> usize {
 
 impl Default for Bounds {
     fn default() -> Self {
-        Bounds { max_lines_added: default_max_lines(), max_lines_removed: default_max_lines() }
+        Bounds {
+            max_lines_added: default_max_lines(),
+            max_lines_removed: default_max_lines(),
+        }
     }
 }
 
@@ -100,7 +103,12 @@ impl Manifest {
 
     fn validate(&self, text: &str, file: &Path) -> Result<()> {
         if self.name.trim().is_empty() {
-            return Err(Error::config(file, crate::yaml::line_of(text, "name"), "name", "must not be empty"));
+            return Err(Error::config(
+                file,
+                crate::yaml::line_of(text, "name"),
+                "name",
+                "must not be empty",
+            ));
         }
         if self.surfaces.is_empty() {
             return Err(Error::config(
@@ -113,19 +121,35 @@ impl Manifest {
         for (i, s) in self.surfaces.iter().enumerate() {
             let field = format!("surfaces[{i}].path");
             let line = crate::yaml::line_of_value(text, &s.path);
-            if s.path.starts_with(super::FIXED_DIR) || s.path.starts_with('/') || s.path.contains("..") {
+            if s.path.starts_with(super::FIXED_DIR)
+                || s.path.starts_with('/')
+                || s.path.contains("..")
+            {
                 return Err(Error::config(
                     file,
                     line,
                     field,
-                    format!("`{}` cannot be a surface: surfaces are relative paths outside .harness/", s.path),
+                    format!(
+                        "`{}` cannot be a surface: surfaces are relative paths outside .harness/",
+                        s.path
+                    ),
                 ));
             }
             if s.path == super::MANIFEST {
-                return Err(Error::config(file, line, field, "harness.yaml itself cannot be a surface"));
+                return Err(Error::config(
+                    file,
+                    line,
+                    field,
+                    "harness.yaml itself cannot be a surface",
+                ));
             }
             if let Err(e) = Glob::new(&s.path) {
-                return Err(Error::config(file, line, field, format!("not a valid glob: {e}")));
+                return Err(Error::config(
+                    file,
+                    line,
+                    field,
+                    format!("not a valid glob: {e}"),
+                ));
             }
             if s.bounds.max_lines_added == 0 && s.bounds.max_lines_removed == 0 {
                 return Err(Error::config(

@@ -1,6 +1,7 @@
 //! A harness: the manifest (`harness.yaml`), its declared editable surfaces, and the files of
 //! those surfaces, loaded from a commit's tree or from a directory.
 
+pub mod init;
 mod manifest;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,33 @@ impl Harness {
     pub fn surface_for(&self, path: &str) -> Option<&Surface> {
         self.manifest.surface_for(path)
     }
+}
+
+/// Check that a harness file parses as what its location says it is (YAML of tools, middleware,
+/// checks; prompt templates compile). Used by `init` and by the proposal checker.
+pub fn validate_file(path: &str, content: &str) -> Result<()> {
+    if path.ends_with(".yaml") || path.ends_with(".yml") {
+        serde_yaml::from_str::<serde_yaml::Value>(content).map_err(|e| {
+            Error::config(
+                path,
+                e.location().map(|l| l.line()),
+                "(document)",
+                e.to_string(),
+            )
+        })?;
+    }
+    if path.starts_with("prompts/") && path.ends_with(".md") {
+        let env = minijinja::Environment::new();
+        env.template_from_str(content).map_err(|e| {
+            Error::config(
+                path,
+                e.line(),
+                "(template)",
+                format!("does not compile: {e}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn read_dir_into(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {

@@ -2,6 +2,8 @@
 //! rejected refs, the test log, and compare-and-swap promotion merges. This is the only module
 //! that writes to the repository.
 
+mod commit;
+pub mod history;
 mod notes;
 mod promote;
 mod proposal;
@@ -10,12 +12,19 @@ pub mod trailers;
 
 use git2::{Oid, Repository, Signature};
 
+pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{HarnessNote, RunSummary, read_note, update_note};
-pub use promote::{PromoteOutcome, ValidationRecord, Verdict, promote, update_checked_out_worktree, worktree_is_clean};
-pub use proposal::{
-    Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal, resolve_proposal,
+pub use promote::{
+    PromoteOutcome, ValidationRecord, Verdict, promote, update_checked_out_worktree,
+    worktree_is_clean,
 };
-pub use runs::{TestLogEntry, append_test_log, list_runs, read_run_file, test_log_entries, write_run};
+pub use proposal::{
+    Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal,
+    resolve_proposal,
+};
+pub use runs::{
+    TestLogEntry, append_test_log, list_runs, read_run_file, test_log_entries, write_run,
+};
 
 use crate::error::{Error, GitContext, Result};
 
@@ -92,7 +101,10 @@ pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
         .signature()
         .or_else(|_| Signature::now("git-harness", "git-harness@localhost"))
         .git("make a commit signature")?;
-    let when = match std::env::var("GIT_COMMITTER_DATE").ok().and_then(|d| parse_git_date(&d)) {
+    let when = match std::env::var("GIT_COMMITTER_DATE")
+        .ok()
+        .and_then(|d| parse_git_date(&d))
+    {
         Some(t) => t,
         None => base.when(),
     };
@@ -105,7 +117,10 @@ pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
 fn parse_git_date(s: &str) -> Option<git2::Time> {
     let s = s.trim().trim_start_matches('@');
     let mut parts = s.split_whitespace();
-    if let (Some(secs), tz) = (parts.next().and_then(|p| p.parse::<i64>().ok()), parts.next()) {
+    if let (Some(secs), tz) = (
+        parts.next().and_then(|p| p.parse::<i64>().ok()),
+        parts.next(),
+    ) {
         let offset = tz.and_then(parse_tz).unwrap_or(0);
         return Some(git2::Time::new(secs, offset));
     }
@@ -136,23 +151,44 @@ pub(crate) fn create_ref(repo: &Repository, name: &str, target: Oid, msg: &str) 
             if e.code() == git2::ErrorCode::Exists {
                 Error::usage(format!("{name} already exists"))
             } else {
-                Error::Git { context: format!("create {name}"), source: e }
+                Error::Git {
+                    context: format!("create {name}"),
+                    source: e,
+                }
             }
         })
 }
 
 /// Compare-and-swap: move `name` from `expected` to `new`, failing if someone moved it.
-pub(crate) fn cas_ref(repo: &Repository, name: &str, expected: Oid, new: Oid, msg: &str) -> Result<()> {
+pub(crate) fn cas_ref(
+    repo: &Repository,
+    name: &str,
+    expected: Oid,
+    new: Oid,
+    msg: &str,
+) -> Result<()> {
     match repo.reference_matching(name, new, true, expected, msg) {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.code(), git2::ErrorCode::Modified | git2::ErrorCode::Locked) => {
+        Err(e)
+            if matches!(
+                e.code(),
+                git2::ErrorCode::Modified | git2::ErrorCode::Locked
+            ) =>
+        {
             let actual = repo
                 .refname_to_id(name)
                 .map(|o| o.to_string())
                 .unwrap_or_else(|_| "(deleted)".into());
-            Err(Error::RefMoved { refname: name.into(), expected: expected.to_string(), actual })
+            Err(Error::RefMoved {
+                refname: name.into(),
+                expected: expected.to_string(),
+                actual,
+            })
         }
-        Err(e) => Err(Error::Git { context: format!("update {name}"), source: e }),
+        Err(e) => Err(Error::Git {
+            context: format!("update {name}"),
+            source: e,
+        }),
     }
 }
 

@@ -29,7 +29,11 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn pass_rate(&self) -> f64 {
-        if self.trials == 0 { 0.0 } else { self.passes as f64 / self.trials as f64 }
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.passes as f64 / self.trials as f64
+        }
     }
 }
 
@@ -44,7 +48,10 @@ pub struct HarnessNote {
 impl HarnessNote {
     /// The most recent summary of `split` under `fingerprint`.
     pub fn latest(&self, split: &str, fingerprint: &str) -> Option<&RunSummary> {
-        self.runs.iter().rev().find(|r| r.split == split && r.fingerprint == fingerprint && !r.partial)
+        self.runs
+            .iter()
+            .rev()
+            .find(|r| r.split == split && r.fingerprint == fingerprint && !r.partial)
     }
 }
 
@@ -53,7 +60,9 @@ pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
         Ok(note) => {
             let text = note.message().unwrap_or_default();
             serde_yaml::from_str(text).map_err(|e| {
-                Error::Internal(format!("note on {commit} under {NOTES_REF} is not a harness note: {e}"))
+                Error::Internal(format!(
+                    "note on {commit} under {NOTES_REF} is not a harness note: {e}"
+                ))
             })
         }
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(HarnessNote::default()),
@@ -62,7 +71,11 @@ pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
 }
 
 /// Read-modify-write the note of `commit`, retrying when another writer won the race.
-pub fn update_note(repo: &Repository, commit: Oid, mut f: impl FnMut(&mut HarnessNote)) -> Result<()> {
+pub fn update_note(
+    repo: &Repository,
+    commit: Oid,
+    mut f: impl FnMut(&mut HarnessNote),
+) -> Result<()> {
     for _ in 0..50 {
         let current = repo.refname_to_id(NOTES_REF).ok();
         let mut note = read_note_at(repo, current, commit)?;
@@ -70,12 +83,22 @@ pub fn update_note(repo: &Repository, commit: Oid, mut f: impl FnMut(&mut Harnes
         let text = crate::yaml::to_string(&note);
         let blob = repo.blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {
-            Some(c) => Some(repo.find_commit(c).git("read notes commit")?.tree().git("read notes tree")?),
+            Some(c) => Some(
+                repo.find_commit(c)
+                    .git("read notes commit")?
+                    .tree()
+                    .git("read notes tree")?,
+            ),
             None => None,
         };
-        let mut tb = repo.treebuilder(base_tree.as_ref()).git("build notes tree")?;
-        tb.insert(commit.to_string(), blob, 0o100644).git("insert note")?;
-        let tree = repo.find_tree(tb.write().git("write notes tree")?).git("read notes tree")?;
+        let mut tb = repo
+            .treebuilder(base_tree.as_ref())
+            .git("build notes tree")?;
+        tb.insert(commit.to_string(), blob, 0o100644)
+            .git("insert note")?;
+        let tree = repo
+            .find_tree(tb.write().git("write notes tree")?)
+            .git("read notes tree")?;
         let sig = signature(repo)?;
         let parents: Vec<git2::Commit<'_>> = match current {
             Some(c) => vec![repo.find_commit(c).git("read notes commit")?],
@@ -83,7 +106,14 @@ pub fn update_note(repo: &Repository, commit: Oid, mut f: impl FnMut(&mut Harnes
         };
         let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
         let new = repo
-            .commit(None, &sig, &sig, &format!("Notes for {commit}\n"), &tree, &parent_refs)
+            .commit(
+                None,
+                &sig,
+                &sig,
+                &format!("Notes for {commit}\n"),
+                &tree,
+                &parent_refs,
+            )
             .git("write notes commit")?;
         let res = match current {
             Some(old) => repo.reference_matching(NOTES_REF, new, true, old, "git-harness: note"),
@@ -111,18 +141,34 @@ pub fn update_note(repo: &Repository, commit: Oid, mut f: impl FnMut(&mut Harnes
 
 /// The note as of a given notes commit (not the live ref), so the CAS base and the content agree.
 fn read_note_at(repo: &Repository, notes_commit: Option<Oid>, commit: Oid) -> Result<HarnessNote> {
-    let Some(nc) = notes_commit else { return Ok(HarnessNote::default()) };
-    let tree = repo.find_commit(nc).git("read notes commit")?.tree().git("read notes tree")?;
+    let Some(nc) = notes_commit else {
+        return Ok(HarnessNote::default());
+    };
+    let tree = repo
+        .find_commit(nc)
+        .git("read notes commit")?
+        .tree()
+        .git("read notes tree")?;
     let hex = commit.to_string();
     // Flat layout (ours) or git's fan-out layout (`ab/cdef...`).
-    let entry = tree
-        .get_name(&hex)
+    let entry = tree.get_name(&hex).map(|e| e.id()).or_else(|| {
+        tree.get_path(std::path::Path::new(&format!(
+            "{}/{}",
+            &hex[..2],
+            &hex[2..]
+        )))
+        .ok()
         .map(|e| e.id())
-        .or_else(|| tree.get_path(std::path::Path::new(&format!("{}/{}", &hex[..2], &hex[2..]))).ok().map(|e| e.id()));
-    let Some(id) = entry else { return Ok(HarnessNote::default()) };
+    });
+    let Some(id) = entry else {
+        return Ok(HarnessNote::default());
+    };
     let blob = repo.find_blob(id).git("read note blob")?;
-    serde_yaml::from_slice(blob.content())
-        .map_err(|e| Error::Internal(format!("note on {commit} under {NOTES_REF} is not a harness note: {e}")))
+    serde_yaml::from_slice(blob.content()).map_err(|e| {
+        Error::Internal(format!(
+            "note on {commit} under {NOTES_REF} is not a harness note: {e}"
+        ))
+    })
 }
 
 /// A little jitter without pulling an RNG through: the clock's nanoseconds.

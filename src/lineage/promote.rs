@@ -132,7 +132,8 @@ pub fn update_checked_out_worktree(repo: &Repository) -> Result<bool> {
     }
     let mut co = git2::build::CheckoutBuilder::new();
     co.force();
-    repo.checkout_head(Some(&mut co)).git("update the worktree to the new main")?;
+    repo.checkout_head(Some(&mut co))
+        .git("update the worktree to the new main")?;
     Ok(true)
 }
 
@@ -152,8 +153,13 @@ pub fn promote(
         ));
     }
     let main_name = main_ref(repo);
-    let main = repo.find_reference(&main_name).and_then(|r| r.peel_to_commit()).git(format!("read {main_name}"))?;
-    let candidate = repo.find_commit(proposal.commit).git("read proposal commit")?;
+    let main = repo
+        .find_reference(&main_name)
+        .and_then(|r| r.peel_to_commit())
+        .git(format!("read {main_name}"))?;
+    let candidate = repo
+        .find_commit(proposal.commit)
+        .git("read proposal commit")?;
     let note = read_note(repo, proposal.commit)?;
     let record = note
         .validations
@@ -172,11 +178,17 @@ pub fn promote(
                     r.verdict,
                     r.reason
                 ),
-                Some("only accepted proposals are promoted; use --force --reason TEXT to override".into()),
+                Some(
+                    "only accepted proposals are promoted; use --force --reason TEXT to override"
+                        .into(),
+                ),
             ));
         }
         (None, None) => {
-            let stale = note.validations.iter().any(|r| r.candidate_tree == candidate.tree_id().to_string());
+            let stale = note
+                .validations
+                .iter()
+                .any(|r| r.candidate_tree == candidate.tree_id().to_string());
             let hint = if stale {
                 format!(
                     "it was validated against another main or experiment; run `git harness validate {}` again",
@@ -200,7 +212,10 @@ pub fn promote(
     let checked_out = is_checked_out(repo, &main_name);
     if checked_out && !worktree_is_clean(repo)? {
         return Err(Error::usage_hint(
-            format!("the worktree has uncommitted changes on {}", main_name.trim_start_matches("refs/heads/")),
+            format!(
+                "the worktree has uncommitted changes on {}",
+                main_name.trim_start_matches("refs/heads/")
+            ),
             "commit or stash them; promote moves main and updates the checked-out files",
         ));
     }
@@ -208,16 +223,26 @@ pub fn promote(
     let tree_id = if candidate.parent_id(0).ok() == Some(main.id()) {
         candidate.tree_id()
     } else {
-        let mut index = repo.merge_commits(&main, &candidate, None).git("merge proposal into main")?;
+        let mut index = repo
+            .merge_commits(&main, &candidate, None)
+            .git("merge proposal into main")?;
         if index.has_conflicts() {
             let paths: Vec<String> = index
                 .conflicts()
                 .git("list conflicts")?
                 .filter_map(|c| c.ok())
-                .filter_map(|c| c.our.or(c.their).and_then(|e| String::from_utf8(e.path).ok()))
+                .filter_map(|c| {
+                    c.our
+                        .or(c.their)
+                        .and_then(|e| String::from_utf8(e.path).ok())
+                })
                 .collect();
             return Err(Error::negative(
-                format!("{} conflicts with main in {}", proposal.name(), paths.join(", ")),
+                format!(
+                    "{} conflicts with main in {}",
+                    proposal.name(),
+                    paths.join(", ")
+                ),
                 Some("propose again on the current main".into()),
             ));
         }
@@ -225,9 +250,13 @@ pub fn promote(
     };
     let tree = repo.find_tree(tree_id).git("read merge tree")?;
 
-    let mut msg = CommitMessage::new(format!("Promote {}: {}", proposal.name(), proposal.message.subject))
-        .body(gate_report.to_string())
-        .trailer(keys::PROPOSAL, proposal.display_ref());
+    let mut msg = CommitMessage::new(format!(
+        "Promote {}: {}",
+        proposal.name(),
+        proposal.message.subject
+    ))
+    .body(gate_report.to_string())
+    .trailer(keys::PROPOSAL, proposal.display_ref());
     for key in [keys::SURFACE, keys::CLUSTER, keys::ROUND] {
         if let Some(v) = proposal.message.get(key) {
             msg = msg.trailer(key, v);
@@ -250,7 +279,13 @@ pub fn promote(
     let merge = repo
         .commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
         .git("write merge commit")?;
-    cas_ref(repo, &main_name, main.id(), merge, &format!("git-harness: promote {}", proposal.name()))?;
+    cas_ref(
+        repo,
+        &main_name,
+        main.id(),
+        merge,
+        &format!("git-harness: promote {}", proposal.name()),
+    )?;
 
     // The proposal lives on as main's second parent; its branch is done.
     if proposal.state == ProposalState::Open
@@ -259,6 +294,15 @@ pub fn promote(
     {
         let _ = r.delete();
     }
-    let worktree_updated = if checked_out { update_checked_out_worktree(repo)? } else { false };
-    Ok(PromoteOutcome { merge, main_before: main.id(), worktree_updated, record })
+    let worktree_updated = if checked_out {
+        update_checked_out_worktree(repo)?
+    } else {
+        false
+    };
+    Ok(PromoteOutcome {
+        merge,
+        main_before: main.id(),
+        worktree_updated,
+        record,
+    })
 }

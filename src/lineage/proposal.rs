@@ -32,7 +32,10 @@ impl Proposal {
 
     /// The branch name for open proposals, the ref for rejected ones.
     pub fn display_ref(&self) -> String {
-        self.refname.strip_prefix("refs/heads/").unwrap_or(&self.refname).to_string()
+        self.refname
+            .strip_prefix("refs/heads/")
+            .unwrap_or(&self.refname)
+            .to_string()
     }
 }
 
@@ -47,7 +50,11 @@ pub fn slugify(s: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-');
-    out.chars().take(48).collect::<String>().trim_end_matches('-').to_string()
+    out.chars()
+        .take(48)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
 }
 
 /// Create the proposal branch: one commit on `parent` changing `changes` (path -> new content,
@@ -62,7 +69,9 @@ pub fn create_proposal(
 ) -> Result<Proposal> {
     let slug = slugify(slug);
     if slug.is_empty() {
-        return Err(Error::usage("a proposal needs a slug with at least one letter or digit"));
+        return Err(Error::usage(
+            "a proposal needs a slug with at least one letter or digit",
+        ));
     }
     let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");
     let base = parent.tree().git("read parent tree")?;
@@ -78,7 +87,9 @@ pub fn create_proposal(
             }
         }
     }
-    let tree_id = update.create_updated(repo, &base).git("build proposal tree")?;
+    let tree_id = update
+        .create_updated(repo, &base)
+        .git("build proposal tree")?;
     let tree = repo.find_tree(tree_id).git("read proposal tree")?;
     let sig = signature(repo)?;
     let commit = repo
@@ -99,8 +110,13 @@ pub fn create_proposal(
 /// Every proposal, open and rejected, ordered by round then slug.
 pub fn list_proposals(repo: &Repository) -> Result<Vec<Proposal>> {
     let mut out = Vec::new();
-    for (prefix, state) in [(PROPOSALS_PREFIX, ProposalState::Open), (REJECTED_PREFIX, ProposalState::Rejected)] {
-        let refs = repo.references_glob(&format!("{prefix}*")).git("list proposal refs")?;
+    for (prefix, state) in [
+        (PROPOSALS_PREFIX, ProposalState::Open),
+        (REJECTED_PREFIX, ProposalState::Rejected),
+    ] {
+        let refs = repo
+            .references_glob(&format!("{prefix}*"))
+            .git("list proposal refs")?;
         for r in refs {
             let r = r.git("read proposal ref")?;
             let Ok(name) = r.name() else { continue };
@@ -113,10 +129,19 @@ pub fn list_proposals(repo: &Repository) -> Result<Vec<Proposal>> {
     Ok(out)
 }
 
-fn from_ref(repo: &Repository, refname: &str, prefix: &str, state: ProposalState) -> Result<Option<Proposal>> {
+fn from_ref(
+    repo: &Repository,
+    refname: &str,
+    prefix: &str,
+    state: ProposalState,
+) -> Result<Option<Proposal>> {
     let rest = &refname[prefix.len()..];
-    let Some((round, slug)) = rest.split_once('/') else { return Ok(None) };
-    let Ok(round) = round.parse::<u32>() else { return Ok(None) };
+    let Some((round, slug)) = rest.split_once('/') else {
+        return Ok(None);
+    };
+    let Ok(round) = round.parse::<u32>() else {
+        return Ok(None);
+    };
     let commit = repo
         .find_reference(refname)
         .and_then(|r| r.peel_to_commit())
@@ -142,9 +167,16 @@ pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
         .trim_start_matches("harness/proposals/")
         .trim_start_matches("harness/rejected/")
         .trim_start_matches("rejected/");
-    let exact: Vec<_> = all.iter().filter(|p| p.name() == stripped || p.refname == name).collect();
+    let exact: Vec<_> = all
+        .iter()
+        .filter(|p| p.name() == stripped || p.refname == name)
+        .collect();
     // An open proposal wins over a rejected one of the same name (it cannot happen through us).
-    if let Some(p) = exact.iter().find(|p| p.state == ProposalState::Open).or(exact.first()) {
+    if let Some(p) = exact
+        .iter()
+        .find(|p| p.state == ProposalState::Open)
+        .or(exact.first())
+    {
         return Ok((*p).clone());
     }
     let by_slug: Vec<_> = all.iter().filter(|p| p.slug == stripped).collect();
@@ -158,7 +190,11 @@ pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
             format!("`{name}` names several proposals"),
             format!(
                 "say which: {}",
-                by_slug.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                by_slug
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -166,7 +202,12 @@ pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
 
 /// The next round number: one more than any round that has proposals (open or rejected).
 pub fn next_round(repo: &Repository) -> Result<u32> {
-    Ok(list_proposals(repo)?.iter().map(|p| p.round).max().unwrap_or(0) + 1)
+    Ok(list_proposals(repo)?
+        .iter()
+        .map(|p| p.round)
+        .max()
+        .unwrap_or(0)
+        + 1)
 }
 
 /// Move an open proposal to `refs/harness/rejected/<round>/<slug>` atomically: both refs locked,
@@ -178,21 +219,29 @@ pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> 
     let target = format!("{REJECTED_PREFIX}{}/{}", proposal.round, proposal.slug);
     let sig = signature(repo)?;
     let mut tx = repo.transaction().git("start ref transaction")?;
-    tx.lock_ref(&proposal.refname).git(format!("lock {}", proposal.refname))?;
+    tx.lock_ref(&proposal.refname)
+        .git(format!("lock {}", proposal.refname))?;
     tx.lock_ref(&target).git(format!("lock {target}"))?;
     let current = repo.refname_to_id(&proposal.refname).ok();
     if current != Some(proposal.commit) {
         return Err(Error::RefMoved {
             refname: proposal.refname.clone(),
             expected: proposal.commit.to_string(),
-            actual: current.map(|o| o.to_string()).unwrap_or_else(|| "(deleted)".into()),
+            actual: current
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "(deleted)".into()),
         });
     }
     if repo.refname_to_id(&target).is_ok() {
         return Err(Error::usage(format!("{target} already exists")));
     }
-    tx.set_target(&target, proposal.commit, Some(&sig), &format!("git-harness: reject: {reason}"))
-        .git("set rejected ref")?;
+    tx.set_target(
+        &target,
+        proposal.commit,
+        Some(&sig),
+        &format!("git-harness: reject: {reason}"),
+    )
+    .git("set rejected ref")?;
     tx.remove(&proposal.refname).git("delete proposal branch")?;
     tx.commit().git("commit ref transaction")?;
     Ok(target)

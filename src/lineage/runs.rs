@@ -24,13 +24,24 @@ pub fn write_run(
     };
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
     let tree = repo.find_tree(tree).git("read run tree")?;
-    let commit = repo.commit(None, &sig, &sig, message, &tree, &parents).git("write run commit")?;
-    create_ref(repo, &format!("{RUNS_PREFIX}{id}"), commit, "git-harness: run")?;
+    let commit = repo
+        .commit(None, &sig, &sig, message, &tree, &parents)
+        .git("write run commit")?;
+    create_ref(
+        repo,
+        &format!("{RUNS_PREFIX}{id}"),
+        commit,
+        "git-harness: run",
+    )?;
     Ok(commit)
 }
 
 fn build_tree(repo: &Repository, files: &[(String, Vec<u8>)]) -> Result<Oid> {
-    let empty = repo.treebuilder(None).git("start tree")?.write().git("write empty tree")?;
+    let empty = repo
+        .treebuilder(None)
+        .git("start tree")?
+        .write()
+        .git("write empty tree")?;
     let base = repo.find_tree(empty).git("read empty tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, bytes) in files {
@@ -43,7 +54,10 @@ fn build_tree(repo: &Repository, files: &[(String, Vec<u8>)]) -> Result<Oid> {
 /// Every run id with its commit, newest first by commit time.
 pub fn list_runs(repo: &Repository) -> Result<Vec<(String, Oid, i64)>> {
     let mut out = Vec::new();
-    for r in repo.references_glob(&format!("{RUNS_PREFIX}*")).git("list runs")? {
+    for r in repo
+        .references_glob(&format!("{RUNS_PREFIX}*"))
+        .git("list runs")?
+    {
         let r = r.git("read run ref")?;
         let Ok(name) = r.name() else { continue };
         let id = name[RUNS_PREFIX.len()..].to_string();
@@ -56,9 +70,13 @@ pub fn list_runs(repo: &Repository) -> Result<Vec<(String, Oid, i64)>> {
 
 /// A file of a run record, or `None` when the run or file does not exist.
 pub fn read_run_file(repo: &Repository, id: &str, path: &str) -> Result<Option<Vec<u8>>> {
-    let Ok(r) = repo.find_reference(&format!("{RUNS_PREFIX}{id}")) else { return Ok(None) };
+    let Ok(r) = repo.find_reference(&format!("{RUNS_PREFIX}{id}")) else {
+        return Ok(None);
+    };
     let tree = r.peel_to_tree().git("read run tree")?;
-    let Ok(entry) = tree.get_path(std::path::Path::new(path)) else { return Ok(None) };
+    let Ok(entry) = tree.get_path(std::path::Path::new(path)) else {
+        return Ok(None);
+    };
     let blob = repo.find_blob(entry.id()).git("read run file")?;
     Ok(Some(blob.content().to_vec()))
 }
@@ -92,15 +110,18 @@ pub struct BaselineResult {
 
 /// All openings, oldest first.
 pub fn test_log_entries(repo: &Repository) -> Result<Vec<TestLogEntry>> {
-    let Ok(tip) = repo.refname_to_id(TEST_LOG_REF) else { return Ok(Vec::new()) };
+    let Ok(tip) = repo.refname_to_id(TEST_LOG_REF) else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     let mut cur = Some(repo.find_commit(tip).git("read test log")?);
     while let Some(c) = cur {
         let tree = c.tree().git("read test log tree")?;
         if let Some(e) = tree.get_name("opening.yaml") {
             let blob = repo.find_blob(e.id()).git("read test log entry")?;
-            let entry: TestLogEntry = serde_yaml::from_slice(blob.content())
-                .map_err(|e| Error::Internal(format!("test log entry {} is unreadable: {e}", c.id())))?;
+            let entry: TestLogEntry = serde_yaml::from_slice(blob.content()).map_err(|e| {
+                Error::Internal(format!("test log entry {} is unreadable: {e}", c.id()))
+            })?;
             out.push(entry);
         }
         cur = c.parent(0).ok();
@@ -115,7 +136,13 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
         let tip = repo.refname_to_id(TEST_LOG_REF).ok();
         let count = test_log_entries(repo)?.len() as u32;
         entry.opening = count + 1;
-        let tree = build_tree(repo, &[("opening.yaml".into(), crate::yaml::to_string(&entry).into_bytes())])?;
+        let tree = build_tree(
+            repo,
+            &[(
+                "opening.yaml".into(),
+                crate::yaml::to_string(&entry).into_bytes(),
+            )],
+        )?;
         let tree = repo.find_tree(tree).git("read test log tree")?;
         let sig = signature(repo)?;
         let parent = match tip {
@@ -125,18 +152,34 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let msg = format!(
             "Test split opening #{}: {} passed {}/{}\n",
-            entry.opening, &entry.harness[..entry.harness.len().min(10)], entry.passes, entry.trials
+            entry.opening,
+            &entry.harness[..entry.harness.len().min(10)],
+            entry.passes,
+            entry.trials
         );
-        let c = repo.commit(None, &sig, &sig, &msg, &tree, &parents).git("write test log commit")?;
+        let c = repo
+            .commit(None, &sig, &sig, &msg, &tree, &parents)
+            .git("write test log commit")?;
         let res = match tip {
-            Some(t) => repo.reference_matching(TEST_LOG_REF, c, true, t, "git-harness: test opening"),
+            Some(t) => {
+                repo.reference_matching(TEST_LOG_REF, c, true, t, "git-harness: test opening")
+            }
             None => repo.reference(TEST_LOG_REF, c, false, "git-harness: test opening"),
         };
         match res {
             Ok(_) => return Ok(entry),
-            Err(e) if matches!(e.code(), git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked) => continue,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e).git("update test log"),
         }
     }
-    Err(Error::infra("could not append to the test log: too many concurrent writers"))
+    Err(Error::infra(
+        "could not append to the test log: too many concurrent writers",
+    ))
 }

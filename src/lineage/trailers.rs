@@ -13,7 +13,10 @@ pub struct CommitMessage {
 
 impl CommitMessage {
     pub fn new(subject: impl Into<String>) -> Self {
-        CommitMessage { subject: one_line(&subject.into()), ..Default::default() }
+        CommitMessage {
+            subject: one_line(&subject.into()),
+            ..Default::default()
+        }
     }
 
     pub fn body(mut self, body: impl Into<String>) -> Self {
@@ -22,7 +25,8 @@ impl CommitMessage {
     }
 
     pub fn trailer(mut self, key: &str, value: impl AsRef<str>) -> Self {
-        self.trailers.push((key.to_string(), one_line(value.as_ref())));
+        self.trailers
+            .push((key.to_string(), one_line(value.as_ref())));
         self
     }
 
@@ -63,7 +67,11 @@ impl CommitMessage {
         } else if !trailers.is_empty() {
             body.clear();
         }
-        Ok(CommitMessage { subject, body: body.trim_matches('\n').to_string(), trailers })
+        Ok(CommitMessage {
+            subject,
+            body: body.trim_matches('\n').to_string(),
+            trailers,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -74,7 +82,9 @@ impl CommitMessage {
 /// Trailers of a message, as git parses them.
 pub fn parse(message: &str) -> Result<Vec<(String, String)>> {
     let t = git2::message_trailers_strs(message).git("parse trailers")?;
-    Ok(t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Ok(t.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// The last value of `key` (git's "last one wins" for single-valued trailers).

@@ -34,7 +34,12 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Message { role, content: Some(content.into()), tool_calls: Vec::new(), tool_call_id: None }
+        Message {
+            role,
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
     }
 }
 

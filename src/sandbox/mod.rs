@@ -22,7 +22,12 @@ pub struct ExecRequest {
 
 impl ExecRequest {
     pub fn new(command: impl Into<String>, timeout: Duration) -> Self {
-        ExecRequest { command: command.into(), timeout, env: Vec::new(), workdir: None }
+        ExecRequest {
+            command: command.into(),
+            timeout,
+            env: Vec::new(),
+            workdir: None,
+        }
     }
 }
 

@@ -1,0 +1,129 @@
+//! `git harness log`: the lineage of main.
+
+use git_harness::lineage::history::{Version, versions};
+use git_harness::lineage::{self, NOTES_REF, ProposalState, RunSummary};
+use git_harness::workspace::Workspace;
+use git_harness::{Result, exit};
+use serde::Serialize;
+
+use super::Ui;
+
+/// Show the lineage of main: each version, each promotion's surface and per-split pass rates.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Also list open and rejected proposals.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct ProposalRow {
+    name: String,
+    state: &'static str,
+    commit: String,
+    subject: String,
+    surface: Option<String>,
+    cluster: Option<String>,
+}
+
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    let ws = Workspace::open()?;
+    // Pass rates are only shown under the current experiment fingerprint.
+    let fingerprint = ws.fixed_on_main().and_then(|f| ws.fingerprint(&f)).ok();
+    let versions = versions(&ws.repo, fingerprint.as_deref())?;
+    let proposals: Vec<ProposalRow> = if args.all {
+        lineage::list_proposals(&ws.repo)?
+            .into_iter()
+            .map(|p| ProposalRow {
+                name: p.name(),
+                state: match p.state {
+                    ProposalState::Open => "open",
+                    ProposalState::Rejected => "rejected",
+                },
+                commit: p.commit.to_string(),
+                subject: p.message.subject.clone(),
+                surface: p.message.get(lineage::keys::SURFACE).map(str::to_string),
+                cluster: p.message.get(lineage::keys::CLUSTER).map(str::to_string),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if args.format == Format::Json {
+        let v = serde_json::json!({ "fingerprint": fingerprint, "versions": versions, "proposals": proposals });
+        ui.out(serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(exit::SUCCESS);
+    }
+    for (i, v) in versions.iter().enumerate() {
+        print_version(ui, i, v);
+    }
+    if args.all {
+        ui.out("");
+        if proposals.is_empty() {
+            ui.out("No open or rejected proposals.");
+        }
+        for p in &proposals {
+            let state = match p.state {
+                "open" => ui.paint("33", "open    "),
+                _ => ui.paint("31", "rejected"),
+            };
+            ui.out(format!("{state} {:<28} {}", p.name, p.subject));
+            if let Some(s) = &p.surface {
+                ui.out(format!(
+                    "         surface {s}{}",
+                    p.cluster
+                        .as_ref()
+                        .map(|c| format!("  cluster {c}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if fingerprint.is_none() {
+        ui.note(format!(
+            "note: pass rates need the experiment's suite; none shown (notes: {NOTES_REF})"
+        ));
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn rate(s: &Option<RunSummary>) -> String {
+    match s {
+        Some(r) => format!("{}/{} ({:.0}%)", r.passes, r.trials, r.pass_rate() * 100.0),
+        None => "-".into(),
+    }
+}
+
+fn print_version(ui: &mut Ui, i: usize, v: &Version) {
+    let short = &v.commit[..10];
+    let date = chrono::DateTime::from_timestamp(v.time, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    let head = ui.paint("33", short);
+    ui.out(format!("v{i:<3} {head} {date} {}", v.subject));
+    let mut detail = Vec::new();
+    if let Some(s) = &v.surface {
+        detail.push(format!("surface {s}"));
+    }
+    if let Some(o) = &v.overridden {
+        detail.push(format!("OVERRIDE: {o}"));
+    }
+    if v.held_in.is_some() || v.validation.is_some() {
+        detail.push(format!(
+            "held_in {}  validation {}",
+            rate(&v.held_in),
+            rate(&v.validation)
+        ));
+    }
+    if !detail.is_empty() {
+        ui.out(format!("                 {}", detail.join("  ")));
+    }
+}

@@ -1,0 +1,69 @@
+//! `git harness status`: where the harness stands.
+
+use git_harness::lineage::{self, ProposalState};
+use git_harness::workspace::Workspace;
+use git_harness::{Result, exit};
+
+use super::Ui;
+
+/// Show the current harness commit, experiment fingerprint, split sizes, open proposals and
+/// recent runs.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
+    let ws = Workspace::open()?;
+    let main = lineage::main_commit(&ws.repo)?;
+    let fixed = ws.fixed_at(&main)?;
+    ui.out(format!(
+        "harness   {} {} ({})",
+        lineage::main_branch(&ws.repo),
+        lineage::short(main.id()),
+        main.summary().ok().flatten().unwrap_or_default()
+    ));
+    match ws.fingerprint(&fixed) {
+        Ok(fp) => ui.out(format!(
+            "experiment {fp}  model {} ({:?})  suite {}",
+            fixed.experiment.model.name,
+            fixed.experiment.model.provider,
+            fixed.experiment.suite.path
+        )),
+        Err(e) => ui.out(format!("experiment (fingerprint unavailable: {e})")),
+    }
+    let s = &fixed.splits;
+    if s.is_empty() {
+        ui.out("splits    none yet: run `git harness split`");
+    } else {
+        ui.out(format!(
+            "splits    {} held_in / {} validation / {} test (sealed)",
+            s.held_in.len(),
+            s.validation.len(),
+            s.test.len()
+        ));
+    }
+    let props = lineage::list_proposals(&ws.repo)?;
+    let open: Vec<_> = props
+        .iter()
+        .filter(|p| p.state == ProposalState::Open)
+        .collect();
+    let rejected = props.len() - open.len();
+    ui.out(format!(
+        "proposals {} open, {} rejected",
+        open.len(),
+        rejected
+    ));
+    for p in open {
+        ui.out(format!("  {:<28} {}", p.name(), p.message.subject));
+    }
+    let runs = lineage::list_runs(&ws.repo)?;
+    ui.out(format!("runs      {}", runs.len()));
+    for (id, _, _) in runs.iter().take(5) {
+        ui.out(format!("  {id}"));
+    }
+    let openings = lineage::test_log_entries(&ws.repo)?.len();
+    ui.out(format!(
+        "test split opened {openings} time{}",
+        if openings == 1 { "" } else { "s" }
+    ));
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,146 @@
+//! Creating (or adopting) a harness repository from a bundled template.
+
+use std::path::{Path, PathBuf};
+
+use git2::Oid;
+
+use super::{FIXED_DIR, MANIFEST, Manifest};
+use crate::error::{Error, IoContext, Result};
+use crate::experiment::{EXPERIMENT_FILE, Experiment, SPLITS_FILE, Splits};
+use crate::{assets, lineage};
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub template: String,
+    /// `builtin:demo`, or a suite directory (recorded relative to the repo when inside it).
+    pub suite: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InitOutcome {
+    pub dir: PathBuf,
+    pub commit: Oid,
+    pub created_repo: bool,
+    /// Files written from the template.
+    pub written: Vec<String>,
+    /// Files that existed and were adopted as they are.
+    pub kept: Vec<String>,
+}
+
+/// Write the template's files where none exist, validate everything, and commit on main.
+/// Nothing is committed when validation fails.
+pub fn init(opts: &InitOptions) -> Result<InitOutcome> {
+    let files = assets::harness_template(&opts.template)?;
+    std::fs::create_dir_all(&opts.dir).at(&opts.dir)?;
+    let (repo, created_repo) = lineage::init_or_open(&opts.dir)?;
+    let root = repo
+        .workdir()
+        .ok_or_else(|| Error::usage("cannot init a harness in a bare repository"))?
+        .to_path_buf();
+    if let Ok(main) = lineage::main_commit(&repo)
+        && main
+            .tree()
+            .ok()
+            .and_then(|t| t.get_name(MANIFEST).map(|_| ()))
+            .is_some()
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "{} already holds a harness on {}",
+                root.display(),
+                lineage::main_branch(&repo)
+            ),
+            "use `git harness status` to see it",
+        ));
+    }
+
+    let suite = suite_for_config(&opts.suite, &root)?;
+    let experiment_text = assets::EXPERIMENT_TEMPLATE.replace("{{ suite }}", &suite);
+    let mut planned: Vec<(String, String)> = files
+        .iter()
+        .map(|(p, c)| (p.clone(), c.to_string()))
+        .collect();
+    planned.push((EXPERIMENT_FILE.to_string(), experiment_text));
+    planned.push((SPLITS_FILE.to_string(), assets::SPLITS_TEMPLATE.to_string()));
+
+    // Validate what will be committed (existing files win over the template) before writing.
+    let mut written = Vec::new();
+    let mut kept = Vec::new();
+    let mut to_write = Vec::new();
+    for (path, content) in &planned {
+        let full = root.join(path);
+        if full.exists() {
+            kept.push(path.clone());
+        } else {
+            to_write.push((full, content));
+            written.push(path.clone());
+        }
+    }
+    let effective = |path: &str| -> Result<String> {
+        let full = root.join(path);
+        if full.exists() {
+            std::fs::read_to_string(&full).at(&full)
+        } else {
+            Ok(planned
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default())
+        }
+    };
+    Manifest::parse(&effective(MANIFEST)?, Path::new(MANIFEST))?;
+    Experiment::parse(&effective(EXPERIMENT_FILE)?, Path::new(EXPERIMENT_FILE))?;
+    Splits::parse(&effective(SPLITS_FILE)?, Path::new(SPLITS_FILE))?;
+    for (path, _) in &planned {
+        if path.starts_with(FIXED_DIR) || path == MANIFEST {
+            continue;
+        }
+        crate::harness::validate_file(path, &effective(path)?)?;
+    }
+
+    for (full, content) in &to_write {
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+        std::fs::write(full, content).at(full)?;
+    }
+    let paths: Vec<String> = planned.iter().map(|(p, _)| p.clone()).collect();
+    let message = format!(
+        "Initialize the harness from the `{}` template\n\nSuite: {suite}\n",
+        opts.template
+    );
+    let commit = lineage::commit_worktree_paths(&repo, &paths, &message)?;
+    Ok(InitOutcome {
+        dir: root,
+        commit,
+        created_repo,
+        written,
+        kept,
+    })
+}
+
+/// Record a suite path relative to the repository when it lies inside it.
+fn suite_for_config(suite: &str, root: &Path) -> Result<String> {
+    if suite.starts_with("builtin:") || suite.contains("://") {
+        return Ok(suite.to_string());
+    }
+    let p = Path::new(suite);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().at(".")?.join(p)
+    };
+    if !abs.is_dir() {
+        return Err(Error::usage_hint(
+            format!("suite `{suite}` is not a directory"),
+            "give a directory of task directories, or `builtin:demo`",
+        ));
+    }
+    let abs = abs.canonicalize().at(&abs)?;
+    let root = root.canonicalize().at(root)?;
+    Ok(match abs.strip_prefix(&root) {
+        Ok(rel) => rel.to_string_lossy().into_owned(),
+        Err(_) => abs.to_string_lossy().into_owned(),
+    })
+}

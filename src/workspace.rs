@@ -1,0 +1,207 @@
+//! The repository a command works on, and the fixed experiment state read from a commit.
+
+use std::path::{Path, PathBuf};
+
+use git2::Repository;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, GitContext, IoContext, Result};
+use crate::experiment::{EXPERIMENT_FILE, Experiment, SPLITS_FILE, Splits};
+use crate::lineage;
+
+/// An open harness repository.
+pub struct Workspace {
+    pub repo: Repository,
+}
+
+/// The fixed experiment state of one commit.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    pub experiment: Experiment,
+    pub splits: Splits,
+}
+
+impl Workspace {
+    pub fn open() -> Result<Self> {
+        Ok(Workspace {
+            repo: lineage::open_repo()?,
+        })
+    }
+
+    pub fn from_repo(repo: Repository) -> Self {
+        Workspace { repo }
+    }
+
+    /// The worktree root, or the git dir for bare repositories.
+    pub fn root(&self) -> PathBuf {
+        self.repo
+            .workdir()
+            .unwrap_or_else(|| self.repo.path())
+            .to_path_buf()
+    }
+
+    /// Where rebuildable local state lives (`.git/harness/`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.repo.path().join("harness")
+    }
+
+    /// `.harness/experiment.yaml` and `.harness/splits.yaml` as committed in `commit`.
+    pub fn fixed_at(&self, commit: &git2::Commit<'_>) -> Result<Fixed> {
+        let tree = commit.tree().git("read tree")?;
+        let read = |path: &str| -> Result<String> {
+            let entry = tree.get_path(Path::new(path)).map_err(|_| {
+                Error::usage_hint(
+                    format!(
+                        "{path} is missing in commit {}",
+                        lineage::short(commit.id())
+                    ),
+                    "run `git harness init` to create the fixed experiment files",
+                )
+            })?;
+            let blob = self
+                .repo
+                .find_blob(entry.id())
+                .git(format!("read {path}"))?;
+            String::from_utf8(blob.content().to_vec())
+                .map_err(|_| Error::config(path, None, "(document)", "is not UTF-8 text"))
+        };
+        let experiment = Experiment::parse(&read(EXPERIMENT_FILE)?, Path::new(EXPERIMENT_FILE))?;
+        let splits = Splits::parse(&read(SPLITS_FILE)?, Path::new(SPLITS_FILE))?;
+        Ok(Fixed { experiment, splits })
+    }
+
+    /// The fixed state on main.
+    pub fn fixed_on_main(&self) -> Result<Fixed> {
+        let main = lineage::main_commit(&self.repo)?;
+        self.fixed_at(&main)
+    }
+
+    /// The suite directory an experiment names: `builtin:<name>` is extracted once under
+    /// `.git/harness/suites/`, a relative path is relative to the repository root.
+    pub fn suite_dir(&self, experiment: &Experiment) -> Result<PathBuf> {
+        resolve_suite(&experiment.suite.path, &self.root(), &self.state_dir())
+    }
+}
+
+/// Resolve a suite reference to a directory on disk.
+pub fn resolve_suite(spec: &str, root: &Path, state_dir: &Path) -> Result<PathBuf> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let digest = crate::assets::suite_digest(name)
+            .ok_or_else(|| Error::usage(format!("no bundled suite `{name}`")))?;
+        let dir = state_dir
+            .join("suites")
+            .join(format!("{name}-{}", &digest[..12]));
+        if !dir.exists() {
+            let parent = dir.parent().expect("suites dir has a parent");
+            std::fs::create_dir_all(parent).at(parent)?;
+            // Extract to a temp dir and rename, so a crash never leaves half a suite behind.
+            let tmp = tempfile::Builder::new()
+                .prefix(".extract-")
+                .tempdir_in(parent)
+                .at(parent)?;
+            crate::assets::extract_suite(name, tmp.path())?;
+            let staged = tmp.keep();
+            if let Err(e) = std::fs::rename(&staged, &dir) {
+                let _ = std::fs::remove_dir_all(&staged);
+                if !dir.exists() {
+                    return Err(Error::io(&dir, e));
+                }
+            }
+        }
+        return Ok(dir);
+    }
+    if spec.contains("://") || spec.starts_with("git@") {
+        return Err(Error::usage_hint(
+            format!("suite `{spec}` is a git URL"),
+            "clone it and set suite.path to the local directory",
+        ));
+    }
+    let p = Path::new(spec);
+    let dir = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
+    if !dir.is_dir() {
+        return Err(Error::config(
+            EXPERIMENT_FILE,
+            None,
+            "suite.path",
+            format!("`{}` is not a directory", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+/// sha256 of a byte string, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Workspace {
+    /// The experiment fingerprint of `fixed`: config, splits and the suite's task checksums.
+    pub fn fingerprint(&self, fixed: &Fixed) -> Result<String> {
+        let dir = self.suite_dir(&fixed.experiment)?;
+        let sums = suite_checksums(&dir)?;
+        Ok(crate::experiment::fingerprint(
+            &fixed.experiment,
+            &fixed.splits,
+            &sums,
+        ))
+    }
+
+    /// Task ids of the suite the experiment names.
+    pub fn suite_task_ids(&self, fixed: &Fixed) -> Result<Vec<String>> {
+        let dir = self.suite_dir(&fixed.experiment)?;
+        Ok(suite_checksums(&dir)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+}
+
+/// (task id, checksum) for every task directory of a suite.
+pub fn suite_checksums(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .collect::<std::io::Result<_>>()
+        .at(dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !path.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        let mut h = Sha256::new();
+        hash_dir(&path, &path, &mut h)?;
+        out.push((name, hex::encode(h.finalize())));
+    }
+    Ok(out)
+}
+
+fn hash_dir(root: &Path, dir: &Path, h: &mut Sha256) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .collect::<std::io::Result<_>>()
+        .at(dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            hash_dir(root, &p, h)?;
+        } else {
+            let rel = p
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
+            h.update(rel.as_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&p).at(&p)?);
+            h.update([0]);
+        }
+    }
+    Ok(())
+}

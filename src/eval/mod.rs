@@ -1,1 +1,183 @@
-//! eval
+//! Evaluation runs: trials of a harness on a split, run concurrently, journaled as they finish,
+//! cached by harness tree, and recorded in git as `refs/harness/runs/<id>` plus a note.
+
+pub mod cache;
+pub mod journal;
+pub mod record;
+pub mod run;
+pub mod schedule;
+pub mod trial;
+
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::Usage;
+use crate::task::VerifierOutcome;
+
+/// Which agent plays the trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// The model under the harness.
+    Harness,
+    /// Runs the task's reference solution.
+    Oracle,
+    /// Does nothing.
+    Nop,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Harness => "harness",
+            AgentKind::Oracle => "oracle",
+            AgentKind::Nop => "nop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Infrastructure error: never an agent failure, never cached, excluded from pass rates.
+    InfraError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfraKind {
+    Sandbox,
+    Model,
+    Verifier,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    pub total_ms: u64,
+    pub setup_ms: u64,
+    pub agent_ms: u64,
+    pub verify_ms: u64,
+    /// Time inside model calls.
+    pub model_ms: u64,
+    /// Time inside sandbox execs (agent tools, setup, verifier).
+    pub sandbox_ms: u64,
+}
+
+/// One trial's result, as stored in `results.jsonl` and in the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub task: String,
+    pub split: String,
+    pub trial: u32,
+    pub seed: u64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<InfraKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub reward: f64,
+    #[serde(default)]
+    pub verifier: VerifierOutcome,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub durations: Durations,
+    /// Why the episode ended (submitted, budget_turns, ...).
+    #[serde(default)]
+    pub ending: String,
+    pub turns: u32,
+    pub tool_calls: u32,
+    /// Path of the trace inside the run record that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Bytes of the trace as stored.
+    #[serde(default)]
+    pub trace_bytes: u64,
+    /// Digest of the cache key this result is stored under (absent: never cached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// The run whose trial this result was reused from, when it came from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<String>,
+}
+
+impl TrialResult {
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Pass
+    }
+
+    pub fn is_infra(&self) -> bool {
+        self.outcome == Outcome::InfraError
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.usage.prompt_tokens + self.usage.completion_tokens
+    }
+}
+
+/// A trial's identity within a run: task and trial index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TrialId {
+    pub task: String,
+    pub trial: u32,
+}
+
+/// The per-trial seed: a function of the experiment seed, the task and the trial index only, so
+/// repeated and resumed runs give the same trial the same seed.
+pub fn trial_seed(run_seed: u64, task: &str, trial: u32) -> u64 {
+    let mut h = Sha256::new();
+    h.update(run_seed.to_le_bytes());
+    h.update(task.as_bytes());
+    h.update(trial.to_le_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// Totals over a set of results (one split of a run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub passes: u32,
+    /// Trials that count: infra errors excluded.
+    pub trials: u32,
+    pub infra_errors: u32,
+    pub executed: u32,
+    pub cached: u32,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub wall_ms: u64,
+    pub trace_bytes: u64,
+}
+
+impl Totals {
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a TrialResult>) -> Totals {
+        let mut t = Totals::default();
+        for r in results {
+            match r.outcome {
+                Outcome::Pass => {
+                    t.passes += 1;
+                    t.trials += 1;
+                }
+                Outcome::Fail => t.trials += 1,
+                Outcome::InfraError => t.infra_errors += 1,
+            }
+            if r.cached_from.is_some() {
+                t.cached += 1;
+            } else {
+                t.executed += 1;
+                t.tokens += r.tokens();
+                t.cost_usd += r.cost_usd;
+                t.trace_bytes += r.trace_bytes;
+            }
+        }
+        t
+    }
+
+    pub fn pass_rate(&self) -> f64 {
+        if self.trials == 0 { 0.0 } else { f64::from(self.passes) / f64::from(self.trials) }
+    }
+}

@@ -196,3 +196,14 @@ pub(crate) fn cas_ref(
 pub fn short(oid: Oid) -> String {
     oid.to_string()[..10].to_string()
 }
+
+/// The id of a commit's tree without `.harness/`: the harness's surfaces alone. Results are
+/// cached by it, so a reworded or rebased commit with the same surfaces reuses them.
+pub fn surface_tree(repo: &Repository, commit: &git2::Commit<'_>) -> Result<Oid> {
+    let tree = commit.tree().git("read tree")?;
+    let mut tb = repo.treebuilder(Some(&tree)).git("build surface tree")?;
+    if tb.get(crate::harness::FIXED_DIR).git("read tree entry")?.is_some() {
+        tb.remove(crate::harness::FIXED_DIR).git("drop .harness")?;
+    }
+    tb.write().git("write surface tree")
+}

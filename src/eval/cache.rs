@@ -1,0 +1,112 @@
+//! The trial cache: a result is reused when (surface tree, experiment fingerprint, task checksum,
+//! trial index, agent) match. The index is one small file per key under `.git/harness/cache/`,
+//! so a look-up is one file read whatever the history's length; it is rebuilt from the run refs
+//! whenever a run ref is not indexed yet (e.g. after a clone and fetch).
+
+use std::path::{Path, PathBuf};
+
+use git2::Repository;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AgentKind, TrialResult};
+use crate::error::{IoContext, Result};
+use crate::lineage;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheKey {
+    pub surface_tree: String,
+    pub fingerprint: String,
+    pub task_checksum: String,
+    pub trial: u32,
+    pub agent: AgentKind,
+}
+
+impl CacheKey {
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.surface_tree.as_str(),
+            self.fingerprint.as_str(),
+            self.task_checksum.as_str(),
+            &self.trial.to_string(),
+            self.agent.as_str(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedTrial {
+    /// The run (ref or journal) that executed the trial.
+    pub run: String,
+    pub result: TrialResult,
+}
+
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    pub fn new(state_dir: &Path) -> Self {
+        Cache { dir: state_dir.join("cache") }
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(&digest[..2]).join(format!("{}.json", &digest[2..]))
+    }
+
+    pub fn get(&self, digest: &str) -> Option<CachedTrial> {
+        let bytes = std::fs::read(self.path(digest)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Store a result; infrastructure errors are never cached.
+    pub fn put(&self, digest: &str, run: &str, result: &TrialResult) -> Result<()> {
+        if result.is_infra() {
+            return Ok(());
+        }
+        let path = self.path(digest);
+        let parent = path.parent().expect("cache path has a parent");
+        std::fs::create_dir_all(parent).at(parent)?;
+        let entry = CachedTrial { run: run.to_string(), result: result.clone() };
+        let bytes = serde_json::to_vec(&entry).expect("cache entry serializes");
+        // Write then rename: a reader never sees half an entry.
+        let tmp = parent.join(format!(".{}.tmp{}", &digest[2..], std::process::id()));
+        std::fs::write(&tmp, bytes).at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)?;
+        Ok(())
+    }
+
+    /// Index every run ref that is not indexed yet. Returns how many runs were indexed.
+    pub fn sync_from_refs(&self, repo: &Repository) -> Result<usize> {
+        let marks = self.dir.join("runs");
+        let mut n = 0;
+        for (id, _, _) in lineage::list_runs(repo)? {
+            let mark = marks.join(&id);
+            if mark.exists() {
+                continue;
+            }
+            if let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RESULTS_FILE)? {
+                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let Ok(r) = serde_json::from_slice::<TrialResult>(line) else { continue };
+                    if r.cached_from.is_some() {
+                        continue;
+                    }
+                    if let Some(d) = r.cache_key.clone()
+                        && self.get(&d).is_none()
+                    {
+                        self.put(&d, &id, &r)?;
+                    }
+                }
+            }
+            std::fs::create_dir_all(&marks).at(&marks)?;
+            std::fs::write(&mark, b"").at(&mark)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

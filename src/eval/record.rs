@@ -1,0 +1,161 @@
+//! Turning a finished (or interrupted) run into its git record: `refs/harness/runs/<id>` with
+//! run.yaml, results.jsonl and traces/, and a note on the harness commit with pass counts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+
+use super::cache::Cache;
+use super::journal::{Journal, RunMeta};
+use super::{Totals, TrialResult};
+use crate::error::{Error, IoContext, Result};
+use crate::lineage::{self, RunSummary};
+
+pub const RUN_FILE: &str = "run.yaml";
+pub const RESULTS_FILE: &str = "results.jsonl";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    #[serde(flatten)]
+    pub meta: RunMeta,
+    pub tool_version: String,
+    pub ended_at: String,
+    /// Interrupted or stopped early: not every planned trial has a result.
+    #[serde(default)]
+    pub partial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    pub totals: BTreeMap<String, Totals>,
+}
+
+/// Write the record of a run and its note; drop the journal. Returns the run commit.
+pub fn write_record(
+    repo: &Repository,
+    state_dir: &Path,
+    meta: &RunMeta,
+    results: &mut [TrialResult],
+    partial: bool,
+    stop_reason: Option<String>,
+) -> Result<Oid> {
+    let journal_dir = Journal::dir_for(state_dir, &meta.id);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    // Results reused from an interrupted run that never got a ref are adopted: their traces
+    // move into this record so nothing lives only in a local journal.
+    for r in results.iter_mut() {
+        if let Some(src) = r.cached_from.clone()
+            && repo.refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX)).is_err()
+        {
+            if let Some(t) = &r.trace {
+                let p = Journal::dir_for(state_dir, &src).join(t);
+                if let Ok(bytes) = std::fs::read(&p) {
+                    files.push((t.clone(), bytes));
+                }
+            }
+            r.cached_from = None;
+        } else if r.cached_from.is_none()
+            && let Some(t) = &r.trace
+        {
+            let p = journal_dir.join(t);
+            let bytes = std::fs::read(&p).at(&p)?;
+            files.push((t.clone(), bytes));
+        }
+    }
+    let mut by_split: BTreeMap<String, Vec<&TrialResult>> = BTreeMap::new();
+    for r in results.iter() {
+        by_split.entry(r.split.clone()).or_default().push(r);
+    }
+    let totals: BTreeMap<String, Totals> =
+        by_split.iter().map(|(k, v)| (k.clone(), Totals::of(v.iter().copied()))).collect();
+    let record = RunRecord {
+        meta: meta.clone(),
+        tool_version: crate::VERSION.to_string(),
+        ended_at: now(),
+        partial,
+        stop_reason,
+        totals: totals.clone(),
+    };
+    files.push((RUN_FILE.into(), crate::yaml::to_string(&record).into_bytes()));
+    let mut jsonl = Vec::new();
+    for r in results.iter() {
+        jsonl.extend(serde_json::to_vec(r).expect("result serializes"));
+        jsonl.push(b'\n');
+    }
+    files.push((RESULTS_FILE.into(), jsonl));
+    let harness = Oid::from_str(&meta.harness_commit).ok();
+    let summary_line: Vec<String> =
+        totals.iter().map(|(s, t)| format!("{s} {}/{}", t.passes, t.trials)).collect();
+    let msg = format!(
+        "Run {}: {} at {}{}\n\n{}\n",
+        meta.id,
+        meta.agent.as_str(),
+        &meta.harness_commit[..meta.harness_commit.len().min(10)],
+        if partial { " (partial)" } else { "" },
+        summary_line.join(", ")
+    );
+    let commit = lineage::write_run(repo, &meta.id, harness, &files, &msg)?;
+
+    if !meta.worktree && meta.agent == super::AgentKind::Harness
+        && let Some(h) = harness
+    {
+        lineage::update_note(repo, h, |note| {
+            for (split, t) in &totals {
+                note.runs.push(RunSummary {
+                    run: meta.id.clone(),
+                    split: split.clone(),
+                    fingerprint: meta.fingerprint.clone(),
+                    passes: t.passes,
+                    trials: t.trials,
+                    infra_errors: t.infra_errors,
+                    tokens: t.tokens,
+                    cost_usd: t.cost_usd,
+                    partial,
+                });
+            }
+        })?;
+    }
+    // Point the cache at the record (it pointed at the journal while the run was going).
+    let cache = Cache::new(state_dir);
+    for r in results.iter() {
+        if r.cached_from.is_none()
+            && let Some(d) = &r.cache_key
+        {
+            cache.put(d, &meta.id, r)?;
+        }
+    }
+    Journal::remove(state_dir, &meta.id);
+    Ok(commit)
+}
+
+/// Read a run's record and results from its ref.
+pub fn read_run(repo: &Repository, id: &str) -> Result<(RunRecord, Vec<TrialResult>)> {
+    let run = lineage::read_run_file(repo, id, RUN_FILE)?.ok_or_else(|| {
+        Error::usage_hint(format!("no run `{id}`"), "list runs with `git harness status`")
+    })?;
+    let record: RunRecord = serde_yaml::from_slice(&run)
+        .map_err(|e| Error::Internal(format!("run {id}: unreadable {RUN_FILE}: {e}")))?;
+    let results = lineage::read_run_file(repo, id, RESULTS_FILE)?
+        .map(|b| {
+            b.split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| serde_json::from_slice(l).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((record, results))
+}
+
+/// A trial's trace bytes: from the run that executed it.
+pub fn read_trace(repo: &Repository, state_dir: &Path, run: &str, result: &TrialResult) -> Result<Option<Vec<u8>>> {
+    let src = result.cached_from.as_deref().unwrap_or(run);
+    let Some(path) = &result.trace else { return Ok(None) };
+    if let Some(b) = lineage::read_run_file(repo, src, path)? {
+        return Ok(Some(b));
+    }
+    Ok(std::fs::read(Journal::dir_for(state_dir, src).join(path)).ok())
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,243 @@
+//! One evaluation run end to end: resolve the harness at a revision, plan trials, reuse the
+//! cache, execute the rest, record the run in git.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use git2::Oid;
+use globset::Glob;
+use tokio::sync::watch;
+
+use super::cache::{Cache, CacheKey};
+use super::journal::{Journal, RunMeta};
+use super::record::{RunRecord, now, write_record};
+use super::schedule::{self, Executor, Observer, PlannedTrial, Stopper};
+use super::{AgentKind, TrialResult, trial_seed};
+use crate::error::{Error, Result};
+use crate::experiment::Split;
+use crate::harness::Harness;
+use crate::lineage;
+use crate::workspace::{Fixed, Workspace};
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The harness revision (default HEAD); ignored with `worktree`.
+    pub rev: String,
+    /// Evaluate uncommitted edits of the worktree (never cached as a commit's results).
+    pub worktree: bool,
+    pub splits: Vec<Split>,
+    /// Trials per task (default: the experiment's).
+    pub trials: Option<u32>,
+    /// Only tasks whose id matches this glob.
+    pub tasks: Option<String>,
+    pub concurrency: Option<usize>,
+    pub agent: AgentKind,
+    pub no_cache: bool,
+    /// Continue an interrupted run.
+    pub resume: Option<String>,
+    /// Only `report --final` may open the test split.
+    pub allow_test: bool,
+    /// Run trials in this order (gate: decisive first); others follow in plan order.
+    pub order: Option<Vec<(Split, String, u32)>>,
+}
+
+impl RunRequest {
+    pub fn new(rev: impl Into<String>, splits: Vec<Split>) -> Self {
+        RunRequest {
+            rev: rev.into(),
+            worktree: false,
+            splits,
+            trials: None,
+            tasks: None,
+            concurrency: None,
+            agent: AgentKind::Harness,
+            no_cache: false,
+            resume: None,
+            allow_test: false,
+            order: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub id: String,
+    pub run_commit: Oid,
+    pub harness_commit: Oid,
+    pub record: RunRecord,
+    pub results: Vec<TrialResult>,
+    pub executed: usize,
+    pub stopped: Option<String>,
+}
+
+/// What a run needs besides the request: the loaded suite, the fingerprint and the trial
+/// executor factory. Built once and shared by the many runs of `validate` and `evolve`.
+pub struct EvalContext {
+    pub fixed: Fixed,
+    pub suite: crate::task::Suite,
+    pub fingerprint: String,
+    pub state_dir: std::path::PathBuf,
+    pub executors: Arc<dyn super::trial::ExecutorFactory>,
+    /// Warnings to show once (e.g. weaker isolation without bubblewrap).
+    pub warnings: Vec<String>,
+}
+
+/// Evaluate one harness revision.
+pub async fn evaluate(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    req: &RunRequest,
+    observer: &mut dyn Observer,
+    stopper: Option<Stopper<'_>>,
+    interrupt: Option<watch::Receiver<u8>>,
+) -> Result<RunOutcome> {
+    let repo = &ws.repo;
+    if req.splits.contains(&Split::Test) && !req.allow_test {
+        return Err(Error::usage_hint(
+            "the test split is sealed",
+            "only `git harness report --final` evaluates it, and every opening is logged",
+        ));
+    }
+    let commit = if req.worktree { repo.head().and_then(|h| h.peel_to_commit()).map_err(|e| Error::Git { context: "read HEAD".into(), source: e })? } else { lineage::resolve_commit(repo, &req.rev)? };
+    let fixed_here = ws.fixed_at(&commit)?;
+    if fixed_here.experiment != ctx.fixed.experiment || fixed_here.splits != ctx.fixed.splits {
+        return Err(Error::usage_hint(
+            format!("{} has a different experiment (.harness/) than main", lineage::short(commit.id())),
+            "results under different experiments are never compared; evaluate commits of this lineage",
+        ));
+    }
+    let harness = if req.worktree {
+        Harness::from_dir(&ws.root())?
+    } else {
+        Harness::from_commit(repo, &commit)?
+    };
+    let surface_tree = if req.worktree { "worktree".to_string() } else { lineage::surface_tree(repo, &commit)?.to_string() };
+    let trials = req.trials.unwrap_or(ctx.fixed.experiment.trials);
+    let matcher = match &req.tasks {
+        Some(p) => Some(
+            Glob::new(p)
+                .map_err(|e| Error::usage(format!("invalid --tasks pattern `{p}`: {e}")))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+
+    let mut plan = Vec::new();
+    for split in &req.splits {
+        for id in ctx.fixed.splits.get(*split) {
+            if matcher.as_ref().is_some_and(|m| !m.is_match(id)) {
+                continue;
+            }
+            let task = ctx.suite.get(id).ok_or_else(|| {
+                Error::usage_hint(
+                    format!("task `{id}` of the {split} split is not in the suite"),
+                    "the suite changed since the split; restore it or re-split with --force",
+                )
+            })?;
+            for t in 0..trials {
+                let cache_key = (!req.worktree).then(|| {
+                    CacheKey {
+                        surface_tree: surface_tree.clone(),
+                        fingerprint: ctx.fingerprint.clone(),
+                        task_checksum: task.checksum.clone(),
+                        trial: t,
+                        agent: req.agent,
+                    }
+                    .digest()
+                });
+                plan.push(PlannedTrial {
+                    task: task.clone(),
+                    split: *split,
+                    trial: t,
+                    seed: trial_seed(ctx.fixed.experiment.seed, id, t),
+                    cache_key,
+                });
+            }
+        }
+    }
+    if plan.is_empty() {
+        return Err(Error::usage("no trials to run: the selected splits and tasks are empty"));
+    }
+    if let Some(order) = &req.order {
+        let rank = |p: &PlannedTrial| {
+            order
+                .iter()
+                .position(|(s, t, i)| *s == p.split && *t == p.task.id && *i == p.trial)
+                .unwrap_or(usize::MAX)
+        };
+        plan.sort_by_key(rank);
+    }
+
+    let cache = Cache::new(&ctx.state_dir);
+    cache.sync_from_refs(repo)?;
+    let (meta, journaled) = match &req.resume {
+        Some(id) => {
+            let meta = Journal::read_meta(&ctx.state_dir, id)?;
+            if meta.harness_commit != commit.id().to_string() || meta.fingerprint != ctx.fingerprint {
+                return Err(Error::usage(format!(
+                    "run {id} evaluated another harness or experiment; it cannot be resumed with these arguments"
+                )));
+            }
+            let done = Journal::read_results(&ctx.state_dir, id);
+            (meta, done)
+        }
+        None => (
+            RunMeta {
+                id: new_run_id(commit.id()),
+                harness_commit: commit.id().to_string(),
+                harness_tree: commit.tree_id().to_string(),
+                surface_tree: surface_tree.clone(),
+                fingerprint: ctx.fingerprint.clone(),
+                splits: req.splits.iter().map(|s| s.to_string()).collect(),
+                trials,
+                tasks: {
+                    let mut v: Vec<String> = plan.iter().map(|p| p.task.id.clone()).collect();
+                    v.dedup();
+                    v
+                },
+                agent: req.agent,
+                worktree: req.worktree,
+                model: format!("{:?}/{}", ctx.fixed.experiment.model.provider, ctx.fixed.experiment.model.name).to_lowercase(),
+                runner: format!("{:?}", ctx.fixed.experiment.runner.kind).to_lowercase(),
+                seed: ctx.fixed.experiment.seed,
+                started_at: now(),
+            },
+            Vec::new(),
+        ),
+    };
+    let mut journal = Journal::open(&ctx.state_dir, &meta, req.resume.is_some())?;
+    let executor: Arc<dyn Executor> = ctx.executors.executor(&harness, req.agent).await?;
+    let opts = schedule::Options {
+        run_id: meta.id.clone(),
+        concurrency: req.concurrency.unwrap_or(ctx.fixed.experiment.runner.concurrency),
+        no_cache: req.no_cache,
+        stopper,
+        interrupt,
+        grace: Duration::from_secs(30),
+    };
+    let finished = schedule::execute(plan, journaled, executor, &cache, &mut journal, opts, observer).await?;
+    let mut results = finished.results;
+    results.sort_by(|a, b| (&a.split, &a.task, a.trial).cmp(&(&b.split, &b.task, b.trial)));
+    let partial = finished.stopped.is_some();
+    let run_commit = write_record(repo, &ctx.state_dir, &meta, &mut results, partial, finished.stopped.clone())?;
+    let (record, _) = super::record::read_run(repo, &meta.id)?;
+    Ok(RunOutcome {
+        id: meta.id,
+        run_commit,
+        harness_commit: commit.id(),
+        record,
+        results,
+        executed: finished.executed,
+        stopped: finished.stopped,
+    })
+}
+
+fn new_run_id(commit: Oid) -> String {
+    let suffix: u16 = rand::random();
+    format!(
+        "{}-{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        &commit.to_string()[..7]
+    )
+}

@@ -1,0 +1,192 @@
+//! Scheduling the trials of a run: cache look-ups first, then concurrent execution under a
+//! semaphore in the planned order, journaling each result before it is reported, with an
+//! optional early-stop predicate and a two-stage interrupt (stop scheduling, then abort).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::Cache;
+use super::journal::Journal;
+use super::TrialResult;
+use crate::error::{Error, Result};
+use crate::experiment::Split;
+use crate::task::Task;
+
+/// One trial to run.
+#[derive(Debug, Clone)]
+pub struct PlannedTrial {
+    pub task: Task,
+    pub split: Split,
+    pub trial: u32,
+    pub seed: u64,
+    /// Digest of the cache key; `None` for trials that must not be cached (worktree runs).
+    pub cache_key: Option<String>,
+}
+
+/// What executing a trial produced: the result and the trace bytes to store.
+pub struct Executed {
+    pub result: TrialResult,
+    pub trace: Option<Vec<u8>>,
+}
+
+/// Runs one trial; implemented by the harness agent and by the built-in agents.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    async fn execute(&self, trial: &PlannedTrial, cancel: CancellationToken) -> Executed;
+}
+
+/// Told about progress; the CLI draws a progress bar with it. The library never prints.
+pub trait Observer: Send {
+    fn planned(&mut self, _total: usize, _cached: usize) {}
+    fn finished(&mut self, _result: &TrialResult) {}
+    fn stopping(&mut self, _reason: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Decides after each result whether the rest of the trials can still matter.
+pub type Stopper<'a> = Box<dyn FnMut(&[TrialResult]) -> Option<String> + Send + 'a>;
+
+pub struct Options<'a> {
+    pub run_id: String,
+    pub concurrency: usize,
+    pub no_cache: bool,
+    pub stopper: Option<Stopper<'a>>,
+    /// 0 = running, 1 = stop scheduling (first Ctrl-C), 2 = abort (second Ctrl-C).
+    pub interrupt: Option<watch::Receiver<u8>>,
+    /// How long running trials may finish after the first interrupt before they are cancelled.
+    pub grace: Duration,
+}
+
+pub struct Finished {
+    pub results: Vec<TrialResult>,
+    /// Why the run stopped before every planned trial had a result.
+    pub stopped: Option<String>,
+    pub interrupted: bool,
+    pub executed: usize,
+}
+
+/// Run `plan`. Results already in `journaled` (a resumed run) are kept as they are.
+pub async fn execute(
+    plan: Vec<PlannedTrial>,
+    journaled: Vec<TrialResult>,
+    executor: Arc<dyn Executor>,
+    cache: &Cache,
+    journal: &mut Journal,
+    mut opts: Options<'_>,
+    observer: &mut dyn Observer,
+) -> Result<Finished> {
+    let mut results: Vec<TrialResult> = Vec::new();
+    let mut todo: Vec<PlannedTrial> = Vec::new();
+    for p in plan {
+        if let Some(r) = journaled.iter().find(|r| r.task == p.task.id && r.trial == p.trial && !r.is_infra()) {
+            results.push(r.clone());
+            continue;
+        }
+        let hit = match (&p.cache_key, opts.no_cache) {
+            (Some(k), false) => cache.get(k),
+            _ => None,
+        };
+        match hit {
+            Some(c) => {
+                let mut r = c.result;
+                r.split = p.split.to_string();
+                r.cached_from = Some(c.run);
+                results.push(r);
+            }
+            None => todo.push(p),
+        }
+    }
+    observer.planned(results.len() + todo.len(), results.len());
+    for r in &results {
+        observer.finished(r);
+    }
+    let mut stopped = opts.stopper.as_mut().and_then(|s| s(&results));
+    if let Some(reason) = &stopped {
+        observer.stopping(reason);
+    }
+
+    let cancel = CancellationToken::new();
+    let mut set: JoinSet<Executed> = JoinSet::new();
+    let mut queue = todo.into_iter();
+    let mut interrupted = false;
+    let mut executed = 0usize;
+    let mut interrupt = opts.interrupt.take();
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let concurrency = opts.concurrency.max(1);
+
+    loop {
+        while stopped.is_none() && !interrupted && set.len() < concurrency {
+            let Some(p) = queue.next() else { break };
+            let ex = executor.clone();
+            let token = cancel.child_token();
+            set.spawn(async move { ex.execute(&p, token).await });
+        }
+        if set.is_empty() {
+            break;
+        }
+        let sleep_until = grace_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let done = joined.map_err(|e| Error::Internal(format!("a trial task failed: {e}")))?;
+                // Trials cancelled because the verdict was settled or the user interrupted
+                // are not results.
+                if done.result.ending == "cancelled" {
+                    continue;
+                }
+                executed += 1;
+                journal.append(&done.result, done.trace.as_deref())?;
+                if let Some(k) = &done.result.cache_key {
+                    cache.put(k, &opts.run_id, &done.result)?;
+                }
+                observer.finished(&done.result);
+                results.push(done.result);
+                if stopped.is_none()
+                    && let Some(reason) = opts.stopper.as_mut().and_then(|s| s(&results))
+                {
+                    observer.stopping(&reason);
+                    stopped = Some(reason);
+                    // The remaining trials cannot change the verdict: do not wait for them.
+                    cancel.cancel();
+                }
+            }
+            changed = async {
+                match interrupt.as_mut() {
+                    Some(rx) => rx.changed().await.map(|_| *rx.borrow()),
+                    None => std::future::pending().await,
+                }
+            } => {
+                match changed {
+                    Ok(1) => {
+                        interrupted = true;
+                        observer.stopping("interrupted: letting running trials finish (Ctrl-C again to abort)");
+                        grace_deadline = Some(tokio::time::Instant::now() + opts.grace);
+                    }
+                    Ok(n) if n >= 2 => {
+                        cancel.cancel();
+                        set.abort_all();
+                        return Err(Error::Interrupted);
+                    }
+                    Ok(_) => {}
+                    Err(_) => interrupt = None,
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until), if grace_deadline.is_some() => {
+                cancel.cancel();
+                grace_deadline = None;
+            }
+        }
+    }
+    if interrupted && stopped.is_none() {
+        stopped = Some("interrupted".into());
+    }
+    Ok(Finished { results, stopped, interrupted, executed })
+}

@@ -149,6 +149,7 @@ pub struct Totals {
     pub cached: u32,
     pub tokens: u64,
     pub cost_usd: f64,
+    /// Sum of the executed trials' durations.
     pub wall_ms: u64,
     pub trace_bytes: u64,
 }
@@ -172,6 +173,7 @@ impl Totals {
                 t.tokens += r.tokens();
                 t.cost_usd += r.cost_usd;
                 t.trace_bytes += r.trace_bytes;
+                t.wall_ms += r.durations.total_ms;
             }
         }
         t

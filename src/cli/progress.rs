@@ -1,0 +1,110 @@
+//! Progress of runs on stderr (indicatif), and Ctrl-C handling: the first stops scheduling and
+//! lets running trials finish, the second aborts.
+
+use std::time::Duration;
+
+use git_harness::eval::schedule::Observer;
+use git_harness::eval::{Outcome, TrialResult};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    pass: u32,
+    fail: u32,
+    infra: u32,
+    cached: u32,
+    tokens: u64,
+    cost: f64,
+    label: String,
+}
+
+impl Bar {
+    /// A bar only when stderr is a terminal and `CI` is unset.
+    pub fn new(enabled: bool, label: impl Into<String>) -> Self {
+        Bar { bar: enabled.then(ProgressBar::hidden), pass: 0, fail: 0, infra: 0, cached: 0, tokens: 0, cost: 0.0, label: label.into() }
+    }
+
+    fn refresh(&self) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "pass {} fail {} error {} (cached {})  {} tok  ${:.4}",
+                self.pass, self.fail, self.infra, self.cached, self.tokens, self.cost
+            ));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Bar {
+    fn planned(&mut self, total: usize, cached: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(self.label.clone());
+            b.enable_steady_tick(Duration::from_millis(200));
+            let _ = cached;
+        }
+        self.refresh();
+    }
+
+    fn finished(&mut self, r: &TrialResult) {
+        match r.outcome {
+            Outcome::Pass => self.pass += 1,
+            Outcome::Fail => self.fail += 1,
+            Outcome::InfraError => self.infra += 1,
+        }
+        if r.cached_from.is_some() {
+            self.cached += 1;
+        } else {
+            self.tokens += r.tokens();
+            self.cost += r.cost_usd;
+        }
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        self.refresh();
+    }
+
+    fn stopping(&mut self, reason: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("stopping: {reason}")),
+            None => eprintln!("stopping: {reason}"),
+        }
+    }
+}
+
+/// A watch channel that counts Ctrl-C presses (1: stop scheduling, 2: abort).
+pub fn interrupt_channel() -> watch::Receiver<u8> {
+    let (tx, rx) = watch::channel(0u8);
+    tokio::spawn(async move {
+        let mut n = 0u8;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            n = n.saturating_add(1);
+            if tx.send(n).is_err() {
+                break;
+            }
+            if n >= 2 {
+                // The scheduler aborts; if it is stuck, leave with the documented code.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                std::process::exit(git_harness::exit::INTERRUPTED);
+            }
+        }
+    });
+    rx
+}
+
+/// The multi-threaded runtime commands run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts")
+}

@@ -1,0 +1,162 @@
+//! `git harness run`: evaluate a harness revision.
+
+use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::run::{RunOutcome, RunRequest, evaluate};
+use git_harness::eval::{AgentKind, Totals};
+use git_harness::experiment::{RunnerKind, Split};
+use git_harness::workspace::Workspace;
+use git_harness::{Error, Result, exit};
+
+use super::Ui;
+use super::progress::{Bar, interrupt_channel, runtime};
+
+/// Evaluate the harness as committed at REV on a split, N trials per task.
+///
+/// Trials already evaluated for the same surface tree, experiment, task and trial index come
+/// from the cache. The run is recorded as refs/harness/runs/<id> and summarised in a note on
+/// the commit. The test split is sealed: only `git harness report --final` opens it.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Harness revision [default: HEAD].
+    pub rev: Option<String>,
+    #[arg(long, value_enum, default_value = "all")]
+    pub split: SplitArg,
+    /// Trials per task [default: the experiment's].
+    #[arg(long)]
+    pub trials: Option<u32>,
+    /// Only tasks whose id matches this glob.
+    #[arg(long, value_name = "PATTERN")]
+    pub tasks: Option<String>,
+    /// Trials at once [default: the experiment's runner.concurrency].
+    #[arg(long, short = 'j')]
+    pub concurrency: Option<usize>,
+    #[arg(long, value_enum)]
+    pub runner: Option<RunnerArg>,
+    /// Who plays: the model under the harness, the reference solution, or nothing.
+    #[arg(long, value_enum, default_value = "harness")]
+    pub agent: AgentKind,
+    /// Evaluate the uncommitted worktree (never cached as a commit's results).
+    #[arg(long)]
+    pub worktree: bool,
+    /// Execute every trial even when cached.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Continue an interrupted run.
+    #[arg(long, value_name = "ID")]
+    pub resume: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    HeldIn,
+    Validation,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerArg {
+    Local,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    let ws = Workspace::open()?;
+    let splits = match args.split {
+        SplitArg::HeldIn => vec![Split::HeldIn],
+        SplitArg::Validation => vec![Split::Validation],
+        SplitArg::All => vec![Split::HeldIn, Split::Validation],
+    };
+    let mut req = RunRequest::new(args.rev.clone().unwrap_or_else(|| "HEAD".into()), splits);
+    req.worktree = args.worktree;
+    req.trials = args.trials;
+    req.tasks = args.tasks.clone();
+    req.concurrency = args.concurrency;
+    req.agent = args.agent;
+    req.no_cache = args.no_cache;
+    req.resume = args.resume.clone();
+    if args.worktree && args.rev.is_some() {
+        return Err(Error::usage("give either REV or --worktree, not both"));
+    }
+    let overrides = Overrides {
+        runner: args.runner.map(|r| match r {
+            RunnerArg::Local => RunnerKind::Local,
+            RunnerArg::Docker => RunnerKind::Docker,
+        }),
+        ..Default::default()
+    };
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        let ctx = open_context(&ws, &overrides).await?;
+        for w in &ctx.warnings {
+            ui.warn(w);
+        }
+        let mut bar = Bar::new(ui.progress, "run");
+        let interrupt = interrupt_channel();
+        let out = evaluate(&ws, &ctx, &req, &mut bar, None, Some(interrupt)).await;
+        bar.finish();
+        out
+    })?;
+    print_outcome(ui, &outcome, args.format);
+    let infra = outcome.record.totals.values().map(|t| t.infra_errors).sum::<u32>();
+    let counted = outcome.record.totals.values().map(|t| t.trials).sum::<u32>();
+    if outcome.stopped.as_deref() == Some("interrupted") {
+        return Ok(exit::INTERRUPTED);
+    }
+    if counted == 0 && infra > 0 {
+        return Ok(exit::CANNOT_TEST);
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
+    if format == Format::Json {
+        let v = serde_json::json!({
+            "run": o.id,
+            "harness": o.harness_commit.to_string(),
+            "executed": o.executed,
+            "stopped": o.stopped,
+            "totals": o.record.totals,
+            "results": o.results,
+        });
+        ui.out(serde_json::to_string_pretty(&v).expect("json"));
+        return;
+    }
+    ui.out(format!(
+        "Run {} of {} ({} trials executed, {} from cache)",
+        o.id,
+        &o.harness_commit.to_string()[..10],
+        o.executed,
+        o.results.iter().filter(|r| r.cached_from.is_some()).count()
+    ));
+    print_table(ui, o.record.totals.iter().map(|(k, v)| (k.as_str(), v)));
+    if let Some(s) = &o.stopped {
+        ui.out(format!("partial run: {s}"));
+    }
+}
+
+pub fn print_table<'a>(ui: &mut Ui, rows: impl Iterator<Item = (&'a str, &'a Totals)>) {
+    ui.out(format!(
+        "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>9}",
+        "split", "pass rate", "passes", "infra", "tokens", "cost", "time"
+    ));
+    for (split, t) in rows {
+        ui.out(format!(
+            "  {:<11} {:>8.1}% {:>10} {:>6} {:>10} {:>9} {:>8.1}s",
+            split,
+            t.pass_rate() * 100.0,
+            format!("{}/{}", t.passes, t.trials),
+            t.infra_errors,
+            t.tokens,
+            format!("${:.4}", t.cost_usd),
+            t.wall_ms as f64 / 1000.0
+        ));
+    }
+}

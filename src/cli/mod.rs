@@ -1,7 +1,9 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+mod image;
 mod init;
+mod tasks;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Init(init::Args),
+    Tasks(tasks::Args),
+    Image(image::Args),
 }
 
 pub fn main() -> i32 {
@@ -53,6 +57,8 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Init(a) => init::run(&mut ui, a),
+        Command::Tasks(a) => tasks::run(&mut ui, a),
+        Command::Image(a) => image::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,10 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+mod image;
 mod init;
 mod log;
+mod tasks;
 mod output;
 mod promote;
 mod show;
@@ -43,6 +45,8 @@ pub enum Command {
     Log(log::Args),
     Show(show::Args),
     Promote(promote::Args),
+    Tasks(tasks::Args),
+    Image(image::Args),
 }
 
 pub fn main() -> i32 {
@@ -72,6 +76,8 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&mut ui, a),
         Command::Show(a) => show::run(&mut ui, a),
         Command::Promote(a) => promote::run(&mut ui, a),
+        Command::Tasks(a) => tasks::run(&mut ui, a),
+        Command::Image(a) => image::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

@@ -2,13 +2,24 @@
 //! the whole process tree of that exec, that `destroy` always runs, and that nothing is left
 //! behind.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::experiment::{RunnerConfig, RunnerKind};
 use crate::task::Task;
+
+pub mod docker;
+pub mod image;
+pub mod local;
+mod output;
+
+pub use docker::DockerProvider;
+pub use local::{LocalOptions, LocalProvider};
 
 /// One command to run in a fresh shell (`bash -c`) inside the sandbox.
 #[derive(Debug, Clone)]
@@ -61,6 +72,35 @@ pub trait Sandbox: Send + Sync {
     async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()>;
     /// Tear everything down. Idempotent; also runs on drop paths through the provider's guard.
     async fn destroy(&mut self) -> Result<()>;
+
+    /// Where the verifier's files go (`$HARNESS_TESTS_DIR`).
+    fn tests_dir(&self) -> &str {
+        "/tests"
+    }
+    /// Where logs go; the verifier writes `<logs>/verifier/reward.txt` (`$HARNESS_LOGS_DIR`).
+    fn logs_dir(&self) -> &str {
+        "/logs"
+    }
+    /// Where the oracle's solution goes (`$HARNESS_SOLUTION_DIR`).
+    fn solution_dir(&self) -> &str {
+        "/solution"
+    }
+    /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
+    /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
+    async fn kill_strays(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The trial id this sandbox was made for (a label of its container, a part of its temp dir).
+    fn trial_id(&self) -> &str {
+        ""
+    }
+}
+
+/// What a sandbox is made for, beyond the task.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Recorded as a label / in names; a fresh id is made when `None`.
+    pub trial_id: Option<String>,
 }
 
 /// Makes sandboxes for tasks (local, docker).
@@ -68,4 +108,125 @@ pub trait Sandbox: Send + Sync {
 pub trait SandboxProvider: Send + Sync {
     fn name(&self) -> &str;
     async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>>;
+    /// Like `create`, for a named trial.
+    async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        let _ = opts;
+        self.create(task).await
+    }
+    /// A warning about weak isolation that the caller should show once (e.g. no bubblewrap).
+    fn isolation_warning(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Which part of the infrastructure failed. `Error::Infra` messages start with `sandbox: ` or
+/// `verifier: `, so the class survives wherever the error travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfraClass {
+    /// Image build, container start, exec transport, setup.
+    Sandbox,
+    /// Verifier timed out or crashed, no reward file, unparseable reward.
+    Verifier,
+}
+
+impl InfraClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfraClass::Sandbox => "sandbox",
+            InfraClass::Verifier => "verifier",
+        }
+    }
+
+    /// An `Error::Infra` of this class.
+    pub fn error(self, message: impl AsRef<str>) -> Error {
+        Error::Infra { message: format!("{}: {}", self.as_str(), message.as_ref()), hint: None }
+    }
+
+    pub fn error_hint(self, message: impl AsRef<str>, hint: impl Into<String>) -> Error {
+        Error::Infra { message: format!("{}: {}", self.as_str(), message.as_ref()), hint: Some(hint.into()) }
+    }
+
+    /// The class of an infrastructure error, when it has one.
+    pub fn of(err: &Error) -> Option<InfraClass> {
+        match err {
+            Error::Infra { message, .. } if message.starts_with("sandbox: ") => Some(InfraClass::Sandbox),
+            Error::Infra { message, .. } if message.starts_with("verifier: ") => Some(InfraClass::Verifier),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the local runner uses bubblewrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bwrap {
+    /// Use it when `bwrap` is on PATH and works.
+    #[default]
+    Auto,
+    /// Require it; fail when it is missing.
+    Always,
+    /// Never (plain process groups).
+    Never,
+}
+
+/// Choices for [`provider`] that are not part of the experiment config.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    pub bwrap: Bwrap,
+    /// Extra labels on Docker containers (besides `git-harness=1` and the trial id).
+    pub labels: BTreeMap<String, String>,
+    /// Where the local runner makes its temp dirs (default: the system temp dir).
+    pub temp_root: Option<std::path::PathBuf>,
+}
+
+/// The sandbox provider the runner config asks for: local (bubblewrap auto-detected unless
+/// overridden) or Docker (connected from `DOCKER_HOST` or the default socket; the version is
+/// negotiated on first use).
+pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
+    match cfg.kind {
+        RunnerKind::Local => {
+            let use_bwrap = match opts.bwrap {
+                Bwrap::Never => false,
+                Bwrap::Auto => local::bwrap_available(),
+                Bwrap::Always => {
+                    if !local::bwrap_available() {
+                        return Err(Error::usage_hint(
+                            "bubblewrap (`bwrap`) is not available",
+                            "install the bubblewrap package, or run without --bwrap",
+                        ));
+                    }
+                    true
+                }
+            };
+            let lo = LocalOptions { bwrap: use_bwrap, temp_root: opts.temp_root.clone(), ..LocalOptions::default() };
+            Ok(Arc::new(LocalProvider::new(lo)))
+        }
+        RunnerKind::Docker => Ok(Arc::new(DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())?)),
+    }
+}
+
+/// A fresh trial id: time and randomness, safe in names and labels.
+pub fn new_trial_id() -> String {
+    let r: u32 = rand::random();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("t{t:x}{r:08x}")
+}
+
+/// Resolve `path` (absolute, or relative to `base`) lexically: `.` and `..` folded, never above `/`.
+pub(crate) fn normalize(base: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') { path.to_string() } else { format!("{base}/{path}") };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }

@@ -1,9 +1,19 @@
 //! Task suites: the Harbor / Terminal-Bench 2 layout and the Terminal-Bench 1 layout.
+//!
+//! [`load_task`] and [`load_suite`] read a task directory as it is on disk; [`verify`] runs a
+//! task's verifier in a sandbox; [`builtin`] has the `oracle` and `nop` agents and `tasks check`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub mod builtin;
+mod load;
+pub mod verify;
+
+pub use load::{TaskProblem, load_suite, load_suite_lenient, load_task, parse_memory_mb};
+pub use verify::{VerifyOptions, verify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,6 +35,24 @@ pub struct EnvironmentSpec {
     /// `none` (default) or `bridge`/`host` when the task needs the network.
     pub network_mode: Option<String>,
     pub build_timeout_sec: Option<u64>,
+    /// Harbor's deprecated `allow_internet = true`.
+    #[serde(default)]
+    pub allow_internet: bool,
+}
+
+impl EnvironmentSpec {
+    /// Whether the task's commands need the network. Unset means no network: a sandbox is
+    /// offline unless the task asks (`network_mode = "public"|"bridge"|"host"|"allowlist"`, or
+    /// `allow_internet = true`).
+    pub fn needs_network(&self) -> bool {
+        if self.allow_internet {
+            return true;
+        }
+        match self.network_mode.as_deref() {
+            None => false,
+            Some(m) => !matches!(m, "none" | "no-network" | ""),
+        }
+    }
 }
 
 /// One task of a suite, loaded and checksummed.
@@ -40,6 +68,27 @@ pub struct Task {
     pub environment: EnvironmentSpec,
     /// sha256 over instruction, environment and tests: a changed verifier changes it.
     pub checksum: String,
+    /// The verifier's host files: Harbor `tests/` (entry point `test.sh`); TB1 `tests/`.
+    #[serde(default)]
+    pub tests_dir: Option<PathBuf>,
+    /// The verifier's entry point on the host: Harbor `tests/test.sh`, TB1 `run-tests.sh`.
+    #[serde(default)]
+    pub test_script: PathBuf,
+    /// The reference solution on the host: Harbor `solution/solve.sh`, TB1 `solution.sh`.
+    #[serde(default)]
+    pub solution_script: Option<PathBuf>,
+    /// The Docker build context: Harbor `environment/`, TB1 the task directory.
+    #[serde(default)]
+    pub environment_dir: Option<PathBuf>,
+    /// The Dockerfile, when the task has one.
+    #[serde(default)]
+    pub dockerfile: Option<PathBuf>,
+    /// Local tasks: `environment/workspace/`, copied into the workdir before the agent starts.
+    #[serde(default)]
+    pub workspace_dir: Option<PathBuf>,
+    /// Local tasks: `environment/setup.sh`, run in the workdir before the agent starts.
+    #[serde(default)]
+    pub setup_script: Option<PathBuf>,
 }
 
 /// A directory of task directories.

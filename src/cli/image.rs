@@ -1,0 +1,75 @@
+//! `git harness image`: build the images the Docker runner needs, without a registry.
+
+use std::path::PathBuf;
+
+use git_harness::sandbox::image::{self, BASE_IMAGE, DEFAULT_MIRROR, RootfsSource};
+use git_harness::{Error, Result, exit};
+
+use super::Ui;
+
+/// Build images for the Docker runner.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Sub {
+    /// Build the base image from a root-filesystem tarball or with debootstrap.
+    Base(BaseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BaseArgs {
+    /// Import this root-filesystem tarball.
+    #[arg(long, value_name = "TAR", conflicts_with = "debootstrap", required_unless_present = "debootstrap")]
+    pub from_rootfs: Option<PathBuf>,
+    /// Make the root filesystem with debootstrap for this Debian suite (needs root).
+    #[arg(long, value_name = "SUITE")]
+    pub debootstrap: Option<String>,
+    /// Extra packages for debootstrap (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', requires = "debootstrap")]
+    pub include: Vec<String>,
+    /// The Debian mirror for debootstrap.
+    #[arg(long, default_value = DEFAULT_MIRROR, requires = "debootstrap")]
+    pub mirror: String,
+    /// The image name.
+    #[arg(long, default_value = BASE_IMAGE)]
+    pub tag: String,
+    /// Rebuild even when the image exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    match args.command {
+        Sub::Base(a) => base(ui, a),
+    }
+}
+
+fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {
+    let source = match (a.from_rootfs, a.debootstrap) {
+        (Some(p), _) => {
+            if !p.is_file() {
+                return Err(Error::usage(format!("no such tarball: {}", p.display())));
+            }
+            RootfsSource::Tarball(p)
+        }
+        (None, Some(suite)) => RootfsSource::Debootstrap { suite, include: a.include, mirror: a.mirror },
+        (None, None) => return Err(Error::usage("give --from-rootfs TAR or --debootstrap SUITE")),
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let built = rt.block_on(async {
+        let docker = image::connect().await?;
+        // Progress goes to stderr; the result line goes to stdout.
+        let mut progress = |s: &str| eprintln!("{s}");
+        image::build_base(&docker, &source, &a.tag, a.force, &mut progress).await
+    })?;
+    if built {
+        ui.out(format!("built {}", a.tag));
+    } else {
+        ui.out(format!("{} exists", a.tag));
+    }
+    Ok(exit::SUCCESS)
+}

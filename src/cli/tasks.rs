@@ -1,0 +1,183 @@
+//! `git harness tasks`: look at a task suite and check that its tasks are sound.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use git_harness::experiment::{Experiment, RunnerConfig, RunnerKind};
+use git_harness::sandbox::{self, Bwrap, ProviderOptions};
+use git_harness::task::builtin::check_tasks;
+use git_harness::task::{self, VerifyOptions};
+use git_harness::{Error, Result, exit};
+
+use super::Ui;
+
+/// Inspect and check task suites.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Sub {
+    /// List the tasks of a suite with their format, timeouts and checksum.
+    List(ListArgs),
+    /// Run the oracle and nop agents on every task and list broken tasks.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// The suite directory (default: the suite of .harness/experiment.yaml).
+    pub suite: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The suite directory, or one task directory (default: the suite of .harness/experiment.yaml).
+    pub suite: Option<PathBuf>,
+    /// Where trials run (default: the runner of .harness/experiment.yaml, else local).
+    #[arg(long, value_parser = ["local", "docker"])]
+    pub runner: Option<String>,
+    /// Run local trials without bubblewrap even when it is available.
+    #[arg(long, conflicts_with = "bwrap")]
+    pub no_bwrap: bool,
+    /// Require bubblewrap for local trials.
+    #[arg(long)]
+    pub bwrap: bool,
+    /// Trials at a time (default: runner.concurrency).
+    #[arg(long, short = 'j')]
+    pub concurrency: Option<usize>,
+    /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map).
+    #[arg(long = "image-map", value_name = "FROM=TO")]
+    pub image_map: Vec<String>,
+    /// Check only these tasks (repeatable).
+    #[arg(long = "task", short = 't', value_name = "ID")]
+    pub tasks: Vec<String>,
+}
+
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    match args.command {
+        Sub::List(a) => list(ui, a),
+        Sub::Check(a) => check(ui, a),
+    }
+}
+
+/// The experiment of the current repository, when there is one.
+fn experiment() -> Result<Option<(Experiment, PathBuf)>> {
+    let file = Path::new(".harness/experiment.yaml");
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    Ok(Some((Experiment::parse(&text, file)?, PathBuf::from("."))))
+}
+
+fn suite_dir(arg: Option<PathBuf>, exp: &Option<(Experiment, PathBuf)>) -> Result<PathBuf> {
+    if let Some(p) = arg {
+        return Ok(p);
+    }
+    match exp {
+        Some((e, root)) if !e.suite.path.starts_with("builtin:") && !e.suite.path.contains("://") => {
+            Ok(root.join(&e.suite.path))
+        }
+        _ => Err(Error::usage_hint(
+            "no suite given",
+            "pass a suite directory: `git harness tasks check path/to/suite`",
+        )),
+    }
+}
+
+fn list(ui: &mut Ui, a: ListArgs) -> Result<i32> {
+    let exp = experiment()?;
+    let dir = suite_dir(a.suite, &exp)?;
+    let suite = task::load_suite(&dir)?;
+    for t in &suite.tasks {
+        let fmt = match t.format {
+            task::TaskFormat::Harbor => "harbor",
+            task::TaskFormat::Tb1 => "tb1",
+        };
+        ui.out(format!(
+            "{}\t{}\tagent {}s\tverifier {}s\t{}",
+            t.id,
+            fmt,
+            t.agent_timeout.as_secs(),
+            t.verifier_timeout.as_secs(),
+            &t.checksum[..12]
+        ));
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
+    let exp = experiment()?;
+    let dir = suite_dir(a.suite, &exp)?;
+    let suite = task::load_suite(&dir)?;
+    let mut tasks = suite.tasks.clone();
+    if !a.tasks.is_empty() {
+        for id in &a.tasks {
+            if suite.get(id).is_none() {
+                return Err(Error::usage(format!("no task `{id}` in {}", dir.display())));
+            }
+        }
+        tasks.retain(|t| a.tasks.contains(&t.id));
+    }
+    let mut cfg: RunnerConfig = exp.as_ref().map(|(e, _)| e.runner.clone()).unwrap_or_default();
+    match a.runner.as_deref() {
+        Some("docker") => cfg.kind = RunnerKind::Docker,
+        Some("local") => cfg.kind = RunnerKind::Local,
+        _ => {}
+    }
+    for m in &a.image_map {
+        let Some((from, to)) = m.split_once('=') else {
+            return Err(Error::usage_hint(format!("bad --image-map `{m}`"), "write it as FROM=TO"));
+        };
+        cfg.image_map.insert(from.to_string(), to.to_string());
+    }
+    let opts = ProviderOptions {
+        bwrap: if a.no_bwrap {
+            Bwrap::Never
+        } else if a.bwrap {
+            Bwrap::Always
+        } else {
+            Bwrap::Auto
+        },
+        ..Default::default()
+    };
+    let provider = sandbox::provider(&cfg, &opts)?;
+    if let Some(w) = provider.isolation_warning() {
+        ui.warn(w);
+    }
+    let concurrency = a.concurrency.unwrap_or(cfg.concurrency).max(1);
+    ui.note(format!(
+        "checking {} task{} with {} ({} at a time)",
+        tasks.len(),
+        if tasks.len() == 1 { "" } else { "s" },
+        provider.name(),
+        concurrency
+    ));
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let vopts = VerifyOptions::default();
+    let checks = rt.block_on(async {
+        let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
+        tokio::select! {
+            c = work => Ok(c),
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        }
+    })?;
+    let mut broken = 0;
+    for c in &checks {
+        let problems = c.problems();
+        if problems.is_empty() {
+            ui.out(format!("ok      {}", c.task));
+        } else {
+            broken += 1;
+            ui.out(format!("BROKEN  {}", c.task));
+            for p in problems {
+                ui.out(format!("        {p}"));
+            }
+        }
+    }
+    ui.out(format!("{} task{} checked, {broken} broken", checks.len(), if checks.len() == 1 { "" } else { "s" }));
+    Ok(if broken == 0 { exit::SUCCESS } else { exit::NEGATIVE })
+}

@@ -1,0 +1,671 @@
+//! The Docker sandbox (bollard): one container per trial, running `sleep infinity`, commands
+//! through the exec API, files through the archive API.
+//!
+//! Images: a task's `docker_image` (after `runner.image_map`) when it exists locally; otherwise
+//! its `environment/Dockerfile`, built once per content hash as `git-harness/task-<id>:<hash12>`
+//! with `FROM` lines rewritten through the image map; a task with neither runs on the base image
+//! `git-harness/base:bookworm`, seeded from `environment/workspace/` and `environment/setup.sh`
+//! like the local sandbox. Nothing is ever pulled.
+//!
+//! Every exec runs its command as the leader of a new process group (`setsid`) under a small `sh`
+//! wrapper that kills the group when the command ends; at a timeout a second exec kills the
+//! group, so `sleep 1000 &` children die with their command.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::image::BASE_IMAGE;
+use super::output::Capture;
+use super::{CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize};
+use crate::error::{Error, IoContext, Result};
+use crate::task::Task;
+
+/// The label every container of ours carries.
+pub const LABEL: &str = "git-harness";
+/// The label that holds the trial id.
+pub const TRIAL_LABEL: &str = "git-harness.trial";
+/// Processes per container.
+pub const PIDS_LIMIT: i64 = 4096;
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long output is still read after a timeout kill.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `$2` in `$1` as a new process group; kills the group when it ends. `$3` names the pid file.
+const WRAPPER: &str = r#"cd "$1" 2>/dev/null || { echo "git-harness: no such directory: $1" >&2; exit 126; }
+sh_=sh; command -v bash >/dev/null 2>&1 && sh_=bash
+if command -v setsid >/dev/null 2>&1; then setsid "$sh_" -c "$2" </dev/null & else "$sh_" -c "$2" </dev/null & fi
+p=$!
+echo "$p" > "/tmp/.git-harness-exec-$3.pid" 2>/dev/null
+wait "$p"; rc=$?
+kill -KILL -- "-$p" 2>/dev/null
+rm -f "/tmp/.git-harness-exec-$3.pid"
+exit "$rc""#;
+
+fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
+    InfraClass::Sandbox.error_hint(
+        format!("{what}: {e}"),
+        "is the Docker daemon running and reachable (DOCKER_HOST or /var/run/docker.sock)?",
+    )
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+pub struct DockerProvider {
+    raw: Docker,
+    client: tokio::sync::OnceCell<Docker>,
+    image_map: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl DockerProvider {
+    /// Connect from `DOCKER_HOST` or the default socket. The API version is negotiated on first
+    /// use (see [`DockerProvider::client`]).
+    pub fn connect(image_map: BTreeMap<String, String>, labels: BTreeMap<String, String>) -> Result<Self> {
+        let raw = Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
+        Ok(DockerProvider {
+            raw,
+            client: tokio::sync::OnceCell::new(),
+            image_map,
+            labels,
+            build_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client, with the API version negotiated with the daemon.
+    pub async fn client(&self) -> Result<Docker> {
+        self.client
+            .get_or_try_init(|| async {
+                self.raw.clone().negotiate_version().await.map_err(|e| docker_err("reach the Docker daemon", e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `image_map` applied to one image name.
+    pub fn map_image(&self, image: &str) -> String {
+        map_image(&self.image_map, image)
+    }
+
+    async fn image_exists(&self, docker: &Docker, image: &str) -> Result<bool> {
+        match docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(docker_err(&format!("inspect image {image}"), e)),
+        }
+    }
+
+    /// The image a task's container runs, building it when needed, and whether the container
+    /// must be seeded from `environment/workspace/` + `setup.sh` (no Dockerfile, no image).
+    pub async fn image_for(&self, task: &Task) -> Result<(String, bool)> {
+        let docker = self.client().await?;
+        if let Some(img) = &task.environment.docker_image {
+            let mapped = self.map_image(img);
+            if self.image_exists(&docker, &mapped).await? {
+                return Ok((mapped, false));
+            }
+            if task.dockerfile.is_none() {
+                return Err(InfraClass::Sandbox.error_hint(
+                    format!("image {mapped} of task `{}` is not present locally (nothing is pulled)", task.id),
+                    "build or load it, or map it to a local image in runner.image_map of experiment.yaml",
+                ));
+            }
+        }
+        if let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) {
+            let ctx = build_context(ctx_dir, task.dockerfile.as_deref(), &self.image_map)?;
+            let hash = hex::encode(Sha256::digest(&ctx));
+            let tag = format!("git-harness/task-{}:{}", tag_safe(&task.id), &hash[..12]);
+            let lock = {
+                let mut m = self.build_locks.lock().map_err(|_| Error::Internal("build lock poisoned".into()))?;
+                m.entry(tag.clone()).or_default().clone()
+            };
+            let _held = lock.lock().await;
+            if self.image_exists(&docker, &tag).await? {
+                return Ok((tag, false));
+            }
+            let timeout = task.environment.build_timeout_sec.map(Duration::from_secs).unwrap_or(BUILD_TIMEOUT);
+            let opts = BuildImageOptionsBuilder::default()
+                .dockerfile("Dockerfile")
+                .t(&tag)
+                .rm(true)
+                .forcerm(true)
+                .labels(&HashMap::from([(LABEL.to_string(), "1".to_string())]))
+                .build();
+            let mut log = String::new();
+            let mut failure = None;
+            let build = async {
+                let mut stream = docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(info) => {
+                            if let Some(s) = info.stream {
+                                log.push_str(&s);
+                            }
+                            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                                failure = Some(e);
+                            }
+                        }
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                }
+            };
+            if tokio::time::timeout(timeout, build).await.is_err() {
+                failure = Some(format!("timed out after {}s", timeout.as_secs()));
+            }
+            if let Some(f) = failure {
+                let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                return Err(InfraClass::Sandbox.error_hint(
+                    format!("image build of task `{}` failed: {f}\n{tail}", task.id),
+                    "a FROM image must exist locally: build the base with `git harness image base`, or map it in runner.image_map",
+                ));
+            }
+            return Ok((tag, false));
+        }
+        let base = self.map_image(BASE_IMAGE);
+        if self.image_exists(&docker, &base).await? {
+            Ok((base, true))
+        } else {
+            Err(InfraClass::Sandbox.error_hint(
+                format!("task `{}` has no Dockerfile and no docker_image, and the base image {base} is missing", task.id),
+                "build it with `git harness image base --debootstrap bookworm --include python3`",
+            ))
+        }
+    }
+
+    pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
+        let docker = self.client().await?;
+        let (image, seed) = self.image_for(task).await?;
+        let mut labels: HashMap<String, String> =
+            self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.insert(LABEL.into(), "1".into());
+        labels.insert(TRIAL_LABEL.into(), trial_id.into());
+        labels.insert("git-harness.task".into(), task.id.clone());
+        let env = &task.environment;
+        let host = HostConfig {
+            nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
+            memory: env.memory_mb.map(|m| (m * 1024 * 1024) as i64),
+            pids_limit: Some(PIDS_LIMIT),
+            network_mode: Some(if env.needs_network() { "bridge".into() } else { "none".into() }),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            entrypoint: Some(vec![]),
+            working_dir: Some(env.workdir.clone()),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let name = format!("git-harness-{}", tag_safe(trial_id));
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
+        let mut sb = DockerSandbox {
+            docker: docker.clone(),
+            id: created.id,
+            trial: trial_id.to_string(),
+            workdir: env.workdir.clone(),
+            destroyed: false,
+            keeper: 0,
+        };
+        if let Err(e) = docker.start_container(&sb.id, None).await {
+            sb.destroy().await?;
+            return Err(docker_err(&format!("start a container from {image}"), e));
+        }
+        let prep = format!(
+            "mkdir -p /tests /logs/verifier /logs/agent /solution /tmp '{}' && cat /proc/1/task/1/children",
+            env.workdir
+        );
+        let out = sb.exec_raw(&prep, Duration::from_secs(60), "/", &[]).await?;
+        if !out.success() {
+            sb.destroy().await?;
+            return Err(InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim())));
+        }
+        sb.keeper = out.output.split_whitespace().filter_map(|p| p.parse::<i64>().ok()).min().unwrap_or(0);
+        if seed {
+            if let Some(ws) = &task.workspace_dir {
+                sb.copy_dir_in(ws, &env.workdir).await?;
+            }
+            if let Some(setup) = &task.setup_script {
+                let script = std::fs::read_to_string(setup).at(setup)?;
+                let timeout = env.build_timeout_sec.map(Duration::from_secs).unwrap_or(SETUP_TIMEOUT);
+                let out = sb.exec(ExecRequest::new(script, timeout)).await?;
+                if !out.success() {
+                    sb.destroy().await?;
+                    return Err(InfraClass::Sandbox.error(format!(
+                        "environment/setup.sh of task `{}` failed ({}):\n{}",
+                        task.id,
+                        if out.timed_out { "timed out".to_string() } else { format!("exit {:?}", out.exit_code) },
+                        out.output
+                    )));
+                }
+            }
+        }
+        Ok(sb)
+    }
+
+    /// Containers carrying our label (and `extra` labels), for leftover checks.
+    pub async fn list_ours(&self, extra: &[(&str, &str)]) -> Result<Vec<String>> {
+        let docker = self.client().await?;
+        let mut filters = vec![format!("{LABEL}=1")];
+        filters.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label".to_string(), filters)]))
+            .build();
+        let list = docker.list_containers(Some(opts)).await.map_err(|e| docker_err("list containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for DockerProvider {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {
+        self.create_with(task, &CreateOptions::default()).await
+    }
+
+    async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        let id = opts.trial_id.clone().unwrap_or_else(super::new_trial_id);
+        Ok(Box::new(self.create_docker(task, &id).await?))
+    }
+}
+
+/// One trial's container. Dropping it without `destroy` still removes the container (force).
+pub struct DockerSandbox {
+    docker: Docker,
+    id: String,
+    trial: String,
+    workdir: String,
+    destroyed: bool,
+    /// The pid of the container's `sleep infinity` (kept by `kill_strays`).
+    keeper: i64,
+}
+
+impl DockerSandbox {
+    pub fn container_id(&self) -> &str {
+        &self.id
+    }
+
+    async fn exec_raw(&self, command: &str, timeout: Duration, cwd: &str, env: &[(String, String)]) -> Result<ExecOutput> {
+        let started = Instant::now();
+        let key = format!("{:016x}", rand::random::<u64>());
+        let mut envs = vec![
+            format!("HARNESS_WORKDIR={}", self.workdir),
+            "HARNESS_TESTS_DIR=/tests".to_string(),
+            "HARNESS_LOGS_DIR=/logs".to_string(),
+            "HARNESS_SOLUTION_DIR=/solution".to_string(),
+        ];
+        envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            WRAPPER.to_string(),
+            "git-harness-exec".to_string(),
+            cwd.to_string(),
+            command.to_string(),
+            key.clone(),
+        ];
+        let created = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    env: Some(envs),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    working_dir: Some("/".to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker_err("create an exec (did the container die?)", e))?;
+        let started_exec = self
+            .docker
+            .start_exec(&created.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
+            .await
+            .map_err(|e| docker_err("start an exec", e))?;
+        let StartExecResults::Attached { mut output, .. } = started_exec else {
+            return Err(InfraClass::Sandbox.error("exec started detached"));
+        };
+        let mut cap = Capture::default();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timed_out = false;
+        loop {
+            match tokio::time::timeout_at(deadline, output.next()).await {
+                Ok(Some(Ok(chunk))) => cap.push(&chunk.into_bytes()),
+                Ok(Some(Err(e))) => return Err(docker_err("read exec output", e)),
+                Ok(None) => break,
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        if timed_out {
+            self.kill_exec(&key).await;
+            let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+            while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(grace, output.next()).await {
+                cap.push(&chunk.into_bytes());
+            }
+        }
+        drop(output);
+        let mut exit_code = None;
+        for _ in 0..50 {
+            let info = self.docker.inspect_exec(&created.id).await.map_err(|e| docker_err("inspect an exec", e))?;
+            if info.running != Some(true) {
+                exit_code = info.exit_code.map(|c| c as i32);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (output, truncated) = cap.finish();
+        Ok(ExecOutput {
+            exit_code: if timed_out { None } else { exit_code },
+            output,
+            truncated,
+            timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Kill the process group of the exec whose pid file is keyed `key` (a second exec).
+    async fn kill_exec(&self, key: &str) {
+        let script = format!(
+            "f=/tmp/.git-harness-exec-{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
+             if [ -s $f ]; then p=$(cat $f); kill -KILL -- -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
+             sleep 0.2; done; exit 1"
+        );
+        let Ok(created) = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(vec!["sh".to_string(), "-c".to_string(), script]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+        else {
+            return;
+        };
+        if let Ok(StartExecResults::Attached { mut output, .. }) = self.docker.start_exec(&created.id, None).await {
+            let _ = tokio::time::timeout(Duration::from_secs(10), async { while output.next().await.is_some() {} }).await;
+        }
+    }
+
+    async fn remove(&mut self) -> Result<()> {
+        if self.destroyed {
+            return Ok(());
+        }
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(&self.id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(docker_err(&format!("remove container {}", self.id), e)),
+        }
+        self.destroyed = true;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput> {
+        if self.destroyed {
+            return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
+        }
+        let cwd = normalize(&self.workdir, req.workdir.as_deref().unwrap_or(&self.workdir));
+        self.exec_raw(&req.command, req.timeout, &cwd, &req.env).await
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let p = normalize(&self.workdir, path);
+        let opts = DownloadFromContainerOptionsBuilder::default().path(&p).build();
+        let mut stream = self.docker.download_from_container(&self.id, Some(opts));
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => tar_bytes.extend_from_slice(&c),
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::io(&p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the sandbox")));
+                }
+                Err(e) => return Err(docker_err(&format!("read {p}"), e)),
+            }
+        }
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = ar.entries().at(&p)?;
+        let Some(entry) = entries.next() else {
+            return Err(Error::io(&p, std::io::Error::new(std::io::ErrorKind::NotFound, "empty archive")));
+        };
+        let mut entry = entry.at(&p)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(Error::io(&p, std::io::Error::other("not a regular file")));
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).at(&p)?;
+        Ok(data)
+    }
+
+    async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let p = normalize(&self.workdir, path);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, p.trim_start_matches('/'), data).at(&p)?;
+        let tar = b.into_inner().at(&p)?;
+        self.upload(tar, &p).await
+    }
+
+    async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
+        let d = normalize(&self.workdir, dest);
+        let tar = tar_dir(host_dir, d.trim_start_matches('/'))?;
+        self.upload(tar, &d).await
+    }
+
+    async fn destroy(&mut self) -> Result<()> {
+        self.remove().await
+    }
+
+    async fn kill_strays(&self) -> Result<()> {
+        // Keep docker-init (1), the container's `sleep infinity`, and this exec's own processes.
+        let script = format!(
+            "keep=\" 1 {k} $$ $PPID \"; for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
+             case \"$keep\" in *\" $p \"*) continue;; esac; kill -KILL \"$p\" 2>/dev/null; done; exit 0",
+            k = self.keeper
+        );
+        let out = self.exec_raw(&script, Duration::from_secs(30), "/", &[]).await?;
+        if !out.success() {
+            return Err(InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim())));
+        }
+        Ok(())
+    }
+
+    fn trial_id(&self) -> &str {
+        &self.trial
+    }
+}
+
+impl DockerSandbox {
+    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| docker_err(&format!("write {what}"), e))
+    }
+}
+
+impl Drop for DockerSandbox {
+    fn drop(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        // Synchronous cleanup on its own thread and runtime: this may run inside a runtime
+        // (dropped future, panic) or after it.
+        let docker = self.docker.clone();
+        let id = self.id.clone();
+        let t = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+                let _ = tokio::time::timeout(Duration::from_secs(30), docker.remove_container(&id, Some(opts))).await;
+            });
+        });
+        let _ = t.join();
+        self.destroyed = true;
+    }
+}
+
+/// `image_map` applied to one image name (exact match, then the name without a tag).
+pub fn map_image(map: &BTreeMap<String, String>, image: &str) -> String {
+    if let Some(m) = map.get(image) {
+        return m.clone();
+    }
+    image.to_string()
+}
+
+/// A Dockerfile with the images of its `FROM` lines replaced through `map`.
+pub fn rewrite_from(dockerfile: &str, map: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(dockerfile.len());
+    for line in dockerfile.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.len() > 5 && t[..5].eq_ignore_ascii_case("FROM ") {
+            let words: Vec<&str> = t[5..].split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| !w.starts_with("--")) {
+                let mapped = map_image(map, words[i]);
+                if mapped != words[i] {
+                    let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+                    w[i] = mapped;
+                    out.push_str(&format!("FROM {}\n", w.join(" ")));
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The build context of `dir` as a deterministic tar (sorted, mtime 0, uid 0), with the
+/// Dockerfile's FROM lines rewritten through the image map.
+pub fn build_context(dir: &Path, dockerfile: Option<&Path>, map: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_tree(&mut b, dir, "", dockerfile, map)?;
+    b.into_inner().at(dir)
+}
+
+fn tar_dir(dir: &Path, prefix: &str) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_tree(&mut b, dir, prefix, None, &BTreeMap::new())?;
+    b.into_inner().at(dir)
+}
+
+fn append_tree(
+    b: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    prefix: &str,
+    dockerfile: Option<&Path>,
+    map: &BTreeMap<String, String>,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let meta = std::fs::symlink_metadata(&p).at(&p)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).at(&p)?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, &rel, &target).at(&p)?;
+        } else if meta.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(meta.permissions().mode() & 0o7777);
+            b.append_data(&mut h, format!("{rel}/"), std::io::empty()).at(&p)?;
+            append_tree(b, &p, &rel, dockerfile, map)?;
+        } else if meta.is_file() {
+            let mut data = std::fs::read(&p).at(&p)?;
+            if dockerfile == Some(p.as_path()) && !map.is_empty() {
+                data = rewrite_from(&String::from_utf8_lossy(&data), map).into_bytes();
+            }
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            h.set_mode(meta.permissions().mode() & 0o7777);
+            b.append_data(&mut h, &rel, &data[..]).at(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// A Docker-tag-safe form of a task id.
+fn tag_safe(s: &str) -> String {
+    let t: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .take(100)
+        .collect();
+    let t = t.trim_start_matches(['-', '.', '_']).to_string();
+    if t.is_empty() { "task".into() } else { t }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_lines_are_mapped() {
+        let map = BTreeMap::from([("ubuntu:24.04".to_string(), "git-harness/base:bookworm".to_string())]);
+        let d = "FROM --platform=linux/amd64 ubuntu:24.04 AS build\nRUN true\nfrom python:3\n";
+        let r = rewrite_from(d, &map);
+        assert!(r.starts_with("FROM --platform=linux/amd64 git-harness/base:bookworm AS build\n"));
+        assert!(r.ends_with("from python:3\n"));
+    }
+
+    #[test]
+    fn tags_are_safe() {
+        assert_eq!(tag_safe("My Task!"), "my-task-");
+    }
+}

@@ -1,0 +1,585 @@
+//! The local sandbox: a fresh temp dir per trial, commands in their own process group, inside
+//! bubblewrap when it is available (read-only host filesystem, private `/tmp`, no network unless
+//! the task asks, a PID namespace per exec), with rlimits set before `exec`.
+//!
+//! Every exec's process tree ends with the exec: at its timeout, and when its main process exits
+//! (background children do not outlive the command that started them). Under bubblewrap each
+//! exec has its own PID namespace, so nothing can escape; plain process groups can be escaped by
+//! a command that calls `setsid` itself, which is why the plain mode comes with a warning.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::output::Capture;
+use super::{CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize};
+use crate::error::{Error, IoContext, Result};
+use crate::task::Task;
+
+/// How long the output of a finished exec is drained before it is given up.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Timeout of `environment/setup.sh` when the task gives no `build_timeout_sec`.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Address space above the task's memory: virtual size exceeds resident memory.
+const ADDRESS_SPACE_SLACK_MB: u64 = 1024;
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Run every command inside bubblewrap.
+    pub bwrap: bool,
+    /// Where trial temp dirs are made (default: the system temp dir).
+    pub temp_root: Option<PathBuf>,
+    /// RLIMIT_NPROC of commands (not enforced for root).
+    pub max_processes: Option<u64>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions { bwrap: bwrap_available(), temp_root: None, max_processes: Some(4096) }
+    }
+}
+
+/// Whether `bwrap` is on PATH and can make a sandbox here (checked once per process).
+pub fn bwrap_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        std::process::Command::new("bwrap")
+            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid"])
+            .args(["--unshare-net", "--die-with-parent", "true"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+}
+
+pub struct LocalProvider {
+    opts: LocalOptions,
+}
+
+impl LocalProvider {
+    pub fn new(opts: LocalOptions) -> Self {
+        LocalProvider { opts }
+    }
+
+    pub fn uses_bwrap(&self) -> bool {
+        self.opts.bwrap
+    }
+
+    /// Without bubblewrap, commands run on the host filesystem with the host's network: say so
+    /// once (the caller prints it).
+    pub fn isolation_warning(&self) -> Option<String> {
+        (!self.opts.bwrap).then(|| {
+            "commands run without bubblewrap: they can read and write the host filesystem and use the \
+             network; install bubblewrap (`bwrap`) for isolation"
+                .to_string()
+        })
+    }
+
+    pub async fn create_local(&self, task: &Task, trial_id: &str) -> Result<LocalSandbox> {
+        let base = self.opts.temp_root.clone().unwrap_or_else(std::env::temp_dir);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("git-harness-{}-", sanitize(trial_id)))
+            .tempdir_in(&base)
+            .at(&base)?;
+        let root = tmp.path().to_path_buf();
+        for d in ["work", "tests", "logs/verifier", "logs/agent", "solution", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).at(&p)?;
+        }
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).at(root.join("tmp"))?;
+        let task_workdir = task.environment.workdir.clone();
+        let (workdir, tests, logs, solution) = if self.opts.bwrap {
+            (task_workdir.clone(), "/tests".to_string(), "/logs".to_string(), "/solution".to_string())
+        } else {
+            let s = |d: &str| root.join(d).to_string_lossy().into_owned();
+            (s("work"), s("tests"), s("logs"), s("solution"))
+        };
+        let mut sb = LocalSandbox {
+            id: trial_id.to_string(),
+            tmp: Some(tmp),
+            root: root.clone(),
+            bwrap: self.opts.bwrap,
+            task_workdir,
+            workdir,
+            tests,
+            logs,
+            solution,
+            network: task.environment.needs_network(),
+            memory_mb: task.environment.memory_mb,
+            cpus: task.environment.cpus,
+            max_processes: self.opts.max_processes,
+            live: Arc::new(Mutex::new(HashSet::new())),
+            bwrap_root: Vec::new(),
+        };
+        if sb.bwrap {
+            sb.bwrap_root = host_tree_args(&sb.mount_points());
+        }
+        // Seed: environment/workspace/ then environment/setup.sh, per docs/tasks.md.
+        if let Some(ws) = &task.workspace_dir {
+            copy_tree(ws, &root.join("work"))?;
+        }
+        if let Some(setup) = &task.setup_script {
+            let script = std::fs::read_to_string(setup).at(setup)?;
+            let timeout = task.environment.build_timeout_sec.map(Duration::from_secs).unwrap_or(SETUP_TIMEOUT);
+            let out = sb.exec(ExecRequest::new(script, timeout)).await?;
+            if !out.success() {
+                let tail = tail(&out.output, 2000);
+                let why = if out.timed_out {
+                    format!("timed out after {}s", timeout.as_secs())
+                } else {
+                    format!("exited with {}", out.exit_code.map(|c| c.to_string()).unwrap_or("a signal".into()))
+                };
+                sb.destroy().await?;
+                return Err(InfraClass::Sandbox.error(format!(
+                    "environment/setup.sh of task `{}` {why}:\n{tail}",
+                    task.id
+                )));
+            }
+        }
+        Ok(sb)
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for LocalProvider {
+    fn name(&self) -> &str {
+        if self.opts.bwrap { "local (bubblewrap)" } else { "local (plain)" }
+    }
+
+    async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {
+        self.create_with(task, &CreateOptions::default()).await
+    }
+
+    async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        let id = opts.trial_id.clone().unwrap_or_else(super::new_trial_id);
+        Ok(Box::new(self.create_local(task, &id).await?))
+    }
+
+    fn isolation_warning(&self) -> Option<String> {
+        LocalProvider::isolation_warning(self)
+    }
+}
+
+/// One trial's sandbox on this machine. Dropping it without `destroy` still kills its processes
+/// and removes its temp dir.
+pub struct LocalSandbox {
+    id: String,
+    tmp: Option<tempfile::TempDir>,
+    root: PathBuf,
+    bwrap: bool,
+    /// The task's workdir (`/app`): where the workspace is mounted under bubblewrap.
+    task_workdir: String,
+    workdir: String,
+    tests: String,
+    logs: String,
+    solution: String,
+    network: bool,
+    memory_mb: Option<u64>,
+    cpus: Option<f64>,
+    max_processes: Option<u64>,
+    /// Process groups of running execs.
+    live: Arc<Mutex<HashSet<i32>>>,
+    /// bubblewrap arguments that lay out the read-only host filesystem.
+    bwrap_root: Vec<String>,
+}
+
+impl LocalSandbox {
+    /// The trial's temp dir on the host.
+    pub fn host_root(&self) -> &Path {
+        &self.root
+    }
+
+    fn mount_points(&self) -> Vec<String> {
+        vec![
+            self.task_workdir.clone(),
+            "/tests".into(),
+            "/logs".into(),
+            "/solution".into(),
+            "/tmp".into(),
+            "/proc".into(),
+            "/dev".into(),
+        ]
+    }
+
+    /// Sandbox path → (host path, writable). Sandbox paths under the workdir, `/tests`, `/logs`,
+    /// `/solution` (and under bubblewrap `/tmp`) live in the trial's temp dir; in the plain mode
+    /// the nominal paths (`/app`, `/tests`, ...) map there too.
+    fn host_path(&self, path: &str) -> (PathBuf, bool) {
+        let p = normalize(&self.workdir, path);
+        let mut maps: Vec<(&str, &str)> = vec![
+            (&self.workdir, "work"),
+            (&self.tests, "tests"),
+            (&self.logs, "logs"),
+            (&self.solution, "solution"),
+            (&self.task_workdir, "work"),
+            ("/tests", "tests"),
+            ("/logs", "logs"),
+            ("/solution", "solution"),
+        ];
+        if self.bwrap {
+            maps.push(("/tmp", "tmp"));
+        }
+        for (prefix, sub) in maps {
+            if let Some(rest) = strip_dir_prefix(&p, prefix) {
+                let mut h = self.root.join(sub);
+                if !rest.is_empty() {
+                    h.push(rest);
+                }
+                return (h, true);
+            }
+        }
+        let inside = strip_dir_prefix(&p, &self.root.to_string_lossy()).is_some();
+        (PathBuf::from(p), inside && !self.bwrap)
+    }
+
+    fn env(&self, cwd: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+        let path = if self.bwrap {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
+        } else {
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+        };
+        let tmp = if self.bwrap { "/tmp".to_string() } else { self.root.join("tmp").to_string_lossy().into_owned() };
+        let mut env = vec![
+            ("PATH".to_string(), path),
+            ("HOME".to_string(), tmp.clone()),
+            ("TMPDIR".to_string(), tmp),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+            ("PWD".to_string(), cwd.to_string()),
+            ("HARNESS_WORKDIR".to_string(), self.workdir.clone()),
+            ("HARNESS_TESTS_DIR".to_string(), self.tests.clone()),
+            ("HARNESS_LOGS_DIR".to_string(), self.logs.clone()),
+            ("HARNESS_SOLUTION_DIR".to_string(), self.solution.clone()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    fn command(&self, req: &ExecRequest) -> Result<tokio::process::Command> {
+        let cwd = normalize(&self.workdir, req.workdir.as_deref().unwrap_or(&self.workdir));
+        let mut cmd;
+        if self.bwrap {
+            let r = |s: &str| self.root.join(s).to_string_lossy().into_owned();
+            cmd = tokio::process::Command::new("bwrap");
+            cmd.args(["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
+            if !self.network {
+                cmd.arg("--unshare-net");
+            }
+            cmd.args(&self.bwrap_root);
+            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+            cmd.args(["--bind", &r("tmp"), "/tmp"]);
+            cmd.args(["--bind", &r("work"), &self.task_workdir]);
+            cmd.args(["--bind", &r("tests"), "/tests"]);
+            cmd.args(["--bind", &r("logs"), "/logs"]);
+            cmd.args(["--bind", &r("solution"), "/solution"]);
+            cmd.args(["--remount-ro", "/"]);
+            cmd.args(["--chdir", &cwd]);
+            cmd.args(["bash", "-c", &req.command]);
+        } else {
+            let (host_cwd, _) = self.host_path(&cwd);
+            cmd = tokio::process::Command::new("bash");
+            cmd.args(["-c", &req.command]);
+            cmd.current_dir(host_cwd);
+        }
+        cmd.env_clear();
+        cmd.envs(self.env(&cwd, &req.env));
+        let cpu_secs = (req.timeout.as_secs_f64() * self.cpus.unwrap_or(1.0).max(1.0)).ceil() as u64 + 5;
+        let address_mb = self.memory_mb.map(|m| m + ADDRESS_SPACE_SLACK_MB);
+        let nproc = self.max_processes;
+        let bwrap = self.bwrap;
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if !bwrap {
+                    // bubblewrap has --die-with-parent; plain bash gets the same.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                }
+                set_limit(libc::RLIMIT_CPU, cpu_secs);
+                set_limit(libc::RLIMIT_CORE, 0);
+                if let Some(mb) = address_mb {
+                    set_limit(libc::RLIMIT_AS, mb.saturating_mul(1024 * 1024));
+                }
+                if let Some(n) = nproc {
+                    set_limit(libc::RLIMIT_NPROC, n);
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    fn kill_all(&self) {
+        let groups: Vec<i32> = self.live.lock().map(|g| g.iter().copied().collect()).unwrap_or_default();
+        for g in groups {
+            kill_group(g);
+        }
+    }
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, value: u64) {
+    let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+    // SAFETY: setrlimit with a valid pointer; lowering limits cannot fail for lack of privilege.
+    unsafe {
+        let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(resource, &mut cur) == 0 && cur.rlim_max < lim.rlim_max {
+            let lowered = libc::rlimit { rlim_cur: cur.rlim_max.min(lim.rlim_cur), rlim_max: cur.rlim_max };
+            libc::setrlimit(resource, &lowered);
+        } else {
+            libc::setrlimit(resource, &lim);
+        }
+    }
+}
+
+fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: plain syscall; a negative pid addresses the process group.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills an exec's process group when the exec future is dropped (timeout of a caller, Ctrl-C).
+struct GroupGuard {
+    pgid: i32,
+    live: Arc<Mutex<HashSet<i32>>>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        if let Ok(mut g) = self.live.lock() {
+            g.remove(&self.pgid);
+        }
+    }
+}
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput> {
+        if self.tmp.is_none() {
+            return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
+        }
+        let started = Instant::now();
+        let mut cmd = self.command(&req)?;
+        let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+        let writer2 = writer.try_clone().map_err(|e| Error::io("pipe", e))?;
+        cmd.stdin(std::process::Stdio::null()).stdout(writer).stderr(writer2);
+        cmd.kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| InfraClass::Sandbox.error(format!("cannot start a command: {e}")))?;
+        // Our copies of the pipe's write end must close, or the reader never sees EOF.
+        drop(cmd);
+        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+        if let Ok(mut g) = self.live.lock() {
+            g.insert(pgid);
+        }
+        let guard = GroupGuard { pgid, live: self.live.clone() };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut cap = Capture::default();
+            let mut buf = [0u8; 8192];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => cap.push(&buf[..n]),
+                }
+            }
+            let _ = tx.send(cap.finish());
+        });
+        let waited = tokio::time::timeout(req.timeout, child.wait()).await;
+        let timed_out = waited.is_err();
+        // The exec's whole tree ends with it: at the timeout and when the main process exits.
+        kill_group(pgid);
+        let status = match waited {
+            Ok(s) => s,
+            Err(_) => child.wait().await,
+        }
+        .map_err(|e| InfraClass::Sandbox.error(format!("cannot wait for a command: {e}")))?;
+        drop(guard);
+        let (output, truncated) = match tokio::time::timeout(DRAIN_GRACE, rx).await {
+            Ok(Ok(o)) => o,
+            _ => ("[output unavailable: a process escaped the process group]".to_string(), false),
+        };
+        let exit_code = if timed_out { None } else { status.code() };
+        Ok(ExecOutput {
+            exit_code,
+            output,
+            truncated,
+            timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let (h, _) = self.host_path(path);
+        tokio::fs::read(&h).await.at(path)
+    }
+
+    async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let (h, writable) = self.host_path(path);
+        if !writable {
+            return Err(Error::usage(format!("{path} is read-only in the sandbox")));
+        }
+        if let Some(parent) = h.parent() {
+            tokio::fs::create_dir_all(parent).await.at(path)?;
+        }
+        tokio::fs::write(&h, data).await.at(path)
+    }
+
+    async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
+        let (h, writable) = self.host_path(dest);
+        if !writable {
+            return Err(Error::usage(format!("{dest} is read-only in the sandbox")));
+        }
+        let src = host_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || copy_tree(&src, &h))
+            .await
+            .map_err(|e| Error::Internal(format!("copy task panicked: {e}")))?
+    }
+
+    async fn destroy(&mut self) -> Result<()> {
+        self.kill_all();
+        if let Some(t) = self.tmp.take() {
+            let path = t.path().to_path_buf();
+            tokio::task::spawn_blocking(move || t.close())
+                .await
+                .map_err(|e| Error::Internal(format!("cleanup panicked: {e}")))?
+                .at(path)?;
+        }
+        Ok(())
+    }
+
+    fn tests_dir(&self) -> &str {
+        &self.tests
+    }
+    fn logs_dir(&self) -> &str {
+        &self.logs
+    }
+    fn solution_dir(&self) -> &str {
+        &self.solution
+    }
+    fn trial_id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for LocalSandbox {
+    fn drop(&mut self) {
+        self.kill_all();
+        // TempDir's own Drop removes the directory.
+    }
+}
+
+fn strip_dir_prefix<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    let dir = dir.trim_end_matches('/');
+    if dir.is_empty() {
+        return Some(path.trim_start_matches('/'));
+    }
+    let rest = path.strip_prefix(dir)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect()
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut i = s.len() - n;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// bubblewrap arguments that bind the host filesystem read-only, like `--ro-bind / /`, but
+/// leave room for mount points that do not exist on the host (`/app`, `/tests`, ...): a
+/// directory on the path to a mount point is recreated on the sandbox's tmpfs root and its other
+/// entries are bound one by one.
+fn host_tree_args(mounts: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    walk_host(Path::new("/"), mounts, &mut args);
+    args
+}
+
+fn walk_host(dir: &Path, mounts: &[String], args: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let s = p.to_string_lossy().into_owned();
+        if mounts.iter().any(|m| *m == s) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        if meta.file_type().is_symlink() {
+            if let Ok(t) = std::fs::read_link(&p) {
+                args.extend(["--symlink".into(), t.to_string_lossy().into_owned(), s]);
+            }
+        } else if meta.is_dir() && mounts.iter().any(|m| strip_dir_prefix(m, &s).is_some_and(|r| !r.is_empty())) {
+            args.extend(["--dir".into(), s.clone()]);
+            walk_host(&p, mounts, args);
+        } else if meta.is_dir() || meta.is_file() {
+            args.extend(["--ro-bind".into(), s.clone(), s]);
+        }
+    }
+}
+
+/// Copy a directory tree (files with their modes, symlinks as symlinks) into `dst`.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).at(dst)?;
+    for e in std::fs::read_dir(src).at(src)? {
+        let e = e.at(src)?;
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let meta = std::fs::symlink_metadata(&from).at(&from)?;
+        if meta.file_type().is_symlink() {
+            let t = std::fs::read_link(&from).at(&from)?;
+            let _ = std::fs::remove_file(&to);
+            std::os::unix::fs::symlink(t, &to).at(&to)?;
+        } else if meta.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).at(&to)?;
+            std::fs::set_permissions(&to, meta.permissions()).at(&to)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_prefixes() {
+        assert_eq!(strip_dir_prefix("/app/x", "/app"), Some("x"));
+        assert_eq!(strip_dir_prefix("/app", "/app"), Some(""));
+        assert_eq!(strip_dir_prefix("/apple", "/app"), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Running a task's verifier in a sandbox after the agent finished, Harbor's contract made safe:
+//! stray processes are killed and `<logs>/verifier` is cleared first (an agent cannot forge
+//! `reward.txt` / `reward.json`), `tests/` is copied in fresh, `test.sh` (TB1: `run-tests.sh`)
+//! runs under the verifier timeout, and the reward is read from `reward.json`, then `reward.txt`.
+//!
+//! Infrastructure failures (verifier timed out or crashed without a reward, no reward file, an
+//! unparseable reward) are `Error::Infra` of class `verifier`, never a task failure.
+
+use regex::Regex;
+
+use super::{Task, TaskFormat, VerifierOutcome};
+use crate::error::{Error, Result};
+use crate::sandbox::{ExecRequest, InfraClass, Sandbox};
+
+/// Characters of the verifier's output kept in the outcome.
+pub const OUTPUT_TAIL_CHARS: usize = 4000;
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// A trial passes when its reward is at least this.
+    pub pass_threshold: f64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions { pass_threshold: 1.0 }
+    }
+}
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Verify the sandbox's final state.
+pub async fn verify(sandbox: &dyn Sandbox, task: &Task, opts: &VerifyOptions) -> Result<VerifierOutcome> {
+    let tests = sandbox.tests_dir().to_string();
+    let logs = sandbox.logs_dir().to_string();
+    let vdir = format!("{logs}/verifier");
+    sandbox.kill_strays().await?;
+    let clear = format!(
+        "rm -rf {v} && mkdir -p {v} {l}/agent {t} && find {t} -mindepth 1 -delete",
+        v = q(&vdir),
+        l = q(&logs),
+        t = q(&tests)
+    );
+    let out = sandbox.exec(ExecRequest::new(clear, std::time::Duration::from_secs(60))).await?;
+    if !out.success() {
+        return Err(InfraClass::Sandbox.error(format!("clear the verifier's directories: {}", out.output.trim())));
+    }
+    if let Some(dir) = &task.tests_dir {
+        sandbox.copy_dir_in(dir, &tests).await?;
+    }
+    let script = match task.format {
+        TaskFormat::Harbor => format!("{tests}/test.sh"),
+        TaskFormat::Tb1 => {
+            let data = std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
+            let p = format!("{tests}/run-tests.sh");
+            sandbox.write_file(&p, &data).await?;
+            p
+        }
+    };
+    let mut req = ExecRequest::new(
+        format!("chmod +x {s} 2>/dev/null; bash {s}", s = q(&script)),
+        task.verifier_timeout,
+    );
+    req.env.push(("TEST_DIR".into(), tests.clone()));
+    let run = sandbox.exec(req).await?;
+    let output_tail = tail_chars(&run.output, OUTPUT_TAIL_CHARS);
+    if run.timed_out {
+        return Err(InfraClass::Verifier.error(format!(
+            "the verifier of task `{}` timed out after {}s:\n{output_tail}",
+            task.id,
+            task.verifier_timeout.as_secs()
+        )));
+    }
+    let reward = match read_reward(sandbox, &vdir).await? {
+        Some(r) => r,
+        None if task.format == TaskFormat::Tb1 && run.exit_code.is_some() => {
+            // TB1 tasks report through pytest's exit status, not a reward file.
+            if run.exit_code == Some(0) { 1.0 } else { 0.0 }
+        }
+        None => {
+            let how = match run.exit_code {
+                Some(c) => format!("exited with {c}"),
+                None => "was killed".into(),
+            };
+            return Err(InfraClass::Verifier.error(format!(
+                "the verifier of task `{}` {how} and wrote no reward ({vdir}/reward.txt or reward.json):\n{output_tail}",
+                task.id
+            )));
+        }
+    };
+    let mut failed_tests = match sandbox.read_file(&format!("{vdir}/ctrf.json")).await {
+        Ok(b) => ctrf_failed(&b),
+        Err(_) => Vec::new(),
+    };
+    if failed_tests.is_empty() {
+        failed_tests = failed_from_output(&run.output);
+    }
+    Ok(VerifierOutcome {
+        reward,
+        passed: reward >= opts.pass_threshold,
+        exit_code: run.exit_code,
+        output_tail,
+        failed_tests,
+        timed_out: false,
+    })
+}
+
+/// `reward.json` first (a flat map of numbers; its `reward` key, else its only value, else the
+/// mean), then `reward.txt` (one number). `None` when neither exists.
+async fn read_reward(sandbox: &dyn Sandbox, vdir: &str) -> Result<Option<f64>> {
+    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.json")).await {
+        return parse_reward_json(&b).map(Some).map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.json: {m}")));
+    }
+    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.txt")).await {
+        return parse_reward_txt(&b).map(Some).map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.txt: {m}")));
+    }
+    Ok(None)
+}
+
+pub fn parse_reward_txt(b: &[u8]) -> std::result::Result<f64, String> {
+    let s = String::from_utf8_lossy(b);
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("is empty".into());
+    }
+    match t.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("is not a number: {:?}", t.chars().take(80).collect::<String>())),
+    }
+}
+
+pub fn parse_reward_json(b: &[u8]) -> std::result::Result<f64, String> {
+    if String::from_utf8_lossy(b).trim().is_empty() {
+        return Err("is empty".into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| format!("is not JSON: {e}"))?;
+    if let Some(x) = v.as_f64() {
+        return Ok(x);
+    }
+    let obj = v.as_object().ok_or("must be an object of numbers")?;
+    if let Some(r) = obj.get("reward") {
+        return r.as_f64().ok_or_else(|| "`reward` is not a number".to_string());
+    }
+    let nums: Vec<f64> = obj.values().filter_map(|x| x.as_f64()).collect();
+    if nums.is_empty() || nums.len() != obj.len() {
+        return Err("must be an object of numbers".into());
+    }
+    Ok(nums.iter().sum::<f64>() / nums.len() as f64)
+}
+
+/// Failed test names from a CTRF report (`results.tests[]` with `status: failed`).
+pub fn ctrf_failed(b: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else { return Vec::new() };
+    let Some(tests) = v.pointer("/results/tests").and_then(|t| t.as_array()) else { return Vec::new() };
+    tests
+        .iter()
+        .filter(|t| t.get("status").and_then(|s| s.as_str()) == Some("failed"))
+        .filter_map(|t| t.get("name").and_then(|n| n.as_str()))
+        .map(short_name)
+        .collect()
+}
+
+/// Failed test names from pytest `-rA` summary lines (`FAILED tests/x.py::test_name - msg`) and
+/// plain `FAILED name` lines.
+pub fn failed_from_output(output: &str) -> Vec<String> {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| Regex::new(r"^FAILED:?\s+(\S+)").expect("static regex"));
+    let mut out: Vec<String> = Vec::new();
+    for line in output.lines() {
+        if let Some(c) = re.captures(line.trim_end()) {
+            let name = short_name(&c[1]);
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// `tests/x.py::TestC::test_name` → `TestC::test_name`; other names unchanged.
+fn short_name(s: &str) -> String {
+    match s.split_once("::") {
+        Some((file, rest)) if file.ends_with(".py") => rest.to_string(),
+        _ => s.to_string(),
+    }
+}
+
+fn tail_chars(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n {
+        return s.to_string();
+    }
+    s.chars().skip(count - n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewards() {
+        assert_eq!(parse_reward_txt(b"1\n"), Ok(1.0));
+        assert!(parse_reward_txt(b"").is_err());
+        assert!(parse_reward_txt(b"yes").is_err());
+        assert_eq!(parse_reward_json(br#"{"reward": 0.5, "x": 1}"#), Ok(0.5));
+        assert_eq!(parse_reward_json(br#"{"a": 1, "b": 0}"#), Ok(0.5));
+        assert!(parse_reward_json(b"{").is_err());
+    }
+
+    #[test]
+    fn failed_names() {
+        let out = "PASSED tests/t.py::test_ok\nFAILED tests/test_outputs.py::test_file - AssertionError: x\nFAILED plain_name\n";
+        assert_eq!(failed_from_output(out), vec!["test_file".to_string(), "plain_name".to_string()]);
+        let ctrf = br#"{"results":{"tests":[{"name":"tests/t.py::test_a","status":"failed"},{"name":"b","status":"passed"}]}}"#;
+        assert_eq!(ctrf_failed(ctrf), vec!["test_a".to_string()]);
+    }
+}

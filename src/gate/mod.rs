@@ -26,7 +26,7 @@ pub use decide::{
     Coverage, Decision, EarlyStop, Margin, SplitSummary, Verdict, check_comparable, decide, is_adaptive,
     promising_threshold,
 };
-pub use settle::{DEFAULT_ORDER, TrialOrder, settled, trial_order, trial_order_with, try_settled, wants_more_trials};
+pub use settle::{DEFAULT_ORDER, SettleMode, TrialOrder, settled, trial_order, trial_order_with, try_settled, wants_more_trials};
 pub use stats::PairedTest;
 pub use table::{Evaluation, Outcome, Table};
 

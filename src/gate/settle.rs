@@ -50,14 +50,32 @@ use super::table::{Evaluation, Outcome};
 /// With no pending trial this is [`super::decide`]. A settled decision before the end carries
 /// `early_stopped`, and its numbers are over the trials that ran.
 pub fn settled(cfg: &GateConfig, parent: &Evaluation, candidate_partial: &Evaluation) -> Option<Decision> {
-    try_settled(cfg, parent, candidate_partial).ok().flatten()
+    try_settled(cfg, parent, candidate_partial, SettleMode::Exact).ok().flatten()
 }
 
-/// [`settled`], with the refusal to compare as an error.
+/// How [`try_settled`] treats coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettleMode {
+    /// Every completion, coverage included: a pending trial that could still turn out Infra could
+    /// still make the final coverage too low (indecisive), so nothing settles (except
+    /// "indecisive") before `min_coverage` of all trial pairs are kept. With the default
+    /// `min_coverage` 0.9 that means at least 90% of the trials must run.
+    Exact,
+    /// Coverage is judged on the trials that ran (kept / run ≥ `min_coverage`); everything else
+    /// (Δs, p, broke) is settled over every completion (Pass, Fail or Infra) as in `Exact`. The
+    /// verdict equals the one of every completion whose final coverage meets the minimum; a
+    /// completion in which the never-run trials would all have hit infrastructure errors is
+    /// not waited for. This is the mode that saves trials.
+    CoverageSoFar,
+}
+
+/// [`settled`] in the given mode, with the refusal to compare as an error.
 pub fn try_settled(
     cfg: &GateConfig,
     parent: &Evaluation,
     candidate_partial: &Evaluation,
+    mode: SettleMode,
 ) -> Result<Option<Decision>, GateError> {
     check_comparable(parent, candidate_partial)?;
     check_complete(parent, "parent")?;
@@ -95,7 +113,11 @@ pub fn try_settled(
         );
         return Ok(stop(Verdict::Indecisive, false, why));
     }
-    if !coverage_ok(kept_now, total, cfg.min_coverage) {
+    let coverage_settled = match mode {
+        SettleMode::Exact => coverage_ok(kept_now, total, cfg.min_coverage),
+        SettleMode::CoverageSoFar => coverage_ok(kept_now, total - pending, cfg.min_coverage),
+    };
+    if !coverage_settled {
         return Ok(None);
     }
 

@@ -1,0 +1,313 @@
+//! Exact early stopping, the order to run candidate trials in, and adaptive trial counts.
+//!
+//! # Why `settled` is exact
+//!
+//! Each pending candidate trial can become Pass, Fail or Infra. Its parent trial is complete:
+//!
+//! - parent **Infra**: the pair is dropped whatever the candidate gives; it cannot matter.
+//! - parent **Pass**: the task's difference `d_t` gains 0 (Pass, or Infra: dropped) or −1 (Fail).
+//! - parent **Fail**: `d_t` gains +1 (Pass) or 0 (Fail, or Infra: dropped).
+//!
+//! So every `d_t` ranges over an integer interval independently of the other tasks, and the
+//! completion "every pending trial passes" (*best*) puts every `d_t` at its top while "every
+//! pending trial fails" (*worst*) puts every one at its bottom. Then:
+//!
+//! - **coverage** only depends on how many pending trials turn out Infra: it is lowest when all
+//!   do and highest when none does. Both ends must agree or nothing is settled.
+//! - the **paper rule** accepts on an up-closed set of (Δheld_in, Δvalidation): it accepts every
+//!   completion iff it accepts the worst, and rejects every completion iff it rejects the best.
+//! - the **p-value** is non-increasing in each `d_t` (proof in [`super::stats`]), so it is
+//!   smallest at the best completion and largest at the worst.
+//! - a task is **broke** in the best completion only when it has no pending trial that counts,
+//!   and then it is broke in every completion. A task *can* be broke in some completion iff its
+//!   finished kept pairs are all (parent Pass, candidate Fail) and at least one pair is kept or
+//!   pending with a parent Pass.
+//!
+//! The strict rule accepts iff paper ∧ no broke ∧ p ≤ alpha, so it accepts every completion iff
+//! the worst completion passes the paper rule and p ≤ alpha and no task can break; it rejects
+//! every completion iff the best completion is rejected. With adaptive trials on, a rejection
+//! that is "promising" (would ask for more trials) is told apart from one that is not, and
+//! settling requires both to agree too. These conditions are necessary and sufficient, so
+//! `settled` returns a verdict exactly when every completion yields the same one; the property
+//! test `tests/gate_settle.rs` checks it against brute force.
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{GateConfig, GateRule, Split};
+
+use super::GateError;
+use super::decide::{
+    Assessment, Counts, Decision, EarlyStop, Verdict, check_comparable, check_complete, coverage_ok, fmt_p,
+    indecisive_reason, is_adaptive, paper_failure, promising_threshold,
+};
+use super::table::{Evaluation, Outcome};
+
+/// The verdict if it is the same for every possible completion of the candidate's pending
+/// trials (each Pass, Fail or Infra); `None` while the remaining trials could still change it,
+/// when `cfg.early_stop` is off and trials are pending, or when the evaluations cannot be
+/// compared ([`try_settled`] says why; [`super::decide`] refuses the same way).
+///
+/// With no pending trial this is [`super::decide`]. A settled decision before the end carries
+/// `early_stopped`, and its numbers are over the trials that ran.
+pub fn settled(cfg: &GateConfig, parent: &Evaluation, candidate_partial: &Evaluation) -> Option<Decision> {
+    try_settled(cfg, parent, candidate_partial, SettleMode::Exact).ok().flatten()
+}
+
+/// How [`try_settled`] treats coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettleMode {
+    /// Every completion, coverage included: a pending trial that could still turn out Infra could
+    /// still make the final coverage too low (indecisive), so nothing settles (except
+    /// "indecisive") before `min_coverage` of all trial pairs are kept. With the default
+    /// `min_coverage` 0.9 that means at least 90% of the trials must run.
+    Exact,
+    /// Coverage is judged on the trials that ran (kept / run ≥ `min_coverage`); everything else
+    /// (Δs, p, broke) is settled over every completion (Pass, Fail or Infra) as in `Exact`. The
+    /// verdict equals the one of every completion whose final coverage meets the minimum; a
+    /// completion in which the never-run trials would all have hit infrastructure errors is
+    /// not waited for. This is the mode that saves trials.
+    CoverageSoFar,
+}
+
+/// [`settled`] in the given mode, with the refusal to compare as an error.
+pub fn try_settled(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    candidate_partial: &Evaluation,
+    mode: SettleMode,
+) -> Result<Option<Decision>, GateError> {
+    check_comparable(parent, candidate_partial)?;
+    check_complete(parent, "parent")?;
+    let counts = Counts::of(parent, candidate_partial);
+    let adaptive = is_adaptive(cfg, parent.max_trials());
+    let pending: u32 = counts.tasks.iter().map(|t| t.pending()).sum();
+    if pending == 0 {
+        return Ok(Some(counts.decide(cfg, adaptive)));
+    }
+    if !cfg.early_stop {
+        return Ok(None);
+    }
+    let total = counts.total_pairs();
+    let kept_now: u32 = counts.tasks.iter().map(|t| t.kept).sum();
+    let kept_max = kept_now + counts.tasks.iter().map(|t| t.pend_pp + t.pend_pf).sum::<u32>();
+
+    let stop = |verdict: Verdict, promising: bool, why: String| {
+        let run_pairs = total - pending;
+        let partial = counts.assess(cfg, run_pairs);
+        let early = EarlyStop {
+            trials_run: candidate_partial.cells() as u32 - candidate_partial.count(Outcome::Pending) as u32,
+            trials_total: candidate_partial.cells() as u32,
+            reason: why.clone(),
+        };
+        let label = if verdict == Verdict::Indecisive { "INDECISIVE" } else { verdict.as_str() };
+        let reason = format!("{label}: {why} (settled after {}/{} trials)", early.trials_run, early.trials_total);
+        Some(counts.decision(cfg, &partial, run_pairs, verdict, reason, promising, Some(early)))
+    };
+
+    // Coverage is monotone in how many pending trials turn out Infra.
+    if !coverage_ok(kept_max, total, cfg.min_coverage) {
+        let why = format!(
+            "even with no more infrastructure errors, {}",
+            indecisive_reason(kept_max, total, cfg.min_coverage).trim_start_matches("INDECISIVE: ")
+        );
+        return Ok(stop(Verdict::Indecisive, false, why));
+    }
+    let coverage_settled = match mode {
+        SettleMode::Exact => coverage_ok(kept_now, total, cfg.min_coverage),
+        SettleMode::CoverageSoFar => coverage_ok(kept_now, total - pending, cfg.min_coverage),
+    };
+    if !coverage_settled {
+        return Ok(None);
+    }
+
+    let (best, worst) = completions(&counts);
+    let hi = best.assess(cfg, total);
+    let lo = worst.assess(cfg, total);
+
+    match cfg.rule {
+        GateRule::Paper => {
+            if !hi.paper_ok {
+                return Ok(stop(
+                    Verdict::Reject,
+                    false,
+                    format!("even if every remaining trial passes: {}", paper_failure(&hi)),
+                ));
+            }
+            if lo.paper_ok {
+                return Ok(stop(Verdict::Accept, false, format!("even if every remaining trial fails: {}", deltas_at_least(&lo))));
+            }
+            Ok(None)
+        }
+        GateRule::Strict => {
+            let can_break: Vec<&str> = counts
+                .tasks
+                .iter()
+                .filter(|t| t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0))
+                .map(|t| t.task.as_str())
+                .collect();
+            let break_risk = !cfg.allow_broke && !can_break.is_empty();
+            let reject_above = if adaptive { promising_threshold(cfg.alpha) } else { cfg.alpha };
+            if !hi.paper_ok || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
+                let mut why = Vec::new();
+                if !hi.paper_ok {
+                    why.push(paper_failure(&hi));
+                }
+                if !hi.broke_ok(cfg) {
+                    why.push(format!("broke {}", hi.broke.join(", ")));
+                }
+                if hi.test.p_value > reject_above {
+                    why.push(format!(
+                        "p ≥ {} > {} {}",
+                        fmt_p(hi.test.p_value),
+                        if adaptive { "the promising threshold" } else { "alpha" },
+                        fmt_p(reject_above)
+                    ));
+                }
+                return Ok(stop(
+                    Verdict::Reject,
+                    false,
+                    format!("even if every remaining trial passes: {}", why.join("; ")),
+                ));
+            }
+            if lo.paper_ok && !break_risk && lo.test.p_value <= cfg.alpha {
+                return Ok(stop(
+                    Verdict::Accept,
+                    false,
+                    format!(
+                        "even if every remaining trial fails: {}, p ≤ {} ≤ alpha {}, no task can break",
+                        deltas_at_least(&lo),
+                        fmt_p(lo.test.p_value),
+                        cfg.alpha
+                    ),
+                ));
+            }
+            if adaptive
+                && lo.paper_ok
+                && !break_risk
+                && hi.test.p_value > cfg.alpha
+                && lo.test.p_value <= promising_threshold(cfg.alpha)
+            {
+                return Ok(stop(
+                    Verdict::Reject,
+                    true,
+                    format!(
+                        "whatever the remaining trials give, {} ≤ p ≤ {}: above alpha {} but promising",
+                        fmt_p(hi.test.p_value),
+                        fmt_p(lo.test.p_value),
+                        cfg.alpha
+                    ),
+                ));
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn deltas_at_least(a: &Assessment) -> String {
+    format!("Δheld_in ≥ {:+}, Δvalidation ≥ {:+}", a.delta_in, a.delta_val)
+}
+
+/// The best (every pending trial passes) and worst (every pending trial fails) completions.
+fn completions(counts: &Counts) -> (Counts, Counts) {
+    let mut best = counts.clone();
+    let mut worst = counts.clone();
+    for t in &mut best.tasks {
+        t.kept += t.pend_pp + t.pend_pf;
+        t.parent_pass += t.pend_pp;
+        t.cand_pass += t.pend_pp + t.pend_pf;
+        (t.pend_pp, t.pend_pf, t.pend_pi) = (0, 0, 0);
+    }
+    for t in &mut worst.tasks {
+        t.kept += t.pend_pp + t.pend_pf;
+        t.parent_pass += t.pend_pp;
+        (t.pend_pp, t.pend_pf, t.pend_pi) = (0, 0, 0);
+    }
+    (best, worst)
+}
+
+/// Orders of running candidate trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrialOrder {
+    /// held_in then validation, tasks by id, trials by index: what a plain loop does.
+    Sequential,
+    /// Trials whose parent trial failed first, then those it passed; within each, tasks the
+    /// parent passed least first.
+    ParentFailFirst,
+    /// Trials whose parent trial passed first (a failure there is a regression), then failed.
+    ParentPassFirst,
+    /// Trial 0 of every task, then trial 1, …; tasks the parent passed least first.
+    RoundRobin,
+}
+
+/// The order in which to run a candidate's trials so that the verdict settles early: see
+/// [`trial_order_with`] and [`TrialOrder`]; the default was chosen by `benches/gate.rs`.
+/// Trials whose parent trial hit an infrastructure error come last: they are dropped from the
+/// comparison whatever the candidate gives, so [`settled`] never waits for them.
+pub fn trial_order(parent: &Evaluation) -> Vec<(Split, String, u32)> {
+    trial_order_with(parent, DEFAULT_ORDER)
+}
+
+/// The order [`trial_order`] uses.
+pub const DEFAULT_ORDER: TrialOrder = TrialOrder::ParentFailFirst;
+
+/// Candidate trials in the given order.
+pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, String, u32)> {
+    struct Cell<'a> {
+        split: Split,
+        task: &'a str,
+        trial: u32,
+        parent: Outcome,
+        task_rate: f64,
+    }
+    let mut cells = Vec::new();
+    for split in [Split::HeldIn, Split::Validation] {
+        for (task, outcomes) in &parent.table(split).expect("gated split").tasks {
+            let kept = outcomes.iter().filter(|o| matches!(o, Outcome::Pass | Outcome::Fail)).count();
+            let passes = outcomes.iter().filter(|o| **o == Outcome::Pass).count();
+            let task_rate = if kept == 0 { 0.5 } else { passes as f64 / kept as f64 };
+            for (i, o) in outcomes.iter().enumerate() {
+                cells.push(Cell { split, task, trial: i as u32, parent: *o, task_rate });
+            }
+        }
+    }
+    // Rank of the parent outcome: 0 runs first. Parent Infra (or Pending) always last.
+    let outcome_rank = |o: Outcome| -> u8 {
+        match (order, o) {
+            (_, Outcome::Infra | Outcome::Pending) => 2,
+            (TrialOrder::ParentPassFirst, Outcome::Pass) | (TrialOrder::ParentFailFirst, Outcome::Fail) => 0,
+            (TrialOrder::ParentPassFirst | TrialOrder::ParentFailFirst, _) => 1,
+            _ => 0,
+        }
+    };
+    let key = |c: &Cell| -> (u8, u32, u64, Split, String, u32) {
+        let rate = (c.task_rate * 1e6) as u64;
+        match order {
+            TrialOrder::Sequential => (outcome_rank(c.parent), 0, 0, c.split, c.task.to_string(), c.trial),
+            TrialOrder::RoundRobin => (outcome_rank(c.parent), c.trial, rate, c.split, c.task.to_string(), c.trial),
+            TrialOrder::ParentFailFirst | TrialOrder::ParentPassFirst => {
+                (outcome_rank(c.parent), 0, rate, c.split, c.task.to_string(), c.trial)
+            }
+        }
+    };
+    cells.sort_by_key(|c| key(c));
+    cells.into_iter().map(|c| (c.split, c.task.to_string(), c.trial)).collect()
+}
+
+/// Adaptive trials: the trial count to re-evaluate parent and candidate at, when the strict
+/// rule rejected only for want of significance with a promising p-value
+/// (`alpha < p ≤ 2·alpha`, [`promising_threshold`]) and `max_trials` allows more than
+/// `current_trials`. Doubles the count, capped at `max_trials`. `None` otherwise.
+///
+/// The parent must be run on the new trial ids too: the gate compares the same trial ids.
+pub fn wants_more_trials(cfg: &GateConfig, decision: &Decision, current_trials: u32) -> Option<u32> {
+    let max = cfg.max_trials?;
+    if cfg.rule != GateRule::Strict || max <= current_trials {
+        return None;
+    }
+    if decision.verdict != Verdict::Reject || !decision.promising {
+        return None;
+    }
+    Some(max.min((current_trials * 2).max(current_trials + 1)))
+}

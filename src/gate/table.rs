@@ -1,0 +1,160 @@
+//! Outcome tables: what the gate reads. They are stored in run records, so they serialize.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::Split;
+
+use super::GateError;
+
+/// The outcome of one trial of one task, as the gate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The verifier passed the agent's work.
+    Pass,
+    /// The verifier failed the agent's work (including agent timeouts and budget exhaustion).
+    Fail,
+    /// Infrastructure failed (sandbox, model API, verifier crashed) after retries: not the
+    /// agent's fault, never counted as a failure.
+    Infra,
+    /// Not run yet (a candidate under early stopping).
+    Pending,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Infra => "infra",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// The outcomes of one split: task id → outcomes indexed by trial id (`0..n`).
+///
+/// Trial `i` of a task in the parent's table and trial `i` in the candidate's table are a pair
+/// (same seed, same task): the gate compares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Table {
+    pub tasks: BTreeMap<String, Vec<Outcome>>,
+}
+
+impl Table {
+    pub fn new() -> Self {
+        Table::default()
+    }
+
+    /// `tasks` each with `trials` outcomes, all `Pending`.
+    pub fn pending<S: AsRef<str>>(tasks: &[S], trials: u32) -> Self {
+        Table {
+            tasks: tasks
+                .iter()
+                .map(|t| (t.as_ref().to_string(), vec![Outcome::Pending; trials as usize]))
+                .collect(),
+        }
+    }
+
+    /// The same task ids and trial ids, every outcome `Pending`.
+    pub fn pending_like(&self) -> Self {
+        Table {
+            tasks: self.tasks.iter().map(|(k, v)| (k.clone(), vec![Outcome::Pending; v.len()])).collect(),
+        }
+    }
+
+    pub fn insert(&mut self, task: impl Into<String>, outcomes: Vec<Outcome>) {
+        self.tasks.insert(task.into(), outcomes);
+    }
+
+    /// Number of (task, trial) cells.
+    pub fn cells(&self) -> usize {
+        self.tasks.values().map(Vec::len).sum()
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.tasks.values().flatten().filter(|o| **o == outcome).count()
+    }
+}
+
+/// The evaluation of one harness: a table per gated split.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// The experiment fingerprint the trials ran under. When both sides carry one, the gate
+    /// refuses to compare different fingerprints; when either is `None`, the caller is
+    /// responsible for having checked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    pub held_in: Table,
+    pub validation: Table,
+}
+
+impl Evaluation {
+    pub fn new(held_in: Table, validation: Table) -> Self {
+        Evaluation { fingerprint: None, held_in, validation }
+    }
+
+    /// The table of a gated split; `None` for the test split, which the gate never reads.
+    pub fn table(&self, split: Split) -> Option<&Table> {
+        match split {
+            Split::HeldIn => Some(&self.held_in),
+            Split::Validation => Some(&self.validation),
+            Split::Test => None,
+        }
+    }
+
+    pub fn table_mut(&mut self, split: Split) -> Option<&mut Table> {
+        match split {
+            Split::HeldIn => Some(&mut self.held_in),
+            Split::Validation => Some(&mut self.validation),
+            Split::Test => None,
+        }
+    }
+
+    /// A candidate evaluation to fill in: the parent's tasks and trial ids (and fingerprint),
+    /// every outcome `Pending`.
+    pub fn pending_like(&self) -> Self {
+        Evaluation {
+            fingerprint: self.fingerprint.clone(),
+            held_in: self.held_in.pending_like(),
+            validation: self.validation.pending_like(),
+        }
+    }
+
+    /// Record one outcome. The cell must exist (use [`Table::pending`] to lay out the table).
+    pub fn set(&mut self, split: Split, task: &str, trial: u32, outcome: Outcome) -> Result<(), GateError> {
+        let cell = self
+            .table_mut(split)
+            .and_then(|t| t.tasks.get_mut(task))
+            .and_then(|v| v.get_mut(trial as usize));
+        match cell {
+            Some(c) => {
+                *c = outcome;
+                Ok(())
+            }
+            None => Err(GateError::NoSuchTrial { split, task: task.to_string(), trial }),
+        }
+    }
+
+    pub fn get(&self, split: Split, task: &str, trial: u32) -> Option<Outcome> {
+        self.table(split)?.tasks.get(task)?.get(trial as usize).copied()
+    }
+
+    /// Number of (task, trial) cells over both gated splits.
+    pub fn cells(&self) -> usize {
+        self.held_in.cells() + self.validation.cells()
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.held_in.count(outcome) + self.validation.count(outcome)
+    }
+
+    /// The largest number of trials of any task.
+    pub fn max_trials(&self) -> u32 {
+        self.held_in.tasks.values().chain(self.validation.tasks.values()).map(Vec::len).max().unwrap_or(0) as u32
+    }
+}

@@ -19,6 +19,7 @@ pub use promote::{
     worktree_is_clean,
 };
 pub use proposal::{
+    slugify as slugify_title,
     Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal,
     resolve_proposal,
 };

@@ -39,21 +39,21 @@ impl PromptVars {
             .tools
             .iter()
             .map(|t| {
-                Value::from_iter([
+                map([
                     ("name", Value::from(t.name.clone())),
                     ("description", Value::from(t.description.clone())),
                 ])
             })
             .collect();
         let b = &self.budgets;
-        let budgets = Value::from_iter([
+        let budgets = map([
             ("max_turns", Value::from(b.max_turns)),
             ("max_tool_calls", Value::from(b.max_tool_calls)),
             ("wall_clock_sec", Value::from(b.wall_clock_sec)),
             ("max_tokens", Value::from(b.max_tokens)),
             ("command_timeout_sec", Value::from(b.command_timeout_sec)),
         ]);
-        Value::from_iter([
+        map([
             ("instruction", Value::from(self.instruction.clone())),
             ("tools", Value::from(tools)),
             ("workdir", Value::from(self.workdir.clone())),
@@ -120,4 +120,9 @@ pub fn render_all<'a>(files: impl Iterator<Item = (&'a String, &'a String)>, var
         return Err(Error::config(SYSTEM, None, "(file)", "the harness has no system prompt"));
     }
     Ok(r)
+}
+
+/// A template map value.
+fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::from(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<String, Value>>())
 }

@@ -1,6 +1,7 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+mod export;
 mod init;
 mod output;
 
@@ -33,6 +34,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Init(init::Args),
+    Export(export::Args),
 }
 
 pub fn main() -> i32 {
@@ -53,6 +55,7 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Init(a) => init::run(&mut ui, a),
+        Command::Export(a) => export::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

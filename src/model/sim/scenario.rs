@@ -115,7 +115,7 @@ pub struct TaskScript {
     #[serde(default)]
     pub explore: Vec<String>,
     /// The correct actions, in order.
-    #[serde(default)]
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub solve: Vec<Action>,
     /// Commands that check the result.
     #[serde(default)]
@@ -124,10 +124,10 @@ pub struct TaskScript {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<String>,
     /// no-verify: a subtly wrong first attempt.
-    #[serde(default)]
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub wrong: Vec<Action>,
     /// env-loss: the solve split across shell calls.
-    #[serde(default)]
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub split: Vec<Action>,
 }
 

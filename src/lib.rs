@@ -13,7 +13,7 @@ pub mod experiment;
 pub mod gate;
 pub mod harness;
 pub mod lineage;
-// pub mod mine; (wired when the agent lands)
+pub mod mine;
 pub mod model;
 pub mod propose;
 pub mod report;

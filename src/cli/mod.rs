@@ -2,6 +2,7 @@
 //! printing lives here.
 
 mod image;
+mod export;
 mod init;
 mod log;
 mod tasks;
@@ -47,6 +48,7 @@ pub enum Command {
     Promote(promote::Args),
     Tasks(tasks::Args),
     Image(image::Args),
+    Export(export::Args),
 }
 
 pub fn main() -> i32 {
@@ -78,6 +80,7 @@ pub fn main() -> i32 {
         Command::Promote(a) => promote::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
+        Command::Export(a) => export::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,27 @@
 //! Model providers behind one async trait: messages + tool definitions + decoding in; text
 //! and/or tool calls and token usage out.
+//!
+//! Providers: [`openai`] (Chat Completions), [`anthropic`] (Messages), [`sim`] (a simulated
+//! model served over the OpenAI-compatible API on loopback, so it exercises the real client) and
+//! [`replay`] (answers recorded in a trace). [`connect`] builds the one an experiment names.
+
+pub mod anthropic;
+pub mod openai;
+pub mod replay;
+mod retry;
+pub mod sim;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::experiment::{ModelConfig, Provider};
+use crate::task::Suite;
+
+pub use retry::RetryPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,4 +128,157 @@ pub trait Model: Send + Sync {
     /// `provider/model`, for traces and reports.
     fn name(&self) -> String;
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError>;
+    /// Secret values this model holds (its API key), so that whoever records what the model
+    /// saw or said can redact them. Never logged, never serialized.
+    fn secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What [`connect`] needs besides the model config.
+pub struct ConnectContext<'a> {
+    /// The harness repository's root: a relative sim scenario path is resolved against it.
+    pub repo_root: &'a Path,
+    /// The loaded suite; the sim needs it to recognise tasks.
+    pub suite: Option<&'a Suite>,
+    /// Bundled scenarios for `builtin:<name>`; normally [`crate::assets::sim_scenario`].
+    pub builtin_scenario: fn(&str) -> Option<&'static str>,
+}
+
+impl<'a> ConnectContext<'a> {
+    pub fn new(repo_root: &'a Path, suite: Option<&'a Suite>) -> Self {
+        ConnectContext { repo_root, suite, builtin_scenario: crate::assets::sim_scenario }
+    }
+}
+
+/// A connected model. Keep it alive while the model is used: for `sim` it owns the server.
+pub struct Connected {
+    pub model: Arc<dyn Model>,
+    /// The in-process sim server, when the provider is `sim`; dropping it stops the server.
+    pub sim: Option<sim::SimServer>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("model", &self.model.name())
+            .field("sim", &self.sim.as_ref().map(|s| s.base_url.clone()))
+            .finish()
+    }
+}
+
+/// Build the model an experiment names, wrapped in its concurrency limit.
+pub async fn connect(cfg: &ModelConfig, ctx: &ConnectContext<'_>) -> Result<Connected> {
+    let policy = RetryPolicy::from_config(cfg);
+    let (inner, sim): (Arc<dyn Model>, Option<sim::SimServer>) = match cfg.provider {
+        Provider::Openai => {
+            let key = api_key(cfg)?;
+            let base = cfg.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
+            (Arc::new(openai::OpenAiModel::new(&base, &cfg.name, key, policy)?), None)
+        }
+        Provider::Anthropic => {
+            let key = api_key(cfg)?;
+            let base =
+                cfg.base_url.clone().unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string());
+            (Arc::new(anthropic::AnthropicModel::new(&base, &cfg.name, key, policy)?), None)
+        }
+        Provider::Sim => {
+            let reference = cfg.scenario.as_deref().ok_or_else(|| {
+                Error::usage_hint(
+                    "the sim provider needs a scenario",
+                    "set `model.scenario: builtin:demo` (or a path) in .harness/experiment.yaml",
+                )
+            })?;
+            let suite = ctx.suite.ok_or_else(|| {
+                Error::Internal("the sim provider was connected without a task suite".into())
+            })?;
+            let (text, label) = scenario_text(reference, ctx)?;
+            let scenario = sim::Scenario::parse(&text, Path::new(&label))?;
+            let server = sim::SimServer::start_with(scenario, suite).await?;
+            let model = openai::OpenAiModel::new(&server.base_url, &server.model_name, None, policy)?
+                .with_display_name(server.model_name.clone());
+            (Arc::new(model), Some(server))
+        }
+        Provider::Replay => {
+            let reference = cfg.scenario.as_deref().ok_or_else(|| {
+                Error::usage_hint(
+                    "the replay provider needs a trace file",
+                    "set `model.scenario: <path of a trace.json>` in .harness/experiment.yaml",
+                )
+            })?;
+            let path = ctx.repo_root.join(reference);
+            (Arc::new(replay::ReplayModel::from_path(&path)?), None)
+        }
+    };
+    let model: Arc<dyn Model> = Arc::new(Limited::new(inner, cfg.concurrency));
+    Ok(Connected { model, sim })
+}
+
+/// The text of a sim scenario reference and a label naming it in errors.
+fn scenario_text(reference: &str, ctx: &ConnectContext<'_>) -> Result<(String, String)> {
+    if let Some(name) = reference.strip_prefix("builtin:") {
+        let text = (ctx.builtin_scenario)(name).ok_or_else(|| {
+            Error::usage_hint(
+                format!("no bundled sim scenario `{name}`"),
+                "use `builtin:demo` or a path to a scenario file",
+            )
+        })?;
+        return Ok((text.to_string(), format!("builtin:{name}")));
+    }
+    let path = ctx.repo_root.join(reference);
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    Ok((text, path.display().to_string()))
+}
+
+/// The API key from the environment variable the config names; `None` when it names none
+/// (local OpenAI-compatible servers need no key).
+fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
+    let Some(var) = &cfg.api_key_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+        _ => Err(Error::usage_hint(
+            format!("the API key variable {var} is not set"),
+            format!("export {var}=<your key> (model.api_key_env in .harness/experiment.yaml names it)"),
+        )),
+    }
+}
+
+/// Every model is wrapped in a semaphore of `model.concurrency` permits: at most that many
+/// requests are in flight to one provider, however many trials run.
+pub struct Limited {
+    inner: Arc<dyn Model>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Limited {
+    pub fn new(inner: Arc<dyn Model>, concurrency: usize) -> Self {
+        Limited { inner, permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))) }
+    }
+}
+
+#[async_trait]
+impl Model for Limited {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ModelError::Config("the model's request limiter was closed".into()))?;
+        self.inner.chat(req).await
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.inner.secrets()
+    }
+}
+
+/// At most `max` bytes of `s` (on a char boundary), for error messages.
+pub fn clip_for_message(s: &str, max: usize) -> String {
+    retry::clip(s, max)
 }

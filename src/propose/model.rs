@@ -68,13 +68,13 @@ pub fn prompt(harness: &Harness, bundle: &Bundle, k: usize, slot: usize, earlier
         .collect();
     let env = minijinja::Environment::new();
     let ctx = minijinja::context! {
-        surfaces => surfaces,
-        clusters => bundle.clusters,
-        passing => bundle.passing_tasks,
-        attempts => bundle.attempts,
+        surfaces => minijinja::Value::from(minijinja::value::Serde(&surfaces)),
+        clusters => minijinja::Value::from(minijinja::value::Serde(&bundle.clusters)),
+        passing => minijinja::Value::from(minijinja::value::Serde(&bundle.passing_tasks)),
+        attempts => minijinja::Value::from(minijinja::value::Serde(&bundle.attempts)),
         k => k,
         slot => slot,
-        earlier => earlier,
+        earlier => minijinja::Value::from(minijinja::value::Serde(earlier)),
     };
     env.render_str(template, ctx).map_err(|e| Error::Internal(format!("proposer prompt: {e}")))
 }

@@ -141,8 +141,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl Workspace {
     /// The experiment fingerprint of `fixed`: config, splits and the suite's task checksums.
     pub fn fingerprint(&self, fixed: &Fixed) -> Result<String> {
-        let dir = self.suite_dir(&fixed.experiment)?;
-        let sums = suite_checksums(&dir)?;
+        let suite = crate::task::load_suite(&self.suite_dir(&fixed.experiment)?)?;
+        let sums: Vec<(String, String)> = suite
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.checksum.clone()))
+            .collect();
         Ok(crate::experiment::fingerprint(
             &fixed.experiment,
             &fixed.splits,
@@ -152,56 +156,6 @@ impl Workspace {
 
     /// Task ids of the suite the experiment names.
     pub fn suite_task_ids(&self, fixed: &Fixed) -> Result<Vec<String>> {
-        let dir = self.suite_dir(&fixed.experiment)?;
-        Ok(suite_checksums(&dir)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+        Ok(crate::task::load_suite(&self.suite_dir(&fixed.experiment)?)?.ids())
     }
-}
-
-/// (task id, checksum) for every task directory of a suite.
-pub fn suite_checksums(dir: &Path) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .at(dir)?
-        .collect::<std::io::Result<_>>()
-        .at(dir)?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !path.is_dir() || name.starts_with('.') {
-            continue;
-        }
-        let mut h = Sha256::new();
-        hash_dir(&path, &path, &mut h)?;
-        out.push((name, hex::encode(h.finalize())));
-    }
-    Ok(out)
-}
-
-fn hash_dir(root: &Path, dir: &Path, h: &mut Sha256) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .at(dir)?
-        .collect::<std::io::Result<_>>()
-        .at(dir)?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        if p.is_dir() {
-            hash_dir(root, &p, h)?;
-        } else {
-            let rel = p
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .into_owned();
-            h.update(rel.as_bytes());
-            h.update([0]);
-            h.update(std::fs::read(&p).at(&p)?);
-            h.update([0]);
-        }
-    }
-    Ok(())
 }

@@ -1,16 +1,18 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
-mod image;
 mod export;
+mod image;
 mod init;
 mod log;
-mod tasks;
 mod output;
+mod progress;
 mod promote;
+mod run;
 mod show;
 mod split;
 mod status;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +48,7 @@ pub enum Command {
     Log(log::Args),
     Show(show::Args),
     Promote(promote::Args),
+    Run(run::Args),
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
@@ -78,6 +81,7 @@ pub fn main() -> i32 {
         Command::Log(a) => log::run(&mut ui, a),
         Command::Show(a) => show::run(&mut ui, a),
         Command::Promote(a) => promote::run(&mut ui, a),
+        Command::Run(a) => run::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),

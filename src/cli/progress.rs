@@ -22,7 +22,16 @@ pub struct Bar {
 impl Bar {
     /// A bar only when stderr is a terminal and `CI` is unset.
     pub fn new(enabled: bool, label: impl Into<String>) -> Self {
-        Bar { bar: enabled.then(ProgressBar::hidden), pass: 0, fail: 0, infra: 0, cached: 0, tokens: 0, cost: 0.0, label: label.into() }
+        Bar {
+            bar: enabled.then(ProgressBar::hidden),
+            pass: 0,
+            fail: 0,
+            infra: 0,
+            cached: 0,
+            tokens: 0,
+            cost: 0.0,
+            label: label.into(),
+        }
     }
 
     fn refresh(&self) {
@@ -106,5 +115,8 @@ pub fn interrupt_channel() -> watch::Receiver<u8> {
 
 /// The multi-threaded runtime commands run on.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
 }

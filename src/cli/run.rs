@@ -50,6 +50,7 @@ pub struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SplitArg {
+    #[value(name = "held_in", alias = "held-in")]
     HeldIn,
     Validation,
     All,
@@ -105,8 +106,18 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         out
     })?;
     print_outcome(ui, &outcome, args.format);
-    let infra = outcome.record.totals.values().map(|t| t.infra_errors).sum::<u32>();
-    let counted = outcome.record.totals.values().map(|t| t.trials).sum::<u32>();
+    let infra = outcome
+        .record
+        .totals
+        .values()
+        .map(|t| t.infra_errors)
+        .sum::<u32>();
+    let counted = outcome
+        .record
+        .totals
+        .values()
+        .map(|t| t.trials)
+        .sum::<u32>();
     if outcome.stopped.as_deref() == Some("interrupted") {
         return Ok(exit::INTERRUPTED);
     }

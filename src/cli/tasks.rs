@@ -78,7 +78,9 @@ fn suite_dir(arg: Option<PathBuf>, exp: &Option<(Experiment, PathBuf)>) -> Resul
         return Ok(p);
     }
     match exp {
-        Some((e, root)) if !e.suite.path.starts_with("builtin:") && !e.suite.path.contains("://") => {
+        Some((e, root))
+            if !e.suite.path.starts_with("builtin:") && !e.suite.path.contains("://") =>
+        {
             Ok(root.join(&e.suite.path))
         }
         _ => Err(Error::usage_hint(
@@ -122,7 +124,10 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         }
         tasks.retain(|t| a.tasks.contains(&t.id));
     }
-    let mut cfg: RunnerConfig = exp.as_ref().map(|(e, _)| e.runner.clone()).unwrap_or_default();
+    let mut cfg: RunnerConfig = exp
+        .as_ref()
+        .map(|(e, _)| e.runner.clone())
+        .unwrap_or_default();
     match a.runner.as_deref() {
         Some("docker") => cfg.kind = RunnerKind::Docker,
         Some("local") => cfg.kind = RunnerKind::Local,
@@ -130,7 +135,10 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     }
     for m in &a.image_map {
         let Some((from, to)) = m.split_once('=') else {
-            return Err(Error::usage_hint(format!("bad --image-map `{m}`"), "write it as FROM=TO"));
+            return Err(Error::usage_hint(
+                format!("bad --image-map `{m}`"),
+                "write it as FROM=TO",
+            ));
         };
         cfg.image_map.insert(from.to_string(), to.to_string());
     }
@@ -156,7 +164,8 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         provider.name(),
         concurrency
     ));
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let vopts = VerifyOptions::default();
     let checks = rt.block_on(async {
         let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
@@ -178,6 +187,14 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             }
         }
     }
-    ui.out(format!("{} task{} checked, {broken} broken", checks.len(), if checks.len() == 1 { "" } else { "s" }));
-    Ok(if broken == 0 { exit::SUCCESS } else { exit::NEGATIVE })
+    ui.out(format!(
+        "{} task{} checked, {broken} broken",
+        checks.len(),
+        if checks.len() == 1 { "" } else { "s" }
+    ));
+    Ok(if broken == 0 {
+        exit::SUCCESS
+    } else {
+        exit::NEGATIVE
+    })
 }

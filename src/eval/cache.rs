@@ -52,11 +52,15 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(state_dir: &Path) -> Self {
-        Cache { dir: state_dir.join("cache") }
+        Cache {
+            dir: state_dir.join("cache"),
+        }
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(&digest[..2]).join(format!("{}.json", &digest[2..]))
+        self.dir
+            .join(&digest[..2])
+            .join(format!("{}.json", &digest[2..]))
     }
 
     pub fn get(&self, digest: &str) -> Option<CachedTrial> {
@@ -72,7 +76,10 @@ impl Cache {
         let path = self.path(digest);
         let parent = path.parent().expect("cache path has a parent");
         std::fs::create_dir_all(parent).at(parent)?;
-        let entry = CachedTrial { run: run.to_string(), result: result.clone() };
+        let entry = CachedTrial {
+            run: run.to_string(),
+            result: result.clone(),
+        };
         let bytes = serde_json::to_vec(&entry).expect("cache entry serializes");
         // Write then rename: a reader never sees half an entry.
         let tmp = parent.join(format!(".{}.tmp{}", &digest[2..], std::process::id()));
@@ -92,7 +99,9 @@ impl Cache {
             }
             if let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RESULTS_FILE)? {
                 for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let Ok(r) = serde_json::from_slice::<TrialResult>(line) else { continue };
+                    let Ok(r) = serde_json::from_slice::<TrialResult>(line) else {
+                        continue;
+                    };
                     if r.cached_from.is_some() {
                         continue;
                     }

@@ -42,7 +42,10 @@ impl Journal {
     pub fn open(state_dir: &Path, meta: &RunMeta, resume: bool) -> Result<Self> {
         let dir = Self::dir_for(state_dir, &meta.id);
         if !resume && dir.exists() {
-            return Err(Error::usage(format!("a journal for run {} already exists", meta.id)));
+            return Err(Error::usage(format!(
+                "a journal for run {} already exists",
+                meta.id
+            )));
         }
         std::fs::create_dir_all(dir.join("traces")).at(&dir)?;
         let meta_path = dir.join("meta.yaml");
@@ -50,14 +53,21 @@ impl Journal {
             std::fs::write(&meta_path, crate::yaml::to_string(meta)).at(&meta_path)?;
         }
         let path = dir.join("journal.jsonl");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
         Ok(Journal { dir, file })
     }
 
     pub fn read_meta(state_dir: &Path, id: &str) -> Result<RunMeta> {
         let path = Self::dir_for(state_dir, id).join("meta.yaml");
         let text = std::fs::read_to_string(&path).map_err(|_| {
-            Error::usage_hint(format!("no unfinished run `{id}`"), "list runs with `git harness status`")
+            Error::usage_hint(
+                format!("no unfinished run `{id}`"),
+                "list runs with `git harness status`",
+            )
         })?;
         crate::yaml::from_str(&text, &path)
     }
@@ -65,7 +75,9 @@ impl Journal {
     /// The results journaled so far (a torn last line from a crash is ignored).
     pub fn read_results(state_dir: &Path, id: &str) -> Vec<TrialResult> {
         let path = Self::dir_for(state_dir, id).join("journal.jsonl");
-        let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+        let Ok(bytes) = std::fs::read(path) else {
+            return Vec::new();
+        };
         bytes
             .split(|b| *b == b'\n')
             .filter_map(|l| serde_json::from_slice(l).ok())
@@ -104,8 +116,13 @@ impl Journal {
 
     /// Ids of journals left behind by interrupted runs.
     pub fn unfinished(state_dir: &Path) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(state_dir.join("journal")) else { return Vec::new() };
-        let mut v: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let Ok(rd) = std::fs::read_dir(state_dir.join("journal")) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }

@@ -2,12 +2,12 @@
 //! cached by harness tree, and recorded in git as `refs/harness/runs/<id>` plus a note.
 
 pub mod cache;
+pub mod context;
 pub mod journal;
 pub mod record;
 pub mod run;
 pub mod schedule;
 pub mod trial;
-
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -180,6 +180,10 @@ impl Totals {
     }
 
     pub fn pass_rate(&self) -> f64 {
-        if self.trials == 0 { 0.0 } else { f64::from(self.passes) / f64::from(self.trials) }
+        if self.trials == 0 {
+            0.0
+        } else {
+            f64::from(self.passes) / f64::from(self.trials)
+        }
     }
 }

@@ -45,7 +45,9 @@ pub fn write_record(
     // move into this record so nothing lives only in a local journal.
     for r in results.iter_mut() {
         if let Some(src) = r.cached_from.clone()
-            && repo.refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX)).is_err()
+            && repo
+                .refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX))
+                .is_err()
         {
             if let Some(t) = &r.trace {
                 let p = Journal::dir_for(state_dir, &src).join(t);
@@ -66,8 +68,10 @@ pub fn write_record(
     for r in results.iter() {
         by_split.entry(r.split.clone()).or_default().push(r);
     }
-    let totals: BTreeMap<String, Totals> =
-        by_split.iter().map(|(k, v)| (k.clone(), Totals::of(v.iter().copied()))).collect();
+    let totals: BTreeMap<String, Totals> = by_split
+        .iter()
+        .map(|(k, v)| (k.clone(), Totals::of(v.iter().copied())))
+        .collect();
     let record = RunRecord {
         meta: meta.clone(),
         tool_version: crate::VERSION.to_string(),
@@ -76,7 +80,10 @@ pub fn write_record(
         stop_reason,
         totals: totals.clone(),
     };
-    files.push((RUN_FILE.into(), crate::yaml::to_string(&record).into_bytes()));
+    files.push((
+        RUN_FILE.into(),
+        crate::yaml::to_string(&record).into_bytes(),
+    ));
     let mut jsonl = Vec::new();
     for r in results.iter() {
         jsonl.extend(serde_json::to_vec(r).expect("result serializes"));
@@ -84,8 +91,10 @@ pub fn write_record(
     }
     files.push((RESULTS_FILE.into(), jsonl));
     let harness = Oid::from_str(&meta.harness_commit).ok();
-    let summary_line: Vec<String> =
-        totals.iter().map(|(s, t)| format!("{s} {}/{}", t.passes, t.trials)).collect();
+    let summary_line: Vec<String> = totals
+        .iter()
+        .map(|(s, t)| format!("{s} {}/{}", t.passes, t.trials))
+        .collect();
     let msg = format!(
         "Run {}: {} at {}{}\n\n{}\n",
         meta.id,
@@ -96,7 +105,8 @@ pub fn write_record(
     );
     let commit = lineage::write_run(repo, &meta.id, harness, &files, &msg)?;
 
-    if !meta.worktree && meta.agent == super::AgentKind::Harness
+    if !meta.worktree
+        && meta.agent == super::AgentKind::Harness
         && let Some(h) = harness
     {
         lineage::update_note(repo, h, |note| {
@@ -131,7 +141,10 @@ pub fn write_record(
 /// Read a run's record and results from its ref.
 pub fn read_run(repo: &Repository, id: &str) -> Result<(RunRecord, Vec<TrialResult>)> {
     let run = lineage::read_run_file(repo, id, RUN_FILE)?.ok_or_else(|| {
-        Error::usage_hint(format!("no run `{id}`"), "list runs with `git harness status`")
+        Error::usage_hint(
+            format!("no run `{id}`"),
+            "list runs with `git harness status`",
+        )
     })?;
     let record: RunRecord = serde_yaml::from_slice(&run)
         .map_err(|e| Error::Internal(format!("run {id}: unreadable {RUN_FILE}: {e}")))?;
@@ -147,9 +160,16 @@ pub fn read_run(repo: &Repository, id: &str) -> Result<(RunRecord, Vec<TrialResu
 }
 
 /// A trial's trace bytes: from the run that executed it.
-pub fn read_trace(repo: &Repository, state_dir: &Path, run: &str, result: &TrialResult) -> Result<Option<Vec<u8>>> {
+pub fn read_trace(
+    repo: &Repository,
+    state_dir: &Path,
+    run: &str,
+    result: &TrialResult,
+) -> Result<Option<Vec<u8>>> {
     let src = result.cached_from.as_deref().unwrap_or(run);
-    let Some(path) = &result.trace else { return Ok(None) };
+    let Some(path) = &result.trace else {
+        return Ok(None);
+    };
     if let Some(b) = lineage::read_run_file(repo, src, path)? {
         return Ok(Some(b));
     }

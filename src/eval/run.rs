@@ -99,11 +99,23 @@ pub async fn evaluate(
             "only `git harness report --final` evaluates it, and every opening is logged",
         ));
     }
-    let commit = if req.worktree { repo.head().and_then(|h| h.peel_to_commit()).map_err(|e| Error::Git { context: "read HEAD".into(), source: e })? } else { lineage::resolve_commit(repo, &req.rev)? };
+    let commit = if req.worktree {
+        repo.head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| Error::Git {
+                context: "read HEAD".into(),
+                source: e,
+            })?
+    } else {
+        lineage::resolve_commit(repo, &req.rev)?
+    };
     let fixed_here = ws.fixed_at(&commit)?;
     if fixed_here.experiment != ctx.fixed.experiment || fixed_here.splits != ctx.fixed.splits {
         return Err(Error::usage_hint(
-            format!("{} has a different experiment (.harness/) than main", lineage::short(commit.id())),
+            format!(
+                "{} has a different experiment (.harness/) than main",
+                lineage::short(commit.id())
+            ),
             "results under different experiments are never compared; evaluate commits of this lineage",
         ));
     }
@@ -112,7 +124,11 @@ pub async fn evaluate(
     } else {
         Harness::from_commit(repo, &commit)?
     };
-    let surface_tree = if req.worktree { "worktree".to_string() } else { lineage::surface_tree(repo, &commit)?.to_string() };
+    let surface_tree = if req.worktree {
+        "worktree".to_string()
+    } else {
+        lineage::surface_tree(repo, &commit)?.to_string()
+    };
     let trials = req.trials.unwrap_or(ctx.fixed.experiment.trials);
     let matcher = match &req.tasks {
         Some(p) => Some(
@@ -157,7 +173,9 @@ pub async fn evaluate(
         }
     }
     if plan.is_empty() {
-        return Err(Error::usage("no trials to run: the selected splits and tasks are empty"));
+        return Err(Error::usage(
+            "no trials to run: the selected splits and tasks are empty",
+        ));
     }
     if let Some(order) = &req.order {
         let rank = |p: &PlannedTrial| {
@@ -174,7 +192,8 @@ pub async fn evaluate(
     let (meta, journaled) = match &req.resume {
         Some(id) => {
             let meta = Journal::read_meta(&ctx.state_dir, id)?;
-            if meta.harness_commit != commit.id().to_string() || meta.fingerprint != ctx.fingerprint {
+            if meta.harness_commit != commit.id().to_string() || meta.fingerprint != ctx.fingerprint
+            {
                 return Err(Error::usage(format!(
                     "run {id} evaluated another harness or experiment; it cannot be resumed with these arguments"
                 )));
@@ -198,7 +217,11 @@ pub async fn evaluate(
                 },
                 agent: req.agent,
                 worktree: req.worktree,
-                model: format!("{:?}/{}", ctx.fixed.experiment.model.provider, ctx.fixed.experiment.model.name).to_lowercase(),
+                model: format!(
+                    "{:?}/{}",
+                    ctx.fixed.experiment.model.provider, ctx.fixed.experiment.model.name
+                )
+                .to_lowercase(),
                 runner: format!("{:?}", ctx.fixed.experiment.runner.kind).to_lowercase(),
                 seed: ctx.fixed.experiment.seed,
                 started_at: now(),
@@ -210,17 +233,35 @@ pub async fn evaluate(
     let executor: Arc<dyn Executor> = ctx.executors.executor(&harness, req.agent).await?;
     let opts = schedule::Options {
         run_id: meta.id.clone(),
-        concurrency: req.concurrency.unwrap_or(ctx.fixed.experiment.runner.concurrency),
+        concurrency: req
+            .concurrency
+            .unwrap_or(ctx.fixed.experiment.runner.concurrency),
         no_cache: req.no_cache,
         stopper,
         interrupt,
         grace: Duration::from_secs(30),
     };
-    let finished = schedule::execute(plan, journaled, executor, &cache, &mut journal, opts, observer).await?;
+    let finished = schedule::execute(
+        plan,
+        journaled,
+        executor,
+        &cache,
+        &mut journal,
+        opts,
+        observer,
+    )
+    .await?;
     let mut results = finished.results;
     results.sort_by(|a, b| (&a.split, &a.task, a.trial).cmp(&(&b.split, &b.task, b.trial)));
     let partial = finished.stopped.is_some();
-    let run_commit = write_record(repo, &ctx.state_dir, &meta, &mut results, partial, finished.stopped.clone())?;
+    let run_commit = write_record(
+        repo,
+        &ctx.state_dir,
+        &meta,
+        &mut results,
+        partial,
+        finished.stopped.clone(),
+    )?;
     let (record, _) = super::record::read_run(repo, &meta.id)?;
     Ok(RunOutcome {
         id: meta.id,

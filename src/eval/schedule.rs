@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::TrialResult;
 use super::cache::Cache;
 use super::journal::Journal;
-use super::TrialResult;
 use crate::error::{Error, Result};
 use crate::experiment::Split;
 use crate::task::Task;
@@ -86,7 +86,10 @@ pub async fn execute(
     let mut results: Vec<TrialResult> = Vec::new();
     let mut todo: Vec<PlannedTrial> = Vec::new();
     for p in plan {
-        if let Some(r) = journaled.iter().find(|r| r.task == p.task.id && r.trial == p.trial && !r.is_infra()) {
+        if let Some(r) = journaled
+            .iter()
+            .find(|r| r.task == p.task.id && r.trial == p.trial && !r.is_infra())
+        {
             results.push(r.clone());
             continue;
         }
@@ -132,7 +135,8 @@ pub async fn execute(
         if set.is_empty() {
             break;
         }
-        let sleep_until = grace_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let sleep_until = grace_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
@@ -188,5 +192,10 @@ pub async fn execute(
     if interrupted && stopped.is_none() {
         stopped = Some("interrupted".into());
     }
-    Ok(Finished { results, stopped, interrupted, executed })
+    Ok(Finished {
+        results,
+        stopped,
+        interrupted,
+        executed,
+    })
 }

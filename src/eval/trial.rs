@@ -16,3 +16,298 @@ use crate::harness::Harness;
 pub trait ExecutorFactory: Send + Sync {
     async fn executor(&self, harness: &Harness, agent: AgentKind) -> Result<Arc<dyn Executor>>;
 }
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::schedule::{Executed, PlannedTrial};
+use super::{Durations, InfraKind, Outcome, TrialResult};
+use crate::agent::{Episode, EpisodeSpec};
+use crate::error::Error;
+use crate::experiment::Experiment;
+use crate::model::Model;
+use crate::sandbox::{CreateOptions, InfraClass, Sandbox, SandboxProvider};
+use crate::task::VerifierOutcome;
+use crate::task::builtin::BuiltinAgent;
+use crate::task::verify::{VerifyOptions, verify};
+
+/// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
+pub struct Factory {
+    pub provider: Arc<dyn SandboxProvider>,
+    pub model: Option<Arc<dyn Model>>,
+    pub experiment: Experiment,
+}
+
+#[async_trait]
+impl ExecutorFactory for Factory {
+    async fn executor(&self, harness: &Harness, agent: AgentKind) -> Result<Arc<dyn Executor>> {
+        if agent == AgentKind::Harness && self.model.is_none() {
+            return Err(Error::Internal(
+                "the harness agent needs a connected model".into(),
+            ));
+        }
+        Ok(Arc::new(TrialExecutor {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            harness: Arc::new(harness.clone()),
+            experiment: self.experiment.clone(),
+            agent,
+        }))
+    }
+}
+
+struct TrialExecutor {
+    provider: Arc<dyn SandboxProvider>,
+    model: Option<Arc<dyn Model>>,
+    harness: Arc<Harness>,
+    experiment: Experiment,
+    agent: AgentKind,
+}
+
+/// What one attempt produced before classification.
+struct Attempt {
+    verifier: Option<VerifierOutcome>,
+    infra: Option<(InfraKind, String)>,
+    episode: Option<Episode>,
+    durations: Durations,
+    cancelled: bool,
+}
+
+#[async_trait]
+impl Executor for TrialExecutor {
+    async fn execute(&self, p: &PlannedTrial, cancel: CancellationToken) -> Executed {
+        let started = Instant::now();
+        let mut attempt = self.attempt(p, &cancel).await;
+        let mut retries = 0;
+        while attempt.infra.is_some()
+            && !attempt.cancelled
+            && retries < self.experiment.infra_retries
+        {
+            retries += 1;
+            attempt = self.attempt(p, &cancel).await;
+        }
+        let mut durations = attempt.durations;
+        durations.total_ms = started.elapsed().as_millis() as u64;
+        let (outcome, infra, error) = match (&attempt.infra, &attempt.verifier) {
+            (Some((kind, msg)), _) => (Outcome::InfraError, Some(*kind), Some(msg.clone())),
+            (None, Some(v)) if v.passed => (Outcome::Pass, None, None),
+            _ => (Outcome::Fail, None, None),
+        };
+        let verifier = attempt.verifier.unwrap_or_default();
+        let trace_path = format!("traces/{}/{}.json", p.task.id, p.trial);
+        let (trace, ending, usage, cost, turns, tool_calls) = match &attempt.episode {
+            Some(ep) => {
+                let bytes = serde_json::to_vec(&ep.trace).expect("trace serializes");
+                (
+                    Some(bytes),
+                    ep.ending.reason().to_string(),
+                    ep.usage,
+                    ep.cost_usd,
+                    ep.trace.totals.turns,
+                    ep.trace.totals.tool_calls,
+                )
+            }
+            None => (
+                None,
+                self.agent.as_str().to_string(),
+                Default::default(),
+                0.0,
+                0,
+                0,
+            ),
+        };
+        let ending = if attempt.cancelled {
+            "cancelled".to_string()
+        } else {
+            ending
+        };
+        let result = TrialResult {
+            task: p.task.id.clone(),
+            split: p.split.to_string(),
+            trial: p.trial,
+            seed: p.seed,
+            outcome,
+            infra,
+            error,
+            reward: verifier.reward,
+            verifier,
+            usage,
+            cost_usd: cost,
+            durations,
+            ending,
+            turns,
+            tool_calls,
+            trace_bytes: trace.as_ref().map(|t| t.len() as u64).unwrap_or(0),
+            trace: trace.as_ref().map(|_| trace_path),
+            cache_key: if outcome == Outcome::InfraError {
+                None
+            } else {
+                p.cache_key.clone()
+            },
+            cached_from: None,
+        };
+        Executed { result, trace }
+    }
+}
+
+impl TrialExecutor {
+    async fn attempt(&self, p: &PlannedTrial, cancel: &CancellationToken) -> Attempt {
+        let mut d = Durations::default();
+        let t0 = Instant::now();
+        let opts = CreateOptions {
+            trial_id: Some(crate::sandbox::new_trial_id()),
+        };
+        let mut sandbox = match self.provider.create_with(&p.task, &opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Attempt {
+                    verifier: None,
+                    infra: Some((InfraKind::Sandbox, e.to_string())),
+                    episode: None,
+                    durations: d,
+                    cancelled: false,
+                };
+            }
+        };
+        d.setup_ms = t0.elapsed().as_millis() as u64;
+        let out = self
+            .play_and_verify(p, sandbox.as_ref(), cancel, &mut d)
+            .await;
+        // Teardown always runs; a failed teardown is an infrastructure error of this trial.
+        let destroyed = sandbox.destroy().await;
+        let mut out = out;
+        if let Err(e) = destroyed
+            && out.infra.is_none()
+        {
+            out.infra = Some((InfraKind::Sandbox, format!("teardown failed: {e}")));
+        }
+        out.durations = d;
+        out
+    }
+
+    async fn play_and_verify(
+        &self,
+        p: &PlannedTrial,
+        sb: &dyn Sandbox,
+        cancel: &CancellationToken,
+        d: &mut Durations,
+    ) -> Attempt {
+        let t1 = Instant::now();
+        let mut episode = None;
+        let mut cancelled = false;
+        match self.agent {
+            AgentKind::Harness => {
+                let model = self.model.as_ref().expect("checked by the factory");
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                let token = cancel.clone();
+                let bridge = tokio::spawn(async move {
+                    token.cancelled().await;
+                    let _ = tx.send(true);
+                });
+                let e = &self.experiment;
+                let spec = EpisodeSpec {
+                    task_id: &p.task.id,
+                    trial: p.trial,
+                    seed: p.seed,
+                    instruction: &p.task.instruction,
+                    harness: &self.harness,
+                    budgets: &e.budgets,
+                    decoding: &e.decoding,
+                    prices: &e.prices,
+                    cancel: Some(rx),
+                };
+                let res = crate::agent::run_episode(&spec, sb, model.as_ref()).await;
+                bridge.abort();
+                match res {
+                    Ok(ep) => {
+                        d.model_ms = ep
+                            .trace
+                            .events
+                            .iter()
+                            .filter_map(|ev| match ev {
+                                crate::agent::trace::Event::ModelResponse(r) => Some(r.latency_ms),
+                                _ => None,
+                            })
+                            .sum();
+                        d.sandbox_ms += ep.trace.tool_calls().map(|t| t.duration_ms).sum::<u64>();
+                        cancelled = matches!(ep.ending, crate::agent::trace::Ending::Cancelled);
+                        let infra = match &ep.ending {
+                            crate::agent::trace::Ending::ModelError { message } => {
+                                Some((InfraKind::Model, message.clone()))
+                            }
+                            crate::agent::trace::Ending::SandboxError { message } => {
+                                Some((InfraKind::Sandbox, message.clone()))
+                            }
+                            _ => None,
+                        };
+                        if infra.is_some() || cancelled {
+                            d.agent_ms = t1.elapsed().as_millis() as u64;
+                            return Attempt {
+                                verifier: None,
+                                infra,
+                                episode: Some(ep),
+                                durations: *d,
+                                cancelled,
+                            };
+                        }
+                        episode = Some(ep);
+                    }
+                    Err(e) => {
+                        return Attempt {
+                            verifier: None,
+                            infra: Some((classify(&e), e.to_string())),
+                            episode: None,
+                            durations: *d,
+                            cancelled: false,
+                        };
+                    }
+                }
+            }
+            AgentKind::Oracle | AgentKind::Nop => {
+                let b = if self.agent == AgentKind::Oracle {
+                    BuiltinAgent::Oracle
+                } else {
+                    BuiltinAgent::Nop
+                };
+                if let Err(e) = b.run(sb, &p.task).await {
+                    return Attempt {
+                        verifier: None,
+                        infra: Some((classify(&e), e.to_string())),
+                        episode: None,
+                        durations: *d,
+                        cancelled: false,
+                    };
+                }
+            }
+        }
+        d.agent_ms = t1.elapsed().as_millis() as u64;
+        let t2 = Instant::now();
+        let v = verify(sb, &p.task, &VerifyOptions::default()).await;
+        d.verify_ms = t2.elapsed().as_millis() as u64;
+        d.sandbox_ms += d.verify_ms + d.setup_ms;
+        match v {
+            Ok(v) => Attempt {
+                verifier: Some(v),
+                infra: None,
+                episode,
+                durations: *d,
+                cancelled,
+            },
+            Err(e) => Attempt {
+                verifier: None,
+                infra: Some((classify(&e), e.to_string())),
+                episode,
+                durations: *d,
+                cancelled,
+            },
+        }
+    }
+}
+
+fn classify(e: &Error) -> InfraKind {
+    match InfraClass::of(e) {
+        Some(InfraClass::Verifier) => InfraKind::Verifier,
+        _ => InfraKind::Sandbox,
+    }
+}

@@ -19,9 +19,8 @@ pub use promote::{
     worktree_is_clean,
 };
 pub use proposal::{
-    slugify as slugify_title,
     Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal,
-    resolve_proposal,
+    resolve_proposal, slugify as slugify_title,
 };
 pub use runs::{
     TestLogEntry, append_test_log, list_runs, read_run_file, test_log_entries, write_run,
@@ -203,7 +202,11 @@ pub fn short(oid: Oid) -> String {
 pub fn surface_tree(repo: &Repository, commit: &git2::Commit<'_>) -> Result<Oid> {
     let tree = commit.tree().git("read tree")?;
     let mut tb = repo.treebuilder(Some(&tree)).git("build surface tree")?;
-    if tb.get(crate::harness::FIXED_DIR).git("read tree entry")?.is_some() {
+    if tb
+        .get(crate::harness::FIXED_DIR)
+        .git("read tree entry")?
+        .is_some()
+    {
         tb.remove(crate::harness::FIXED_DIR).git("drop .harness")?;
     }
     tb.write().git("write surface tree")

@@ -92,7 +92,12 @@ impl Bundle {
 
 /// Mine the held-in failures of a run. `held_in` is the split's task list: results of any
 /// other task are ignored even if the run holds them.
-pub fn mine_run(repo: &Repository, state_dir: &Path, run_id: &str, held_in: &[String]) -> Result<Bundle> {
+pub fn mine_run(
+    repo: &Repository,
+    state_dir: &Path,
+    run_id: &str,
+    held_in: &[String],
+) -> Result<Bundle> {
     let (record, results) = read_run(repo, run_id)?;
     let held: Vec<&TrialResult> = results
         .iter()
@@ -204,13 +209,23 @@ fn shared_symptoms(members: &[FailedTrial]) -> Vec<String> {
     if no_writes > 0 {
         out.push(format!("no file written in {no_writes}/{n}"));
     }
-    let repeats = members.iter().filter(|m| m.symptoms.max_repeat >= 3).count();
+    let repeats = members
+        .iter()
+        .filter(|m| m.symptoms.max_repeat >= 3)
+        .count();
     if repeats > 0 {
-        out.push(format!("an identical call repeated 3+ times in a row in {repeats}/{n}"));
+        out.push(format!(
+            "an identical call repeated 3+ times in a row in {repeats}/{n}"
+        ));
     }
-    let unverified = members.iter().filter(|m| m.symptoms.writes > 0 && !m.symptoms.verified_after_last_change).count();
+    let unverified = members
+        .iter()
+        .filter(|m| m.symptoms.writes > 0 && !m.symptoms.verified_after_last_change)
+        .count();
     if unverified > 0 {
-        out.push(format!("no check after the last change in {unverified}/{n}"));
+        out.push(format!(
+            "no check after the last change in {unverified}/{n}"
+        ));
     }
     out
 }
@@ -218,7 +233,11 @@ fn shared_symptoms(members: &[FailedTrial]) -> Vec<String> {
 fn excerpt(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = v.len().saturating_sub(lines);
-    v[start..].iter().map(|l| truncate(l, 160)).collect::<Vec<_>>().join("\n")
+    v[start..]
+        .iter()
+        .map(|l| truncate(l, 160))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn truncate(s: &str, n: usize) -> String {
@@ -243,7 +262,9 @@ fn trace_excerpt(t: &Trace) -> Vec<String> {
         let status = if c.blocked {
             " [blocked]".to_string()
         } else {
-            c.exit_code.map(|e| format!(" -> {e}")).unwrap_or_else(|| " -> killed".into())
+            c.exit_code
+                .map(|e| format!(" -> {e}"))
+                .unwrap_or_else(|| " -> killed".into())
         };
         let line = format!("{what}{status}");
         match lines.last_mut() {

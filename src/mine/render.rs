@@ -12,7 +12,13 @@ pub fn text(b: &Bundle) -> String {
         b.excluded_infra
     );
     for c in &b.clusters {
-        s.push_str(&format!("\n#{} {}  ({} trials, {} tasks)\n", c.rank, c.id, c.size, c.tasks.len()));
+        s.push_str(&format!(
+            "\n#{} {}  ({} trials, {} tasks)\n",
+            c.rank,
+            c.id,
+            c.size,
+            c.tasks.len()
+        ));
         s.push_str(&format!("   mechanism: {}\n", c.mechanism));
         for sym in &c.symptoms {
             s.push_str(&format!("   - {sym}\n"));
@@ -28,7 +34,11 @@ pub fn text(b: &Bundle) -> String {
             }
         }
     }
-    s.push_str(&format!("\nPassing held-in tasks ({}): {}\n", b.passing_tasks.len(), b.passing_tasks.join(", ")));
+    s.push_str(&format!(
+        "\nPassing held-in tasks ({}): {}\n",
+        b.passing_tasks.len(),
+        b.passing_tasks.join(", ")
+    ));
     if !b.attempts.is_empty() {
         s.push_str("\nEarlier attempts:\n");
         for a in &b.attempts {
@@ -58,7 +68,14 @@ pub fn markdown(b: &Bundle) -> String {
     );
     s.push_str("| # | signature | trials | tasks | mechanism |\n|---|---|---|---|---|\n");
     for c in &b.clusters {
-        s.push_str(&format!("| {} | `{}` | {} | {} | {} |\n", c.rank, c.id, c.size, c.tasks.len(), c.mechanism));
+        s.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} |\n",
+            c.rank,
+            c.id,
+            c.size,
+            c.tasks.len(),
+            c.mechanism
+        ));
     }
     for c in &b.clusters {
         s.push_str(&format!("\n### #{} `{}`\n\n", c.rank, c.id));
@@ -66,9 +83,17 @@ pub fn markdown(b: &Bundle) -> String {
             s.push_str(&format!("- {sym}\n"));
         }
         for r in &c.representatives {
-            s.push_str(&format!("\n`{}`\n\n```\n{}\n{}\n```\n", r.id(), r.verifier_excerpt, r.trace_excerpt.join("\n")));
+            s.push_str(&format!(
+                "\n`{}`\n\n```\n{}\n{}\n```\n",
+                r.id(),
+                r.verifier_excerpt,
+                r.trace_excerpt.join("\n")
+            ));
         }
     }
-    s.push_str(&format!("\n**Passing held-in tasks:** {}\n", b.passing_tasks.join(", ")));
+    s.push_str(&format!(
+        "\n**Passing held-in tasks:** {}\n",
+        b.passing_tasks.join(", ")
+    ));
     s
 }

@@ -38,18 +38,48 @@ impl CausalStatus {
 }
 
 /// Terminal causes the extractor assigns (verifier level).
-pub const TERMINAL_CAUSES: &[&str] = &["missing_artifact", "wrong_content", "verifier_timeout", "test_crash", "failed_checks"];
+pub const TERMINAL_CAUSES: &[&str] = &[
+    "missing_artifact",
+    "wrong_content",
+    "verifier_timeout",
+    "test_crash",
+    "failed_checks",
+];
 
 /// Agent mechanisms the extractor recognises, in the order they are tested.
 pub const MECHANISMS: &[(&str, &str)] = &[
-    ("repeated_identical_failing_command", "the identical failing command was run again and again"),
-    ("repeated_calls_without_progress", "the same successful command repeated many turns without a file change"),
-    ("no_artifact_before_budget", "explored until the budget ran out without writing the required output"),
-    ("env_change_not_persisted", "an environment change (cd, export, source, umask, a function) was made in one shell call and relied on in the next"),
-    ("submitted_without_verification", "submitted without any verification step after the last change"),
-    ("gave_up_after_tool_error", "a tool error was followed by giving up"),
-    ("submitted_without_changes", "submitted without changing anything"),
-    ("budget_exhausted", "the budget ran out after changes were made"),
+    (
+        "repeated_identical_failing_command",
+        "the identical failing command was run again and again",
+    ),
+    (
+        "repeated_calls_without_progress",
+        "the same successful command repeated many turns without a file change",
+    ),
+    (
+        "no_artifact_before_budget",
+        "explored until the budget ran out without writing the required output",
+    ),
+    (
+        "env_change_not_persisted",
+        "an environment change (cd, export, source, umask, a function) was made in one shell call and relied on in the next",
+    ),
+    (
+        "submitted_without_verification",
+        "submitted without any verification step after the last change",
+    ),
+    (
+        "gave_up_after_tool_error",
+        "a tool error was followed by giving up",
+    ),
+    (
+        "submitted_without_changes",
+        "submitted without changing anything",
+    ),
+    (
+        "budget_exhausted",
+        "the budget ran out after changes were made",
+    ),
     ("unknown_mechanism", "no known mechanism matched"),
 ];
 
@@ -63,7 +93,12 @@ pub struct Signature {
 impl Signature {
     /// `terminal_cause/causal_status/agent_mechanism`: the cluster id in trailers and flags.
     pub fn id(&self) -> String {
-        format!("{}/{}/{}", self.terminal_cause, self.causal_status.as_str(), self.agent_mechanism)
+        format!(
+            "{}/{}/{}",
+            self.terminal_cause,
+            self.causal_status.as_str(),
+            self.agent_mechanism
+        )
     }
 }
 
@@ -89,7 +124,8 @@ pub fn terminal_cause(r: &TrialResult) -> String {
         return "verifier_timeout".into();
     }
     let text = v.output_tail.to_lowercase();
-    let missing = Regex::new(r"not found|no such file|missing|does not exist|not exist").expect("valid regex");
+    let missing = Regex::new(r"not found|no such file|missing|does not exist|not exist")
+        .expect("valid regex");
     if missing.is_match(&text) {
         return "missing_artifact".into();
     }
@@ -134,8 +170,18 @@ fn call_key(t: &ToolEvent) -> String {
 pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) {
     let cause = terminal_cause(r);
     let Some(trace) = trace else {
-        let sig = Signature { terminal_cause: cause, causal_status: CausalStatus::Unknown, agent_mechanism: "unknown_mechanism".into() };
-        return (sig, Symptoms { ending: r.ending.clone(), ..Default::default() });
+        let sig = Signature {
+            terminal_cause: cause,
+            causal_status: CausalStatus::Unknown,
+            agent_mechanism: "unknown_mechanism".into(),
+        };
+        return (
+            sig,
+            Symptoms {
+                ending: r.ending.clone(),
+                ..Default::default()
+            },
+        );
     };
     let calls: Vec<&ToolEvent> = trace.tool_calls().filter(|t| t.tool != "submit").collect();
     let ending = trace.ending.reason().to_string();
@@ -170,9 +216,9 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         Some(i) => calls[i + 1..].iter().any(|c| c.ok && !is_change(c)),
         None => false,
     };
-    let env_split = calls.windows(2).any(|w| {
-        w[0].command.as_deref().is_some_and(state_only) && w[0].ok && w[1].tool == "bash"
-    });
+    let env_split = calls
+        .windows(2)
+        .any(|w| w[0].command.as_deref().is_some_and(state_only) && w[0].ok && w[1].tool == "bash");
     let last_failed = calls.last().is_some_and(|c| !c.ok);
     let failed_calls = calls.iter().filter(|c| !c.ok).count() as u32;
 
@@ -200,7 +246,9 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         ("repeated_calls_without_progress", _) => CausalStatus::RootCause,
         ("no_artifact_before_budget", "missing_artifact") => CausalStatus::RootCause,
         ("no_artifact_before_budget", _) => CausalStatus::Contributor,
-        ("env_change_not_persisted", "wrong_content" | "missing_artifact") => CausalStatus::RootCause,
+        ("env_change_not_persisted", "wrong_content" | "missing_artifact") => {
+            CausalStatus::RootCause
+        }
         ("submitted_without_verification", "wrong_content") => CausalStatus::RootCause,
         ("submitted_without_verification", _) => CausalStatus::Contributor,
         ("gave_up_after_tool_error", _) => CausalStatus::Contributor,
@@ -209,8 +257,16 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         ("budget_exhausted", _) => CausalStatus::Friction,
         _ => CausalStatus::Unknown,
     };
-    let middleware_fired = trace.events.iter().filter(|e| matches!(e, Event::Middleware(_))).count() as u32;
-    let (max_repeat, repeated) = if best_fail >= best_ok { (best_fail, best_fail_cmd) } else { (best_ok, best_ok_cmd) };
+    let middleware_fired = trace
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Middleware(_)))
+        .count() as u32;
+    let (max_repeat, repeated) = if best_fail >= best_ok {
+        (best_fail, best_fail_cmd)
+    } else {
+        (best_ok, best_ok_cmd)
+    };
     let symptoms = Symptoms {
         ending,
         tool_calls: calls.len() as u32,
@@ -222,7 +278,11 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         verified_after_last_change: verified_after,
     };
     (
-        Signature { terminal_cause: cause, causal_status: status, agent_mechanism: mechanism.to_string() },
+        Signature {
+            terminal_cause: cause,
+            causal_status: status,
+            agent_mechanism: mechanism.to_string(),
+        },
         symptoms,
     )
 }

@@ -33,7 +33,8 @@ pub struct Remedy {
 pub fn load() -> Result<Vec<Remedy>> {
     let mut out = Vec::new();
     for (name, text) in crate::assets::remedies() {
-        let r: Remedy = crate::yaml::from_str(text, Path::new(&format!("templates/remedies/{name}")))?;
+        let r: Remedy =
+            crate::yaml::from_str(text, Path::new(&format!("templates/remedies/{name}")))?;
         if r.append.is_some() == r.create.is_some() {
             return Err(Error::config(
                 format!("templates/remedies/{name}"),

@@ -19,17 +19,31 @@ pub fn check(
 ) -> Option<String> {
     let path = candidate.surface.as_str();
     if path.starts_with(FIXED_DIR) || path == MANIFEST {
-        return Some(format!("`{path}` is fixed experiment state, never an editable surface"));
+        return Some(format!(
+            "`{path}` is fixed experiment state, never an editable surface"
+        ));
     }
     let Some(surface) = harness.surface_for(path) else {
-        let declared: Vec<&str> = harness.manifest.surfaces.iter().map(|s| s.path.as_str()).collect();
-        return Some(format!("`{path}` is not a declared surface (declared: {})", declared.join(", ")));
+        let declared: Vec<&str> = harness
+            .manifest
+            .surfaces
+            .iter()
+            .map(|s| s.path.as_str())
+            .collect();
+        return Some(format!(
+            "`{path}` is not a declared surface (declared: {})",
+            declared.join(", ")
+        ));
     };
     let old = harness.file(path).unwrap_or_default();
     if old == candidate.content {
         return Some(format!("no-op: `{path}` is unchanged"));
     }
-    let diff = FileDiff { path: path.to_string(), old: old.to_string(), new: candidate.content.clone() };
+    let diff = FileDiff {
+        path: path.to_string(),
+        old: old.to_string(),
+        new: candidate.content.clone(),
+    };
     let (added, removed) = diff.counts();
     if added > surface.bounds.max_lines_added || removed > surface.bounds.max_lines_removed {
         return Some(format!(
@@ -48,7 +62,9 @@ pub fn check(
         return Some(format!("identical to an earlier attempt on `{path}`"));
     }
     if let Some(name) = mentions_task(&candidate.content, task_names) {
-        return Some(format!("mentions task `{name}` (anti-overfit: edits must be task-independent)"));
+        return Some(format!(
+            "mentions task `{name}` (anti-overfit: edits must be task-independent)"
+        ));
     }
     None
 }
@@ -57,7 +73,10 @@ pub fn check(
 pub fn mentions_task<'a>(text: &str, task_names: &'a [String]) -> Option<&'a str> {
     let lower = text.to_lowercase();
     task_names.iter().map(String::as_str).find(|name| {
-        let forms = [name.to_lowercase(), name.to_lowercase().replace(['-', '_'], " ")];
+        let forms = [
+            name.to_lowercase(),
+            name.to_lowercase().replace(['-', '_'], " "),
+        ];
         forms.iter().any(|f| {
             Regex::new(&format!(r"(^|[^a-z0-9]){}($|[^a-z0-9])", regex::escape(f)))
                 .map(|re| re.is_match(&lower))
@@ -70,14 +89,25 @@ pub fn mentions_task<'a>(text: &str, task_names: &'a [String]) -> Option<&'a str
 /// re-proposal is refused.
 pub fn earlier_contents(repo: &Repository) -> crate::error::Result<HashSet<(String, Oid)>> {
     let mut out = HashSet::new();
-    let mut commits: Vec<Oid> = crate::lineage::list_proposals(repo)?.iter().map(|p| p.commit).collect();
+    let mut commits: Vec<Oid> = crate::lineage::list_proposals(repo)?
+        .iter()
+        .map(|p| p.commit)
+        .collect();
     if let Ok(main) = crate::lineage::main_commit(repo) {
-        let mut walk = repo.revwalk().map_err(|e| crate::Error::Git { context: "walk main".into(), source: e })?;
-        walk.push(main.id()).map_err(|e| crate::Error::Git { context: "walk main".into(), source: e })?;
+        let mut walk = repo.revwalk().map_err(|e| crate::Error::Git {
+            context: "walk main".into(),
+            source: e,
+        })?;
+        walk.push(main.id()).map_err(|e| crate::Error::Git {
+            context: "walk main".into(),
+            source: e,
+        })?;
         commits.extend(walk.filter_map(|c| c.ok()));
     }
     for c in commits {
-        let Ok(commit) = repo.find_commit(c) else { continue };
+        let Ok(commit) = repo.find_commit(c) else {
+            continue;
+        };
         let Ok(tree) = commit.tree() else { continue };
         let _ = tree.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
             if dir.is_empty() && e.name().ok() == Some(FIXED_DIR) {

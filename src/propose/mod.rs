@@ -70,10 +70,16 @@ pub fn catalog_candidates(
             break;
         }
         // Materially distinct: one proposal per mechanism, each on its own surface file.
-        if chosen.iter().any(|p| p.cluster.ends_with(&c.signature.agent_mechanism)) {
+        if chosen
+            .iter()
+            .any(|p| p.cluster.ends_with(&c.signature.agent_mechanism))
+        {
             continue;
         }
-        for r in remedies.iter().filter(|r| r.mechanism == c.signature.agent_mechanism) {
+        for r in remedies
+            .iter()
+            .filter(|r| r.mechanism == c.signature.agent_mechanism)
+        {
             let cand = r.candidate(harness, c);
             if used_surfaces.contains(&cand.surface) {
                 continue;
@@ -84,7 +90,11 @@ pub fn catalog_candidates(
                     chosen.push(cand);
                     continue 'clusters;
                 }
-                Some(reason) => refused.push(Refusal { title: cand.title.clone(), surface: Some(cand.surface.clone()), reason }),
+                Some(reason) => refused.push(Refusal {
+                    title: cand.title.clone(),
+                    surface: Some(cand.surface.clone()),
+                    reason,
+                }),
             }
         }
     }
@@ -93,7 +103,13 @@ pub fn catalog_candidates(
 
 /// The commit message of a proposal: subject, rationale, Evidence, expected effect, regression
 /// risk, and the trailers of design.md §3. Held-in evidence only.
-pub fn message(c: &Candidate, cluster: Option<&Cluster>, bundle: &Bundle, parent: git2::Oid, round: u32) -> CommitMessage {
+pub fn message(
+    c: &Candidate,
+    cluster: Option<&Cluster>,
+    bundle: &Bundle,
+    parent: git2::Oid,
+    round: u32,
+) -> CommitMessage {
     let mut body = String::new();
     body.push_str(&wrap(&c.rationale));
     body.push_str("\n\nEvidence\n");
@@ -122,10 +138,19 @@ pub fn message(c: &Candidate, cluster: Option<&Cluster>, bundle: &Bundle, parent
         }
         trials = cl.trials.iter().take(8).cloned().collect();
     }
-    body.push_str(&format!("\nExpected effect: {}\n", c.expected_effect.trim()));
-    body.push_str(&format!("\nRegression risk: {}\n", c.regression_risk.trim()));
+    body.push_str(&format!(
+        "\nExpected effect: {}\n",
+        c.expected_effect.trim()
+    ));
+    body.push_str(&format!(
+        "\nRegression risk: {}\n",
+        c.regression_risk.trim()
+    ));
     if !c.why_distinct.trim().is_empty() {
-        body.push_str(&format!("\nDistinct from the other proposals of this round: {}\n", c.why_distinct.trim()));
+        body.push_str(&format!(
+            "\nDistinct from the other proposals of this round: {}\n",
+            c.why_distinct.trim()
+        ));
     }
     CommitMessage::new(c.title.clone())
         .body(body)
@@ -133,7 +158,10 @@ pub fn message(c: &Candidate, cluster: Option<&Cluster>, bundle: &Bundle, parent
         .trailer(keys::CLUSTER, &c.cluster)
         .trailer(keys::EVIDENCE, format!("{run_ref} {}", trials.join(" ")))
         .trailer(keys::PARENT, parent.to_string())
-        .trailer(keys::PROPOSER, format!("{} (experiment {})", c.proposer, bundle.fingerprint))
+        .trailer(
+            keys::PROPOSER,
+            format!("{} (experiment {})", c.proposer, bundle.fingerprint),
+        )
         .trailer(keys::ROUND, round.to_string())
 }
 
@@ -167,7 +195,14 @@ pub fn branch_all(
     for c in candidates {
         let cluster = bundle.clusters.iter().find(|cl| cl.id == c.cluster);
         let msg = message(c, cluster, bundle, parent.id(), round);
-        let p = lineage::create_proposal(repo, parent, round, &c.slug, &[(c.surface.clone(), Some(c.content.clone()))], &msg)?;
+        let p = lineage::create_proposal(
+            repo,
+            parent,
+            round,
+            &c.slug,
+            &[(c.surface.clone(), Some(c.content.clone()))],
+            &msg,
+        )?;
         out.push(p);
     }
     Ok(out)

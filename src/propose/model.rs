@@ -48,7 +48,13 @@ struct Answer {
 }
 
 /// The proposer prompt for one slot. Built from the bundle (held-in only) and the harness.
-pub fn prompt(harness: &Harness, bundle: &Bundle, k: usize, slot: usize, earlier: &[Candidate]) -> Result<String> {
+pub fn prompt(
+    harness: &Harness,
+    bundle: &Bundle,
+    k: usize,
+    slot: usize,
+    earlier: &[Candidate],
+) -> Result<String> {
     let template = crate::assets::prompt("propose.md")
         .ok_or_else(|| Error::Internal("templates/prompts/propose.md is not embedded".into()))?;
     let surfaces: Vec<serde_json::Value> = harness
@@ -76,7 +82,8 @@ pub fn prompt(harness: &Harness, bundle: &Bundle, k: usize, slot: usize, earlier
         slot => slot,
         earlier => minijinja::Value::from(minijinja::value::Serde(earlier)),
     };
-    env.render_str(template, ctx).map_err(|e| Error::Internal(format!("proposer prompt: {e}")))
+    env.render_str(template, ctx)
+        .map_err(|e| Error::Internal(format!("proposer prompt: {e}")))
 }
 
 /// Ask the model for one slot.

@@ -1,0 +1,91 @@
+//! Building what runs need once per command: the suite, the fingerprint, the sandbox provider
+//! and the connected model (for `sim`, the in-process server lives as long as the context).
+
+use std::sync::Arc;
+
+use super::AgentKind;
+use super::run::EvalContext;
+use super::trial::Factory;
+use crate::error::Result;
+use crate::experiment::RunnerKind;
+use crate::model::{ConnectContext, Connected};
+use crate::sandbox::{Bwrap, ProviderOptions};
+use crate::workspace::Workspace;
+
+/// Command-line choices that override the experiment's runner without changing results.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub runner: Option<RunnerKind>,
+    pub bwrap: Bwrap,
+    /// Do not connect the model (oracle/nop runs).
+    pub no_model: bool,
+}
+
+/// An evaluation context plus what must stay alive while it is used.
+pub struct Context {
+    pub eval: EvalContext,
+    _model: Option<Connected>,
+}
+
+impl std::ops::Deref for Context {
+    type Target = EvalContext;
+    fn deref(&self) -> &EvalContext {
+        &self.eval
+    }
+}
+
+/// Open the context for main's experiment.
+pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
+    let fixed = ws.fixed_on_main()?;
+    let suite_dir = ws.suite_dir(&fixed.experiment)?;
+    let suite = crate::task::load_suite(&suite_dir)?;
+    let fingerprint = ws.fingerprint(&fixed)?;
+    let mut runner = fixed.experiment.runner.clone();
+    if let Some(k) = o.runner {
+        runner.kind = k;
+    }
+    let provider = crate::sandbox::provider(
+        &runner,
+        &ProviderOptions {
+            bwrap: o.bwrap,
+            ..Default::default()
+        },
+    )?;
+    let mut warnings = Vec::new();
+    if let Some(w) = provider.isolation_warning() {
+        warnings.push(w);
+    }
+    let connected = if o.no_model {
+        None
+    } else {
+        let root = ws.root();
+        Some(
+            crate::model::connect(
+                &fixed.experiment.model,
+                &ConnectContext::new(&root, Some(&suite)),
+            )
+            .await?,
+        )
+    };
+    let factory = Factory {
+        provider,
+        model: connected.as_ref().map(|c| c.model.clone()),
+        experiment: fixed.experiment.clone(),
+    };
+    Ok(Context {
+        eval: EvalContext {
+            fixed,
+            suite,
+            fingerprint,
+            state_dir: ws.state_dir(),
+            executors: Arc::new(factory),
+            warnings,
+        },
+        _model: connected,
+    })
+}
+
+/// Whether a run with this agent needs the model.
+pub fn needs_model(agent: AgentKind) -> bool {
+    agent == AgentKind::Harness
+}

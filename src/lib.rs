@@ -8,6 +8,7 @@ pub mod agent;
 pub mod assets;
 pub mod error;
 pub mod eval;
+pub mod evolve;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
@@ -19,6 +20,7 @@ pub mod propose;
 pub mod report;
 pub mod sandbox;
 pub mod task;
+pub mod validate;
 pub mod workspace;
 pub mod yaml;
 

@@ -5,14 +5,17 @@ mod export;
 mod image;
 mod init;
 mod log;
+mod mine;
 mod output;
 mod progress;
 mod promote;
+mod propose;
 mod run;
 mod show;
 mod split;
 mod status;
 mod tasks;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +52,9 @@ pub enum Command {
     Show(show::Args),
     Promote(promote::Args),
     Run(run::Args),
+    Mine(mine::Args),
+    Propose(propose::Args),
+    Validate(validate::Args),
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
@@ -82,6 +88,9 @@ pub fn main() -> i32 {
         Command::Show(a) => show::run(&mut ui, a),
         Command::Promote(a) => promote::run(&mut ui, a),
         Command::Run(a) => run::run(&mut ui, a),
+        Command::Mine(a) => mine::run(&mut ui, a),
+        Command::Propose(a) => propose::run(&mut ui, a),
+        Command::Validate(a) => validate::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),

@@ -34,6 +34,13 @@ impl std::ops::Deref for Context {
     }
 }
 
+impl Context {
+    /// The connected model (absent for oracle/nop contexts).
+    pub fn model(&self) -> Option<&dyn crate::model::Model> {
+        self._model.as_ref().map(|c| c.model.as_ref())
+    }
+}
+
 /// Open the context for main's experiment.
 pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     let fixed = ws.fixed_on_main()?;

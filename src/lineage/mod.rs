@@ -15,15 +15,16 @@ use git2::{Oid, Repository, Signature};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{HarnessNote, RunSummary, read_note, update_note};
 pub use promote::{
-    PromoteOutcome, ValidationRecord, Verdict, promote, update_checked_out_worktree,
-    worktree_is_clean,
+    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote,
+    update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
     Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal,
     resolve_proposal, slugify as slugify_title,
 };
 pub use runs::{
-    TestLogEntry, append_test_log, list_runs, read_run_file, test_log_entries, write_run,
+    BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, list_runs,
+    read_run_file, test_log_entries, write_run,
 };
 
 use crate::error::{Error, GitContext, Result};
@@ -34,6 +35,7 @@ pub const REJECTED_PREFIX: &str = "refs/harness/rejected/";
 pub const RUNS_PREFIX: &str = "refs/harness/runs/";
 pub const TEST_LOG_REF: &str = "refs/harness/test-log";
 pub const NOTES_REF: &str = "refs/notes/harness";
+pub const PROPOSER_LOG_REF: &str = "refs/harness/proposer-log";
 
 /// Trailer keys of design.md §3.
 pub mod keys {

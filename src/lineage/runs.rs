@@ -183,3 +183,90 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
         "could not append to the test log: too many concurrent writers",
     ))
 }
+
+/// Add files to an existing run record (e.g. the mined bundle), as a child commit of the run's
+/// commit, moving the ref compare-and-swap. Existing files of the same path are replaced.
+pub fn add_run_files(
+    repo: &Repository,
+    id: &str,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+) -> Result<Oid> {
+    let name = format!("{RUNS_PREFIX}{id}");
+    let old = repo.refname_to_id(&name).git(format!("read {name}"))?;
+    let commit = repo.find_commit(old).git("read run commit")?;
+    let base = commit.tree().git("read run tree")?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for (path, bytes) in files {
+        let blob = repo.blob(bytes).git("write run file")?;
+        update.upsert(path.as_str(), blob, git2::FileMode::Blob);
+    }
+    let tree = repo
+        .find_tree(update.create_updated(repo, &base).git("build run tree")?)
+        .git("read tree")?;
+    let sig = signature(repo)?;
+    let new = repo
+        .commit(None, &sig, &sig, message, &tree, &[&commit])
+        .git("write run commit")?;
+    super::cas_ref(repo, &name, old, new, "git-harness: run files")?;
+    Ok(new)
+}
+
+/// Append files to a log ref (e.g. `refs/harness/proposer-log`): one commit per call, CAS.
+pub fn append_log(
+    repo: &Repository,
+    refname: &str,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+) -> Result<Oid> {
+    for _ in 0..50 {
+        let tip = repo.refname_to_id(refname).ok();
+        let parent = match tip {
+            Some(t) => Some(repo.find_commit(t).git("read log")?),
+            None => None,
+        };
+        let base = match &parent {
+            Some(p) => p.tree().git("read log tree")?,
+            None => {
+                let empty = repo
+                    .treebuilder(None)
+                    .git("start tree")?
+                    .write()
+                    .git("write tree")?;
+                repo.find_tree(empty).git("read tree")?
+            }
+        };
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        for (path, bytes) in files {
+            let blob = repo.blob(bytes).git("write log file")?;
+            update.upsert(path.as_str(), blob, git2::FileMode::Blob);
+        }
+        let tree = repo
+            .find_tree(update.create_updated(repo, &base).git("build log tree")?)
+            .git("read tree")?;
+        let sig = signature(repo)?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let c = repo
+            .commit(None, &sig, &sig, message, &tree, &parents)
+            .git("write log commit")?;
+        let res = match tip {
+            Some(t) => repo.reference_matching(refname, c, true, t, "git-harness: log"),
+            None => repo.reference(refname, c, false, "git-harness: log"),
+        };
+        match res {
+            Ok(_) => return Ok(c),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e).git(format!("update {refname}")),
+        }
+    }
+    Err(Error::infra(format!(
+        "could not append to {refname}: too many concurrent writers"
+    )))
+}

@@ -207,3 +207,134 @@ pub fn branch_all(
     }
     Ok(out)
 }
+
+/// Options of one proposal round.
+pub struct RoundOptions<'a> {
+    pub k: usize,
+    pub proposer: crate::experiment::ProposerKind,
+    /// Only this cluster (rank or id).
+    pub cluster: Option<String>,
+    /// The proposer model (required for `model`).
+    pub model: Option<&'a dyn crate::model::Model>,
+    pub decoding: crate::model::Decoding,
+    /// Every task id of every split: edits must mention none.
+    pub task_names: Vec<String>,
+}
+
+/// One round: K candidates on main from the bundle, each checked, the valid ones branched.
+pub async fn propose_round(
+    repo: &Repository,
+    bundle: &Bundle,
+    opts: &RoundOptions<'_>,
+) -> Result<ProposeOutcome> {
+    let main = lineage::main_commit(repo)?;
+    if bundle.harness_commit != main.id().to_string() {
+        return Err(crate::Error::usage_hint(
+            format!(
+                "the bundle was mined from {}, but main is {}",
+                &bundle.harness_commit[..10],
+                lineage::short(main.id())
+            ),
+            "mine main again (`git harness mine`) before proposing",
+        ));
+    }
+    let harness = Harness::from_commit(repo, &main)?;
+    let round = lineage::next_round(repo)?;
+    let earlier = check::earlier_contents(repo)?;
+    let only = match &opts.cluster {
+        Some(sel) => Some(bundle.cluster(sel).ok_or_else(|| {
+            crate::Error::usage_hint(
+                format!("no cluster `{sel}` in the bundle"),
+                "list clusters with `git harness mine`",
+            )
+        })?),
+        None => None,
+    };
+    let mut refused = Vec::new();
+    let mut declined = Vec::new();
+    let candidates = match opts.proposer {
+        crate::experiment::ProposerKind::Catalog => {
+            let (c, r) = catalog_candidates(&harness, bundle, opts.k, only, |c| {
+                check::check(&harness, c, &earlier, &opts.task_names)
+            })?;
+            refused.extend(r);
+            c
+        }
+        crate::experiment::ProposerKind::Model => {
+            let model = opts.model.ok_or_else(|| {
+                crate::Error::usage_hint(
+                    "the model proposer needs a model",
+                    "use --proposer catalog offline",
+                )
+            })?;
+            let mut chosen: Vec<Candidate> = Vec::new();
+            let mut log: Vec<(String, Vec<u8>)> = Vec::new();
+            let focus = only.map(|c| Bundle {
+                clusters: vec![c.clone()],
+                ..bundle.clone()
+            });
+            let b = focus.as_ref().unwrap_or(bundle);
+            for slot in 1..=opts.k {
+                let prompt = model::prompt(&harness, b, opts.k, slot, &chosen)?;
+                let answer = model::ask(model, &prompt, opts.decoding.clone()).await?;
+                log.push((
+                    format!("round-{round}/slot-{slot}.prompt.md"),
+                    prompt.into_bytes(),
+                ));
+                log.push((
+                    format!("round-{round}/slot-{slot}.answer.txt"),
+                    answer.clone().into_bytes(),
+                ));
+                match model::parse(&answer, &model.name()) {
+                    model::SlotAnswer::Decline(reason) => declined.push(reason),
+                    model::SlotAnswer::Malformed(r) => refused.push(r),
+                    model::SlotAnswer::Candidate(mut c) => {
+                        if c.slug.is_empty() {
+                            c.slug = format!("slot-{slot}");
+                        }
+                        let reason = check::check(&harness, &c, &earlier, &opts.task_names)
+                            .or_else(|| {
+                                if chosen
+                                    .iter()
+                                    .any(|p| p.content == c.content && p.surface == c.surface)
+                                {
+                                    Some("identical to another proposal of this round".into())
+                                } else if chosen.iter().any(|p| p.slug == c.slug) {
+                                    Some(format!("duplicate slug `{}` in this round", c.slug))
+                                } else if !b.clusters.iter().any(|cl| cl.id == c.cluster) {
+                                    Some(format!(
+                                        "targets `{}`, which is not a cluster of the bundle",
+                                        c.cluster
+                                    ))
+                                } else {
+                                    None
+                                }
+                            });
+                        match reason {
+                            None => chosen.push(c),
+                            Some(reason) => refused.push(Refusal {
+                                title: c.title.clone(),
+                                surface: Some(c.surface.clone()),
+                                reason,
+                            }),
+                        }
+                    }
+                }
+            }
+            lineage::append_log(
+                repo,
+                lineage::PROPOSER_LOG_REF,
+                &log,
+                &format!("Proposer prompts of round {round}\n"),
+            )?;
+            chosen
+        }
+    };
+    let created = branch_all(repo, &main, round, bundle, &candidates)?;
+    Ok(ProposeOutcome {
+        round,
+        created,
+        refused,
+        declined,
+    })
+}

@@ -1,1 +1,3 @@
-//! report
+//! Reports: terminal tables live in the CLI; markdown for pull requests here.
+
+pub mod markdown;

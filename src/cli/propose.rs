@@ -1,0 +1,99 @@
+//! `git harness propose`: bounded edits as evidence branches.
+
+use git_harness::eval::context::{Overrides, open_context};
+use git_harness::evolve::mine_rev;
+use git_harness::experiment::ProposerKind;
+use git_harness::lineage::{self, keys};
+use git_harness::model::Decoding;
+use git_harness::propose::{ProposeOutcome, RoundOptions, propose_round};
+use git_harness::workspace::Workspace;
+use git_harness::{Result, exit};
+
+use super::Ui;
+use super::progress::{Bar, runtime};
+
+/// Propose K distinct, minimal edits for the most actionable failure clusters of main.
+///
+/// Mines main's held-in failures (from cache when evaluated), asks the proposer (the
+/// experiment's own model, or the offline remedy catalog) for K edits, checks each (one
+/// declared surface, within bounds, parses, not a no-op or an earlier attempt, no task names)
+/// and commits each valid one as branch harness/proposals/<round>/<slug> with its evidence.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Number of proposals [default: the experiment's proposer.k].
+    #[arg(short = 'n', long = "count")]
+    pub n: Option<usize>,
+    /// Who proposes [default: the experiment's proposer.kind].
+    #[arg(long, value_enum)]
+    pub proposer: Option<ProposerArg>,
+    /// Only this cluster (its rank or signature id from `git harness mine`).
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProposerArg {
+    Model,
+    Catalog,
+}
+
+pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
+    let ws = Workspace::open()?;
+    let rt = runtime();
+    let out = rt.block_on(async {
+        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let e = &ctx.fixed.experiment;
+        let proposer = match args.proposer {
+            Some(ProposerArg::Model) => ProposerKind::Model,
+            Some(ProposerArg::Catalog) => ProposerKind::Catalog,
+            None => e.proposer.kind,
+        };
+        let mut bar = Bar::new(ui.progress, "held_in");
+        let main = lineage::main_branch(&ws.repo);
+        let bundle = mine_rev(&ws, &ctx, &main, &mut bar).await?;
+        bar.finish();
+        let mut names = ctx.fixed.splits.held_in.clone();
+        names.extend(ctx.fixed.splits.validation.iter().cloned());
+        names.extend(ctx.fixed.splits.test.iter().cloned());
+        let opts = RoundOptions {
+            k: args.n.unwrap_or(e.proposer.k),
+            proposer,
+            cluster: args.cluster.clone(),
+            model: ctx.model(),
+            decoding: Decoding {
+                temperature: e.decoding.temperature,
+                max_tokens: e.decoding.max_tokens,
+            },
+            task_names: names,
+        };
+        propose_round(&ws.repo, &bundle, &opts).await
+    })?;
+    print_outcome(ui, &out);
+    Ok(if out.created.is_empty() {
+        exit::NEGATIVE
+    } else {
+        exit::SUCCESS
+    })
+}
+
+pub fn print_outcome(ui: &mut Ui, out: &ProposeOutcome) {
+    ui.out(format!(
+        "Round {}: {} proposal(s)",
+        out.round,
+        out.created.len()
+    ));
+    for p in &out.created {
+        ui.out(format!(
+            "  {}  {}  [{}]",
+            p.display_ref(),
+            p.message.subject,
+            p.message.get(keys::SURFACE).unwrap_or_default()
+        ));
+    }
+    for r in &out.refused {
+        ui.out(format!("  refused: {} — {}", r.title, r.reason));
+    }
+    for d in &out.declined {
+        ui.out(format!("  declined: {d}"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Validation: evaluate a candidate and its parent on held_in and validation with the same task
+//! ids and trial ids (the parent from the cache), stop the candidate as soon as its verdict is
+//! settled, apply the gate, record the verdict on the candidate, and move rejected candidates to
+//! `refs/harness/rejected/`.
+
+use std::sync::{Arc, Mutex};
+
+use git2::Oid;
+
+use crate::error::{Error, Result};
+use crate::eval::run::{EvalContext, RunOutcome, RunRequest, evaluate};
+use crate::eval::schedule::Observer;
+use crate::eval::{Outcome as TrialOutcome, TrialResult};
+use crate::experiment::{GateConfig, GateRule, Split};
+use crate::gate::{self, Decision, Evaluation, Outcome, SettleMode, Table, Verdict};
+use crate::lineage::{self, Proposal, SplitComparison, ValidationRecord};
+use crate::workspace::Workspace;
+
+/// The gate's splits: validation never leaves this module as anything but aggregates.
+const GATED: [Split; 2] = [Split::HeldIn, Split::Validation];
+
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub proposal: Proposal,
+    pub parent: Oid,
+    pub decision: Decision,
+    pub record: ValidationRecord,
+    /// Where a rejected proposal went.
+    pub rejected_ref: Option<String>,
+    pub parent_run: String,
+    pub candidate_runs: Vec<String>,
+    /// Candidate trials executed (not from cache) and planned.
+    pub trials_executed: usize,
+    pub trials_planned: usize,
+}
+
+/// The gate table of a split from run results; trials without a result are `Pending`.
+pub fn table(results: &[TrialResult], split: Split, tasks: &[String], trials: u32) -> Table {
+    let mut t = Table::pending(tasks, trials);
+    for r in results.iter().filter(|r| r.split == split.as_str()) {
+        if let Some(row) = t.tasks.get_mut(&r.task)
+            && let Some(cell) = row.get_mut(r.trial as usize)
+        {
+            *cell = match r.outcome {
+                TrialOutcome::Pass => Outcome::Pass,
+                TrialOutcome::Fail => Outcome::Fail,
+                TrialOutcome::InfraError => Outcome::Infra,
+            };
+        }
+    }
+    t
+}
+
+pub fn evaluation(ctx: &EvalContext, results: &[TrialResult], trials: u32) -> Evaluation {
+    let s = &ctx.fixed.splits;
+    let mut e = Evaluation::new(
+        table(results, Split::HeldIn, &s.held_in, trials),
+        table(results, Split::Validation, &s.validation, trials),
+    );
+    e.fingerprint = Some(ctx.fingerprint.clone());
+    e
+}
+
+/// Evaluate a harness commit on the gated splits (from cache where possible).
+pub async fn evaluate_parent(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
+    req.trials = Some(trials);
+    evaluate(ws, ctx, &req, observer, None, None).await
+}
+
+/// Validate one proposal against its parent.
+pub async fn validate(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    proposal: &Proposal,
+    rule: Option<GateRule>,
+    observer: &mut dyn Observer,
+) -> Result<Validation> {
+    let repo = &ws.repo;
+    let mut cfg: GateConfig = ctx.fixed.experiment.gate.clone();
+    if let Some(r) = rule {
+        cfg.rule = r;
+    }
+    let candidate = repo.find_commit(proposal.commit).map_err(|e| Error::Git {
+        context: "read proposal".into(),
+        source: e,
+    })?;
+    let parent = candidate.parent(0).map_err(|_| {
+        Error::usage(format!(
+            "proposal {} has no parent commit to compare with",
+            proposal.name()
+        ))
+    })?;
+    let mut trials = ctx.fixed.experiment.trials;
+    let mut candidate_runs = Vec::new();
+    let mut executed = 0;
+    let mut planned = 0;
+    let (decision, parent_run) = loop {
+        let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
+        let parent_eval = evaluation(ctx, &parent_out.results, trials);
+        let order = gate::trial_order(&parent_eval);
+        let settled: Arc<Mutex<Option<Decision>>> = Arc::new(Mutex::new(None));
+        let slot = settled.clone();
+        let cfg_s = cfg.clone();
+        let pe = parent_eval.clone();
+        let s_ref = ctx.fixed.splits.clone();
+        let fp = ctx.fingerprint.clone();
+        let stopper = Box::new(move |results: &[TrialResult]| -> Option<String> {
+            if !cfg_s.early_stop {
+                return None;
+            }
+            let mut cand = Evaluation::new(
+                table(results, Split::HeldIn, &s_ref.held_in, trials),
+                table(results, Split::Validation, &s_ref.validation, trials),
+            );
+            cand.fingerprint = Some(fp.clone());
+            let pending =
+                cand.held_in.count(Outcome::Pending) + cand.validation.count(Outcome::Pending);
+            if pending == 0 {
+                return None;
+            }
+            match gate::try_settled(&cfg_s, &pe, &cand, SettleMode::CoverageSoFar) {
+                Ok(Some(d)) => {
+                    let reason = d
+                        .early_stopped
+                        .as_ref()
+                        .map(|e| e.reason.clone())
+                        .unwrap_or_else(|| d.reason.clone());
+                    *slot.lock().expect("settle slot") = Some(d);
+                    Some(format!("verdict settled: {reason}"))
+                }
+                _ => None,
+            }
+        });
+        let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
+        req.trials = Some(trials);
+        req.order = Some(order);
+        let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
+        executed += cand_out.executed;
+        planned +=
+            (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
+        candidate_runs.push(cand_out.id.clone());
+        let early = settled.lock().expect("settle slot").take();
+        let decision = match early {
+            Some(d) => d,
+            None => {
+                let cand_eval = evaluation(ctx, &cand_out.results, trials);
+                gate::decide(&cfg, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
+                    message: format!("the gate refuses to compare: {e}"),
+                    hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
+                })?
+            }
+        };
+        match gate::wants_more_trials(&cfg, &decision, trials) {
+            Some(n) if n > trials => trials = n,
+            _ => break (decision, parent_out.id),
+        }
+    };
+
+    let record = record_of(
+        proposal,
+        &candidate,
+        &parent,
+        ctx,
+        &cfg,
+        &decision,
+        &parent_run,
+        &candidate_runs,
+    );
+    lineage::update_note(repo, proposal.commit, |n| {
+        n.validations.push(record.clone())
+    })?;
+    let rejected_ref = if decision.verdict == Verdict::Reject {
+        Some(lineage::reject_proposal(repo, proposal, &decision.reason)?)
+    } else {
+        None
+    };
+    Ok(Validation {
+        proposal: proposal.clone(),
+        parent: parent.id(),
+        decision,
+        record,
+        rejected_ref,
+        parent_run,
+        candidate_runs,
+        trials_executed: executed,
+        trials_planned: planned,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_of(
+    proposal: &Proposal,
+    candidate: &git2::Commit<'_>,
+    parent: &git2::Commit<'_>,
+    ctx: &EvalContext,
+    cfg: &GateConfig,
+    d: &Decision,
+    parent_run: &str,
+    candidate_runs: &[String],
+) -> ValidationRecord {
+    let cmp = |s: &gate::SplitSummary| SplitComparison {
+        parent_passes: s.parent_passes,
+        parent_trials: s.trials,
+        candidate_passes: s.candidate_passes,
+        candidate_trials: s.trials,
+    };
+    let _ = proposal;
+    let mut runs = vec![parent_run.to_string()];
+    runs.extend(candidate_runs.iter().cloned());
+    ValidationRecord {
+        candidate: candidate.id().to_string(),
+        candidate_tree: candidate.tree_id().to_string(),
+        parent: parent.id().to_string(),
+        parent_tree: parent.tree_id().to_string(),
+        fingerprint: ctx.fingerprint.clone(),
+        gate: match cfg.rule {
+            GateRule::Paper => "paper".into(),
+            GateRule::Strict => "strict".into(),
+        },
+        verdict: match d.verdict {
+            Verdict::Accept => lineage::Verdict::Accept,
+            Verdict::Reject => lineage::Verdict::Reject,
+            Verdict::Indecisive => lineage::Verdict::Indecisive,
+        },
+        reason: d.reason.clone(),
+        held_in: cmp(&d.held_in),
+        validation: cmp(&d.validation),
+        statistic: Some(format!(
+            "sign-flip p={:.4} (m={}, sum {:+}) vs alpha {}",
+            d.statistic.p_value, d.statistic.m, d.statistic.observed, d.statistic.alpha
+        )),
+        margin: d.margin.passes as f64 + d.margin.rate_points / 1000.0,
+        runs,
+        early_stop: d.early_stopped.as_ref().map(|e| {
+            format!(
+                "{} of {} trials: {}",
+                e.trials_run, e.trials_total, e.reason
+            )
+        }),
+        created_at: crate::eval::record::now(),
+        decision: serde_json::to_value(d).unwrap_or(serde_json::Value::Null),
+    }
+}

@@ -32,6 +32,46 @@ pub struct Validation {
     /// Candidate trials executed (not from cache) and planned.
     pub trials_executed: usize,
     pub trials_planned: usize,
+    /// Cost of the trials this validation executed.
+    pub cost_usd: f64,
+    /// The record existed already (no trial ran).
+    pub reused: bool,
+}
+
+/// A validation recorded earlier for exactly this candidate tree, parent tree and experiment.
+pub fn existing(ws: &Workspace, ctx: &EvalContext, proposal: &Proposal, rule: GateRule) -> Result<Option<Validation>> {
+    let repo = &ws.repo;
+    let candidate = repo.find_commit(proposal.commit).map_err(|e| Error::Git { context: "read proposal".into(), source: e })?;
+    let Ok(parent) = candidate.parent(0) else { return Ok(None) };
+    let note = lineage::read_note(repo, proposal.commit)?;
+    let rule_name = match rule {
+        GateRule::Paper => "paper",
+        GateRule::Strict => "strict",
+    };
+    let Some(record) = note
+        .validations
+        .iter()
+        .rev()
+        .find(|r| r.matches(candidate.tree_id(), parent.tree_id(), &ctx.fingerprint) && r.gate == rule_name)
+    else {
+        return Ok(None);
+    };
+    let Ok(decision) = serde_json::from_value::<Decision>(record.decision.clone()) else { return Ok(None) };
+    let mut runs = record.runs.clone();
+    let parent_run = if runs.is_empty() { String::new() } else { runs.remove(0) };
+    Ok(Some(Validation {
+        proposal: proposal.clone(),
+        parent: parent.id(),
+        decision,
+        record: record.clone(),
+        rejected_ref: None,
+        parent_run,
+        candidate_runs: runs,
+        trials_executed: 0,
+        trials_planned: 0,
+        cost_usd: 0.0,
+        reused: true,
+    }))
 }
 
 /// The gate table of a split from run results; trials without a result are `Pending`.
@@ -101,6 +141,7 @@ pub async fn validate(
     let mut candidate_runs = Vec::new();
     let mut executed = 0;
     let mut planned = 0;
+    let mut cost = 0.0;
     let (decision, parent_run) = loop {
         let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
         let parent_eval = evaluation(ctx, &parent_out.results, trials);
@@ -142,7 +183,8 @@ pub async fn validate(
         req.trials = Some(trials);
         req.order = Some(order);
         let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
-        executed += cand_out.executed;
+        executed += cand_out.executed + parent_out.executed;
+        cost += cand_out.record.totals.values().chain(parent_out.record.totals.values()).map(|t| t.cost_usd).sum::<f64>();
         planned +=
             (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
         candidate_runs.push(cand_out.id.clone());
@@ -191,6 +233,8 @@ pub async fn validate(
         candidate_runs,
         trials_executed: executed,
         trials_planned: planned,
+        cost_usd: cost,
+        reused: false,
     })
 }
 

@@ -1,6 +1,6 @@
 //! `git harness promote`: merge an accepted proposal into main.
 
-use git_harness::lineage::{self, ValidationRecord};
+use git_harness::lineage;
 use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit};
 
@@ -47,7 +47,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         .rev()
         .find(|r| r.matches(candidate_tree, main.tree_id(), &fingerprint));
     let report = record
-        .map(gate_report)
+        .map(git_harness::report::gate_report)
         .unwrap_or_else(|| "No validation record.".into());
     let force = if args.force {
         args.reason.as_deref()
@@ -71,16 +71,3 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// The gate report carried by the merge message.
-pub fn gate_report(r: &ValidationRecord) -> String {
-    let mut s = format!("Gate ({}): {} — {}\n\n", r.gate, r.verdict, r.reason);
-    s.push_str(&format!("  held_in     {}\n", r.held_in.describe()));
-    s.push_str(&format!("  validation  {}\n", r.validation.describe()));
-    if let Some(st) = &r.statistic {
-        s.push_str(&format!("  statistic   {st}\n"));
-    }
-    if !r.runs.is_empty() {
-        s.push_str(&format!("  runs        {}\n", r.runs.join(", ")));
-    }
-    s
-}

@@ -19,7 +19,7 @@ pub use promote::{
     update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    Proposal, ProposalState, create_proposal, list_proposals, next_round, reject_proposal,
+    Proposal, ProposalState, create_merged_proposal, create_proposal, retire_proposal, list_proposals, next_round, reject_proposal,
     resolve_proposal, slugify as slugify_title,
 };
 pub use runs::{

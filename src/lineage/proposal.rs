@@ -246,3 +246,48 @@ pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> 
     tx.commit().git("commit ref transaction")?;
     Ok(target)
 }
+
+/// A candidate combining several proposals of one round on `main`: their trees merged in
+/// memory, one commit whose parents are main and every proposal (so promoting it keeps each
+/// proposal in main's history). `Ok(None)` when the proposals conflict.
+pub fn create_merged_proposal(
+    repo: &Repository,
+    main: &git2::Commit<'_>,
+    round: u32,
+    parts: &[Proposal],
+    message: &CommitMessage,
+) -> Result<Option<Proposal>> {
+    let base = main.tree().git("read main tree")?;
+    let mut tree = base.clone();
+    for p in parts {
+        let theirs = repo.find_commit(p.commit).git("read proposal")?.tree().git("read proposal tree")?;
+        let mut index = repo.merge_trees(&base, &tree, &theirs, None).git("merge proposal trees")?;
+        if index.has_conflicts() {
+            return Ok(None);
+        }
+        let id = index.write_tree_to(repo).git("write merged tree")?;
+        tree = repo.find_tree(id).git("read merged tree")?;
+    }
+    let commits: Vec<git2::Commit<'_>> =
+        parts.iter().map(|p| repo.find_commit(p.commit)).collect::<std::result::Result<_, _>>().git("read proposals")?;
+    let mut parents: Vec<&git2::Commit<'_>> = vec![main];
+    parents.extend(commits.iter());
+    let sig = signature(repo)?;
+    let commit = repo.commit(None, &sig, &sig, &message.render(), &tree, &parents).git("write merged candidate")?;
+    let slug = "merged".to_string();
+    let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");
+    create_ref(repo, &refname, commit, "git-harness: merged candidate")?;
+    Ok(Some(Proposal { round, slug, refname, commit, parent: Some(main.id()), state: ProposalState::Open, message: message.clone() }))
+}
+
+/// Delete an open proposal branch whose content reached main another way (inside a merged
+/// candidate). Compare-and-swap on the branch's commit.
+pub fn retire_proposal(repo: &Repository, proposal: &Proposal) -> Result<()> {
+    let mut tx = repo.transaction().git("start ref transaction")?;
+    tx.lock_ref(&proposal.refname).git("lock proposal branch")?;
+    if repo.refname_to_id(&proposal.refname).ok() == Some(proposal.commit) {
+        tx.remove(&proposal.refname).git("delete proposal branch")?;
+        tx.commit().git("commit ref transaction")?;
+    }
+    Ok(())
+}

@@ -12,10 +12,15 @@ use git_harness::model::{ConnectContext, connect};
 use serde_json::Value;
 
 fn bash_forever(n: usize) -> Vec<Scripted> {
-    (0..n).map(|i| openai_bash(&format!("c{i}"), &format!("echo {i}"))).collect()
+    (0..n)
+        .map(|i| openai_bash(&format!("c{i}"), &format!("echo {i}")))
+        .collect()
 }
 
-async fn run_budget(budgets: git_harness::experiment::Budgets, script: Vec<Scripted>) -> (Ending, Vec<Received>, Trace) {
+async fn run_budget(
+    budgets: git_harness::experiment::Budgets,
+    script: Vec<Scripted>,
+) -> (Ending, Vec<Received>, Trace) {
     let server = StandIn::start(script).await;
     let h = harness("minimal", &[]);
     let sb = TestSandbox::new();
@@ -28,7 +33,10 @@ async fn run_budget(budgets: git_harness::experiment::Budgets, script: Vec<Scrip
 
 #[tokio::test]
 async fn max_turns_ends_with_budget_turns_and_warns_first() {
-    let b = git_harness::experiment::Budgets { max_turns: 5, ..small_budgets() };
+    let b = git_harness::experiment::Budgets {
+        max_turns: 5,
+        ..small_budgets()
+    };
     let (ending, got, trace) = run_budget(b, bash_forever(10)).await;
     assert_eq!(ending, Ending::BudgetTurns);
     assert_eq!(got.len(), 5);
@@ -38,13 +46,19 @@ async fn max_turns_ends_with_budget_turns_and_warns_first() {
         .filter_map(|m| m["content"].as_str().map(str::to_string))
         .filter(|c| c.starts_with("[budget] "))
         .collect();
-    assert!(!notices.is_empty(), "the model is told when the budget runs low");
+    assert!(
+        !notices.is_empty(),
+        "the model is told when the budget runs low"
+    );
     assert_eq!(trace.totals.turns, 5);
 }
 
 #[tokio::test]
 async fn max_tool_calls_ends_with_budget_tool_calls() {
-    let b = git_harness::experiment::Budgets { max_tool_calls: 3, ..small_budgets() };
+    let b = git_harness::experiment::Budgets {
+        max_tool_calls: 3,
+        ..small_budgets()
+    };
     let (ending, _, trace) = run_budget(b, bash_forever(10)).await;
     assert_eq!(ending, Ending::BudgetToolCalls);
     assert_eq!(trace.totals.tool_calls, 3);
@@ -53,7 +67,10 @@ async fn max_tool_calls_ends_with_budget_tool_calls() {
 #[tokio::test]
 async fn max_tokens_ends_with_budget_tokens() {
     // Each stand-in reply costs 110 tokens.
-    let b = git_harness::experiment::Budgets { max_tokens: 250, ..small_budgets() };
+    let b = git_harness::experiment::Budgets {
+        max_tokens: 250,
+        ..small_budgets()
+    };
     let (ending, got, _) = run_budget(b, bash_forever(10)).await;
     assert_eq!(ending, Ending::BudgetTokens);
     assert_eq!(got.len(), 3);
@@ -61,8 +78,15 @@ async fn max_tokens_ends_with_budget_tokens() {
 
 #[tokio::test]
 async fn wall_clock_ends_with_budget_wall_clock() {
-    let b = git_harness::experiment::Budgets { wall_clock_sec: 1, ..small_budgets() };
-    let (ending, _, _) = run_budget(b, vec![openai_bash("1", "sleep 3"), openai_bash("2", "true")]).await;
+    let b = git_harness::experiment::Budgets {
+        wall_clock_sec: 1,
+        ..small_budgets()
+    };
+    let (ending, _, _) = run_budget(
+        b,
+        vec![openai_bash("1", "sleep 3"), openai_bash("2", "true")],
+    )
+    .await;
     assert_eq!(ending, Ending::BudgetWallClock);
 }
 
@@ -76,12 +100,21 @@ async fn a_model_that_keeps_failing_ends_with_model_error() {
 #[tokio::test]
 async fn three_replies_without_a_tool_call_end_with_format_errors() {
     let text = |s: &str| {
-        Scripted::ok(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": s}}]}))
+        Scripted::ok(
+            serde_json::json!({"choices": [{"message": {"role": "assistant", "content": s}}]}),
+        )
     };
-    let (ending, got, _) = run_budget(small_budgets(), vec![text("hm"), text("hm"), text("hm"), text("hm")]).await;
+    let (ending, got, _) = run_budget(
+        small_budgets(),
+        vec![text("hm"), text("hm"), text("hm"), text("hm")],
+    )
+    .await;
     assert_eq!(ending, Ending::FormatErrors);
     assert_eq!(got.len(), 3);
-    let last_user = messages_of(&got[1], "user").last().unwrap()["content"].as_str().unwrap().to_string();
+    let last_user = messages_of(&got[1], "user").last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(last_user.starts_with("[format] "), "{last_user}");
 }
 
@@ -108,7 +141,10 @@ async fn the_api_key_never_appears_in_a_written_trace() {
     // SAFETY: set before any thread of this test reads the environment.
     unsafe { std::env::set_var("GIT_HARNESS_TEST_KEY", SECRET) };
     let server = StandIn::start(vec![
-        openai_bash("1", "echo $GIT_HARNESS_TEST_KEY; echo sk-live-SECRET-0123456789abcdef"),
+        openai_bash(
+            "1",
+            "echo $GIT_HARNESS_TEST_KEY; echo sk-live-SECRET-0123456789abcdef",
+        ),
         openai_submit("2"),
     ])
     .await;
@@ -123,10 +159,14 @@ async fn the_api_key_never_appears_in_a_written_trace() {
         concurrency: 2,
     };
     let root = fixtures();
-    let conn = connect(&cfg, &ConnectContext::new(&root, None)).await.unwrap();
+    let conn = connect(&cfg, &ConnectContext::new(&root, None))
+        .await
+        .unwrap();
     let h = harness("minimal", &[]);
     let sb = TestSandbox::new();
-    let ep = Run::new(&h).episode("t", "x", &sb, conn.model.as_ref()).await;
+    let ep = Run::new(&h)
+        .episode("t", "x", &sb, conn.model.as_ref())
+        .await;
     assert_eq!(ep.ending, Ending::Submitted);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trace.json");
@@ -136,11 +176,21 @@ async fn the_api_key_never_appears_in_a_written_trace() {
     assert!(text.contains("[REDACTED]"));
     assert!(!text.to_lowercase().contains("authorization"));
     // The server did get it, as a bearer token.
-    assert!(server.received()[0].headers.iter().any(|(k, v)| k == "authorization" && v.ends_with(SECRET)));
+    assert!(
+        server.received()[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.ends_with(SECRET))
+    );
 
     // A missing key variable is a usage error naming the variable.
-    let missing = ModelConfig { api_key_env: Some("GIT_HARNESS_TEST_NO_SUCH_KEY".into()), ..cfg };
-    let err = connect(&missing, &ConnectContext::new(&root, None)).await.unwrap_err();
+    let missing = ModelConfig {
+        api_key_env: Some("GIT_HARNESS_TEST_NO_SUCH_KEY".into()),
+        ..cfg
+    };
+    let err = connect(&missing, &ConnectContext::new(&root, None))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), git_harness::error::Kind::Usage);
     assert!(err.hint().unwrap().contains("GIT_HARNESS_TEST_NO_SUCH_KEY"));
 }
@@ -159,13 +209,21 @@ async fn a_30_turn_trace_exports_to_atif_with_required_fields() {
         max_retries: 0,
         concurrency: 2,
     };
-    let conn = connect(&cfg, &ConnectContext::new(&root, Some(&suite))).await.unwrap();
+    let conn = connect(&cfg, &ConnectContext::new(&root, Some(&suite)))
+        .await
+        .unwrap();
     let task = suite.get("find-max").unwrap();
     let sb = TestSandbox::for_task(task);
     let h = harness("minimal", &[]);
     let mut run = Run::new(&h);
-    run.budgets = git_harness::experiment::Budgets { max_turns: 30, max_tool_calls: 40, ..small_budgets() };
-    let ep = run.episode(&task.id, &task.instruction, &sb, conn.model.as_ref()).await;
+    run.budgets = git_harness::experiment::Budgets {
+        max_turns: 30,
+        max_tool_calls: 40,
+        ..small_budgets()
+    };
+    let ep = run
+        .episode(&task.id, &task.instruction, &sb, conn.model.as_ref())
+        .await;
     assert_eq!(ep.ending, Ending::BudgetTurns);
     assert_eq!(ep.trace.totals.turns, 30);
 
@@ -206,13 +264,23 @@ async fn a_30_turn_trace_exports_to_atif_with_required_fields() {
                 let id = c["tool_call_id"].as_str().unwrap();
                 assert!(c["function_name"].is_string() && c["arguments"].is_object());
                 let results = s["observation"]["results"].as_array().unwrap();
-                assert!(results.iter().any(|r| r["source_call_id"] == id && r["content"].is_string()));
+                assert!(
+                    results
+                        .iter()
+                        .any(|r| r["source_call_id"] == id && r["content"].is_string())
+                );
             }
         }
     }
     assert_eq!(steps.iter().filter(|s| s["source"] == "agent").count(), 30);
     let fm = &v["final_metrics"];
-    for k in ["total_prompt_tokens", "total_completion_tokens", "total_cached_tokens", "total_cost_usd", "total_steps"] {
+    for k in [
+        "total_prompt_tokens",
+        "total_completion_tokens",
+        "total_cached_tokens",
+        "total_cost_usd",
+        "total_steps",
+    ] {
         assert!(!fm[k].is_null(), "final_metrics.{k}");
     }
     assert_eq!(fm["total_steps"], steps.len() as u64);

@@ -21,7 +21,12 @@ async fn bootstrap_only_first_and_on_tool_error_only_right_after_a_failure() {
             ("prompts/bootstrap.md", Some("BOOTSTRAP-MARK")),
             ("prompts/on_tool_error.md", Some("ON-ERROR-MARK")),
             ("prompts/execution.md", Some("EXECUTION-MARK")),
-            ("prompts/system.md", Some("Task: {{ instruction }} in {{ workdir }}; tools: {% for t in tools %}{{ t.name }} {% endfor %}; turns {{ budgets.max_turns }}")),
+            (
+                "prompts/system.md",
+                Some(
+                    "Task: {{ instruction }} in {{ workdir }}; tools: {% for t in tools %}{{ t.name }} {% endfor %}; turns {{ budgets.max_turns }}",
+                ),
+            ),
         ],
     );
     let sb = TestSandbox::new();
@@ -38,8 +43,17 @@ async fn bootstrap_only_first_and_on_tool_error_only_right_after_a_failure() {
     assert_eq!(on_err, vec![false, false, true, false, true]);
     assert!((0..5).all(|i| has(i, "EXECUTION-MARK")));
     assert!(sys[0].starts_with("Task: Do the thing. in "), "{}", sys[0]);
-    assert!(sys[0].contains("bash edit read_file submit write_file"), "{}", sys[0]);
+    assert!(
+        sys[0].contains("bash edit read_file submit write_file"),
+        "{}",
+        sys[0]
+    );
     assert!(sys[0].contains("turns 20"));
     // The task is in the system prompt, so the first user message does not repeat it.
-    assert!(!messages_of(&got[0], "user")[0]["content"].as_str().unwrap().contains("Do the thing."));
+    assert!(
+        !messages_of(&got[0], "user")[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Do the thing.")
+    );
 }

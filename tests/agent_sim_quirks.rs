@@ -32,7 +32,9 @@ async fn run_sim(task_id: &str, h: &Harness, seed: u64) -> (bool, Episode) {
     let sb = TestSandbox::for_task(task);
     let mut run = Run::new(h);
     run.seed = seed;
-    let ep = run.episode(task_id, &task.instruction, &sb, conn.model.as_ref()).await;
+    let ep = run
+        .episode(task_id, &task.instruction, &sb, conn.model.as_ref())
+        .await;
     let passed = verify(task, &sb).await;
     (passed, ep)
 }
@@ -42,13 +44,20 @@ fn minimal() -> Harness {
 }
 
 fn commands(ep: &Episode) -> Vec<String> {
-    ep.trace.bash_commands().map(|(c, _, _)| c.to_string()).collect()
+    ep.trace
+        .bash_commands()
+        .map(|(c, _, _)| c.to_string())
+        .collect()
 }
 
 #[tokio::test]
 async fn late_artifact_fails_minimal_and_passes_with_early_artifact_bootstrap() {
     let (passed, ep) = run_sim("count-words", &minimal(), 7).await;
-    assert!(!passed, "late-artifact should fail under minimal; ending {:?}", ep.ending);
+    assert!(
+        !passed,
+        "late-artifact should fail under minimal; ending {:?}",
+        ep.ending
+    );
     assert_eq!(ep.ending, Ending::BudgetTurns);
     assert!(ep.trace.files_written().next().is_none());
     assert!(ep.trace.model.starts_with("sim/"), "{}", ep.trace.model);
@@ -61,7 +70,12 @@ async fn late_artifact_fails_minimal_and_passes_with_early_artifact_bootstrap() 
         )],
     );
     let (passed, ep) = run_sim("count-words", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
     assert_eq!(ep.ending, Ending::Submitted);
 }
 
@@ -69,13 +83,25 @@ async fn late_artifact_fails_minimal_and_passes_with_early_artifact_bootstrap() 
 async fn exact_retry_fails_minimal_and_passes_with_blocking_middleware() {
     let (passed, ep) = run_sim("make-report", &minimal(), 7).await;
     assert!(!passed);
-    let retries = commands(&ep).iter().filter(|c| *c == "./build_report.sh").count();
-    assert!(retries >= 5, "the sim should retry verbatim: {:?}", commands(&ep));
+    let retries = commands(&ep)
+        .iter()
+        .filter(|c| *c == "./build_report.sh")
+        .count();
+    assert!(
+        retries >= 5,
+        "the sim should retry verbatim: {:?}",
+        commands(&ep)
+    );
 
     let mw = "rules:\n  - name: no-identical-retries\n    on: tool_call\n    when: { repeated_command: 2, consecutive_tool_errors: 1 }\n    action: block\n    message: This exact command just failed; change something before running it again.\n";
     let fixed = harness("minimal", &[("middleware/runtime_control.yaml", Some(mw))]);
     let (passed, ep) = run_sim("make-report", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
     let blocked: Vec<_> = ep.trace.tool_calls().filter(|t| t.blocked).collect();
     assert_eq!(blocked.len(), 1, "blocked exactly the first verbatim retry");
     assert_eq!(ep.trace.middleware_firings().count(), 1);
@@ -85,11 +111,22 @@ async fn exact_retry_fails_minimal_and_passes_with_blocking_middleware() {
 async fn exact_retry_also_yields_to_the_on_tool_error_phrase() {
     let fixed = harness(
         "minimal",
-        &[("prompts/on_tool_error.md", Some("Never repeat an identical failing command; read the error first."))],
+        &[(
+            "prompts/on_tool_error.md",
+            Some("Never repeat an identical failing command; read the error first."),
+        )],
     );
     let (passed, ep) = run_sim("make-report", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
-    let retries = commands(&ep).iter().filter(|c| *c == "./build_report.sh").count();
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
+    let retries = commands(&ep)
+        .iter()
+        .filter(|c| *c == "./build_report.sh")
+        .count();
     assert_eq!(retries, 1);
 }
 
@@ -103,11 +140,18 @@ async fn no_verify_fails_minimal_and_passes_with_verification_text() {
         "minimal",
         &[(
             "prompts/verification.md",
-            Some("Before you submit, verify final files against the instruction and fix what differs."),
+            Some(
+                "Before you submit, verify final files against the instruction and fix what differs.",
+            ),
         )],
     );
     let (passed, ep) = run_sim("sort-names", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
 }
 
 #[tokio::test]
@@ -115,7 +159,12 @@ async fn no_verify_passes_with_a_completion_check() {
     let check = "name: sorted-ascending\nrun: sort -c sorted.txt\nmessage: sorted.txt is not in ascending order.\ntimeout_sec: 10\n";
     let fixed = harness("minimal", &[("checks/sorted.yaml", Some(check))]);
     let (passed, ep) = run_sim("sort-names", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
     let checks: Vec<bool> = ep
         .trace
         .events
@@ -125,7 +174,11 @@ async fn no_verify_passes_with_a_completion_check() {
             _ => None,
         })
         .collect();
-    assert_eq!(checks, vec![false, true], "first submit rejected by the check, second accepted");
+    assert_eq!(
+        checks,
+        vec![false, true],
+        "first submit rejected by the check, second accepted"
+    );
 }
 
 #[tokio::test]
@@ -138,11 +191,18 @@ async fn env_loss_fails_minimal_and_passes_with_persist_text() {
         "minimal",
         &[(
             "prompts/execution.md",
-            Some("Each shell call starts fresh: persist environment changes by chaining commands with &&."),
+            Some(
+                "Each shell call starts fresh: persist environment changes by chaining commands with &&.",
+            ),
         )],
     );
     let (passed, ep) = run_sim("data-sort", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
 }
 
 #[tokio::test]
@@ -154,7 +214,12 @@ async fn loop_fails_minimal_and_passes_with_injecting_middleware() {
     let mw = "rules:\n  - name: break-loops\n    on: tool_result\n    when: { repeated_command: 3 }\n    action: inject\n    message: You ran the same command three times; stop exploring and write the output.\n    once: true\n";
     let fixed = harness("minimal", &[("middleware/runtime_control.yaml", Some(mw))]);
     let (passed, ep) = run_sim("find-max", &fixed, 7).await;
-    assert!(passed, "ending {:?}, commands {:?}", ep.ending, commands(&ep));
+    assert!(
+        passed,
+        "ending {:?}, commands {:?}",
+        ep.ending,
+        commands(&ep)
+    );
     assert_eq!(ep.trace.middleware_firings().count(), 1);
 }
 
@@ -178,7 +243,12 @@ async fn the_sim_is_deterministic_per_seed_and_speaks_the_text_protocol() {
     let (passed, a) = run_sim("plain-echo", &text, 3).await;
     assert!(passed, "ending {:?}", a.ending);
     let (_, b) = run_sim("plain-echo", &text, 3).await;
-    let calls = |e: &Episode| e.trace.tool_calls().map(|t| (t.tool.clone(), t.arguments.clone())).collect::<Vec<_>>();
+    let calls = |e: &Episode| {
+        e.trace
+            .tool_calls()
+            .map(|t| (t.tool.clone(), t.arguments.clone()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(calls(&a), calls(&b));
     assert!(a.trace.tool_calls().any(|t| t.tool == "edit"));
 }

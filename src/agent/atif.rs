@@ -35,11 +35,17 @@ pub fn to_atif(trace: &Trace) -> Value {
         match e {
             Event::ModelRequest(r) => {
                 if let Some(system) = &r.system {
-                    push(&mut steps, json!({"timestamp": stamp(r.t_ms), "source": "system", "message": system}));
+                    push(
+                        &mut steps,
+                        json!({"timestamp": stamp(r.t_ms), "source": "system", "message": system}),
+                    );
                 }
                 for m in &r.messages {
                     let message = m.content.clone().unwrap_or_default();
-                    push(&mut steps, json!({"timestamp": stamp(r.t_ms), "source": "user", "message": message}));
+                    push(
+                        &mut steps,
+                        json!({"timestamp": stamp(r.t_ms), "source": "user", "message": message}),
+                    );
                 }
             }
             Event::ModelResponse(r) => {
@@ -76,7 +82,9 @@ pub fn to_atif(trace: &Trace) -> Value {
             }
             Event::ToolCall(t) => {
                 // Text-protocol calls get their ids from the runtime (`text-N`), not the reply.
-                let Some(&i) = owner.get(&t.call_id) else { continue };
+                let Some(&i) = owner.get(&t.call_id) else {
+                    continue;
+                };
                 let step = &mut steps[i];
                 if step.get("observation").is_none() {
                     step["observation"] = json!({"results": []});
@@ -85,21 +93,25 @@ pub fn to_atif(trace: &Trace) -> Value {
                     results.push(json!({"source_call_id": t.call_id, "content": t.output}));
                 }
             }
-            Event::Middleware(_) | Event::Check(_) | Event::BudgetNotice { .. } | Event::FormatError { .. } => {}
+            Event::Middleware(_)
+            | Event::Check(_)
+            | Event::BudgetNotice { .. }
+            | Event::FormatError { .. } => {}
         }
     }
     // Text protocol: the reply carries no native call; attach the parsed call to its step.
     for e in &trace.events {
         if let Event::ToolCall(t) = e
             && !owner.contains_key(&t.call_id)
-            && let Some(step) = steps
-                .iter_mut()
-                .rev()
-                .find(|s| s["source"] == "agent" && s.get("tool_calls").is_none() && turn_of(s) == Some(t.turn))
+            && let Some(step) = steps.iter_mut().rev().find(|s| {
+                s["source"] == "agent"
+                    && s.get("tool_calls").is_none()
+                    && turn_of(s) == Some(t.turn)
+            })
         {
-            step["tool_calls"] =
-                json!([{"tool_call_id": t.call_id, "function_name": t.tool, "arguments": t.arguments}]);
-            step["observation"] = json!({"results": [{"source_call_id": t.call_id, "content": t.output}]});
+            step["tool_calls"] = json!([{"tool_call_id": t.call_id, "function_name": t.tool, "arguments": t.arguments}]);
+            step["observation"] =
+                json!({"results": [{"source_call_id": t.call_id, "content": t.output}]});
         }
     }
     for s in steps.iter_mut() {

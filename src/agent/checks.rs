@@ -44,7 +44,12 @@ impl Check {
             }
         }
         if c.timeout_sec == 0 {
-            return Err(Error::config(file, line("timeout_sec"), "timeout_sec", "must be at least 1"));
+            return Err(Error::config(
+                file,
+                line("timeout_sec"),
+                "timeout_sec",
+                "must be at least 1",
+            ));
         }
         Ok(c)
     }
@@ -66,7 +71,11 @@ impl CheckResult {
         if self.output_tail.trim().is_empty() {
             format!("[check failed] {}", self.message.trim())
         } else {
-            format!("[check failed] {}\n{}", self.message.trim(), self.output_tail.trim_end())
+            format!(
+                "[check failed] {}\n{}",
+                self.message.trim(),
+                self.output_tail.trim_end()
+            )
         }
     }
 }
@@ -76,9 +85,16 @@ pub async fn run_all(checks: &[Check], sandbox: &dyn Sandbox) -> Result<Vec<Chec
     let mut out = Vec::new();
     for c in checks {
         let start = Instant::now();
-        let o = sandbox.exec(ExecRequest::new(c.run.clone(), Duration::from_secs(c.timeout_sec))).await?;
+        let o = sandbox
+            .exec(ExecRequest::new(
+                c.run.clone(),
+                Duration::from_secs(c.timeout_sec),
+            ))
+            .await?;
         let chars: Vec<char> = o.output.chars().collect();
-        let tail: String = chars[chars.len().saturating_sub(OUTPUT_TAIL_CHARS)..].iter().collect();
+        let tail: String = chars[chars.len().saturating_sub(OUTPUT_TAIL_CHARS)..]
+            .iter()
+            .collect();
         out.push(CheckResult {
             name: c.name.clone(),
             ok: o.success(),

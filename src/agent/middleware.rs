@@ -166,12 +166,22 @@ impl MiddlewareFile {
         let mut names = HashSet::new();
         for (i, rule) in f.rules.iter().enumerate() {
             let line = crate::yaml::line_of_value(text, &rule.name);
-            let err = |field: &str, msg: String| Err(Error::config(file, line, format!("rules[{i}].{field}"), msg));
+            let err = |field: &str, msg: String| {
+                Err(Error::config(
+                    file,
+                    line,
+                    format!("rules[{i}].{field}"),
+                    msg,
+                ))
+            };
             if rule.name.trim().is_empty() {
                 return err("name", "must not be empty".into());
             }
             if !names.insert(rule.name.clone()) {
-                return err("name", format!("`{}` is used by two rules of this file", rule.name));
+                return err(
+                    "name",
+                    format!("`{}` is used by two rules of this file", rule.name),
+                );
             }
             let w = &rule.when;
             let conds: [(&str, bool, &[On]); 11] = [
@@ -179,11 +189,23 @@ impl MiddlewareFile {
                 ("command_matches", w.command_matches.is_some(), CALLS),
                 ("repeated_command", w.repeated_command.is_some(), CALLS),
                 ("nonzero_exit", w.nonzero_exit.is_some(), &[On::ToolResult]),
-                ("tool_error_matches", w.tool_error_matches.is_some(), &[On::ToolResult]),
+                (
+                    "tool_error_matches",
+                    w.tool_error_matches.is_some(),
+                    &[On::ToolResult],
+                ),
                 ("first_submit", w.first_submit.is_some(), &[On::Submit]),
                 ("total_tool_calls", w.total_tool_calls.is_some(), ALL),
-                ("consecutive_tool_errors", w.consecutive_tool_errors.is_some(), ALL),
-                ("turns_without_file_change", w.turns_without_file_change.is_some(), ALL),
+                (
+                    "consecutive_tool_errors",
+                    w.consecutive_tool_errors.is_some(),
+                    ALL,
+                ),
+                (
+                    "turns_without_file_change",
+                    w.turns_without_file_change.is_some(),
+                    ALL,
+                ),
                 ("turns", w.turns.is_some(), ALL),
                 ("elapsed_sec", w.elapsed_sec.is_some(), ALL),
             ];
@@ -192,7 +214,11 @@ impl MiddlewareFile {
                     let allowed: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
                     return err(
                         &format!("when.{name}"),
-                        format!("`{name}` does not apply to `on: {}` (only to {})", rule.on.as_str(), allowed.join(", ")),
+                        format!(
+                            "`{name}` does not apply to `on: {}` (only to {})",
+                            rule.on.as_str(),
+                            allowed.join(", ")
+                        ),
                     );
                 }
             }
@@ -216,7 +242,12 @@ impl MiddlewareFile {
                 match re {
                     None => Ok(None),
                     Some(r) => Regex::new(r).map(Some).map_err(|e| {
-                        Error::config(file, line, format!("rules[{i}].when.{field}"), format!("not a valid regex: {e}"))
+                        Error::config(
+                            file,
+                            line,
+                            format!("rules[{i}].when.{field}"),
+                            format!("not a valid regex: {e}"),
+                        )
                     }),
                 }
             };
@@ -241,9 +272,17 @@ impl MiddlewareFile {
             }
             let needs_message = matches!(rule.action, ActionKind::Inject | ActionKind::Block);
             if needs_message && rule.message.as_deref().is_none_or(|m| m.trim().is_empty()) {
-                return err("message", format!("`{}` needs a message for the model", rule.action.as_str()));
+                return err(
+                    "message",
+                    format!("`{}` needs a message for the model", rule.action.as_str()),
+                );
             }
-            out.push(CompiledRule { file: file.to_string(), rule: rule.clone(), command_re, error_re });
+            out.push(CompiledRule {
+                file: file.to_string(),
+                rule: rule.clone(),
+                command_re,
+                error_re,
+            });
         }
         Ok(if f.enabled { out } else { Vec::new() })
     }
@@ -272,10 +311,17 @@ impl CompiledRule {
         let w = &self.rule.when;
         let at_least = |cond: Option<u32>, v: u32| cond.is_none_or(|n| v >= n);
         w.tool.as_deref().is_none_or(|t| f.tool == Some(t))
-            && self.command_re.as_ref().is_none_or(|re| f.command.is_some_and(|c| re.is_match(c)))
+            && self
+                .command_re
+                .as_ref()
+                .is_none_or(|re| f.command.is_some_and(|c| re.is_match(c)))
             && at_least(w.repeated_command, f.repeated)
-            && w.nonzero_exit.is_none_or(|want| (f.exit_code != Some(0)) == want)
-            && self.error_re.as_ref().is_none_or(|re| f.failed && f.result.is_some_and(|r| re.is_match(r)))
+            && w.nonzero_exit
+                .is_none_or(|want| (f.exit_code != Some(0)) == want)
+            && self
+                .error_re
+                .as_ref()
+                .is_none_or(|re| f.failed && f.result.is_some_and(|r| re.is_match(r)))
             && w.first_submit.is_none_or(|want| f.first_submit == want)
             && at_least(w.total_tool_calls, f.total_tool_calls)
             && at_least(w.consecutive_tool_errors, f.consecutive_tool_errors)
@@ -294,12 +340,17 @@ pub struct Middleware {
 
 impl Middleware {
     pub fn new(rules: Vec<CompiledRule>) -> Self {
-        Middleware { rules, fired: HashSet::new() }
+        Middleware {
+            rules,
+            fired: HashSet::new(),
+        }
     }
 
     /// Whether any rule needs to know if bash calls changed files.
     pub fn watches_file_changes(&self) -> bool {
-        self.rules.iter().any(|r| r.rule.when.turns_without_file_change.is_some())
+        self.rules
+            .iter()
+            .any(|r| r.rule.when.turns_without_file_change.is_some())
     }
 
     /// The rules that fire for `on` given `facts`, in order.
@@ -316,6 +367,10 @@ impl Middleware {
     }
 
     pub fn file_of(&self, rule: &str) -> String {
-        self.rules.iter().find(|r| r.rule.name == rule).map(|r| r.file.clone()).unwrap_or_default()
+        self.rules
+            .iter()
+            .find(|r| r.rule.name == rule)
+            .map(|r| r.file.clone())
+            .unwrap_or_default()
     }
 }

@@ -65,7 +65,10 @@ impl PromptVars {
     pub fn example() -> Self {
         PromptVars {
             instruction: "Example instruction.".into(),
-            tools: vec![ToolVar { name: "bash".into(), description: "Run a command.".into() }],
+            tools: vec![ToolVar {
+                name: "bash".into(),
+                description: "Run a command.".into(),
+            }],
             workdir: "/app".into(),
             budgets: Budgets::default(),
         }
@@ -91,16 +94,26 @@ fn env() -> Environment<'static> {
 pub fn render(path: &str, source: &str, vars: &PromptVars) -> Result<String> {
     let env = env();
     env.render_str(source, vars.to_value()).map_err(|e| {
-        Error::config(path, e.line(), "(template)", format!("{}", e.detail().unwrap_or(&e.to_string())))
+        Error::config(
+            path,
+            e.line(),
+            "(template)",
+            e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
+        )
     })
 }
 
 /// Render every prompt of a harness (its `prompts/*.md`).
-pub fn render_all<'a>(files: impl Iterator<Item = (&'a String, &'a String)>, vars: &PromptVars) -> Result<Rendered> {
+pub fn render_all<'a>(
+    files: impl Iterator<Item = (&'a String, &'a String)>,
+    vars: &PromptVars,
+) -> Result<Rendered> {
     let mut r = Rendered::default();
     let mut have_system = false;
     for (path, source) in files {
-        let Some(name) = path.strip_prefix("prompts/") else { continue };
+        let Some(name) = path.strip_prefix("prompts/") else {
+            continue;
+        };
         if !name.ends_with(".md") || name.contains('/') {
             continue;
         }
@@ -117,12 +130,22 @@ pub fn render_all<'a>(files: impl Iterator<Item = (&'a String, &'a String)>, var
         }
     }
     if !have_system {
-        return Err(Error::config(SYSTEM, None, "(file)", "the harness has no system prompt"));
+        return Err(Error::config(
+            SYSTEM,
+            None,
+            "(file)",
+            "the harness has no system prompt",
+        ));
     }
     Ok(r)
 }
 
 /// A template map value.
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::from(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<String, Value>>())
+    Value::from(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<std::collections::BTreeMap<String, Value>>(),
+    )
 }

@@ -20,7 +20,11 @@ pub fn parse_action(content: &str) -> Result<(String, String), String> {
     for c in candidates {
         match serde_json::from_str::<Value>(c.trim()) {
             Ok(Value::Object(o)) => {
-                let Some(tool) = o.get("tool").or_else(|| o.get("name")).and_then(Value::as_str) else {
+                let Some(tool) = o
+                    .get("tool")
+                    .or_else(|| o.get("name"))
+                    .and_then(Value::as_str)
+                else {
                     last_err = "the JSON action has no \"tool\" field".into();
                     continue;
                 };
@@ -61,7 +65,10 @@ pub fn format_section(tools: &[ToolSpec]) -> String {
          {\"tool\": \"<tool name>\", \"arguments\": {...}}\n\nTools:",
     );
     for t in tools {
-        s.push_str(&format!("\n- {}: {} Parameters: {}", t.name, t.description, t.parameters));
+        s.push_str(&format!(
+            "\n- {}: {} Parameters: {}",
+            t.name, t.description, t.parameters
+        ));
     }
     s
 }
@@ -74,6 +81,8 @@ pub fn format_feedback(error: &str, text_protocol: bool) -> String {
              {{\"tool\": \"bash\", \"arguments\": {{\"command\": \"ls\"}}}}; call `submit` when the task is complete."
         )
     } else {
-        format!("[format] {error}. Use the tools to work on the task, and call `submit` when it is complete.")
+        format!(
+            "[format] {error}. Use the tools to work on the task, and call `submit` when it is complete."
+        )
     }
 }

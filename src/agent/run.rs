@@ -25,14 +25,21 @@ const TRACE_OUTPUT_CHARS: usize = 2000;
 ///
 /// Returns `Err` only when the harness itself is invalid (a config error); a failing model or
 /// sandbox ends the episode with [`Ending::ModelError`] / [`Ending::SandboxError`].
-pub async fn run_episode(spec: &EpisodeSpec<'_>, sandbox: &dyn Sandbox, model: &dyn Model) -> Result<Episode> {
+pub async fn run_episode(
+    spec: &EpisodeSpec<'_>,
+    sandbox: &dyn Sandbox,
+    model: &dyn Model,
+) -> Result<Episode> {
     let rt = Runtime::load(spec.harness)?;
     let vars = PromptVars {
         instruction: spec.instruction.to_string(),
         tools: rt
             .tools
             .iter()
-            .map(|t| ToolVar { name: t.spec.name.clone(), description: t.spec.description.clone() })
+            .map(|t| ToolVar {
+                name: t.spec.name.clone(),
+                description: t.spec.description.clone(),
+            })
             .collect(),
         workdir: sandbox.workdir().to_string(),
         budgets: spec.budgets.clone(),
@@ -88,7 +95,8 @@ impl<'a> Runner<'a> {
         model: &'a dyn Model,
     ) -> Self {
         let start = Instant::now();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(spec.budgets.wall_clock_sec);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(spec.budgets.wall_clock_sec);
         Runner {
             spec,
             rt,
@@ -140,7 +148,12 @@ impl<'a> Runner<'a> {
             self.spec.instruction.to_string()
         };
         self.history.push(Message::text(Role::User, first));
-        if self.rt.rules.iter().any(|r| r.rule.when.turns_without_file_change.is_some()) {
+        if self
+            .rt
+            .rules
+            .iter()
+            .any(|r| r.rule.when.turns_without_file_change.is_some())
+        {
             self.workdir_fingerprint = self.fingerprint().await.ok();
         }
         loop {
@@ -173,7 +186,8 @@ impl<'a> Runner<'a> {
 
         let mut injections = Vec::new();
         let facts = self.facts_base(self.turns + 1);
-        self.apply_middleware(On::ModelTurn, &facts, &mut injections).await?;
+        self.apply_middleware(On::ModelTurn, &facts, &mut injections)
+            .await?;
         self.inject(injections);
 
         self.turns += 1;
@@ -186,7 +200,11 @@ impl<'a> Runner<'a> {
             Err(err) => {
                 self.format_errors += 1;
                 let msg = protocol::format_feedback(&err, self.text_protocol());
-                self.events.push(Event::FormatError { turn: self.turns, t_ms: self.t_ms(), message: msg.clone() });
+                self.events.push(Event::FormatError {
+                    turn: self.turns,
+                    t_ms: self.t_ms(),
+                    message: msg.clone(),
+                });
                 self.history.push(Message::text(Role::User, msg));
                 self.turns_without_change += 1;
                 if self.format_errors >= MAX_FORMAT_ERRORS {
@@ -222,14 +240,19 @@ impl<'a> Runner<'a> {
             return Ok(Some(Ending::Submitted));
         }
         self.last_turn_failed = failed;
-        self.turns_without_change = if changed { 0 } else { self.turns_without_change + 1 };
+        self.turns_without_change = if changed {
+            0
+        } else {
+            self.turns_without_change + 1
+        };
         self.inject(injections);
         Ok(None)
     }
 
     fn inject(&mut self, messages: Vec<String>) {
         for m in messages {
-            self.history.push(Message::text(Role::User, format!("{PREFIX_INJECT}{m}")));
+            self.history
+                .push(Message::text(Role::User, format!("{PREFIX_INJECT}{m}")));
         }
     }
 
@@ -237,8 +260,12 @@ impl<'a> Runner<'a> {
         let b = self.spec.budgets;
         let turns_left = b.max_turns.saturating_sub(self.turns);
         let calls_left = b.max_tool_calls.saturating_sub(self.tool_calls);
-        let secs_left = b.wall_clock_sec.saturating_sub(self.start.elapsed().as_secs());
-        let tokens_left = b.max_tokens.saturating_sub(self.usage.prompt_tokens + self.usage.completion_tokens);
+        let secs_left = b
+            .wall_clock_sec
+            .saturating_sub(self.start.elapsed().as_secs());
+        let tokens_left = b
+            .max_tokens
+            .saturating_sub(self.usage.prompt_tokens + self.usage.completion_tokens);
         let low = |left: u64, max: u64| left * 5 <= max;
         let last = turns_left <= 1 || calls_left <= 1;
         let level = if last {
@@ -260,11 +287,19 @@ impl<'a> Runner<'a> {
             "{turns_left} model turn(s), {calls_left} tool call(s), {secs_left} s and {tokens_left} tokens remain"
         );
         let message = if level == 2 {
-            format!("{PREFIX_BUDGET}Last chance: {left}. Make sure the required outputs exist and call submit now.")
+            format!(
+                "{PREFIX_BUDGET}Last chance: {left}. Make sure the required outputs exist and call submit now."
+            )
         } else {
-            format!("{PREFIX_BUDGET}Running low: {left}. Finish the required outputs, verify them, and submit.")
+            format!(
+                "{PREFIX_BUDGET}Running low: {left}. Finish the required outputs, verify them, and submit."
+            )
         };
-        self.events.push(Event::BudgetNotice { turn: self.turns + 1, t_ms: self.t_ms(), message: message.clone() });
+        self.events.push(Event::BudgetNotice {
+            turn: self.turns + 1,
+            t_ms: self.t_ms(),
+            message: message.clone(),
+        });
         self.history.push(Message::text(Role::User, message));
     }
 
@@ -296,8 +331,14 @@ impl<'a> Runner<'a> {
                 continue;
             }
             match m.role {
-                Role::Assistant => out.push(Message::text(Role::Assistant, m.content.clone().unwrap_or_default())),
-                Role::Tool => out.push(Message::text(Role::User, m.content.clone().unwrap_or_default())),
+                Role::Assistant => out.push(Message::text(
+                    Role::Assistant,
+                    m.content.clone().unwrap_or_default(),
+                )),
+                Role::Tool => out.push(Message::text(
+                    Role::User,
+                    m.content.clone().unwrap_or_default(),
+                )),
                 _ => out.push(m.clone()),
             }
         }
@@ -308,8 +349,15 @@ impl<'a> Runner<'a> {
         let system = self.system_message();
         let req = ChatRequest {
             messages: self.wire_messages(&system),
-            tools: if self.text_protocol() { Vec::new() } else { self.tool_specs.clone() },
-            decoding: Decoding { temperature: self.spec.decoding.temperature, max_tokens: self.spec.decoding.max_tokens },
+            tools: if self.text_protocol() {
+                Vec::new()
+            } else {
+                self.tool_specs.clone()
+            },
+            decoding: Decoding {
+                temperature: self.spec.decoding.temperature,
+                max_tokens: self.spec.decoding.max_tokens,
+            },
             seed: Some(self.spec.seed),
         };
         let new_user: Vec<Message> = self.history[self.recorded_upto..]
@@ -332,7 +380,9 @@ impl<'a> Runner<'a> {
             _ = tokio::time::sleep_until(self.deadline) => return Err(Ending::BudgetWallClock),
             _ = wait_cancel(self.spec.cancel.clone()) => return Err(Ending::Cancelled),
         };
-        let response = result.map_err(|e| Ending::ModelError { message: e.to_string() })?;
+        let response = result.map_err(|e| Ending::ModelError {
+            message: e.to_string(),
+        })?;
         self.usage += response.usage;
         self.events.push(Event::ModelResponse(ResponseEvent {
             turn: self.turns,
@@ -353,7 +403,11 @@ impl<'a> Runner<'a> {
             let parsed = protocol::parse_action(&content);
             let mut msg = Message::text(Role::Assistant, content);
             let out = parsed.map(|(name, arguments)| {
-                let call = ToolCall { id: format!("text-{}", self.turns), name, arguments };
+                let call = ToolCall {
+                    id: format!("text-{}", self.turns),
+                    name,
+                    arguments,
+                };
                 msg.tool_calls = vec![call.clone()];
                 vec![call]
             });
@@ -424,7 +478,9 @@ impl<'a> Runner<'a> {
     async fn run_checks(&mut self) -> Flow<Vec<CheckResult>> {
         let results = checks::run_all(&self.rt.checks, self.sandbox)
             .await
-            .map_err(|e| Ending::SandboxError { message: e.to_string() })?;
+            .map_err(|e| Ending::SandboxError {
+                message: e.to_string(),
+            })?;
         for r in &results {
             self.events.push(Event::Check(CheckEvent {
                 turn: self.turns,
@@ -440,7 +496,11 @@ impl<'a> Runner<'a> {
     }
 
     /// Handle one tool call. Returns its outcome and whether it was an accepted submit.
-    async fn handle_call(&mut self, call: &ToolCall, injections: &mut Vec<String>) -> Flow<(ToolOutcome, bool)> {
+    async fn handle_call(
+        &mut self,
+        call: &ToolCall,
+        injections: &mut Vec<String>,
+    ) -> Flow<(ToolOutcome, bool)> {
         let started = Instant::now();
         let parsed = tools::parse_args(&call.arguments);
         // Identical = same tool and same arguments (compared as parsed JSON when possible).
@@ -448,14 +508,25 @@ impl<'a> Runner<'a> {
             Ok(m) => format!("{}\u{0}{}", call.name, Value::Object(m.clone())),
             Err(_) => format!("{}\u{0}{}", call.name, call.arguments.trim()),
         };
-        self.repeated = if self.last_call.as_deref() == Some(key.as_str()) { self.repeated + 1 } else { 1 };
+        self.repeated = if self.last_call.as_deref() == Some(key.as_str()) {
+            self.repeated + 1
+        } else {
+            1
+        };
         self.last_call = Some(key);
         let def = self.rt.tool(&call.name).cloned();
         let command = match (&parsed, def.as_ref().map(|d| d.builtin)) {
-            (Ok(m), Some(Builtin::Bash)) => m.get("command").and_then(Value::as_str).map(str::to_string),
+            (Ok(m), Some(Builtin::Bash)) => {
+                m.get("command").and_then(Value::as_str).map(str::to_string)
+            }
             _ => None,
         };
-        let path = parsed.as_ref().ok().and_then(|m| m.get("path")).and_then(Value::as_str).map(str::to_string);
+        let path = parsed
+            .as_ref()
+            .ok()
+            .and_then(|m| m.get("path"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let is_submit = def.as_ref().is_some_and(|d| d.builtin == Builtin::Submit);
 
         let mut facts = self.facts_base(self.turns);
@@ -481,17 +552,29 @@ impl<'a> Runner<'a> {
         } else if let Some(def) = &def {
             if is_submit {
                 let results = self.run_checks().await?;
-                let failures: Vec<String> = results.iter().filter(|r| !r.ok).map(CheckResult::feedback).collect();
+                let failures: Vec<String> = results
+                    .iter()
+                    .filter(|r| !r.ok)
+                    .map(CheckResult::feedback)
+                    .collect();
                 if failures.is_empty() {
                     accepted = true;
-                    ToolOutcome { text: "submitted".into(), ok: true, exit_code: Some(0), ..Default::default() }
+                    ToolOutcome {
+                        text: "submitted".into(),
+                        ok: true,
+                        exit_code: Some(0),
+                        ..Default::default()
+                    }
                 } else {
                     ToolOutcome::error(failures.join("\n\n"))
                 }
             } else {
                 let args = parsed.as_ref().cloned().unwrap_or_default();
-                let timeout = Duration::from_secs(self.spec.budgets.command_timeout_sec)
-                    .min(self.deadline.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(1));
+                let timeout = Duration::from_secs(self.spec.budgets.command_timeout_sec).min(
+                    self.deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        + Duration::from_secs(1),
+                );
                 let run = tools::execute(def, &args, self.sandbox, timeout);
                 let out = tokio::select! {
                     r = run => r.map_err(|e| Ending::SandboxError { message: e.to_string() })?,
@@ -506,16 +589,27 @@ impl<'a> Runner<'a> {
             }
         } else {
             let names: Vec<&str> = self.tool_specs.iter().map(|t| t.name.as_str()).collect();
-            ToolOutcome::error(format!("error: unknown tool `{}`; available: {}", call.name, names.join(", ")))
+            ToolOutcome::error(format!(
+                "error: unknown tool `{}`; available: {}",
+                call.name,
+                names.join(", ")
+            ))
         };
-        self.consecutive_tool_errors = if outcome.ok { 0 } else { self.consecutive_tool_errors + 1 };
+        self.consecutive_tool_errors = if outcome.ok {
+            0
+        } else {
+            self.consecutive_tool_errors + 1
+        };
         let (trace_output, cut) = tools::head_tail(&outcome.text, TRACE_OUTPUT_CHARS);
         self.events.push(Event::ToolCall(ToolEvent {
             turn: self.turns,
             t_ms: self.t_ms(),
             call_id: call.id.clone(),
             tool: call.name.clone(),
-            arguments: parsed.as_ref().map(|m| Value::Object(m.clone())).unwrap_or_else(|_| Value::String(call.arguments.clone())),
+            arguments: parsed
+                .as_ref()
+                .map(|m| Value::Object(m.clone()))
+                .unwrap_or_else(|_| Value::String(call.arguments.clone())),
             command: command.clone(),
             path,
             exit_code: outcome.exit_code,
@@ -537,7 +631,8 @@ impl<'a> Runner<'a> {
             facts.exit_code = outcome.exit_code;
             facts.failed = !outcome.ok;
             facts.result = Some(outcome.text.as_str());
-            self.apply_middleware(On::ToolResult, &facts, injections).await?;
+            self.apply_middleware(On::ToolResult, &facts, injections)
+                .await?;
         }
         Ok((outcome, accepted))
     }
@@ -547,7 +642,10 @@ impl<'a> Runner<'a> {
     async fn fingerprint(&self) -> Result<String> {
         let cmd = "find . -xdev -maxdepth 6 \\( -name .git -o -name node_modules \\) -prune -o -type f \
                    -printf '%p %s %T@\\n' 2>/dev/null | sort | cksum";
-        let o = self.sandbox.exec(ExecRequest::new(cmd, Duration::from_secs(30))).await?;
+        let o = self
+            .sandbox
+            .exec(ExecRequest::new(cmd, Duration::from_secs(30)))
+            .await?;
         Ok(o.output)
     }
 
@@ -562,7 +660,9 @@ impl<'a> Runner<'a> {
             harness: self.rt.name.clone(),
             protocol: self.rt.protocol,
             budgets: self.spec.budgets.clone(),
-            started_at: self.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            started_at: self
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             ended_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             tools: self.tool_specs.clone(),
             events: self.events,
@@ -576,7 +676,12 @@ impl<'a> Runner<'a> {
             ending,
         };
         trace.redact(&self.model.secrets());
-        Episode { ending: trace.ending.clone(), usage: self.usage, cost_usd, trace }
+        Episode {
+            ending: trace.ending.clone(),
+            usage: self.usage,
+            cost_usd,
+            trace,
+        }
     }
 }
 

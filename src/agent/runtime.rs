@@ -55,7 +55,13 @@ impl Runtime {
                 "the harness offers no `submit` tool, so no episode could end by submitting",
             ));
         }
-        Ok(Runtime { name: h.manifest.name.clone(), protocol: h.manifest.protocol, tools, rules, checks })
+        Ok(Runtime {
+            name: h.manifest.name.clone(),
+            protocol: h.manifest.protocol,
+            tools,
+            rules,
+            checks,
+        })
     }
 
     pub fn tool(&self, name: &str) -> Option<&ToolDef> {

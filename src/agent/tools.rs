@@ -38,7 +38,13 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 5] = [Builtin::Bash, Builtin::ReadFile, Builtin::WriteFile, Builtin::Edit, Builtin::Submit];
+    pub const ALL: [Builtin; 5] = [
+        Builtin::Bash,
+        Builtin::ReadFile,
+        Builtin::WriteFile,
+        Builtin::Edit,
+        Builtin::Submit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -107,11 +113,21 @@ impl ToolFile {
             )
         })?;
         if f.description.trim().is_empty() {
-            return Err(Error::config(file, line("description"), "description", "must not be empty"));
+            return Err(Error::config(
+                file,
+                line("description"),
+                "description",
+                "must not be empty",
+            ));
         }
         let props = f.parameters.get("properties").and_then(Value::as_object);
         if f.parameters.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(Error::config(file, line("parameters"), "parameters.type", "must be `object`"));
+            return Err(Error::config(
+                file,
+                line("parameters"),
+                "parameters.type",
+                "must be `object`",
+            ));
         }
         for arg in builtin.required_args() {
             if !props.is_some_and(|p| p.contains_key(*arg)) {
@@ -124,11 +140,20 @@ impl ToolFile {
             }
         }
         if f.max_output_chars == Some(0) {
-            return Err(Error::config(file, line("max_output_chars"), "max_output_chars", "must be at least 1"));
+            return Err(Error::config(
+                file,
+                line("max_output_chars"),
+                "max_output_chars",
+                "must be at least 1",
+            ));
         }
         Ok(ToolDef {
             builtin,
-            spec: ToolSpec { name: f.name, description: f.description.trim().to_string(), parameters: f.parameters },
+            spec: ToolSpec {
+                name: f.name,
+                description: f.description.trim().to_string(),
+                parameters: f.parameters,
+            },
             max_output_chars: f.max_output_chars.unwrap_or(DEFAULT_MAX_OUTPUT_CHARS),
         })
     }
@@ -150,10 +175,20 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     pub fn error(text: impl Into<String>) -> Self {
-        ToolOutcome { text: text.into(), ok: false, exit_code: Some(1), ..Default::default() }
+        ToolOutcome {
+            text: text.into(),
+            ok: false,
+            exit_code: Some(1),
+            ..Default::default()
+        }
     }
     fn success(text: impl Into<String>) -> Self {
-        ToolOutcome { text: text.into(), ok: true, exit_code: Some(0), ..Default::default() }
+        ToolOutcome {
+            text: text.into(),
+            ok: true,
+            exit_code: Some(0),
+            ..Default::default()
+        }
     }
 }
 
@@ -165,8 +200,14 @@ pub fn parse_args(raw: &str) -> std::result::Result<Map<String, Value>, String> 
     }
     match serde_json::from_str::<Value>(trimmed) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(format!("arguments must be a JSON object, got {}", type_name(&other))),
-        Err(e) => Err(format!("arguments are not valid JSON ({e}): {}", crate::model::clip_for_message(trimmed, 200))),
+        Ok(other) => Err(format!(
+            "arguments must be a JSON object, got {}",
+            type_name(&other)
+        )),
+        Err(e) => Err(format!(
+            "arguments are not valid JSON ({e}): {}",
+            crate::model::clip_for_message(trimmed, 200)
+        )),
     }
 }
 
@@ -181,10 +222,17 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn arg<'a>(args: &'a Map<String, Value>, tool: &str, name: &str) -> std::result::Result<&'a str, String> {
+fn arg<'a>(
+    args: &'a Map<String, Value>,
+    tool: &str,
+    name: &str,
+) -> std::result::Result<&'a str, String> {
     match args.get(name) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(format!("`{tool}` needs `{name}` as a string, got {}", type_name(other))),
+        Some(other) => Err(format!(
+            "`{tool}` needs `{name}` as a string, got {}",
+            type_name(other)
+        )),
         None => Err(format!("`{tool}` needs the argument `{name}`")),
     }
 }
@@ -197,7 +245,10 @@ pub fn head_tail(s: &str, max: usize) -> (String, bool) {
     }
     let head: String = s.chars().take(max / 2).collect();
     let tail: String = s.chars().skip(n - (max - max / 2)).collect();
-    (format!("{head}\n[... {} characters omitted ...]\n{tail}", n - max), true)
+    (
+        format!("{head}\n[... {} characters omitted ...]\n{tail}", n - max),
+        true,
+    )
 }
 
 /// A sandbox failure that is the sandbox's fault (infrastructure), as opposed to a file that
@@ -222,7 +273,10 @@ pub async fn execute(
             Ok(cmd) => {
                 let o = sandbox.exec(ExecRequest::new(cmd, command_timeout)).await?;
                 let head = match (o.timed_out, o.exit_code) {
-                    (true, _) => format!("exit code: none (killed: timed out after {} s)", command_timeout.as_secs()),
+                    (true, _) => format!(
+                        "exit code: none (killed: timed out after {} s)",
+                        command_timeout.as_secs()
+                    ),
                     (false, Some(c)) => format!("exit code: {c}"),
                     (false, None) => "exit code: none (killed by a signal)".to_string(),
                 };
@@ -243,7 +297,10 @@ pub async fn execute(
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
                     let (body, cut) = head_tail(&text, def.max_output_chars);
-                    ToolOutcome { truncated: cut, ..ToolOutcome::success(body) }
+                    ToolOutcome {
+                        truncated: cut,
+                        ..ToolOutcome::success(body)
+                    }
                 }
                 Err(e) if is_infra(&e) => return Err(e),
                 Err(e) => ToolOutcome::error(format!("error: cannot read {path}: {e}")),
@@ -251,19 +308,29 @@ pub async fn execute(
         },
         Builtin::WriteFile => match (arg(args, name, "path"), arg(args, name, "content")) {
             (Err(e), _) | (_, Err(e)) => ToolOutcome::error(format!("error: {e}")),
-            (Ok(path), Ok(content)) => match write(sandbox, path, content.as_bytes(), command_timeout).await? {
-                Ok(()) => ToolOutcome {
-                    files_changed: vec![path.to_string()],
-                    ..ToolOutcome::success(format!("wrote {} bytes to {path}", content.len()))
-                },
-                Err(e) => ToolOutcome::error(format!("error: cannot write {path}: {e}")),
-            },
+            (Ok(path), Ok(content)) => {
+                match write(sandbox, path, content.as_bytes(), command_timeout).await? {
+                    Ok(()) => ToolOutcome {
+                        files_changed: vec![path.to_string()],
+                        ..ToolOutcome::success(format!("wrote {} bytes to {path}", content.len()))
+                    },
+                    Err(e) => ToolOutcome::error(format!("error: cannot write {path}: {e}")),
+                }
+            }
         },
         Builtin::Edit => {
-            let a = (arg(args, name, "path"), arg(args, name, "old_text"), arg(args, name, "new_text"));
+            let a = (
+                arg(args, name, "path"),
+                arg(args, name, "old_text"),
+                arg(args, name, "new_text"),
+            );
             match a {
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => ToolOutcome::error(format!("error: {e}")),
-                (Ok(path), Ok(old), Ok(new)) => edit(sandbox, path, old, new, command_timeout).await?,
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    ToolOutcome::error(format!("error: {e}"))
+                }
+                (Ok(path), Ok(old), Ok(new)) => {
+                    edit(sandbox, path, old, new, command_timeout).await?
+                }
             }
         }
         Builtin::Submit => ToolOutcome::success("submitted"),
@@ -289,7 +356,9 @@ async fn write(
         && !parent.is_empty()
     {
         let quoted = format!("'{}'", parent.replace('\'', r"'\''"));
-        sandbox.exec(ExecRequest::new(format!("mkdir -p -- {quoted}"), timeout)).await?;
+        sandbox
+            .exec(ExecRequest::new(format!("mkdir -p -- {quoted}"), timeout))
+            .await?;
     }
     match sandbox.write_file(path, data).await {
         Ok(()) => Ok(Ok(())),
@@ -298,33 +367,51 @@ async fn write(
     }
 }
 
-async fn edit(sandbox: &dyn Sandbox, path: &str, old: &str, new: &str, timeout: Duration) -> Result<ToolOutcome> {
+async fn edit(
+    sandbox: &dyn Sandbox,
+    path: &str,
+    old: &str,
+    new: &str,
+    timeout: Duration,
+) -> Result<ToolOutcome> {
     if old.is_empty() {
         return Ok(ToolOutcome::error("error: `old_text` must not be empty"));
     }
     let bytes = match sandbox.read_file(path).await {
         Ok(b) => b,
         Err(e) if is_infra(&e) => return Err(e),
-        Err(e) => return Ok(ToolOutcome::error(format!("error: cannot read {path}: {e}"))),
+        Err(e) => {
+            return Ok(ToolOutcome::error(format!(
+                "error: cannot read {path}: {e}"
+            )));
+        }
     };
     let Ok(text) = String::from_utf8(bytes) else {
-        return Ok(ToolOutcome::error(format!("error: {path} is not UTF-8 text; use bash to change it")));
+        return Ok(ToolOutcome::error(format!(
+            "error: {path} is not UTF-8 text; use bash to change it"
+        )));
     };
     let count = text.matches(old).count();
     if count != 1 {
         let why = if count == 0 {
             "`old_text` does not occur in the file".to_string()
         } else {
-            format!("`old_text` occurs {count} times; include more context so it occurs exactly once")
+            format!(
+                "`old_text` occurs {count} times; include more context so it occurs exactly once"
+            )
         };
-        return Ok(ToolOutcome::error(format!("error: no change to {path}: {why}")));
+        return Ok(ToolOutcome::error(format!(
+            "error: no change to {path}: {why}"
+        )));
     }
     let updated = text.replacen(old, new, 1);
-    Ok(match write(sandbox, path, updated.as_bytes(), timeout).await? {
-        Ok(()) => ToolOutcome {
-            files_changed: vec![path.to_string()],
-            ..ToolOutcome::success(format!("replaced 1 occurrence in {path}"))
+    Ok(
+        match write(sandbox, path, updated.as_bytes(), timeout).await? {
+            Ok(()) => ToolOutcome {
+                files_changed: vec![path.to_string()],
+                ..ToolOutcome::success(format!("replaced 1 occurrence in {path}"))
+            },
+            Err(e) => ToolOutcome::error(format!("error: cannot write {path}: {e}")),
         },
-        Err(e) => ToolOutcome::error(format!("error: cannot write {path}: {e}")),
-    })
+    )
 }

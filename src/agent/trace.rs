@@ -66,11 +66,17 @@ pub enum Ending {
     BudgetWallClock,
     BudgetTokens,
     /// A middleware rule with action `stop` fired.
-    Stopped { rule: String },
+    Stopped {
+        rule: String,
+    },
     /// The model API failed after retries: an infrastructure error, not an agent failure.
-    ModelError { message: String },
+    ModelError {
+        message: String,
+    },
     /// The sandbox failed: an infrastructure error, not an agent failure.
-    SandboxError { message: String },
+    SandboxError {
+        message: String,
+    },
     /// Three consecutive replies without a usable action.
     FormatErrors,
     Cancelled,
@@ -79,7 +85,10 @@ pub enum Ending {
 impl Ending {
     /// Infrastructure errors are never counted as agent failures.
     pub fn is_infra(&self) -> bool {
-        matches!(self, Ending::ModelError { .. } | Ending::SandboxError { .. })
+        matches!(
+            self,
+            Ending::ModelError { .. } | Ending::SandboxError { .. }
+        )
     }
 
     /// The snake_case name used in the trace (`submitted`, `budget_turns`, ...).
@@ -109,8 +118,16 @@ pub enum Event {
     ToolCall(ToolEvent),
     Middleware(MiddlewareEvent),
     Check(CheckEvent),
-    BudgetNotice { turn: u32, t_ms: u64, message: String },
-    FormatError { turn: u32, t_ms: u64, message: String },
+    BudgetNotice {
+        turn: u32,
+        t_ms: u64,
+        message: String,
+    },
+    FormatError {
+        turn: u32,
+        t_ms: u64,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +221,12 @@ impl Trace {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
         serde_json::from_str(&text).map_err(|e| {
-            Error::config(path, Some(e.line()), "(trace)", format!("not a git-harness trace: {e}"))
+            Error::config(
+                path,
+                Some(e.line()),
+                "(trace)",
+                format!("not a git-harness trace: {e}"),
+            )
         })
     }
 
@@ -238,12 +260,14 @@ impl Trace {
 
     /// Every bash command with its exit code and output, in order.
     pub fn bash_commands(&self) -> impl Iterator<Item = (&str, Option<i32>, &str)> {
-        self.tool_calls().filter_map(|t| Some((t.command.as_deref()?, t.exit_code, t.output.as_str())))
+        self.tool_calls()
+            .filter_map(|t| Some((t.command.as_deref()?, t.exit_code, t.output.as_str())))
     }
 
     /// Paths written by write_file and edit, in order.
     pub fn files_written(&self) -> impl Iterator<Item = &str> {
-        self.tool_calls().flat_map(|t| t.files_changed.iter().map(String::as_str))
+        self.tool_calls()
+            .flat_map(|t| t.files_changed.iter().map(String::as_str))
     }
 
     pub fn middleware_firings(&self) -> impl Iterator<Item = &MiddlewareEvent> {

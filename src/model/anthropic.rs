@@ -22,7 +22,12 @@ pub struct AnthropicModel {
 
 impl AnthropicModel {
     /// `base_url` is the API root (`.../v1`); requests go to `{base_url}/messages`.
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, policy: RetryPolicy) -> Result<Self> {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        policy: RetryPolicy,
+    ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::infra(format!("build the HTTP client: {e}")))?;
@@ -80,7 +85,10 @@ pub fn request_body(model: &str, req: &ChatRequest) -> Value {
             _ => turns.push((role, blocks)),
         }
     }
-    let messages: Vec<Value> = turns.into_iter().map(|(r, b)| json!({"role": r, "content": b})).collect();
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(r, b)| json!({"role": r, "content": b}))
+        .collect();
     let mut body = json!({
         "model": model,
         "max_tokens": req.decoding.max_tokens,
@@ -109,15 +117,19 @@ fn text_block(text: Option<&str>) -> Vec<Value> {
 
 /// Read a Messages answer: text blocks are joined, `tool_use` blocks become tool calls.
 pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
-    let blocks = v
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ModelError::Protocol(format!("no `content` array in {}", clip(&v.to_string(), 300))))?;
+    let blocks = v.get("content").and_then(Value::as_array).ok_or_else(|| {
+        ModelError::Protocol(format!(
+            "no `content` array in {}",
+            clip(&v.to_string(), 300)
+        ))
+    })?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("text") => {
+                text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default())
+            }
             Some("tool_use") => {
                 let arguments = match b.get("input") {
                     Some(Value::String(s)) => s.clone(),
@@ -125,8 +137,16 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
                     None => "{}".to_string(),
                 };
                 tool_calls.push(ToolCall {
-                    id: b.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("toolu_{i}")),
-                    name: b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    id: b
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("toolu_{i}")),
+                    name: b
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                     arguments,
                 });
             }
@@ -134,7 +154,12 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
             _ => {}
         }
     }
-    let n = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let n = |k: &str| {
+        v.get("usage")
+            .and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
     let cached = n("cache_read_input_tokens");
     let usage = Usage {
         // Anthropic counts cached reads apart from input_tokens; ours includes them.
@@ -146,7 +171,10 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
         content: (!text.is_empty()).then_some(text),
         tool_calls,
         usage,
-        finish_reason: v.get("stop_reason").and_then(Value::as_str).map(str::to_string),
+        finish_reason: v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

@@ -53,7 +53,12 @@ pub struct Message {
 
 impl Message {
     pub fn text(role: Role, content: impl Into<String>) -> Self {
-        Message { role, content: Some(content.into()), tool_calls: Vec::new(), tool_call_id: None }
+        Message {
+            role,
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
     }
 }
 
@@ -142,7 +147,11 @@ pub struct ConnectContext<'a> {
 
 impl<'a> ConnectContext<'a> {
     pub fn new(repo_root: &'a Path, suite: Option<&'a Suite>) -> Self {
-        ConnectContext { repo_root, suite, builtin_scenario: crate::assets::sim_scenario }
+        ConnectContext {
+            repo_root,
+            suite,
+            builtin_scenario: crate::assets::sim_scenario,
+        }
     }
 }
 
@@ -168,14 +177,27 @@ pub async fn connect(cfg: &ModelConfig, ctx: &ConnectContext<'_>) -> Result<Conn
     let (inner, sim): (Arc<dyn Model>, Option<sim::SimServer>) = match cfg.provider {
         Provider::Openai => {
             let key = api_key(cfg)?;
-            let base = cfg.base_url.clone().unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
-            (Arc::new(openai::OpenAiModel::new(&base, &cfg.name, key, policy)?), None)
+            let base = cfg
+                .base_url
+                .clone()
+                .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
+            (
+                Arc::new(openai::OpenAiModel::new(&base, &cfg.name, key, policy)?),
+                None,
+            )
         }
         Provider::Anthropic => {
             let key = api_key(cfg)?;
-            let base =
-                cfg.base_url.clone().unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string());
-            (Arc::new(anthropic::AnthropicModel::new(&base, &cfg.name, key, policy)?), None)
+            let base = cfg
+                .base_url
+                .clone()
+                .unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string());
+            (
+                Arc::new(anthropic::AnthropicModel::new(
+                    &base, &cfg.name, key, policy,
+                )?),
+                None,
+            )
         }
         Provider::Sim => {
             let reference = cfg.scenario.as_deref().ok_or_else(|| {
@@ -190,8 +212,9 @@ pub async fn connect(cfg: &ModelConfig, ctx: &ConnectContext<'_>) -> Result<Conn
             let (text, label) = scenario_text(reference, ctx)?;
             let scenario = sim::Scenario::parse(&text, Path::new(&label))?;
             let server = sim::SimServer::start_with(scenario, suite).await?;
-            let model = openai::OpenAiModel::new(&server.base_url, &server.model_name, None, policy)?
-                .with_display_name(server.model_name.clone());
+            let model =
+                openai::OpenAiModel::new(&server.base_url, &server.model_name, None, policy)?
+                    .with_display_name(server.model_name.clone());
             (Arc::new(model), Some(server))
         }
         Provider::Replay => {
@@ -235,7 +258,9 @@ fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
         Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
         _ => Err(Error::usage_hint(
             format!("the API key variable {var} is not set"),
-            format!("export {var}=<your key> (model.api_key_env in .harness/experiment.yaml names it)"),
+            format!(
+                "export {var}=<your key> (model.api_key_env in .harness/experiment.yaml names it)"
+            ),
         )),
     }
 }
@@ -249,7 +274,10 @@ pub struct Limited {
 
 impl Limited {
     pub fn new(inner: Arc<dyn Model>, concurrency: usize) -> Self {
-        Limited { inner, permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))) }
+        Limited {
+            inner,
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
     }
 }
 

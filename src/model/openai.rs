@@ -22,7 +22,12 @@ pub struct OpenAiModel {
 
 impl OpenAiModel {
     /// `base_url` is the API root (`.../v1`); requests go to `{base_url}/chat/completions`.
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, policy: RetryPolicy) -> Result<Self> {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        policy: RetryPolicy,
+    ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::infra(format!("build the HTTP client: {e}")))?;
@@ -97,16 +102,20 @@ fn message_json(m: &Message) -> Value {
 /// Read a Chat Completions answer. Tolerant of what real servers do: `content: null`,
 /// `arguments` as a JSON object instead of a string, a missing `usage`.
 pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
-    let choice = v
-        .get("choices")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| ModelError::Protocol(format!("no `choices[0]` in {}", clip(&v.to_string(), 300))))?;
-    let msg = choice.get("message").ok_or_else(|| ModelError::Protocol("no `choices[0].message`".into()))?;
+    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or_else(|| {
+        ModelError::Protocol(format!("no `choices[0]` in {}", clip(&v.to_string(), 300)))
+    })?;
+    let msg = choice
+        .get("message")
+        .ok_or_else(|| ModelError::Protocol("no `choices[0].message`".into()))?;
     let content = match msg.get("content") {
         Some(Value::String(s)) => Some(s.clone()),
         // Some servers send content parts; keep their text.
         Some(Value::Array(parts)) => {
-            let text: String = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+            let text: String = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
             Some(text)
         }
         _ => None,
@@ -115,7 +124,11 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
     if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
         for (i, c) in calls.iter().enumerate() {
             let f = c.get("function").unwrap_or(&Value::Null);
-            let name = f.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let arguments = match f.get("arguments") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) | None => "{}".to_string(),
@@ -126,12 +139,24 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("call_{i}"));
-            tool_calls.push(ToolCall { id, name, arguments });
+            tool_calls.push(ToolCall {
+                id,
+                name,
+                arguments,
+            });
         }
     }
     let usage = v.get("usage").map(parse_usage).unwrap_or_default();
-    let finish_reason = choice.get("finish_reason").and_then(Value::as_str).map(str::to_string);
-    Ok(ChatResponse { content, tool_calls, usage, finish_reason })
+    let finish_reason = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(ChatResponse {
+        content,
+        tool_calls,
+        usage,
+        finish_reason,
+    })
 }
 
 fn parse_usage(u: &Value) -> Usage {
@@ -139,7 +164,9 @@ fn parse_usage(u: &Value) -> Usage {
     Usage {
         prompt_tokens: n(u.get("prompt_tokens")),
         completion_tokens: n(u.get("completion_tokens")),
-        cached_tokens: n(u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
+        cached_tokens: n(u
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))),
     }
 }
 

@@ -32,7 +32,10 @@ impl ReplayModel {
                 _ => None,
             })
             .collect();
-        ReplayModel { recorded_model: trace.model.clone(), responses }
+        ReplayModel {
+            recorded_model: trace.model.clone(),
+            responses,
+        }
     }
 
     pub fn from_path(path: &Path) -> Result<Self> {
@@ -55,7 +58,11 @@ impl Model for ReplayModel {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        let k = req.messages.iter().filter(|m| m.role == Role::Assistant).count();
+        let k = req
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
         self.responses.get(k).cloned().ok_or_else(|| {
             ModelError::Protocol(format!(
                 "the recorded trace has {} responses; the conversation asks for number {}",

@@ -75,7 +75,9 @@ pub(crate) async fn post_json(
         if !is_retryable(&err) || attempt >= policy.max_retries {
             return Err(err);
         }
-        let wait = wait_hint.map(|w| w.min(policy.max_retry_after)).unwrap_or_else(|| policy.backoff(attempt));
+        let wait = wait_hint
+            .map(|w| w.min(policy.max_retry_after))
+            .unwrap_or_else(|| policy.backoff(attempt));
         tracing::debug!(attempt, ?wait, error = %err, "retrying model request");
         tokio::time::sleep(wait).await;
         attempt += 1;
@@ -92,10 +94,19 @@ async fn send_once(req: reqwest::RequestBuilder, policy: &RetryPolicy) -> Result
     // Reading the body is covered by the same per-request timeout.
     let text = resp.text().await.map_err(|e| (classify(e, secs), None))?;
     if !status.is_success() {
-        return Err((ModelError::Http { status: status.as_u16(), body: clip(&text, 2000) }, retry_after));
+        return Err((
+            ModelError::Http {
+                status: status.as_u16(),
+                body: clip(&text, 2000),
+            },
+            retry_after,
+        ));
     }
     serde_json::from_str(&text).map_err(|e| {
-        (ModelError::Protocol(format!("response is not JSON ({e}): {}", clip(&text, 300))), None)
+        (
+            ModelError::Protocol(format!("response is not JSON ({e}): {}", clip(&text, 300))),
+            None,
+        )
     })
 }
 

@@ -33,7 +33,10 @@ pub fn fixtures() -> PathBuf {
 pub fn suite() -> Suite {
     let root = fixtures().join("suite");
     let mut tasks = Vec::new();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     for dir in dirs {
         let id = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -45,7 +48,10 @@ pub fn suite() -> Suite {
             instruction,
             agent_timeout: Duration::from_secs(60),
             verifier_timeout: Duration::from_secs(30),
-            environment: EnvironmentSpec { workdir: "/app".into(), ..Default::default() },
+            environment: EnvironmentSpec {
+                workdir: "/app".into(),
+                ..Default::default()
+            },
             checksum: String::new(),
         });
     }
@@ -85,7 +91,12 @@ impl TestSandbox {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         let work = root.join("work");
-        TestSandbox { workdir: work.to_string_lossy().into_owned(), _root: root_dir, root, work }
+        TestSandbox {
+            workdir: work.to_string_lossy().into_owned(),
+            _root: root_dir,
+            root,
+            work,
+        }
     }
 
     /// A sandbox with the task's workspace copied in.
@@ -100,14 +111,24 @@ impl TestSandbox {
 
     fn resolve(&self, path: &str) -> PathBuf {
         let p = Path::new(path);
-        if p.is_absolute() { p.to_path_buf() } else { self.work.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.work.join(p)
+        }
     }
 
     fn env(&self) -> Vec<(String, String)> {
         vec![
             ("HARNESS_WORKDIR".into(), self.workdir.clone()),
-            ("HARNESS_TESTS_DIR".into(), self.root.join("tests").to_string_lossy().into_owned()),
-            ("HARNESS_LOGS_DIR".into(), self.root.join("logs").to_string_lossy().into_owned()),
+            (
+                "HARNESS_TESTS_DIR".into(),
+                self.root.join("tests").to_string_lossy().into_owned(),
+            ),
+            (
+                "HARNESS_LOGS_DIR".into(),
+                self.root.join("logs").to_string_lossy().into_owned(),
+            ),
         ]
     }
 }
@@ -136,7 +157,12 @@ impl Sandbox for TestSandbox {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg("-c")
             .arg(&req.command)
-            .current_dir(req.workdir.as_deref().map(|w| self.resolve(w)).unwrap_or(self.work.clone()))
+            .current_dir(
+                req.workdir
+                    .as_deref()
+                    .map(|w| self.resolve(w))
+                    .unwrap_or(self.work.clone()),
+            )
             .envs(self.env())
             .envs(req.env.clone())
             .stdin(std::process::Stdio::null())
@@ -144,7 +170,9 @@ impl Sandbox for TestSandbox {
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| Error::infra(format!("spawn bash: {e}")))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::infra(format!("spawn bash: {e}")))?;
         let pid = child.id().unwrap_or(0) as i32;
         match tokio::time::timeout(req.timeout, child.wait_with_output()).await {
             Ok(Ok(o)) => {
@@ -205,10 +233,14 @@ pub async fn verify(task: &Task, sb: &TestSandbox) -> bool {
     let _ = std::fs::remove_dir_all(sb.root.join("logs/verifier"));
     let script = tests.join("test.sh");
     let out = sb
-        .exec(ExecRequest::new(format!("bash '{}'", script.display()), Duration::from_secs(30)))
+        .exec(ExecRequest::new(
+            format!("bash '{}'", script.display()),
+            Duration::from_secs(30),
+        ))
         .await
         .unwrap();
-    let reward = std::fs::read_to_string(sb.root.join("logs/verifier/reward.txt")).unwrap_or_default();
+    let reward =
+        std::fs::read_to_string(sb.root.join("logs/verifier/reward.txt")).unwrap_or_default();
     let ok = reward.trim().parse::<f64>().unwrap_or(0.0) >= 1.0;
     if !ok {
         eprintln!("verifier of {} failed: {}", task.id, out.output);
@@ -225,12 +257,27 @@ pub struct Run<'a> {
 
 impl<'a> Run<'a> {
     pub fn new(harness: &'a Harness) -> Self {
-        Run { harness, budgets: small_budgets(), seed: 7, cancel: None }
+        Run {
+            harness,
+            budgets: small_budgets(),
+            seed: 7,
+            cancel: None,
+        }
     }
 
-    pub async fn episode(&self, task_id: &str, instruction: &str, sb: &dyn Sandbox, model: &dyn Model) -> Episode {
+    pub async fn episode(
+        &self,
+        task_id: &str,
+        instruction: &str,
+        sb: &dyn Sandbox,
+        model: &dyn Model,
+    ) -> Episode {
         let decoding = DecodingConfig::default();
-        let prices = Prices { input_per_mtok: 1.0, output_per_mtok: 2.0, cached_input_per_mtok: 0.5 };
+        let prices = Prices {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: 0.5,
+        };
         let spec = EpisodeSpec {
             task_id,
             trial: 0,
@@ -247,7 +294,13 @@ impl<'a> Run<'a> {
 }
 
 pub fn small_budgets() -> Budgets {
-    Budgets { max_turns: 20, max_tool_calls: 30, wall_clock_sec: 60, max_tokens: 1_000_000, command_timeout_sec: 10 }
+    Budgets {
+        max_turns: 20,
+        max_tool_calls: 30,
+        wall_clock_sec: 60,
+        max_tokens: 1_000_000,
+        command_timeout_sec: 10,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,10 +317,20 @@ pub struct Scripted {
 
 impl Scripted {
     pub fn ok(body: Value) -> Self {
-        Scripted { status: 200, headers: Vec::new(), body, delay: Duration::ZERO }
+        Scripted {
+            status: 200,
+            headers: Vec::new(),
+            body,
+            delay: Duration::ZERO,
+        }
     }
     pub fn status(status: u16, body: Value) -> Self {
-        Scripted { status, headers: Vec::new(), body, delay: Duration::ZERO }
+        Scripted {
+            status,
+            headers: Vec::new(),
+            body,
+            delay: Duration::ZERO,
+        }
     }
     pub fn header(mut self, k: &'static str, v: &str) -> Self {
         self.headers.push((k, v.to_string()));
@@ -303,7 +366,10 @@ impl StandIn {
     /// Serve `script` in order on 127.0.0.1 (OpenAI and Anthropic paths); when the script is
     /// used up, answer 500.
     pub async fn start(script: Vec<Scripted>) -> StandIn {
-        let state = StandInState { script: Arc::new(Mutex::new(script.into())), ..Default::default() };
+        let state = StandInState {
+            script: Arc::new(Mutex::new(script.into())),
+            ..Default::default()
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
             .route("/v1/messages", post(handle))
@@ -319,7 +385,11 @@ impl StandIn {
                 .await
                 .unwrap();
         });
-        StandIn { base_url: format!("http://{addr}/v1"), state, _shutdown: tx }
+        StandIn {
+            base_url: format!("http://{addr}/v1"),
+            state,
+            _shutdown: tx,
+        }
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -382,17 +452,29 @@ pub fn anthropic_call(id: &str, name: &str, input: Value) -> Scripted {
 
 /// The system message of a received OpenAI request.
 pub fn system_of(r: &Received) -> String {
-    r.body["messages"][0]["content"].as_str().unwrap_or_default().to_string()
+    r.body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Every message of a received OpenAI request with the given role.
 pub fn messages_of(r: &Received, role: &str) -> Vec<Value> {
-    r.body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == role).cloned().collect()
+    r.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == role)
+        .cloned()
+        .collect()
 }
 
 /// The content of the last tool message of a received OpenAI request.
 pub fn last_tool_result(r: &Received) -> String {
-    messages_of(r, "tool").last().and_then(|m| m["content"].as_str().map(str::to_string)).unwrap_or_default()
+    messages_of(r, "tool")
+        .last()
+        .and_then(|m| m["content"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 pub fn openai_model(base_url: &str, key: Option<&str>) -> git_harness::model::openai::OpenAiModel {
@@ -401,5 +483,11 @@ pub fn openai_model(base_url: &str, key: Option<&str>) -> git_harness::model::op
         timeout: Duration::from_secs(5),
         ..Default::default()
     };
-    git_harness::model::openai::OpenAiModel::new(base_url, "stand-in", key.map(str::to_string), policy).unwrap()
+    git_harness::model::openai::OpenAiModel::new(
+        base_url,
+        "stand-in",
+        key.map(str::to_string),
+        policy,
+    )
+    .unwrap()
 }

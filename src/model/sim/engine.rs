@@ -57,14 +57,21 @@ const MODES: [(Mode, &str); 10] = [
 
 impl Mode {
     fn name(self) -> &'static str {
-        MODES.iter().find(|(m, _)| *m == self).map(|(_, n)| *n).unwrap_or("normal")
+        MODES
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("normal")
     }
     fn parse(s: &str) -> Option<Mode> {
         MODES.iter().find(|(_, n)| *n == s).map(|(m, _)| *m)
     }
     /// Modes in which a quirk is playing and can still be neutralised.
     fn quirky(self) -> bool {
-        matches!(self, Mode::Stall | Mode::Retry | Mode::NoVerify | Mode::EnvLoss | Mode::Loop)
+        matches!(
+            self,
+            Mode::Stall | Mode::Retry | Mode::NoVerify | Mode::EnvLoss | Mode::Loop
+        )
     }
 }
 
@@ -103,8 +110,13 @@ impl Engine {
             .filter(|(_, i)| !i.is_empty())
             .collect();
         tasks.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
-        let state_re = Regex::new(r"\(sim state: ([a-z-]+) (\d+)\)").expect("a valid literal regex");
-        Engine { scenario, tasks, state_re }
+        let state_re =
+            Regex::new(r"\(sim state: ([a-z-]+) (\d+)\)").expect("a valid literal regex");
+        Engine {
+            scenario,
+            tasks,
+            state_re,
+        }
     }
 
     pub fn model_name(&self) -> String {
@@ -113,15 +125,24 @@ impl Engine {
 
     /// Decide the next reply to a Chat Completions request body.
     pub fn reply(&self, body: &Value) -> Result<Reply, String> {
-        let messages = body.get("messages").and_then(Value::as_array).ok_or("the request has no `messages`")?;
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or("the request has no `messages`")?;
         let offered: Vec<&str> = body
             .get("tools")
             .and_then(Value::as_array)
-            .map(|ts| ts.iter().filter_map(|t| t.pointer("/function/name").and_then(Value::as_str)).collect())
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                    .collect()
+            })
             .unwrap_or_default();
         let text_mode = offered.is_empty();
         let seen = self.read(messages, text_mode);
-        let task_id = self.identify(&seen).ok_or("sim: no task of the suite matches this conversation")?;
+        let task_id = self
+            .identify(&seen)
+            .ok_or("sim: no task of the suite matches this conversation")?;
         let empty = TaskScript::default();
         let script = self.scenario.tasks.get(task_id).unwrap_or(&empty);
         let seed = body.get("seed").and_then(Value::as_u64).unwrap_or(0);
@@ -163,13 +184,22 @@ impl Engine {
                 }
             }
         };
-        let (mode, step) = if state.0.quirky() && neutralised { neutralise(script, state) } else { state };
+        let (mode, step) = if state.0.quirky() && neutralised {
+            neutralise(script, state)
+        } else {
+            state
+        };
         let act = act_at(script, mode, step);
         Ok(render(act, mode, step, &offered, text_mode))
     }
 
     fn read<'a>(&self, messages: &'a [Value], text_mode: bool) -> Seen<'a> {
-        let mut seen = Seen { system: Vec::new(), first_user: None, injected: Vec::new(), turns: Vec::new() };
+        let mut seen = Seen {
+            system: Vec::new(),
+            first_user: None,
+            injected: Vec::new(),
+            turns: Vec::new(),
+        };
         for m in messages {
             let content = m.get("content").and_then(Value::as_str);
             match m.get("role").and_then(Value::as_str) {
@@ -194,7 +224,10 @@ impl Engine {
                         let caps = self.state_re.captures_iter(c).last()?;
                         Some((Mode::parse(&caps[1])?, caps[2].parse().ok()?))
                     });
-                    seen.turns.push(Turn { state, results: Vec::new() });
+                    seen.turns.push(Turn {
+                        state,
+                        results: Vec::new(),
+                    });
                 }
                 Some("tool") => {
                     if let Some(t) = seen.turns.last_mut() {
@@ -209,7 +242,11 @@ impl Engine {
 
     /// The task whose instruction occurs in the first user or the first system message.
     fn identify(&self, seen: &Seen<'_>) -> Option<&str> {
-        let places: Vec<&str> = seen.first_user.into_iter().chain(seen.system.first().copied()).collect();
+        let places: Vec<&str> = seen
+            .first_user
+            .into_iter()
+            .chain(seen.system.first().copied())
+            .collect();
         self.tasks
             .iter()
             .find(|(_, instr)| places.iter().any(|p| p.contains(instr.as_str())))
@@ -217,15 +254,28 @@ impl Engine {
     }
 
     fn neutralised(&self, n: &Neutraliser, seen: &Seen<'_>, script: &TaskScript) -> bool {
-        let said: String = seen.system.iter().chain(seen.injected.iter()).map(|s| s.to_lowercase()).collect::<Vec<_>>().join("\n");
-        if n.phrases.iter().any(|p| !p.trim().is_empty() && said.contains(&p.to_lowercase())) {
+        let said: String = seen
+            .system
+            .iter()
+            .chain(seen.injected.iter())
+            .map(|s| s.to_lowercase())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if n.phrases
+            .iter()
+            .any(|p| !p.trim().is_empty() && said.contains(&p.to_lowercase()))
+        {
             return true;
         }
         n.events.iter().any(|e| match e {
-            SimEvent::Blocked => seen.turns.iter().any(|t| t.results.iter().any(|r| r.starts_with(BLOCKED))),
+            SimEvent::Blocked => seen
+                .turns
+                .iter()
+                .any(|t| t.results.iter().any(|r| r.starts_with(BLOCKED))),
             SimEvent::Injected => !seen.injected.is_empty(),
             SimEvent::SubmitRejected => seen.turns.iter().any(|t| {
-                t.state.is_some_and(|(m, s)| act_at(script, m, s) == Act::Submit)
+                t.state
+                    .is_some_and(|(m, s)| act_at(script, m, s) == Act::Submit)
                     && t.results.first().is_some_and(|r| rejected(r))
             }),
         })
@@ -254,7 +304,11 @@ fn neutralise(script: &TaskScript, (mode, step): (Mode, usize)) -> (Mode, usize)
     if mode == Mode::NoVerify {
         return (Mode::Careful, step);
     }
-    if step <= script.explore.len() { (Mode::Normal, step) } else { (Mode::Finish, 0) }
+    if step <= script.explore.len() {
+        (Mode::Normal, step)
+    } else {
+        (Mode::Finish, 0)
+    }
 }
 
 fn bash(cmd: &str) -> Act {
@@ -274,13 +328,25 @@ fn act_at(s: &TaskScript, mode: Mode, step: usize) -> Act {
         Mode::Finish => [acts(&s.solve), verify].concat(),
         Mode::Fix => [verify.clone(), acts(&s.solve), verify].concat(),
         Mode::NoVerify => [explore, acts(&s.wrong)].concat(),
-        Mode::Careful => [explore, acts(&s.wrong), verify.clone(), acts(&s.solve), verify].concat(),
+        Mode::Careful => [
+            explore,
+            acts(&s.wrong),
+            verify.clone(),
+            acts(&s.solve),
+            verify,
+        ]
+        .concat(),
         Mode::EnvLoss => [explore, acts(&s.split)].concat(),
         Mode::Stall => {
             if step < n {
                 return explore[step].clone();
             }
-            let cycle: Vec<&str> = s.explore.iter().map(String::as_str).chain(LISTINGS).collect();
+            let cycle: Vec<&str> = s
+                .explore
+                .iter()
+                .map(String::as_str)
+                .chain(LISTINGS)
+                .collect();
             return bash(cycle[(step - n) % cycle.len()]);
         }
         Mode::Retry => {
@@ -309,19 +375,34 @@ fn tool_call(act: &Act, offered: &[&str], text_mode: bool) -> (String, Value) {
     match act {
         Act::Submit => ("submit".into(), json!({"summary": "done"})),
         Act::Do(Action::Bash(c)) => ("bash".into(), json!({"command": c})),
-        Act::Do(Action::WriteFile { path, content }) if has("write_file") => {
-            ("write_file".into(), json!({"path": path, "content": content}))
-        }
+        Act::Do(Action::WriteFile { path, content }) if has("write_file") => (
+            "write_file".into(),
+            json!({"path": path, "content": content}),
+        ),
         Act::Do(Action::WriteFile { path, content }) => (
             "bash".into(),
             json!({"command": format!("mkdir -p \"$(dirname {p})\" && printf '%s' {c} > {p}", p = quote(path), c = quote(content))}),
         ),
-        Act::Do(Action::ReadFile(path)) if has("read_file") => ("read_file".into(), json!({"path": path})),
-        Act::Do(Action::ReadFile(path)) => ("bash".into(), json!({"command": format!("cat -- {}", quote(path))})),
-        Act::Do(Action::Edit { path, old_text, new_text }) if has("edit") => {
-            ("edit".into(), json!({"path": path, "old_text": old_text, "new_text": new_text}))
+        Act::Do(Action::ReadFile(path)) if has("read_file") => {
+            ("read_file".into(), json!({"path": path}))
         }
-        Act::Do(Action::Edit { path, old_text, new_text }) => (
+        Act::Do(Action::ReadFile(path)) => (
+            "bash".into(),
+            json!({"command": format!("cat -- {}", quote(path))}),
+        ),
+        Act::Do(Action::Edit {
+            path,
+            old_text,
+            new_text,
+        }) if has("edit") => (
+            "edit".into(),
+            json!({"path": path, "old_text": old_text, "new_text": new_text}),
+        ),
+        Act::Do(Action::Edit {
+            path,
+            old_text,
+            new_text,
+        }) => (
             "bash".into(),
             json!({"command": format!(
                 "python3 -c 'import sys; p=sys.argv[1]; s=open(p).read(); open(p,\"w\").write(s.replace(sys.argv[2], sys.argv[3], 1))' {} {} {}",
@@ -340,8 +421,14 @@ fn render(act: Act, mode: Mode, step: usize, offered: &[&str], text_mode: bool) 
     let state = format!("(sim state: {} {step})", mode.name());
     if text_mode {
         let action = json!({"tool": name, "arguments": args});
-        Reply { content: format!("{what}\n```json\n{action}\n```\n{state}"), tool_call: None }
+        Reply {
+            content: format!("{what}\n```json\n{action}\n```\n{state}"),
+            tool_call: None,
+        }
     } else {
-        Reply { content: format!("{what} {state}"), tool_call: Some((name, args)) }
+        Reply {
+            content: format!("{what} {state}"),
+            tool_call: Some((name, args)),
+        }
     }
 }

@@ -44,7 +44,9 @@ impl SimServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::infra(format!("start the sim server on 127.0.0.1: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::infra(format!("sim server address: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::infra(format!("sim server address: {e}")))?;
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/chat/completions", post(chat))
@@ -58,7 +60,11 @@ impl SimServer {
                 tracing::warn!(error = %e, "the sim server stopped");
             }
         });
-        Ok(SimServer { base_url: format!("http://{addr}/v1"), model_name, shutdown: Some(tx) })
+        Ok(SimServer {
+            base_url: format!("http://{addr}/v1"),
+            model_name,
+            shutdown: Some(tx),
+        })
     }
 
     /// Stop serving (also done on drop).
@@ -78,7 +84,12 @@ impl Drop for SimServer {
 async fn chat(State(engine): State<Arc<engine::Engine>>, body: Bytes) -> Response {
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not JSON: {e}"),
+            );
+        }
     };
     let reply = match engine.reply(&req) {
         Ok(r) => r,
@@ -87,7 +98,11 @@ async fn chat(State(engine): State<Arc<engine::Engine>>, body: Bytes) -> Respons
     let n = req
         .get("messages")
         .and_then(Value::as_array)
-        .map(|m| m.iter().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")).count())
+        .map(|m| {
+            m.iter()
+                .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+                .count()
+        })
         .unwrap_or(0)
         + 1;
     let mut message = json!({"role": "assistant", "content": reply.content});
@@ -105,7 +120,12 @@ async fn chat(State(engine): State<Arc<engine::Engine>>, body: Bytes) -> Respons
     };
     // Token counts are a deterministic stand-in (4 characters a token) so budgets and costs
     // behave like they would with a real model.
-    let prompt_tokens = (req.get("messages").map(|m| m.to_string().len()).unwrap_or(0) / 4 + 1) as u64;
+    let prompt_tokens = (req
+        .get("messages")
+        .map(|m| m.to_string().len())
+        .unwrap_or(0)
+        / 4
+        + 1) as u64;
     let completion_tokens = (completion_chars / 4 + 1) as u64;
     axum::Json(json!({
         "id": format!("simcmpl-{n}"),
@@ -120,5 +140,9 @@ async fn chat(State(engine): State<Arc<engine::Engine>>, body: Bytes) -> Respons
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"message": message, "type": "invalid_request_error"}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+    )
+        .into_response()
 }

@@ -42,7 +42,10 @@ fn default_slip() -> f64 {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { p: default_p(), slip: default_slip() }
+        Defaults {
+            p: default_p(),
+            slip: default_slip(),
+        }
     }
 }
 
@@ -98,9 +101,16 @@ pub struct Neutraliser {
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Bash(String),
-    WriteFile { path: String, content: String },
+    WriteFile {
+        path: String,
+        content: String,
+    },
     ReadFile(String),
-    Edit { path: String, old_text: String, new_text: String },
+    Edit {
+        path: String,
+        old_text: String,
+        new_text: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -141,17 +151,30 @@ impl Scenario {
 
     fn validate(&self, text: &str, file: &Path) -> Result<()> {
         let err = |key: &str, field: String, msg: String| {
-            Err(Error::config(file, crate::yaml::line_of(text, key), field, msg))
+            Err(Error::config(
+                file,
+                crate::yaml::line_of(text, key),
+                field,
+                msg,
+            ))
         };
         if self.name.trim().is_empty() {
             return err("name", "name".into(), "must not be empty".into());
         }
         let prob = |p: f64| (0.0..=1.0).contains(&p);
         if !prob(self.defaults.p) {
-            return err("p", "defaults.p".into(), format!("{} is not a probability in [0, 1]", self.defaults.p));
+            return err(
+                "p",
+                "defaults.p".into(),
+                format!("{} is not a probability in [0, 1]", self.defaults.p),
+            );
         }
         if !prob(self.defaults.slip) {
-            return err("slip", "defaults.slip".into(), format!("{} is not a probability in [0, 1]", self.defaults.slip));
+            return err(
+                "slip",
+                "defaults.slip".into(),
+                format!("{} is not a probability in [0, 1]", self.defaults.slip),
+            );
         }
         for (id, t) in &self.tasks {
             let at = |field: &str| format!("tasks.{id}.{field}");
@@ -161,7 +184,11 @@ impl Scenario {
                 return err(id, at("p"), format!("{p} is not a probability in [0, 1]"));
             }
             if t.solve.is_empty() {
-                return err(id, at("solve"), "give at least one action that solves the task".into());
+                return err(
+                    id,
+                    at("solve"),
+                    "give at least one action that solves the task".into(),
+                );
             }
             let Some(q) = t.quirk else { continue };
             if !self.quirks.contains_key(&q) {
@@ -178,7 +205,11 @@ impl Scenario {
                 _ => None,
             };
             if let Some(f) = missing {
-                return err(id, at(f), format!("a task with quirk `{}` needs `{f}`", q.as_str()));
+                return err(
+                    id,
+                    at(f),
+                    format!("a task with quirk `{}` needs `{f}`", q.as_str()),
+                );
             }
         }
         Ok(())

@@ -98,7 +98,7 @@ pub fn render(path: &str, source: &str, vars: &PromptVars) -> Result<String> {
             path,
             e.line(),
             "(template)",
-            format!("{}", e.detail().unwrap_or(&e.to_string())),
+            e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
         )
     })
 }

@@ -1,6 +1,7 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+mod evolve;
 mod export;
 mod image;
 mod init;
@@ -55,6 +56,7 @@ pub enum Command {
     Mine(mine::Args),
     Propose(propose::Args),
     Validate(validate::Args),
+    Evolve(evolve::Args),
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
@@ -91,6 +93,7 @@ pub fn main() -> i32 {
         Command::Mine(a) => mine::run(&mut ui, a),
         Command::Propose(a) => propose::run(&mut ui, a),
         Command::Validate(a) => validate::run(&mut ui, a),
+        Command::Evolve(a) => evolve::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),

@@ -30,7 +30,10 @@ fn ev(held_in: &[(&str, &str)], validation: &[(&str, &str)]) -> Evaluation {
 }
 
 fn paper() -> GateConfig {
-    GateConfig { rule: GateRule::Paper, ..GateConfig::default() }
+    GateConfig {
+        rule: GateRule::Paper,
+        ..GateConfig::default()
+    }
 }
 
 fn strict() -> GateConfig {
@@ -99,7 +102,11 @@ fn paper_accepts_one_split_up_other_flat() {
     let d = decide(&strict(), &p, &c).unwrap();
     assert_eq!(d.verdict, Verdict::Reject);
     assert_eq!(d.statistic.p_value, 0.5);
-    assert!(d.reason.contains("needs at least 5 changed tasks"), "{}", d.reason);
+    assert!(
+        d.reason.contains("needs at least 5 changed tasks"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -144,7 +151,10 @@ fn four_improved_tasks_cannot_pass_strict_at_005_five_can() {
     assert_eq!(d.statistic.p_value, 1.0 / 32.0);
 
     // alpha exactly at 1/16: p ≤ alpha accepts.
-    let cfg = GateConfig { alpha: 0.0625, ..strict() };
+    let cfg = GateConfig {
+        alpha: 0.0625,
+        ..strict()
+    };
     assert_eq!(decide(&cfg, &p4, &c4).unwrap().verdict, Verdict::Accept);
 }
 
@@ -161,7 +171,10 @@ fn a_broke_task_rejects_under_strict_unless_allowed() {
     assert_eq!(d.held_in.broke, vec!["z-broke"]);
     assert!(d.reason.contains("broke z-broke"), "{}", d.reason);
     assert!(d.statistic.p_value <= 0.05);
-    let allow = GateConfig { allow_broke: true, ..strict() };
+    let allow = GateConfig {
+        allow_broke: true,
+        ..strict()
+    };
     assert_eq!(decide(&allow, &p, &c).unwrap().verdict, Verdict::Accept);
     // The paper rule does not look at broke tasks.
     assert_eq!(decide(&paper(), &p, &c).unwrap().verdict, Verdict::Accept);
@@ -172,7 +185,15 @@ fn broke_is_over_kept_trials() {
     // Parent passed the kept trial, candidate failed it; the other pair is dropped (infra).
     let p = ev(&[("a", "PI")], &[("v", "PP")]);
     let c = ev(&[("a", "FP")], &[("v", "PP")]);
-    let d = decide(&GateConfig { min_coverage: 0.0, ..strict() }, &p, &c).unwrap();
+    let d = decide(
+        &GateConfig {
+            min_coverage: 0.0,
+            ..strict()
+        },
+        &p,
+        &c,
+    )
+    .unwrap();
     assert_eq!(d.held_in.broke, vec!["a"]);
     assert_eq!(d.held_in.dropped, 1);
     assert_eq!(d.held_in.trials, 1);
@@ -183,10 +204,27 @@ fn infra_pairs_are_dropped_from_both_sides() {
     // Candidate Infra where the parent passed: not a failure, and the parent's pass is dropped too.
     let p = ev(&[("a", "PP"), ("b", "FF")], &[("v", "PP"), ("w", "FI")]);
     let c = ev(&[("a", "PI"), ("b", "FF")], &[("v", "PP"), ("w", "PP")]);
-    let cfg = GateConfig { min_coverage: 0.5, ..paper() };
+    let cfg = GateConfig {
+        min_coverage: 0.5,
+        ..paper()
+    };
     let d = decide(&cfg, &p, &c).unwrap();
-    assert_eq!((d.held_in.parent_passes, d.held_in.candidate_passes, d.held_in.trials), (1, 1, 3));
-    assert_eq!((d.validation.parent_passes, d.validation.candidate_passes, d.validation.trials), (2, 3, 3));
+    assert_eq!(
+        (
+            d.held_in.parent_passes,
+            d.held_in.candidate_passes,
+            d.held_in.trials
+        ),
+        (1, 1, 3)
+    );
+    assert_eq!(
+        (
+            d.validation.parent_passes,
+            d.validation.candidate_passes,
+            d.validation.trials
+        ),
+        (2, 3, 3)
+    );
     assert_eq!((d.coverage.kept, d.coverage.total), (6, 8));
     assert_eq!(d.verdict, Verdict::Accept);
 }
@@ -202,7 +240,10 @@ fn low_coverage_is_indecisive_not_reject() {
         assert!(d.reason.starts_with("INDECISIVE"), "{}", d.reason);
         assert!(d.reason.contains("6/8"), "{}", d.reason);
         // At exactly the minimum it decides.
-        let cfg = GateConfig { min_coverage: 0.75, ..cfg };
+        let cfg = GateConfig {
+            min_coverage: 0.75,
+            ..cfg
+        };
         assert_ne!(decide(&cfg, &p, &c).unwrap().verdict, Verdict::Indecisive);
     }
 }
@@ -211,11 +252,22 @@ fn low_coverage_is_indecisive_not_reject() {
 fn nothing_kept_is_indecisive_even_with_zero_min_coverage() {
     let p = ev(&[("a", "II")], &[("v", "PI")]);
     let c = ev(&[("a", "PP")], &[("v", "IP")]);
-    let d = decide(&GateConfig { min_coverage: 0.0, ..strict() }, &p, &c).unwrap();
+    let d = decide(
+        &GateConfig {
+            min_coverage: 0.0,
+            ..strict()
+        },
+        &p,
+        &c,
+    )
+    .unwrap();
     assert_eq!(d.verdict, Verdict::Indecisive);
     assert!(d.reason.contains("nothing to compare"), "{}", d.reason);
     let empty = Evaluation::default();
-    assert_eq!(decide(&paper(), &empty, &empty).unwrap().verdict, Verdict::Indecisive);
+    assert_eq!(
+        decide(&paper(), &empty, &empty).unwrap().verdict,
+        Verdict::Indecisive
+    );
 }
 
 #[test]
@@ -225,11 +277,18 @@ fn different_task_sets_are_refused() {
     let e = decide(&strict(), &p, &c).unwrap_err();
     assert_eq!(
         e,
-        GateError::TaskSetMismatch { split: Split::HeldIn, only_parent: vec!["b".into()], only_candidate: vec!["c".into()] }
+        GateError::TaskSetMismatch {
+            split: Split::HeldIn,
+            only_parent: vec!["b".into()],
+            only_candidate: vec!["c".into()]
+        }
     );
     // A task moved between splits is a different task set too.
     let c = ev(&[("a", "PP")], &[("v", "PP"), ("b", "PP")]);
-    assert!(matches!(decide(&paper(), &p, &c), Err(GateError::TaskSetMismatch { .. })));
+    assert!(matches!(
+        decide(&paper(), &p, &c),
+        Err(GateError::TaskSetMismatch { .. })
+    ));
 }
 
 #[test]
@@ -237,7 +296,17 @@ fn different_trial_ids_are_refused() {
     let p = ev(&[("a", "PP")], &[("v", "PP")]);
     let c = ev(&[("a", "PPP")], &[("v", "PP")]);
     let e = decide(&strict(), &p, &c).unwrap_err();
-    assert!(matches!(e, GateError::TrialMismatch { parent_trials: 2, candidate_trials: 3, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GateError::TrialMismatch {
+                parent_trials: 2,
+                candidate_trials: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let err: git_harness::Error = e.into();
     assert_eq!(err.exit_code(), git_harness::exit::USAGE);
     assert!(err.hint().is_some());
@@ -249,7 +318,10 @@ fn different_fingerprints_are_refused() {
     let mut c = p.clone();
     p.fingerprint = Some("aaaa".into());
     c.fingerprint = Some("bbbb".into());
-    assert!(matches!(decide(&strict(), &p, &c), Err(GateError::FingerprintMismatch { .. })));
+    assert!(matches!(
+        decide(&strict(), &p, &c),
+        Err(GateError::FingerprintMismatch { .. })
+    ));
     c.fingerprint = None;
     assert!(decide(&strict(), &p, &c).is_ok());
 }
@@ -258,8 +330,18 @@ fn different_fingerprints_are_refused() {
 fn pending_trials_are_refused_by_decide() {
     let p = ev(&[("a", "PP")], &[("v", "PP")]);
     let c = ev(&[("a", "P?")], &[("v", "PP")]);
-    assert!(matches!(decide(&strict(), &p, &c), Err(GateError::Incomplete { side: "candidate", trial: 1, .. })));
-    assert!(matches!(decide(&strict(), &c, &p), Err(GateError::Incomplete { side: "parent", .. })));
+    assert!(matches!(
+        decide(&strict(), &p, &c),
+        Err(GateError::Incomplete {
+            side: "candidate",
+            trial: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        decide(&strict(), &c, &p),
+        Err(GateError::Incomplete { side: "parent", .. })
+    ));
 }
 
 #[test]
@@ -268,16 +350,49 @@ fn wants_more_trials_only_when_promising() {
     assert_eq!(promising_threshold(0.05), 0.1);
     let p = ev(&refs(&many("h", 2, "FF")), &refs(&many("v", 2, "FF")));
     let c = ev(&refs(&many("h", 2, "PP")), &refs(&many("v", 2, "PP")));
-    let adaptive = GateConfig { max_trials: Some(6), ..strict() };
+    let adaptive = GateConfig {
+        max_trials: Some(6),
+        ..strict()
+    };
     let d = decide(&adaptive, &p, &c).unwrap();
     assert_eq!(d.verdict, Verdict::Reject);
     assert!(d.promising);
     assert_eq!(wants_more_trials(&adaptive, &d, 2), Some(4));
-    assert_eq!(wants_more_trials(&GateConfig { max_trials: Some(3), ..strict() }, &d, 2), Some(3));
+    assert_eq!(
+        wants_more_trials(
+            &GateConfig {
+                max_trials: Some(3),
+                ..strict()
+            },
+            &d,
+            2
+        ),
+        Some(3)
+    );
     // No room, no adaptive config, or the paper rule: no.
-    assert_eq!(wants_more_trials(&GateConfig { max_trials: Some(2), ..strict() }, &d, 2), None);
+    assert_eq!(
+        wants_more_trials(
+            &GateConfig {
+                max_trials: Some(2),
+                ..strict()
+            },
+            &d,
+            2
+        ),
+        None
+    );
     assert_eq!(wants_more_trials(&strict(), &d, 2), None);
-    assert_eq!(wants_more_trials(&GateConfig { rule: GateRule::Paper, ..adaptive.clone() }, &d, 2), None);
+    assert_eq!(
+        wants_more_trials(
+            &GateConfig {
+                rule: GateRule::Paper,
+                ..adaptive.clone()
+            },
+            &d,
+            2
+        ),
+        None
+    );
     // Without max_trials the decision is not marked promising.
     assert!(!decide(&strict(), &p, &c).unwrap().promising);
 
@@ -310,14 +425,25 @@ fn tables_and_decisions_round_trip_through_json() {
     assert!(json.contains(r#""pending""#), "{json}");
     assert_eq!(serde_json::from_str::<Evaluation>(&json).unwrap(), c);
     let c = ev(&[("a", "PP"), ("b", "PF")], &[("v", "PP")]);
-    let d = decide(&GateConfig { min_coverage: 0.5, ..strict() }, &p, &c).unwrap();
+    let d = decide(
+        &GateConfig {
+            min_coverage: 0.5,
+            ..strict()
+        },
+        &p,
+        &c,
+    )
+    .unwrap();
     let json = serde_json::to_string(&d).unwrap();
     assert!(json.contains(r#""verdict":"reject""#), "{json}");
     let back: git_harness::gate::Decision = serde_json::from_str(&json).unwrap();
     assert_eq!(back, d);
     let lines = d.summary_lines();
     assert!(lines[0].contains(&d.reason));
-    assert!(lines.iter().any(|l| l.starts_with("held_in: parent 1/3")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("held_in: parent 1/3")),
+        "{lines:?}"
+    );
 }
 
 #[test]

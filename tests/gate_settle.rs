@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use git_harness::experiment::{GateConfig, GateRule, Split};
 use git_harness::gate::{
-    Evaluation, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, settled, trial_order, trial_order_with,
-    try_settled,
+    Evaluation, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, settled, trial_order,
+    trial_order_with, try_settled,
 };
 use proptest::prelude::*;
 
@@ -19,7 +19,11 @@ fn outcome(x: u8) -> Outcome {
 }
 
 /// Every (verdict, promising) that some completion of the pending trials yields.
-fn exhaustive(cfg: &GateConfig, parent: &Evaluation, partial: &Evaluation) -> BTreeSet<(String, bool)> {
+fn exhaustive(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    partial: &Evaluation,
+) -> BTreeSet<(String, bool)> {
     let mut cells = Vec::new();
     for split in [Split::HeldIn, Split::Validation] {
         for (task, outs) in &partial.table(split).unwrap().tasks {
@@ -60,43 +64,59 @@ fn case() -> impl Strategy<Value = Case> {
             prop::collection::vec(any::<u8>(), cells),
             prop::collection::vec(any::<u8>(), cells),
             prop::collection::vec(prop::bool::weighted(0.55), cells),
-            (any::<bool>(), 0usize..4, any::<bool>(), 0usize..5, any::<bool>()),
+            (
+                any::<bool>(),
+                0usize..4,
+                any::<bool>(),
+                0usize..5,
+                any::<bool>(),
+            ),
         )
-            .prop_map(move |(po, co, pend, (strict, alpha, allow_broke, cov, adaptive))| {
-                let mut parent = Evaluation::default();
-                let mut partial = Evaluation::default();
-                let mut k = 0;
-                let mut pending = 0;
-                for (split, n) in [(Split::HeldIn, n_in), (Split::Validation, n_val)] {
-                    let (mut pt, mut ct) = (Table::new(), Table::new());
-                    for t in 0..n {
-                        let (mut pv, mut cv) = (Vec::new(), Vec::new());
-                        for _ in 0..trials {
-                            pv.push(outcome(po[k]));
-                            if pend[k] && pending < 7 {
-                                pending += 1;
-                                cv.push(Outcome::Pending);
-                            } else {
-                                cv.push(outcome(co[k]));
+            .prop_map(
+                move |(po, co, pend, (strict, alpha, allow_broke, cov, adaptive))| {
+                    let mut parent = Evaluation::default();
+                    let mut partial = Evaluation::default();
+                    let mut k = 0;
+                    let mut pending = 0;
+                    for (split, n) in [(Split::HeldIn, n_in), (Split::Validation, n_val)] {
+                        let (mut pt, mut ct) = (Table::new(), Table::new());
+                        for t in 0..n {
+                            let (mut pv, mut cv) = (Vec::new(), Vec::new());
+                            for _ in 0..trials {
+                                pv.push(outcome(po[k]));
+                                if pend[k] && pending < 7 {
+                                    pending += 1;
+                                    cv.push(Outcome::Pending);
+                                } else {
+                                    cv.push(outcome(co[k]));
+                                }
+                                k += 1;
                             }
-                            k += 1;
+                            pt.insert(format!("{}{t}", &split.as_str()[..1]), pv);
+                            ct.insert(format!("{}{t}", &split.as_str()[..1]), cv);
                         }
-                        pt.insert(format!("{}{t}", &split.as_str()[..1]), pv);
-                        ct.insert(format!("{}{t}", &split.as_str()[..1]), cv);
+                        *parent.table_mut(split).unwrap() = pt;
+                        *partial.table_mut(split).unwrap() = ct;
                     }
-                    *parent.table_mut(split).unwrap() = pt;
-                    *partial.table_mut(split).unwrap() = ct;
-                }
-                let cfg = GateConfig {
-                    rule: if strict { GateRule::Strict } else { GateRule::Paper },
-                    alpha: [0.05, 0.125, 0.25, 0.5][alpha],
-                    allow_broke,
-                    min_coverage: [0.0, 0.5, 0.75, 0.9, 1.0][cov],
-                    max_trials: adaptive.then_some(trials as u32 + 1),
-                    early_stop: true,
-                };
-                Case { cfg, parent, partial }
-            })
+                    let cfg = GateConfig {
+                        rule: if strict {
+                            GateRule::Strict
+                        } else {
+                            GateRule::Paper
+                        },
+                        alpha: [0.05, 0.125, 0.25, 0.5][alpha],
+                        allow_broke,
+                        min_coverage: [0.0, 0.5, 0.75, 0.9, 1.0][cov],
+                        max_trials: adaptive.then_some(trials as u32 + 1),
+                        early_stop: true,
+                    };
+                    Case {
+                        cfg,
+                        parent,
+                        partial,
+                    }
+                },
+            )
     })
 }
 
@@ -177,23 +197,49 @@ fn no_pending_is_decide_and_early_stop_off_waits() {
     // The parent passed v twice; a failure there cannot be won back on validation, so the paper
     // rule rejects for sure — unless the 3 remaining trials all hit infrastructure errors
     // (coverage 1/4): exact settling waits, coverage-so-far does not.
-    let paper = GateConfig { rule: GateRule::Paper, ..GateConfig::default() };
+    let paper = GateConfig {
+        rule: GateRule::Paper,
+        ..GateConfig::default()
+    };
     assert_eq!(settled(&paper, &p, &c), None);
-    let d = try_settled(&paper, &p, &c, SettleMode::CoverageSoFar).unwrap().expect("settles");
+    let d = try_settled(&paper, &p, &c, SettleMode::CoverageSoFar)
+        .unwrap()
+        .expect("settles");
     assert_eq!(d.verdict, Verdict::Reject);
-    let paper = GateConfig { min_coverage: 0.0, ..paper };
-    let d = settled(&paper, &p, &c).expect("a regression on validation with nothing to win back settles");
+    let paper = GateConfig {
+        min_coverage: 0.0,
+        ..paper
+    };
+    let d = settled(&paper, &p, &c)
+        .expect("a regression on validation with nothing to win back settles");
     assert_eq!(d.verdict, Verdict::Reject);
     let e = d.early_stopped.as_ref().unwrap();
     assert_eq!((e.trials_run, e.trials_total), (1, 4));
     assert!(d.reason.contains("settled after 1/4"), "{}", d.reason);
-    assert_eq!(settled(&GateConfig { early_stop: false, ..paper }, &p, &c), None);
+    assert_eq!(
+        settled(
+            &GateConfig {
+                early_stop: false,
+                ..paper
+            },
+            &p,
+            &c
+        ),
+        None
+    );
 }
 
 /// Run candidates trial by trial in `order`, calling `settled` after each; the final verdict
 /// must equal the exhaustive one. Returns (trials run, trials total).
-fn simulate(cfg: &GateConfig, parent: &Evaluation, truth: &Evaluation, order: TrialOrder, mode: SettleMode) -> (usize, usize) {
-    let settled = |cfg: &GateConfig, p: &Evaluation, c: &Evaluation| try_settled(cfg, p, c, mode).unwrap();
+fn simulate(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    truth: &Evaluation,
+    order: TrialOrder,
+    mode: SettleMode,
+) -> (usize, usize) {
+    let settled =
+        |cfg: &GateConfig, p: &Evaluation, c: &Evaluation| try_settled(cfg, p, c, mode).unwrap();
     let full = decide(cfg, parent, truth).unwrap();
     let mut partial = parent.pending_like();
     let order = trial_order_with(parent, order);
@@ -203,7 +249,14 @@ fn simulate(cfg: &GateConfig, parent: &Evaluation, truth: &Evaluation, order: Tr
         return (0, order.len());
     }
     for (i, (split, task, trial)) in order.iter().enumerate() {
-        partial.set(*split, task, *trial, truth.get(*split, task, *trial).unwrap()).unwrap();
+        partial
+            .set(
+                *split,
+                task,
+                *trial,
+                truth.get(*split, task, *trial).unwrap(),
+            )
+            .unwrap();
         if let Some(d) = settled(cfg, parent, &partial) {
             // Coverage-so-far may stop before later infrastructure errors would have made the
             // full run indecisive; otherwise the verdicts are identical.
@@ -230,8 +283,16 @@ fn early_stopping_saves_trials_and_keeps_verdicts() {
         (GateRule::Strict, SettleMode::Exact),
         (GateRule::Strict, SettleMode::CoverageSoFar),
     ] {
-        for order in [TrialOrder::Sequential, TrialOrder::ParentFailFirst, TrialOrder::ParentPassFirst, TrialOrder::RoundRobin] {
-            let cfg = GateConfig { rule, ..GateConfig::default() };
+        for order in [
+            TrialOrder::Sequential,
+            TrialOrder::ParentFailFirst,
+            TrialOrder::ParentPassFirst,
+            TrialOrder::RoundRobin,
+        ] {
+            let cfg = GateConfig {
+                rule,
+                ..GateConfig::default()
+            };
             let (mut run, mut total) = (0, 0);
             for _ in 0..150 {
                 let effect: f64 = [0.0, 0.1, 0.3][rng.random_range(0..3usize)];
@@ -275,5 +336,8 @@ fn early_stopping_saves_trials_and_keeps_verdicts() {
     // Whatever the order, the library's default order is used by trial_order.
     let mut p = Evaluation::default();
     p.held_in.insert("a", vec![Outcome::Pass, Outcome::Infra]);
-    assert_eq!(trial_order(&p).last().unwrap(), &(Split::HeldIn, "a".to_string(), 1));
+    assert_eq!(
+        trial_order(&p).last().unwrap(),
+        &(Split::HeldIn, "a".to_string(), 1)
+    );
 }

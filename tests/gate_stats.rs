@@ -2,7 +2,8 @@
 //! exact early stopping relies on).
 
 use git_harness::gate::stats::{
-    Method, min_changed_tasks, sign_flip_p_value, tail_count_dp, tail_count_enumerate, tail_probability_dp_f64,
+    Method, min_changed_tasks, sign_flip_p_value, tail_count_dp, tail_count_enumerate,
+    tail_probability_dp_f64,
 };
 use proptest::prelude::*;
 
@@ -12,7 +13,17 @@ fn brute_force(diffs: &[i64]) -> f64 {
     let observed: i64 = diffs.iter().sum();
     let mut hits = 0u64;
     for mask in 0u64..(1 << n) {
-        let s: i64 = diffs.iter().enumerate().map(|(i, d)| if mask >> i & 1 == 1 { d.abs() } else { -d.abs() }).sum();
+        let s: i64 = diffs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if mask >> i & 1 == 1 {
+                    d.abs()
+                } else {
+                    -d.abs()
+                }
+            })
+            .sum();
         hits += (s >= observed) as u64;
     }
     hits as f64 / (1u64 << n) as f64

@@ -165,7 +165,10 @@ impl Decision {
             self.margin.rate_points
         ));
         if let Some(e) = &self.early_stopped {
-            lines.push(format!("stopped early after {}/{} trials: {}", e.trials_run, e.trials_total, e.reason));
+            lines.push(format!(
+                "stopped early after {}/{} trials: {}",
+                e.trials_run, e.trials_total, e.reason
+            ));
         }
         lines
     }
@@ -193,7 +196,11 @@ pub(crate) fn fmt_p(p: f64) -> String {
 /// per split; otherwise the gate refuses to compare ([`GateError`]). When both carry an
 /// experiment fingerprint they must be equal; when either does not, the caller must have
 /// checked that both ran under the same fingerprint.
-pub fn decide(cfg: &GateConfig, parent: &Evaluation, candidate: &Evaluation) -> Result<Decision, GateError> {
+pub fn decide(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    candidate: &Evaluation,
+) -> Result<Decision, GateError> {
     check_comparable(parent, candidate)?;
     check_complete(parent, "parent")?;
     check_complete(candidate, "candidate")?;
@@ -211,14 +218,34 @@ pub fn check_comparable(parent: &Evaluation, candidate: &Evaluation) -> Result<(
     if let (Some(p), Some(c)) = (&parent.fingerprint, &candidate.fingerprint)
         && p != c
     {
-        return Err(GateError::FingerprintMismatch { parent: p.clone(), candidate: c.clone() });
+        return Err(GateError::FingerprintMismatch {
+            parent: p.clone(),
+            candidate: c.clone(),
+        });
     }
     for split in [Split::HeldIn, Split::Validation] {
-        let (p, c) = (parent.table(split).expect("gated split"), candidate.table(split).expect("gated split"));
-        let only_parent: Vec<String> = p.tasks.keys().filter(|k| !c.tasks.contains_key(*k)).cloned().collect();
-        let only_candidate: Vec<String> = c.tasks.keys().filter(|k| !p.tasks.contains_key(*k)).cloned().collect();
+        let (p, c) = (
+            parent.table(split).expect("gated split"),
+            candidate.table(split).expect("gated split"),
+        );
+        let only_parent: Vec<String> = p
+            .tasks
+            .keys()
+            .filter(|k| !c.tasks.contains_key(*k))
+            .cloned()
+            .collect();
+        let only_candidate: Vec<String> = c
+            .tasks
+            .keys()
+            .filter(|k| !p.tasks.contains_key(*k))
+            .cloned()
+            .collect();
         if !only_parent.is_empty() || !only_candidate.is_empty() {
-            return Err(GateError::TaskSetMismatch { split, only_parent, only_candidate });
+            return Err(GateError::TaskSetMismatch {
+                split,
+                only_parent,
+                only_candidate,
+            });
         }
         for (task, po) in &p.tasks {
             let co = &c.tasks[task];
@@ -239,7 +266,12 @@ pub(crate) fn check_complete(e: &Evaluation, side: &'static str) -> Result<(), G
     for split in [Split::HeldIn, Split::Validation] {
         for (task, outcomes) in &e.table(split).expect("gated split").tasks {
             if let Some(i) = outcomes.iter().position(|o| *o == Outcome::Pending) {
-                return Err(GateError::Incomplete { side, split, task: task.clone(), trial: i as u32 });
+                return Err(GateError::Incomplete {
+                    side,
+                    split,
+                    task: task.clone(),
+                    trial: i as u32,
+                });
             }
         }
     }
@@ -323,7 +355,11 @@ impl Assessment {
             GateRule::Paper => self.paper_ok,
             GateRule::Strict => self.paper_ok && self.broke_ok(cfg) && self.significant(cfg),
         };
-        if accept { Verdict::Accept } else { Verdict::Reject }
+        if accept {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
     }
 }
 
@@ -340,11 +376,17 @@ impl Counts {
     pub fn of(parent: &Evaluation, candidate: &Evaluation) -> Self {
         let mut tasks = Vec::new();
         for split in [Split::HeldIn, Split::Validation] {
-            let (p, c): (&Table, &Table) =
-                (parent.table(split).expect("gated split"), candidate.table(split).expect("gated split"));
+            let (p, c): (&Table, &Table) = (
+                parent.table(split).expect("gated split"),
+                candidate.table(split).expect("gated split"),
+            );
             for (task, po) in &p.tasks {
                 let co = &c.tasks[task];
-                let mut t = TaskCounts { split: Some(split), task: task.clone(), ..Default::default() };
+                let mut t = TaskCounts {
+                    split: Some(split),
+                    task: task.clone(),
+                    ..Default::default()
+                };
                 for (a, b) in po.iter().zip(co) {
                     t.pairs += 1;
                     match (a, b) {
@@ -371,7 +413,13 @@ impl Counts {
 
     pub fn assess(&self, cfg: &GateConfig, total: u32) -> Assessment {
         let kept: u32 = self.tasks.iter().map(|t| t.kept).sum();
-        let delta = |s: Split| self.tasks.iter().filter(|t| t.split == Some(s)).map(|t| t.diff()).sum::<i64>();
+        let delta = |s: Split| {
+            self.tasks
+                .iter()
+                .filter(|t| t.split == Some(s))
+                .map(|t| t.diff())
+                .sum::<i64>()
+        };
         let (delta_in, delta_val) = (delta(Split::HeldIn), delta(Split::Validation));
         let diffs: Vec<i64> = self.tasks.iter().map(|t| t.diff()).collect();
         Assessment {
@@ -381,7 +429,12 @@ impl Counts {
             delta_in,
             delta_val,
             paper_ok: paper_ok(delta_in, delta_val),
-            broke: self.tasks.iter().filter(|t| t.broke()).map(|t| t.task.clone()).collect(),
+            broke: self
+                .tasks
+                .iter()
+                .filter(|t| t.broke())
+                .map(|t| t.task.clone())
+                .collect(),
             test: stats::paired_test(&diffs, cfg.alpha),
         }
     }
@@ -392,7 +445,15 @@ impl Counts {
         let a = self.assess(cfg, total);
         let verdict = a.verdict(cfg);
         let reason = reason(cfg, &a, verdict);
-        self.decision(cfg, &a, total, verdict, reason, a.promising(cfg, adaptive), None)
+        self.decision(
+            cfg,
+            &a,
+            total,
+            verdict,
+            reason,
+            a.promising(cfg, adaptive),
+            None,
+        )
     }
 
     /// A decision record from these counts, with the given verdict. `total` is the number of
@@ -409,7 +470,11 @@ impl Counts {
         early_stopped: Option<EarlyStop>,
     ) -> Decision {
         let summary = |split: Split| {
-            let ts: Vec<&TaskCounts> = self.tasks.iter().filter(|t| t.split == Some(split)).collect();
+            let ts: Vec<&TaskCounts> = self
+                .tasks
+                .iter()
+                .filter(|t| t.split == Some(split))
+                .collect();
             let parent_passes: u32 = ts.iter().map(|t| t.parent_pass).sum();
             let candidate_passes: u32 = ts.iter().map(|t| t.cand_pass).sum();
             let trials: u32 = ts.iter().map(|t| t.kept).sum();
@@ -422,13 +487,27 @@ impl Counts {
                 parent_passes,
                 candidate_passes,
                 delta: candidate_passes as i64 - parent_passes as i64,
-                fixed: ts.iter().filter(|t| t.fixed()).map(|t| t.task.clone()).collect(),
-                broke: ts.iter().filter(|t| t.broke()).map(|t| t.task.clone()).collect(),
+                fixed: ts
+                    .iter()
+                    .filter(|t| t.fixed())
+                    .map(|t| t.task.clone())
+                    .collect(),
+                broke: ts
+                    .iter()
+                    .filter(|t| t.broke())
+                    .map(|t| t.task.clone())
+                    .collect(),
             }
         };
         let (held_in, validation) = (summary(Split::HeldIn), summary(Split::Validation));
         let kept = held_in.trials + validation.trials;
-        let rate = |passes: u32| if kept == 0 { 0.0 } else { passes as f64 / kept as f64 * 100.0 };
+        let rate = |passes: u32| {
+            if kept == 0 {
+                0.0
+            } else {
+                passes as f64 / kept as f64 * 100.0
+            }
+        };
         let margin = Margin {
             passes: held_in.delta + validation.delta,
             rate_points: rate(held_in.candidate_passes + validation.candidate_passes)
@@ -437,7 +516,11 @@ impl Counts {
         let coverage = Coverage {
             kept,
             total,
-            fraction: if total == 0 { 0.0 } else { kept as f64 / total as f64 },
+            fraction: if total == 0 {
+                0.0
+            } else {
+                kept as f64 / total as f64
+            },
             min: cfg.min_coverage,
         };
         Decision {
@@ -484,7 +567,10 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
                 a.test.m
             );
             if a.test.m < need {
-                s.push_str(&format!(" (the paired test needs at least {need} changed tasks to reach {})", cfg.alpha));
+                s.push_str(&format!(
+                    " (the paired test needs at least {need} changed tasks to reach {})",
+                    cfg.alpha
+                ));
             }
             why.push(s);
         }
@@ -508,7 +594,10 @@ pub(crate) fn paper_failure(a: &Assessment) -> String {
     if a.delta_in == 0 && a.delta_val == 0 {
         format!("no improvement ({})", deltas(a))
     } else if (a.delta_in > 0 && a.delta_val < 0) || (a.delta_in < 0 && a.delta_val > 0) {
-        format!("trade-off between splits ({}); a loss on either split is rejected", deltas(a))
+        format!(
+            "trade-off between splits ({}); a loss on either split is rejected",
+            deltas(a)
+        )
     } else {
         format!("regression ({})", deltas(a))
     }

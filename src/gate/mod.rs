@@ -23,10 +23,13 @@ pub mod stats;
 mod table;
 
 pub use decide::{
-    Coverage, Decision, EarlyStop, Margin, SplitSummary, Verdict, check_comparable, decide, is_adaptive,
-    promising_threshold,
+    Coverage, Decision, EarlyStop, Margin, SplitSummary, Verdict, check_comparable, decide,
+    is_adaptive, promising_threshold,
 };
-pub use settle::{DEFAULT_ORDER, SettleMode, TrialOrder, settled, trial_order, trial_order_with, try_settled, wants_more_trials};
+pub use settle::{
+    DEFAULT_ORDER, SettleMode, TrialOrder, settled, trial_order, trial_order_with, try_settled,
+    wants_more_trials,
+};
 pub use stats::PairedTest;
 pub use table::{Evaluation, Outcome, Table};
 
@@ -35,20 +38,44 @@ use crate::experiment::Split;
 /// The gate refuses to compare: not a verdict, the inputs are wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
-    #[error("parent and candidate ran under different experiment fingerprints ({parent} vs {candidate})")]
+    #[error(
+        "parent and candidate ran under different experiment fingerprints ({parent} vs {candidate})"
+    )]
     FingerprintMismatch { parent: String, candidate: String },
     #[error(
         "parent and candidate cover different {split} tasks (only the parent: [{}]; only the candidate: [{}])",
         only_parent.join(", "),
         only_candidate.join(", ")
     )]
-    TaskSetMismatch { split: Split, only_parent: Vec<String>, only_candidate: Vec<String> },
-    #[error("parent and candidate cover different trials of {split} task `{task}` ({parent_trials} vs {candidate_trials})")]
-    TrialMismatch { split: Split, task: String, parent_trials: u32, candidate_trials: u32 },
-    #[error("the {side}'s evaluation is incomplete: {split} task `{task}` trial {trial} is pending")]
-    Incomplete { side: &'static str, split: Split, task: String, trial: u32 },
+    TaskSetMismatch {
+        split: Split,
+        only_parent: Vec<String>,
+        only_candidate: Vec<String>,
+    },
+    #[error(
+        "parent and candidate cover different trials of {split} task `{task}` ({parent_trials} vs {candidate_trials})"
+    )]
+    TrialMismatch {
+        split: Split,
+        task: String,
+        parent_trials: u32,
+        candidate_trials: u32,
+    },
+    #[error(
+        "the {side}'s evaluation is incomplete: {split} task `{task}` trial {trial} is pending"
+    )]
+    Incomplete {
+        side: &'static str,
+        split: Split,
+        task: String,
+        trial: u32,
+    },
     #[error("no {split} task `{task}` trial {trial} in this evaluation")]
-    NoSuchTrial { split: Split, task: String, trial: u32 },
+    NoSuchTrial {
+        split: Split,
+        task: String,
+        trial: u32,
+    },
 }
 
 impl From<GateError> for crate::Error {
@@ -63,6 +90,9 @@ impl From<GateError> for crate::Error {
             GateError::Incomplete { .. } => "finish (or resume) the evaluation before gating",
             GateError::NoSuchTrial { .. } => "lay the table out first (Evaluation::pending_like)",
         };
-        crate::Error::Usage { message: e.to_string(), hint: Some(hint.to_string()) }
+        crate::Error::Usage {
+            message: e.to_string(),
+            hint: Some(hint.to_string()),
+        }
     }
 }

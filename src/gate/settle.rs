@@ -37,8 +37,8 @@ use crate::experiment::{GateConfig, GateRule, Split};
 
 use super::GateError;
 use super::decide::{
-    Assessment, Counts, Decision, EarlyStop, Verdict, check_comparable, check_complete, coverage_ok, fmt_p,
-    indecisive_reason, is_adaptive, paper_failure, promising_threshold,
+    Assessment, Counts, Decision, EarlyStop, Verdict, check_comparable, check_complete,
+    coverage_ok, fmt_p, indecisive_reason, is_adaptive, paper_failure, promising_threshold,
 };
 use super::table::{Evaluation, Outcome};
 
@@ -49,8 +49,14 @@ use super::table::{Evaluation, Outcome};
 ///
 /// With no pending trial this is [`super::decide`]. A settled decision before the end carries
 /// `early_stopped`, and its numbers are over the trials that ran.
-pub fn settled(cfg: &GateConfig, parent: &Evaluation, candidate_partial: &Evaluation) -> Option<Decision> {
-    try_settled(cfg, parent, candidate_partial, SettleMode::Exact).ok().flatten()
+pub fn settled(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    candidate_partial: &Evaluation,
+) -> Option<Decision> {
+    try_settled(cfg, parent, candidate_partial, SettleMode::Exact)
+        .ok()
+        .flatten()
 }
 
 /// How [`try_settled`] treats coverage.
@@ -90,19 +96,40 @@ pub fn try_settled(
     }
     let total = counts.total_pairs();
     let kept_now: u32 = counts.tasks.iter().map(|t| t.kept).sum();
-    let kept_max = kept_now + counts.tasks.iter().map(|t| t.pend_pp + t.pend_pf).sum::<u32>();
+    let kept_max = kept_now
+        + counts
+            .tasks
+            .iter()
+            .map(|t| t.pend_pp + t.pend_pf)
+            .sum::<u32>();
 
     let stop = |verdict: Verdict, promising: bool, why: String| {
         let run_pairs = total - pending;
         let partial = counts.assess(cfg, run_pairs);
         let early = EarlyStop {
-            trials_run: candidate_partial.cells() as u32 - candidate_partial.count(Outcome::Pending) as u32,
+            trials_run: candidate_partial.cells() as u32
+                - candidate_partial.count(Outcome::Pending) as u32,
             trials_total: candidate_partial.cells() as u32,
             reason: why.clone(),
         };
-        let label = if verdict == Verdict::Indecisive { "INDECISIVE" } else { verdict.as_str() };
-        let reason = format!("{label}: {why} (settled after {}/{} trials)", early.trials_run, early.trials_total);
-        Some(counts.decision(cfg, &partial, run_pairs, verdict, reason, promising, Some(early)))
+        let label = if verdict == Verdict::Indecisive {
+            "INDECISIVE"
+        } else {
+            verdict.as_str()
+        };
+        let reason = format!(
+            "{label}: {why} (settled after {}/{} trials)",
+            early.trials_run, early.trials_total
+        );
+        Some(counts.decision(
+            cfg,
+            &partial,
+            run_pairs,
+            verdict,
+            reason,
+            promising,
+            Some(early),
+        ))
     };
 
     // Coverage is monotone in how many pending trials turn out Infra.
@@ -131,11 +158,21 @@ pub fn try_settled(
                 return Ok(stop(
                     Verdict::Reject,
                     false,
-                    format!("even if every remaining trial passes: {}", paper_failure(&hi)),
+                    format!(
+                        "even if every remaining trial passes: {}",
+                        paper_failure(&hi)
+                    ),
                 ));
             }
             if lo.paper_ok {
-                return Ok(stop(Verdict::Accept, false, format!("even if every remaining trial fails: {}", deltas_at_least(&lo))));
+                return Ok(stop(
+                    Verdict::Accept,
+                    false,
+                    format!(
+                        "even if every remaining trial fails: {}",
+                        deltas_at_least(&lo)
+                    ),
+                ));
             }
             Ok(None)
         }
@@ -143,11 +180,17 @@ pub fn try_settled(
             let can_break: Vec<&str> = counts
                 .tasks
                 .iter()
-                .filter(|t| t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0))
+                .filter(|t| {
+                    t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0)
+                })
                 .map(|t| t.task.as_str())
                 .collect();
             let break_risk = !cfg.allow_broke && !can_break.is_empty();
-            let reject_above = if adaptive { promising_threshold(cfg.alpha) } else { cfg.alpha };
+            let reject_above = if adaptive {
+                promising_threshold(cfg.alpha)
+            } else {
+                cfg.alpha
+            };
             if !hi.paper_ok || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
                 let mut why = Vec::new();
                 if !hi.paper_ok {
@@ -160,7 +203,11 @@ pub fn try_settled(
                     why.push(format!(
                         "p ≥ {} > {} {}",
                         fmt_p(hi.test.p_value),
-                        if adaptive { "the promising threshold" } else { "alpha" },
+                        if adaptive {
+                            "the promising threshold"
+                        } else {
+                            "alpha"
+                        },
                         fmt_p(reject_above)
                     ));
                 }
@@ -205,7 +252,10 @@ pub fn try_settled(
 }
 
 fn deltas_at_least(a: &Assessment) -> String {
-    format!("Δheld_in ≥ {:+}, Δvalidation ≥ {:+}", a.delta_in, a.delta_val)
+    format!(
+        "Δheld_in ≥ {:+}, Δvalidation ≥ {:+}",
+        a.delta_in, a.delta_val
+    )
 }
 
 /// The best (every pending trial passes) and worst (every pending trial fails) completions.
@@ -239,6 +289,13 @@ pub enum TrialOrder {
     ParentPassFirst,
     /// Trial 0 of every task, then trial 1, …; tasks the parent passed least first.
     RoundRobin,
+    /// Task by task, the tasks the parent passed least first (each task's parent-failed
+    /// trials before its parent-passed ones); the tasks the parent always passed come last.
+    HardestFirst,
+    /// [`TrialOrder::HardestFirst`] within each split, the validation split first.
+    ValidationHardestFirst,
+    /// [`TrialOrder::ParentFailFirst`] within each split, the validation split first.
+    ValidationFailFirst,
 }
 
 /// The order in which to run a candidate's trials so that the verdict settles early: see
@@ -250,7 +307,7 @@ pub fn trial_order(parent: &Evaluation) -> Vec<(Split, String, u32)> {
 }
 
 /// The order [`trial_order`] uses.
-pub const DEFAULT_ORDER: TrialOrder = TrialOrder::ParentFailFirst;
+pub const DEFAULT_ORDER: TrialOrder = TrialOrder::ValidationHardestFirst;
 
 /// Candidate trials in the given order.
 pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, String, u32)> {
@@ -264,11 +321,24 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
     let mut cells = Vec::new();
     for split in [Split::HeldIn, Split::Validation] {
         for (task, outcomes) in &parent.table(split).expect("gated split").tasks {
-            let kept = outcomes.iter().filter(|o| matches!(o, Outcome::Pass | Outcome::Fail)).count();
+            let kept = outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail))
+                .count();
             let passes = outcomes.iter().filter(|o| **o == Outcome::Pass).count();
-            let task_rate = if kept == 0 { 0.5 } else { passes as f64 / kept as f64 };
+            let task_rate = if kept == 0 {
+                0.5
+            } else {
+                passes as f64 / kept as f64
+            };
             for (i, o) in outcomes.iter().enumerate() {
-                cells.push(Cell { split, task, trial: i as u32, parent: *o, task_rate });
+                cells.push(Cell {
+                    split,
+                    task,
+                    trial: i as u32,
+                    parent: *o,
+                    task_rate,
+                });
             }
         }
     }
@@ -276,23 +346,84 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
     let outcome_rank = |o: Outcome| -> u8 {
         match (order, o) {
             (_, Outcome::Infra | Outcome::Pending) => 2,
-            (TrialOrder::ParentPassFirst, Outcome::Pass) | (TrialOrder::ParentFailFirst, Outcome::Fail) => 0,
+            (TrialOrder::ParentPassFirst, Outcome::Pass)
+            | (TrialOrder::ParentFailFirst, Outcome::Fail) => 0,
             (TrialOrder::ParentPassFirst | TrialOrder::ParentFailFirst, _) => 1,
+            (TrialOrder::HardestFirst | TrialOrder::ValidationHardestFirst, Outcome::Pass) => 1,
+            (TrialOrder::ValidationFailFirst, Outcome::Pass) => 1,
             _ => 0,
         }
     };
     let key = |c: &Cell| -> (u8, u32, u64, Split, String, u32) {
         let rate = (c.task_rate * 1e6) as u64;
         match order {
-            TrialOrder::Sequential => (outcome_rank(c.parent), 0, 0, c.split, c.task.to_string(), c.trial),
-            TrialOrder::RoundRobin => (outcome_rank(c.parent), c.trial, rate, c.split, c.task.to_string(), c.trial),
-            TrialOrder::ParentFailFirst | TrialOrder::ParentPassFirst => {
-                (outcome_rank(c.parent), 0, rate, c.split, c.task.to_string(), c.trial)
+            TrialOrder::Sequential => (
+                outcome_rank(c.parent),
+                0,
+                0,
+                c.split,
+                c.task.to_string(),
+                c.trial,
+            ),
+            TrialOrder::RoundRobin => (
+                outcome_rank(c.parent),
+                c.trial,
+                rate,
+                c.split,
+                c.task.to_string(),
+                c.trial,
+            ),
+            TrialOrder::ParentFailFirst | TrialOrder::ParentPassFirst => (
+                outcome_rank(c.parent),
+                0,
+                rate,
+                c.split,
+                c.task.to_string(),
+                c.trial,
+            ),
+            TrialOrder::HardestFirst => {
+                let infra_last = (outcome_rank(c.parent) == 2) as u8;
+                (
+                    infra_last,
+                    0,
+                    rate,
+                    c.split,
+                    c.task.to_string(),
+                    outcome_rank(c.parent) as u32 * 1000 + c.trial,
+                )
+            }
+            TrialOrder::ValidationFailFirst => {
+                let infra_last = (outcome_rank(c.parent) == 2) as u8;
+                let split_rank =
+                    (c.split != Split::Validation) as u32 * 10 + outcome_rank(c.parent) as u32;
+                (
+                    infra_last,
+                    split_rank,
+                    rate,
+                    c.split,
+                    c.task.to_string(),
+                    c.trial,
+                )
+            }
+            TrialOrder::ValidationHardestFirst => {
+                let infra_last = (outcome_rank(c.parent) == 2) as u8;
+                let split_rank = (c.split != Split::Validation) as u32;
+                (
+                    infra_last,
+                    split_rank,
+                    rate,
+                    c.split,
+                    c.task.to_string(),
+                    outcome_rank(c.parent) as u32 * 1000 + c.trial,
+                )
             }
         }
     };
     cells.sort_by_key(|c| key(c));
-    cells.into_iter().map(|c| (c.split, c.task.to_string(), c.trial)).collect()
+    cells
+        .into_iter()
+        .map(|c| (c.split, c.task.to_string(), c.trial))
+        .collect()
 }
 
 /// Adaptive trials: the trial count to re-evaluate parent and candidate at, when the strict
@@ -301,7 +432,11 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
 /// `current_trials`. Doubles the count, capped at `max_trials`. `None` otherwise.
 ///
 /// The parent must be run on the new trial ids too: the gate compares the same trial ids.
-pub fn wants_more_trials(cfg: &GateConfig, decision: &Decision, current_trials: u32) -> Option<u32> {
+pub fn wants_more_trials(
+    cfg: &GateConfig,
+    decision: &Decision,
+    current_trials: u32,
+) -> Option<u32> {
     let max = cfg.max_trials?;
     if cfg.rule != GateRule::Strict || max <= current_trials {
         return None;

@@ -112,7 +112,11 @@ pub fn tail_count_enumerate(diffs: &[i64]) -> Option<u64> {
     let abs: Vec<i64> = nz.iter().map(|d| d.abs()).collect();
     let mut count = 0u64;
     for mask in 0u64..(1u64 << m) {
-        let s: i64 = abs.iter().enumerate().map(|(i, a)| if mask >> i & 1 == 1 { *a } else { -*a }).sum();
+        let s: i64 = abs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| if mask >> i & 1 == 1 { *a } else { -*a })
+            .sum();
         if s >= observed {
             count += 1;
         }
@@ -160,7 +164,10 @@ pub fn tail_probability_dp_f64(diffs: &[i64]) -> f64 {
         }
         reach += a;
     }
-    prob.iter().skip(threshold.min(total + 1)).sum::<f64>().min(1.0)
+    prob.iter()
+        .skip(threshold.min(total + 1))
+        .sum::<f64>()
+        .min(1.0)
 }
 
 /// |d_i| and the smallest plus-set sum that reaches the observed statistic.

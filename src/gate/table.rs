@@ -54,7 +54,12 @@ impl Table {
         Table {
             tasks: tasks
                 .iter()
-                .map(|t| (t.as_ref().to_string(), vec![Outcome::Pending; trials as usize]))
+                .map(|t| {
+                    (
+                        t.as_ref().to_string(),
+                        vec![Outcome::Pending; trials as usize],
+                    )
+                })
                 .collect(),
         }
     }
@@ -62,7 +67,11 @@ impl Table {
     /// The same task ids and trial ids, every outcome `Pending`.
     pub fn pending_like(&self) -> Self {
         Table {
-            tasks: self.tasks.iter().map(|(k, v)| (k.clone(), vec![Outcome::Pending; v.len()])).collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|(k, v)| (k.clone(), vec![Outcome::Pending; v.len()]))
+                .collect(),
         }
     }
 
@@ -76,7 +85,11 @@ impl Table {
     }
 
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.tasks.values().flatten().filter(|o| **o == outcome).count()
+        self.tasks
+            .values()
+            .flatten()
+            .filter(|o| **o == outcome)
+            .count()
     }
 }
 
@@ -95,7 +108,11 @@ pub struct Evaluation {
 
 impl Evaluation {
     pub fn new(held_in: Table, validation: Table) -> Self {
-        Evaluation { fingerprint: None, held_in, validation }
+        Evaluation {
+            fingerprint: None,
+            held_in,
+            validation,
+        }
     }
 
     /// The table of a gated split; `None` for the test split, which the gate never reads.
@@ -126,7 +143,13 @@ impl Evaluation {
     }
 
     /// Record one outcome. The cell must exist (use [`Table::pending`] to lay out the table).
-    pub fn set(&mut self, split: Split, task: &str, trial: u32, outcome: Outcome) -> Result<(), GateError> {
+    pub fn set(
+        &mut self,
+        split: Split,
+        task: &str,
+        trial: u32,
+        outcome: Outcome,
+    ) -> Result<(), GateError> {
         let cell = self
             .table_mut(split)
             .and_then(|t| t.tasks.get_mut(task))
@@ -136,12 +159,20 @@ impl Evaluation {
                 *c = outcome;
                 Ok(())
             }
-            None => Err(GateError::NoSuchTrial { split, task: task.to_string(), trial }),
+            None => Err(GateError::NoSuchTrial {
+                split,
+                task: task.to_string(),
+                trial,
+            }),
         }
     }
 
     pub fn get(&self, split: Split, task: &str, trial: u32) -> Option<Outcome> {
-        self.table(split)?.tasks.get(task)?.get(trial as usize).copied()
+        self.table(split)?
+            .tasks
+            .get(task)?
+            .get(trial as usize)
+            .copied()
     }
 
     /// Number of (task, trial) cells over both gated splits.
@@ -155,6 +186,12 @@ impl Evaluation {
 
     /// The largest number of trials of any task.
     pub fn max_trials(&self) -> u32 {
-        self.held_in.tasks.values().chain(self.validation.tasks.values()).map(Vec::len).max().unwrap_or(0) as u32
+        self.held_in
+            .tasks
+            .values()
+            .chain(self.validation.tasks.values())
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0) as u32
     }
 }

@@ -30,6 +30,15 @@
 //! settling requires both to agree too. These conditions are necessary and sufficient, so
 //! `settled` returns a verdict exactly when every completion yields the same one; the property
 //! test `tests/gate_settle.rs` checks it against brute force.
+//!
+//! # What it saves (measured by `benches/gate.rs`; 20 + 10 tasks, 1% infra)
+//!
+//! Rejections settle early, acceptances hardly ever: to accept, every trial the parent passed
+//! must be shown not to regress (the worst case assumes each pending one fails). With
+//! [`SettleMode::CoverageSoFar`] and the default order, a rejected candidate costs about 45% of
+//! its trials (strict and paper, A/A), an accepted one 92–99%; over A/A candidates the strict
+//! rule spends 46% (2 trials per task) to 50% (4). [`SettleMode::Exact`] must also rule out that
+//! the remaining trials all hit infrastructure errors, so at `min_coverage` 0.9 it spends ≥ 90%.
 
 use serde::{Deserialize, Serialize};
 

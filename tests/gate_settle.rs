@@ -121,7 +121,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// Whenever `settled` returns a verdict, every completion of the pending trials yields that
     /// verdict (and the same "promising" flag, which drives adaptive trials). And it is not

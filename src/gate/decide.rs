@@ -100,8 +100,9 @@ pub struct Decision {
     pub statistic: PairedTest,
     pub margin: Margin,
     pub coverage: Coverage,
-    /// Strict rule only: rejected only because p is above alpha, with p at most the promising
-    /// threshold ([`promising_threshold`]): more trials could settle it. See
+    /// Strict rule with adaptive trials on (`max_trials` above the trials evaluated, see
+    /// [`is_adaptive`]): rejected only because p is above alpha, with p at most the promising
+    /// threshold ([`promising_threshold`]), so more trials could change it. See
     /// [`super::wants_more_trials`].
     pub promising: bool,
     /// Set when the candidate's evaluation stopped early; then the numbers above are over the

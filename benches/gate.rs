@@ -1,0 +1,290 @@
+//! Figures of the gate on synthetic outcome tables with known effects. Prints a table; not a
+//! timed benchmark. Run: `cargo bench --bench gate` (or, unoptimized, `cargo test --bench gate`).
+//!
+//! Suite: 20 held_in + 10 validation tasks; each task's base pass probability is drawn from
+//! Beta(0.5, 0.5) (most tasks nearly always pass or nearly always fail, as on agent benchmarks);
+//! each trial hits an infrastructure error with probability 1% on either side. The candidate's
+//! pass probability is the base plus the effect (0 = A/A, +0.10 = "+10 points"), capped at 1.
+
+use std::collections::BTreeMap;
+
+use git_harness::experiment::{GateConfig, GateRule, Split};
+use git_harness::gate::{
+    Evaluation, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, trial_order_with,
+    try_settled, wants_more_trials,
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const HELD_IN: usize = 20;
+const VALIDATION: usize = 10;
+const INFRA: f64 = 0.01;
+const MAX_TRIALS: usize = 4;
+
+/// Parent and candidate tables with `MAX_TRIALS` trials; truncate for fewer.
+fn draw(seed: u64, effect: f64) -> (Evaluation, Evaluation) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut parent = Evaluation::default();
+    let mut cand = Evaluation::default();
+    for (split, n) in [(Split::HeldIn, HELD_IN), (Split::Validation, VALIDATION)] {
+        for t in 0..n {
+            let u: f64 = rng.random();
+            let base = (std::f64::consts::FRAC_PI_2 * u).sin().powi(2); // Beta(0.5, 0.5)
+            let q = (base + effect).clamp(0.0, 1.0);
+            let trial = |rng: &mut ChaCha8Rng, q: f64| {
+                if rng.random_bool(INFRA) {
+                    Outcome::Infra
+                } else if rng.random_bool(q) {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                }
+            };
+            let po: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(&mut rng, base)).collect();
+            let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(&mut rng, q)).collect();
+            let id = format!("{}-{t:02}", split.as_str());
+            parent.table_mut(split).unwrap().insert(id.clone(), po);
+            cand.table_mut(split).unwrap().insert(id, co);
+        }
+    }
+    (parent, cand)
+}
+
+fn truncate(e: &Evaluation, trials: usize) -> Evaluation {
+    let cut = |t: &Table| Table {
+        tasks: t
+            .tasks
+            .iter()
+            .map(|(k, v)| (k.clone(), v[..trials].to_vec()))
+            .collect(),
+    };
+    Evaluation {
+        fingerprint: None,
+        held_in: cut(&e.held_in),
+        validation: cut(&e.validation),
+    }
+}
+
+/// Run the candidate in `order`, calling settled after each trial. Returns (verdict, trials run).
+fn early(
+    cfg: &GateConfig,
+    parent: &Evaluation,
+    truth: &Evaluation,
+    order: TrialOrder,
+    mode: SettleMode,
+) -> (Verdict, usize) {
+    let mut partial = parent.pending_like();
+    if let Some(d) = try_settled(cfg, parent, &partial, mode).unwrap() {
+        return (d.verdict, 0);
+    }
+    for (i, (split, task, trial)) in trial_order_with(parent, order).iter().enumerate() {
+        partial
+            .set(
+                *split,
+                task,
+                *trial,
+                truth.get(*split, task, *trial).unwrap(),
+            )
+            .unwrap();
+        if let Some(d) = try_settled(cfg, parent, &partial, mode).unwrap() {
+            return (d.verdict, i + 1);
+        }
+    }
+    unreachable!("settled once nothing is pending")
+}
+
+fn cfg(rule: GateRule) -> GateConfig {
+    GateConfig {
+        rule,
+        ..GateConfig::default()
+    }
+}
+
+fn rule_name(r: GateRule) -> &'static str {
+    match r {
+        GateRule::Paper => "paper",
+        GateRule::Strict => "strict",
+    }
+}
+
+fn main() {
+    let reps: u64 = std::env::var("GATE_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let early_reps: u64 = std::env::var("GATE_BENCH_EARLY_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    println!(
+        "git-harness gate figures: {HELD_IN} held_in + {VALIDATION} validation tasks, base pass rates ~ Beta(0.5,0.5), {:.0}% infra per trial and side, alpha 0.05, min_coverage 0.9",
+        INFRA * 100.0
+    );
+
+    // (b) False-accept rate (A/A) and power (+10 points).
+    println!();
+    println!("(b) accept rate over {reps} seeded repetitions (full evaluations)");
+    println!(
+        "{:<22} {:>7} {:>14} {:>14} {:>12}",
+        "rule", "trials", "A/A accept", "+10pt accept", "indecisive"
+    );
+    let mut rows: Vec<(String, usize, [u64; 2], u64)> = Vec::new();
+    for rule in [GateRule::Paper, GateRule::Strict] {
+        for trials in [2usize, 4] {
+            let mut acc = [0u64; 2];
+            let mut indecisive = 0;
+            for (k, effect) in [0.0, 0.10].into_iter().enumerate() {
+                for rep in 0..reps {
+                    let (p, c) = draw(rep * 2 + k as u64 + 1_000_000 * trials as u64, effect);
+                    let (p, c) = (truncate(&p, trials), truncate(&c, trials));
+                    let d = decide(&cfg(rule), &p, &c).unwrap();
+                    acc[k] += (d.verdict == Verdict::Accept) as u64;
+                    indecisive += (d.verdict == Verdict::Indecisive) as u64;
+                }
+            }
+            rows.push((rule_name(rule).to_string(), trials, acc, indecisive));
+        }
+    }
+    // Strict with adaptive trials: 2 trials, 4 when promising (alpha < p ≤ 2·alpha).
+    {
+        let adaptive = GateConfig {
+            max_trials: Some(4),
+            ..cfg(GateRule::Strict)
+        };
+        let mut acc = [0u64; 2];
+        let mut indecisive = 0;
+        let mut extended = 0;
+        for (k, effect) in [0.0, 0.10].into_iter().enumerate() {
+            for rep in 0..reps {
+                let (p4, c4) = draw(rep * 2 + k as u64 + 2_000_000, effect);
+                let (p, c) = (truncate(&p4, 2), truncate(&c4, 2));
+                let mut d = decide(&adaptive, &p, &c).unwrap();
+                if let Some(n) = wants_more_trials(&adaptive, &d, 2) {
+                    extended += 1;
+                    d = decide(
+                        &adaptive,
+                        &truncate(&p4, n as usize),
+                        &truncate(&c4, n as usize),
+                    )
+                    .unwrap();
+                }
+                acc[k] += (d.verdict == Verdict::Accept) as u64;
+                indecisive += (d.verdict == Verdict::Indecisive) as u64;
+            }
+        }
+        rows.push((
+            format!("strict adaptive ({extended} ext.)"),
+            2,
+            acc,
+            indecisive,
+        ));
+    }
+    for (name, trials, acc, ind) in &rows {
+        let pct = |x: u64, n: u64| format!("{:.1}%", 100.0 * x as f64 / n as f64);
+        let tr = if name.starts_with("strict adaptive") {
+            "2→4".to_string()
+        } else {
+            trials.to_string()
+        };
+        println!(
+            "{:<22} {:>7} {:>14} {:>14} {:>12}",
+            name,
+            tr,
+            pct(acc[0], reps),
+            pct(acc[1], reps),
+            pct(*ind, 2 * reps)
+        );
+    }
+
+    // (a) Trials spent with early stopping, default order, per verdict.
+    println!();
+    println!(
+        "(a) trials spent with early stopping ({early_reps} repetitions per row; default order {:?})",
+        git_harness::gate::DEFAULT_ORDER
+    );
+    println!(
+        "{:<7} {:>6} {:>6} {:<16} {:>10} {:>10} {:>10} {:>11} {:>10}",
+        "rule", "trials", "effect", "settle mode", "accept", "reject", "indecis.", "all", "differs"
+    );
+    for rule in [GateRule::Paper, GateRule::Strict] {
+        for trials in [2usize, 4] {
+            for effect in [0.0, 0.10] {
+                for mode in [SettleMode::Exact, SettleMode::CoverageSoFar] {
+                    let c = cfg(rule);
+                    let mut by: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+                    let mut differs = 0;
+                    let (mut run_all, mut total_all) = (0, 0);
+                    for rep in 0..early_reps {
+                        let (p, cand) =
+                            draw(rep + 3_000_000 + (effect * 100.0) as u64 * 7919, effect);
+                        let (p, cand) = (truncate(&p, trials), truncate(&cand, trials));
+                        let full = decide(&c, &p, &cand).unwrap();
+                        let (v, run) = early(&c, &p, &cand, git_harness::gate::DEFAULT_ORDER, mode);
+                        differs += (v != full.verdict) as usize;
+                        let e = by.entry(full.verdict.as_str()).or_default();
+                        e.0 += run;
+                        e.1 += p.cells();
+                        e.2 += 1;
+                        run_all += run;
+                        total_all += p.cells();
+                    }
+                    let cell = |k: &str| match by.get(k) {
+                        Some((r, t, n)) => format!("{:.0}% n={n}", 100.0 * *r as f64 / *t as f64),
+                        None => "-".into(),
+                    };
+                    println!(
+                        "{:<7} {:>6} {:>+6.2} {:<16} {:>10} {:>10} {:>10} {:>10.1}% {:>10}",
+                        rule_name(rule),
+                        trials,
+                        effect,
+                        format!("{mode:?}"),
+                        cell("accept"),
+                        cell("reject"),
+                        cell("indecisive"),
+                        100.0 * run_all as f64 / total_all as f64,
+                        differs
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "  (cells: trials run / trials of a full evaluation, by the full evaluation's verdict; 'differs': early verdict ≠ full verdict — only possible in CoverageSoFar mode, when later infra errors would have made the full run indecisive)"
+    );
+
+    // Ordering ablation: which order settles fastest.
+    println!();
+    println!(
+        "(a') trials spent by trial order, CoverageSoFar, 2 trials, A/A and +10pt pooled ({early_reps} repetitions each)"
+    );
+    println!("{:<24} {:>10} {:>10}", "order", "paper", "strict");
+    for order in [
+        TrialOrder::Sequential,
+        TrialOrder::ParentFailFirst,
+        TrialOrder::ParentPassFirst,
+        TrialOrder::RoundRobin,
+        TrialOrder::HardestFirst,
+        TrialOrder::ValidationHardestFirst,
+        TrialOrder::ValidationFailFirst,
+    ] {
+        let mut cells = Vec::new();
+        for rule in [GateRule::Paper, GateRule::Strict] {
+            let (mut run, mut total) = (0, 0);
+            for effect in [0.0, 0.10] {
+                for rep in 0..early_reps {
+                    let (p, cand) = draw(rep + 4_000_000 + (effect * 100.0) as u64 * 7919, effect);
+                    let (p, cand) = (truncate(&p, 2), truncate(&cand, 2));
+                    run += early(&cfg(rule), &p, &cand, order, SettleMode::CoverageSoFar).1;
+                    total += p.cells();
+                }
+            }
+            cells.push(format!("{:.1}%", 100.0 * run as f64 / total as f64));
+        }
+        println!(
+            "{:<24} {:>10} {:>10}",
+            format!("{order:?}"),
+            cells[0],
+            cells[1]
+        );
+    }
+}

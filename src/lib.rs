@@ -19,6 +19,7 @@ pub mod model;
 pub mod propose;
 pub mod report;
 pub mod sandbox;
+pub mod sealed;
 pub mod task;
 pub mod validate;
 pub mod workspace;

@@ -2,6 +2,9 @@
 //! printing lives here.
 
 mod evolve;
+mod bisect;
+mod check;
+mod demo;
 mod export;
 mod image;
 mod init;
@@ -11,6 +14,7 @@ mod output;
 mod progress;
 mod promote;
 mod propose;
+mod report_final;
 mod run;
 mod show;
 mod split;
@@ -57,9 +61,26 @@ pub enum Command {
     Propose(propose::Args),
     Validate(validate::Args),
     Evolve(evolve::Args),
+    Report(ReportArgs),
+    Check(check::Args),
+    Bisect(bisect::Args),
+    Demo(demo::Args),
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
+}
+
+/// Report on the lineage; `--final` opens the sealed test split.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Evaluate REV on the sealed test split and log the opening.
+    #[arg(long = "final", required = true)]
+    pub final_: bool,
+    /// Revision [default: main].
+    pub rev: Option<String>,
+    /// Also evaluate this bundled template harness on the test split (e.g. `checklist`).
+    #[arg(long)]
+    pub baseline: Vec<String>,
 }
 
 pub fn main() -> i32 {
@@ -94,6 +115,10 @@ pub fn main() -> i32 {
         Command::Propose(a) => propose::run(&mut ui, a),
         Command::Validate(a) => validate::run(&mut ui, a),
         Command::Evolve(a) => evolve::run(&mut ui, a),
+        Command::Report(a) => report_final::run_final(&mut ui, a.rev, &a.baseline),
+        Command::Check(a) => check::run(&mut ui, a),
+        Command::Bisect(a) => bisect::run(&mut ui, a),
+        Command::Demo(a) => demo::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),

@@ -23,7 +23,7 @@ pub use proposal::{
     resolve_proposal, slugify as slugify_title,
 };
 pub use runs::{
-    BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, list_runs,
+    BaselineResult, TestLogEntry, baseline_commit, add_run_files, append_log, append_test_log, list_runs,
     read_run_file, test_log_entries, write_run,
 };
 

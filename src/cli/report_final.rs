@@ -1,0 +1,53 @@
+//! `git harness report --final`: the only command that opens the sealed test split.
+
+use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::Totals;
+use git_harness::sealed::{FinalReport, open_test_split};
+use git_harness::workspace::Workspace;
+use git_harness::{Result, exit, lineage};
+
+use super::Ui;
+use super::progress::{Bar, runtime};
+
+/// Evaluate REV (default main) on the sealed test split, log the opening, print the result and
+/// how many times the test split was opened before.
+pub fn run_final(ui: &mut Ui, rev: Option<String>, baselines: &[String]) -> Result<i32> {
+    let ws = Workspace::open()?;
+    let rev = rev.unwrap_or_else(|| lineage::main_branch(&ws.repo));
+    let rt = runtime();
+    let out = rt.block_on(async {
+        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let mut bar = Bar::new(ui.progress, "test");
+        let r = open_test_split(&ws, &ctx, &rev, baselines, &mut bar).await;
+        bar.finish();
+        r
+    })?;
+    print_final(ui, &rev, &out);
+    Ok(exit::SUCCESS)
+}
+
+pub fn print_final(ui: &mut Ui, rev: &str, r: &FinalReport) {
+    let e = &r.entry;
+    ui.out(format!(
+        "Test split opening #{} (opened {} time{} before); harness {} ({rev})",
+        e.opening,
+        r.previous_openings,
+        if r.previous_openings == 1 { "" } else { "s" },
+        &e.harness[..10]
+    ));
+    let line = |name: &str, t: &Totals| {
+        format!(
+            "  {:<22} {:>6.1}%  {:>3}/{:<3}  infra {}",
+            name,
+            t.pass_rate() * 100.0,
+            t.passes,
+            t.trials,
+            t.infra_errors
+        )
+    };
+    ui.out(line("lineage", &r.totals));
+    for (name, t) in &r.baselines {
+        ui.out(line(&format!("baseline {name}"), t));
+    }
+    ui.out(format!("  logged in {}", lineage::TEST_LOG_REF));
+}

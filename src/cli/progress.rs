@@ -86,9 +86,9 @@ impl Observer for Bar {
     }
 
     fn stopping(&mut self, reason: &str) {
-        match &self.bar {
-            Some(b) => b.println(format!("stopping: {reason}")),
-            None => eprintln!("stopping: {reason}"),
+        // Without a bar the callers report the outcome themselves.
+        if let Some(b) = &self.bar {
+            b.println(format!("stopping: {reason}"));
         }
     }
 }

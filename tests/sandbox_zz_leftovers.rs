@@ -6,7 +6,12 @@ mod support;
 
 #[tokio::test]
 async fn no_test_container_remains() {
-    let Some(p) = support::docker_or_skip("no_test_container_remains").await else { return };
+    let Some(p) = support::docker_or_skip("no_test_container_remains").await else {
+        return;
+    };
     let left = p.list_ours(&[support::TEST_LABEL]).await.unwrap();
-    assert!(left.is_empty(), "containers left behind by the tests: {left:?}");
+    assert!(
+        left.is_empty(),
+        "containers left behind by the tests: {left:?}"
+    );
 }

@@ -33,7 +33,13 @@ fn fixture_suite_loads_in_order() {
     assert_eq!(hello.environment.memory_mb, Some(512));
     assert_eq!(hello.environment.workdir, "/app");
     assert!(hello.dockerfile.is_some() && hello.workspace_dir.is_some());
-    assert!(hello.solution_script.as_ref().unwrap().ends_with("solution/solve.sh"));
+    assert!(
+        hello
+            .solution_script
+            .as_ref()
+            .unwrap()
+            .ends_with("solution/solve.sh")
+    );
     let tb1 = s.get("tb1-count").unwrap();
     assert_eq!(tb1.format, TaskFormat::Tb1);
     assert_eq!(tb1.verifier_timeout, Duration::from_secs(30));
@@ -44,7 +50,10 @@ fn fixture_suite_loads_in_order() {
 fn tb2_shaped_task_loads() {
     let t = load_task(&fixtures().join("formats/tb2-shaped")).unwrap();
     assert_eq!(t.format, TaskFormat::Harbor);
-    assert_eq!(t.environment.docker_image.as_deref(), Some("alexgshaw/tb2-shaped:20251031"));
+    assert_eq!(
+        t.environment.docker_image.as_deref(),
+        Some("alexgshaw/tb2-shaped:20251031")
+    );
     assert_eq!(t.environment.memory_mb, Some(2048));
     assert_eq!(t.environment.cpus, Some(1.0));
     assert_eq!(t.environment.build_timeout_sec, Some(600));
@@ -70,8 +79,16 @@ fn malformed_tasks_name_task_file_and_field() {
     let m = fixtures().join("malformed");
     let cases = [
         ("bad-toml", "bad-toml/task.toml", "(toml)"),
-        ("no-instruction", "no-instruction/instruction.md", "instruction"),
-        ("bad-timeout", "bad-timeout/task.toml", "verifier.timeout_sec"),
+        (
+            "no-instruction",
+            "no-instruction/instruction.md",
+            "instruction",
+        ),
+        (
+            "bad-timeout",
+            "bad-timeout/task.toml",
+            "verifier.timeout_sec",
+        ),
     ];
     for (task, file, field) in cases {
         let err = load_task(&m.join(task)).unwrap_err();
@@ -104,8 +121,14 @@ fn malformed_suite_reports_every_bad_task_at_once() {
 #[test]
 fn good_tasks_beside_bad_ones_still_load_leniently() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures().join("suite/hello-file"), &tmp.path().join("hello-file"));
-    copy_dir(&fixtures().join("malformed/bad-toml"), &tmp.path().join("bad-toml"));
+    copy_dir(
+        &fixtures().join("suite/hello-file"),
+        &tmp.path().join("hello-file"),
+    );
+    copy_dir(
+        &fixtures().join("malformed/bad-toml"),
+        &tmp.path().join("bad-toml"),
+    );
     let (suite, problems) = git_harness::task::load_suite_lenient(tmp.path()).unwrap();
     assert_eq!(suite.ids(), vec!["hello-file"]);
     assert_eq!(problems.len(), 1);
@@ -118,15 +141,38 @@ fn checksum_is_stable_and_covers_verifier_not_solution() {
     let src = fixtures().join("suite/hello-file");
     let original = load_task(&src).unwrap().checksum;
     // Pinned: the checksum depends on content only, so it is the same on every machine.
-    assert_eq!(original, "08e469febd070ed36e38a68e8a7b063d46ba33a5f62d324482f16284a071a1de");
+    assert_eq!(
+        original,
+        "08e469febd070ed36e38a68e8a7b063d46ba33a5f62d324482f16284a071a1de"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("hello-file");
     copy_dir(&src, &copy);
-    assert_eq!(load_task(&copy).unwrap().checksum, original, "same content elsewhere, same checksum");
-    std::fs::write(copy.join("solution/solve.sh"), "#!/bin/bash\necho changed\n").unwrap();
-    assert_eq!(load_task(&copy).unwrap().checksum, original, "solutions are not covered");
-    std::fs::write(copy.join("tests/test.sh"), "#!/bin/bash\necho 1 > $HARNESS_LOGS_DIR/verifier/reward.txt\n").unwrap();
-    assert_ne!(load_task(&copy).unwrap().checksum, original, "a changed verifier changes the checksum");
+    assert_eq!(
+        load_task(&copy).unwrap().checksum,
+        original,
+        "same content elsewhere, same checksum"
+    );
+    std::fs::write(
+        copy.join("solution/solve.sh"),
+        "#!/bin/bash\necho changed\n",
+    )
+    .unwrap();
+    assert_eq!(
+        load_task(&copy).unwrap().checksum,
+        original,
+        "solutions are not covered"
+    );
+    std::fs::write(
+        copy.join("tests/test.sh"),
+        "#!/bin/bash\necho 1 > $HARNESS_LOGS_DIR/verifier/reward.txt\n",
+    )
+    .unwrap();
+    assert_ne!(
+        load_task(&copy).unwrap().checksum,
+        original,
+        "a changed verifier changes the checksum"
+    );
 }
 
 #[test]

@@ -23,7 +23,12 @@ pub enum Sub {
 #[derive(clap::Args, Debug)]
 pub struct BaseArgs {
     /// Import this root-filesystem tarball.
-    #[arg(long, value_name = "TAR", conflicts_with = "debootstrap", required_unless_present = "debootstrap")]
+    #[arg(
+        long,
+        value_name = "TAR",
+        conflicts_with = "debootstrap",
+        required_unless_present = "debootstrap"
+    )]
     pub from_rootfs: Option<PathBuf>,
     /// Make the root filesystem with debootstrap for this Debian suite (needs root).
     #[arg(long, value_name = "SUITE")]
@@ -56,10 +61,19 @@ fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {
             }
             RootfsSource::Tarball(p)
         }
-        (None, Some(suite)) => RootfsSource::Debootstrap { suite, include: a.include, mirror: a.mirror },
-        (None, None) => return Err(Error::usage("give --from-rootfs TAR or --debootstrap SUITE")),
+        (None, Some(suite)) => RootfsSource::Debootstrap {
+            suite,
+            include: a.include,
+            mirror: a.mirror,
+        },
+        (None, None) => {
+            return Err(Error::usage(
+                "give --from-rootfs TAR or --debootstrap SUITE",
+            ));
+        }
     };
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let built = rt.block_on(async {
         let docker = image::connect().await?;
         // Progress goes to stderr; the result line goes to stdout.

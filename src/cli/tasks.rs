@@ -28,13 +28,13 @@ pub enum Sub {
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// The suite directory (default: the suite of .harness/experiment.yaml).
+    /// The suite directory or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The suite directory, or one task directory (default: the suite of .harness/experiment.yaml).
+    /// The suite directory, one task directory, or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
     /// Where trials run (default: the runner of .harness/experiment.yaml, else local).
     #[arg(long, value_parser = ["local", "docker"])]
@@ -73,24 +73,42 @@ fn experiment() -> Result<Option<(Experiment, PathBuf)>> {
     Ok(Some((Experiment::parse(&text, file)?, PathBuf::from("."))))
 }
 
-fn suite_dir(arg: Option<PathBuf>, exp: &Option<(Experiment, PathBuf)>) -> Result<PathBuf> {
-    if let Some(p) = arg {
-        return Ok(p);
-    }
-    match exp {
-        Some((e, root)) if !e.suite.path.starts_with("builtin:") && !e.suite.path.contains("://") => {
-            Ok(root.join(&e.suite.path))
+/// The suite directory: an argument (a path or `builtin:NAME`) or experiment.yaml's suite. A
+/// bundled suite is extracted to a temp dir that lives as long as the returned guard.
+fn suite_dir(
+    arg: Option<PathBuf>,
+    exp: &Option<(Experiment, PathBuf)>,
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let spec = match (arg, exp) {
+        (Some(p), _) => p.to_string_lossy().into_owned(),
+        (None, Some((e, root))) if !e.suite.path.starts_with("builtin:") => {
+            root.join(&e.suite.path).to_string_lossy().into_owned()
         }
-        _ => Err(Error::usage_hint(
-            "no suite given",
-            "pass a suite directory: `git harness tasks check path/to/suite`",
-        )),
+        (None, Some((e, _))) => e.suite.path.clone(),
+        (None, None) => {
+            return Err(Error::usage_hint(
+                "no suite given",
+                "pass a suite directory: `git harness tasks check path/to/suite`",
+            ));
+        }
+    };
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        git_harness::assets::extract_suite(name, tmp.path())?;
+        return Ok((tmp.path().to_path_buf(), Some(tmp)));
     }
+    if spec.contains("://") {
+        return Err(Error::usage_hint(
+            format!("suite `{spec}` is a URL"),
+            "clone it and pass the directory",
+        ));
+    }
+    Ok((PathBuf::from(spec), None))
 }
 
 fn list(ui: &mut Ui, a: ListArgs) -> Result<i32> {
     let exp = experiment()?;
-    let dir = suite_dir(a.suite, &exp)?;
+    let (dir, _keep) = suite_dir(a.suite, &exp)?;
     let suite = task::load_suite(&dir)?;
     for t in &suite.tasks {
         let fmt = match t.format {
@@ -111,7 +129,7 @@ fn list(ui: &mut Ui, a: ListArgs) -> Result<i32> {
 
 fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     let exp = experiment()?;
-    let dir = suite_dir(a.suite, &exp)?;
+    let (dir, _keep) = suite_dir(a.suite, &exp)?;
     let suite = task::load_suite(&dir)?;
     let mut tasks = suite.tasks.clone();
     if !a.tasks.is_empty() {
@@ -122,7 +140,10 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         }
         tasks.retain(|t| a.tasks.contains(&t.id));
     }
-    let mut cfg: RunnerConfig = exp.as_ref().map(|(e, _)| e.runner.clone()).unwrap_or_default();
+    let mut cfg: RunnerConfig = exp
+        .as_ref()
+        .map(|(e, _)| e.runner.clone())
+        .unwrap_or_default();
     match a.runner.as_deref() {
         Some("docker") => cfg.kind = RunnerKind::Docker,
         Some("local") => cfg.kind = RunnerKind::Local,
@@ -130,7 +151,10 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     }
     for m in &a.image_map {
         let Some((from, to)) = m.split_once('=') else {
-            return Err(Error::usage_hint(format!("bad --image-map `{m}`"), "write it as FROM=TO"));
+            return Err(Error::usage_hint(
+                format!("bad --image-map `{m}`"),
+                "write it as FROM=TO",
+            ));
         };
         cfg.image_map.insert(from.to_string(), to.to_string());
     }
@@ -156,7 +180,8 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         provider.name(),
         concurrency
     ));
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let vopts = VerifyOptions::default();
     let checks = rt.block_on(async {
         let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
@@ -178,6 +203,14 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             }
         }
     }
-    ui.out(format!("{} task{} checked, {broken} broken", checks.len(), if checks.len() == 1 { "" } else { "s" }));
-    Ok(if broken == 0 { exit::SUCCESS } else { exit::NEGATIVE })
+    ui.out(format!(
+        "{} task{} checked, {broken} broken",
+        checks.len(),
+        if checks.len() == 1 { "" } else { "s" }
+    ));
+    Ok(if broken == 0 {
+        exit::SUCCESS
+    } else {
+        exit::NEGATIVE
+    })
 }

@@ -29,7 +29,9 @@ use sha2::{Digest, Sha256};
 
 use super::image::BASE_IMAGE;
 use super::output::Capture;
-use super::{CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize};
+use super::{
+    CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -63,7 +65,13 @@ fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 pub struct DockerProvider {
@@ -77,8 +85,12 @@ pub struct DockerProvider {
 impl DockerProvider {
     /// Connect from `DOCKER_HOST` or the default socket. The API version is negotiated on first
     /// use (see [`DockerProvider::client`]).
-    pub fn connect(image_map: BTreeMap<String, String>, labels: BTreeMap<String, String>) -> Result<Self> {
-        let raw = Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
+    pub fn connect(
+        image_map: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let raw =
+            Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
         Ok(DockerProvider {
             raw,
             client: tokio::sync::OnceCell::new(),
@@ -92,7 +104,11 @@ impl DockerProvider {
     pub async fn client(&self) -> Result<Docker> {
         self.client
             .get_or_try_init(|| async {
-                self.raw.clone().negotiate_version().await.map_err(|e| docker_err("reach the Docker daemon", e))
+                self.raw
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| docker_err("reach the Docker daemon", e))
             })
             .await
             .cloned()
@@ -132,14 +148,21 @@ impl DockerProvider {
             let hash = hex::encode(Sha256::digest(&ctx));
             let tag = format!("git-harness/task-{}:{}", tag_safe(&task.id), &hash[..12]);
             let lock = {
-                let mut m = self.build_locks.lock().map_err(|_| Error::Internal("build lock poisoned".into()))?;
+                let mut m = self
+                    .build_locks
+                    .lock()
+                    .map_err(|_| Error::Internal("build lock poisoned".into()))?;
                 m.entry(tag.clone()).or_default().clone()
             };
             let _held = lock.lock().await;
             if self.image_exists(&docker, &tag).await? {
                 return Ok((tag, false));
             }
-            let timeout = task.environment.build_timeout_sec.map(Duration::from_secs).unwrap_or(BUILD_TIMEOUT);
+            let timeout = task
+                .environment
+                .build_timeout_sec
+                .map(Duration::from_secs)
+                .unwrap_or(BUILD_TIMEOUT);
             let opts = BuildImageOptionsBuilder::default()
                 .dockerfile("Dockerfile")
                 .t(&tag)
@@ -150,7 +173,8 @@ impl DockerProvider {
             let mut log = String::new();
             let mut failure = None;
             let build = async {
-                let mut stream = docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
+                let mut stream =
+                    docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(info) => {
@@ -169,7 +193,15 @@ impl DockerProvider {
                 failure = Some(format!("timed out after {}s", timeout.as_secs()));
             }
             if let Some(f) = failure {
-                let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 return Err(InfraClass::Sandbox.error_hint(
                     format!("image build of task `{}` failed: {f}\n{tail}", task.id),
                     "a FROM image must exist locally: build the base with `git harness image base`, or map it in runner.image_map",
@@ -191,8 +223,11 @@ impl DockerProvider {
     pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
         let docker = self.client().await?;
         let (image, seed) = self.image_for(task).await?;
-        let mut labels: HashMap<String, String> =
-            self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut labels: HashMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         labels.insert(LABEL.into(), "1".into());
         labels.insert(TRIAL_LABEL.into(), trial_id.into());
         labels.insert("git-harness.task".into(), task.id.clone());
@@ -201,7 +236,11 @@ impl DockerProvider {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
             memory: env.memory_mb.map(|m| (m * 1024 * 1024) as i64),
             pids_limit: Some(PIDS_LIMIT),
-            network_mode: Some(if env.needs_network() { "bridge".into() } else { "none".into() }),
+            network_mode: Some(if env.needs_network() {
+                "bridge".into()
+            } else {
+                "none".into()
+            }),
             init: Some(true),
             ..Default::default()
         };
@@ -236,26 +275,42 @@ impl DockerProvider {
             "mkdir -p /tests /logs/verifier /logs/agent /solution /tmp '{}' && cat /proc/1/task/1/children",
             env.workdir
         );
-        let out = sb.exec_raw(&prep, Duration::from_secs(60), "/", &[]).await?;
+        let out = sb
+            .exec_raw(&prep, Duration::from_secs(60), "/", &[])
+            .await?;
         if !out.success() {
             sb.destroy().await?;
-            return Err(InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim())));
+            return Err(
+                InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim()))
+            );
         }
-        sb.keeper = out.output.split_whitespace().filter_map(|p| p.parse::<i64>().ok()).min().unwrap_or(0);
+        sb.keeper = out
+            .output
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i64>().ok())
+            .min()
+            .unwrap_or(0);
         if seed {
             if let Some(ws) = &task.workspace_dir {
                 sb.copy_dir_in(ws, &env.workdir).await?;
             }
             if let Some(setup) = &task.setup_script {
                 let script = std::fs::read_to_string(setup).at(setup)?;
-                let timeout = env.build_timeout_sec.map(Duration::from_secs).unwrap_or(SETUP_TIMEOUT);
+                let timeout = env
+                    .build_timeout_sec
+                    .map(Duration::from_secs)
+                    .unwrap_or(SETUP_TIMEOUT);
                 let out = sb.exec(ExecRequest::new(script, timeout)).await?;
                 if !out.success() {
                     sb.destroy().await?;
                     return Err(InfraClass::Sandbox.error(format!(
                         "environment/setup.sh of task `{}` failed ({}):\n{}",
                         task.id,
-                        if out.timed_out { "timed out".to_string() } else { format!("exit {:?}", out.exit_code) },
+                        if out.timed_out {
+                            "timed out".to_string()
+                        } else {
+                            format!("exit {:?}", out.exit_code)
+                        },
                         out.output
                     )));
                 }
@@ -273,7 +328,10 @@ impl DockerProvider {
             .all(true)
             .filters(&HashMap::from([("label".to_string(), filters)]))
             .build();
-        let list = docker.list_containers(Some(opts)).await.map_err(|e| docker_err("list containers", e))?;
+        let list = docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list containers", e))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 }
@@ -310,7 +368,13 @@ impl DockerSandbox {
         &self.id
     }
 
-    async fn exec_raw(&self, command: &str, timeout: Duration, cwd: &str, env: &[(String, String)]) -> Result<ExecOutput> {
+    async fn exec_raw(
+        &self,
+        command: &str,
+        timeout: Duration,
+        cwd: &str,
+        env: &[(String, String)],
+    ) -> Result<ExecOutput> {
         let started = Instant::now();
         let key = format!("{:016x}", rand::random::<u64>());
         let mut envs = vec![
@@ -346,7 +410,14 @@ impl DockerSandbox {
             .map_err(|e| docker_err("create an exec (did the container die?)", e))?;
         let started_exec = self
             .docker
-            .start_exec(&created.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
             .await
             .map_err(|e| docker_err("start an exec", e))?;
         let StartExecResults::Attached { mut output, .. } = started_exec else {
@@ -376,7 +447,11 @@ impl DockerSandbox {
         drop(output);
         let mut exit_code = None;
         for _ in 0..50 {
-            let info = self.docker.inspect_exec(&created.id).await.map_err(|e| docker_err("inspect an exec", e))?;
+            let info = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| docker_err("inspect an exec", e))?;
             if info.running != Some(true) {
                 exit_code = info.exit_code.map(|c| c as i32);
                 break;
@@ -415,8 +490,13 @@ impl DockerSandbox {
         else {
             return;
         };
-        if let Ok(StartExecResults::Attached { mut output, .. }) = self.docker.start_exec(&created.id, None).await {
-            let _ = tokio::time::timeout(Duration::from_secs(10), async { while output.next().await.is_some() {} }).await;
+        if let Ok(StartExecResults::Attached { mut output, .. }) =
+            self.docker.start_exec(&created.id, None).await
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while output.next().await.is_some() {}
+            })
+            .await;
         }
     }
 
@@ -424,7 +504,10 @@ impl DockerSandbox {
         if self.destroyed {
             return Ok(());
         }
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(&self.id, Some(opts)).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
@@ -445,20 +528,32 @@ impl Sandbox for DockerSandbox {
         if self.destroyed {
             return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
         }
-        let cwd = normalize(&self.workdir, req.workdir.as_deref().unwrap_or(&self.workdir));
-        self.exec_raw(&req.command, req.timeout, &cwd, &req.env).await
+        let cwd = normalize(
+            &self.workdir,
+            req.workdir.as_deref().unwrap_or(&self.workdir),
+        );
+        self.exec_raw(&req.command, req.timeout, &cwd, &req.env)
+            .await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         let p = normalize(&self.workdir, path);
-        let opts = DownloadFromContainerOptionsBuilder::default().path(&p).build();
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(&p)
+            .build();
         let mut stream = self.docker.download_from_container(&self.id, Some(opts));
         let mut tar_bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => tar_bytes.extend_from_slice(&c),
                 Err(e) if is_not_found(&e) => {
-                    return Err(Error::io(&p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the sandbox")));
+                    return Err(Error::io(
+                        &p,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no such file in the sandbox",
+                        ),
+                    ));
                 }
                 Err(e) => return Err(docker_err(&format!("read {p}"), e)),
             }
@@ -466,7 +561,10 @@ impl Sandbox for DockerSandbox {
         let mut ar = tar::Archive::new(&tar_bytes[..]);
         let mut entries = ar.entries().at(&p)?;
         let Some(entry) = entries.next() else {
-            return Err(Error::io(&p, std::io::Error::new(std::io::ErrorKind::NotFound, "empty archive")));
+            return Err(Error::io(
+                &p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "empty archive"),
+            ));
         };
         let mut entry = entry.at(&p)?;
         if !entry.header().entry_type().is_file() {
@@ -485,7 +583,8 @@ impl Sandbox for DockerSandbox {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, p.trim_start_matches('/'), data).at(&p)?;
+        b.append_data(&mut h, p.trim_start_matches('/'), data)
+            .at(&p)?;
         let tar = b.into_inner().at(&p)?;
         self.upload(tar, &p).await
     }
@@ -507,9 +606,13 @@ impl Sandbox for DockerSandbox {
              case \"$keep\" in *\" $p \"*) continue;; esac; kill -KILL \"$p\" 2>/dev/null; done; exit 0",
             k = self.keeper
         );
-        let out = self.exec_raw(&script, Duration::from_secs(30), "/", &[]).await?;
+        let out = self
+            .exec_raw(&script, Duration::from_secs(30), "/", &[])
+            .await?;
         if !out.success() {
-            return Err(InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim())));
+            return Err(
+                InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim()))
+            );
         }
         Ok(())
     }
@@ -539,10 +642,22 @@ impl Drop for DockerSandbox {
         let docker = self.docker.clone();
         let id = self.id.clone();
         let t = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
-                let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-                let _ = tokio::time::timeout(Duration::from_secs(30), docker.remove_container(&id, Some(opts))).await;
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    docker.remove_container(&id, Some(opts)),
+                )
+                .await;
             });
         });
         let _ = t.join();
@@ -582,7 +697,11 @@ pub fn rewrite_from(dockerfile: &str, map: &BTreeMap<String, String>) -> String 
 
 /// The build context of `dir` as a deterministic tar (sorted, mtime 0, uid 0), with the
 /// Dockerfile's FROM lines rewritten through the image map.
-pub fn build_context(dir: &Path, dockerfile: Option<&Path>, map: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+pub fn build_context(
+    dir: &Path,
+    dockerfile: Option<&Path>,
+    map: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     append_tree(&mut b, dir, "", dockerfile, map)?;
     b.into_inner().at(dir)
@@ -602,12 +721,19 @@ fn append_tree(
     map: &BTreeMap<String, String>,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mut entries: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         let meta = std::fs::symlink_metadata(&p).at(&p)?;
         let mut h = tar::Header::new_gnu();
         h.set_mtime(0);
@@ -623,7 +749,8 @@ fn append_tree(
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
             h.set_mode(meta.permissions().mode() & 0o7777);
-            b.append_data(&mut h, format!("{rel}/"), std::io::empty()).at(&p)?;
+            b.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                .at(&p)?;
             append_tree(b, &p, &rel, dockerfile, map)?;
         } else if meta.is_file() {
             let mut data = std::fs::read(&p).at(&p)?;
@@ -644,7 +771,13 @@ fn tag_safe(s: &str) -> String {
     let t: String = s
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(100)
         .collect();
     let t = t.trim_start_matches(['-', '.', '_']).to_string();
@@ -657,7 +790,10 @@ mod tests {
 
     #[test]
     fn from_lines_are_mapped() {
-        let map = BTreeMap::from([("ubuntu:24.04".to_string(), "git-harness/base:bookworm".to_string())]);
+        let map = BTreeMap::from([(
+            "ubuntu:24.04".to_string(),
+            "git-harness/base:bookworm".to_string(),
+        )]);
         let d = "FROM --platform=linux/amd64 ubuntu:24.04 AS build\nRUN true\nfrom python:3\n";
         let r = rewrite_from(d, &map);
         assert!(r.starts_with("FROM --platform=linux/amd64 git-harness/base:bookworm AS build\n"));

@@ -21,21 +21,28 @@ pub enum RootfsSource {
     /// An existing tarball of a root filesystem.
     Tarball(PathBuf),
     /// `debootstrap --variant=minbase --include <packages> <suite> DIR <mirror>`.
-    Debootstrap { suite: String, include: Vec<String>, mirror: String },
+    Debootstrap {
+        suite: String,
+        include: Vec<String>,
+        mirror: String,
+    },
 }
 
 /// Whether `image` exists in the daemon.
 pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
         Err(e) => Err(InfraClass::Sandbox.error(format!("inspect image {image}: {e}"))),
     }
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
 pub async fn connect() -> Result<Docker> {
-    let d = Docker::connect_with_defaults().map_err(|e| InfraClass::Sandbox.error(format!("connect to Docker: {e}")))?;
+    let d = Docker::connect_with_defaults()
+        .map_err(|e| InfraClass::Sandbox.error(format!("connect to Docker: {e}")))?;
     d.negotiate_version().await.map_err(|e| {
         InfraClass::Sandbox.error_hint(
             format!("reach the Docker daemon: {e}"),
@@ -45,8 +52,17 @@ pub async fn connect() -> Result<Docker> {
 }
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
-pub fn debootstrap_rootfs(suite: &str, include: &[String], mirror: &str, work: &Path, out: &Path) -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("git-harness-rootfs-").tempdir_in(work).at(work)?;
+pub fn debootstrap_rootfs(
+    suite: &str,
+    include: &[String],
+    mirror: &str,
+    work: &Path,
+    out: &Path,
+) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("git-harness-rootfs-")
+        .tempdir_in(work)
+        .at(work)?;
     let root = dir.path().join("root");
     let mut cmd = std::process::Command::new("debootstrap");
     cmd.arg("--variant=minbase");
@@ -55,14 +71,20 @@ pub fn debootstrap_rootfs(suite: &str, include: &[String], mirror: &str, work: &
     }
     cmd.arg(suite).arg(&root).arg(mirror);
     let o = cmd.output().map_err(|e| {
-        Error::usage_hint(format!("cannot run debootstrap: {e}"), "install the debootstrap package (and run as root)")
+        Error::usage_hint(
+            format!("cannot run debootstrap: {e}"),
+            "install the debootstrap package (and run as root)",
+        )
     })?;
     if !o.status.success() {
         let log = String::from_utf8_lossy(&o.stderr);
         let out_log = String::from_utf8_lossy(&o.stdout);
         let tail: Vec<&str> = out_log.lines().chain(log.lines()).collect();
         let tail = tail[tail.len().saturating_sub(20)..].join("\n");
-        return Err(InfraClass::Sandbox.error(format!("debootstrap {suite} failed ({}):\n{tail}", o.status)));
+        return Err(InfraClass::Sandbox.error(format!(
+            "debootstrap {suite} failed ({}):\n{tail}",
+            o.status
+        )));
     }
     tar_rootfs(&root, out)
 }
@@ -79,7 +101,10 @@ pub fn tar_rootfs(root: &Path, out: &Path) -> Result<()> {
         .output()
         .map_err(|e| Error::io("tar", e))?;
     if !o.status.success() {
-        return Err(InfraClass::Sandbox.error(format!("tar the root filesystem: {}", String::from_utf8_lossy(&o.stderr))));
+        return Err(InfraClass::Sandbox.error(format!(
+            "tar the root filesystem: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )));
     }
     Ok(())
 }
@@ -95,14 +120,22 @@ pub async fn import_rootfs(docker: &Docker, tarball: &Path, tag: &str) -> Result
         .from_src("-")
         .repo(&repo)
         .tag(&t)
-        .changes(vec!["ENV LANG=C.UTF-8".to_string(), "CMD [\"bash\"]".to_string()])
+        .changes(vec![
+            "ENV LANG=C.UTF-8".to_string(),
+            "CMD [\"bash\"]".to_string(),
+        ])
         .build();
     let mut stream = docker.create_image(Some(opts), Some(bollard::body_full(data.into())), None);
     while let Some(item) = stream.next().await {
-        item.map_err(|e| InfraClass::Sandbox.error(format!("import {} as {tag}: {e}", tarball.display())))?;
+        item.map_err(|e| {
+            InfraClass::Sandbox.error(format!("import {} as {tag}: {e}", tarball.display()))
+        })?;
     }
     if !image_exists(docker, tag).await? {
-        return Err(InfraClass::Sandbox.error(format!("import {} as {tag}: the image did not appear", tarball.display())));
+        return Err(InfraClass::Sandbox.error(format!(
+            "import {} as {tag}: the image did not appear",
+            tarball.display()
+        )));
     }
     Ok(())
 }
@@ -125,12 +158,27 @@ pub async fn build_base(
             progress(&format!("importing {} as {tag}", p.display()));
             import_rootfs(docker, p, tag).await?;
         }
-        RootfsSource::Debootstrap { suite, include, mirror } => {
+        RootfsSource::Debootstrap {
+            suite,
+            include,
+            mirror,
+        } => {
             let work = std::env::temp_dir();
-            let tar_dir = tempfile::Builder::new().prefix("git-harness-base-").tempdir_in(&work).at(&work)?;
+            let tar_dir = tempfile::Builder::new()
+                .prefix("git-harness-base-")
+                .tempdir_in(&work)
+                .at(&work)?;
             let tarball = tar_dir.path().join("rootfs.tar");
-            progress(&format!("running debootstrap {suite} from {mirror} (this takes a few minutes)"));
-            let (s, i, m, w, t) = (suite.clone(), include.clone(), mirror.clone(), work.clone(), tarball.clone());
+            progress(&format!(
+                "running debootstrap {suite} from {mirror} (this takes a few minutes)"
+            ));
+            let (s, i, m, w, t) = (
+                suite.clone(),
+                include.clone(),
+                mirror.clone(),
+                work.clone(),
+                tarball.clone(),
+            );
             tokio::task::spawn_blocking(move || debootstrap_rootfs(&s, &i, &m, &w, &t))
                 .await
                 .map_err(|e| Error::Internal(format!("debootstrap task panicked: {e}")))??;

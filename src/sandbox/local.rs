@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::output::Capture;
-use super::{CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize};
+use super::{
+    CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -40,7 +42,11 @@ pub struct LocalOptions {
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        LocalOptions { bwrap: bwrap_available(), temp_root: None, max_processes: Some(4096) }
+        LocalOptions {
+            bwrap: bwrap_available(),
+            temp_root: None,
+            max_processes: Some(4096),
+        }
     }
 }
 
@@ -49,7 +55,16 @@ pub fn bwrap_available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         std::process::Command::new("bwrap")
-            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid"])
+            .args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--unshare-pid",
+            ])
             .args(["--unshare-net", "--die-with-parent", "true"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -84,20 +99,37 @@ impl LocalProvider {
     }
 
     pub async fn create_local(&self, task: &Task, trial_id: &str) -> Result<LocalSandbox> {
-        let base = self.opts.temp_root.clone().unwrap_or_else(std::env::temp_dir);
+        let base = self
+            .opts
+            .temp_root
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let tmp = tempfile::Builder::new()
             .prefix(&format!("git-harness-{}-", sanitize(trial_id)))
             .tempdir_in(&base)
             .at(&base)?;
         let root = tmp.path().to_path_buf();
-        for d in ["work", "tests", "logs/verifier", "logs/agent", "solution", "tmp"] {
+        for d in [
+            "work",
+            "tests",
+            "logs/verifier",
+            "logs/agent",
+            "solution",
+            "tmp",
+        ] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).at(&p)?;
         }
-        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).at(root.join("tmp"))?;
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .at(root.join("tmp"))?;
         let task_workdir = task.environment.workdir.clone();
         let (workdir, tests, logs, solution) = if self.opts.bwrap {
-            (task_workdir.clone(), "/tests".to_string(), "/logs".to_string(), "/solution".to_string())
+            (
+                task_workdir.clone(),
+                "/tests".to_string(),
+                "/logs".to_string(),
+                "/solution".to_string(),
+            )
         } else {
             let s = |d: &str| root.join(d).to_string_lossy().into_owned();
             (s("work"), s("tests"), s("logs"), s("solution"))
@@ -128,14 +160,23 @@ impl LocalProvider {
         }
         if let Some(setup) = &task.setup_script {
             let script = std::fs::read_to_string(setup).at(setup)?;
-            let timeout = task.environment.build_timeout_sec.map(Duration::from_secs).unwrap_or(SETUP_TIMEOUT);
+            let timeout = task
+                .environment
+                .build_timeout_sec
+                .map(Duration::from_secs)
+                .unwrap_or(SETUP_TIMEOUT);
             let out = sb.exec(ExecRequest::new(script, timeout)).await?;
             if !out.success() {
                 let tail = tail(&out.output, 2000);
                 let why = if out.timed_out {
                     format!("timed out after {}s", timeout.as_secs())
                 } else {
-                    format!("exited with {}", out.exit_code.map(|c| c.to_string()).unwrap_or("a signal".into()))
+                    format!(
+                        "exited with {}",
+                        out.exit_code
+                            .map(|c| c.to_string())
+                            .unwrap_or("a signal".into())
+                    )
                 };
                 sb.destroy().await?;
                 return Err(InfraClass::Sandbox.error(format!(
@@ -151,7 +192,11 @@ impl LocalProvider {
 #[async_trait]
 impl SandboxProvider for LocalProvider {
     fn name(&self) -> &str {
-        if self.opts.bwrap { "local (bubblewrap)" } else { "local (plain)" }
+        if self.opts.bwrap {
+            "local (bubblewrap)"
+        } else {
+            "local (plain)"
+        }
     }
 
     async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {
@@ -246,7 +291,11 @@ impl LocalSandbox {
         } else {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
         };
-        let tmp = if self.bwrap { "/tmp".to_string() } else { self.root.join("tmp").to_string_lossy().into_owned() };
+        let tmp = if self.bwrap {
+            "/tmp".to_string()
+        } else {
+            self.root.join("tmp").to_string_lossy().into_owned()
+        };
         let mut env = vec![
             ("PATH".to_string(), path),
             ("HOME".to_string(), tmp.clone()),
@@ -266,12 +315,21 @@ impl LocalSandbox {
     }
 
     fn command(&self, req: &ExecRequest) -> Result<tokio::process::Command> {
-        let cwd = normalize(&self.workdir, req.workdir.as_deref().unwrap_or(&self.workdir));
+        let cwd = normalize(
+            &self.workdir,
+            req.workdir.as_deref().unwrap_or(&self.workdir),
+        );
         let mut cmd;
         if self.bwrap {
             let r = |s: &str| self.root.join(s).to_string_lossy().into_owned();
             cmd = tokio::process::Command::new("bwrap");
-            cmd.args(["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
+            cmd.args([
+                "--die-with-parent",
+                "--new-session",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+            ]);
             if !self.network {
                 cmd.arg("--unshare-net");
             }
@@ -293,7 +351,8 @@ impl LocalSandbox {
         }
         cmd.env_clear();
         cmd.envs(self.env(&cwd, &req.env));
-        let cpu_secs = (req.timeout.as_secs_f64() * self.cpus.unwrap_or(1.0).max(1.0)).ceil() as u64 + 5;
+        let cpu_secs =
+            (req.timeout.as_secs_f64() * self.cpus.unwrap_or(1.0).max(1.0)).ceil() as u64 + 5;
         let address_mb = self.memory_mb.map(|m| m + ADDRESS_SPACE_SLACK_MB);
         let nproc = self.max_processes;
         let bwrap = self.bwrap;
@@ -322,7 +381,11 @@ impl LocalSandbox {
     }
 
     fn kill_all(&self) {
-        let groups: Vec<i32> = self.live.lock().map(|g| g.iter().copied().collect()).unwrap_or_default();
+        let groups: Vec<i32> = self
+            .live
+            .lock()
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default();
         for g in groups {
             kill_group(g);
         }
@@ -330,12 +393,21 @@ impl LocalSandbox {
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) {
-    let lim = libc::rlimit { rlim_cur: value as libc::rlim_t, rlim_max: value as libc::rlim_t };
+    let lim = libc::rlimit {
+        rlim_cur: value as libc::rlim_t,
+        rlim_max: value as libc::rlim_t,
+    };
     // SAFETY: setrlimit with a valid pointer; lowering limits cannot fail for lack of privilege.
     unsafe {
-        let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(resource, &mut cur) == 0 && cur.rlim_max < lim.rlim_max {
-            let lowered = libc::rlimit { rlim_cur: cur.rlim_max.min(lim.rlim_cur), rlim_max: cur.rlim_max };
+            let lowered = libc::rlimit {
+                rlim_cur: cur.rlim_max.min(lim.rlim_cur),
+                rlim_max: cur.rlim_max,
+            };
             libc::setrlimit(resource, &lowered);
         } else {
             libc::setrlimit(resource, &lim);
@@ -381,7 +453,9 @@ impl Sandbox for LocalSandbox {
         let mut cmd = self.command(&req)?;
         let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
         let writer2 = writer.try_clone().map_err(|e| Error::io("pipe", e))?;
-        cmd.stdin(std::process::Stdio::null()).stdout(writer).stderr(writer2);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(writer2);
         cmd.kill_on_drop(true);
         let mut child = cmd
             .spawn()
@@ -392,7 +466,10 @@ impl Sandbox for LocalSandbox {
         if let Ok(mut g) = self.live.lock() {
             g.insert(pgid);
         }
-        let guard = GroupGuard { pgid, live: self.live.clone() };
+        let guard = GroupGuard {
+            pgid,
+            live: self.live.clone(),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
             let mut cap = Capture::default();
@@ -417,7 +494,10 @@ impl Sandbox for LocalSandbox {
         drop(guard);
         let (output, truncated) = match tokio::time::timeout(DRAIN_GRACE, rx).await {
             Ok(Ok(o)) => o,
-            _ => ("[output unavailable: a process escaped the process group]".to_string(), false),
+            _ => (
+                "[output unavailable: a process escaped the process group]".to_string(),
+                false,
+            ),
         };
         let exit_code = if timed_out { None } else { status.code() };
         Ok(ExecOutput {
@@ -503,7 +583,16 @@ fn strip_dir_prefix<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(40).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect()
 }
 
 fn tail(s: &str, n: usize) -> &str {
@@ -528,7 +617,9 @@ fn host_tree_args(mounts: &[String]) -> Vec<String> {
 }
 
 fn walk_host(dir: &Path, mounts: &[String], args: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -536,12 +627,18 @@ fn walk_host(dir: &Path, mounts: &[String], args: &mut Vec<String>) {
         if mounts.iter().any(|m| *m == s) {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if meta.file_type().is_symlink() {
             if let Ok(t) = std::fs::read_link(&p) {
                 args.extend(["--symlink".into(), t.to_string_lossy().into_owned(), s]);
             }
-        } else if meta.is_dir() && mounts.iter().any(|m| strip_dir_prefix(m, &s).is_some_and(|r| !r.is_empty())) {
+        } else if meta.is_dir()
+            && mounts
+                .iter()
+                .any(|m| strip_dir_prefix(m, &s).is_some_and(|r| !r.is_empty()))
+        {
             args.extend(["--dir".into(), s.clone()]);
             walk_host(&p, mounts, args);
         } else if meta.is_dir() || meta.is_file() {

@@ -33,7 +33,12 @@ pub struct ExecRequest {
 
 impl ExecRequest {
     pub fn new(command: impl Into<String>, timeout: Duration) -> Self {
-        ExecRequest { command: command.into(), timeout, env: Vec::new(), workdir: None }
+        ExecRequest {
+            command: command.into(),
+            timeout,
+            env: Vec::new(),
+            workdir: None,
+        }
     }
 }
 
@@ -135,18 +140,28 @@ impl InfraClass {
 
     /// An `Error::Infra` of this class.
     pub fn error(self, message: impl AsRef<str>) -> Error {
-        Error::Infra { message: format!("{}: {}", self.as_str(), message.as_ref()), hint: None }
+        Error::Infra {
+            message: format!("{}: {}", self.as_str(), message.as_ref()),
+            hint: None,
+        }
     }
 
     pub fn error_hint(self, message: impl AsRef<str>, hint: impl Into<String>) -> Error {
-        Error::Infra { message: format!("{}: {}", self.as_str(), message.as_ref()), hint: Some(hint.into()) }
+        Error::Infra {
+            message: format!("{}: {}", self.as_str(), message.as_ref()),
+            hint: Some(hint.into()),
+        }
     }
 
     /// The class of an infrastructure error, when it has one.
     pub fn of(err: &Error) -> Option<InfraClass> {
         match err {
-            Error::Infra { message, .. } if message.starts_with("sandbox: ") => Some(InfraClass::Sandbox),
-            Error::Infra { message, .. } if message.starts_with("verifier: ") => Some(InfraClass::Verifier),
+            Error::Infra { message, .. } if message.starts_with("sandbox: ") => {
+                Some(InfraClass::Sandbox)
+            }
+            Error::Infra { message, .. } if message.starts_with("verifier: ") => {
+                Some(InfraClass::Verifier)
+            }
             _ => None,
         }
     }
@@ -193,10 +208,17 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
                     true
                 }
             };
-            let lo = LocalOptions { bwrap: use_bwrap, temp_root: opts.temp_root.clone(), ..LocalOptions::default() };
+            let lo = LocalOptions {
+                bwrap: use_bwrap,
+                temp_root: opts.temp_root.clone(),
+                ..LocalOptions::default()
+            };
             Ok(Arc::new(LocalProvider::new(lo)))
         }
-        RunnerKind::Docker => Ok(Arc::new(DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())?)),
+        RunnerKind::Docker => Ok(Arc::new(DockerProvider::connect(
+            cfg.image_map.clone(),
+            opts.labels.clone(),
+        )?)),
     }
 }
 
@@ -212,7 +234,11 @@ pub fn new_trial_id() -> String {
 
 /// Resolve `path` (absolute, or relative to `base`) lexically: `.` and `..` folded, never above `/`.
 pub(crate) fn normalize(base: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') { path.to_string() } else { format!("{base}/{path}") };
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{base}/{path}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for c in joined.split('/') {
         match c {

@@ -32,7 +32,10 @@ impl Capture {
         let mut out = String::from_utf8_lossy(&self.head).into_owned();
         let truncated = self.dropped > 0;
         if truncated {
-            out.push_str(&format!("\n[... {} bytes of output omitted ...]\n", self.dropped));
+            out.push_str(&format!(
+                "\n[... {} bytes of output omitted ...]\n",
+                self.dropped
+            ));
         }
         let tail: Vec<u8> = self.tail.into_iter().collect();
         out.push_str(&String::from_utf8_lossy(&tail));

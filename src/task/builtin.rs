@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::verify::{VerifyOptions, verify};
 use super::{Task, TaskFormat, VerifierOutcome};
 use crate::error::{Error, Result};
-use crate::sandbox::{CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider};
+use crate::sandbox::{
+    CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,14 +49,19 @@ impl std::str::FromStr for BuiltinAgent {
         match s {
             "oracle" => Ok(BuiltinAgent::Oracle),
             "nop" => Ok(BuiltinAgent::Nop),
-            o => Err(Error::usage(format!("unknown built-in agent `{o}` (expected oracle or nop)"))),
+            o => Err(Error::usage(format!(
+                "unknown built-in agent `{o}` (expected oracle or nop)"
+            ))),
         }
     }
 }
 
 async fn run_oracle(sandbox: &dyn Sandbox, task: &Task) -> Result<ExecOutput> {
     let Some(script) = &task.solution_script else {
-        return Err(Error::usage(format!("task `{}` has no reference solution", task.id)));
+        return Err(Error::usage(format!(
+            "task `{}` has no reference solution",
+            task.id
+        )));
     };
     let sol = sandbox.solution_dir().to_string();
     let entry = match task.format {
@@ -71,7 +78,10 @@ async fn run_oracle(sandbox: &dyn Sandbox, task: &Task) -> Result<ExecOutput> {
         }
     };
     sandbox
-        .exec(ExecRequest::new(format!("bash '{}'", entry.replace('\'', "'\\''")), task.agent_timeout))
+        .exec(ExecRequest::new(
+            format!("bash '{}'", entry.replace('\'', "'\\''")),
+            task.agent_timeout,
+        ))
         .await
 }
 
@@ -94,7 +104,12 @@ pub type SandboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 
 /// Create a sandbox, run `f` in it, destroy it — also when `f` fails. When the returned future
 /// is dropped midway (Ctrl-C, an outer timeout) or `f` panics, the sandbox's drop guard cleans up
 /// synchronously.
-pub async fn with_sandbox<T, F>(provider: &dyn SandboxProvider, task: &Task, opts: &CreateOptions, f: F) -> Result<T>
+pub async fn with_sandbox<T, F>(
+    provider: &dyn SandboxProvider,
+    task: &Task,
+    opts: &CreateOptions,
+    f: F,
+) -> Result<T>
 where
     F: for<'a> FnOnce(&'a dyn Sandbox) -> SandboxFuture<'a, T>,
 {
@@ -116,7 +131,9 @@ pub async fn run_trial(
     verify_opts: &VerifyOptions,
 ) -> Result<TrialResult> {
     let trial_id = crate::sandbox::new_trial_id();
-    let opts = CreateOptions { trial_id: Some(trial_id.clone()) };
+    let opts = CreateOptions {
+        trial_id: Some(trial_id.clone()),
+    };
     let t0 = Instant::now();
     let mut sb = provider.create_with(task, &opts).await?;
     let setup_ms = t0.elapsed().as_millis() as u64;
@@ -127,13 +144,26 @@ pub async fn run_trial(
         let agent_ms = t1.elapsed().as_millis() as u64;
         let t2 = Instant::now();
         let verifier = verify(sb.as_ref(), task, verify_opts).await?;
-        Ok::<_, Error>((agent_output, agent_ms, verifier, t2.elapsed().as_millis() as u64))
+        Ok::<_, Error>((
+            agent_output,
+            agent_ms,
+            verifier,
+            t2.elapsed().as_millis() as u64,
+        ))
     }
     .await;
     let destroyed = sb.destroy().await;
     let (agent_output, agent_ms, verifier, verify_ms) = result?;
     destroyed?;
-    Ok(TrialResult { trial_id, agent, agent_output, verifier, setup_ms, agent_ms, verify_ms })
+    Ok(TrialResult {
+        trial_id,
+        agent,
+        agent_output,
+        verifier,
+        setup_ms,
+        agent_ms,
+        verify_ms,
+    })
 }
 
 /// What `tasks check` found for one task.
@@ -153,15 +183,25 @@ impl TaskCheck {
             Ok(r) if !r.verifier.passed => {
                 let mut s = format!("oracle fails (reward {})", r.verifier.reward);
                 if !r.verifier.failed_tests.is_empty() {
-                    s.push_str(&format!(", failed tests: {}", r.verifier.failed_tests.join(", ")));
+                    s.push_str(&format!(
+                        ", failed tests: {}",
+                        r.verifier.failed_tests.join(", ")
+                    ));
                 }
                 if let Some(o) = &r.agent_output
                     && !o.success()
                 {
-                    let why = if o.timed_out { "timed out".to_string() } else { format!("exited {:?}", o.exit_code) };
+                    let why = if o.timed_out {
+                        "timed out".to_string()
+                    } else {
+                        format!("exited {:?}", o.exit_code)
+                    };
                     s.push_str(&format!("; solve.sh {why}: {}", last_lines(&o.output, 5)));
                 }
-                s.push_str(&format!("; verifier output: {}", last_lines(&r.verifier.output_tail, 8)));
+                s.push_str(&format!(
+                    "; verifier output: {}",
+                    last_lines(&r.verifier.output_tail, 8)
+                ));
                 p.push(s);
             }
             Ok(_) => {}
@@ -204,23 +244,34 @@ pub async fn check_tasks(
     verify_opts: &VerifyOptions,
 ) -> Vec<TaskCheck> {
     let jobs = tasks.iter().enumerate().flat_map(|(i, t)| {
-        [BuiltinAgent::Oracle, BuiltinAgent::Nop].into_iter().map(move |a| (i, t, a))
+        [BuiltinAgent::Oracle, BuiltinAgent::Nop]
+            .into_iter()
+            .map(move |a| (i, t, a))
     });
     let provider = &provider;
-    let mut results: Vec<(usize, BuiltinAgent, std::result::Result<TrialResult, String>)> =
-        futures_util::stream::iter(jobs)
-            .map(|(i, t, a)| async move {
-                let r = run_trial(provider.as_ref(), t, a, verify_opts).await.map_err(|e| describe(&e));
-                (i, a, r)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    let mut results: Vec<(
+        usize,
+        BuiltinAgent,
+        std::result::Result<TrialResult, String>,
+    )> = futures_util::stream::iter(jobs)
+        .map(|(i, t, a)| async move {
+            let r = run_trial(provider.as_ref(), t, a, verify_opts)
+                .await
+                .map_err(|e| describe(&e));
+            (i, a, r)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     results.sort_by_key(|(i, a, _)| (*i, *a == BuiltinAgent::Nop));
     let mut checks = Vec::new();
     let mut it = results.into_iter();
     while let (Some((i, _, oracle)), Some((_, _, nop))) = (it.next(), it.next()) {
-        checks.push(TaskCheck { task: tasks[i].id.clone(), oracle, nop });
+        checks.push(TaskCheck {
+            task: tasks[i].id.clone(),
+            oracle,
+            nop,
+        });
     }
     checks
 }

@@ -77,7 +77,10 @@ pub fn load_suite(dir: &Path) -> Result<Suite> {
             line: None,
             field: "tasks".into(),
             message: "no task directories found".into(),
-            hint: Some("a task directory has task.toml + instruction.md (Harbor) or task.yaml (TB1)".into()),
+            hint: Some(
+                "a task directory has task.toml + instruction.md (Harbor) or task.yaml (TB1)"
+                    .into(),
+            ),
         });
     }
     Ok(suite)
@@ -88,8 +91,20 @@ pub fn load_suite_lenient(dir: &Path) -> Result<(Suite, Vec<TaskProblem>)> {
     let root = dir.to_path_buf();
     if is_task_dir(dir) {
         return Ok(match load_task_problems(dir) {
-            Ok(t) => (Suite { root, tasks: vec![t] }, Vec::new()),
-            Err(p) => (Suite { root, tasks: Vec::new() }, p),
+            Ok(t) => (
+                Suite {
+                    root,
+                    tasks: vec![t],
+                },
+                Vec::new(),
+            ),
+            Err(p) => (
+                Suite {
+                    root,
+                    tasks: Vec::new(),
+                },
+                p,
+            ),
         });
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -97,7 +112,11 @@ pub fn load_suite_lenient(dir: &Path) -> Result<(Suite, Vec<TaskProblem>)> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.is_dir())
-        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
         .collect();
     entries.sort();
     let mut tasks = Vec::new();
@@ -134,7 +153,9 @@ fn aggregate(dir: &Path, problems: &[TaskProblem]) -> Error {
 }
 
 fn is_task_dir(dir: &Path) -> bool {
-    dir.join("task.toml").is_file() || dir.join("instruction.md").is_file() || dir.join("task.yaml").is_file()
+    dir.join("task.toml").is_file()
+        || dir.join("instruction.md").is_file()
+        || dir.join("task.yaml").is_file()
 }
 
 fn task_id(dir: &Path) -> String {
@@ -162,7 +183,10 @@ impl Problems {
 
 fn load_task_problems(dir: &Path) -> std::result::Result<Task, Vec<TaskProblem>> {
     let id = task_id(dir);
-    let mut pr = Problems { task: id.clone(), list: Vec::new() };
+    let mut pr = Problems {
+        task: id.clone(),
+        list: Vec::new(),
+    };
     let task = if dir.join("task.yaml").is_file() && !dir.join("task.toml").is_file() {
         load_tb1(dir, &id, &mut pr)
     } else if is_task_dir(dir) {
@@ -204,7 +228,11 @@ fn read_text(path: &Path, field: &str, pr: &mut Problems) -> Option<String> {
 
 /// The 1-based line of byte offset `at` in `text`.
 fn line_at(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line of `key =` inside `[table]` (or anywhere when not found there).
@@ -237,7 +265,12 @@ fn positive_secs(v: &toml::Value) -> std::result::Result<f64, String> {
     let x = match v {
         toml::Value::Integer(i) => *i as f64,
         toml::Value::Float(f) => *f,
-        other => return Err(format!("must be a number of seconds, found {}", other.type_str())),
+        other => {
+            return Err(format!(
+                "must be a number of seconds, found {}",
+                other.type_str()
+            ));
+        }
     };
     if !x.is_finite() || x <= 0.0 {
         return Err(format!("must be a positive number of seconds, found {x}"));
@@ -275,10 +308,17 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
     }
     // task.toml is optional: without it every setting takes its default.
     let toml_path = dir.join("task.toml");
-    let config_text = if toml_path.exists() { read_text(&toml_path, "task.toml", pr) } else { Some(String::new()) };
+    let config_text = if toml_path.exists() {
+        read_text(&toml_path, "task.toml", pr)
+    } else {
+        Some(String::new())
+    };
     let mut agent_timeout = DEFAULT_AGENT_TIMEOUT_SEC;
     let mut verifier_timeout = DEFAULT_VERIFIER_TIMEOUT_SEC;
-    let mut env = EnvironmentSpec { workdir: DEFAULT_WORKDIR.into(), ..Default::default() };
+    let mut env = EnvironmentSpec {
+        workdir: DEFAULT_WORKDIR.into(),
+        ..Default::default()
+    };
     if let Some(text) = &config_text {
         match toml::from_str::<toml::Table>(text) {
             Err(e) => {
@@ -308,7 +348,12 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
                     if let Some(v) = t.as_ref().and_then(|t| t.get(key)) {
                         match positive_secs(v) {
                             Ok(x) => *out = x,
-                            Err(m) => pr.add(&toml_path, toml_line(text, tname, key), &format!("{tname}.{key}"), m),
+                            Err(m) => pr.add(
+                                &toml_path,
+                                toml_line(text, tname, key),
+                                &format!("{tname}.{key}"),
+                                m,
+                            ),
                         }
                     }
                 };
@@ -319,7 +364,8 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
                 }
                 // `[agent].network_mode` asks for the network during the agent phase too.
                 if env.network_mode.is_none()
-                    && let Some(toml::Value::String(m)) = agent.as_ref().and_then(|a| a.get("network_mode"))
+                    && let Some(toml::Value::String(m)) =
+                        agent.as_ref().and_then(|a| a.get("network_mode"))
                 {
                     env.network_mode = Some(m.clone());
                 }
@@ -329,7 +375,12 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
     let tests_dir = dir.join("tests");
     let test_script = tests_dir.join("test.sh");
     if !test_script.is_file() {
-        pr.add(&test_script, None, "tests/test.sh", "file is missing (the verifier's entry point)");
+        pr.add(
+            &test_script,
+            None,
+            "tests/test.sh",
+            "file is missing (the verifier's entry point)",
+        );
     }
     let env_dir = dir.join("environment");
     let dockerfile = env_dir.join("Dockerfile");
@@ -367,7 +418,13 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
     Some(task)
 }
 
-fn parse_environment(e: &toml::Table, text: &str, file: &Path, pr: &mut Problems, env: &mut EnvironmentSpec) {
+fn parse_environment(
+    e: &toml::Table,
+    text: &str,
+    file: &Path,
+    pr: &mut Problems,
+    env: &mut EnvironmentSpec,
+) {
     let line = |k: &str| toml_line(text, "environment", k);
     let field = |k: &str| format!("environment.{k}");
     let string = |k: &str, pr: &mut Problems| -> Option<String> {
@@ -375,7 +432,12 @@ fn parse_environment(e: &toml::Table, text: &str, file: &Path, pr: &mut Problems
             None => None,
             Some(toml::Value::String(s)) => Some(s.clone()),
             Some(o) => {
-                pr.add(file, line(k), &field(k), format!("must be a string, found {}", o.type_str()));
+                pr.add(
+                    file,
+                    line(k),
+                    &field(k),
+                    format!("must be a string, found {}", o.type_str()),
+                );
                 None
             }
         }
@@ -385,18 +447,33 @@ fn parse_environment(e: &toml::Table, text: &str, file: &Path, pr: &mut Problems
         if w.starts_with('/') && !w.contains("..") {
             env.workdir = w;
         } else {
-            pr.add(file, line("workdir"), &field("workdir"), "must be an absolute path");
+            pr.add(
+                file,
+                line("workdir"),
+                &field("workdir"),
+                "must be an absolute path",
+            );
         }
     }
     env.network_mode = string("network_mode", pr);
     if let Some(m) = &env.network_mode
-        && !["none", "no-network", "public", "bridge", "host", "allowlist"].contains(&m.as_str())
+        && ![
+            "none",
+            "no-network",
+            "public",
+            "bridge",
+            "host",
+            "allowlist",
+        ]
+        .contains(&m.as_str())
     {
         pr.add(
             file,
             line("network_mode"),
             &field("network_mode"),
-            format!("unknown mode `{m}` (expected none, no-network, public, bridge, host or allowlist)"),
+            format!(
+                "unknown mode `{m}` (expected none, no-network, public, bridge, host or allowlist)"
+            ),
         );
     }
     match e.get("allow_internet") {
@@ -414,13 +491,20 @@ fn parse_environment(e: &toml::Table, text: &str, file: &Path, pr: &mut Problems
         Some(v) => match v {
             toml::Value::Integer(i) if *i > 0 => env.cpus = Some(*i as f64),
             toml::Value::Float(f) if f.is_finite() && *f > 0.0 => env.cpus = Some(*f),
-            o => pr.add(file, line("cpus"), &field("cpus"), format!("must be a positive number, found {o}")),
+            o => pr.add(
+                file,
+                line("cpus"),
+                &field("cpus"),
+                format!("must be a positive number, found {o}"),
+            ),
         },
     }
     match (e.get("memory_mb"), e.get("memory")) {
         (Some(v), _) => match v {
             toml::Value::Integer(i) if *i > 0 => env.memory_mb = Some(*i as u64),
-            toml::Value::Float(f) if f.is_finite() && *f >= 1.0 => env.memory_mb = Some(f.ceil() as u64),
+            toml::Value::Float(f) if f.is_finite() && *f >= 1.0 => {
+                env.memory_mb = Some(f.ceil() as u64)
+            }
             o => pr.add(
                 file,
                 line("memory_mb"),
@@ -449,7 +533,12 @@ fn parse_environment(e: &toml::Table, text: &str, file: &Path, pr: &mut Problems
     if let Some(v) = e.get("build_timeout_sec") {
         match positive_secs(v) {
             Ok(x) => env.build_timeout_sec = Some(x.ceil() as u64),
-            Err(m) => pr.add(file, line("build_timeout_sec"), &field("build_timeout_sec"), m),
+            Err(m) => pr.add(
+                file,
+                line("build_timeout_sec"),
+                &field("build_timeout_sec"),
+                m,
+            ),
         }
     }
 }
@@ -484,7 +573,12 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
             None
         }
         Some(_) => {
-            pr.add(&yaml_path, line("instruction"), "instruction", "must be a string");
+            pr.add(
+                &yaml_path,
+                line("instruction"),
+                "instruction",
+                "must be a string",
+            );
             None
         }
     };
@@ -494,7 +588,12 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
             Some(v) => match v.as_f64() {
                 Some(x) if x.is_finite() && x > 0.0 => x,
                 _ => {
-                    pr.add(&yaml_path, line(k), k, "must be a positive number of seconds");
+                    pr.add(
+                        &yaml_path,
+                        line(k),
+                        k,
+                        "must be a positive number of seconds",
+                    );
                     default
                 }
             },
@@ -504,7 +603,12 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
     let test_timeout = secs("max_test_timeout_sec", TB1_TEST_TIMEOUT_SEC, pr);
     let test_script = dir.join("run-tests.sh");
     if !test_script.is_file() {
-        pr.add(&test_script, None, "run-tests.sh", "file is missing (the verifier's entry point)");
+        pr.add(
+            &test_script,
+            None,
+            "run-tests.sh",
+            "file is missing (the verifier's entry point)",
+        );
     }
     let tests_dir = dir.join("tests");
     let dockerfile = dir.join("Dockerfile");
@@ -521,7 +625,10 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         instruction: instruction?,
         agent_timeout: Duration::from_secs_f64(agent_timeout),
         verifier_timeout: Duration::from_secs_f64(test_timeout),
-        environment: EnvironmentSpec { workdir: DEFAULT_WORKDIR.into(), ..Default::default() },
+        environment: EnvironmentSpec {
+            workdir: DEFAULT_WORKDIR.into(),
+            ..Default::default()
+        },
         checksum: String::new(),
         tests_dir: tests_dir.is_dir().then_some(tests_dir),
         test_script,
@@ -559,7 +666,12 @@ fn checksum(task: &Task, config: &str) -> Result<String> {
             }
         }
         TaskFormat::Tb1 => {
-            for f in ["Dockerfile", "docker-compose.yaml", "docker-compose.yml", "run-tests.sh"] {
+            for f in [
+                "Dockerfile",
+                "docker-compose.yaml",
+                "docker-compose.yml",
+                "run-tests.sh",
+            ] {
                 let p = task.dir.join(f);
                 if p.is_file() {
                     entries.push((format!("environment/{f}"), std::fs::read(&p).at(&p)?));
@@ -589,11 +701,17 @@ fn checksum(task: &Task, config: &str) -> Result<String> {
 /// Files under `dir` as (`prefix/relative/path`, content); symlinks as their target text.
 /// Caches that tools leave behind (`__pycache__`, `.pytest_cache`, `.DS_Store`) are skipped.
 pub(crate) fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
-        if matches!(name.as_str(), "__pycache__" | ".pytest_cache" | ".DS_Store" | ".git") {
+        if matches!(
+            name.as_str(),
+            "__pycache__" | ".pytest_cache" | ".DS_Store" | ".git"
+        ) {
             continue;
         }
         let path = e.path();
@@ -601,7 +719,10 @@ pub(crate) fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>
         let ft = std::fs::symlink_metadata(&path).at(&path)?.file_type();
         if ft.is_symlink() {
             let target = std::fs::read_link(&path).at(&path)?;
-            out.push((format!("{logical}@"), target.to_string_lossy().as_bytes().to_vec()));
+            out.push((
+                format!("{logical}@"),
+                target.to_string_lossy().as_bytes().to_vec(),
+            ));
         } else if ft.is_dir() {
             collect(&path, &logical, out)?;
         } else if ft.is_file() {

@@ -23,7 +23,9 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { pass_threshold: 1.0 }
+        VerifyOptions {
+            pass_threshold: 1.0,
+        }
     }
 }
 
@@ -32,7 +34,11 @@ fn q(s: &str) -> String {
 }
 
 /// Verify the sandbox's final state.
-pub async fn verify(sandbox: &dyn Sandbox, task: &Task, opts: &VerifyOptions) -> Result<VerifierOutcome> {
+pub async fn verify(
+    sandbox: &dyn Sandbox,
+    task: &Task,
+    opts: &VerifyOptions,
+) -> Result<VerifierOutcome> {
     let tests = sandbox.tests_dir().to_string();
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
@@ -43,9 +49,14 @@ pub async fn verify(sandbox: &dyn Sandbox, task: &Task, opts: &VerifyOptions) ->
         l = q(&logs),
         t = q(&tests)
     );
-    let out = sandbox.exec(ExecRequest::new(clear, std::time::Duration::from_secs(60))).await?;
+    let out = sandbox
+        .exec(ExecRequest::new(clear, std::time::Duration::from_secs(60)))
+        .await?;
     if !out.success() {
-        return Err(InfraClass::Sandbox.error(format!("clear the verifier's directories: {}", out.output.trim())));
+        return Err(InfraClass::Sandbox.error(format!(
+            "clear the verifier's directories: {}",
+            out.output.trim()
+        )));
     }
     if let Some(dir) = &task.tests_dir {
         sandbox.copy_dir_in(dir, &tests).await?;
@@ -53,7 +64,8 @@ pub async fn verify(sandbox: &dyn Sandbox, task: &Task, opts: &VerifyOptions) ->
     let script = match task.format {
         TaskFormat::Harbor => format!("{tests}/test.sh"),
         TaskFormat::Tb1 => {
-            let data = std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
+            let data =
+                std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
             let p = format!("{tests}/run-tests.sh");
             sandbox.write_file(&p, &data).await?;
             p
@@ -111,10 +123,14 @@ pub async fn verify(sandbox: &dyn Sandbox, task: &Task, opts: &VerifyOptions) ->
 /// mean), then `reward.txt` (one number). `None` when neither exists.
 async fn read_reward(sandbox: &dyn Sandbox, vdir: &str) -> Result<Option<f64>> {
     if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.json")).await {
-        return parse_reward_json(&b).map(Some).map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.json: {m}")));
+        return parse_reward_json(&b)
+            .map(Some)
+            .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.json: {m}")));
     }
     if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.txt")).await {
-        return parse_reward_txt(&b).map(Some).map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.txt: {m}")));
+        return parse_reward_txt(&b)
+            .map(Some)
+            .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.txt: {m}")));
     }
     Ok(None)
 }
@@ -127,7 +143,10 @@ pub fn parse_reward_txt(b: &[u8]) -> std::result::Result<f64, String> {
     }
     match t.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(x),
-        _ => Err(format!("is not a number: {:?}", t.chars().take(80).collect::<String>())),
+        _ => Err(format!(
+            "is not a number: {:?}",
+            t.chars().take(80).collect::<String>()
+        )),
     }
 }
 
@@ -135,13 +154,16 @@ pub fn parse_reward_json(b: &[u8]) -> std::result::Result<f64, String> {
     if String::from_utf8_lossy(b).trim().is_empty() {
         return Err("is empty".into());
     }
-    let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| format!("is not JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(b).map_err(|e| format!("is not JSON: {e}"))?;
     if let Some(x) = v.as_f64() {
         return Ok(x);
     }
     let obj = v.as_object().ok_or("must be an object of numbers")?;
     if let Some(r) = obj.get("reward") {
-        return r.as_f64().ok_or_else(|| "`reward` is not a number".to_string());
+        return r
+            .as_f64()
+            .ok_or_else(|| "`reward` is not a number".to_string());
     }
     let nums: Vec<f64> = obj.values().filter_map(|x| x.as_f64()).collect();
     if nums.is_empty() || nums.len() != obj.len() {
@@ -152,8 +174,12 @@ pub fn parse_reward_json(b: &[u8]) -> std::result::Result<f64, String> {
 
 /// Failed test names from a CTRF report (`results.tests[]` with `status: failed`).
 pub fn ctrf_failed(b: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else { return Vec::new() };
-    let Some(tests) = v.pointer("/results/tests").and_then(|t| t.as_array()) else { return Vec::new() };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else {
+        return Vec::new();
+    };
+    let Some(tests) = v.pointer("/results/tests").and_then(|t| t.as_array()) else {
+        return Vec::new();
+    };
     tests
         .iter()
         .filter(|t| t.get("status").and_then(|s| s.as_str()) == Some("failed"))
@@ -212,7 +238,10 @@ mod tests {
     #[test]
     fn failed_names() {
         let out = "PASSED tests/t.py::test_ok\nFAILED tests/test_outputs.py::test_file - AssertionError: x\nFAILED plain_name\n";
-        assert_eq!(failed_from_output(out), vec!["test_file".to_string(), "plain_name".to_string()]);
+        assert_eq!(
+            failed_from_output(out),
+            vec!["test_file".to_string(), "plain_name".to_string()]
+        );
         let ctrf = br#"{"results":{"tests":[{"name":"tests/t.py::test_a","status":"failed"},{"name":"b","status":"passed"}]}}"#;
         assert_eq!(ctrf_failed(ctrf), vec!["test_a".to_string()]);
     }

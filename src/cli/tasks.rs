@@ -28,13 +28,13 @@ pub enum Sub {
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
-    /// The suite directory (default: the suite of .harness/experiment.yaml).
+    /// The suite directory or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// The suite directory, or one task directory (default: the suite of .harness/experiment.yaml).
+    /// The suite directory, one task directory, or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
     /// Where trials run (default: the runner of .harness/experiment.yaml, else local).
     #[arg(long, value_parser = ["local", "docker"])]
@@ -73,26 +73,42 @@ fn experiment() -> Result<Option<(Experiment, PathBuf)>> {
     Ok(Some((Experiment::parse(&text, file)?, PathBuf::from("."))))
 }
 
-fn suite_dir(arg: Option<PathBuf>, exp: &Option<(Experiment, PathBuf)>) -> Result<PathBuf> {
-    if let Some(p) = arg {
-        return Ok(p);
-    }
-    match exp {
-        Some((e, root))
-            if !e.suite.path.starts_with("builtin:") && !e.suite.path.contains("://") =>
-        {
-            Ok(root.join(&e.suite.path))
+/// The suite directory: an argument (a path or `builtin:NAME`) or experiment.yaml's suite. A
+/// bundled suite is extracted to a temp dir that lives as long as the returned guard.
+fn suite_dir(
+    arg: Option<PathBuf>,
+    exp: &Option<(Experiment, PathBuf)>,
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let spec = match (arg, exp) {
+        (Some(p), _) => p.to_string_lossy().into_owned(),
+        (None, Some((e, root))) if !e.suite.path.starts_with("builtin:") => {
+            root.join(&e.suite.path).to_string_lossy().into_owned()
         }
-        _ => Err(Error::usage_hint(
-            "no suite given",
-            "pass a suite directory: `git harness tasks check path/to/suite`",
-        )),
+        (None, Some((e, _))) => e.suite.path.clone(),
+        (None, None) => {
+            return Err(Error::usage_hint(
+                "no suite given",
+                "pass a suite directory: `git harness tasks check path/to/suite`",
+            ));
+        }
+    };
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        git_harness::assets::extract_suite(name, tmp.path())?;
+        return Ok((tmp.path().to_path_buf(), Some(tmp)));
     }
+    if spec.contains("://") {
+        return Err(Error::usage_hint(
+            format!("suite `{spec}` is a URL"),
+            "clone it and pass the directory",
+        ));
+    }
+    Ok((PathBuf::from(spec), None))
 }
 
 fn list(ui: &mut Ui, a: ListArgs) -> Result<i32> {
     let exp = experiment()?;
-    let dir = suite_dir(a.suite, &exp)?;
+    let (dir, _keep) = suite_dir(a.suite, &exp)?;
     let suite = task::load_suite(&dir)?;
     for t in &suite.tasks {
         let fmt = match t.format {
@@ -113,7 +129,7 @@ fn list(ui: &mut Ui, a: ListArgs) -> Result<i32> {
 
 fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     let exp = experiment()?;
-    let dir = suite_dir(a.suite, &exp)?;
+    let (dir, _keep) = suite_dir(a.suite, &exp)?;
     let suite = task::load_suite(&dir)?;
     let mut tasks = suite.tasks.clone();
     if !a.tasks.is_empty() {

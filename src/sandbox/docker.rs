@@ -53,7 +53,7 @@ if command -v setsid >/dev/null 2>&1; then setsid "$sh_" -c "$2" </dev/null & el
 p=$!
 echo "$p" > "/tmp/.git-harness-exec-$3.pid" 2>/dev/null
 wait "$p"; rc=$?
-kill -KILL -- "-$p" 2>/dev/null
+kill -KILL "-$p" 2>/dev/null
 rm -f "/tmp/.git-harness-exec-$3.pid"
 exit "$rc""#;
 
@@ -472,7 +472,7 @@ impl DockerSandbox {
     async fn kill_exec(&self, key: &str) {
         let script = format!(
             "f=/tmp/.git-harness-exec-{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
-             if [ -s $f ]; then p=$(cat $f); kill -KILL -- -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
+             if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
              sleep 0.2; done; exit 1"
         );
         let Ok(created) = self

@@ -306,8 +306,13 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
     {
         pr.add(&instruction_path, None, "instruction", "is empty");
     }
+    // task.toml is optional: without it every setting takes its default.
     let toml_path = dir.join("task.toml");
-    let config_text = read_text(&toml_path, "task.toml", pr);
+    let config_text = if toml_path.exists() {
+        read_text(&toml_path, "task.toml", pr)
+    } else {
+        Some(String::new())
+    };
     let mut agent_timeout = DEFAULT_AGENT_TIMEOUT_SEC;
     let mut verifier_timeout = DEFAULT_VERIFIER_TIMEOUT_SEC;
     let mut env = EnvironmentSpec {

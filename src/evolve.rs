@@ -105,13 +105,23 @@ pub async fn evolve(
         // Resume: open proposals on the current main are this round's, already paid for.
         let open: Vec<Proposal> = lineage::list_proposals(repo)?
             .into_iter()
-            .filter(|p| p.state == ProposalState::Open && p.parent == Some(main.id()) && p.slug != "merged")
+            .filter(|p| {
+                p.state == ProposalState::Open && p.parent == Some(main.id()) && p.slug != "merged"
+            })
             .collect();
         let (round, proposals) = if !open.is_empty() {
-            log(format!("round {}: resuming {} open proposal(s) on main", open[0].round, open.len()));
+            log(format!(
+                "round {}: resuming {} open proposal(s) on main",
+                open[0].round,
+                open.len()
+            ));
             (open[0].round, open)
         } else {
-            log(format!("round {}: evaluating main {} on held_in and mining", i + 1, lineage::short(main.id())));
+            log(format!(
+                "round {}: evaluating main {} on held_in and mining",
+                i + 1,
+                lineage::short(main.id())
+            ));
             let bundle = mine_rev(ws, ctx, &main.id().to_string(), observer).await?;
             if bundle.clusters.is_empty() {
                 stopped = "no failure left to mine on held_in".into();
@@ -129,10 +139,19 @@ pub async fn evolve(
             for r in &out.refused {
                 log(format!("  refused: {} — {}", r.title, r.reason));
             }
-            log(format!("round {}: {} proposal(s)", out.round, out.created.len()));
+            log(format!(
+                "round {}: {} proposal(s)",
+                out.round,
+                out.created.len()
+            ));
             (out.round, out.created)
         };
-        let mut report = RoundReport { round, proposals: Vec::new(), promoted: None, note: String::new() };
+        let mut report = RoundReport {
+            round,
+            proposals: Vec::new(),
+            promoted: None,
+            note: String::new(),
+        };
         if proposals.is_empty() {
             dry += 1;
             report.note = "no valid proposal".into();
@@ -158,19 +177,43 @@ pub async fn evolve(
                 v.decision.held_in.delta,
                 v.decision.validation.delta,
                 v.decision.statistic.p_value,
-                v.decision.early_stopped.as_ref().map(|e| format!(" (stopped after {}/{} trials)", e.trials_run, e.trials_total)).unwrap_or_default()
+                v.decision
+                    .early_stopped
+                    .as_ref()
+                    .map(|e| format!(
+                        " (stopped after {}/{} trials)",
+                        e.trials_run, e.trials_total
+                    ))
+                    .unwrap_or_default()
             ));
-            report.proposals.push((p.name(), v.decision.verdict, v.record.margin));
+            report
+                .proposals
+                .push((p.name(), v.decision.verdict, v.record.margin));
             if v.decision.verdict == Verdict::Accept {
                 accepted.push(v);
             }
         }
         accepted.sort_by(|a, b| b.record.margin.total_cmp(&a.record.margin));
-        let promoted = promote_round(ws, ctx, rule, round, &main, &accepted, observer, log, &mut executed, &mut cost).await?;
+        let promoted = promote_round(
+            ws,
+            ctx,
+            rule,
+            round,
+            &main,
+            &accepted,
+            observer,
+            log,
+            &mut executed,
+            &mut cost,
+        )
+        .await?;
         match promoted {
             Some((name, merge)) => {
                 dry = 0;
-                log(format!("round {round}: promoted {name} -> main {}", lineage::short(merge)));
+                log(format!(
+                    "round {round}: promoted {name} -> main {}",
+                    lineage::short(merge)
+                ));
                 report.promoted = Some((name, merge));
             }
             None => {
@@ -185,7 +228,12 @@ pub async fn evolve(
             break;
         }
     }
-    Ok(EvolveOutcome { rounds: reports, stopped, trials_executed: executed, cost_usd: cost })
+    Ok(EvolveOutcome {
+        rounds: reports,
+        stopped,
+        trials_executed: executed,
+        cost_usd: cost,
+    })
 }
 
 /// Promote the round's winner: when several accepted edits touch different surfaces, their
@@ -225,34 +273,59 @@ async fn promote_round(
             .collect();
         if parts.len() >= 2 {
             let props: Vec<Proposal> = parts.iter().map(|v| v.proposal.clone()).collect();
-            let mut body = String::from("Merge of the edits of this round that the gate accepted one by one:\n\n");
+            let mut body = String::from(
+                "Merge of the edits of this round that the gate accepted one by one:\n\n",
+            );
             for v in &parts {
-                body.push_str(&format!("- {}: {}\n", v.proposal.name(), v.proposal.message.subject));
+                body.push_str(&format!(
+                    "- {}: {}\n",
+                    v.proposal.name(),
+                    v.proposal.message.subject
+                ));
             }
-            let msg = CommitMessage::new(format!("Combine {} accepted edits of round {round}", parts.len()))
-                .body(body)
-                .trailer(keys::SURFACE, surfaces.join(", "))
-                .trailer(
-                    keys::CLUSTER,
-                    parts.iter().filter_map(|v| v.proposal.message.get(keys::CLUSTER)).collect::<Vec<_>>().join(", "),
-                )
-                .trailer(keys::PARENT, main.id().to_string())
-                .trailer(keys::PROPOSER, "merge of accepted proposals")
-                .trailer(keys::ROUND, round.to_string());
-            let merged = match lineage::list_proposals(repo)?.into_iter().find(|p| p.round == round && p.slug == "merged") {
+            let msg = CommitMessage::new(format!(
+                "Combine {} accepted edits of round {round}",
+                parts.len()
+            ))
+            .body(body)
+            .trailer(keys::SURFACE, surfaces.join(", "))
+            .trailer(
+                keys::CLUSTER,
+                parts
+                    .iter()
+                    .filter_map(|v| v.proposal.message.get(keys::CLUSTER))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+            .trailer(keys::PARENT, main.id().to_string())
+            .trailer(keys::PROPOSER, "merge of accepted proposals")
+            .trailer(keys::ROUND, round.to_string());
+            let merged = match lineage::list_proposals(repo)?
+                .into_iter()
+                .find(|p| p.round == round && p.slug == "merged")
+            {
                 Some(p) => Some(p),
                 None => lineage::create_merged_proposal(repo, main, round, &props, &msg)?,
             };
             match merged {
                 Some(m) => {
-                    log(format!("  gating the merge of {} accepted edits against main", parts.len()));
+                    log(format!(
+                        "  gating the merge of {} accepted edits against main",
+                        parts.len()
+                    ));
                     let v = match existing(ws, ctx, &m, rule)? {
                         Some(v) => v,
                         None => validate(ws, ctx, &m, Some(rule), observer).await?,
                     };
                     *executed += v.trials_executed as u64;
                     *cost += v.cost_usd;
-                    log(format!("  {} {}: held_in {:+}, validation {:+}", m.name(), v.decision.verdict, v.decision.held_in.delta, v.decision.validation.delta));
+                    log(format!(
+                        "  {} {}: held_in {:+}, validation {:+}",
+                        m.name(),
+                        v.decision.verdict,
+                        v.decision.held_in.delta,
+                        v.decision.validation.delta
+                    ));
                     if v.decision.verdict == Verdict::Accept {
                         let m = lineage::resolve_proposal(repo, &m.name())?;
                         let out = lineage::promote(repo, &m, &ctx.fingerprint, &report(&v), None)?;

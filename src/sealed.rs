@@ -36,8 +36,10 @@ pub async fn open_test_split(
     let main = lineage::main_commit(repo)?;
     let mut base_results = Vec::new();
     for name in baselines {
-        let files: Vec<(String, String)> =
-            crate::assets::harness_template(name)?.into_iter().map(|(p, c)| (p, c.to_string())).collect();
+        let files: Vec<(String, String)> = crate::assets::harness_template(name)?
+            .into_iter()
+            .map(|(p, c)| (p, c.to_string()))
+            .collect();
         let c = lineage::baseline_commit(repo, name, &files, &main)?;
         let mut req = RunRequest::new(c.to_string(), vec![Split::Test]);
         req.allow_test = true;
@@ -52,10 +54,17 @@ pub async fn open_test_split(
         passes: totals.passes,
         trials: totals.trials,
         infra_errors: totals.infra_errors,
-        runs: std::iter::once(run.id.clone()).chain(base_results.iter().map(|b| b.2.clone())).collect(),
+        runs: std::iter::once(run.id.clone())
+            .chain(base_results.iter().map(|b| b.2.clone()))
+            .collect(),
         baselines: base_results
             .iter()
-            .map(|(n, t, _)| BaselineResult { name: n.clone(), passes: t.passes, trials: t.trials, infra_errors: t.infra_errors })
+            .map(|(n, t, _)| BaselineResult {
+                name: n.clone(),
+                passes: t.passes,
+                trials: t.trials,
+                infra_errors: t.infra_errors,
+            })
             .collect(),
         at: crate::eval::record::now(),
     };

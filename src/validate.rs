@@ -39,26 +39,39 @@ pub struct Validation {
 }
 
 /// A validation recorded earlier for exactly this candidate tree, parent tree and experiment.
-pub fn existing(ws: &Workspace, ctx: &EvalContext, proposal: &Proposal, rule: GateRule) -> Result<Option<Validation>> {
+pub fn existing(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    proposal: &Proposal,
+    rule: GateRule,
+) -> Result<Option<Validation>> {
     let repo = &ws.repo;
-    let candidate = repo.find_commit(proposal.commit).map_err(|e| Error::Git { context: "read proposal".into(), source: e })?;
-    let Ok(parent) = candidate.parent(0) else { return Ok(None) };
+    let candidate = repo.find_commit(proposal.commit).map_err(|e| Error::Git {
+        context: "read proposal".into(),
+        source: e,
+    })?;
+    let Ok(parent) = candidate.parent(0) else {
+        return Ok(None);
+    };
     let note = lineage::read_note(repo, proposal.commit)?;
     let rule_name = match rule {
         GateRule::Paper => "paper",
         GateRule::Strict => "strict",
     };
-    let Some(record) = note
-        .validations
-        .iter()
-        .rev()
-        .find(|r| r.matches(candidate.tree_id(), parent.tree_id(), &ctx.fingerprint) && r.gate == rule_name)
-    else {
+    let Some(record) = note.validations.iter().rev().find(|r| {
+        r.matches(candidate.tree_id(), parent.tree_id(), &ctx.fingerprint) && r.gate == rule_name
+    }) else {
         return Ok(None);
     };
-    let Ok(decision) = serde_json::from_value::<Decision>(record.decision.clone()) else { return Ok(None) };
+    let Ok(decision) = serde_json::from_value::<Decision>(record.decision.clone()) else {
+        return Ok(None);
+    };
     let mut runs = record.runs.clone();
-    let parent_run = if runs.is_empty() { String::new() } else { runs.remove(0) };
+    let parent_run = if runs.is_empty() {
+        String::new()
+    } else {
+        runs.remove(0)
+    };
     Ok(Some(Validation {
         proposal: proposal.clone(),
         parent: parent.id(),
@@ -184,7 +197,13 @@ pub async fn validate(
         req.order = Some(order);
         let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
         executed += cand_out.executed + parent_out.executed;
-        cost += cand_out.record.totals.values().chain(parent_out.record.totals.values()).map(|t| t.cost_usd).sum::<f64>();
+        cost += cand_out
+            .record
+            .totals
+            .values()
+            .chain(parent_out.record.totals.values())
+            .map(|t| t.cost_usd)
+            .sum::<f64>();
         planned +=
             (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
         candidate_runs.push(cand_out.id.clone());

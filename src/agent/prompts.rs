@@ -98,7 +98,9 @@ pub fn render(path: &str, source: &str, vars: &PromptVars) -> Result<String> {
             path,
             e.line(),
             "(template)",
-            e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
+            e.detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string()),
         )
     })
 }

@@ -30,7 +30,10 @@ pub struct Args {
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = Workspace::open()?;
     if !lineage::worktree_is_clean(&ws.repo)? {
-        return Err(Error::usage_hint("the worktree has uncommitted changes", "bisect checks out revisions; commit or stash first"));
+        return Err(Error::usage_hint(
+            "the worktree has uncommitted changes",
+            "bisect checks out revisions; commit or stash first",
+        ));
     }
     let good = lineage::resolve_commit(&ws.repo, &args.good)?.id();
     let bad = lineage::resolve_commit(&ws.repo, &args.bad)?.id();
@@ -55,11 +58,23 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     ));
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
     let git = |args: &[&str]| -> Result<std::process::Output> {
-        Command::new("git").args(args).output().map_err(|e| Error::io("git", e))
+        Command::new("git")
+            .args(args)
+            .output()
+            .map_err(|e| Error::io("git", e))
     };
-    let start = git(&["bisect", "start", "--first-parent", &bad.to_string(), &good.to_string()])?;
+    let start = git(&[
+        "bisect",
+        "start",
+        "--first-parent",
+        &bad.to_string(),
+        &good.to_string(),
+    ])?;
     if !start.status.success() {
-        return Err(Error::usage(format!("git bisect start failed: {}", String::from_utf8_lossy(&start.stderr).trim())));
+        return Err(Error::usage(format!(
+            "git bisect start failed: {}",
+            String::from_utf8_lossy(&start.stderr).trim()
+        )));
     }
     let mut run_args: Vec<String> = vec![
         "bisect".into(),
@@ -85,10 +100,21 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_string);
     let Some(oid) = first_bad else {
-        return Err(Error::infra(format!("git bisect did not name a first bad commit:\n{text}")));
+        return Err(Error::infra(format!(
+            "git bisect did not name a first bad commit:\n{text}"
+        )));
     };
     let commit = lineage::resolve_commit(&ws.repo, &oid)?;
-    ui.out(format!("First bad promotion: {} {}", lineage::short(commit.id()), commit.summary().ok().flatten().unwrap_or_default()));
-    super::show::run(ui, super::show::Args { proposal: commit.id().to_string() })?;
+    ui.out(format!(
+        "First bad promotion: {} {}",
+        lineage::short(commit.id()),
+        commit.summary().ok().flatten().unwrap_or_default()
+    ));
+    super::show::run(
+        ui,
+        super::show::Args {
+            proposal: commit.id().to_string(),
+        },
+    )?;
     Ok(exit::SUCCESS)
 }

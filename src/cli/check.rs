@@ -1,8 +1,8 @@
 //! `git harness check`: is a revision good? The `git bisect run` contract.
 
+use git_harness::eval::Totals;
 use git_harness::eval::context::{Overrides, open_context};
 use git_harness::eval::run::{RunRequest, evaluate};
-use git_harness::eval::Totals;
 use git_harness::experiment::Split;
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
@@ -45,7 +45,12 @@ impl SplitArg {
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     // Any failure to evaluate is "cannot test" for bisect, never a verdict.
-    match rate(ui, args.rev.as_deref().unwrap_or("HEAD"), args.split.split(), args.tasks.as_deref()) {
+    match rate(
+        ui,
+        args.rev.as_deref().unwrap_or("HEAD"),
+        args.split.split(),
+        args.tasks.as_deref(),
+    ) {
         Ok(Some(t)) => {
             let good = t.pass_rate() >= args.threshold;
             ui.out(format!(

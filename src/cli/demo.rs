@@ -41,7 +41,11 @@ fn demo_experiment(text: &str) -> String {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    if args.dir.exists() && std::fs::read_dir(&args.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if args.dir.exists()
+        && std::fs::read_dir(&args.dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(Error::usage_hint(
             format!("{} exists and is not empty", args.dir.display()),
             "give a new directory: `git harness demo DIR`",
@@ -49,19 +53,30 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     }
     let started = std::time::Instant::now();
     ui.out("git harness demo — the model is SIMULATED (scripted weaknesses on loopback), not a real LLM.");
-    let out = init(&InitOptions { dir: args.dir.clone(), template: "minimal".into(), suite: "builtin:demo".into() })?;
+    let out = init(&InitOptions {
+        dir: args.dir.clone(),
+        template: "minimal".into(),
+        suite: "builtin:demo".into(),
+    })?;
     std::env::set_current_dir(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
     let ws = Workspace::open()?;
     let main = lineage::main_commit(&ws.repo)?;
     let fixed = ws.fixed_at(&main)?;
-    let exp_text = std::fs::read_to_string(out.dir.join(EXPERIMENT_FILE)).map_err(|e| Error::io(EXPERIMENT_FILE, e))?;
+    let exp_text = std::fs::read_to_string(out.dir.join(EXPERIMENT_FILE))
+        .map_err(|e| Error::io(EXPERIMENT_FILE, e))?;
     let ids = ws.suite_task_ids(&fixed)?;
     // Seed 10 spreads each weakness of the simulated model over held_in and validation.
     let splits = Splits::compute(&ids, DEMO_SPLIT_SEED, [0.45, 0.35, 0.2])?;
-    let splits_text = format!("# Task ids of each split, fixed before the first run.\n{}", git_harness::yaml::to_string(&splits));
+    let splits_text = format!(
+        "# Task ids of each split, fixed before the first run.\n{}",
+        git_harness::yaml::to_string(&splits)
+    );
     lineage::commit_on_main(
         &ws.repo,
-        &[(EXPERIMENT_FILE.into(), demo_experiment(&exp_text)), (SPLITS_FILE.into(), splits_text)],
+        &[
+            (EXPERIMENT_FILE.into(), demo_experiment(&exp_text)),
+            (SPLITS_FILE.into(), splits_text),
+        ],
         &format!(
             "Fix the demo experiment and split {} tasks into {} held_in / {} validation / {} test\n",
             ids.len(),
@@ -83,7 +98,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         for w in &ctx.warnings {
             ui.warn(w);
         }
-        ui.out(format!("2. evolving for {} rounds (catalog proposer, strict gate)", args.rounds));
+        ui.out(format!(
+            "2. evolving for {} rounds (catalog proposer, strict gate)",
+            args.rounds
+        ));
         let e = &ctx.fixed.experiment;
         let opts = EvolveOptions {
             rounds: args.rounds,
@@ -94,7 +112,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             budget_usd: None,
             patience: 2,
             model: None,
-            decoding: Decoding { temperature: e.decoding.temperature, max_tokens: e.decoding.max_tokens },
+            decoding: Decoding {
+                temperature: e.decoding.temperature,
+                max_tokens: e.decoding.max_tokens,
+            },
         };
         let mut bar = Bar::new(ui.progress, "evolve");
         let mut log = |line: String| eprintln!("   {line}");
@@ -103,14 +124,18 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         ui.out("3. opening the sealed test split once (lineage and the checklist baseline)");
         let mut bar = Bar::new(ui.progress, "test");
         let main_name = lineage::main_branch(&ws.repo);
-        let fin = open_test_split(&ws, &ctx, &main_name, &["checklist".to_string()], &mut bar).await?;
+        let fin =
+            open_test_split(&ws, &ctx, &main_name, &["checklist".to_string()], &mut bar).await?;
         bar.finish();
         Ok::<_, Error>((evo, fin))
     })?;
     let (evo, fin) = result;
     super::evolve::print_lineage(ui, &ws, &evo)?;
     super::report_final::print_final(ui, "main", &fin);
-    ui.out(format!("Done in {:.0} s. Look around:", started.elapsed().as_secs_f64()));
+    ui.out(format!(
+        "Done in {:.0} s. Look around:",
+        started.elapsed().as_secs_f64()
+    ));
     ui.out(format!("  cd {}", out.dir.display()));
     ui.out("  git harness log --all      # the lineage, promotions and rejected proposals");
     ui.out("  git harness show <round>/<slug>   # a proposal's evidence, diff and gate record");

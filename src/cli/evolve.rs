@@ -63,7 +63,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             budget_usd: args.budget_usd,
             patience: args.patience,
             model: ctx.model(),
-            decoding: Decoding { temperature: e.decoding.temperature, max_tokens: e.decoding.max_tokens },
+            decoding: Decoding {
+                temperature: e.decoding.temperature,
+                max_tokens: e.decoding.max_tokens,
+            },
         };
         let mut bar = Bar::new(ui.progress, "evolve");
         let mut log = |line: String| eprintln!("{line}");
@@ -84,7 +87,10 @@ pub fn print_lineage(ui: &mut Ui, ws: &Workspace, out: &EvolveOutcome) -> Result
         "Evolve stopped: {} ({} trials executed, ${:.4})",
         out.stopped, out.trials_executed, out.cost_usd
     ));
-    ui.out(format!("  {:<4} {:<10} {:<34} {:>14} {:>14}", "ver", "commit", "surface", "held_in", "validation"));
+    ui.out(format!(
+        "  {:<4} {:<10} {:<34} {:>14} {:>14}",
+        "ver", "commit", "surface", "held_in", "validation"
+    ));
     let rate = |s: &Option<lineage::RunSummary>| match s {
         Some(r) => format!("{:.1}% ({}/{})", r.pass_rate() * 100.0, r.passes, r.trials),
         None => "-".into(),

@@ -1,10 +1,10 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
-mod evolve;
 mod bisect;
 mod check;
 mod demo;
+mod evolve;
 mod export;
 mod image;
 mod init;

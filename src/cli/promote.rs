@@ -70,4 +70,3 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     }
     Ok(exit::SUCCESS)
 }
-

@@ -1,7 +1,7 @@
 //! `git harness report --final`: the only command that opens the sealed test split.
 
-use git_harness::eval::context::{Overrides, open_context};
 use git_harness::eval::Totals;
+use git_harness::eval::context::{Overrides, open_context};
 use git_harness::sealed::{FinalReport, open_test_split};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit, lineage};

@@ -19,12 +19,12 @@ pub use promote::{
     update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    Proposal, ProposalState, create_merged_proposal, create_proposal, retire_proposal, list_proposals, next_round, reject_proposal,
-    resolve_proposal, slugify as slugify_title,
+    Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals, next_round,
+    reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
 };
 pub use runs::{
-    BaselineResult, TestLogEntry, baseline_commit, add_run_files, append_log, append_test_log, list_runs,
-    read_run_file, test_log_entries, write_run,
+    BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,
+    list_runs, read_run_file, test_log_entries, write_run,
 };
 
 use crate::error::{Error, GitContext, Result};

@@ -260,24 +260,43 @@ pub fn create_merged_proposal(
     let base = main.tree().git("read main tree")?;
     let mut tree = base.clone();
     for p in parts {
-        let theirs = repo.find_commit(p.commit).git("read proposal")?.tree().git("read proposal tree")?;
-        let mut index = repo.merge_trees(&base, &tree, &theirs, None).git("merge proposal trees")?;
+        let theirs = repo
+            .find_commit(p.commit)
+            .git("read proposal")?
+            .tree()
+            .git("read proposal tree")?;
+        let mut index = repo
+            .merge_trees(&base, &tree, &theirs, None)
+            .git("merge proposal trees")?;
         if index.has_conflicts() {
             return Ok(None);
         }
         let id = index.write_tree_to(repo).git("write merged tree")?;
         tree = repo.find_tree(id).git("read merged tree")?;
     }
-    let commits: Vec<git2::Commit<'_>> =
-        parts.iter().map(|p| repo.find_commit(p.commit)).collect::<std::result::Result<_, _>>().git("read proposals")?;
+    let commits: Vec<git2::Commit<'_>> = parts
+        .iter()
+        .map(|p| repo.find_commit(p.commit))
+        .collect::<std::result::Result<_, _>>()
+        .git("read proposals")?;
     let mut parents: Vec<&git2::Commit<'_>> = vec![main];
     parents.extend(commits.iter());
     let sig = signature(repo)?;
-    let commit = repo.commit(None, &sig, &sig, &message.render(), &tree, &parents).git("write merged candidate")?;
+    let commit = repo
+        .commit(None, &sig, &sig, &message.render(), &tree, &parents)
+        .git("write merged candidate")?;
     let slug = "merged".to_string();
     let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");
     create_ref(repo, &refname, commit, "git-harness: merged candidate")?;
-    Ok(Some(Proposal { round, slug, refname, commit, parent: Some(main.id()), state: ProposalState::Open, message: message.clone() }))
+    Ok(Some(Proposal {
+        round,
+        slug,
+        refname,
+        commit,
+        parent: Some(main.id()),
+        state: ProposalState::Open,
+        message: message.clone(),
+    }))
 }
 
 /// Delete an open proposal branch whose content reached main another way (inside a merged

@@ -274,34 +274,59 @@ pub fn append_log(
 /// The commit of a baseline harness (e.g. the `checklist` template) under the experiment of
 /// `main`: a parentless commit with the template's files and main's `.harness/`, kept at
 /// `refs/harness/baselines/<name>` and remade only when its tree would change.
-pub fn baseline_commit(repo: &Repository, name: &str, files: &[(String, String)], main: &git2::Commit<'_>) -> Result<Oid> {
+pub fn baseline_commit(
+    repo: &Repository,
+    name: &str,
+    files: &[(String, String)],
+    main: &git2::Commit<'_>,
+) -> Result<Oid> {
     let refname = format!("refs/harness/baselines/{name}");
     let main_tree = main.tree().git("read main tree")?;
     let fixed = main_tree
         .get_name(crate::harness::FIXED_DIR)
         .ok_or_else(|| Error::usage("main has no .harness/ directory"))?
         .id();
-    let empty = repo.treebuilder(None).git("start tree")?.write().git("write tree")?;
+    let empty = repo
+        .treebuilder(None)
+        .git("start tree")?
+        .write()
+        .git("write tree")?;
     let base = repo.find_tree(empty).git("read tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, content) in files {
         let blob = repo.blob(content.as_bytes()).git("write baseline file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
-    let tree_id = update.create_updated(repo, &base).git("build baseline tree")?;
-    let mut tb = repo.treebuilder(Some(&repo.find_tree(tree_id).git("read tree")?)).git("build tree")?;
-    tb.insert(crate::harness::FIXED_DIR, fixed, 0o040000).git("add .harness")?;
+    let tree_id = update
+        .create_updated(repo, &base)
+        .git("build baseline tree")?;
+    let mut tb = repo
+        .treebuilder(Some(&repo.find_tree(tree_id).git("read tree")?))
+        .git("build tree")?;
+    tb.insert(crate::harness::FIXED_DIR, fixed, 0o040000)
+        .git("add .harness")?;
     let tree_id = tb.write().git("write baseline tree")?;
     if let Ok(old) = repo.refname_to_id(&refname)
-        && repo.find_commit(old).map(|c| c.tree_id() == tree_id).unwrap_or(false)
+        && repo
+            .find_commit(old)
+            .map(|c| c.tree_id() == tree_id)
+            .unwrap_or(false)
     {
         return Ok(old);
     }
     let tree = repo.find_tree(tree_id).git("read tree")?;
     let sig = signature(repo)?;
     let c = repo
-        .commit(None, &sig, &sig, &format!("Baseline harness `{name}` under the current experiment\n"), &tree, &[])
+        .commit(
+            None,
+            &sig,
+            &sig,
+            &format!("Baseline harness `{name}` under the current experiment\n"),
+            &tree,
+            &[],
+        )
         .git("write baseline commit")?;
-    repo.reference(&refname, c, true, "git-harness: baseline").git(format!("update {refname}"))?;
+    repo.reference(&refname, c, true, "git-harness: baseline")
+        .git(format!("update {refname}"))?;
     Ok(c)
 }

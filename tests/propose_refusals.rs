@@ -101,7 +101,7 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
             "--format=%(trailers:key=Harness-Proposer,valueonly)",
             "harness/proposals/1/do-the-work-before-submitting"
         ])
-        .starts_with("model:stub"),
+        .starts_with("model:openai/stub"),
     );
 
     // Every slot's prompt and answer is logged, exactly as exchanged.

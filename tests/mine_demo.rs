@@ -115,7 +115,11 @@ fn mine_finds_a_cluster_for_every_sim_quirk() {
 fn mine_text_and_markdown_name_the_same_clusters() {
     let d = demo();
     let text = d.repo.harness(&["mine"]).ok().stdout;
-    let md = d.repo.harness(&["mine", "--format", "markdown"]).ok().stdout;
+    let md = d
+        .repo
+        .harness(&["mine", "--format", "markdown"])
+        .ok()
+        .stdout;
     for c in d.bundle["clusters"].as_array().unwrap() {
         let id = c["id"].as_str().unwrap();
         assert!(text.contains(id), "{id} not in:\n{text}");
@@ -138,21 +142,31 @@ fn catalog_round_branches_three_single_surface_proposals() {
     let mut mechanisms = BTreeSet::new();
     for b in &branches {
         assert!(b.starts_with("harness/proposals/1/"), "{b}");
-        assert!(out.stdout.contains(b.as_str()), "{b} not in:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(b.as_str()),
+            "{b} not in:\n{}",
+            out.stdout
+        );
         // One commit on main, touching exactly one file, which is a declared surface.
         assert_eq!(d.repo.git(&["rev-parse", &format!("{b}^")]).trim(), main);
         let files = d.repo.git(&["diff", "--name-only", &format!("{b}^"), b]);
         let files: Vec<&str> = files.lines().collect();
         assert_eq!(files.len(), 1, "{b}: {files:?}");
-        let trailers = d
-            .repo
-            .git(&["log", "-1", "--format=%(trailers:key=Harness-Surface,valueonly)", b]);
+        let trailers = d.repo.git(&[
+            "log",
+            "-1",
+            "--format=%(trailers:key=Harness-Surface,valueonly)",
+            b,
+        ]);
         assert_eq!(trailers.trim(), files[0]);
         assert!(!files[0].starts_with(".harness"));
         surfaces.insert(files[0].to_string());
-        let cluster = d
-            .repo
-            .git(&["log", "-1", "--format=%(trailers:key=Harness-Cluster,valueonly)", b]);
+        let cluster = d.repo.git(&[
+            "log",
+            "-1",
+            "--format=%(trailers:key=Harness-Cluster,valueonly)",
+            b,
+        ]);
         mechanisms.insert(cluster.trim().rsplit('/').next().unwrap().to_string());
         // `show` displays the evidence: cluster, trials, verifier and trace lines, the diff.
         let show = d.repo.harness(&["show", b]).ok().stdout;
@@ -193,7 +207,10 @@ fn proposal_trailers_are_all_present() {
         let mut keys = BTreeMap::new();
         for line in trailers.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line.split_once(": ").unwrap_or_else(|| panic!("{line}"));
-            assert!(keys.insert(k.to_string(), v.to_string()).is_none(), "{k} twice");
+            assert!(
+                keys.insert(k.to_string(), v.to_string()).is_none(),
+                "{k} twice"
+            );
         }
         for k in [
             "Harness-Surface",
@@ -209,7 +226,10 @@ fn proposal_trailers_are_all_present() {
         assert_eq!(keys["Harness-Round"], "1");
         assert!(keys["Harness-Proposer"].starts_with("catalog"), "{keys:?}");
         let evidence: Vec<&str> = keys["Harness-Evidence"].split(' ').collect();
-        assert!(evidence[0].starts_with("refs/harness/runs/"), "{evidence:?}");
+        assert!(
+            evidence[0].starts_with("refs/harness/runs/"),
+            "{evidence:?}"
+        );
         assert!(d.repo.git(&["rev-parse", "--verify", evidence[0]]).len() >= 40);
         for trial in &evidence[1..] {
             let task = trial.split('#').next().unwrap();

@@ -86,13 +86,28 @@ fn repeat(v: Value, n: usize) -> Vec<Value> {
 
 /// One hand-made failing trial per mechanism: (mechanism, events, ending, verifier output,
 /// expected causal status).
-fn cases() -> Vec<(&'static str, Vec<Value>, &'static str, &'static str, CausalStatus)> {
+fn cases() -> Vec<(
+    &'static str,
+    Vec<Value>,
+    &'static str,
+    &'static str,
+    CausalStatus,
+)> {
     let mut retry = vec![bash("ls -la", 0), bash("cat build.sh", 0)];
     retry.extend(repeat(bash("bash build.sh", 1), 5));
     let mut looping = vec![bash("ls -la", 0)];
     looping.extend(repeat(bash("cat -A greet.sh", 0), 6));
     let exploring: Vec<Value> = (0..8)
-        .map(|i| bash(if i % 2 == 0 { "ls -la" } else { "head -n 3 in.txt" }, 0))
+        .map(|i| {
+            bash(
+                if i % 2 == 0 {
+                    "ls -la"
+                } else {
+                    "head -n 3 in.txt"
+                },
+                0,
+            )
+        })
         .collect();
     vec![
         (
@@ -249,14 +264,19 @@ fn without_a_trace_the_mechanism_is_unknown() {
 fn terminal_causes_come_from_the_verifier() {
     let cause = |tail: &str| terminal_cause(&result(tail, "submitted"));
     assert_eq!(cause(MISSING), "missing_artifact");
-    assert_eq!(cause("cat: out.txt: No such file or directory"), "missing_artifact");
+    assert_eq!(
+        cause("cat: out.txt: No such file or directory"),
+        "missing_artifact"
+    );
     assert_eq!(cause(WRONG), "wrong_content");
     assert_eq!(
         cause("Traceback (most recent call last):\nSegmentation fault"),
         "test_crash"
     );
     assert_eq!(
-        cause("Traceback (most recent call last):\n  File \"t.py\"\nImportError: cannot import name x"),
+        cause(
+            "Traceback (most recent call last):\n  File \"t.py\"\nImportError: cannot import name x"
+        ),
         "test_crash"
     );
     let mut timeout = result("", "submitted");
@@ -273,7 +293,10 @@ fn terminal_causes_come_from_the_verifier() {
 fn a_parse_error_named_missing_is_wrong_content_not_a_missing_artifact() {
     // fix-ini-config of the demo: the file exists, configparser cannot read it.
     let tail = "FAIL test_loads: configparser cannot read app.ini: MissingSectionHeaderError\nFAILED test_loads\n1 check(s) failed";
-    assert_eq!(terminal_cause(&result(tail, "budget_turns")), "wrong_content");
+    assert_eq!(
+        terminal_cause(&result(tail, "budget_turns")),
+        "wrong_content"
+    );
 }
 
 #[test]
@@ -291,7 +314,16 @@ fn env_loss_that_is_relied_on_and_then_runs_out_of_budget_is_env_loss() {
         bash("export PYTHONPATH=lib", 0),
         bash("python3 report.py", 1),
     ];
-    events.extend((0..6).map(|i| bash(if i % 2 == 0 { "ls -la" } else { "cat report.py" }, 0)));
+    events.extend((0..6).map(|i| {
+        bash(
+            if i % 2 == 0 {
+                "ls -la"
+            } else {
+                "cat report.py"
+            },
+            0,
+        )
+    }));
     let s = sig(events, "budget_turns", WRONG);
     assert_eq!(s.agent_mechanism, "env_change_not_persisted", "{s:?}");
 }
@@ -331,13 +363,21 @@ fn a_cd_to_an_absolute_directory_followed_by_absolute_paths_is_harmless() {
 #[test]
 fn writing_to_an_absolute_path_is_a_change() {
     let s = sig(
-        vec![bash("ls -la", 0), bash("echo 3 > /app/count.txt", 0), submit()],
+        vec![
+            bash("ls -la", 0),
+            bash("echo 3 > /app/count.txt", 0),
+            submit(),
+        ],
         "submitted",
         WRONG,
     );
     assert_eq!(s.agent_mechanism, "submitted_without_verification", "{s:?}");
     let s = sig(
-        vec![bash("ls -la", 0), bash("grep x in.txt > /dev/null", 0), submit()],
+        vec![
+            bash("ls -la", 0),
+            bash("grep x in.txt > /dev/null", 0),
+            submit(),
+        ],
         "submitted",
         MISSING,
     );
@@ -350,5 +390,8 @@ fn an_identical_call_that_failed_once_then_succeeded_is_not_a_failing_repeat() {
     events.extend(repeat(bash("make", 0), 2));
     events.extend((0..4).map(|i| bash(if i % 2 == 0 { "ls -la" } else { "cat Makefile" }, 0)));
     let s = sig(events, "budget_turns", MISSING);
-    assert_ne!(s.agent_mechanism, "repeated_identical_failing_command", "{s:?}");
+    assert_ne!(
+        s.agent_mechanism, "repeated_identical_failing_command",
+        "{s:?}"
+    );
 }

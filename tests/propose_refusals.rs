@@ -37,9 +37,21 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
     .to_string();
     server.script(vec![
         proposal("Add a notes file", "notes/agent.md", "Do the work.\n"),
-        proposal("Rewrite the bootstrap at length", "prompts/bootstrap.md", &over_budget),
-        proposal("Do the work before submitting", "prompts/execution.md", &good),
-        proposal("Do the work before submitting", "prompts/execution.md", &good),
+        proposal(
+            "Rewrite the bootstrap at length",
+            "prompts/bootstrap.md",
+            &over_budget,
+        ),
+        proposal(
+            "Do the work before submitting",
+            "prompts/execution.md",
+            &good,
+        ),
+        proposal(
+            "Do the work before submitting",
+            "prompts/execution.md",
+            &good,
+        ),
         proposal(
             "Name a task",
             "prompts/verification.md",
@@ -62,14 +74,29 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
     assert!(s.starts_with("Round 1: 1 proposal(s)"), "{s}");
 
     for (title, reason) in [
-        ("Add a notes file", "`notes/agent.md` is not a declared surface"),
-        ("Rewrite the bootstrap at length", "over the bounds of `prompts/bootstrap.md`: +20/-0 lines, allowed +8/-8"),
-        ("Do the work before submitting", "identical to another proposal of this round"),
+        (
+            "Add a notes file",
+            "`notes/agent.md` is not a declared surface",
+        ),
+        (
+            "Rewrite the bootstrap at length",
+            "over the bounds of `prompts/bootstrap.md`: +20/-0 lines, allowed +8/-8",
+        ),
+        (
+            "Do the work before submitting",
+            "identical to another proposal of this round",
+        ),
         ("Name a task", "mentions task `word-count`"),
         ("(unreadable answer)", "malformed proposal JSON"),
-        ("Edit the fixed experiment", "`.harness/experiment.yaml` is fixed experiment state"),
+        (
+            "Edit the fixed experiment",
+            "`.harness/experiment.yaml` is fixed experiment state",
+        ),
         ("Add a broken rule", "does not parse"),
-        ("Change nothing", "no-op: `prompts/execution.md` is unchanged"),
+        (
+            "Change nothing",
+            "no-op: `prompts/execution.md` is unchanged",
+        ),
         (
             "Target a cluster that does not exist",
             "targets `missing_artifact/root_cause/made_up`, which is not a cluster of the bundle",
@@ -106,12 +133,20 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
 
     // Every slot's prompt and answer is logged, exactly as exchanged.
     let log = repo.files_at("refs/harness/proposer-log");
-    assert_eq!(log.len(), 22, "{:?}", log.iter().map(|f| &f.0).collect::<Vec<_>>());
+    assert_eq!(
+        log.len(),
+        22,
+        "{:?}",
+        log.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     let prompts = server.prompts();
     assert_eq!(prompts.len(), 11);
     for (i, p) in prompts.iter().enumerate() {
         let name = format!("round-1/slot-{}.prompt.md", i + 1);
-        let logged = log.iter().find(|f| f.0 == name).unwrap_or_else(|| panic!("{name}"));
+        let logged = log
+            .iter()
+            .find(|f| f.0 == name)
+            .unwrap_or_else(|| panic!("{name}"));
         assert_eq!(logged.1.trim_end(), p.trim_end(), "{name}");
     }
     let answer = log
@@ -147,8 +182,15 @@ fn a_round_of_declines_creates_nothing_and_exits_one() {
     repo.use_openai_model(&server.base_url);
     let out = repo.harness(&["propose", "--proposer", "model", "-n", "2"]);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.starts_with("Round 1: 0 proposal(s)"), "{}", out.stdout);
-    assert!(out.stdout.contains("declined: task difficulty, not the harness"));
+    assert!(
+        out.stdout.starts_with("Round 1: 0 proposal(s)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("declined: task difficulty, not the harness")
+    );
     assert!(out.stdout.contains("declined: nothing reusable"));
     assert!(repo.proposal_branches().is_empty());
     assert!(server.agent_requests() > 0);

@@ -189,7 +189,8 @@ fn env_lost(calls: &[&ToolEvent]) -> bool {
 
 /// Does a bash command (probably) write to the workspace?
 fn writes(cmd: &str) -> bool {
-    let quiet = Regex::new(r"[0-9&]?>>?\s*/dev/(null|stdout|stderr)|[0-9]?>&[0-9]").expect("valid regex");
+    let quiet =
+        Regex::new(r"[0-9&]?>>?\s*/dev/(null|stdout|stderr)|[0-9]?>&[0-9]").expect("valid regex");
     let re = Regex::new(r"(^|[^0-9&])>>?\s*[^&\s=]|\btee\b|\bcp\b|\bmv\b|sed\s+-i|\btouch\b|\bmkdir\b|\brm\b|\bchmod\b|\bln\b|\btar\s+-?x|\bgunzip\b|\bunzip\b|\bpatch\b|write_text|open\(.*['\x22]w")
         .expect("valid regex");
     re.is_match(&quiet.replace_all(cmd, ""))

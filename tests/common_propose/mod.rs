@@ -44,7 +44,8 @@ pub const TEST: &[&str] = &[
 /// Which sim quirk a demo task carries (fixtures/sim/demo.yaml).
 pub fn demo_quirks() -> BTreeMap<String, String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sim/demo.yaml");
-    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = BTreeMap::new();
     for (k, t) in v["tasks"].as_mapping().unwrap() {
         if let Some(q) = t.get("quirk").and_then(|q| q.as_str()) {
@@ -156,11 +157,7 @@ impl Repo {
 
     /// Write and commit the small splits (`HELD_IN`, `VALIDATION`, `TEST`).
     pub fn small_splits(&self) {
-        let list = |ids: &[&str]| {
-            ids.iter()
-                .map(|i| format!("- {i}\n"))
-                .collect::<String>()
-        };
+        let list = |ids: &[&str]| ids.iter().map(|i| format!("- {i}\n")).collect::<String>();
         self.write(
             ".harness/splits.yaml",
             &format!(

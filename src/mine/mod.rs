@@ -101,7 +101,7 @@ pub fn mine_run(
     let (record, results) = read_run(repo, run_id)?;
     let held: Vec<&TrialResult> = results
         .iter()
-        .filter(|r| r.split == "held_in" && held_in.iter().any(|t| *t == r.task))
+        .filter(|r| r.split == "held_in" && held_in.contains(&r.task))
         .collect();
     let mut failed = Vec::new();
     let mut excluded_infra = 0;

@@ -57,12 +57,12 @@ pub const MECHANISMS: &[(&str, &str)] = &[
         "the same successful command repeated many turns without a file change",
     ),
     (
-        "no_artifact_before_budget",
-        "explored until the budget ran out without writing the required output",
-    ),
-    (
         "env_change_not_persisted",
         "an environment change (cd, export, source, umask, a function) was made in one shell call and relied on in the next",
+    ),
+    (
+        "no_artifact_before_budget",
+        "explored until the budget ran out without writing the required output",
     ),
     (
         "submitted_without_verification",
@@ -124,12 +124,16 @@ pub fn terminal_cause(r: &TrialResult) -> String {
         return "verifier_timeout".into();
     }
     let text = v.output_tail.to_lowercase();
-    let missing = Regex::new(r"not found|no such file|missing|does not exist|not exist")
+    // Whole words: `MissingSectionHeaderError` is a parse error of a file that exists.
+    let missing = Regex::new(r"\bnot found\b|no such file|\bmissing\b|does not exist|not exist")
         .expect("valid regex");
     if missing.is_match(&text) {
         return "missing_artifact".into();
     }
-    if text.contains("traceback") || text.contains("segmentation fault") {
+    // A failed assertion prints a traceback too: that is wrong content, not a crash.
+    if (text.contains("traceback") && !text.contains("assertionerror"))
+        || text.contains("segmentation fault")
+    {
         return "test_crash".into();
     }
     if !v.failed_tests.is_empty() || text.contains("expected") || text.contains("fail") {
@@ -145,11 +149,51 @@ fn state_only(cmd: &str) -> bool {
     re.is_match(cmd)
 }
 
+/// What a later call contains when it redoes (or does not need) the state change of `cmd`:
+/// the directory of a `cd`, `VAR=` of an `export`, the file of a `source`, the name of a
+/// function or alias, the option of `set -o`, `umask`.
+fn state_key(cmd: &str) -> String {
+    let cmd = cmd.trim().trim_end_matches(';').trim();
+    let mut words = cmd.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let second = words.next().unwrap_or_default();
+    match first {
+        "cd" | "source" | "." => second.to_string(),
+        "export" | "alias" => format!("{}=", second.split('=').next().unwrap_or_default()),
+        "umask" => "umask".to_string(),
+        "set" => cmd.to_string(),
+        _ => format!("{}()", cmd.split('(').next().unwrap_or_default().trim()),
+    }
+}
+
+/// An environment change in one shell call that the next bash call relied on and no later call
+/// redid: a lost `cd` to an absolute directory counts only when the next call failed (it is
+/// usually the working directory already).
+fn env_lost(calls: &[&ToolEvent]) -> bool {
+    (0..calls.len().saturating_sub(1)).any(|i| {
+        let (change, next) = (calls[i], calls[i + 1]);
+        let Some(cmd) = change.command.as_deref().filter(|c| state_only(c)) else {
+            return false;
+        };
+        if !change.ok || next.tool != "bash" {
+            return false;
+        }
+        let key = state_key(cmd);
+        let redone = |c: &&ToolEvent| c.command.as_deref().is_some_and(|t| t.contains(&key));
+        let absolute_cd = cmd.trim_start().starts_with("cd") && key.starts_with(['/', '~']);
+        !redone(&next)
+            && (!absolute_cd || !next.ok)
+            && !calls[i + 2..].iter().any(|c| c.tool == "bash" && redone(c))
+    })
+}
+
 /// Does a bash command (probably) write to the workspace?
 fn writes(cmd: &str) -> bool {
-    let re = Regex::new(r"(^|[^0-9&])>>?\s*[^&\s/]|\btee\b|\bcp\b|\bmv\b|sed\s+-i|\btouch\b|\bmkdir\b|\brm\b|\bchmod\b|\bln\b|\btar\s+-?x|\bgunzip\b|\bunzip\b|\bpatch\b|write_text|open\(.*['\x22]w")
+    let quiet =
+        Regex::new(r"[0-9&]?>>?\s*/dev/(null|stdout|stderr)|[0-9]?>&[0-9]").expect("valid regex");
+    let re = Regex::new(r"(^|[^0-9&])>>?\s*[^&\s=]|\btee\b|\bcp\b|\bmv\b|sed\s+-i|\btouch\b|\bmkdir\b|\brm\b|\bchmod\b|\bln\b|\btar\s+-?x|\bgunzip\b|\bunzip\b|\bpatch\b|write_text|open\(.*['\x22]w")
         .expect("valid regex");
-    re.is_match(&cmd.replace("> /dev/null", "").replace("2>&1", ""))
+    re.is_match(&quiet.replace_all(cmd, ""))
 }
 
 fn is_change(t: &ToolEvent) -> bool {
@@ -198,10 +242,12 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
             j += 1;
         }
         let n = (j - i) as u32;
-        let any_fail = calls[i..j].iter().any(|c| !c.ok || c.blocked);
+        // Only the failures of a run count: a retry that then succeeds is not a blind loop.
+        let n_fail = calls[i..j].iter().filter(|c| !c.ok || c.blocked).count() as u32;
+        let any_fail = n_fail > 0;
         let all_read_only = calls[i..j].iter().all(|c| !is_change(c));
-        if any_fail && n > best_fail {
-            best_fail = n;
+        if any_fail && n_fail > best_fail {
+            best_fail = n_fail;
             best_fail_cmd = Some(k.clone());
         }
         if !any_fail && all_read_only && n > best_ok {
@@ -216,9 +262,7 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         Some(i) => calls[i + 1..].iter().any(|c| c.ok && !is_change(c)),
         None => false,
     };
-    let env_split = calls
-        .windows(2)
-        .any(|w| w[0].command.as_deref().is_some_and(state_only) && w[0].ok && w[1].tool == "bash");
+    let env_split = env_lost(&calls);
     let last_failed = calls.last().is_some_and(|c| !c.ok);
     let failed_calls = calls.iter().filter(|c| !c.ok).count() as u32;
 
@@ -226,10 +270,11 @@ pub fn extract(r: &TrialResult, trace: Option<&Trace>) -> (Signature, Symptoms) 
         "repeated_identical_failing_command"
     } else if best_ok >= 3 && budget {
         "repeated_calls_without_progress"
+    } else if env_split {
+        // Before `no_artifact_before_budget`: the lost change made the artifact's command fail.
+        "env_change_not_persisted"
     } else if n_writes == 0 && budget {
         "no_artifact_before_budget"
-    } else if env_split {
-        "env_change_not_persisted"
     } else if submitted && n_writes > 0 && !verified_after {
         "submitted_without_verification"
     } else if submitted && last_failed {

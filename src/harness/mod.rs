@@ -49,13 +49,12 @@ impl Harness {
             if entry.kind() == Some(git2::ObjectType::Blob) {
                 let path = format!("{dir}{}", entry.name().unwrap_or_default());
                 match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
-                    Ok(blob) => match std::str::from_utf8(blob.content()) {
-                        Ok(s) => {
+                    Ok(blob) => {
+                        // Binary files are not surfaces; leave them out.
+                        if let Ok(s) = std::str::from_utf8(blob.content()) {
                             files.insert(path, s.to_string());
                         }
-                        // Binary files are not surfaces; leave them out.
-                        Err(_) => {}
-                    },
+                    }
                     Err(e) => {
                         failure = Some(e);
                         return git2::TreeWalkResult::Abort;

@@ -43,7 +43,7 @@ pub fn suite() -> Suite {
         let instruction = std::fs::read_to_string(dir.join("instruction.md")).unwrap();
         tasks.push(Task {
             id,
-            dir,
+            dir: dir.clone(),
             format: TaskFormat::Harbor,
             instruction,
             agent_timeout: Duration::from_secs(60),
@@ -53,6 +53,13 @@ pub fn suite() -> Suite {
                 ..Default::default()
             },
             checksum: String::new(),
+            tests_dir: Some(dir.join("tests")),
+            test_script: dir.join("tests/test.sh"),
+            solution_script: None,
+            environment_dir: Some(dir.join("environment")),
+            dockerfile: None,
+            workspace_dir: Some(dir.join("environment/workspace")),
+            setup_script: None,
         });
     }
     Suite { root, tasks }

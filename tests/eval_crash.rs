@@ -114,9 +114,7 @@ fn two_runs_started_at_once_both_complete_with_valid_refs_and_notes() {
     let repo = Repo::demo();
     // No local state at all: both processes extract the suite and create the cache at once.
     std::fs::remove_dir_all(repo.root.join(".git/harness")).unwrap();
-    let args = [
-        "run", "--tasks", FAST, "--trials", "1", "--format", "json",
-    ];
+    let args = ["run", "--tasks", FAST, "--trials", "1", "--format", "json"];
     let children: Vec<Child> = (0..2)
         .map(|_| {
             repo.cmd(&args)

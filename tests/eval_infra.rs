@@ -123,7 +123,11 @@ fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
         "{broken:#}"
     );
     assert!(broken["cache_key"].is_null(), "{broken:#}");
-    assert_eq!(by_task[SOLVED.0]["outcome"], "pass", "{:#}", by_task[SOLVED.0]);
+    assert_eq!(
+        by_task[SOLVED.0]["outcome"], "pass",
+        "{:#}",
+        by_task[SOLVED.0]
+    );
     assert_eq!(by_task[SUBMITTED]["outcome"], "fail");
     // One pass out of two counted trials: the infra error is not an agent failure.
     assert_eq!(
@@ -147,7 +151,9 @@ fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
     assert_eq!(seen.lock().unwrap()[BROKEN.0], 8);
 
     // The text table shows the infra error apart from the pass rate.
-    let text = repo.ok(&["run", "--split", "held_in", "--tasks", &pattern, "--trials", "1"]);
+    let text = repo.ok(&[
+        "run", "--split", "held_in", "--tasks", &pattern, "--trials", "1",
+    ]);
     assert!(text.contains("50.0%"), "{text}");
     assert!(text.contains("1 trials executed, 2 from cache"), "{text}");
 }

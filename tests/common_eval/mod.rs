@@ -90,7 +90,10 @@ impl Repo {
     fn harness_in(&self, dir: &Path, args: &[&str]) -> Output {
         let mut c = Command::new(bin());
         hermetic(&mut c, self.tmp.path());
-        c.args(args).current_dir(dir).output().expect("run git-harness")
+        c.args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run git-harness")
     }
 
     pub fn harness(&self, args: &[&str]) -> Output {

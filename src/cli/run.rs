@@ -41,7 +41,7 @@ pub struct Args {
     /// Execute every trial even when cached.
     #[arg(long)]
     pub no_cache: bool,
-    /// Continue an interrupted run.
+    /// Continue an interrupted run, with its revision, splits, tasks, trials and agent.
     #[arg(long, value_name = "ID")]
     pub resume: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
@@ -85,6 +85,14 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     req.resume = args.resume.clone();
     if args.worktree && args.rev.is_some() {
         return Err(Error::usage("give either REV or --worktree, not both"));
+    }
+    if args.resume.is_some()
+        && (args.rev.is_some() || args.worktree || args.tasks.is_some() || args.trials.is_some())
+    {
+        return Err(Error::usage_hint(
+            "--resume continues a run as it was started",
+            "give no REV, --worktree, --tasks or --trials with it",
+        ));
     }
     let overrides = Overrides {
         runner: args.runner.map(|r| match r {

@@ -1,7 +1,8 @@
 //! The trial cache: a result is reused when (surface tree, experiment fingerprint, task checksum,
 //! trial index, agent) match. The index is one small file per key under `.git/harness/cache/`,
 //! so a look-up is one file read whatever the history's length; it is rebuilt from the run refs
-//! whenever a run ref is not indexed yet (e.g. after a clone and fetch).
+//! whenever a run ref is not indexed yet (e.g. after a clone and fetch), and from the journals
+//! of unfinished runs.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use git2::Repository;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::journal::Journal;
 use super::{AgentKind, TrialResult};
 use crate::error::{IoContext, Result};
 use crate::lineage;
@@ -86,6 +88,25 @@ impl Cache {
         std::fs::write(&tmp, bytes).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Ok(())
+    }
+
+    /// Index the trials journaled by unfinished runs (killed, or still going) that are not
+    /// indexed yet: a run killed between journaling a trial and caching it loses nothing.
+    pub fn sync_from_journals(&self, state_dir: &Path) -> Result<usize> {
+        let mut n = 0;
+        for id in Journal::unfinished(state_dir) {
+            for r in Journal::read_results(state_dir, &id) {
+                if let Some(d) = &r.cache_key
+                    && r.cached_from.is_none()
+                    && !r.is_infra()
+                    && self.get(d).is_none()
+                {
+                    self.put(d, &id, &r)?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Index every run ref that is not indexed yet. Returns how many runs were indexed.

@@ -41,9 +41,10 @@ pub fn write_record(
 ) -> Result<Oid> {
     let journal_dir = Journal::dir_for(state_dir, &meta.id);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut adopted = vec![false; results.len()];
     // Results reused from an interrupted run that never got a ref are adopted: their traces
     // move into this record so nothing lives only in a local journal.
-    for r in results.iter_mut() {
+    for (r, adopted) in results.iter_mut().zip(adopted.iter_mut()) {
         if let Some(src) = r.cached_from.clone()
             && repo
                 .refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX))
@@ -56,6 +57,7 @@ pub fn write_record(
                 }
             }
             r.cached_from = None;
+            *adopted = true;
         } else if r.cached_from.is_none()
             && let Some(t) = &r.trace
         {
@@ -125,12 +127,11 @@ pub fn write_record(
             }
         })?;
     }
-    // Point the cache at the record (it pointed at the journal while the run was going).
+    // Point the cache of adopted results at this record (it pointed at the killed run's
+    // journal); the trials this run executed were cached under its id as they finished.
     let cache = Cache::new(state_dir);
-    for r in results.iter() {
-        if r.cached_from.is_none()
-            && let Some(d) = &r.cache_key
-        {
+    for (r, _) in results.iter().zip(&adopted).filter(|(_, a)| **a) {
+        if let Some(d) = &r.cache_key {
             cache.put(d, &meta.id, r)?;
         }
     }

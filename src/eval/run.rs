@@ -93,6 +93,30 @@ pub async fn evaluate(
     interrupt: Option<watch::Receiver<u8>>,
 ) -> Result<RunOutcome> {
     let repo = &ws.repo;
+    // A resumed run continues what it was asked to do: its revision, splits, tasks, trials
+    // and agent come from its journal, whatever the request says.
+    let resumed = match &req.resume {
+        Some(id) => {
+            let meta = Journal::read_meta(&ctx.state_dir, id)?;
+            let mut r = req.clone();
+            r.rev = meta.harness_commit.clone();
+            r.worktree = meta.worktree;
+            r.splits = meta
+                .splits
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<Split>>>()?;
+            r.trials = Some(meta.trials);
+            r.tasks = None;
+            r.agent = meta.agent;
+            Some((r, meta))
+        }
+        None => None,
+    };
+    let (req, resumed_meta) = match &resumed {
+        Some((r, meta)) => (r, Some(meta)),
+        None => (req, None),
+    };
     if req.splits.contains(&Split::Test) && !req.allow_test {
         return Err(Error::usage_hint(
             "the test split is sealed",
@@ -142,7 +166,9 @@ pub async fn evaluate(
     let mut plan = Vec::new();
     for split in &req.splits {
         for id in ctx.fixed.splits.get(*split) {
-            if matcher.as_ref().is_some_and(|m| !m.is_match(id)) {
+            if matcher.as_ref().is_some_and(|m| !m.is_match(id))
+                || resumed_meta.is_some_and(|m| !m.tasks.contains(id))
+            {
                 continue;
             }
             let task = ctx.suite.get(id).ok_or_else(|| {
@@ -189,9 +215,10 @@ pub async fn evaluate(
 
     let cache = Cache::new(&ctx.state_dir);
     cache.sync_from_refs(repo)?;
-    let (meta, journaled) = match &req.resume {
-        Some(id) => {
-            let meta = Journal::read_meta(&ctx.state_dir, id)?;
+    cache.sync_from_journals(&ctx.state_dir)?;
+    let (meta, journaled) = match resumed_meta {
+        Some(meta) => {
+            let id = &meta.id;
             if meta.harness_commit != commit.id().to_string() || meta.fingerprint != ctx.fingerprint
             {
                 return Err(Error::usage(format!(
@@ -199,7 +226,7 @@ pub async fn evaluate(
                 )));
             }
             let done = Journal::read_results(&ctx.state_dir, id);
-            (meta, done)
+            (meta.clone(), done)
         }
         None => (
             RunMeta {

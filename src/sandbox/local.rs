@@ -624,7 +624,7 @@ fn walk_host(dir: &Path, mounts: &[String], args: &mut Vec<String>) {
     entries.sort();
     for p in entries {
         let s = p.to_string_lossy().into_owned();
-        if mounts.iter().any(|m| *m == s) {
+        if mounts.contains(&s) {
             continue;
         }
         let Ok(meta) = std::fs::symlink_metadata(&p) else {

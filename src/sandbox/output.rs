@@ -51,7 +51,7 @@ mod tests {
     fn keeps_head_and_tail() {
         let mut c = Capture::default();
         c.push(&vec![b'a'; HEAD_BYTES]);
-        c.push(&vec![b'b'; 10]);
+        c.push(&[b'b'; 10]);
         c.push(&vec![b'c'; TAIL_BYTES]);
         let (s, t) = c.finish();
         assert!(t);

@@ -9,7 +9,7 @@
 # Functions stay defined for later steps: harness_docker_leftovers checks that no container
 # made by the tests remains.
 #
-# Knobs: HARNESS_BIN (default: target/debug/git-harness, built if missing),
+# Knobs: HARNESS_BIN (default: $CARGO_TARGET_DIR/debug/git-harness, built if missing),
 #        HARNESS_DOCKERD_TIMEOUT (seconds, default 60), HARNESS_DEBIAN_MIRROR,
 #        HARNESS_DOCKERD_PIDFILE, HARNESS_DOCKERD_LOG.
 
@@ -41,10 +41,9 @@ harness_docker_start() {
 }
 
 harness_docker_base() {
-  local bin="${HARNESS_BIN:-target/debug/git-harness}"
+  local bin="${HARNESS_BIN:-${CARGO_TARGET_DIR:-target}/debug/git-harness}"
   if [ ! -x "$bin" ]; then
     cargo build --bin git-harness || return 1
-    bin="${CARGO_TARGET_DIR:-target}/debug/git-harness"
   fi
   if docker image inspect git-harness/base:bookworm >/dev/null 2>&1; then
     echo "docker.sh: git-harness/base:bookworm exists" >&2
@@ -66,4 +65,7 @@ harness_docker_leftovers() {
   echo "docker.sh: no test container left" >&2
 }
 
-harness_docker_start && harness_docker_base
+if ! harness_docker_start || ! harness_docker_base; then
+  echo "docker.sh: Docker setup failed" >&2
+  return 1 2>/dev/null || exit 1
+fi

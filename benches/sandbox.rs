@@ -2,7 +2,9 @@
 //! verifier, read the reward), destroy — for local bubblewrap, local plain and Docker, median of
 //! N trials, beside a bare `docker run --rm IMAGE true` measured in the same run.
 //!
-//! `cargo bench --bench sandbox` (N from BENCH_N, default 15). Prints figures; asserts nothing.
+//! `cargo bench --profile dev --bench sandbox` (the dev profile reuses the debug build; the
+//! overhead measured is dominated by processes and the Docker daemon, not by our code).
+//! N from BENCH_N, default 15. Prints figures; asserts nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -182,3 +182,9 @@ fn memory_sizes_parse() {
     assert_eq!(parse_memory_mb("512M"), Some(512));
     assert_eq!(parse_memory_mb("nope"), None);
 }
+
+#[test]
+fn missing_suite_is_a_usage_error() {
+    let err = load_suite(&fixtures().join("no-such-suite")).unwrap_err();
+    assert_eq!(err.exit_code(), git_harness::exit::USAGE, "{err}");
+}

@@ -158,6 +158,27 @@ impl DockerProvider {
             if self.image_exists(&docker, &tag).await? {
                 return Ok((tag, false));
             }
+            // The classic builder pulls a missing FROM image; we never pull, so check first.
+            let dockerfile_text = task
+                .dockerfile
+                .as_deref()
+                .map(std::fs::read_to_string)
+                .transpose()
+                .map_err(|e| Error::io(task.dockerfile.clone().unwrap_or_default(), e))?
+                .unwrap_or_default();
+            for from in from_images(&rewrite_from(&dockerfile_text, &self.image_map)) {
+                if !self.image_exists(&docker, &from).await? {
+                    return Err(InfraClass::Sandbox.error_hint(
+                        format!(
+                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally; nothing is pulled",
+                            task.id
+                        ),
+                        format!(
+                            "build or load it, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
+                        ),
+                    ));
+                }
+            }
             let timeout = task
                 .environment
                 .build_timeout_sec
@@ -695,6 +716,36 @@ pub fn rewrite_from(dockerfile: &str, map: &BTreeMap<String, String>) -> String 
     out
 }
 
+/// The external images a Dockerfile starts from: `FROM` images that are not earlier stages,
+/// `scratch`, or build-arg expressions.
+pub fn from_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for line in dockerfile.lines() {
+        let t = line.trim_start();
+        if t.len() <= 5 || !t[..5].eq_ignore_ascii_case("FROM ") {
+            continue;
+        }
+        let words: Vec<&str> = t[5..]
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let Some(image) = words.first() else { continue };
+        let lower = image.to_ascii_lowercase();
+        if lower != "scratch"
+            && !image.contains('$')
+            && !stages.contains(&lower)
+            && !images.contains(&image.to_string())
+        {
+            images.push(image.to_string());
+        }
+        if words.len() >= 3 && words[1].eq_ignore_ascii_case("as") {
+            stages.push(words[2].to_ascii_lowercase());
+        }
+    }
+    images
+}
+
 /// The build context of `dir` as a deterministic tar (sorted, mtime 0, uid 0), with the
 /// Dockerfile's FROM lines rewritten through the image map.
 pub fn build_context(
@@ -798,6 +849,15 @@ mod tests {
         let r = rewrite_from(d, &map);
         assert!(r.starts_with("FROM --platform=linux/amd64 git-harness/base:bookworm AS build\n"));
         assert!(r.ends_with("from python:3\n"));
+    }
+
+    #[test]
+    fn from_images_skip_stages_and_scratch() {
+        let d = "FROM base:1 AS build\nRUN x\nFROM build\nFROM scratch\nFROM --platform=x other:2\nFROM ${IMG}\n";
+        assert_eq!(
+            from_images(d),
+            vec!["base:1".to_string(), "other:2".to_string()]
+        );
     }
 
     #[test]

@@ -229,10 +229,14 @@ fn last_lines(s: &str, n: usize) -> String {
 }
 
 fn describe(e: &Error) -> String {
-    match InfraClass::of(e) {
+    let mut s = match InfraClass::of(e) {
         Some(_) => format!("infrastructure error: {e}"),
         None => e.to_string(),
+    };
+    if let Some(h) = e.hint() {
+        s.push_str(&format!(" (hint: {h})"));
     }
+    s
 }
 
 /// Run oracle and nop on every task, at most `concurrency` trials at a time. The result is in

@@ -89,6 +89,12 @@ pub fn load_suite(dir: &Path) -> Result<Suite> {
 /// Load what loads and return the problems of the rest. Fails only when `dir` cannot be read.
 pub fn load_suite_lenient(dir: &Path) -> Result<(Suite, Vec<TaskProblem>)> {
     let root = dir.to_path_buf();
+    if !dir.is_dir() {
+        return Err(Error::usage_hint(
+            format!("no suite directory at {}", dir.display()),
+            "pass a directory of task directories (or one task directory)",
+        ));
+    }
     if is_task_dir(dir) {
         return Ok(match load_task_problems(dir) {
             Ok(t) => (

@@ -19,8 +19,8 @@ pub use promote::{
     update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    Proposal, ProposalState, create_merged_proposal, create_proposal, retire_proposal, list_proposals, next_round, reject_proposal,
-    resolve_proposal, slugify as slugify_title,
+    Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals, next_round,
+    reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, list_runs,
@@ -97,7 +97,8 @@ pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commi
 }
 
 /// The signature for commits we make: the repository's user, or a fixed identity of the tool.
-/// `GIT_AUTHOR_DATE`/`GIT_COMMITTER_DATE` are honoured so tests can fix dates.
+/// Like git, `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL` win over the configured user (libgit2
+/// does not read them), and `GIT_COMMITTER_DATE` is honoured so tests can fix dates.
 pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
     let base = repo
         .signature()
@@ -110,8 +111,11 @@ pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
         Some(t) => t,
         None => base.when(),
     };
-    let name = base.name().unwrap_or("git-harness").to_string();
-    let email = base.email().unwrap_or("git-harness@localhost").to_string();
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    let name = env("GIT_COMMITTER_NAME")
+        .unwrap_or_else(|| base.name().unwrap_or("git-harness").to_string());
+    let email = env("GIT_COMMITTER_EMAIL")
+        .unwrap_or_else(|| base.email().unwrap_or("git-harness@localhost").to_string());
     Signature::new(&name, &email, &when).git("make a commit signature")
 }
 

@@ -39,11 +39,21 @@ fn populated() -> Repo {
         )
         .expect("run");
     }
-    let promoted = r.propose(1, "verify-before-submit", "prompts/verification.md", "Check it.");
+    let promoted = r.propose(
+        1,
+        "verify-before-submit",
+        "prompts/verification.md",
+        "Check it.",
+    );
     r.accept(&promoted);
     r.harness(&["promote", "1/verify-before-submit"]).ok();
     r.propose(2, "bootstrap-ls", "prompts/bootstrap.md", "Run ls first.");
-    let rejected = r.propose(2, "error-hint", "prompts/on_tool_error.md", "Read the error.");
+    let rejected = r.propose(
+        2,
+        "error-hint",
+        "prompts/on_tool_error.md",
+        "Read the error.",
+    );
     lineage::reject_proposal(&r.open(), &rejected, "gate rejected").expect("reject");
     r
 }
@@ -116,7 +126,12 @@ fn log_json_is_valid() {
 #[test]
 fn show_a_proposal_with_its_validation() {
     let r = Repo::init_split();
-    let p = r.propose(1, "verify-before-submit", "prompts/verification.md", "Check it.");
+    let p = r.propose(
+        1,
+        "verify-before-submit",
+        "prompts/verification.md",
+        "Check it.",
+    );
     r.accept(&p);
     let run = r.harness(&["show", "1/verify-before-submit"]);
     insta::assert_snapshot!("show", r.snapshot(&run));
@@ -130,7 +145,12 @@ fn show_a_proposal_with_its_validation() {
 #[test]
 fn show_a_rejected_proposal_and_a_commit() {
     let r = Repo::init_split();
-    let p = r.propose(1, "error-hint", "prompts/on_tool_error.md", "Read the error.");
+    let p = r.propose(
+        1,
+        "error-hint",
+        "prompts/on_tool_error.md",
+        "Read the error.",
+    );
     lineage::reject_proposal(&r.open(), &p, "gate rejected").expect("reject");
     let run = r.harness(&["show", "1/error-hint"]);
     assert_eq!(run.code, 0, "{run:#?}");

@@ -116,8 +116,15 @@ fn trailers_round_trip_through_real_git() {
     let back = CommitMessage::parse(message).expect("parse");
     assert_eq!(back.trailers, expected);
     assert_eq!(back.subject, "Stop repeating the same failing command");
-    assert!(back.body.ends_with("Regression risk: low."), "{}", back.body);
-    assert_eq!(trailers::get(&back.trailers, keys::EVIDENCE), Some("first line second line"));
+    assert!(
+        back.body.ends_with("Regression risk: low."),
+        "{}",
+        back.body
+    );
+    assert_eq!(
+        trailers::get(&back.trailers, keys::EVIDENCE),
+        Some("first line second line")
+    );
 
     // The proposal read back through the library carries the same message.
     let listed = lineage::resolve_proposal(&repo, "3/loop-guard").expect("resolve");
@@ -159,7 +166,10 @@ fn trailers_survive_a_body_that_ends_in_colon_lines() {
     assert_eq!(
         parse_lines(&shown),
         [
-            (keys::SURFACE.to_string(), "prompts/bootstrap.md".to_string()),
+            (
+                keys::SURFACE.to_string(),
+                "prompts/bootstrap.md".to_string()
+            ),
             (keys::ROUND.to_string(), "1".to_string())
         ]
     );
@@ -203,7 +213,10 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
             Some(main),
             &[
                 ("run.yaml".into(), b"id: r-1\n".to_vec()),
-                ("trials/count-errors-0/result.yaml".into(), b"pass: true\n".to_vec()),
+                (
+                    "trials/count-errors-0/result.yaml".into(),
+                    b"pass: true\n".to_vec(),
+                ),
             ],
             "Run r-1\n",
         )
@@ -237,8 +250,11 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
 
     // Push everything to a bare remote with the documented refspecs.
     let remote = r.tmp.path().join("remote.git");
-    r.git_in(r.tmp.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"])
-        .ok();
+    r.git_in(
+        r.tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    )
+    .ok();
     r.git(&["remote", "add", "origin", &remote.to_string_lossy()]);
     r.git(&[
         "push",
@@ -291,7 +307,10 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
     let run_file = r
         .git_in(
             &clone,
-            &["show", "refs/harness/runs/r-1:trials/count-errors-0/result.yaml"],
+            &[
+                "show",
+                "refs/harness/runs/r-1:trials/count-errors-0/result.yaml",
+            ],
         )
         .ok()
         .stdout;
@@ -317,40 +336,101 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
     let show = in_clone(&["show", "2/open-one"]);
     assert!(show.contains("REJECT (strict gate)"), "{show}");
     let show = in_clone(&["show", "2/rejected-one"]);
-    assert!(show.contains("(rejected, refs/harness/rejected/2/rejected-one)"), "{show}");
+    assert!(
+        show.contains("(rejected, refs/harness/rejected/2/rejected-one)"),
+        "{show}"
+    );
 }
 
 #[test]
 fn concurrent_note_writers_lose_nothing() {
-    let r = Repo::init_split();
-    let main = lineage::main_commit(&r.open()).expect("main").id();
-    let handles: Vec<_> = (0..4)
-        .map(|t| {
-            let root = r.root.clone();
-            std::thread::spawn(move || {
-                let repo = git2::Repository::open(root).expect("open");
-                for i in 0..5 {
-                    lineage::update_note(&repo, main, |n| {
-                        n.runs.push(RunSummary {
-                            run: format!("t{t}-{i}"),
-                            split: "held_in".into(),
-                            fingerprint: "f".into(),
-                            passes: 0,
-                            trials: 1,
-                            infra_errors: 0,
-                            tokens: 0,
-                            cost_usd: 0.0,
-                            partial: false,
+    // The first writers race to create refs/notes/harness; later ones to move it.
+    for _ in 0..5 {
+        let r = Repo::init_split();
+        let main = lineage::main_commit(&r.open()).expect("main").id();
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let root = r.root.clone();
+                std::thread::spawn(move || {
+                    let repo = git2::Repository::open(root).expect("open");
+                    for i in 0..5 {
+                        lineage::update_note(&repo, main, |n| {
+                            n.runs.push(RunSummary {
+                                run: format!("t{t}-{i}"),
+                                split: "held_in".into(),
+                                fingerprint: "f".into(),
+                                passes: 0,
+                                trials: 1,
+                                infra_errors: 0,
+                                tokens: 0,
+                                cost_usd: 0.0,
+                                partial: false,
+                            })
                         })
-                    })
-                    .expect("update note");
-                }
+                        .expect("update note");
+                    }
+                })
             })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("thread");
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let note = lineage::read_note(&r.open(), main).expect("note");
+        assert_eq!(note.runs.len(), 20, "a note update was lost");
     }
-    let note = lineage::read_note(&r.open(), main).expect("note");
-    assert_eq!(note.runs.len(), 20);
+}
+
+#[test]
+fn concurrent_creates_of_one_ref_have_one_winner() {
+    // Two proposers creating the same proposal branch, or two runs with the same id: one wins,
+    // the other is told the ref exists; neither overwrites the other.
+    for _ in 0..10 {
+        let r = Repo::init_split();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let root = r.root.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let repo = git2::Repository::open(root).expect("open");
+                    let main = lineage::main_commit(&repo).expect("main");
+                    let msg = CommitMessage::new(format!("Proposal of writer {t}"));
+                    let change = ("prompts/bootstrap.md".to_string(), Some(format!("{t}\n")));
+                    barrier.wait();
+                    let p = lineage::create_proposal(&repo, &main, 1, "same", &[change], &msg)
+                        .map(|p| p.commit);
+                    let run = lineage::write_run(
+                        &repo,
+                        "same-run",
+                        None,
+                        &[("run.yaml".into(), format!("writer: {t}\n").into_bytes())],
+                        &format!("Run of writer {t}\n"),
+                    );
+                    (p, run)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        let proposals: Vec<_> = results
+            .iter()
+            .filter_map(|(p, _)| p.as_ref().ok())
+            .collect();
+        assert_eq!(proposals.len(), 1, "exactly one proposal branch created");
+        assert_eq!(r.rev("harness/proposals/1/same"), proposals[0].to_string());
+        for (p, _) in &results {
+            if let Err(e) = p {
+                assert!(e.to_string().contains("already exists"), "{e}");
+                assert_eq!(e.exit_code(), 2);
+            }
+        }
+        let runs: Vec<_> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .collect();
+        assert_eq!(runs.len(), 1, "exactly one run ref created");
+        assert_eq!(r.rev("refs/harness/runs/same-run"), runs[0].to_string());
+    }
 }

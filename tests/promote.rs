@@ -125,6 +125,23 @@ fn promote_of_a_stale_proposal_merges_in_memory() {
 }
 
 #[test]
+fn a_conflicting_proposal_is_refused() {
+    let r = Repo::init_split();
+    let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
+    let b = r.propose(1, "b", "prompts/verification.md", "Check it twice.");
+    r.accept(&a);
+    r.harness(&["promote", "1/a"]).ok();
+    r.accept(&b);
+    let main_before = r.rev("main");
+    let run = r.harness(&["promote", "1/b"]);
+    insta::assert_snapshot!("promote_conflict", r.snapshot(&run));
+    assert_eq!(run.code, 1);
+    assert_eq!(r.rev("main"), main_before);
+    assert_eq!(r.rev("harness/proposals/1/b"), b.commit.to_string());
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
+}
+
+#[test]
 fn force_with_reason_promotes_and_records_the_override() {
     let r = Repo::init_split();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
@@ -200,14 +217,15 @@ fn unknown_proposal_is_a_usage_error() {
     let r = Repo::init_split();
     let run = r.harness(&["promote", "9/nope"]);
     assert_eq!(run.code, 2, "{run:#?}");
-    assert!(run.stderr.contains("hint: list proposals with `git harness log --all`"));
+    assert!(
+        run.stderr
+            .contains("hint: list proposals with `git harness log --all`")
+    );
 }
 
 /// Both racers must end in exactly one merge on main, the loser failing cleanly.
 fn check_race(r: &Repo, main_before: &str, racers: &[(String, String)], results: &[(i32, String)]) {
-    let winners: Vec<usize> = (0..results.len())
-        .filter(|i| results[*i].0 == 0)
-        .collect();
+    let winners: Vec<usize> = (0..results.len()).filter(|i| results[*i].0 == 0).collect();
     assert_eq!(winners.len(), 1, "exactly one promote wins: {results:#?}");
     let w = winners[0];
     for (i, (code, stderr)) in results.iter().enumerate() {
@@ -216,10 +234,16 @@ fn check_race(r: &Repo, main_before: &str, racers: &[(String, String)], results:
         }
         assert_eq!(*code, 1, "the loser exits 1: {stderr}");
         assert!(stderr.contains("main"), "{stderr}");
-        assert!(stderr.contains("moved"), "the loser says main moved: {stderr}");
+        assert!(
+            stderr.contains("moved"),
+            "the loser says main moved: {stderr}"
+        );
         assert!(!stderr.contains("uncommitted"), "{stderr}");
         // The loser's proposal is still there.
-        assert_eq!(r.rev(&format!("harness/proposals/{}", racers[i].0)), racers[i].1);
+        assert_eq!(
+            r.rev(&format!("harness/proposals/{}", racers[i].0)),
+            racers[i].1
+        );
     }
     let parents = r.git(&["log", "-1", "--format=%P", "main"]);
     assert_eq!(

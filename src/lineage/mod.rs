@@ -149,20 +149,45 @@ fn parse_tz(tz: &str) -> Option<i32> {
     Some(sign * (h * 60 + m))
 }
 
-/// Create a ref that must not exist yet.
+/// Create `name` only if it does not exist, checked under the ref's lock. libgit2's
+/// non-forcing create checks existence before taking the lock, so two concurrent creates can
+/// both succeed and one silently overwrites the other; an expected old value of zero is
+/// checked under the lock.
+pub(crate) fn create_ref_atomic<'r>(
+    repo: &'r Repository,
+    name: &str,
+    target: Oid,
+    msg: &str,
+) -> std::result::Result<git2::Reference<'r>, git2::Error> {
+    repo.reference_matching(name, target, true, Oid::ZERO_SHA1, msg)
+}
+
+/// Create a ref that must not exist yet. While another writer holds the ref's lock, wait for it
+/// to finish; then the ref usually exists.
 pub(crate) fn create_ref(repo: &Repository, name: &str, target: Oid, msg: &str) -> Result<()> {
-    repo.reference(name, target, false, msg)
-        .map(|_| ())
-        .map_err(|e| {
-            if e.code() == git2::ErrorCode::Exists {
-                Error::usage(format!("{name} already exists"))
-            } else {
-                Error::Git {
-                    context: format!("create {name}"),
-                    source: e,
-                }
+    let mut attempt = 0;
+    let res = loop {
+        match create_ref_atomic(repo, name, target, msg) {
+            Err(e) if e.code() == git2::ErrorCode::Locked && attempt < 100 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
-        })
+            other => break other,
+        }
+    };
+    res.map(|_| ()).map_err(|e| {
+        if matches!(
+            e.code(),
+            git2::ErrorCode::Exists | git2::ErrorCode::Modified
+        ) {
+            Error::usage(format!("{name} already exists"))
+        } else {
+            Error::Git {
+                context: format!("create {name}"),
+                source: e,
+            }
+        }
+    })
 }
 
 /// Compare-and-swap: move `name` from `expected` to `new`, failing if someone moved it.

@@ -303,7 +303,10 @@ pub fn normalise(text: &str, paths: &[(&Path, &str)]) -> String {
         }
         let key = hex[..10].to_string();
         let n = labels.len() + 1;
-        labels.entry(key).or_insert_with(|| format!("[C{n}]")).clone()
+        labels
+            .entry(key)
+            .or_insert_with(|| format!("[C{n}]"))
+            .clone()
     })
     .into_owned()
 }

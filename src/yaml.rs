@@ -13,7 +13,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
         let field = e.path().to_string();
         let inner = e.into_inner();
         let line = inner.location().map(|l| l.line());
-        let message = clean_message(&inner.to_string());
+        let message = clean_message(&inner.to_string(), &field);
         let field = if field == "." {
             "(document)".to_string()
         } else {
@@ -29,8 +29,13 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
     })
 }
 
-/// serde_yaml appends " at line L column C"; the line is already in our prefix.
-fn clean_message(msg: &str) -> String {
+/// serde_yaml prefixes the field path and appends " at line L column C"; both are already in
+/// our prefix.
+fn clean_message(msg: &str, field: &str) -> String {
+    let msg = msg
+        .strip_prefix(field)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(msg);
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),

@@ -36,8 +36,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         }
         Err(_) => {
             let c = lineage::resolve_commit(repo, &args.proposal)?;
-            let label = format!("commit {}", lineage::short(c.id()));
-            (c, label)
+            (c, "commit".to_string())
         }
     };
     let msg = CommitMessage::parse(commit.message().unwrap_or_default())?;
@@ -46,7 +45,11 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     ui.out("");
     if !msg.body.is_empty() {
         for line in msg.body.lines() {
-            ui.out(format!("    {line}"));
+            if line.trim().is_empty() {
+                ui.out("");
+            } else {
+                ui.out(format!("    {line}"));
+            }
         }
         ui.out("");
     }

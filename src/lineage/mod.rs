@@ -97,7 +97,8 @@ pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commi
 }
 
 /// The signature for commits we make: the repository's user, or a fixed identity of the tool.
-/// `GIT_AUTHOR_DATE`/`GIT_COMMITTER_DATE` are honoured so tests can fix dates.
+/// Like git, `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL` win over the configured user (libgit2
+/// does not read them), and `GIT_COMMITTER_DATE` is honoured so tests can fix dates.
 pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
     let base = repo
         .signature()
@@ -110,8 +111,11 @@ pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
         Some(t) => t,
         None => base.when(),
     };
-    let name = base.name().unwrap_or("git-harness").to_string();
-    let email = base.email().unwrap_or("git-harness@localhost").to_string();
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    let name = env("GIT_COMMITTER_NAME")
+        .unwrap_or_else(|| base.name().unwrap_or("git-harness").to_string());
+    let email = env("GIT_COMMITTER_EMAIL")
+        .unwrap_or_else(|| base.email().unwrap_or("git-harness@localhost").to_string());
     Signature::new(&name, &email, &when).git("make a commit signature")
 }
 
@@ -145,20 +149,45 @@ fn parse_tz(tz: &str) -> Option<i32> {
     Some(sign * (h * 60 + m))
 }
 
-/// Create a ref that must not exist yet.
+/// Create `name` only if it does not exist, checked under the ref's lock. libgit2's
+/// non-forcing create checks existence before taking the lock, so two concurrent creates can
+/// both succeed and one silently overwrites the other; an expected old value of zero is
+/// checked under the lock.
+pub(crate) fn create_ref_atomic<'r>(
+    repo: &'r Repository,
+    name: &str,
+    target: Oid,
+    msg: &str,
+) -> std::result::Result<git2::Reference<'r>, git2::Error> {
+    repo.reference_matching(name, target, true, Oid::ZERO_SHA1, msg)
+}
+
+/// Create a ref that must not exist yet. While another writer holds the ref's lock, wait for it
+/// to finish; then the ref usually exists.
 pub(crate) fn create_ref(repo: &Repository, name: &str, target: Oid, msg: &str) -> Result<()> {
-    repo.reference(name, target, false, msg)
-        .map(|_| ())
-        .map_err(|e| {
-            if e.code() == git2::ErrorCode::Exists {
-                Error::usage(format!("{name} already exists"))
-            } else {
-                Error::Git {
-                    context: format!("create {name}"),
-                    source: e,
-                }
+    let mut attempt = 0;
+    let res = loop {
+        match create_ref_atomic(repo, name, target, msg) {
+            Err(e) if e.code() == git2::ErrorCode::Locked && attempt < 100 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
-        })
+            other => break other,
+        }
+    };
+    res.map(|_| ()).map_err(|e| {
+        if matches!(
+            e.code(),
+            git2::ErrorCode::Exists | git2::ErrorCode::Modified
+        ) {
+            Error::usage(format!("{name} already exists"))
+        } else {
+            Error::Git {
+                context: format!("create {name}"),
+                source: e,
+            }
+        }
+    })
 }
 
 /// Compare-and-swap: move `name` from `expected` to `new`, failing if someone moved it.

@@ -117,7 +117,7 @@ pub fn update_note(
             .git("write notes commit")?;
         let res = match current {
             Some(old) => repo.reference_matching(NOTES_REF, new, true, old, "git-harness: note"),
-            None => repo.reference(NOTES_REF, new, false, "git-harness: note"),
+            None => super::create_ref_atomic(repo, NOTES_REF, new, "git-harness: note"),
         };
         match res {
             Ok(_) => return Ok(()),

@@ -185,10 +185,22 @@ pub fn promote(
             ));
         }
         (None, None) => {
+            let candidate_tree = candidate.tree_id().to_string();
             let stale = note
                 .validations
                 .iter()
-                .any(|r| r.candidate_tree == candidate.tree_id().to_string());
+                .any(|r| r.candidate_tree == candidate_tree);
+            // Validated under this experiment, but main has moved since (e.g. another promote).
+            let moved_from = note
+                .validations
+                .iter()
+                .rev()
+                .find(|r| {
+                    r.candidate_tree == candidate_tree
+                        && r.fingerprint == fingerprint
+                        && r.parent != main.id().to_string()
+                })
+                .map(|r| r.parent.chars().take(10).collect::<String>());
             let hint = if stale {
                 format!(
                     "it was validated against another main or experiment; run `git harness validate {}` again",
@@ -197,20 +209,36 @@ pub fn promote(
             } else {
                 format!("run `git harness validate {}` first", proposal.name())
             };
-            return Err(Error::negative(
-                format!(
+            let message = match moved_from {
+                Some(from) => format!(
+                    "no accepting validation record for {} against main ({}): main moved from {from} since it was validated",
+                    proposal.name(),
+                    short(main.id())
+                ),
+                None => format!(
                     "no accepting validation record for {} against main ({}) under experiment {fingerprint}",
                     proposal.name(),
                     short(main.id())
                 ),
-                Some(hint),
-            ));
+            };
+            return Err(Error::negative(message, Some(hint)));
         }
         (_, Some(_)) => {}
     }
 
     let checked_out = is_checked_out(repo, &main_name);
     if checked_out && !worktree_is_clean(repo)? {
+        // A concurrent promote that moved main and is updating the checkout looks like local
+        // changes; report the race, not a dirty worktree.
+        if let Ok(now) = repo.refname_to_id(&main_name)
+            && now != main.id()
+        {
+            return Err(Error::RefMoved {
+                refname: main_name,
+                expected: main.id().to_string(),
+                actual: now.to_string(),
+            });
+        }
         return Err(Error::usage_hint(
             format!(
                 "the worktree has uncommitted changes on {}",

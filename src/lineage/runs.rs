@@ -164,7 +164,7 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
             Some(t) => {
                 repo.reference_matching(TEST_LOG_REF, c, true, t, "git-harness: test opening")
             }
-            None => repo.reference(TEST_LOG_REF, c, false, "git-harness: test opening"),
+            None => super::create_ref_atomic(repo, TEST_LOG_REF, c, "git-harness: test opening"),
         };
         match res {
             Ok(_) => return Ok(entry),
@@ -251,7 +251,7 @@ pub fn append_log(
             .git("write log commit")?;
         let res = match tip {
             Some(t) => repo.reference_matching(refname, c, true, t, "git-harness: log"),
-            None => repo.reference(refname, c, false, "git-harness: log"),
+            None => super::create_ref_atomic(repo, refname, c, "git-harness: log"),
         };
         match res {
             Ok(_) => return Ok(c),

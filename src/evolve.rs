@@ -20,7 +20,18 @@ pub async fn mine_rev(
 ) -> Result<Bundle> {
     let req = RunRequest::new(rev.to_string(), vec![Split::HeldIn]);
     let run = evaluate(ws, ctx, &req, observer, None, None).await?;
-    let bundle = mine_run(&ws.repo, &ctx.state_dir, &run.id, &ctx.fixed.splits.held_in)?;
+    let mut bundle = mine_run(&ws.repo, &ctx.state_dir, &run.id, &ctx.fixed.splits.held_in)?;
+    if ctx.fixed.experiment.mine.diagnose == crate::experiment::Diagnose::Model
+        && let Some(model) = ctx.model.as_deref()
+    {
+        let d = &ctx.fixed.experiment.decoding;
+        crate::mine::diagnose::rediagnose(
+            &mut bundle,
+            model,
+            crate::model::Decoding { temperature: d.temperature, max_tokens: d.max_tokens },
+        )
+        .await?;
+    }
     let json = serde_json::to_vec_pretty(&bundle).expect("bundle serializes");
     lineage::add_run_files(
         &ws.repo,

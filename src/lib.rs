@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod assets;
 pub mod error;
+pub mod estimate;
 pub mod eval;
 pub mod evolve;
 pub mod exit;

@@ -4,6 +4,7 @@
 mod bisect;
 mod check;
 mod demo;
+mod estimate;
 mod evolve;
 mod export;
 mod image;
@@ -61,6 +62,7 @@ pub enum Command {
     Propose(propose::Args),
     Validate(validate::Args),
     Evolve(evolve::Args),
+    Estimate(estimate::Args),
     Report(ReportArgs),
     Check(check::Args),
     Bisect(bisect::Args),
@@ -115,6 +117,7 @@ pub fn main() -> i32 {
         Command::Propose(a) => propose::run(&mut ui, a),
         Command::Validate(a) => validate::run(&mut ui, a),
         Command::Evolve(a) => evolve::run(&mut ui, a),
+        Command::Estimate(a) => estimate::run(&mut ui, a),
         Command::Report(a) => report_final::run_final(&mut ui, a.rev, &a.baseline),
         Command::Check(a) => check::run(&mut ui, a),
         Command::Bisect(a) => bisect::run(&mut ui, a),

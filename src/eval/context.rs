@@ -87,6 +87,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             state_dir: ws.state_dir(),
             executors: Arc::new(factory),
             warnings,
+            model: connected.as_ref().map(|c| c.model.clone()),
         },
         _model: connected,
     })

@@ -81,6 +81,8 @@ pub struct EvalContext {
     pub executors: Arc<dyn super::trial::ExecutorFactory>,
     /// Warnings to show once (e.g. weaker isolation without bubblewrap).
     pub warnings: Vec<String>,
+    /// The experiment's model, for the proposer and the optional diagnosis.
+    pub model: Option<Arc<dyn crate::model::Model>>,
 }
 
 /// Evaluate one harness revision.

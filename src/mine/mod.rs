@@ -2,6 +2,7 @@
 //! by exact equality; the bundle adds the passing held-in tasks and earlier attempted edits.
 //! Only the held-in split is read: nothing of validation or test enters a bundle.
 
+pub mod diagnose;
 pub mod render;
 pub mod signature;
 
@@ -79,6 +80,9 @@ pub struct Bundle {
     /// Held-in tasks that passed at least one trial: behaviour to preserve.
     pub passing_tasks: Vec<String>,
     pub attempts: Vec<Attempt>,
+    /// Every failed held-in trial with its signature (the clusters group these).
+    #[serde(default)]
+    pub failed_trials: Vec<FailedTrial>,
 }
 
 impl Bundle {
@@ -141,6 +145,7 @@ pub fn mine_run(
         clusters,
         passing_tasks: passing,
         attempts: attempts(repo)?,
+        failed_trials: failed,
     })
 }
 

@@ -10,6 +10,7 @@ mod output;
 mod progress;
 mod promote;
 mod propose;
+mod report;
 mod run;
 mod show;
 mod split;
@@ -58,6 +59,7 @@ pub enum Command {
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
+    Report(report::Args),
 }
 
 pub fn main() -> i32 {
@@ -94,6 +96,7 @@ pub fn main() -> i32 {
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),
+        Command::Report(a) => report::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

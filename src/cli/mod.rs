@@ -17,6 +17,7 @@ mod split;
 mod status;
 mod tasks;
 mod validate;
+mod why;
 
 use clap::{Parser, Subcommand};
 
@@ -60,6 +61,7 @@ pub enum Command {
     Image(image::Args),
     Export(export::Args),
     Report(report::Args),
+    Why(why::Args),
 }
 
 pub fn main() -> i32 {
@@ -97,6 +99,7 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),
         Command::Report(a) => report::run(&mut ui, a),
+        Command::Why(a) => why::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod html;
 pub mod markdown;
+pub mod why;
 
 use crate::lineage::ValidationRecord;
 

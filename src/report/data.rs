@@ -405,8 +405,8 @@ pub fn gated(repo: &Repository, cache: &mut RunCache, r: &ValidationRecord) -> G
     }
 }
 
-/// The record that gated `candidate` against `parent` (same trees), else the latest one of the
-/// candidate.
+/// The latest record that gated exactly `candidate_tree` against `parent_tree` (under
+/// `fingerprint` when given).
 pub fn record_for(
     note: &HarnessNote,
     candidate_tree: Oid,
@@ -418,7 +418,7 @@ pub fn record_for(
             && parent_tree.is_none_or(|p| r.parent_tree == p.to_string())
             && fingerprint.is_none_or(|f| r.fingerprint == f)
     });
-    exact.or(note.validations.last()).cloned()
+    exact.cloned()
 }
 
 /// Collect the lineage report of main.

@@ -59,9 +59,17 @@ pub fn validation(v: &Validation) -> String {
     if let Some(e) = &v.record.early_stop {
         s.push_str(&format!("\nStopped early: {e}\n"));
     }
+    let mut evidence = Vec::new();
+    if !v.parent_run.is_empty() {
+        evidence.push(format!("parent `refs/harness/runs/{}`", v.parent_run));
+    }
+    for r in &v.candidate_runs {
+        evidence.push(format!("candidate `refs/harness/runs/{r}`"));
+    }
     s.push_str(&format!(
-        "\nEvidence: `refs/harness/runs/{}`\n",
-        v.candidate_runs.join("`, `refs/harness/runs/")
+        "\nEvidence: {} (proposal `{}`)\n",
+        evidence.join(", "),
+        v.proposal.display_ref()
     ));
     s
 }

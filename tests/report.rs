@@ -72,7 +72,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -123,16 +127,26 @@ fn build() -> Lineage {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&exp, text + "\n").unwrap();
-    git(&repo, &["commit", "-qam", "Use a ten-task slice of the demo suite"]);
+    git(
+        &repo,
+        &["commit", "-qam", "Use a ten-task slice of the demo suite"],
+    );
     ok(&repo, &["split", "--ratios", "0.5,0.3,0.2"]);
     ok(&repo, &["run"]);
     ok(&repo, &["propose", "--proposer", "catalog", "-n", "3"]);
     let proposals: Vec<String> = git(
         &repo,
-        &["for-each-ref", "--format=%(refname)", "refs/heads/harness/proposals/"],
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads/harness/proposals/",
+        ],
     )
     .lines()
-    .map(|l| l.trim_start_matches("refs/heads/harness/proposals/").to_string())
+    .map(|l| {
+        l.trim_start_matches("refs/heads/harness/proposals/")
+            .to_string()
+    })
     .collect();
     assert_eq!(proposals.len(), 3, "{proposals:?}");
     // Two under the paper rule (the sim improves these tasks), one under strict (too few tasks
@@ -153,7 +167,13 @@ fn build() -> Lineage {
     let other = proposals.iter().find(|p| **p != promoted).unwrap();
     ok(
         &repo,
-        &["promote", other, "--force", "--reason", "measured by hand on a larger suite"],
+        &[
+            "promote",
+            other,
+            "--force",
+            "--reason",
+            "measured by hand on a larger suite",
+        ],
     );
     ok(&repo, &["run"]);
     Lineage {
@@ -173,14 +193,24 @@ struct Expected {
 }
 
 fn expected(l: &Lineage) -> Expected {
-    let log: serde_json::Value = serde_json::from_str(&ok(&l.repo, &["log", "--format", "json"])).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_str(&ok(&l.repo, &["log", "--format", "json"])).unwrap();
     let versions = log["versions"].as_array().unwrap();
     let count = |key: &str| versions.iter().filter(|v| !v[key].is_null()).count();
-    let rejected = git(&l.repo, &["for-each-ref", "--format=%(refname)", "refs/harness/rejected/"])
-        .lines()
-        .count();
-    let splits: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(l.repo.join(".harness/splits.yaml")).unwrap()).unwrap();
+    let rejected = git(
+        &l.repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/harness/rejected/",
+        ],
+    )
+    .lines()
+    .count();
+    let splits: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(l.repo.join(".harness/splits.yaml")).unwrap(),
+    )
+    .unwrap();
     let n = |k: &str| splits[k].as_sequence().unwrap().len();
     Expected {
         held_in_points: count("held_in"),
@@ -209,8 +239,14 @@ fn html_report_has_a_point_per_version_and_split_an_entry_per_promotion_and_reje
     assert!(e.held_in_points >= 3 && e.promotions == 2 && e.rejected >= 1);
     let page = std::fs::read_to_string(write_report(l, "report.html")).unwrap();
     let doc = Html::parse_document(&page);
-    assert_eq!(select(&doc, "svg#pass-rate circle.point.held_in"), e.held_in_points);
-    assert_eq!(select(&doc, "svg#pass-rate circle.point.validation"), e.validation_points);
+    assert_eq!(
+        select(&doc, "svg#pass-rate circle.point.held_in"),
+        e.held_in_points
+    );
+    assert_eq!(
+        select(&doc, "svg#pass-rate circle.point.validation"),
+        e.validation_points
+    );
     assert_eq!(select(&doc, ".lineage-entry.promotion"), e.promotions);
     assert_eq!(select(&doc, ".lineage-entry.rejected"), e.rejected);
     assert_eq!(select(&doc, "table#heatmap tr.task-row"), e.tasks);
@@ -221,7 +257,10 @@ fn html_report_has_a_point_per_version_and_split_an_entry_per_promotion_and_reje
         assert_eq!(cells.len(), versions);
         assert!(cells.iter().all(|c| c.value().attr("title").is_some()));
     }
-    assert!(select(&doc, "table#heatmap td.fixed") >= 1, "no fixed task marked");
+    assert!(
+        select(&doc, "table#heatmap td.fixed") >= 1,
+        "no fixed task marked"
+    );
     // The plain summary comes first and names both gated splits.
     let summary: String = doc
         .select(&Selector::parse("#summary").unwrap())
@@ -229,8 +268,14 @@ fn html_report_has_a_point_per_version_and_split_an_entry_per_promotion_and_reje
         .expect("a summary")
         .text()
         .collect();
-    assert!(summary.contains("held_in:") && summary.contains("validation:"), "{summary}");
-    assert!(summary.contains("2 promotions (1 by override)"), "{summary}");
+    assert!(
+        summary.contains("held_in:") && summary.contains("validation:"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("2 promotions (1 by override)"),
+        "{summary}"
+    );
     // Self-contained: no scripts, no external resources.
     assert_eq!(select(&doc, "script"), 0);
     assert_no_remote_urls(&doc);
@@ -251,10 +296,14 @@ fn assert_no_remote_urls(doc: &Html) {
 }
 
 fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 #[test]
@@ -263,7 +312,9 @@ fn html_report_renders_its_svg_in_headless_chromium_without_network() {
         if std::env::var_os("CI").is_some() {
             panic!("chromium is required in CI (apt-get install -y chromium)");
         }
-        eprintln!("\n\n!!! SKIPPED: chromium is not installed and CI is unset; the report was NOT rendered in a browser !!!\n\n");
+        eprintln!(
+            "\n\n!!! SKIPPED: chromium is not installed and CI is unset; the report was NOT rendered in a browser !!!\n\n"
+        );
         return;
     };
     let l = lineage();
@@ -289,12 +340,25 @@ fn html_report_renders_its_svg_in_headless_chromium_without_network() {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = Html::parse_document(&dom);
     let e = expected(l);
-    assert_eq!(select(&doc, "svg#pass-rate circle.point.held_in"), e.held_in_points);
-    assert!(select(&doc, "svg#pass-rate text") > 0, "no axis labels rendered");
-    assert!(select(&doc, "svg#spend rect.point") > 0, "no token bars rendered");
+    assert_eq!(
+        select(&doc, "svg#pass-rate circle.point.held_in"),
+        e.held_in_points
+    );
+    assert!(
+        select(&doc, "svg#pass-rate text") > 0,
+        "no axis labels rendered"
+    );
+    assert!(
+        select(&doc, "svg#spend rect.point") > 0,
+        "no token bars rendered"
+    );
     assert_eq!(select(&doc, "table#heatmap tr.task-row"), e.tasks);
     assert_no_remote_urls(&doc);
 }
@@ -304,13 +368,22 @@ fn markdown_report_summarises_the_lineage_for_a_pull_request() {
     let l = lineage();
     let md = ok(&l.repo, &["report", "--markdown"]);
     assert!(md.starts_with("### Harness lineage: `main` at v"), "{md}");
-    assert!(md.contains("| version | commit | change | held_in | validation | test |"), "{md}");
+    assert!(
+        md.contains("| version | commit | change | held_in | validation | test |"),
+        "{md}"
+    );
     assert!(md.contains("#### Promotions"), "{md}");
-    assert!(md.contains(&format!("`harness/proposals/{}`", l.promoted)), "{md}");
+    assert!(
+        md.contains(&format!("`harness/proposals/{}`", l.promoted)),
+        "{md}"
+    );
     assert!(md.contains("(override)"), "{md}");
     assert!(md.contains("rejected proposal(s)"), "{md}");
     // --since keeps the named version as the first row.
-    let split = git(&l.repo, &["log", "--format=%H", "--grep=^Split", "-1", "main"]);
+    let split = git(
+        &l.repo,
+        &["log", "--format=%H", "--grep=^Split", "-1", "main"],
+    );
     let md = ok(&l.repo, &["report", "--markdown", "--since", split.trim()]);
     assert!(md.contains("| v2 |") && !md.contains("| v1 |"), "{md}");
 }
@@ -319,14 +392,31 @@ fn markdown_report_summarises_the_lineage_for_a_pull_request() {
 fn why_lists_the_fixed_tasks_the_gate_saw() {
     let l = lineage();
     // The gate's decision as recorded on the promoted proposal (the merge's second parent).
-    let merge = git(&l.repo, &["log", "--format=%H", "--grep=^Promote", "--first-parent", "main"])
-        .lines()
+    let merge = git(
+        &l.repo,
+        &[
+            "log",
+            "--format=%H",
+            "--grep=^Promote",
+            "--first-parent",
+            "main",
+        ],
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .to_string();
+    let note = git(
+        &l.repo,
+        &["notes", "--ref", "harness", "show", &format!("{merge}^2")],
+    );
+    let note: serde_yaml::Value = serde_yaml::from_str(&note).unwrap();
+    let record = &note["validations"]
+        .as_sequence()
+        .unwrap()
         .last()
         .unwrap()
-        .to_string();
-    let note = git(&l.repo, &["notes", "--ref", "harness", "show", &format!("{merge}^2")]);
-    let note: serde_yaml::Value = serde_yaml::from_str(&note).unwrap();
-    let record = &note["validations"].as_sequence().unwrap().last().unwrap().clone();
+        .clone();
     let fixed: BTreeSet<String> = ["held_in", "validation"]
         .iter()
         .flat_map(|s| {
@@ -342,9 +432,15 @@ fn why_lists_the_fixed_tasks_the_gate_saw() {
     for name in [merge.as_str(), l.promoted.as_str()] {
         let out = ok(&l.repo, &["why", name]);
         assert!(out.contains("Expected (proposer)"), "{out}");
-        assert!(out.contains("Measured (gate)") && out.contains("ACCEPT"), "{out}");
+        assert!(
+            out.contains("Measured (gate)") && out.contains("ACCEPT"),
+            "{out}"
+        );
         for t in &fixed {
-            assert!(out.contains(t.as_str()), "`why {name}` does not list fixed task {t}:\n{out}");
+            assert!(
+                out.contains(t.as_str()),
+                "`why {name}` does not list fixed task {t}:\n{out}"
+            );
         }
         assert!(out.contains("rule        paper"), "{out}");
         assert!(out.contains("refs/harness/runs/"), "{out}");
@@ -361,8 +457,19 @@ fn why_lists_the_fixed_tasks_the_gate_saw() {
 #[test]
 fn show_prints_the_same_validation_block() {
     let l = lineage();
-    let rejected = git(&l.repo, &["for-each-ref", "--format=%(refname)", "refs/harness/rejected/"]);
-    let name = rejected.lines().next().unwrap().trim_start_matches("refs/harness/rejected/");
+    let rejected = git(
+        &l.repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/harness/rejected/",
+        ],
+    );
+    let name = rejected
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("refs/harness/rejected/");
     let out = ok(&l.repo, &["show", name]);
     assert!(out.contains("Validation"), "{out}");
     assert!(out.contains("REJECT"), "{out}");

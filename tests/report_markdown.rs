@@ -100,5 +100,8 @@ fn validation_markdown_renders_verdict_table_flips_statistic_and_evidence() {
 fn rejected_validation_markdown_says_reject() {
     let md = markdown::validation(&validation("reject"));
     assert!(md.contains("❌ reject"), "{md}");
-    assert!(md.contains("| validation | 2/8 | 3/8 | +1 | 1 | 1 |"), "{md}");
+    assert!(
+        md.contains("| validation | 2/8 | 3/8 | +1 | 1 | 1 |"),
+        "{md}"
+    );
 }

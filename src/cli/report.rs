@@ -65,10 +65,20 @@ fn print_text(ui: &mut Ui, r: &report::LineageReport) {
     }
     ui.out("");
     let rate = |m: Option<&report::data::Measurement>| match m {
-        Some(m) => format!("{:>4.0}% {:>7}", m.rate.rate * 100.0, format!("{}/{}", m.rate.passes, m.rate.trials)),
+        Some(m) => format!(
+            "{:>4.0}% {:>7}",
+            m.rate.rate * 100.0,
+            format!("{}/{}", m.rate.passes, m.rate.trials)
+        ),
         None => format!("{:>13}", "-"),
     };
-    ui.out(ui.paint("1", &format!("{:<5} {:<10} {:>13} {:>13}  change", "", "commit", "held_in", "validation")));
+    ui.out(ui.paint(
+        "1",
+        &format!(
+            "{:<5} {:<10} {:>13} {:>13}  change",
+            "", "commit", "held_in", "validation"
+        ),
+    ));
     for v in &r.versions {
         let kind = match v.kind {
             "promotion" => ui.paint("32", "+"),

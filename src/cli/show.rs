@@ -101,14 +101,27 @@ pub fn print_gated(ui: &mut Ui, g: &Gated) {
         .as_ref()
         .map(|r| r.parent.chars().take(10).collect::<String>())
         .unwrap_or_default();
-    ui.out(format!("  {verdict} ({} gate) against parent {parent}: {}", g.gate, g.reason));
+    ui.out(format!(
+        "  {verdict} ({} gate) against parent {parent}: {}",
+        g.gate, g.reason
+    ));
     ui.out(format!(
         "    {:<11} {:>9} {:>11} {:>5}  fixed / broke",
         "split", "parent", "candidate", "Δ"
     ));
     for (split, c, fixed, broke) in [
-        ("held_in", &g.held_in, &g.flips.fixed_held_in, &g.flips.broke_held_in),
-        ("validation", &g.validation, &g.flips.fixed_validation, &g.flips.broke_validation),
+        (
+            "held_in",
+            &g.held_in,
+            &g.flips.fixed_held_in,
+            &g.flips.broke_held_in,
+        ),
+        (
+            "validation",
+            &g.validation,
+            &g.flips.fixed_validation,
+            &g.flips.broke_validation,
+        ),
     ] {
         ui.out(format!(
             "    {:<11} {:>9} {:>11} {:>+5}  {} / {}",
@@ -127,14 +140,21 @@ pub fn print_gated(ui: &mut Ui, g: &Gated) {
         ("broke on validation", &g.flips.broke_validation, "31"),
     ] {
         if !list.is_empty() {
-            ui.out(format!("    {}: {}", ui.paint(colour, label), list.join(", ")));
+            ui.out(format!(
+                "    {}: {}",
+                ui.paint(colour, label),
+                list.join(", ")
+            ));
         }
     }
     if let Some(s) = &g.statistic {
         ui.out(format!("    statistic   {s}"));
     }
     let alpha = g.decision.as_ref().map(|d| d.statistic.alpha);
-    ui.out(format!("    rule        {}", why::rule_text(&g.gate, alpha)));
+    ui.out(format!(
+        "    rule        {}",
+        why::rule_text(&g.gate, alpha)
+    ));
     if let Some(e) = &g.early_stop {
         ui.out(format!("    stopped early: {e}"));
     }

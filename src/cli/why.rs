@@ -36,10 +36,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 }
 
 fn print_text(ui: &mut Ui, e: &Explanation) {
-    ui.out(ui.paint(
-        "1",
-        &format!("v{} {}  {}", e.version, e.short, e.subject),
-    ));
+    ui.out(ui.paint("1", &format!("v{} {}  {}", e.version, e.short, e.subject)));
     ui.out(format!(
         "  merged {} onto {}",
         e.date,

@@ -342,7 +342,9 @@ impl LineageReport {
     }
 
     pub fn current(&self) -> &VersionRow {
-        self.versions.last().expect("a lineage has at least one version")
+        self.versions
+            .last()
+            .expect("a lineage has at least one version")
     }
 
     pub fn baseline(&self) -> Option<&VersionRow> {
@@ -440,12 +442,15 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     let first_shown = match &opts.since {
         Some(rev) => {
             let since = lineage::resolve_commit(repo, rev)?;
-            chain.iter().position(|c| c.id() == since.id()).ok_or_else(|| {
-                crate::Error::usage_hint(
-                    format!("`{rev}` is not on the first-parent history of main"),
-                    "give a version listed by `git harness log`",
-                )
-            })?
+            chain
+                .iter()
+                .position(|c| c.id() == since.id())
+                .ok_or_else(|| {
+                    crate::Error::usage_hint(
+                        format!("`{rev}` is not on the first-parent history of main"),
+                        "give a version listed by `git harness log`",
+                    )
+                })?
         }
         None => 0,
     };
@@ -641,7 +646,10 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         });
     }
     for t in &test_openings {
-        if let Some(v) = t.version.and_then(|i| versions.iter_mut().find(|v| v.index == i)) {
+        if let Some(v) = t
+            .version
+            .and_then(|i| versions.iter_mut().find(|v| v.index == i))
+        {
             v.test = Some(t.rate.clone());
         }
     }
@@ -687,7 +695,10 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     };
     let mut tasks: Vec<TaskRow> = Vec::new();
     let mut row_of: HashMap<(String, String), usize> = HashMap::new();
-    for (split, list) in [("held_in", &held_in_tasks), ("validation", &validation_tasks)] {
+    for (split, list) in [
+        ("held_in", &held_in_tasks),
+        ("validation", &validation_tasks),
+    ] {
         for t in list {
             row_of.insert((split.to_string(), t.clone()), tasks.len());
             tasks.push(TaskRow {
@@ -769,10 +780,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         current: versions.last().map(|v| v.index).unwrap_or_default(),
         baseline,
         promotions: promotions.len(),
-        overrides: promotions
-            .iter()
-            .filter(|p| p.overridden.is_some())
-            .count(),
+        overrides: promotions.iter().filter(|p| p.overridden.is_some()).count(),
         rejected: proposals.iter().filter(|p| p.state == "rejected").count(),
         open: proposals.iter().filter(|p| p.state == "open").count(),
         test_openings: test_openings.len(),

@@ -86,7 +86,10 @@ fn x_range(report: &LineageReport) -> (f64, f64) {
 /// their baselines.
 fn pass_rate_plot(report: &LineageReport) -> Result<String> {
     let mut series: Vec<(&str, RGBColor, Vec<Point>)> = Vec::new();
-    for (split, colour, offset) in [("held_in", HELD_IN, -0.08), ("validation", VALIDATION, 0.08)] {
+    for (split, colour, offset) in [
+        ("held_in", HELD_IN, -0.08),
+        ("validation", VALIDATION, 0.08),
+    ] {
         let pts = report
             .versions
             .iter()
@@ -301,9 +304,10 @@ fn finish_svg(svg: &str, id: &str, label: &str, series: &[(String, &str, Vec<Str
         }
         let mark = line.starts_with("<circle ") || line.starts_with("<rect ");
         if mark && line.ends_with("/>") {
-            let found = series.iter().enumerate().find(|(_, (colour, _, _))| {
-                line.contains(&format!("fill=\"{colour}\""))
-            });
+            let found = series
+                .iter()
+                .enumerate()
+                .find(|(_, (colour, _, _))| line.contains(&format!("fill=\"{colour}\"")));
             if let Some((i, (_, name, titles))) = found
                 && let Some(title) = titles.get(next[i])
             {
@@ -420,7 +424,10 @@ fn heat_cell(report: &LineageReport, t: &TaskRow, c: &Cell, v: &VersionRow) -> H
         class.push_str(" broke");
     }
     let (style, text) = match c.rate() {
-        Some(r) => (format!("background:{}", ramp(r)), format!("{:.0}", r * 100.0)),
+        Some(r) => (
+            format!("background:{}", ramp(r)),
+            format!("{:.0}", r * 100.0),
+        ),
         None => {
             class.push_str(" unmeasured");
             (String::new(), String::new())
@@ -444,11 +451,7 @@ fn heat_cell(report: &LineageReport, t: &TaskRow, c: &Cell, v: &VersionRow) -> H
 /// 0 → red, 0.5 → pale yellow, 1 → green.
 fn ramp(r: f64) -> String {
     let lerp = |a: f64, b: f64, t: f64| (a + (b - a) * t).round() as u8;
-    let (lo, mid, hi) = (
-        (0xe8, 0x6a, 0x5f),
-        (0xf6, 0xe8, 0xa6),
-        (0x4c, 0xae, 0x6a),
-    );
+    let (lo, mid, hi) = ((0xe8, 0x6a, 0x5f), (0xf6, 0xe8, 0xa6), (0x4c, 0xae, 0x6a));
     let (a, b, t) = if r < 0.5 {
         (lo, mid, r * 2.0)
     } else {

@@ -40,10 +40,9 @@ pub fn validation(v: &Validation) -> String {
             x.broke.len()
         ));
     }
-    s.push_str(&format!(
-        "\n{}\n",
-        v.record.statistic.clone().unwrap_or_default()
-    ));
+    if let Some(st) = &v.record.statistic {
+        s.push_str(&format!("\nStatistic: {st}\n"));
+    }
     if !d.held_in.fixed.is_empty() {
         s.push_str(&format!(
             "\nFixed on held_in: {}\n",
@@ -149,7 +148,10 @@ pub fn lineage(r: &LineageReport) -> String {
     }
     let rejected: Vec<_> = r.rejected().collect();
     if !rejected.is_empty() {
-        s.push_str(&format!("\n<details><summary>{} rejected proposal(s)</summary>\n\n", rejected.len()));
+        s.push_str(&format!(
+            "\n<details><summary>{} rejected proposal(s)</summary>\n\n",
+            rejected.len()
+        ));
         for p in rejected {
             s.push_str(&format!(
                 "- `{}` {}{}\n",

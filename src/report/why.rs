@@ -84,12 +84,18 @@ pub fn explain(ws: &Workspace, rev: &str) -> Result<Explanation> {
     });
     let Some((index, merge)) = found else {
         return Err(Error::usage_hint(
-            format!("`{rev}` names no promotion on {}", lineage::main_branch(repo)),
+            format!(
+                "`{rev}` names no promotion on {}",
+                lineage::main_branch(repo)
+            ),
             "give a promotion merge, its version (`v3`) or the promoted proposal (`<round>/<slug>`); `git harness log` lists them",
         ));
     };
     let msg = CommitMessage::parse(merge.message().unwrap_or_default())?;
-    let Some(proposal_ref) = msg.get(keys::PROPOSAL).filter(|_| merge.parent_count() == 2) else {
+    let Some(proposal_ref) = msg
+        .get(keys::PROPOSAL)
+        .filter(|_| merge.parent_count() == 2)
+    else {
         return Err(Error::usage_hint(
             format!(
                 "v{index} ({}) is not a promotion: {}",
@@ -106,8 +112,13 @@ pub fn explain(ws: &Workspace, rev: &str) -> Result<Explanation> {
     let fixed = ws.fixed_on_main().ok();
     let fp = fixed.as_ref().and_then(|f| ws.fingerprint(f).ok());
     let note = read_note(repo, candidate.id())?;
-    let record = record_for(&note, candidate.tree_id(), Some(parent.tree_id()), fp.as_deref())
-        .or_else(|| record_for(&note, candidate.tree_id(), Some(parent.tree_id()), None));
+    let record = record_for(
+        &note,
+        candidate.tree_id(),
+        Some(parent.tree_id()),
+        fp.as_deref(),
+    )
+    .or_else(|| record_for(&note, candidate.tree_id(), Some(parent.tree_id()), None));
     let mut cache = RunCache::default();
     Ok(Explanation {
         version: index,
@@ -141,8 +152,12 @@ pub fn sections(body: &str) -> (String, Option<String>, Option<String>) {
     let paras: Vec<&str> = body.split("\n\n").map(str::trim).collect();
     let labelled = |label: &str| {
         paras.iter().find_map(|p| {
-            p.strip_prefix(label)
-                .map(|rest| rest.trim_start_matches(':').split_whitespace().collect::<Vec<_>>().join(" "))
+            p.strip_prefix(label).map(|rest| {
+                rest.trim_start_matches(':')
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
         })
     };
     let rationale: Vec<&str> = paras

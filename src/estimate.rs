@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::eval::AgentKind;
 use crate::eval::cache::{Cache, CacheKey};
 use crate::eval::record::read_run;
 use crate::eval::run::EvalContext;
-use crate::eval::AgentKind;
 use crate::experiment::Split;
 use crate::lineage;
 use crate::workspace::Workspace;
@@ -43,11 +43,16 @@ pub fn averages(ws: &Workspace) -> Result<(BTreeMap<String, Averages>, Averages)
     let mut per: BTreeMap<String, Averages> = BTreeMap::new();
     let mut all = Averages::default();
     for (id, _, _) in lineage::list_runs(&ws.repo)? {
-        let Ok((record, results)) = read_run(&ws.repo, &id) else { continue };
+        let Ok((record, results)) = read_run(&ws.repo, &id) else {
+            continue;
+        };
         if record.meta.agent != AgentKind::Harness {
             continue;
         }
-        for r in results.iter().filter(|r| r.cached_from.is_none() && !r.is_infra()) {
+        for r in results
+            .iter()
+            .filter(|r| r.cached_from.is_none() && !r.is_infra())
+        {
             for a in [per.entry(r.task.clone()).or_default(), &mut all] {
                 a.trials_seen += 1;
                 a.tokens += r.tokens() as f64;
@@ -70,16 +75,27 @@ pub fn averages(ws: &Workspace) -> Result<(BTreeMap<String, Averages>, Averages)
 }
 
 /// Estimate a run of `rev` on `splits`.
-pub fn estimate_run(ws: &Workspace, ctx: &EvalContext, rev: &str, splits: &[Split], trials: u32) -> Result<Estimate> {
+pub fn estimate_run(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    rev: &str,
+    splits: &[Split],
+    trials: u32,
+) -> Result<Estimate> {
     let (per, all) = averages(ws)?;
     let commit = lineage::resolve_commit(&ws.repo, rev)?;
     let surface = lineage::surface_tree(&ws.repo, &commit)?.to_string();
     let cache = Cache::new(&ctx.state_dir);
     cache.sync_from_refs(&ws.repo)?;
-    let mut est = empty(format!("run {} on {}", lineage::short(commit.id()), names(splits)), &all);
+    let mut est = empty(
+        format!("run {} on {}", lineage::short(commit.id()), names(splits)),
+        &all,
+    );
     for split in splits {
         for id in ctx.fixed.splits.get(*split) {
-            let Some(task) = ctx.suite.get(id) else { continue };
+            let Some(task) = ctx.suite.get(id) else {
+                continue;
+            };
             for t in 0..trials {
                 let key = CacheKey {
                     surface_tree: surface.clone(),
@@ -105,10 +121,18 @@ pub fn estimate_run(ws: &Workspace, ctx: &EvalContext, rev: &str, splits: &[Spli
 /// Estimate `rounds` of evolve with `k` proposals each, without early stopping or caching of
 /// candidates (an upper bound): per round, every candidate and one merged candidate are
 /// evaluated on held_in and validation.
-pub fn estimate_evolve(ws: &Workspace, ctx: &EvalContext, rounds: u32, k: usize) -> Result<Estimate> {
+pub fn estimate_evolve(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    rounds: u32,
+    k: usize,
+) -> Result<Estimate> {
     let (per, all) = averages(ws)?;
     let trials = ctx.fixed.experiment.trials;
-    let mut est = empty(format!("evolve {rounds} rounds x {k} proposals (upper bound)"), &all);
+    let mut est = empty(
+        format!("evolve {rounds} rounds x {k} proposals (upper bound)"),
+        &all,
+    );
     let candidates = rounds as u64 * (k as u64 + 1);
     for _ in 0..candidates {
         for split in [Split::HeldIn, Split::Validation] {
@@ -125,7 +149,11 @@ pub fn estimate_evolve(ws: &Workspace, ctx: &EvalContext, rounds: u32, k: usize)
 }
 
 fn names(splits: &[Split]) -> String {
-    splits.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+")
+    splits
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 fn empty(what: String, all: &Averages) -> Estimate {

@@ -28,7 +28,10 @@ pub async fn mine_rev(
         crate::mine::diagnose::rediagnose(
             &mut bundle,
             model,
-            crate::model::Decoding { temperature: d.temperature, max_tokens: d.max_tokens },
+            crate::model::Decoding {
+                temperature: d.temperature,
+                max_tokens: d.max_tokens,
+            },
         )
         .await?;
     }

@@ -46,7 +46,14 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = Workspace::open()?;
     let rt = runtime();
     let est = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides { no_model: true, ..Default::default() }).await?;
+        let ctx = open_context(
+            &ws,
+            &Overrides {
+                no_model: true,
+                ..Default::default()
+            },
+        )
+        .await?;
         match &args.what {
             What::Run { rev, trials } => estimate_run(
                 &ws,
@@ -55,7 +62,12 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 &[Split::HeldIn, Split::Validation],
                 trials.unwrap_or(ctx.fixed.experiment.trials),
             ),
-            What::Evolve { rounds, k } => estimate_evolve(&ws, &ctx, *rounds, k.unwrap_or(ctx.fixed.experiment.proposer.k)),
+            What::Evolve { rounds, k } => estimate_evolve(
+                &ws,
+                &ctx,
+                *rounds,
+                k.unwrap_or(ctx.fixed.experiment.proposer.k),
+            ),
         }
     })?;
     print(ui, &est, args.format);
@@ -68,12 +80,21 @@ fn print(ui: &mut Ui, e: &Estimate, format: Format) {
         return;
     }
     ui.out(format!("Estimate for {}", e.what));
-    ui.out(format!("  trials      {} ({} cached, {} to execute)", e.trials, e.cached, e.to_execute));
+    ui.out(format!(
+        "  trials      {} ({} cached, {} to execute)",
+        e.trials, e.cached, e.to_execute
+    ));
     ui.out(format!("  tokens      {:.0}", e.tokens));
     ui.out(format!("  cost        ${:.4}", e.cost_usd));
-    ui.out(format!("  time        {:.0} s at the configured concurrency", e.seconds));
+    ui.out(format!(
+        "  time        {:.0} s at the configured concurrency",
+        e.seconds
+    ));
     if e.unseen_tasks > 0 {
-        ui.out(format!("  ({} trials of tasks never run before are priced at the overall average)", e.unseen_tasks));
+        ui.out(format!(
+            "  ({} trials of tasks never run before are priced at the overall average)",
+            e.unseen_tasks
+        ));
     }
     ui.out(format!("  basis: {}", e.basis));
 }

@@ -15,6 +15,7 @@ mod output;
 mod progress;
 mod promote;
 mod propose;
+mod report;
 mod report_final;
 mod run;
 mod show;
@@ -22,6 +23,7 @@ mod split;
 mod status;
 mod tasks;
 mod validate;
+mod why;
 
 use clap::{Parser, Subcommand};
 
@@ -63,26 +65,14 @@ pub enum Command {
     Validate(validate::Args),
     Evolve(evolve::Args),
     Estimate(estimate::Args),
-    Report(ReportArgs),
     Check(check::Args),
     Bisect(bisect::Args),
     Demo(demo::Args),
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
-}
-
-/// Report on the lineage; `--final` opens the sealed test split.
-#[derive(clap::Args, Debug)]
-pub struct ReportArgs {
-    /// Evaluate REV on the sealed test split and log the opening.
-    #[arg(long = "final", required = true)]
-    pub final_: bool,
-    /// Revision [default: main].
-    pub rev: Option<String>,
-    /// Also evaluate this bundled template harness on the test split (e.g. `checklist`).
-    #[arg(long)]
-    pub baseline: Vec<String>,
+    Report(report::Args),
+    Why(why::Args),
 }
 
 pub fn main() -> i32 {
@@ -118,13 +108,14 @@ pub fn main() -> i32 {
         Command::Validate(a) => validate::run(&mut ui, a),
         Command::Evolve(a) => evolve::run(&mut ui, a),
         Command::Estimate(a) => estimate::run(&mut ui, a),
-        Command::Report(a) => report_final::run_final(&mut ui, a.rev, &a.baseline),
         Command::Check(a) => check::run(&mut ui, a),
         Command::Bisect(a) => bisect::run(&mut ui, a),
         Command::Demo(a) => demo::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),
+        Command::Report(a) => report::run(&mut ui, a),
+        Command::Why(a) => why::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

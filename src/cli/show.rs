@@ -2,7 +2,9 @@
 
 use git_harness::lineage::history::tree_diff;
 use git_harness::lineage::trailers::CommitMessage;
-use git_harness::lineage::{self, ProposalState, ValidationRecord};
+use git_harness::lineage::{self, ProposalState};
+use git_harness::report::data::{Gated, RunCache, gated};
+use git_harness::report::{self, why};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
@@ -80,31 +82,95 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if !note.validations.is_empty() {
         ui.out("");
         ui.out(ui.paint("1", "Validation"));
+        let mut cache = RunCache::default();
         for r in &note.validations {
-            print_validation(ui, r);
+            print_gated(ui, &gated(repo, &mut cache, r));
         }
     }
     Ok(exit::SUCCESS)
 }
 
-pub fn print_validation(ui: &mut Ui, r: &ValidationRecord) {
-    let verdict = match r.verdict {
-        lineage::Verdict::Accept => ui.paint("32", "ACCEPT"),
-        lineage::Verdict::Reject => ui.paint("31", "REJECT"),
-        lineage::Verdict::Indecisive => ui.paint("33", "INDECISIVE"),
+/// A validation record in full: verdict and reason, the per-split table, fixed and broke tasks
+/// (as the gate counted them), the statistic and the rule, early stopping, evidence and cost.
+/// Shared by `show` and `why`.
+pub fn print_gated(ui: &mut Ui, g: &Gated) {
+    let verdict = match g.verdict.as_str() {
+        "accept" => ui.paint("32", "ACCEPT"),
+        "reject" => ui.paint("31", "REJECT"),
+        other => ui.paint("33", &other.to_uppercase()),
     };
+    let parent = g
+        .record
+        .as_ref()
+        .map(|r| r.parent.chars().take(10).collect::<String>())
+        .unwrap_or_default();
     ui.out(format!(
-        "  {verdict} ({} gate) against parent {}: {}",
-        r.gate,
-        &r.parent[..10],
-        r.reason
+        "  {verdict} ({} gate) against parent {parent}: {}",
+        g.gate, g.reason
     ));
-    ui.out(format!("    held_in     {}", r.held_in.describe()));
-    ui.out(format!("    validation  {}", r.validation.describe()));
-    if let Some(s) = &r.statistic {
+    ui.out(format!(
+        "    {:<11} {:>9} {:>11} {:>5}  fixed / broke",
+        "split", "parent", "candidate", "Δ"
+    ));
+    for (split, c, fixed, broke) in [
+        (
+            "held_in",
+            &g.held_in,
+            &g.flips.fixed_held_in,
+            &g.flips.broke_held_in,
+        ),
+        (
+            "validation",
+            &g.validation,
+            &g.flips.fixed_validation,
+            &g.flips.broke_validation,
+        ),
+    ] {
+        ui.out(format!(
+            "    {:<11} {:>9} {:>11} {:>+5}  {} / {}",
+            split,
+            format!("{}/{}", c.parent_passes, c.parent_trials),
+            format!("{}/{}", c.candidate_passes, c.candidate_trials),
+            c.delta(),
+            fixed.len(),
+            broke.len()
+        ));
+    }
+    for (label, list, colour) in [
+        ("fixed on held_in", &g.flips.fixed_held_in, "32"),
+        ("broke on held_in", &g.flips.broke_held_in, "31"),
+        ("fixed on validation", &g.flips.fixed_validation, "32"),
+        ("broke on validation", &g.flips.broke_validation, "31"),
+    ] {
+        if !list.is_empty() {
+            ui.out(format!(
+                "    {}: {}",
+                ui.paint(colour, label),
+                list.join(", ")
+            ));
+        }
+    }
+    if let Some(s) = &g.statistic {
         ui.out(format!("    statistic   {s}"));
     }
-    if let Some(e) = &r.early_stop {
+    let alpha = g.decision.as_ref().map(|d| d.statistic.alpha);
+    ui.out(format!(
+        "    rule        {}",
+        why::rule_text(&g.gate, alpha)
+    ));
+    if let Some(e) = &g.early_stop {
         ui.out(format!("    stopped early: {e}"));
+    }
+    ui.out(format!(
+        "    cost        {} trials executed, {} tokens, ${:.4}",
+        g.cost.trials,
+        report::human_tokens(g.cost.tokens),
+        g.cost.cost_usd
+    ));
+    for (i, run) in g.runs.iter().enumerate() {
+        ui.out(format!(
+            "    evidence    refs/harness/runs/{run}{}",
+            if i == 0 { " (parent)" } else { " (candidate)" }
+        ));
     }
 }

@@ -22,7 +22,12 @@ const STATUSES: &[&str] = &["root_cause", "contributor", "friction", "unknown"];
 pub fn prompt(f: &FailedTrial) -> Result<String> {
     let template = crate::assets::prompt("diagnose.md")
         .ok_or_else(|| Error::Internal("templates/prompts/diagnose.md is not embedded".into()))?;
-    let list = |v: Vec<&str>| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let list = |v: Vec<&str>| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let env = minijinja::Environment::new();
     env.render_str(
         template,
@@ -41,7 +46,12 @@ pub fn prompt(f: &FailedTrial) -> Result<String> {
 
 /// A validated signature from the model's answer, or `None` when it is not valid.
 pub fn parse(answer: &str) -> Option<Signature> {
-    let t = answer.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```").trim();
+    let t = answer
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
     let a: Answer = serde_json::from_str(t).ok()?;
     if !TERMINAL_CAUSES.contains(&a.terminal_cause.as_str())
         || !MECHANISMS.iter().any(|(k, _)| *k == a.agent_mechanism)
@@ -57,7 +67,11 @@ pub fn parse(answer: &str) -> Option<Signature> {
 
 /// Re-diagnose every failed trial of the bundle with the model and re-cluster. Returns how many
 /// answers were valid; the others keep their deterministic signature.
-pub async fn rediagnose(bundle: &mut Bundle, model: &dyn Model, decoding: Decoding) -> Result<usize> {
+pub async fn rediagnose(
+    bundle: &mut Bundle,
+    model: &dyn Model,
+    decoding: Decoding,
+) -> Result<usize> {
     let mut valid = 0;
     for f in bundle.failed_trials.iter_mut() {
         let req = ChatRequest {
@@ -67,7 +81,9 @@ pub async fn rediagnose(bundle: &mut Bundle, model: &dyn Model, decoding: Decodi
             seed: Some(0),
         };
         // A failing diagnosis call is not fatal: the deterministic signature stands.
-        let Ok(resp) = model.chat(&req).await else { continue };
+        let Ok(resp) = model.chat(&req).await else {
+            continue;
+        };
         if let Some(sig) = resp.content.as_deref().and_then(parse) {
             f.signature = sig;
             f.diagnosed_by = "model".into();

@@ -1,8 +1,14 @@
-//! Reports: terminal tables live in the CLI; markdown for pull requests here.
+//! Reports: terminal tables live in the CLI; markdown for pull requests, the lineage report's
+//! data and its HTML page here.
 
+pub mod data;
+pub mod html;
 pub mod markdown;
+pub mod why;
 
 use crate::lineage::ValidationRecord;
+
+pub use data::{LineageReport, ReportOptions, collect};
 
 /// The gate report carried by a promotion's merge message.
 pub fn gate_report(r: &ValidationRecord) -> String {
@@ -19,4 +25,95 @@ pub fn gate_report(r: &ValidationRecord) -> String {
         s.push_str(&format!("  runs        {}\n", r.runs.join(", ")));
     }
     s
+}
+
+/// The plain-text summary a reader sees first: current main against the first measured
+/// version on each split, the test split's openings, what was promoted, rejected and spent.
+pub fn summary_lines(r: &LineageReport) -> Vec<String> {
+    let cur = r.current();
+    let mut lines = vec![format!(
+        "{} is {} ({}): {}",
+        r.main_branch, cur.label, cur.short, cur.subject
+    )];
+    let base = r.baseline();
+    for split in data::GATED_SPLITS {
+        let now = r
+            .versions
+            .iter()
+            .rev()
+            .find_map(|v| v.split(split).map(|m| (v, m)));
+        let Some((v, m)) = now else {
+            lines.push(format!("{split}: not measured yet"));
+            continue;
+        };
+        let mut line = format!("{split}: {}", m.rate.describe());
+        if v.index != cur.index {
+            line.push_str(&format!(" (last measured at {})", v.label));
+        }
+        if let Some(b) = base.and_then(|b| b.split(split).map(|m| (b, m)))
+            && b.0.index != v.index
+        {
+            let pts = (m.rate.rate - b.1.rate.rate) * 100.0;
+            line.push_str(&format!(
+                ", {pts:+.0} points vs {:.0}% ({}/{}) at {}",
+                b.1.rate.rate * 100.0,
+                b.1.rate.passes,
+                b.1.rate.trials,
+                b.0.label
+            ));
+        }
+        lines.push(line);
+    }
+    match r.test_openings.last() {
+        None => lines.push("test: sealed (never opened)".into()),
+        Some(t) => {
+            let mut line = format!(
+                "test: opened {} time{}; last (#{}, {}) {}",
+                r.test_openings.len(),
+                if r.test_openings.len() == 1 { "" } else { "s" },
+                t.opening,
+                t.version
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| t.short.clone()),
+                t.rate.describe()
+            );
+            for b in &t.baselines {
+                line.push_str(&format!("; {} baseline {}", b.name, b.rate.describe()));
+            }
+            lines.push(line);
+        }
+    }
+    let h = &r.headline;
+    lines.push(format!(
+        "{} promotion{}{}, {} rejected proposal{}, {} open",
+        h.promotions,
+        if h.promotions == 1 { "" } else { "s" },
+        if h.overrides > 0 {
+            format!(" ({} by override)", h.overrides)
+        } else {
+            String::new()
+        },
+        h.rejected,
+        if h.rejected == 1 { "" } else { "s" },
+        h.open
+    ));
+    lines.push(format!(
+        "spent {} tokens, ${:.2} over {} trials in {} runs",
+        human_tokens(r.spent.tokens),
+        r.spent.cost_usd,
+        r.spent.trials,
+        r.runs
+    ));
+    lines
+}
+
+/// `1.2M`, `35k`, `812`.
+pub fn human_tokens(t: u64) -> String {
+    if t >= 1_000_000 {
+        format!("{:.1}M", t as f64 / 1e6)
+    } else if t >= 10_000 {
+        format!("{:.0}k", t as f64 / 1e3)
+    } else {
+        t.to_string()
+    }
 }

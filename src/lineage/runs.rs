@@ -132,24 +132,13 @@ pub fn test_log_entries(repo: &Repository) -> Result<Vec<TestLogEntry>> {
 
 /// Append one opening, compare-and-swap on the log's tip; `entry.opening` is set here.
 pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<TestLogEntry> {
-    for _ in 0..50 {
-        let tip = repo.refname_to_id(TEST_LOG_REF).ok();
-        let count = test_log_entries(repo)?.len() as u32;
-        entry.opening = count + 1;
-        let tree = build_tree(
-            repo,
-            &[(
-                "opening.yaml".into(),
-                crate::yaml::to_string(&entry).into_bytes(),
-            )],
-        )?;
-        let tree = repo.find_tree(tree).git("read test log tree")?;
-        let sig = signature(repo)?;
-        let parent = match tip {
-            Some(t) => Some(repo.find_commit(t).git("read test log")?),
-            None => None,
-        };
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    append_commit(repo, TEST_LOG_REF, |_| {
+        entry.opening = test_log_entries(repo)?.len() as u32 + 1;
+        let file = (
+            "opening.yaml".to_string(),
+            crate::yaml::to_string(&entry).into_bytes(),
+        );
+        let tree = build_tree(repo, &[file])?;
         let msg = format!(
             "Test split opening #{}: {} passed {}/{}\n",
             entry.opening,
@@ -157,31 +146,9 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
             entry.passes,
             entry.trials
         );
-        let c = repo
-            .commit(None, &sig, &sig, &msg, &tree, &parents)
-            .git("write test log commit")?;
-        let res = match tip {
-            Some(t) => {
-                repo.reference_matching(TEST_LOG_REF, c, true, t, "git-harness: test opening")
-            }
-            None => super::create_ref_atomic(repo, TEST_LOG_REF, c, "git-harness: test opening"),
-        };
-        match res {
-            Ok(_) => return Ok(entry),
-            Err(e)
-                if matches!(
-                    e.code(),
-                    git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e).git("update test log"),
-        }
-    }
-    Err(Error::infra(
-        "could not append to the test log: too many concurrent writers",
-    ))
+        Ok((tree, msg))
+    })?;
+    Ok(entry)
 }
 
 /// Add files to an existing run record (e.g. the mined bundle), as a child commit of the run's
@@ -219,20 +186,11 @@ pub fn append_log(
     files: &[(String, Vec<u8>)],
     message: &str,
 ) -> Result<Oid> {
-    for _ in 0..50 {
-        let tip = repo.refname_to_id(refname).ok();
-        let parent = match tip {
-            Some(t) => Some(repo.find_commit(t).git("read log")?),
-            None => None,
-        };
-        let base = match &parent {
+    append_commit(repo, refname, |parent| {
+        let base = match parent {
             Some(p) => p.tree().git("read log tree")?,
             None => {
-                let empty = repo
-                    .treebuilder(None)
-                    .git("start tree")?
-                    .write()
-                    .git("write tree")?;
+                let empty = build_tree(repo, &[])?;
                 repo.find_tree(empty).git("read tree")?
             }
         };
@@ -241,14 +199,32 @@ pub fn append_log(
             let blob = repo.blob(bytes).git("write log file")?;
             update.upsert(path.as_str(), blob, git2::FileMode::Blob);
         }
-        let tree = repo
-            .find_tree(update.create_updated(repo, &base).git("build log tree")?)
-            .git("read tree")?;
+        let tree = update.create_updated(repo, &base).git("build log tree")?;
+        Ok((tree, message.to_string()))
+    })
+}
+
+/// Append one commit to the log at `refname`, compare-and-swap on its tip, retrying when another
+/// writer won the race. `make` builds the new commit's tree and message on top of the tip it is
+/// given, so a retry recomputes them.
+fn append_commit(
+    repo: &Repository,
+    refname: &str,
+    mut make: impl FnMut(Option<&git2::Commit<'_>>) -> Result<(Oid, String)>,
+) -> Result<Oid> {
+    for _ in 0..50 {
+        let tip = repo.refname_to_id(refname).ok();
+        let parent = match tip {
+            Some(t) => Some(repo.find_commit(t).git(format!("read {refname}"))?),
+            None => None,
+        };
+        let (tree, message) = make(parent.as_ref())?;
+        let tree = repo.find_tree(tree).git("read log tree")?;
         let sig = signature(repo)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let c = repo
-            .commit(None, &sig, &sig, message, &tree, &parents)
-            .git("write log commit")?;
+            .commit(None, &sig, &sig, &message, &tree, &parents)
+            .git(format!("write a commit of {refname}"))?;
         let res = match tip {
             Some(t) => repo.reference_matching(refname, c, true, t, "git-harness: log"),
             None => super::create_ref_atomic(repo, refname, c, "git-harness: log"),
@@ -259,10 +235,7 @@ pub fn append_log(
                 if matches!(
                     e.code(),
                     git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
-                ) =>
-            {
-                continue;
-            }
+                ) => {}
             Err(e) => return Err(e).git(format!("update {refname}")),
         }
     }

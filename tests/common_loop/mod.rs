@@ -231,14 +231,10 @@ impl Repo {
 
     /// Every run ref's id.
     pub fn runs(&self) -> Vec<String> {
-        self.git(&[
-            "for-each-ref",
-            "--format=%(refname)",
-            "refs/harness/runs/",
-        ])
-        .lines()
-        .map(|l| l.trim_start_matches("refs/harness/runs/").to_string())
-        .collect()
+        self.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"])
+            .lines()
+            .map(|l| l.trim_start_matches("refs/harness/runs/").to_string())
+            .collect()
     }
 
     /// A run's `run.yaml`.

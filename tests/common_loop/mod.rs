@@ -122,6 +122,14 @@ impl Repo {
         Repo { _tmp: tmp, path }
     }
 
+    /// An existing repository (made by the binary, e.g. `demo`); the caller keeps its temp dir.
+    pub fn open(path: PathBuf) -> Repo {
+        Repo {
+            _tmp: tempfile::tempdir().unwrap(),
+            path,
+        }
+    }
+
     /// A template repository with the small splits (`HELD_IN`, `VALIDATION`, `TEST`) and the
     /// demo's lowered budgets, committed.
     pub fn small(template: &str) -> Repo {

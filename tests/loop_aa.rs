@@ -85,23 +85,38 @@ fn a_behaviour_identical_candidate_is_rarely_accepted() {
         paper.add(pv.code);
 
         let record: serde_json::Value = serde_json::from_str(&sv.stdout).unwrap();
-        let runs: Vec<String> = record["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_string())
-            .collect();
-        let parent = outcomes(&repo, &runs[..1]);
-        let candidate = outcomes(&repo, &runs[1..]);
         let prec: serde_json::Value = serde_json::from_str(&pv.stdout).unwrap();
+        let runs = |r: &serde_json::Value| -> Vec<String> {
+            r["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect()
+        };
+        let (sr, pr) = (runs(&record), runs(&prec));
+        let parent = outcomes(&repo, &sr[..1]);
+        // Both branches hold the same tree: their candidate trials are one candidate's.
+        let candidate = outcomes(&repo, &[&sr[1..], &pr[1..]].concat());
+        let counts = |r: &serde_json::Value, split: &str| {
+            let s = &r[split];
+            format!(
+                "{}/{} -> {}/{}",
+                s["parent_passes"],
+                s["parent_trials"],
+                s["candidate_passes"],
+                s["candidate_trials"]
+            )
+        };
         eprintln!(
-            "rep {rep}: strict {} (held_in {:?}, validation {:?}; {}), paper {} ({})",
+            "rep {rep}: strict {} (held_in {}, validation {}; {}); paper {} (held_in {}, validation {})",
             record["verdict"],
-            record["held_in"],
-            record["validation"],
+            counts(&record, "held_in"),
+            counts(&record, "validation"),
             record["early_stop"],
             prec["verdict"],
-            prec["reason"]
+            counts(&prec, "held_in"),
+            counts(&prec, "validation"),
         );
         for (k, o) in &candidate {
             if let Some(po) = parent.get(k) {

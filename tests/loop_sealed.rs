@@ -14,7 +14,8 @@ fn only_report_final_opens_the_test_split_and_each_opening_is_logged() {
         repo.harness(&["evolve", "--rounds", "1", "--proposer", "catalog"])
             .ok()
     });
-    timed("run", || repo.harness(&["run"]).ok());
+    // A third trial per task: evolve cached the first two, so this run executes trials itself.
+    timed("run", || repo.harness(&["run", "--trials", "3"]).ok());
     // A validation of its own as well, so the scan covers a plain `validate` run.
     let p = repo.proposal(
         9,

@@ -102,7 +102,7 @@ pub async fn evolve(
     names.extend(ctx.fixed.splits.validation.iter().cloned());
     names.extend(ctx.fixed.splits.test.iter().cloned());
 
-    for i in 0..opts.rounds {
+    for _ in 0..opts.rounds {
         if let Some(b) = opts.budget_trials
             && executed >= b
         {
@@ -133,7 +133,7 @@ pub async fn evolve(
         } else {
             log(format!(
                 "round {}: evaluating main {} on held_in and mining",
-                i + 1,
+                lineage::next_round(repo)?,
                 lineage::short(main.id())
             ));
             let bundle = mine_rev(ws, ctx, &main.id().to_string(), observer).await?;

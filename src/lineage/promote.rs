@@ -201,9 +201,20 @@ pub fn promote(
                         && r.parent != main.id().to_string()
                 })
                 .map(|r| r.parent.chars().take(10).collect::<String>());
-            let hint = if stale {
+            let on_main = candidate.parent_id(0).ok() == Some(main.id());
+            let hint = if stale && !on_main {
+                // Validation compares with the candidate's parent: re-validating the same commit
+                // would compare with the old main again.
                 format!(
-                    "it was validated against another main or experiment; run `git harness validate {}` again",
+                    "main moved since it was validated; rebase it onto main (`git rebase {} {} && git checkout {}`) and run `git harness validate {}` again",
+                    main_name.trim_start_matches("refs/heads/"),
+                    proposal.display_ref(),
+                    main_name.trim_start_matches("refs/heads/"),
+                    proposal.name()
+                )
+            } else if stale {
+                format!(
+                    "it was validated under another experiment; run `git harness validate {}` again",
                     proposal.name()
                 )
             } else {

@@ -200,14 +200,43 @@ pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
     }
 }
 
-/// The next round number: one more than any round that has proposals (open or rejected).
+/// The next round number: one more than any round that has proposals (open or rejected) or a
+/// promotion on main (a promoted proposal's branch is gone; its merge keeps the round).
 pub fn next_round(repo: &Repository) -> Result<u32> {
-    Ok(list_proposals(repo)?
-        .iter()
-        .map(|p| p.round)
-        .max()
-        .unwrap_or(0)
-        + 1)
+    let open = list_proposals(repo)?.iter().map(|p| p.round).max();
+    Ok(open.max(promoted_round(repo)?).unwrap_or(0) + 1)
+}
+
+/// The highest round promoted into main, from the merges' `Harness-Round` or
+/// `Harness-Proposal` trailers on main's first-parent history.
+fn promoted_round(repo: &Repository) -> Result<Option<u32>> {
+    let Ok(main) = super::main_commit(repo) else {
+        return Ok(None);
+    };
+    let mut walk = repo.revwalk().git("walk main")?;
+    walk.push(main.id()).git("walk main")?;
+    walk.simplify_first_parent().git("walk main")?;
+    let mut max = None;
+    for oid in walk {
+        let commit = repo.find_commit(oid.git("walk main")?).git("read commit")?;
+        if commit.parent_count() < 2 {
+            continue;
+        }
+        let Ok(msg) = CommitMessage::parse(commit.message().unwrap_or_default()) else {
+            continue;
+        };
+        let round = msg
+            .get(super::keys::ROUND)
+            .and_then(|r| r.trim().parse::<u32>().ok())
+            .or_else(|| {
+                msg.get(super::keys::PROPOSAL)
+                    .and_then(|p| p.trim().strip_prefix("harness/proposals/"))
+                    .and_then(|p| p.split_once('/'))
+                    .and_then(|(r, _)| r.parse::<u32>().ok())
+            });
+        max = max.max(round);
+    }
+    Ok(max)
 }
 
 /// Move an open proposal to `refs/harness/rejected/<round>/<slug>` atomically: both refs locked,

@@ -111,8 +111,17 @@ pub fn write_record(
         && meta.agent == super::AgentKind::Harness
         && let Some(h) = harness
     {
+        // The note describes the harness version, so its tokens and cost cover every trial of
+        // the split, also those reused from the cache (the run's own totals count only what it
+        // executed).
+        let version_cost = |split: &str| -> (u64, f64) {
+            by_split.get(split).map_or((0, 0.0), |v| {
+                (v.iter().map(|r| r.tokens()).sum(), v.iter().map(|r| r.cost_usd).sum())
+            })
+        };
         lineage::update_note(repo, h, |note| {
             for (split, t) in &totals {
+                let (tokens, cost_usd) = version_cost(split);
                 note.runs.push(RunSummary {
                     run: meta.id.clone(),
                     split: split.clone(),
@@ -120,8 +129,8 @@ pub fn write_record(
                     passes: t.passes,
                     trials: t.trials,
                     infra_errors: t.infra_errors,
-                    tokens: t.tokens,
-                    cost_usd: t.cost_usd,
+                    tokens,
+                    cost_usd,
                     partial,
                 });
             }

@@ -10,9 +10,10 @@ use git_harness::{Result, exit};
 use super::Ui;
 use super::progress::{Bar, runtime};
 
-/// Evaluate REV (cached when possible) and exit 0 when its pass rate reaches the threshold,
-/// 1 when it does not, 125 when it cannot be tested. Never 128 or more, so `git bisect run`
-/// can drive it.
+/// Tell whether a revision is good enough, for `git bisect run`.
+///
+/// Evaluates REV (cached when possible) and exits 0 when its pass rate reaches the threshold,
+/// 1 when it does not, 125 when it cannot be tested; never 128 or more.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Revision [default: HEAD].

@@ -116,7 +116,10 @@ pub fn write_record(
         // executed).
         let version_cost = |split: &str| -> (u64, f64) {
             by_split.get(split).map_or((0, 0.0), |v| {
-                (v.iter().map(|r| r.tokens()).sum(), v.iter().map(|r| r.cost_usd).sum())
+                (
+                    v.iter().map(|r| r.tokens()).sum(),
+                    v.iter().map(|r| r.cost_usd).sum(),
+                )
             })
         };
         lineage::update_note(repo, h, |note| {

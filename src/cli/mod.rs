@@ -3,6 +3,7 @@
 
 mod bisect;
 mod check;
+mod ci;
 mod demo;
 mod estimate;
 mod evolve;
@@ -66,6 +67,7 @@ pub enum Command {
     Evolve(evolve::Args),
     Estimate(estimate::Args),
     Check(check::Args),
+    Ci(ci::Args),
     Bisect(bisect::Args),
     Demo(demo::Args),
     Tasks(tasks::Args),
@@ -109,6 +111,7 @@ pub fn main() -> i32 {
         Command::Evolve(a) => evolve::run(&mut ui, a),
         Command::Estimate(a) => estimate::run(&mut ui, a),
         Command::Check(a) => check::run(&mut ui, a),
+        Command::Ci(a) => ci::run(&mut ui, a),
         Command::Bisect(a) => bisect::run(&mut ui, a),
         Command::Demo(a) => demo::run(&mut ui, a),
         Command::Tasks(a) => tasks::run(&mut ui, a),

@@ -1,6 +1,7 @@
 //! A harness: the manifest (`harness.yaml`), its declared editable surfaces, and the files of
 //! those surfaces, loaded from a commit's tree or from a directory.
 
+pub mod ci;
 pub mod init;
 mod manifest;
 

@@ -1,6 +1,6 @@
 //! `git harness split`: fix the task splits.
 
-use git_harness::experiment::{SPLITS_FILE, Splits};
+use git_harness::experiment::{GateConfig, SPLITS_FILE, Splits};
 use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit, lineage};
 
@@ -46,6 +46,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if splits == fixed.splits {
         ui.out("Splits unchanged");
         print_sizes(ui, &splits);
+        warn_small(ui, &splits, &fixed.experiment.gate);
         return Ok(exit::SUCCESS);
     }
     let text = format!(
@@ -73,7 +74,21 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         lineage::short(commit)
     ));
     print_sizes(ui, &splits);
+    warn_small(ui, &splits, &fixed.experiment.gate);
     Ok(exit::SUCCESS)
+}
+
+/// Splits that leave a step of the method with nothing to work on, and a gate that can never
+/// accept on this many tasks, said before the first run.
+fn warn_small(ui: &mut Ui, s: &Splits, gate: &GateConfig) {
+    for w in s.empty_warnings() {
+        ui.warn(format!("{w} — add tasks to the suite or change --ratios"));
+    }
+    if let Some(w) =
+        git_harness::gate::strict_infeasible(s.held_in.len() + s.validation.len(), gate)
+    {
+        ui.warn(w);
+    }
 }
 
 fn print_sizes(ui: &mut Ui, s: &Splits) {

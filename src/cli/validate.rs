@@ -84,6 +84,15 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     Ok(code)
 }
 
+/// `passes/trials`, or a dash when no trial pair of the split ran (stopped early, or all dropped).
+fn passes_of(passes: u32, trials: u32) -> String {
+    if trials == 0 {
+        "—".to_string()
+    } else {
+        format!("{passes}/{trials}")
+    }
+}
+
 pub fn print_text(ui: &mut Ui, v: &Validation) {
     let d = &v.decision;
     let verdict = match d.verdict {
@@ -106,8 +115,8 @@ pub fn print_text(ui: &mut Ui, v: &Validation) {
         ui.out(format!(
             "  {:<11} {:>9} {:>11} {:>+5}  {} / {}",
             s.split.as_str(),
-            format!("{}/{}", s.parent_passes, s.trials),
-            format!("{}/{}", s.candidate_passes, s.trials),
+            passes_of(s.parent_passes, s.trials),
+            passes_of(s.candidate_passes, s.trials),
             s.delta,
             s.fixed.len(),
             s.broke.len()
@@ -133,7 +142,7 @@ pub fn print_text(ui: &mut Ui, v: &Validation) {
     ui.out(format!("  reason: {}", d.reason));
     if let Some(e) = &d.early_stopped {
         ui.out(format!(
-            "  stopped early after {} of {} trials: {}",
+            "  stopped early after {} of {} trials: {} (the table counts the trial pairs that ran)",
             e.trials_run, e.trials_total, e.reason
         ));
     }

@@ -56,6 +56,21 @@ pub struct Splits {
 }
 
 impl Splits {
+    /// What an empty split means for the method, one line each (empty when all are filled).
+    pub fn empty_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.held_in.is_empty() {
+            w.push("held_in is empty: `mine` has no failures to learn from and proposals have no evidence".to_string());
+        }
+        if self.validation.is_empty() {
+            w.push("validation is empty: the gate judges candidates on held_in alone, the split their evidence came from".to_string());
+        }
+        if self.test.is_empty() {
+            w.push("test is empty: `report --final` has no sealed number to give".to_string());
+        }
+        w
+    }
+
     pub fn parse(text: &str, file: &Path) -> Result<Self> {
         let s: Splits = crate::yaml::from_str(text, file)?;
         let mut seen = std::collections::BTreeMap::new();

@@ -560,18 +560,14 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
             ));
         }
         if a.paper_ok && !a.significant(cfg) {
-            let need = stats::min_changed_tasks(cfg.alpha);
             let mut s = format!(
                 "not significant: p = {} > alpha {} over {} changed task(s)",
                 fmt_p(a.test.p_value),
                 cfg.alpha,
                 a.test.m
             );
-            if a.test.m < need {
-                s.push_str(&format!(
-                    " (the paired test needs at least {need} changed tasks to reach {})",
-                    cfg.alpha
-                ));
+            if let Some(words) = super::too_few_changes(a.test.m, cfg.alpha, true) {
+                s.push_str(&format!(" ({words})"));
             }
             why.push(s);
         }

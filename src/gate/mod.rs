@@ -96,3 +96,36 @@ impl From<GateError> for crate::Error {
         }
     }
 }
+
+/// Why the strict rule can never accept on `tasks` gated tasks (held_in ∪ validation), or `None`
+/// when it can: the paired sign-flip test needs at least [`stats::min_changed_tasks`] tasks
+/// that change to reach `alpha`, whatever the number of trials.
+pub fn strict_infeasible(tasks: usize, cfg: &crate::experiment::GateConfig) -> Option<String> {
+    let need = stats::min_changed_tasks(cfg.alpha) as usize;
+    (cfg.rule == crate::experiment::GateRule::Strict && tasks < need).then(|| {
+        format!(
+            "held_in ∪ validation has {tasks} task(s); the strict gate needs at least {need} tasks \
+             that change to accept at alpha {}, so it can never accept — add tasks, or use \
+             --gate paper",
+            cfg.alpha
+        )
+    })
+}
+
+/// The words for a strict rejection where too few tasks can still change: `None` when `m` (the
+/// tasks that change even if every remaining trial goes the candidate's way) is enough.
+/// `settled` says whether the counts are complete ("changed") or not ("can still change").
+pub(crate) fn too_few_changes(m: u32, alpha: f64, settled: bool) -> Option<String> {
+    let need = stats::min_changed_tasks(alpha);
+    let verb = if settled {
+        "changed"
+    } else {
+        "can still change"
+    };
+    (m < need).then(|| {
+        format!(
+            "only {m} task(s) {verb}; the strict gate needs at least {need} changed tasks — add \
+             tasks or trials, or use --gate paper"
+        )
+    })
+}

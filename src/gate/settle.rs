@@ -208,7 +208,11 @@ pub fn try_settled(
                 if !hi.broke_ok(cfg) {
                     why.push(format!("broke {}", hi.broke.join(", ")));
                 }
-                if hi.test.p_value > reject_above {
+                if hi.test.p_value > reject_above
+                    && let Some(words) = super::too_few_changes(hi.test.m, cfg.alpha, false)
+                {
+                    why.push(words);
+                } else if hi.test.p_value > reject_above {
                     why.push(format!(
                         "p ≥ {} > {} {}",
                         fmt_p(hi.test.p_value),

@@ -28,13 +28,18 @@ pub fn validation(v: &Validation) -> String {
         "| split | parent | candidate | Δ | fixed | broke |\n|---|---:|---:|---:|---:|---:|\n",
     );
     for x in [&d.held_in, &d.validation] {
+        let of = |passes: u32| {
+            if x.trials == 0 {
+                "—".to_string()
+            } else {
+                format!("{passes}/{}", x.trials)
+            }
+        };
         s.push_str(&format!(
-            "| {} | {}/{} | {}/{} | {:+} | {} | {} |\n",
+            "| {} | {} | {} | {:+} | {} | {} |\n",
             x.split.as_str(),
-            x.parent_passes,
-            x.trials,
-            x.candidate_passes,
-            x.trials,
+            of(x.parent_passes),
+            of(x.candidate_passes),
             x.delta,
             x.fixed.len(),
             x.broke.len()
@@ -56,7 +61,9 @@ pub fn validation(v: &Validation) -> String {
         ));
     }
     if let Some(e) = &v.record.early_stop {
-        s.push_str(&format!("\nStopped early: {e}\n"));
+        s.push_str(&format!(
+            "\nStopped early: {e} (the table counts the trial pairs that ran)\n"
+        ));
     }
     let mut evidence = Vec::new();
     if !v.parent_run.is_empty() {

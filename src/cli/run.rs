@@ -60,6 +60,8 @@ pub enum SplitArg {
 pub enum RunnerArg {
     Local,
     Docker,
+    /// Docker for tasks whose environment needs an image, local otherwise.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,6 +100,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         runner: args.runner.map(|r| match r {
             RunnerArg::Local => RunnerKind::Local,
             RunnerArg::Docker => RunnerKind::Docker,
+            RunnerArg::Auto => RunnerKind::Auto,
         }),
         ..Default::default()
     };

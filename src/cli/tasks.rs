@@ -37,7 +37,7 @@ pub struct CheckArgs {
     /// The suite directory, one task directory, or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
     /// Where trials run (default: the runner of .harness/experiment.yaml, else local).
-    #[arg(long, value_parser = ["local", "docker"])]
+    #[arg(long, value_parser = ["local", "docker", "auto"])]
     pub runner: Option<String>,
     /// Run local trials without bubblewrap even when it is available.
     #[arg(long, conflicts_with = "bwrap")]
@@ -147,6 +147,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     match a.runner.as_deref() {
         Some("docker") => cfg.kind = RunnerKind::Docker,
         Some("local") => cfg.kind = RunnerKind::Local,
+        Some("auto") => cfg.kind = RunnerKind::Auto,
         _ => {}
     }
     for m in &a.image_map {
@@ -190,27 +191,42 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
         }
     })?;
-    let mut broken = 0;
+    let (mut broken, mut setup) = (0, 0);
     for c in &checks {
         let problems = c.problems();
         if problems.is_empty() {
             ui.out(format!("ok      {}", c.task));
+            continue;
+        }
+        // A setup problem says nothing about the task: it could not be tried here.
+        let label = if c.setup {
+            setup += 1;
+            "SETUP "
         } else {
             broken += 1;
-            ui.out(format!("BROKEN  {}", c.task));
-            for p in problems {
-                ui.out(format!("        {p}"));
-            }
+            "BROKEN"
+        };
+        ui.out(format!("{label}  {}", c.task));
+        for p in problems {
+            ui.out(format!("        {p}"));
         }
     }
-    ui.out(format!(
+    let mut summary = format!(
         "{} task{} checked, {broken} broken",
         checks.len(),
         if checks.len() == 1 { "" } else { "s" }
-    ));
-    Ok(if broken == 0 {
-        exit::SUCCESS
-    } else {
+    );
+    if setup > 0 {
+        summary.push_str(&format!(
+            ", {setup} could not be tried here (setup problems: see each hint)"
+        ));
+    }
+    ui.out(summary);
+    Ok(if broken > 0 {
         exit::NEGATIVE
+    } else if setup > 0 {
+        exit::CANNOT_TEST
+    } else {
+        exit::SUCCESS
     })
 }

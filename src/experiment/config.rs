@@ -187,6 +187,8 @@ pub enum RunnerKind {
     #[default]
     Local,
     Docker,
+    /// Docker for the tasks whose environment needs an image, local for the rest.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -204,6 +204,7 @@ impl SandboxProvider for LocalProvider {
     }
 
     async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        super::auto::refuse_image_steps(task)?;
         let id = opts.trial_id.clone().unwrap_or_else(super::new_trial_id);
         Ok(Box::new(self.create_local(task, &id).await?))
     }

@@ -13,11 +13,13 @@ use crate::error::{Error, Result};
 use crate::experiment::{RunnerConfig, RunnerKind};
 use crate::task::Task;
 
+mod auto;
 pub mod docker;
 pub mod image;
 pub mod local;
 mod output;
 
+pub use auto::AutoProvider;
 pub use docker::DockerProvider;
 pub use local::{LocalOptions, LocalProvider};
 
@@ -190,36 +192,42 @@ pub struct ProviderOptions {
 }
 
 /// The sandbox provider the runner config asks for: local (bubblewrap auto-detected unless
-/// overridden) or Docker (connected from `DOCKER_HOST` or the default socket; the version is
-/// negotiated on first use).
+/// overridden), Docker (connected from `DOCKER_HOST` or the default socket; the version is
+/// negotiated on first use), or auto (Docker for the tasks that need an image, local otherwise).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
+    let docker = || DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone());
     match cfg.kind {
-        RunnerKind::Local => {
-            let use_bwrap = match opts.bwrap {
-                Bwrap::Never => false,
-                Bwrap::Auto => local::bwrap_available(),
-                Bwrap::Always => {
-                    if !local::bwrap_available() {
-                        return Err(Error::usage_hint(
-                            "bubblewrap (`bwrap`) is not available",
-                            "install the bubblewrap package, or run without --bwrap",
-                        ));
-                    }
-                    true
-                }
-            };
-            let lo = LocalOptions {
-                bwrap: use_bwrap,
-                temp_root: opts.temp_root.clone(),
-                ..LocalOptions::default()
-            };
-            Ok(Arc::new(LocalProvider::new(lo)))
-        }
-        RunnerKind::Docker => Ok(Arc::new(DockerProvider::connect(
-            cfg.image_map.clone(),
-            opts.labels.clone(),
-        )?)),
+        RunnerKind::Local => local_provider(opts),
+        RunnerKind::Docker => Ok(Arc::new(docker()?)),
+        // The client only talks to the engine on first use: a suite without image tasks never
+        // needs one.
+        RunnerKind::Auto => Ok(Arc::new(AutoProvider::new(
+            local_provider(opts)?,
+            docker().map(Arc::new).map_err(|e| e.to_string()),
+        ))),
     }
+}
+
+fn local_provider(opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
+    let use_bwrap = match opts.bwrap {
+        Bwrap::Never => false,
+        Bwrap::Auto => local::bwrap_available(),
+        Bwrap::Always => {
+            if !local::bwrap_available() {
+                return Err(Error::usage_hint(
+                    "bubblewrap (`bwrap`) is not available",
+                    "install the bubblewrap package, or run without --bwrap",
+                ));
+            }
+            true
+        }
+    };
+    let lo = LocalOptions {
+        bwrap: use_bwrap,
+        temp_root: opts.temp_root.clone(),
+        ..LocalOptions::default()
+    };
+    Ok(Arc::new(LocalProvider::new(lo)))
 }
 
 /// A fresh trial id: time and randomness, safe in names and labels.

@@ -172,6 +172,9 @@ pub struct TaskCheck {
     pub task: String,
     pub oracle: std::result::Result<TrialResult, String>,
     pub nop: std::result::Result<TrialResult, String>,
+    /// A trial could not run for a reason outside the task (an infrastructure error: the
+    /// runner, an image, the engine): a setup problem, not evidence that the task is broken.
+    pub setup: bool,
 }
 
 impl TaskCheck {
@@ -253,15 +256,13 @@ pub async fn check_tasks(
             .map(move |a| (i, t, a))
     });
     let provider = &provider;
-    let mut results: Vec<(
-        usize,
-        BuiltinAgent,
-        std::result::Result<TrialResult, String>,
-    )> = futures_util::stream::iter(jobs)
+    // A failed trial: its description and whether it was an infrastructure error.
+    type Tried = std::result::Result<TrialResult, (String, bool)>;
+    let mut results: Vec<(usize, BuiltinAgent, Tried)> = futures_util::stream::iter(jobs)
         .map(|(i, t, a)| async move {
             let r = run_trial(provider.as_ref(), t, a, verify_opts)
                 .await
-                .map_err(|e| describe(&e));
+                .map_err(|e| (describe(&e), InfraClass::of(&e).is_some()));
             (i, a, r)
         })
         .buffer_unordered(concurrency.max(1))
@@ -271,10 +272,12 @@ pub async fn check_tasks(
     let mut checks = Vec::new();
     let mut it = results.into_iter();
     while let (Some((i, _, oracle)), Some((_, _, nop))) = (it.next(), it.next()) {
+        let setup = [&oracle, &nop].iter().any(|r| matches!(r, Err((_, true))));
         checks.push(TaskCheck {
             task: tasks[i].id.clone(),
-            oracle,
-            nop,
+            oracle: oracle.map_err(|(e, _)| e),
+            nop: nop.map_err(|(e, _)| e),
+            setup,
         });
     }
     checks

@@ -1,0 +1,84 @@
+//! `runner.kind: auto`: Docker for the tasks that need an image, the local sandbox for the rest.
+//!
+//! The choice depends on the task alone (does its environment have steps only an image gives,
+//! see [`crate::task::local_gaps`]), never on the machine: a task that needs an image on a
+//! machine without a Docker engine is an infrastructure error that says so, not a local trial
+//! that would look broken. Results therefore do not depend on where they were made.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{CreateOptions, DockerProvider, InfraClass, Sandbox, SandboxProvider};
+use crate::error::Result;
+use crate::task::{Task, local_gaps, local_remedy};
+
+pub struct AutoProvider {
+    local: Arc<dyn SandboxProvider>,
+    /// `None` when no Docker client could be made (the error, for the message).
+    docker: std::result::Result<Arc<DockerProvider>, String>,
+}
+
+impl AutoProvider {
+    pub fn new(
+        local: Arc<dyn SandboxProvider>,
+        docker: std::result::Result<Arc<DockerProvider>, String>,
+    ) -> Self {
+        AutoProvider { local, docker }
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for AutoProvider {
+    fn name(&self) -> &str {
+        "auto (docker for tasks that need an image, local otherwise)"
+    }
+
+    async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {
+        self.create_with(task, &CreateOptions::default()).await
+    }
+
+    async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        let gaps = local_gaps(task);
+        let Some(first) = gaps.first() else {
+            return self.local.create_with(task, opts).await;
+        };
+        let needs = format!(
+            "task `{}` needs an image ({first}{})",
+            task.id,
+            if gaps.len() > 1 { ", ..." } else { "" }
+        );
+        let docker = self.docker.as_ref().map_err(|e| {
+            InfraClass::Sandbox.error_hint(
+                format!("{needs}, and no Docker client could be made: {e}"),
+                "start a Docker engine (or set DOCKER_HOST), or set runner.kind: local to run \
+                 every task without an image",
+            )
+        })?;
+        docker.create_with(task, opts).await
+    }
+
+    fn isolation_warning(&self) -> Option<String> {
+        self.local.isolation_warning()
+    }
+}
+
+/// The local runner refuses a task it cannot reproduce, naming the step and the remedy.
+pub(crate) fn refuse_image_steps(task: &Task) -> Result<()> {
+    let gaps = local_gaps(task);
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let list = gaps
+        .iter()
+        .map(|g| format!("  {}/{g}", task.id))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(InfraClass::Sandbox.error_hint(
+        format!(
+            "the local runner cannot reproduce the image of task `{}`; it would skip:\n{list}",
+            task.id
+        ),
+        local_remedy(),
+    ))
+}

@@ -20,6 +20,9 @@ pub async fn mine_rev(
 ) -> Result<Bundle> {
     let req = RunRequest::new(rev.to_string(), vec![Split::HeldIn]);
     let run = evaluate(ws, ctx, &req, observer, None, None).await?;
+    if let Some(e) = crate::eval::no_evidence(&run.id, &run.results) {
+        return Err(e);
+    }
     let mut bundle = mine_run(&ws.repo, &ctx.state_dir, &run.id, &ctx.fixed.splits.held_in)?;
     if ctx.fixed.experiment.mine.diagnose == crate::experiment::Diagnose::Model
         && let Some(model) = ctx.model.as_deref()

@@ -263,7 +263,11 @@ fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
         return Ok(None);
     };
     match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+        Ok(v) if !v.trim().is_empty() => {
+            // From here on, nothing this process stores can hold the key.
+            crate::secrets::register(&v);
+            Ok(Some(v))
+        }
         _ => Err(Error::usage_hint(
             format!("the API key variable {var} is not set"),
             format!(

@@ -35,6 +35,7 @@ pub async fn mine_rev(
                 temperature: d.temperature,
                 max_tokens: d.max_tokens,
             },
+            &ctx.fixed.experiment.prices,
         )
         .await?;
     }
@@ -151,8 +152,11 @@ pub async fn evolve(
                 model: opts.model,
                 decoding: opts.decoding.clone(),
                 task_names: names.clone(),
+                prices: ctx.fixed.experiment.prices.clone(),
             };
             let out = propose_round(repo, &bundle, &ro).await?;
+            // Mining's diagnosis and the proposer's calls are spent like trials.
+            cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
             for r in &out.refused {
                 log(format!("  refused: {} — {}", r.title, r.reason));
             }

@@ -133,9 +133,10 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
 
     // Every slot's prompt and answer is logged, exactly as exchanged.
     let log = repo.files_at("refs/harness/proposer-log");
+    // 11 prompts, 11 answers and the round's spend.
     assert_eq!(
         log.len(),
-        22,
+        23,
         "{:?}",
         log.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
@@ -287,4 +288,40 @@ fn abnormal_proposal_paths_are_refused_before_any_check_and_the_round_goes_on() 
         ]),
         good
     );
+}
+
+/// The tokens of the `spent N tokens` line of `git harness report`.
+fn reported_tokens(repo: &Repo) -> u64 {
+    let out = repo.harness(&["report"]).ok();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("spent "))
+        .unwrap_or_else(|| panic!("no spent line in:\n{}", out.stdout));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_proposers_tokens_are_logged_and_reported() {
+    let server = StandIn::start(vec![
+        r#"{"decision": "decline", "reason": "nothing reusable"}"#.into(),
+        r#"{"decision": "decline", "reason": "still nothing"}"#.into(),
+    ]);
+    let repo = Repo::init("minimal");
+    repo.small_splits();
+    repo.use_openai_model(&server.base_url);
+    repo.harness(&["run", "--split", "held_in"]).ok();
+    let before = reported_tokens(&repo);
+    assert!(before > 0);
+
+    repo.harness(&["propose", "--proposer", "model", "-n", "2"])
+        .code(1);
+    // Two calls of 10 prompt and 1 completion tokens each.
+    let spend = repo.git(&["show", "refs/harness/proposer-log:round-1/spend.yaml"]);
+    let spend: serde_yaml::Value = serde_yaml::from_str(&spend).unwrap();
+    assert_eq!(spend["requests"].as_u64(), Some(2), "{spend:?}");
+    assert_eq!(spend["usage"]["prompt_tokens"].as_u64(), Some(20), "{spend:?}");
+    assert_eq!(spend["usage"]["completion_tokens"].as_u64(), Some(2), "{spend:?}");
+    // The held-in trials came from the cache; only the proposer's tokens were added.
+    assert_eq!(reported_tokens(&repo), before + 22);
 }

@@ -211,6 +211,41 @@ pub fn trial_seed(run_seed: u64, task: &str, trial: u32) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
+/// The file that records an [`Overhead`] beside the prompts of a proposer round.
+pub const SPEND_FILE: &str = "spend.yaml";
+
+/// Model use that no counted trial result carries: trials cancelled by early stopping or an
+/// interrupt, proposer and diagnosis calls. Spent all the same, so budgets and reports count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    /// Model requests made.
+    pub requests: u32,
+    /// Of those, requests cut off before an answer: spent, but of unknown size.
+    #[serde(default)]
+    pub unanswered: u32,
+    pub usage: Usage,
+    pub cost_usd: f64,
+}
+
+impl Overhead {
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.usage.prompt_tokens + self.usage.completion_tokens
+    }
+}
+
+impl std::ops::AddAssign for Overhead {
+    fn add_assign(&mut self, o: Overhead) {
+        self.requests += o.requests;
+        self.unanswered += o.unanswered;
+        self.usage += o.usage;
+        self.cost_usd += o.cost_usd;
+    }
+}
+
 /// Totals over a set of results (one split of a run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {

@@ -314,6 +314,7 @@ pub async fn evaluate(
         &mut results,
         partial,
         finished.stopped.clone(),
+        finished.cancelled,
     )?;
     let (record, _) = super::record::read_run(repo, &meta.id)?;
     Ok(RunOutcome {

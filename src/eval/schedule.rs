@@ -32,6 +32,9 @@ pub struct PlannedTrial {
 pub struct Executed {
     pub result: TrialResult,
     pub trace: Option<Vec<u8>>,
+    /// Model requests of the trial, and how many were cut off before an answer.
+    pub requests: u32,
+    pub unanswered: u32,
 }
 
 /// Runs one trial; implemented by the harness agent and by the built-in agents.
@@ -114,6 +117,8 @@ pub struct Finished {
     pub executed: usize,
     /// Set when the circuit breaker stopped the run.
     pub tripped: Option<Tripped>,
+    /// What the trials cancelled before their end spent.
+    pub cancelled: super::Overhead,
 }
 
 /// Run `plan`. Results already in `journaled` (a resumed run) are kept as they are.
@@ -168,6 +173,7 @@ pub async fn execute(
     let mut grace_deadline: Option<tokio::time::Instant> = None;
     let mut breaker = Breaker::default();
     let mut tripped = None;
+    let mut cancelled = super::Overhead::default();
     let concurrency = opts.concurrency.max(1);
 
     loop {
@@ -187,8 +193,14 @@ pub async fn execute(
                 let Some(joined) = joined else { break };
                 let done = joined.map_err(|e| Error::Internal(format!("a trial task failed: {e}")))?;
                 // Trials cancelled because the verdict was settled or the user interrupted
-                // are not results.
+                // are not results, but what they spent is counted.
                 if done.result.ending == "cancelled" {
+                    cancelled += super::Overhead {
+                        requests: done.requests,
+                        unanswered: done.unanswered,
+                        usage: done.result.usage,
+                        cost_usd: done.result.cost_usd,
+                    };
                     continue;
                 }
                 executed += 1;
@@ -258,5 +270,6 @@ pub async fn execute(
         interrupted,
         executed,
         tripped,
+        cancelled,
     })
 }

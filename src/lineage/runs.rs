@@ -205,6 +205,32 @@ pub fn append_log(
     })
 }
 
+/// The contents of every file named `name` (in any directory) at the tip of the log `refname`.
+pub fn log_files_named(repo: &Repository, refname: &str, name: &str) -> Result<Vec<Vec<u8>>> {
+    let Ok(tip) = repo.refname_to_id(refname) else {
+        return Ok(Vec::new());
+    };
+    let tree = repo
+        .find_commit(tip)
+        .and_then(|c| c.tree())
+        .git(format!("read {refname}"))?;
+    let mut ids = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |_, e| {
+        if e.name().ok() == Some(name) && e.kind() == Some(git2::ObjectType::Blob) {
+            ids.push(e.id());
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .git(format!("walk {refname}"))?;
+    ids.into_iter()
+        .map(|id| {
+            repo.find_blob(id)
+                .map(|b| b.content().to_vec())
+                .git("read log file")
+        })
+        .collect()
+}
+
 /// Append one commit to the log at `refname`, compare-and-swap on its tip, retrying when another
 /// writer won the race. `make` builds the new commit's tree and message on top of the tip it is
 /// given, so a retry recomputes them.

@@ -176,7 +176,12 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
     let ids_of = |v: &serde_json::Value| {
         let mut t: Vec<(String, u64)> = results(v)
             .iter()
-            .map(|r| (r["task"].as_str().unwrap().to_string(), r["trial"].as_u64().unwrap()))
+            .map(|r| {
+                (
+                    r["task"].as_str().unwrap().to_string(),
+                    r["trial"].as_u64().unwrap(),
+                )
+            })
             .collect();
         t.sort();
         t
@@ -206,7 +211,13 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
         .collect();
     assert!(!failed_first.is_empty(), "{first:#}");
     for id in &failed_first {
-        assert!(text.contains(&format!("\"{id}\"")), "{id} not mined: {text}");
+        assert!(
+            text.contains(&format!("\"{id}\"")),
+            "{id} not mined: {text}"
+        );
     }
-    assert!(!text.contains("twin-c"), "validation leaked into mining: {text}");
+    assert!(
+        !text.contains("twin-c"),
+        "validation leaked into mining: {text}"
+    );
 }

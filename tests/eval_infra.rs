@@ -190,8 +190,7 @@ enum Mode {
     Solve,
 }
 
-const UNAUTHORIZED_BODY: &str =
-    r#"{"error":{"message":"Incorrect API key provided: sk-wr***ng","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+const UNAUTHORIZED_BODY: &str = r#"{"error":{"message":"Incorrect API key provided: sk-wr***ng","type":"invalid_request_error","code":"invalid_api_key"}}"#;
 
 #[derive(Clone)]
 struct Scripted {
@@ -266,7 +265,10 @@ fn use_endpoint(repo: &Repo, base_url: &str, wall_clock_sec: u64, retries: u32) 
          timeout_sec: 1\n  max_retries: {retries}\n  concurrency: 4\n"
     );
     let text = format!("{}{model}{}", &text[..start], &text[end..])
-        .replace("wall_clock_sec: 900", &format!("wall_clock_sec: {wall_clock_sec}"))
+        .replace(
+            "wall_clock_sec: 900",
+            &format!("wall_clock_sec: {wall_clock_sec}"),
+        )
         .replace("infra_retries: 1", "infra_retries: 0");
     std::fs::write(&path, text).unwrap();
     repo.git(&["commit", "-q", "-am", "Evaluate with the stand-in model"]);
@@ -293,10 +295,7 @@ fn a_model_api_hanging_past_the_wall_clock_is_infra_and_a_rerun_after_recovery_p
     assert_eq!(r["outcome"], "infra-error", "{r:#}");
     assert_eq!(r["infra"], "model", "{r:#}");
     assert!(r["cache_key"].is_null(), "{r:#}");
-    assert!(
-        r["error"].as_str().unwrap().contains("timed out"),
-        "{r:#}"
-    );
+    assert!(r["error"].as_str().unwrap().contains("timed out"), "{r:#}");
 
     // The API recovers: the trial is executed again (not served from a cache) and passes.
     *server.mode.lock().unwrap() = Mode::Solve;
@@ -365,7 +364,10 @@ fn a_401_stops_run_and_evolve_with_the_servers_error_verbatim() {
     let err = stderr(&out);
     assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
     assert!(err.contains("model.api_key_env"), "{err}");
-    assert!(repo.git(&["branch", "--list", "harness/proposals/*"]).is_empty());
+    assert!(
+        repo.git(&["branch", "--list", "harness/proposals/*"])
+            .is_empty()
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@ const KEY_VAR: &str = "GIT_HARNESS_TEST_KEY";
 
 /// The key with every character as a JSON `\uXXXX` escape.
 fn escaped() -> String {
-    KEY.chars().map(|c| format!("\\u{:04x}", c as u32)).collect()
+    KEY.chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect()
 }
 
 fn reply(message: Value) -> axum::Json<Value> {
@@ -45,10 +47,7 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     if !has_tools {
-        let content = format!(
-            "{}Never print the key {key}.\n",
-            execution.lock().unwrap()
-        );
+        let content = format!("{}Never print the key {key}.\n", execution.lock().unwrap());
         let prompt = body["messages"][0]["content"].as_str().unwrap_or_default();
         let cluster = regex::Regex::new(r"cluster `([^`]+)`")
             .unwrap()
@@ -64,12 +63,18 @@ async fn handle(
         .as_array()
         .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
     let (name, args) = if acted {
-        ("submit", json!({"summary": format!("done with {key}")}).to_string())
+        (
+            "submit",
+            json!({"summary": format!("done with {key}")}).to_string(),
+        )
     } else {
         // Raw argument text with the key once JSON-escaped and once literal.
         (
             "bash",
-            format!(r#"{{"command": "echo {} > echoed.txt; echo {key}"}}"#, escaped()),
+            format!(
+                r#"{{"command": "echo {} > echoed.txt; echo {key}"}}"#,
+                escaped()
+            ),
         )
     };
     reply(json!({
@@ -130,9 +135,10 @@ fn an_echoed_api_key_is_stored_nowhere() {
     repo.small_splits();
     let base_url = serve(repo.read("prompts/execution.md"));
     repo.use_openai_model(&base_url);
-    let exp = repo
-        .read(".harness/experiment.yaml")
-        .replace("  name: stub\n", &format!("  name: stub\n  api_key_env: {KEY_VAR}\n"));
+    let exp = repo.read(".harness/experiment.yaml").replace(
+        "  name: stub\n",
+        &format!("  name: stub\n  api_key_env: {KEY_VAR}\n"),
+    );
     repo.write(".harness/experiment.yaml", &exp);
     repo.commit_all("Use a key");
 
@@ -153,12 +159,21 @@ fn an_echoed_api_key_is_stored_nowhere() {
         .unwrap();
     assert!(objects.status.success());
     let all = String::from_utf8_lossy(&objects.stdout);
-    assert!(all.contains("[REDACTED]"), "the key was echoed and redacted");
+    assert!(
+        all.contains("[REDACTED]"),
+        "the key was echoed and redacted"
+    );
     assert!(!all.contains(KEY), "the key is in a git object");
-    assert!(!all.contains(&escaped()), "the escaped key is in a git object");
+    assert!(
+        !all.contains(&escaped()),
+        "the escaped key is in a git object"
+    );
     // The proposal kept its edit, without the key.
     let edited = repo.git(&["show", &format!("{}:prompts/execution.md", proposed.trim())]);
-    assert!(edited.contains("Never print the key [REDACTED]."), "{edited}");
+    assert!(
+        edited.contains("Never print the key [REDACTED]."),
+        "{edited}"
+    );
 
     let mut files = Vec::new();
     files_under(&repo.path.join(".git/harness"), &mut files);
@@ -166,6 +181,10 @@ fn an_echoed_api_key_is_stored_nowhere() {
     for f in files {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
         assert!(!text.contains(KEY), "the key is in {}", f.display());
-        assert!(!text.contains(&escaped()), "the escaped key is in {}", f.display());
+        assert!(
+            !text.contains(&escaped()),
+            "the escaped key is in {}",
+            f.display()
+        );
     }
 }

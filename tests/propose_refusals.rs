@@ -263,11 +263,7 @@ fn abnormal_proposal_paths_are_refused_before_any_check_and_the_round_goes_on() 
         .iter()
         .map(|(title, surface, content, _)| proposal(title, surface, content))
         .collect();
-    answers.push(proposal(
-        "Check the outputs",
-        "prompts/execution.md",
-        &good,
-    ));
+    answers.push(proposal("Check the outputs", "prompts/execution.md", &good));
     server.script(answers);
     let n = (bad.len() + 1).to_string();
     let out = repo.harness(&["propose", "--proposer", "model", "-n", &n]);
@@ -320,8 +316,16 @@ fn the_proposers_tokens_are_logged_and_reported() {
     let spend = repo.git(&["show", "refs/harness/proposer-log:round-1/spend.yaml"]);
     let spend: serde_yaml::Value = serde_yaml::from_str(&spend).unwrap();
     assert_eq!(spend["requests"].as_u64(), Some(2), "{spend:?}");
-    assert_eq!(spend["usage"]["prompt_tokens"].as_u64(), Some(20), "{spend:?}");
-    assert_eq!(spend["usage"]["completion_tokens"].as_u64(), Some(2), "{spend:?}");
+    assert_eq!(
+        spend["usage"]["prompt_tokens"].as_u64(),
+        Some(20),
+        "{spend:?}"
+    );
+    assert_eq!(
+        spend["usage"]["completion_tokens"].as_u64(),
+        Some(2),
+        "{spend:?}"
+    );
     // The held-in trials came from the cache; only the proposer's tokens were added.
     assert_eq!(reported_tokens(&repo), before + 22);
 }

@@ -97,11 +97,14 @@ impl Executor for TrialExecutor {
         let verifier = attempt.verifier.unwrap_or_default();
         let trace_path = format!("traces/{}/{}.json", p.task.id, p.trial);
         let (requests, answered) = attempt.episode.as_ref().map_or((0, 0), |ep| {
-            ep.trace.events.iter().fold((0u32, 0u32), |(q, a), ev| match ev {
-                crate::agent::trace::Event::ModelRequest(_) => (q + 1, a),
-                crate::agent::trace::Event::ModelResponse(_) => (q, a + 1),
-                _ => (q, a),
-            })
+            ep.trace
+                .events
+                .iter()
+                .fold((0u32, 0u32), |(q, a), ev| match ev {
+                    crate::agent::trace::Event::ModelRequest(_) => (q + 1, a),
+                    crate::agent::trace::Event::ModelResponse(_) => (q, a + 1),
+                    _ => (q, a),
+                })
         });
         let (trace, ending, usage, cost, turns, tool_calls) = match &attempt.episode {
             Some(ep) => {

@@ -120,9 +120,8 @@ pub fn ignored_by_runtime(path: &str) -> Option<String> {
     let (dir, ext) = RUNTIME_DIRS
         .iter()
         .find(|(dir, _)| path.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))?;
-    (runtime_reads(path) == Some(false)).then(|| {
-        format!("`{path}` would be ignored: the runtime loads only `{dir}/<name>{ext}`")
-    })
+    (runtime_reads(path) == Some(false))
+        .then(|| format!("`{path}` would be ignored: the runtime loads only `{dir}/<name>{ext}`"))
 }
 
 /// Files that must be text because they are read as such: the manifest and what the runtime
@@ -138,7 +137,10 @@ fn must_be_text(path: &str, bytes: Vec<u8>) -> Result<Option<String>> {
                 file: path.into(),
                 line: Some(line),
                 field: "(file)".into(),
-                message: format!("is not UTF-8 text (invalid byte 0x{:02x} at offset {at})", bytes[at]),
+                message: format!(
+                    "is not UTF-8 text (invalid byte 0x{:02x} at offset {at})",
+                    bytes[at]
+                ),
                 hint: Some("save the file as UTF-8".into()),
             })
         }
@@ -155,13 +157,20 @@ pub fn path_problem(path: &str) -> Option<String> {
         return Some("the path is empty".into());
     }
     if path.starts_with('/') {
-        return Some(format!("`{path}` is absolute; harness paths are relative to the repository root"));
+        return Some(format!(
+            "`{path}` is absolute; harness paths are relative to the repository root"
+        ));
     }
     if path.contains('\\') {
-        return Some(format!("`{path}` contains a backslash; harness paths use `/`"));
+        return Some(format!(
+            "`{path}` contains a backslash; harness paths use `/`"
+        ));
     }
     if path.chars().any(char::is_control) {
-        return Some(format!("`{}` contains a control character", path.escape_debug()));
+        return Some(format!(
+            "`{}` contains a control character",
+            path.escape_debug()
+        ));
     }
     for c in path.split('/') {
         let why = match c {

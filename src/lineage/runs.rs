@@ -294,7 +294,9 @@ pub fn baseline_commit(
     let base = repo.find_tree(empty).git("read tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, content) in files {
-        let blob = repo.store_blob(content.as_bytes()).git("write baseline file")?;
+        let blob = repo
+            .store_blob(content.as_bytes())
+            .git("write baseline file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
     let tree_id = update

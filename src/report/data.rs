@@ -797,8 +797,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         }
     }
     // The proposer's calls, from the log of its rounds.
-    for bytes in
-        lineage::log_files_named(repo, lineage::PROPOSER_LOG_REF, crate::eval::SPEND_FILE)?
+    for bytes in lineage::log_files_named(repo, lineage::PROPOSER_LOG_REF, crate::eval::SPEND_FILE)?
     {
         if let Ok(o) = serde_yaml::from_slice::<crate::eval::Overhead>(&bytes) {
             spent.tokens += o.tokens();

@@ -191,6 +191,20 @@ pub async fn evolve(
             };
             executed += v.trials_executed as u64;
             cost += v.cost_usd;
+            if v.decision.verdict == Verdict::Indecisive && v.decision.coverage.kept == 0 {
+                // Undecided for want of a single clean pair: the evidence is all infrastructure
+                // errors, and going on would only spend more.
+                return Err(crate::Error::Infra {
+                    message: format!(
+                        "no evidence: every trial pair of the validation of {} hit an infrastructure error",
+                        p.name()
+                    ),
+                    hint: Some(
+                        "the first error of each class is shown above with the setting to check; fix it and re-run (finished trials come from the cache)"
+                            .into(),
+                    ),
+                });
+            }
             log(format!(
                 "  {} {}: held_in {:+}, validation {:+}, p={:.4}{}",
                 p.name(),

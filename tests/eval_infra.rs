@@ -414,3 +414,26 @@ fn a_broken_harness_file_is_refused_before_any_trial_naming_file_line_and_field(
         repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
     }
 }
+
+#[test]
+fn evolve_exits_125_when_a_rounds_validation_is_all_infrastructure_errors() {
+    let repo = Repo::demo();
+    let (addr, server) = scripted(Mode::Solve);
+    use_endpoint(&repo, &format!("http://{addr}/v1"), 60, 0);
+    // Without the breaker, every trial of the validation runs into the dead API.
+    let path = repo.root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("infra_breaker: 3", "infra_breaker: 0")
+        .replace("\ntrials: 2\n", "\ntrials: 1\n");
+    std::fs::write(&path, text).unwrap();
+    repo.git(&["commit", "-q", "-am", "One trial, no breaker"]);
+    // Held-in evidence exists (from the cache), then the API dies.
+    repo.run_json(&["--split", "held_in"]);
+    *server.mode.lock().unwrap() = Mode::Unauthorized;
+    let out = repo.harness(&["evolve", "--rounds", "1", "--proposer", "catalog"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("no evidence"), "{err}");
+    assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
+}

@@ -100,13 +100,14 @@ pub fn estimate_run(
                 let key = CacheKey {
                     surface_tree: surface.clone(),
                     fingerprint: ctx.fingerprint.clone(),
+                    task_id: task.id.clone(),
                     task_checksum: task.checksum.clone(),
                     trial: t,
                     agent: AgentKind::Harness,
                 }
                 .digest();
                 est.trials += 1;
-                if cache.get(&key).is_some() {
+                if cache.lookup(&key, id, t).is_some() {
                     est.cached += 1;
                 } else {
                     add(&mut est, per.get(id), &all);

@@ -20,6 +20,9 @@ pub async fn mine_rev(
 ) -> Result<Bundle> {
     let req = RunRequest::new(rev.to_string(), vec![Split::HeldIn]);
     let run = evaluate(ws, ctx, &req, observer, None, None).await?;
+    if let Some(e) = crate::eval::no_evidence(&run.id, &run.results) {
+        return Err(e);
+    }
     let mut bundle = mine_run(&ws.repo, &ctx.state_dir, &run.id, &ctx.fixed.splits.held_in)?;
     if ctx.fixed.experiment.mine.diagnose == crate::experiment::Diagnose::Model
         && let Some(model) = ctx.model.as_deref()
@@ -32,6 +35,7 @@ pub async fn mine_rev(
                 temperature: d.temperature,
                 max_tokens: d.max_tokens,
             },
+            &ctx.fixed.experiment.prices,
         )
         .await?;
     }
@@ -148,8 +152,11 @@ pub async fn evolve(
                 model: opts.model,
                 decoding: opts.decoding.clone(),
                 task_names: names.clone(),
+                prices: ctx.fixed.experiment.prices.clone(),
             };
             let out = propose_round(repo, &bundle, &ro).await?;
+            // Mining's diagnosis and the proposer's calls are spent like trials.
+            cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
             for r in &out.refused {
                 log(format!("  refused: {} — {}", r.title, r.reason));
             }
@@ -184,6 +191,20 @@ pub async fn evolve(
             };
             executed += v.trials_executed as u64;
             cost += v.cost_usd;
+            if v.decision.verdict == Verdict::Indecisive && v.decision.coverage.kept == 0 {
+                // Undecided for want of a single clean pair: the evidence is all infrastructure
+                // errors, and going on would only spend more.
+                return Err(crate::Error::Infra {
+                    message: format!(
+                        "no evidence: every trial pair of the validation of {} hit an infrastructure error",
+                        p.name()
+                    ),
+                    hint: Some(
+                        "the first error of each class is shown above with the setting to check; fix it and re-run (finished trials come from the cache)"
+                            .into(),
+                    ),
+                });
+            }
             log(format!(
                 "  {} {}: held_in {:+}, validation {:+}, p={:.4}{}",
                 p.name(),

@@ -21,6 +21,7 @@ pub mod propose;
 pub mod report;
 pub mod sandbox;
 pub mod sealed;
+pub mod secrets;
 pub mod task;
 pub mod validate;
 pub mod workspace;

@@ -203,7 +203,9 @@ pub async fn validate(
             .values()
             .chain(parent_out.record.totals.values())
             .map(|t| t.cost_usd)
-            .sum::<f64>();
+            .sum::<f64>()
+            + cand_out.record.cancelled.cost_usd
+            + parent_out.record.cancelled.cost_usd;
         planned +=
             (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
         candidate_runs.push(cand_out.id.clone());

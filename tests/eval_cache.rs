@@ -128,3 +128,96 @@ fn the_test_split_cannot_be_run() {
     assert!(help.contains("held_in"), "{help}");
     assert!(!help.contains("possible values: held_in, validation, all, test"));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_mining() {
+    let repo = Repo::demo();
+    // Four byte-identical copies of one demo task under different ids.
+    let suite = repo.sibling("twins");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/suites/demo");
+    let ids = ["twin-a", "twin-b", "twin-c", "twin-d"];
+    for id in ids {
+        copy_dir(&demo.join("word-frequency"), &suite.join(id));
+    }
+    let exp = repo.root.join(".harness/experiment.yaml");
+    let text: String = std::fs::read_to_string(&exp)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("path:") {
+                format!("  path: {}", suite.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&exp, text + "\n").unwrap();
+    std::fs::write(
+        repo.root.join(".harness/splits.yaml"),
+        "held_in:\n- twin-a\n- twin-b\nvalidation:\n- twin-c\ntest:\n- twin-d\n",
+    )
+    .unwrap();
+    repo.git(&["commit", "-q", "-am", "Use a suite of identical twins"]);
+
+    let ids_of = |v: &serde_json::Value| {
+        let mut t: Vec<(String, u64)> = results(v)
+            .iter()
+            .map(|r| {
+                (
+                    r["task"].as_str().unwrap().to_string(),
+                    r["trial"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        t.sort();
+        t
+    };
+    let want: Vec<(String, u64)> = ["twin-a", "twin-b", "twin-c"]
+        .iter()
+        .flat_map(|t| [(t.to_string(), 0), (t.to_string(), 1)])
+        .collect();
+    let first = repo.run_json(&["--trials", "2"]);
+    assert_eq!(executed(&first), 6, "{first:#}");
+    assert_eq!(ids_of(&first), want);
+
+    // The cached re-run keeps every trial's own id, and each comes from its own result.
+    let second = repo.run_json(&["--trials", "2"]);
+    assert_eq!(executed(&second), 0, "{second:#}");
+    assert_eq!(ids_of(&second), want);
+    assert_eq!(outcomes(&second), outcomes(&first));
+
+    // Mining reads the held-in trials under their own ids.
+    let mined = repo.ok(&["mine", "--format", "json"]);
+    let bundle: serde_json::Value = serde_json::from_str(&mined).unwrap();
+    let text = bundle.to_string();
+    let failed_first: Vec<&str> = results(&first)
+        .iter()
+        .filter(|r| r["split"] == "held_in" && r["outcome"] == "fail")
+        .map(|r| r["task"].as_str().unwrap())
+        .collect();
+    assert!(!failed_first.is_empty(), "{first:#}");
+    for id in &failed_first {
+        assert!(
+            text.contains(&format!("\"{id}\"")),
+            "{id} not mined: {text}"
+        );
+    }
+    assert!(
+        !text.contains("twin-c"),
+        "validation leaked into mining: {text}"
+    );
+}

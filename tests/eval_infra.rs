@@ -168,4 +168,272 @@ fn a_run_where_every_trial_is_an_infra_error_cannot_test() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("0/0"), "{stdout}");
+    // No countable trial is no data, not a pass rate of 0 %.
+    assert!(stdout.contains("no data"), "{stdout}");
+    assert!(!stdout.contains("0.0%"), "{stdout}");
+    // The first error of its class is shown verbatim, with the settings to check.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("upstream exploded"), "{stderr}");
+    assert!(stderr.contains("model.base_url"), "{stderr}");
+}
+
+/// How the scripted stand-in answers agent requests right now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// Accept the request and never answer (the client's timeout gives up).
+    Hang,
+    /// 429 with `Retry-After: 1` for this many more requests, then `Solve`.
+    RateLimited(u32),
+    /// 401 with an OpenAI-style error body.
+    Unauthorized,
+    /// Solve word-count (bash, then submit); submit at once elsewhere.
+    Solve,
+}
+
+const UNAUTHORIZED_BODY: &str = r#"{"error":{"message":"Incorrect API key provided: sk-wr***ng","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+
+#[derive(Clone)]
+struct Scripted {
+    mode: Arc<Mutex<Mode>>,
+    requests: Arc<Mutex<u32>>,
+}
+
+async fn scripted_chat(State(s): State<Scripted>, body: String) -> Response {
+    *s.requests.lock().unwrap() += 1;
+    let mode = {
+        let mut m = s.mode.lock().unwrap();
+        let now = *m;
+        if let Mode::RateLimited(n) = now {
+            *m = if n <= 1 {
+                Mode::Solve
+            } else {
+                Mode::RateLimited(n - 1)
+            };
+        }
+        now
+    };
+    match mode {
+        Mode::Hang => {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            (StatusCode::GATEWAY_TIMEOUT, "too late").into_response()
+        }
+        Mode::RateLimited(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response(),
+        Mode::Unauthorized => (StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY).into_response(),
+        Mode::Solve => chat(State(Seen::default()), body).await,
+    }
+}
+
+fn scripted(mode: Mode) -> (SocketAddr, Scripted) {
+    let state = Scripted {
+        mode: Arc::new(Mutex::new(mode)),
+        requests: Arc::default(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let st = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = Router::new()
+                .route("/v1/chat/completions", post(scripted_chat))
+                .with_state(st);
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    (addr, state)
+}
+
+/// Point the experiment at `base_url` with a short wall clock, a 1 s client timeout and
+/// `retries` retries, no trial-level infra retry, and commit it.
+fn use_endpoint(repo: &Repo, base_url: &str, wall_clock_sec: u64, retries: u32) {
+    let path = repo.root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("model:\n").expect("model section");
+    let end = text.find("decoding:\n").expect("decoding section");
+    let model = format!(
+        "model:\n  provider: openai\n  name: stand-in\n  base_url: {base_url}\n  \
+         timeout_sec: 1\n  max_retries: {retries}\n  concurrency: 4\n"
+    );
+    let text = format!("{}{model}{}", &text[..start], &text[end..])
+        .replace(
+            "wall_clock_sec: 900",
+            &format!("wall_clock_sec: {wall_clock_sec}"),
+        )
+        .replace("infra_retries: 1", "infra_retries: 0");
+    std::fs::write(&path, text).unwrap();
+    repo.git(&["commit", "-q", "-am", "Evaluate with the stand-in model"]);
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("json: {e}\n{text}\n{out:?}"))
+}
+
+#[test]
+fn a_model_api_hanging_past_the_wall_clock_is_infra_and_a_rerun_after_recovery_passes() {
+    let repo = Repo::demo();
+    let (addr, server) = scripted(Mode::Hang);
+    // Two 1 s attempts and a backoff take longer than the 2 s budget.
+    use_endpoint(&repo, &format!("http://{addr}/v1"), 2, 2);
+    let args = [
+        "run", "--split", "held_in", "--tasks", SOLVED.0, "--trials", "1", "--format", "json",
+    ];
+    let out = repo.harness(&args);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let first = json_of(&out);
+    let r = &results(&first)[0];
+    assert_eq!(r["outcome"], "infra-error", "{r:#}");
+    assert_eq!(r["infra"], "model", "{r:#}");
+    assert!(r["cache_key"].is_null(), "{r:#}");
+    assert!(r["error"].as_str().unwrap().contains("timed out"), "{r:#}");
+
+    // The API recovers: the trial is executed again (not served from a cache) and passes.
+    *server.mode.lock().unwrap() = Mode::Solve;
+    let second = repo.run_json(&args[1..args.len() - 2]);
+    assert_eq!(executed(&second), 1, "{second:#}");
+    let r = &results(&second)[0];
+    assert_eq!(r["outcome"], "pass", "{r:#}");
+    assert!(r["cached_from"].is_null(), "{r:#}");
+}
+
+#[test]
+fn time_spent_waiting_out_rate_limits_is_not_charged_to_the_agent() {
+    let repo = Repo::demo();
+    // Three 429s with Retry-After: 1 s keep the first call waiting past the 2 s budget.
+    let (addr, server) = scripted(Mode::RateLimited(3));
+    use_endpoint(&repo, &format!("http://{addr}/v1"), 2, 4);
+    let first = repo.run_json(&["--split", "held_in", "--tasks", SOLVED.0, "--trials", "1"]);
+    let r = &results(&first)[0];
+    assert_eq!(r["outcome"], "pass", "{r:#}");
+    assert_eq!(r["ending"], "submitted", "{r:#}");
+    assert!(*server.requests.lock().unwrap() >= 5);
+}
+
+/// Stderr of `out`, for assertions.
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_closed_port_stops_the_run_early_with_the_error_and_a_hint() {
+    let repo = Repo::demo();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    use_endpoint(&repo, &format!("http://127.0.0.1:{port}/v1"), 60, 1);
+    let out = repo.harness(&["run", "--tasks", common_eval::FOUR, "--trials", "4"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("model.base_url"), "{err}");
+    assert!(err.contains("3 trials in a row"), "{err}");
+    // Stopped early: far fewer than the 32 planned trials were journaled.
+    let journaled: usize = repo.journal_lines().iter().map(|(_, n)| *n).sum();
+    assert!(journaled < 12, "{journaled} trials ran\n{err}");
+    assert!(repo.runs().is_empty(), "an all-failing run is no evidence");
+}
+
+#[test]
+fn a_401_stops_run_and_evolve_with_the_servers_error_verbatim() {
+    let repo = Repo::demo();
+    let (addr, server) = scripted(Mode::Unauthorized);
+    use_endpoint(&repo, &format!("http://{addr}/v1"), 60, 1);
+    let out = repo.harness(&["run", "--tasks", common_eval::FOUR, "--trials", "4"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("model.api_key_env"), "{err}");
+    // 16 trials were planned; a 401 is not retried and the breaker stopped the rest.
+    let requests = *server.requests.lock().unwrap();
+    assert!(requests <= 8, "{requests} requests");
+
+    let out = repo.harness(&["evolve", "--rounds", "1"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
+    assert!(err.contains("model.api_key_env"), "{err}");
+    assert!(
+        repo.git(&["branch", "--list", "harness/proposals/*"])
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_broken_harness_file_is_refused_before_any_trial_naming_file_line_and_field() {
+    let repo = Repo::demo();
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "prompts/system.md",
+            b"You solve tasks.\nThe task: \xff\xfe\n",
+            "prompts/system.md:2: (file): is not UTF-8 text",
+        ),
+        (
+            "prompts/system.md",
+            b"You solve tasks.\n\nThe task: {{ instruction \n",
+            "prompts/system.md:3: (template)",
+        ),
+        (
+            "tools/bash.yaml",
+            b"name: bash\ndescription: Run a command.\nparameters: [unclosed\n",
+            "tools/bash.yaml:",
+        ),
+        (
+            "middleware/runtime_control.yaml",
+            b"rules:\n  - name: nudge\n    on: nowhere\n    action: inject\n    message: hi\n",
+            "middleware/runtime_control.yaml:",
+        ),
+    ];
+    for (file, bytes, said) in cases {
+        std::fs::write(repo.root.join(file), bytes).unwrap();
+        repo.git(&["commit", "-q", "-am", "Break a harness file"]);
+        let out = repo.harness(&["run", "--tasks", SOLVED.0, "--trials", "1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {out:?}");
+        assert!(err.contains(said), "`{said}` not in:\n{err}");
+        let line = err.lines().find(|l| l.contains(file)).unwrap();
+        let rest = &line[line.find(file).unwrap() + file.len()..];
+        assert!(
+            rest.starts_with(':') && rest[1..].starts_with(|c: char| c.is_ascii_digit()),
+            "no line number: {line}"
+        );
+        // Nothing was written: no run, no journal, no note.
+        assert!(repo.runs().is_empty(), "{file}");
+        assert!(repo.journal_lines().is_empty(), "{file}");
+        repo.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    }
+}
+
+#[test]
+fn evolve_exits_125_when_a_rounds_validation_is_all_infrastructure_errors() {
+    let repo = Repo::demo();
+    let (addr, server) = scripted(Mode::Solve);
+    use_endpoint(&repo, &format!("http://{addr}/v1"), 60, 0);
+    // Without the breaker, every trial of the validation runs into the dead API.
+    let path = repo.root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("infra_breaker: 3", "infra_breaker: 0")
+        .replace("\ntrials: 2\n", "\ntrials: 1\n");
+    std::fs::write(&path, text).unwrap();
+    repo.git(&["commit", "-q", "-am", "One trial, no breaker"]);
+    // Held-in evidence exists (from the cache), then the API dies.
+    repo.run_json(&["--split", "held_in"]);
+    *server.mode.lock().unwrap() = Mode::Unauthorized;
+    let out = repo.harness(&["evolve", "--rounds", "1", "--proposer", "catalog"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("no evidence"), "{err}");
+    assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
 }

@@ -133,9 +133,10 @@ fn bad_proposals_are_refused_with_reasons_and_get_no_branch() {
 
     // Every slot's prompt and answer is logged, exactly as exchanged.
     let log = repo.files_at("refs/harness/proposer-log");
+    // 11 prompts, 11 answers and the round's spend.
     assert_eq!(
         log.len(),
-        22,
+        23,
         "{:?}",
         log.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
@@ -194,4 +195,137 @@ fn a_round_of_declines_creates_nothing_and_exits_one() {
     assert!(out.stdout.contains("declined: nothing reusable"));
     assert!(repo.proposal_branches().is_empty());
     assert!(server.agent_requests() > 0);
+}
+
+#[test]
+fn abnormal_proposal_paths_are_refused_before_any_check_and_the_round_goes_on() {
+    let server = StandIn::start(vec![]);
+    let repo = Repo::init("minimal");
+    repo.small_splits();
+    repo.use_openai_model(&server.base_url);
+
+    let bash = repo.read("tools/bash.yaml");
+    let edited_bash = bash.replace("Run a command", "Run one command");
+    let guard = "rules:\n  - name: check-before-submit\n    on: submit\n    when:\n      first_submit: true\n    action: block\n    message: Check the output files first.\n";
+    let execution = repo.read("prompts/execution.md");
+    let good = format!("{execution}Check each output file against the instruction.\n");
+    let bad: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "Escape into the experiment",
+            "checks/../.harness/experiment.yaml",
+            "trials: 1\n".into(),
+            "has a `..` component",
+        ),
+        (
+            "Escape into the manifest",
+            "tools/../harness.yaml",
+            repo.read("harness.yaml"),
+            "has a `..` component",
+        ),
+        (
+            "Double slash",
+            "tools//bash.yaml",
+            edited_bash.clone(),
+            "has an empty component",
+        ),
+        (
+            "Dot component",
+            "tools/./bash.yaml",
+            edited_bash.clone(),
+            "has a `.` component",
+        ),
+        (
+            "Absolute path",
+            "/tools/bash.yaml",
+            edited_bash.clone(),
+            "is absolute",
+        ),
+        (
+            "Backslash",
+            "tools\\bash.yaml",
+            edited_bash.clone(),
+            "contains a backslash",
+        ),
+        (
+            "Inside git",
+            "checks/.git/guard.yaml",
+            guard.into(),
+            "has a `.git` component",
+        ),
+        (
+            "Nested check",
+            "checks/sub/guard.yaml",
+            guard.into(),
+            "would be ignored: the runtime loads only `checks/<name>.yaml`",
+        ),
+    ];
+    let mut answers: Vec<String> = bad
+        .iter()
+        .map(|(title, surface, content, _)| proposal(title, surface, content))
+        .collect();
+    answers.push(proposal("Check the outputs", "prompts/execution.md", &good));
+    server.script(answers);
+    let n = (bad.len() + 1).to_string();
+    let out = repo.harness(&["propose", "--proposer", "model", "-n", &n]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for (title, _, _, reason) in &bad {
+        let line = refused_line(&out.stdout, title);
+        assert!(line.contains(reason), "`{reason}` not in `{line}`");
+    }
+    // Only the valid proposal of the same round became a branch; nothing else was created.
+    assert_eq!(
+        repo.proposal_branches(),
+        vec!["harness/proposals/1/check-the-outputs".to_string()]
+    );
+    assert_eq!(
+        repo.git(&[
+            "show",
+            "harness/proposals/1/check-the-outputs:prompts/execution.md"
+        ]),
+        good
+    );
+}
+
+/// The tokens of the `spent N tokens` line of `git harness report`.
+fn reported_tokens(repo: &Repo) -> u64 {
+    let out = repo.harness(&["report"]).ok();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("spent "))
+        .unwrap_or_else(|| panic!("no spent line in:\n{}", out.stdout));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_proposers_tokens_are_logged_and_reported() {
+    let server = StandIn::start(vec![
+        r#"{"decision": "decline", "reason": "nothing reusable"}"#.into(),
+        r#"{"decision": "decline", "reason": "still nothing"}"#.into(),
+    ]);
+    let repo = Repo::init("minimal");
+    repo.small_splits();
+    repo.use_openai_model(&server.base_url);
+    repo.harness(&["run", "--split", "held_in"]).ok();
+    let before = reported_tokens(&repo);
+    assert!(before > 0);
+
+    repo.harness(&["propose", "--proposer", "model", "-n", "2"])
+        .code(1);
+    // Two calls of 10 prompt and 1 completion tokens each.
+    let spend = repo.git(&["show", "refs/harness/proposer-log:round-1/spend.yaml"]);
+    let spend: serde_yaml::Value = serde_yaml::from_str(&spend).unwrap();
+    assert_eq!(spend["requests"].as_u64(), Some(2), "{spend:?}");
+    assert_eq!(
+        spend["usage"]["prompt_tokens"].as_u64(),
+        Some(20),
+        "{spend:?}"
+    );
+    assert_eq!(
+        spend["usage"]["completion_tokens"].as_u64(),
+        Some(2),
+        "{spend:?}"
+    );
+    // The held-in trials came from the cache; only the proposer's tokens were added.
+    assert_eq!(reported_tokens(&repo), before + 22);
 }

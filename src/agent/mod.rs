@@ -23,7 +23,7 @@ pub mod trace;
 use tokio::sync::watch;
 
 pub use run::run_episode;
-pub use runtime::{Runtime, validate_surface};
+pub use runtime::{Runtime, preflight, validate_surface};
 pub use trace::{Ending, Trace};
 
 use crate::experiment::{Budgets, DecodingConfig, Prices};

@@ -63,7 +63,11 @@ struct Runner<'a> {
     tool_specs: Vec<ToolSpec>,
     start: Instant,
     started_at: chrono::DateTime<chrono::Utc>,
-    deadline: tokio::time::Instant,
+    /// When the wall-clock budget runs out if nothing is left uncharged.
+    base_deadline: tokio::time::Instant,
+    /// Time the model API spent failing, backing off or queued: the API's trouble, not the
+    /// agent's, so it moves the deadline.
+    uncharged: Duration,
     /// The logical conversation without the system message. Under the text protocol it is
     /// converted on the wire (tool calls become the JSON text, tool results user messages).
     history: Vec<Message>,
@@ -95,7 +99,7 @@ impl<'a> Runner<'a> {
         model: &'a dyn Model,
     ) -> Self {
         let start = Instant::now();
-        let deadline =
+        let base_deadline =
             tokio::time::Instant::now() + Duration::from_secs(spec.budgets.wall_clock_sec);
         Runner {
             spec,
@@ -107,7 +111,8 @@ impl<'a> Runner<'a> {
             tool_specs: rt.tools.iter().map(|t| t.spec.clone()).collect(),
             start,
             started_at: chrono::Utc::now(),
-            deadline,
+            base_deadline,
+            uncharged: Duration::ZERO,
             history: Vec::new(),
             recorded_upto: 0,
             last_system: None,
@@ -130,6 +135,15 @@ impl<'a> Runner<'a> {
 
     fn t_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Wall-clock time charged to the agent.
+    fn charged(&self) -> Duration {
+        self.start.elapsed().saturating_sub(self.uncharged)
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.base_deadline + self.uncharged
     }
 
     fn text_protocol(&self) -> bool {
@@ -170,7 +184,7 @@ impl<'a> Runner<'a> {
         if self.cancelled() {
             return Err(Ending::Cancelled);
         }
-        if self.start.elapsed() >= Duration::from_secs(b.wall_clock_sec) {
+        if self.charged() >= Duration::from_secs(b.wall_clock_sec) {
             return Err(Ending::BudgetWallClock);
         }
         if self.turns >= b.max_turns {
@@ -260,9 +274,7 @@ impl<'a> Runner<'a> {
         let b = self.spec.budgets;
         let turns_left = b.max_turns.saturating_sub(self.turns);
         let calls_left = b.max_tool_calls.saturating_sub(self.tool_calls);
-        let secs_left = b
-            .wall_clock_sec
-            .saturating_sub(self.start.elapsed().as_secs());
+        let secs_left = b.wall_clock_sec.saturating_sub(self.charged().as_secs());
         let tokens_left = b
             .max_tokens
             .saturating_sub(self.usage.prompt_tokens + self.usage.completion_tokens);
@@ -375,14 +387,28 @@ impl<'a> Runner<'a> {
         }));
         self.last_system = Some(system);
         let sent = Instant::now();
+        let model = self.model;
+        let call = model.chat(&req);
+        tokio::pin!(call);
+        let mut overdue = false;
         let result = tokio::select! {
-            r = self.model.chat(&req) => r,
-            _ = tokio::time::sleep_until(self.deadline) => return Err(Ending::BudgetWallClock),
+            r = &mut call => r,
+            _ = tokio::time::sleep_until(self.deadline()) => {
+                // The budget ran out during the call. Whose time it was, only the call's end
+                // tells: a failing API is an infrastructure error, and time spent on failed
+                // attempts is given back; only a slow answer is the agent's.
+                overdue = true;
+                tokio::select! {
+                    r = &mut call => r,
+                    _ = wait_cancel(self.spec.cancel.clone()) => return Err(Ending::Cancelled),
+                }
+            }
             _ = wait_cancel(self.spec.cancel.clone()) => return Err(Ending::Cancelled),
         };
         let response = result.map_err(|e| Ending::ModelError {
             message: e.to_string(),
         })?;
+        self.uncharged += Duration::from_millis(response.waited_ms);
         self.usage += response.usage;
         self.events.push(Event::ModelResponse(ResponseEvent {
             turn: self.turns,
@@ -393,6 +419,9 @@ impl<'a> Runner<'a> {
             latency_ms: sent.elapsed().as_millis() as u64,
             finish_reason: response.finish_reason.clone(),
         }));
+        if overdue && tokio::time::Instant::now() >= self.deadline() {
+            return Err(Ending::BudgetWallClock);
+        }
         Ok(response)
     }
 
@@ -432,7 +461,7 @@ impl<'a> Runner<'a> {
             consecutive_tool_errors: self.consecutive_tool_errors,
             turns_without_file_change: self.turns_without_change,
             turns,
-            elapsed_sec: self.start.elapsed().as_secs(),
+            elapsed_sec: self.charged().as_secs(),
             ..Facts::default()
         }
     }
@@ -571,7 +600,7 @@ impl<'a> Runner<'a> {
             } else {
                 let args = parsed.as_ref().cloned().unwrap_or_default();
                 let timeout = Duration::from_secs(self.spec.budgets.command_timeout_sec).min(
-                    self.deadline
+                    self.deadline()
                         .saturating_duration_since(tokio::time::Instant::now())
                         + Duration::from_secs(1),
                 );

@@ -69,6 +69,25 @@ impl Runtime {
     }
 }
 
+/// Load and check the whole harness as an episode would (tools, middleware, checks, every
+/// prompt rendered), so that a broken file is a configuration error said once, before any
+/// trial, rather than an infrastructure error in every trial.
+pub fn preflight(h: &Harness, budgets: &crate::experiment::Budgets) -> Result<()> {
+    let rt = Runtime::load(h)?;
+    let mut vars = PromptVars::example();
+    vars.tools = rt
+        .tools
+        .iter()
+        .map(|t| prompts::ToolVar {
+            name: t.spec.name.clone(),
+            description: t.spec.description.clone(),
+        })
+        .collect();
+    vars.budgets = budgets.clone();
+    prompts::render_all(h.files.iter(), &vars)?;
+    Ok(())
+}
+
 /// Check one harness file against its schema: tools, middleware and checks YAML; prompt
 /// templates compile and render with stand-in values; the manifest. Other files pass.
 pub fn validate_surface(path: &str, content: &str) -> Result<()> {

@@ -92,6 +92,7 @@ pub fn print_lineage(ui: &mut Ui, ws: &Workspace, out: &EvolveOutcome) -> Result
         "ver", "commit", "surface", "held_in", "validation"
     ));
     let rate = |s: &Option<lineage::RunSummary>| match s {
+        Some(r) if r.trials == 0 => "no data".into(),
         Some(r) => format!("{:.1}% ({}/{})", r.pass_rate() * 100.0, r.passes, r.trials),
         None => "-".into(),
     };

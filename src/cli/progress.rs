@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use git_harness::eval::schedule::Observer;
-use git_harness::eval::{Outcome, TrialResult};
+use git_harness::eval::{InfraKind, Outcome, TrialResult};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -17,6 +17,8 @@ pub struct Bar {
     tokens: u64,
     cost: f64,
     label: String,
+    /// Infrastructure errors per class, in the order first seen.
+    infra_seen: Vec<(InfraKind, u32)>,
 }
 
 impl Bar {
@@ -31,6 +33,7 @@ impl Bar {
             tokens: 0,
             cost: 0.0,
             label: label.into(),
+            infra_seen: Vec::new(),
         }
     }
 
@@ -46,6 +49,39 @@ impl Bar {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+        if !self.infra_seen.is_empty() {
+            let counts: Vec<String> = self
+                .infra_seen
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.as_str()))
+                .collect();
+            eprintln!("infrastructure errors: {}", counts.join(", "));
+        }
+    }
+
+    /// Say at once why trials fail when an infrastructure class shows up for the first time:
+    /// the error verbatim and the settings to check.
+    fn first_infra(&mut self, r: &TrialResult) {
+        let Some(kind) = r.infra.filter(|_| r.is_infra()) else {
+            return;
+        };
+        if let Some((_, n)) = self.infra_seen.iter_mut().find(|(k, _)| *k == kind) {
+            *n += 1;
+            return;
+        }
+        self.infra_seen.push((kind, 1));
+        let text = format!(
+            "{} infrastructure error ({} trial {}): {}\nhint: {}",
+            kind.as_str(),
+            r.task,
+            r.trial,
+            r.error.as_deref().unwrap_or("(no message)"),
+            kind.hint()
+        );
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
         }
     }
 }
@@ -73,6 +109,7 @@ impl Observer for Bar {
             Outcome::Fail => self.fail += 1,
             Outcome::InfraError => self.infra += 1,
         }
+        self.first_infra(r);
         if r.cached_from.is_some() {
             self.cached += 1;
         } else {

@@ -65,6 +65,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 max_tokens: e.decoding.max_tokens,
             },
             task_names: names,
+            prices: e.prices.clone(),
         };
         propose_round(&ws.repo, &bundle, &opts).await
     })?;

@@ -37,9 +37,9 @@ pub fn print_final(ui: &mut Ui, rev: &str, r: &FinalReport) {
     ));
     let line = |name: &str, t: &Totals| {
         format!(
-            "  {:<22} {:>6.1}%  {:>3}/{:<3}  infra {}",
+            "  {:<22} {:>7}  {:>3}/{:<3}  infra {}",
             name,
-            t.pass_rate() * 100.0,
+            t.pass_rate_text(),
             t.passes,
             t.trials,
             t.infra_errors

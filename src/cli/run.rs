@@ -171,9 +171,9 @@ pub fn print_table<'a>(ui: &mut Ui, rows: impl Iterator<Item = (&'a str, &'a Tot
     ));
     for (split, t) in rows {
         ui.out(format!(
-            "  {:<11} {:>8.1}% {:>10} {:>6} {:>10} {:>9} {:>8.1}s",
+            "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>8.1}s",
             split,
-            t.pass_rate() * 100.0,
+            t.pass_rate_text(),
             format!("{}/{}", t.passes, t.trials),
             t.infra_errors,
             t.tokens,

@@ -1,5 +1,5 @@
-//! The trial cache: a result is reused when (surface tree, experiment fingerprint, task checksum,
-//! trial index, agent) match. The index is one small file per key under `.git/harness/cache/`,
+//! The trial cache: a result is reused when (surface tree, experiment fingerprint, task id, task
+//! checksum, trial index, agent) match. The index is one small file per key under `.git/harness/cache/`,
 //! so a look-up is one file read whatever the history's length; it is rebuilt from the run refs
 //! whenever a run ref is not indexed yet (e.g. after a clone and fetch), and from the journals
 //! of unfinished runs.
@@ -19,6 +19,8 @@ use crate::lineage;
 pub struct CacheKey {
     pub surface_tree: String,
     pub fingerprint: String,
+    /// Two tasks may have byte-identical content: the id keeps their results apart.
+    pub task_id: String,
     pub task_checksum: String,
     pub trial: u32,
     pub agent: AgentKind,
@@ -27,9 +29,11 @@ pub struct CacheKey {
 impl CacheKey {
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
+        h.update(b"git-harness cache key v2\0");
         for part in [
             self.surface_tree.as_str(),
             self.fingerprint.as_str(),
+            self.task_id.as_str(),
             self.task_checksum.as_str(),
             &self.trial.to_string(),
             self.agent.as_str(),
@@ -70,6 +74,14 @@ impl Cache {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// The cached result of trial `trial` of `task` under `digest`. An entry that holds
+    /// another trial's result (stored under an older key that did not name the task, or a
+    /// copied index) is a miss: a hit is never relabelled.
+    pub fn lookup(&self, digest: &str, task: &str, trial: u32) -> Option<CachedTrial> {
+        self.get(digest)
+            .filter(|c| c.result.task == task && c.result.trial == trial)
+    }
+
     /// Store a result; infrastructure errors are never cached.
     pub fn put(&self, digest: &str, run: &str, result: &TrialResult) -> Result<()> {
         if result.is_infra() {
@@ -85,7 +97,7 @@ impl Cache {
         let bytes = serde_json::to_vec(&entry).expect("cache entry serializes");
         // Write then rename: a reader never sees half an entry.
         let tmp = parent.join(format!(".{}.tmp{}", &digest[2..], std::process::id()));
-        std::fs::write(&tmp, bytes).at(&tmp)?;
+        std::fs::write(&tmp, crate::secrets::redact(&bytes)).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Ok(())
     }

@@ -50,7 +50,11 @@ impl Journal {
         std::fs::create_dir_all(dir.join("traces")).at(&dir)?;
         let meta_path = dir.join("meta.yaml");
         if !meta_path.exists() {
-            std::fs::write(&meta_path, crate::yaml::to_string(meta)).at(&meta_path)?;
+            std::fs::write(
+                &meta_path,
+                crate::secrets::redact_str(&crate::yaml::to_string(meta)).as_bytes(),
+            )
+            .at(&meta_path)?;
         }
         let path = dir.join("journal.jsonl");
         let file = std::fs::OpenOptions::new()
@@ -96,9 +100,11 @@ impl Journal {
             if let Some(p) = path.parent() {
                 std::fs::create_dir_all(p).at(p)?;
             }
-            std::fs::write(&path, bytes).at(&path)?;
+            std::fs::write(&path, crate::secrets::redact(bytes)).at(&path)?;
         }
-        let mut line = serde_json::to_vec(result).expect("result serializes");
+        let mut line =
+            crate::secrets::redact(&serde_json::to_vec(result).expect("result serializes"))
+                .into_owned();
         line.push(b'\n');
         self.file.write_all(&line).at(&self.dir)?;
         self.file.sync_data().at(&self.dir)?;

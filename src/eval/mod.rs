@@ -54,6 +54,79 @@ pub enum InfraKind {
     Verifier,
 }
 
+impl InfraKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfraKind::Sandbox => "sandbox",
+            InfraKind::Model => "model",
+            InfraKind::Verifier => "verifier",
+        }
+    }
+
+    /// The settings to look at when trials fail with an error of this class.
+    pub fn hint(self) -> &'static str {
+        match self {
+            InfraKind::Model => {
+                "check `model.base_url` and `model.api_key_env` in .harness/experiment.yaml (and that the variable holds a valid key)"
+            }
+            InfraKind::Sandbox => {
+                "check `runner.kind` in .harness/experiment.yaml and that its sandbox works: `git harness tasks check`"
+            }
+            InfraKind::Verifier => {
+                "the task's verifier could not run on an untouched environment: `git harness tasks check` shows which"
+            }
+        }
+    }
+}
+
+/// When no result of run `run` counts because every trial hit an infrastructure error: the
+/// error saying so, with the first error of each class verbatim. There is no evidence to act
+/// on, which is not the same as evidence of failure.
+pub fn no_evidence(run: &str, results: &[TrialResult]) -> Option<crate::error::Error> {
+    if results.is_empty() || results.iter().any(|r| !r.is_infra()) {
+        return None;
+    }
+    let summary = infra_summary(results);
+    let first = summary.first()?;
+    let detail: Vec<String> = summary
+        .iter()
+        .map(|s| format!("{} ({}): {}", s.kind.as_str(), s.count, s.first))
+        .collect();
+    Some(crate::error::Error::Infra {
+        message: format!(
+            "no evidence: every trial of run {run} hit an infrastructure error; {}",
+            detail.join("; ")
+        ),
+        hint: Some(first.kind.hint().to_string()),
+    })
+}
+
+/// The infrastructure errors of some results, per class: how many, and the first, verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfraSummary {
+    pub kind: InfraKind,
+    pub count: u32,
+    pub first: String,
+}
+
+pub fn infra_summary<'a>(results: impl IntoIterator<Item = &'a TrialResult>) -> Vec<InfraSummary> {
+    let mut out: Vec<InfraSummary> = Vec::new();
+    for r in results {
+        let (true, Some(kind)) = (r.is_infra(), r.infra) else {
+            continue;
+        };
+        match out.iter_mut().find(|s| s.kind == kind) {
+            Some(s) => s.count += 1,
+            None => out.push(InfraSummary {
+                kind,
+                count: 1,
+                first: r.error.clone().unwrap_or_default(),
+            }),
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Durations {
     pub total_ms: u64,
@@ -138,6 +211,41 @@ pub fn trial_seed(run_seed: u64, task: &str, trial: u32) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
+/// The file that records an [`Overhead`] beside the prompts of a proposer round.
+pub const SPEND_FILE: &str = "spend.yaml";
+
+/// Model use that no counted trial result carries: trials cancelled by early stopping or an
+/// interrupt, proposer and diagnosis calls. Spent all the same, so budgets and reports count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    /// Model requests made.
+    pub requests: u32,
+    /// Of those, requests cut off before an answer: spent, but of unknown size.
+    #[serde(default)]
+    pub unanswered: u32,
+    pub usage: Usage,
+    pub cost_usd: f64,
+}
+
+impl Overhead {
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.usage.prompt_tokens + self.usage.completion_tokens
+    }
+}
+
+impl std::ops::AddAssign for Overhead {
+    fn add_assign(&mut self, o: Overhead) {
+        self.requests += o.requests;
+        self.unanswered += o.unanswered;
+        self.usage += o.usage;
+        self.cost_usd += o.cost_usd;
+    }
+}
+
 /// Totals over a set of results (one split of a run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
@@ -177,6 +285,16 @@ impl Totals {
             }
         }
         t
+    }
+
+    /// The pass rate for people: "no data" when no trial counted (all infrastructure errors
+    /// or none run), which is not 0 %.
+    pub fn pass_rate_text(&self) -> String {
+        if self.trials == 0 {
+            "no data".to_string()
+        } else {
+            format!("{:.1}%", self.pass_rate() * 100.0)
+        }
     }
 
     pub fn pass_rate(&self) -> f64 {

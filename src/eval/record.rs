@@ -28,6 +28,10 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
     pub totals: BTreeMap<String, Totals>,
+    /// What trials cancelled before their end (early stopping, interrupts) spent; not in the
+    /// totals, which count results.
+    #[serde(default, skip_serializing_if = "super::Overhead::is_empty")]
+    pub cancelled: super::Overhead,
 }
 
 /// Write the record of a run and its note; drop the journal. Returns the run commit.
@@ -38,6 +42,7 @@ pub fn write_record(
     results: &mut [TrialResult],
     partial: bool,
     stop_reason: Option<String>,
+    cancelled: super::Overhead,
 ) -> Result<Oid> {
     let journal_dir = Journal::dir_for(state_dir, &meta.id);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -81,6 +86,7 @@ pub fn write_record(
         partial,
         stop_reason,
         totals: totals.clone(),
+        cancelled,
     };
     files.push((
         RUN_FILE.into(),

@@ -150,6 +150,11 @@ pub async fn evaluate(
     } else {
         Harness::from_commit(repo, &commit)?
     };
+    if req.agent == AgentKind::Harness {
+        // A broken harness file is the user's to fix, said once before anything runs or is
+        // written, never an infrastructure error of every trial.
+        crate::agent::preflight(&harness, &ctx.fixed.experiment.budgets)?;
+    }
     let surface_tree = if req.worktree {
         "worktree".to_string()
     } else {
@@ -184,6 +189,7 @@ pub async fn evaluate(
                     CacheKey {
                         surface_tree: surface_tree.clone(),
                         fingerprint: ctx.fingerprint.clone(),
+                        task_id: task.id.clone(),
                         task_checksum: task.checksum.clone(),
                         trial: t,
                         agent: req.agent,
@@ -269,6 +275,7 @@ pub async fn evaluate(
         stopper,
         interrupt,
         grace: Duration::from_secs(30),
+        breaker: ctx.fixed.experiment.infra_breaker,
     };
     let finished = schedule::execute(
         plan,
@@ -280,6 +287,23 @@ pub async fn evaluate(
         observer,
     )
     .await?;
+    if let Some(t) = &finished.tripped {
+        // No record: the journal keeps what ran, so nothing is lost and nothing is counted.
+        return Err(Error::Infra {
+            message: format!(
+                "stopped run {} after {} trials in a row failed with the same {} error: {}",
+                meta.id,
+                t.count,
+                t.kind.as_str(),
+                t.error
+            ),
+            hint: Some(format!(
+                "{}; then re-run (finished trials come from the cache) or `git harness run --resume {}`",
+                t.kind.hint(),
+                meta.id
+            )),
+        });
+    }
     let mut results = finished.results;
     results.sort_by(|a, b| (&a.split, &a.task, a.trial).cmp(&(&b.split, &b.task, b.trial)));
     let partial = finished.stopped.is_some();
@@ -290,6 +314,7 @@ pub async fn evaluate(
         &mut results,
         partial,
         finished.stopped.clone(),
+        finished.cancelled,
     )?;
     let (record, _) = super::record::read_run(repo, &meta.id)?;
     Ok(RunOutcome {

@@ -32,6 +32,9 @@ pub struct PlannedTrial {
 pub struct Executed {
     pub result: TrialResult,
     pub trace: Option<Vec<u8>>,
+    /// Model requests of the trial, and how many were cut off before an answer.
+    pub requests: u32,
+    pub unanswered: u32,
 }
 
 /// Runs one trial; implemented by the harness agent and by the built-in agents.
@@ -63,6 +66,47 @@ pub struct Options<'a> {
     pub interrupt: Option<watch::Receiver<u8>>,
     /// How long running trials may finish after the first interrupt before they are cancelled.
     pub grace: Duration,
+    /// Stop scheduling after this many trials in a row ended with the same infrastructure
+    /// error (0: never): a dead endpoint fails every trial alike, so more of them say nothing.
+    pub breaker: u32,
+}
+
+/// Why the circuit breaker stopped a run: the repeated error, verbatim, and how often.
+#[derive(Debug, Clone)]
+pub struct Tripped {
+    pub kind: super::InfraKind,
+    pub error: String,
+    pub count: u32,
+}
+
+/// Counts trials in a row that ended with the same infrastructure error.
+#[derive(Default)]
+struct Breaker {
+    last: Option<(super::InfraKind, String)>,
+    count: u32,
+}
+
+impl Breaker {
+    fn observe(&mut self, r: &TrialResult, limit: u32) -> Option<Tripped> {
+        let now = match (r.infra, &r.error) {
+            (Some(kind), Some(error)) if r.is_infra() => Some((kind, error.clone())),
+            _ => None,
+        };
+        if now.is_some() && now == self.last {
+            self.count += 1;
+        } else {
+            self.count = u32::from(now.is_some());
+            self.last = now;
+        }
+        match &self.last {
+            Some((kind, error)) if limit > 0 && self.count >= limit => Some(Tripped {
+                kind: *kind,
+                error: error.clone(),
+                count: self.count,
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub struct Finished {
@@ -71,6 +115,10 @@ pub struct Finished {
     pub stopped: Option<String>,
     pub interrupted: bool,
     pub executed: usize,
+    /// Set when the circuit breaker stopped the run.
+    pub tripped: Option<Tripped>,
+    /// What the trials cancelled before their end spent.
+    pub cancelled: super::Overhead,
 }
 
 /// Run `plan`. Results already in `journaled` (a resumed run) are kept as they are.
@@ -94,7 +142,7 @@ pub async fn execute(
             continue;
         }
         let hit = match (&p.cache_key, opts.no_cache) {
-            (Some(k), false) => cache.get(k),
+            (Some(k), false) => cache.lookup(k, &p.task.id, p.trial),
             _ => None,
         };
         match hit {
@@ -123,6 +171,9 @@ pub async fn execute(
     let mut executed = 0usize;
     let mut interrupt = opts.interrupt.take();
     let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut breaker = Breaker::default();
+    let mut tripped = None;
+    let mut cancelled = super::Overhead::default();
     let concurrency = opts.concurrency.max(1);
 
     loop {
@@ -142,8 +193,14 @@ pub async fn execute(
                 let Some(joined) = joined else { break };
                 let done = joined.map_err(|e| Error::Internal(format!("a trial task failed: {e}")))?;
                 // Trials cancelled because the verdict was settled or the user interrupted
-                // are not results.
+                // are not results, but what they spent is counted.
                 if done.result.ending == "cancelled" {
+                    cancelled += super::Overhead {
+                        requests: done.requests,
+                        unanswered: done.unanswered,
+                        usage: done.result.usage,
+                        cost_usd: done.result.cost_usd,
+                    };
                     continue;
                 }
                 executed += 1;
@@ -152,7 +209,22 @@ pub async fn execute(
                     cache.put(k, &opts.run_id, &done.result)?;
                 }
                 observer.finished(&done.result);
+                let trip = breaker.observe(&done.result, opts.breaker);
                 results.push(done.result);
+                if stopped.is_none()
+                    && let Some(t) = trip
+                {
+                    let reason = format!(
+                        "{} trials in a row failed with the same {} error",
+                        t.count,
+                        t.kind.as_str()
+                    );
+                    observer.stopping(&reason);
+                    stopped = Some(reason);
+                    tripped = Some(t);
+                    // The trials still running hit the same wall: do not wait for them.
+                    cancel.cancel();
+                }
                 if stopped.is_none()
                     && let Some(reason) = opts.stopper.as_mut().and_then(|s| s(&results))
                 {
@@ -197,5 +269,7 @@ pub async fn execute(
         stopped,
         interrupted,
         executed,
+        tripped,
+        cancelled,
     })
 }

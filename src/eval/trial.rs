@@ -96,6 +96,16 @@ impl Executor for TrialExecutor {
         };
         let verifier = attempt.verifier.unwrap_or_default();
         let trace_path = format!("traces/{}/{}.json", p.task.id, p.trial);
+        let (requests, answered) = attempt.episode.as_ref().map_or((0, 0), |ep| {
+            ep.trace
+                .events
+                .iter()
+                .fold((0u32, 0u32), |(q, a), ev| match ev {
+                    crate::agent::trace::Event::ModelRequest(_) => (q + 1, a),
+                    crate::agent::trace::Event::ModelResponse(_) => (q, a + 1),
+                    _ => (q, a),
+                })
+        });
         let (trace, ending, usage, cost, turns, tool_calls) = match &attempt.episode {
             Some(ep) => {
                 let bytes = serde_json::to_vec(&ep.trace).expect("trace serializes");
@@ -147,7 +157,12 @@ impl Executor for TrialExecutor {
             },
             cached_from: None,
         };
-        Executed { result, trace }
+        Executed {
+            result,
+            trace,
+            requests,
+            unanswered: requests.saturating_sub(answered),
+        }
     }
 }
 

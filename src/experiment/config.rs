@@ -36,6 +36,10 @@ pub struct Experiment {
     /// Infrastructure errors of a trial are retried this many times.
     #[serde(default = "default_infra_retries")]
     pub infra_retries: u32,
+    /// A run stops after this many trials in a row ended with the same infrastructure error
+    /// (0: never stop).
+    #[serde(default = "default_infra_breaker")]
+    pub infra_breaker: u32,
 }
 
 fn default_trials() -> u32 {
@@ -46,6 +50,9 @@ fn default_seed() -> u64 {
 }
 fn default_infra_retries() -> u32 {
     1
+}
+fn default_infra_breaker() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,7 +77,10 @@ impl Surface {
         if self.path == path {
             return true;
         }
-        Glob::new(&self.path)
+        // `*` stays within one directory, as in a shell: `tools/*.yaml` is not `tools/a/b.yaml`.
+        globset::GlobBuilder::new(&self.path)
+            .literal_separator(true)
+            .build()
             .map(|g| g.compile_matcher().is_match(path))
             .unwrap_or(false)
     }

@@ -43,19 +43,24 @@ impl Harness {
         let tree = commit.tree().git("read the harness tree")?;
         let mut files = BTreeMap::new();
         let mut failure = None;
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let mut broken = None;
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             if dir.is_empty() && entry.name().ok() == Some(FIXED_DIR) {
                 return git2::TreeWalkResult::Skip;
             }
             if entry.kind() == Some(git2::ObjectType::Blob) {
                 let path = format!("{dir}{}", entry.name().unwrap_or_default());
                 match entry.to_object(repo).and_then(|o| o.peel_to_blob()) {
-                    Ok(blob) => {
-                        // Binary files are not surfaces; leave them out.
-                        if let Ok(s) = std::str::from_utf8(blob.content()) {
-                            files.insert(path, s.to_string());
+                    Ok(blob) => match must_be_text(&path, blob.content().to_vec()) {
+                        Ok(Some(s)) => {
+                            files.insert(path, s);
                         }
-                    }
+                        Ok(None) => {}
+                        Err(e) => {
+                            broken = Some(e);
+                            return git2::TreeWalkResult::Abort;
+                        }
+                    },
                     Err(e) => {
                         failure = Some(e);
                         return git2::TreeWalkResult::Abort;
@@ -63,11 +68,15 @@ impl Harness {
                 }
             }
             git2::TreeWalkResult::Ok
-        })
-        .git("walk the harness tree")?;
+        });
+        // An aborted walk reports itself as a git error; the reason recorded is the real one.
+        if let Some(e) = broken {
+            return Err(e);
+        }
         if let Some(e) = failure {
             return Err(e).git("read a harness file");
         }
+        walked.git("walk the harness tree")?;
         Self::from_files(files)
     }
 
@@ -86,6 +95,94 @@ impl Harness {
     pub fn surface_for(&self, path: &str) -> Option<&Surface> {
         self.manifest.surface_for(path)
     }
+}
+
+/// The directories the built-in runtime reads, with the extension of the files it loads from
+/// each: only direct children are loaded.
+const RUNTIME_DIRS: [(&str, &str); 4] = [
+    ("tools", ".yaml"),
+    ("middleware", ".yaml"),
+    ("checks", ".yaml"),
+    ("prompts", ".md"),
+];
+
+/// Whether the runtime reads `path`: `Some(true)` loaded, `Some(false)` inside one of its
+/// directories but ignored (nested, or another extension), `None` elsewhere.
+fn runtime_reads(path: &str) -> Option<bool> {
+    RUNTIME_DIRS.iter().find_map(|(dir, ext)| {
+        let rest = path.strip_prefix(dir)?.strip_prefix('/')?;
+        Some(!rest.contains('/') && rest.ends_with(ext))
+    })
+}
+
+/// Why the runtime would ignore `path` although it lies in one of the directories it reads.
+pub fn ignored_by_runtime(path: &str) -> Option<String> {
+    let (dir, ext) = RUNTIME_DIRS
+        .iter()
+        .find(|(dir, _)| path.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))?;
+    (runtime_reads(path) == Some(false))
+        .then(|| format!("`{path}` would be ignored: the runtime loads only `{dir}/<name>{ext}`"))
+}
+
+/// Files that must be text because they are read as such: the manifest and what the runtime
+/// loads. Other binary files are simply not surfaces.
+fn must_be_text(path: &str, bytes: Vec<u8>) -> Result<Option<String>> {
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if path == MANIFEST || runtime_reads(path) == Some(true) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            Err(Error::Config {
+                file: path.into(),
+                line: Some(line),
+                field: "(file)".into(),
+                message: format!(
+                    "is not UTF-8 text (invalid byte 0x{:02x} at offset {at})",
+                    bytes[at]
+                ),
+                hint: Some("save the file as UTF-8".into()),
+            })
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Why `path` cannot name a harness file, if it cannot. A harness path is relative,
+/// `/`-separated and already normal: no `.`, `..` or empty components, no backslashes, nothing
+/// inside `.git`. Checked before anything else looks at a path, so a path that merely matches a
+/// surface glob (`tools/../harness.yaml`) can never slip past the other checks.
+pub fn path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("the path is empty".into());
+    }
+    if path.starts_with('/') {
+        return Some(format!(
+            "`{path}` is absolute; harness paths are relative to the repository root"
+        ));
+    }
+    if path.contains('\\') {
+        return Some(format!(
+            "`{path}` contains a backslash; harness paths use `/`"
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return Some(format!(
+            "`{}` contains a control character",
+            path.escape_debug()
+        ));
+    }
+    for c in path.split('/') {
+        let why = match c {
+            "" => "an empty component",
+            "." => "a `.` component",
+            ".." => "a `..` component",
+            _ if c.eq_ignore_ascii_case(".git") => "a `.git` component",
+            _ => continue,
+        };
+        return Some(format!("`{path}` has {why}; give the file's normal path"));
+    }
+    None
 }
 
 /// Check that a harness file parses as what its location says it is (YAML of tools, middleware,
@@ -132,12 +229,12 @@ fn read_dir_into(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) ->
             read_dir_into(root, &path, out)?;
         } else if ft.is_file() {
             let bytes = std::fs::read(&path).at(&path)?;
-            if let Ok(s) = String::from_utf8(bytes) {
-                let rel = path
-                    .strip_prefix(root)
-                    .expect("walked below root")
-                    .to_string_lossy()
-                    .replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked below root")
+                .to_string_lossy()
+                .replace('\\', "/");
+            if let Some(s) = must_be_text(&rel, bytes)? {
                 out.insert(rel, s);
             }
         }

@@ -1,5 +1,6 @@
 //! Plain commits on main: the initial harness commit and fixed-state updates (`split`).
 
+use super::Store;
 use std::path::Path;
 
 use git2::{Oid, Repository};
@@ -52,7 +53,7 @@ pub fn commit_worktree_paths(repo: &Repository, paths: &[String], message: &str)
     let sig = signature(repo)?;
     let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+    repo.store_commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
         .git("commit")
 }
 
@@ -80,14 +81,14 @@ pub fn commit_on_main(
     let base = main.tree().git("read main tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, content) in changes {
-        let blob = repo.blob(content.as_bytes()).git("write blob")?;
+        let blob = repo.store_blob(content.as_bytes()).git("write blob")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
     let tree_id = update.create_updated(repo, &base).git("build tree")?;
     let tree = repo.find_tree(tree_id).git("read tree")?;
     let sig = signature(repo)?;
     let commit = repo
-        .commit(None, &sig, &sig, message, &tree, &[&main])
+        .store_commit(None, &sig, &sig, message, &tree, &[&main])
         .git("commit")?;
     cas_ref(repo, &main_name, main.id(), commit, "git-harness: commit")?;
     if checked_out {

@@ -24,7 +24,7 @@ pub use proposal::{
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,
-    list_runs, read_run_file, test_log_entries, write_run,
+    list_runs, log_files_named, read_run_file, test_log_entries, write_run,
 };
 
 use crate::error::{Error, GitContext, Result};
@@ -54,6 +54,41 @@ pub mod keys {
 }
 
 /// Open the repository the way git does (honours `GIT_DIR`, searches upwards).
+/// The one way this module writes objects that hold text: blobs and commit messages pass
+/// through [`crate::secrets::redact`], so no stored object ever holds a secret.
+pub(crate) trait Store {
+    fn store_blob(&self, bytes: &[u8]) -> std::result::Result<Oid, git2::Error>;
+    #[allow(clippy::too_many_arguments)]
+    fn store_commit(
+        &self,
+        update_ref: Option<&str>,
+        author: &Signature<'_>,
+        committer: &Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> std::result::Result<Oid, git2::Error>;
+}
+
+impl Store for Repository {
+    fn store_blob(&self, bytes: &[u8]) -> std::result::Result<Oid, git2::Error> {
+        self.blob(&crate::secrets::redact(bytes))
+    }
+
+    fn store_commit(
+        &self,
+        update_ref: Option<&str>,
+        author: &Signature<'_>,
+        committer: &Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parents: &[&git2::Commit<'_>],
+    ) -> std::result::Result<Oid, git2::Error> {
+        let message = crate::secrets::redact_str(message);
+        self.commit(update_ref, author, committer, &message, tree, parents)
+    }
+}
+
 pub fn open_repo() -> Result<Repository> {
     Repository::open_from_env().map_err(|e| Error::Usage {
         message: format!("not in a git repository: {}", e.message()),

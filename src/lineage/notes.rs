@@ -2,6 +2,7 @@
 //! summaries of its evaluation runs and its validation records. Updated compare-and-swap, so
 //! concurrent commands never lose each other's notes.
 
+use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +82,7 @@ pub fn update_note(
         let mut note = read_note_at(repo, current, commit)?;
         f(&mut note);
         let text = crate::yaml::to_string(&note);
-        let blob = repo.blob(text.as_bytes()).git("write note blob")?;
+        let blob = repo.store_blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {
             Some(c) => Some(
                 repo.find_commit(c)
@@ -106,7 +107,7 @@ pub fn update_note(
         };
         let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
         let new = repo
-            .commit(
+            .store_commit(
                 None,
                 &sig,
                 &sig,

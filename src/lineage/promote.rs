@@ -1,6 +1,7 @@
 //! Validation records and promotion: a two-parent merge built in memory and moved onto main
 //! compare-and-swap, so two promotes racing on the same main never lose a merge.
 
+use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
@@ -316,7 +317,7 @@ pub fn promote(
     }
     let sig = signature(repo)?;
     let merge = repo
-        .commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
+        .store_commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
         .git("write merge commit")?;
     cas_ref(
         repo,

@@ -1,6 +1,7 @@
 //! Proposal branches `harness/proposals/<round>/<slug>`: one commit on its parent whose message
 //! carries the evidence; rejected ones move to `refs/harness/rejected/<round>/<slug>`.
 
+use super::Store;
 use git2::{Oid, Repository};
 
 use super::trailers::CommitMessage;
@@ -79,7 +80,7 @@ pub fn create_proposal(
     for (path, content) in changes {
         match content {
             Some(text) => {
-                let blob = repo.blob(text.as_bytes()).git("write surface blob")?;
+                let blob = repo.store_blob(text.as_bytes()).git("write surface blob")?;
                 update.upsert(path.as_str(), blob, git2::FileMode::Blob);
             }
             None => {
@@ -93,7 +94,7 @@ pub fn create_proposal(
     let tree = repo.find_tree(tree_id).git("read proposal tree")?;
     let sig = signature(repo)?;
     let commit = repo
-        .commit(None, &sig, &sig, &message.render(), &tree, &[parent])
+        .store_commit(None, &sig, &sig, &message.render(), &tree, &[parent])
         .git("write proposal commit")?;
     create_ref(repo, &refname, commit, "git-harness: propose")?;
     Ok(Proposal {
@@ -312,7 +313,7 @@ pub fn create_merged_proposal(
     parents.extend(commits.iter());
     let sig = signature(repo)?;
     let commit = repo
-        .commit(None, &sig, &sig, &message.render(), &tree, &parents)
+        .store_commit(None, &sig, &sig, &message.render(), &tree, &parents)
         .git("write merged candidate")?;
     let slug = "merged".to_string();
     let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");

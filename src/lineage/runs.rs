@@ -2,6 +2,7 @@
 //! parented on the evaluated harness commit so a fetch of the ref brings that commit along) and
 //! the test log `refs/harness/test-log` (one commit per opening of the test split).
 
+use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ pub fn write_run(
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
     let tree = repo.find_tree(tree).git("read run tree")?;
     let commit = repo
-        .commit(None, &sig, &sig, message, &tree, &parents)
+        .store_commit(None, &sig, &sig, message, &tree, &parents)
         .git("write run commit")?;
     create_ref(
         repo,
@@ -45,7 +46,7 @@ fn build_tree(repo: &Repository, files: &[(String, Vec<u8>)]) -> Result<Oid> {
     let base = repo.find_tree(empty).git("read empty tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, bytes) in files {
-        let blob = repo.blob(bytes).git("write run file")?;
+        let blob = repo.store_blob(bytes).git("write run file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
     update.create_updated(repo, &base).git("build run tree")
@@ -165,7 +166,7 @@ pub fn add_run_files(
     let base = commit.tree().git("read run tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, bytes) in files {
-        let blob = repo.blob(bytes).git("write run file")?;
+        let blob = repo.store_blob(bytes).git("write run file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
     let tree = repo
@@ -173,7 +174,7 @@ pub fn add_run_files(
         .git("read tree")?;
     let sig = signature(repo)?;
     let new = repo
-        .commit(None, &sig, &sig, message, &tree, &[&commit])
+        .store_commit(None, &sig, &sig, message, &tree, &[&commit])
         .git("write run commit")?;
     super::cas_ref(repo, &name, old, new, "git-harness: run files")?;
     Ok(new)
@@ -196,12 +197,38 @@ pub fn append_log(
         };
         let mut update = git2::build::TreeUpdateBuilder::new();
         for (path, bytes) in files {
-            let blob = repo.blob(bytes).git("write log file")?;
+            let blob = repo.store_blob(bytes).git("write log file")?;
             update.upsert(path.as_str(), blob, git2::FileMode::Blob);
         }
         let tree = update.create_updated(repo, &base).git("build log tree")?;
         Ok((tree, message.to_string()))
     })
+}
+
+/// The contents of every file named `name` (in any directory) at the tip of the log `refname`.
+pub fn log_files_named(repo: &Repository, refname: &str, name: &str) -> Result<Vec<Vec<u8>>> {
+    let Ok(tip) = repo.refname_to_id(refname) else {
+        return Ok(Vec::new());
+    };
+    let tree = repo
+        .find_commit(tip)
+        .and_then(|c| c.tree())
+        .git(format!("read {refname}"))?;
+    let mut ids = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |_, e| {
+        if e.name().ok() == Some(name) && e.kind() == Some(git2::ObjectType::Blob) {
+            ids.push(e.id());
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .git(format!("walk {refname}"))?;
+    ids.into_iter()
+        .map(|id| {
+            repo.find_blob(id)
+                .map(|b| b.content().to_vec())
+                .git("read log file")
+        })
+        .collect()
 }
 
 /// Append one commit to the log at `refname`, compare-and-swap on its tip, retrying when another
@@ -223,7 +250,7 @@ fn append_commit(
         let sig = signature(repo)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let c = repo
-            .commit(None, &sig, &sig, &message, &tree, &parents)
+            .store_commit(None, &sig, &sig, &message, &tree, &parents)
             .git(format!("write a commit of {refname}"))?;
         let res = match tip {
             Some(t) => repo.reference_matching(refname, c, true, t, "git-harness: log"),
@@ -267,7 +294,9 @@ pub fn baseline_commit(
     let base = repo.find_tree(empty).git("read tree")?;
     let mut update = git2::build::TreeUpdateBuilder::new();
     for (path, content) in files {
-        let blob = repo.blob(content.as_bytes()).git("write baseline file")?;
+        let blob = repo
+            .store_blob(content.as_bytes())
+            .git("write baseline file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
     let tree_id = update
@@ -290,7 +319,7 @@ pub fn baseline_commit(
     let tree = repo.find_tree(tree_id).git("read tree")?;
     let sig = signature(repo)?;
     let c = repo
-        .commit(
+        .store_commit(
             None,
             &sig,
             &sig,

@@ -66,11 +66,13 @@ pub fn parse(answer: &str) -> Option<Signature> {
 }
 
 /// Re-diagnose every failed trial of the bundle with the model and re-cluster. Returns how many
-/// answers were valid; the others keep their deterministic signature.
+/// answers were valid; the others keep their deterministic signature. What the calls spent is
+/// added to `bundle.diagnosis`.
 pub async fn rediagnose(
     bundle: &mut Bundle,
     model: &dyn Model,
     decoding: Decoding,
+    prices: &crate::experiment::Prices,
 ) -> Result<usize> {
     let mut valid = 0;
     for f in bundle.failed_trials.iter_mut() {
@@ -80,10 +82,14 @@ pub async fn rediagnose(
             decoding: decoding.clone(),
             seed: Some(0),
         };
+        bundle.diagnosis.requests += 1;
         // A failing diagnosis call is not fatal: the deterministic signature stands.
         let Ok(resp) = model.chat(&req).await else {
+            bundle.diagnosis.unanswered += 1;
             continue;
         };
+        bundle.diagnosis.usage += resp.usage;
+        bundle.diagnosis.cost_usd += prices.cost(&resp.usage);
         if let Some(sig) = resp.content.as_deref().and_then(parse) {
             f.signature = sig;
             f.diagnosed_by = "model".into();

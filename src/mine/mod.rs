@@ -83,6 +83,9 @@ pub struct Bundle {
     /// Every failed held-in trial with its signature (the clusters group these).
     #[serde(default)]
     pub failed_trials: Vec<FailedTrial>,
+    /// What re-diagnosing the failures with the model spent.
+    #[serde(default, skip_serializing_if = "crate::eval::Overhead::is_empty")]
+    pub diagnosis: crate::eval::Overhead,
 }
 
 impl Bundle {
@@ -146,6 +149,7 @@ pub fn mine_run(
         passing_tasks: passing,
         attempts: attempts(repo)?,
         failed_trials: failed,
+        diagnosis: Default::default(),
     })
 }
 

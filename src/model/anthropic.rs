@@ -175,6 +175,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
             .get("stop_reason")
             .and_then(Value::as_str)
             .map(str::to_string),
+        waited_ms: 0,
     })
 }
 
@@ -190,8 +191,10 @@ impl Model for AnthropicModel {
         if let Some(key) = &self.api_key {
             headers.push(("x-api-key", key.clone()));
         }
-        let v = post_json(&self.client, &self.url, &headers, &body, &self.policy).await?;
-        parse_response(&v)
+        let (v, waited) = post_json(&self.client, &self.url, &headers, &body, &self.policy).await?;
+        let mut r = parse_response(&v)?;
+        r.waited_ms += waited.as_millis() as u64;
+        Ok(r)
     }
 
     fn secrets(&self) -> Vec<String> {

@@ -106,6 +106,14 @@ pub struct ChatResponse {
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub finish_reason: Option<String>,
+    /// Milliseconds of the call spent not answering: failed attempts, backoff before retries,
+    /// waiting for a free request slot. Not charged to the agent's wall-clock budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a model call failed after retries. Always an infrastructure error for the trial.
@@ -255,7 +263,11 @@ fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
         return Ok(None);
     };
     match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+        Ok(v) if !v.trim().is_empty() => {
+            // From here on, nothing this process stores can hold the key.
+            crate::secrets::register(&v);
+            Ok(Some(v))
+        }
         _ => Err(Error::usage_hint(
             format!("the API key variable {var} is not set"),
             format!(
@@ -288,12 +300,16 @@ impl Model for Limited {
     }
 
     async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let queued = std::time::Instant::now();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| ModelError::Config("the model's request limiter was closed".into()))?;
-        self.inner.chat(req).await
+        let queued_for = queued.elapsed();
+        let mut r = self.inner.chat(req).await?;
+        r.waited_ms += queued_for.as_millis() as u64;
+        Ok(r)
     }
 
     fn secrets(&self) -> Vec<String> {

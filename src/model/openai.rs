@@ -156,6 +156,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, ModelError> {
         tool_calls,
         usage,
         finish_reason,
+        waited_ms: 0,
     })
 }
 
@@ -182,8 +183,10 @@ impl Model for OpenAiModel {
         if let Some(key) = &self.api_key {
             headers.push(("authorization", format!("Bearer {key}")));
         }
-        let v = post_json(&self.client, &self.url, &headers, &body, &self.policy).await?;
-        parse_response(&v)
+        let (v, waited) = post_json(&self.client, &self.url, &headers, &body, &self.policy).await?;
+        let mut r = parse_response(&v)?;
+        r.waited_ms += waited.as_millis() as u64;
+        Ok(r)
     }
 
     fn secrets(&self) -> Vec<String> {

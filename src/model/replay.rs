@@ -28,6 +28,7 @@ impl ReplayModel {
                     tool_calls: r.tool_calls.clone(),
                     usage: r.usage,
                     finish_reason: r.finish_reason.clone(),
+                    waited_ms: 0,
                 }),
                 _ => None,
             })

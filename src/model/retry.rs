@@ -54,22 +54,26 @@ impl Default for RetryPolicy {
     }
 }
 
-/// POST `body` as JSON to `url` and return the JSON of a 2xx answer, retrying per `policy`.
+/// POST `body` as JSON to `url` and return the JSON of a 2xx answer, retrying per `policy`,
+/// with the time spent on failed attempts and backoff before it: that time is the API's
+/// trouble, not the agent's, and is not charged to the agent's budget.
 pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &str,
     headers: &[(&'static str, String)],
     body: &Value,
     policy: &RetryPolicy,
-) -> Result<Value, ModelError> {
+) -> Result<(Value, Duration), ModelError> {
+    let started = std::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         let mut req = client.post(url).timeout(policy.timeout).json(body);
         for (k, v) in headers {
             req = req.header(*k, v);
         }
+        let tried = std::time::Instant::now();
         let (err, wait_hint) = match send_once(req, policy).await {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok((v, tried.duration_since(started))),
             Err(e) => e,
         };
         if !is_retryable(&err) || attempt >= policy.max_retries {

@@ -18,10 +18,16 @@ pub fn check(
     task_names: &[String],
 ) -> Option<String> {
     let path = candidate.surface.as_str();
-    if path.starts_with(FIXED_DIR) || path == MANIFEST {
+    if let Some(why) = crate::harness::path_problem(path) {
+        return Some(why);
+    }
+    if path.split('/').next() == Some(FIXED_DIR) || path == MANIFEST {
         return Some(format!(
             "`{path}` is fixed experiment state, never an editable surface"
         ));
+    }
+    if let Some(why) = crate::harness::ignored_by_runtime(path) {
+        return Some(why);
     }
     let Some(surface) = harness.surface_for(path) else {
         let declared: Vec<&str> = harness

@@ -46,6 +46,8 @@ pub struct ProposeOutcome {
     pub created: Vec<Proposal>,
     pub refused: Vec<Refusal>,
     pub declined: Vec<String>,
+    /// What the proposer's model calls spent (also logged with its prompts).
+    pub spent: crate::eval::Overhead,
 }
 
 /// Candidates from the catalog: for the top clusters (or the chosen one), the first remedy of
@@ -219,6 +221,8 @@ pub struct RoundOptions<'a> {
     pub decoding: crate::model::Decoding,
     /// Every task id of every split: edits must mention none.
     pub task_names: Vec<String>,
+    /// Prices of the proposer's tokens.
+    pub prices: crate::experiment::Prices,
 }
 
 /// One round: K candidates on main from the bundle, each checked, the valid ones branched.
@@ -252,6 +256,7 @@ pub async fn propose_round(
     };
     let mut refused = Vec::new();
     let mut declined = Vec::new();
+    let mut spent = crate::eval::Overhead::default();
     let candidates = match opts.proposer {
         crate::experiment::ProposerKind::Catalog => {
             let (c, r) = catalog_candidates(&harness, bundle, opts.k, only, |c| {
@@ -276,7 +281,13 @@ pub async fn propose_round(
             let b = focus.as_ref().unwrap_or(bundle);
             for slot in 1..=opts.k {
                 let prompt = model::prompt(&harness, b, opts.k, slot, &chosen)?;
-                let answer = model::ask(model, &prompt, opts.decoding.clone()).await?;
+                let (answer, usage) = model::ask(model, &prompt, opts.decoding.clone()).await?;
+                spent += crate::eval::Overhead {
+                    requests: 1,
+                    unanswered: 0,
+                    usage,
+                    cost_usd: opts.prices.cost(&usage),
+                };
                 log.push((
                     format!("round-{round}/slot-{slot}.prompt.md"),
                     prompt.into_bytes(),
@@ -321,6 +332,10 @@ pub async fn propose_round(
                     }
                 }
             }
+            log.push((
+                format!("round-{round}/{}", crate::eval::SPEND_FILE),
+                crate::yaml::to_string(&spent).into_bytes(),
+            ));
             lineage::append_log(
                 repo,
                 lineage::PROPOSER_LOG_REF,
@@ -336,5 +351,6 @@ pub async fn propose_round(
         created,
         refused,
         declined,
+        spent,
     })
 }

@@ -87,7 +87,12 @@ pub fn prompt(
 }
 
 /// Ask the model for one slot.
-pub async fn ask(model: &dyn Model, prompt: &str, decoding: Decoding) -> Result<String> {
+/// Ask the proposer model; returns its answer and what the call used.
+pub async fn ask(
+    model: &dyn Model,
+    prompt: &str,
+    decoding: Decoding,
+) -> Result<(String, crate::model::Usage)> {
     let req = ChatRequest {
         messages: vec![Message::text(Role::User, prompt)],
         tools: vec![],
@@ -98,7 +103,7 @@ pub async fn ask(model: &dyn Model, prompt: &str, decoding: Decoding) -> Result<
         message: format!("the proposer model failed: {e}"),
         hint: Some("check the model endpoint, or use --proposer catalog offline".into()),
     })?;
-    Ok(resp.content.unwrap_or_default())
+    Ok((resp.content.unwrap_or_default(), resp.usage))
 }
 
 /// Parse a slot's answer; malformed answers become refusals, never crashes.

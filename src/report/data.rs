@@ -779,6 +779,29 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
                 spent.cost_usd += t.cost_usd;
                 spent.trials += t.executed;
             }
+            // Trials cancelled by early stopping spent too.
+            spent.tokens += rec.cancelled.tokens();
+            spent.cost_usd += rec.cancelled.cost_usd;
+        }
+        // And so did the model's diagnosis of the run's failures.
+        #[derive(serde::Deserialize)]
+        struct Diagnosed {
+            #[serde(default)]
+            diagnosis: crate::eval::Overhead,
+        }
+        if let Some(bytes) = lineage::read_run_file(repo, id, crate::mine::BUNDLE_FILE)?
+            && let Ok(b) = serde_json::from_slice::<Diagnosed>(&bytes)
+        {
+            spent.tokens += b.diagnosis.tokens();
+            spent.cost_usd += b.diagnosis.cost_usd;
+        }
+    }
+    // The proposer's calls, from the log of its rounds.
+    for bytes in lineage::log_files_named(repo, lineage::PROPOSER_LOG_REF, crate::eval::SPEND_FILE)?
+    {
+        if let Ok(o) = serde_yaml::from_slice::<crate::eval::Overhead>(&bytes) {
+            spent.tokens += o.tokens();
+            spent.cost_usd += o.cost_usd;
         }
     }
 

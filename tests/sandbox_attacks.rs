@@ -103,7 +103,7 @@ const ATTACKS: &[Attack] = &[
     },
     Attack {
         name: "remount-etc-rw",
-        runners: BOTH,
+        runners: BWRAP,
         calls: &[Bash(
             "mount -o remount,rw /etc; mount -o remount,rw /; echo owned > /etc/{MARK}; \
              echo owned > /usr/{MARK}; test -e /etc/{MARK} && echo WROTE-ETC; true",
@@ -132,8 +132,17 @@ const ATTACKS: &[Attack] = &[
         name: "hidden-host-dirs",
         runners: BOTH,
         calls: &[Bash(
-            "for d in /root /home {SCRATCH} {HOME} {REPO} {SUITE}; do test -e $d && echo VISIBLE-$d; \
+            "for d in {SCRATCH} {HOME} {REPO} {SUITE}; do test -e $d && echo VISIBLE-$d; \
              done; cat {SCRATCH}/canary.txt {HOME}/canary.txt {REPO}/canary.txt; true",
+        )],
+        expect: &[NotSays(0, "VISIBLE-")],
+    },
+    Attack {
+        name: "hidden-host-homes",
+        runners: BWRAP,
+        calls: &[Bash(
+            "for d in /root /home /run/docker.sock /var/run /var/lib /sys /opt /srv /mnt /media \
+             /boot; do test -e $d && echo VISIBLE-$d; done; true",
         )],
         expect: &[NotSays(0, "VISIBLE-")],
     },
@@ -209,11 +218,12 @@ const ATTACKS: &[Attack] = &[
             Edit("repo-link/canary.txt", "{CANARY}", "owned"),
             Write("dangling", "owned"),
         ],
+        // `repo-link` and `scratch-link` point into the host's /tmp, which in the sandbox is the
+        // trial's own /tmp: writing there is allowed and lands in the trial, as the host checks
+        // show.
         expect: &[
             ToolError(1),
             ToolError(2),
-            ToolError(3),
-            ToolError(4),
             ToolError(5),
             ToolError(6),
             ToolError(7),

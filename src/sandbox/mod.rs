@@ -17,6 +17,7 @@ pub mod docker;
 pub mod image;
 pub mod local;
 mod output;
+pub mod view;
 
 pub use docker::DockerProvider;
 pub use local::{LocalOptions, LocalProvider};
@@ -67,6 +68,14 @@ pub trait Sandbox: Send + Sync {
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutput>;
     /// Paths are absolute inside the sandbox, or relative to `workdir`.
     async fn read_file(&self, path: &str) -> Result<Vec<u8>>;
+    /// Read at most `limit` bytes; returns them and the file's whole size, so a caller can say
+    /// what was cut. Sandboxes that can should bound the read itself.
+    async fn read_file_capped(&self, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
+        let mut data = self.read_file(path).await?;
+        let size = data.len() as u64;
+        data.truncate(limit.min(usize::MAX as u64) as usize);
+        Ok((data, size))
+    }
     async fn write_file(&self, path: &str, data: &[u8]) -> Result<()>;
     /// Copy a host directory's content into `dest` inside the sandbox.
     async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()>;
@@ -187,6 +196,9 @@ pub struct ProviderOptions {
     pub labels: BTreeMap<String, String>,
     /// Where the local runner makes its temp dirs (default: the system temp dir).
     pub temp_root: Option<std::path::PathBuf>,
+    /// Host paths a local sandbox never shows: the suite (with every task's solution and
+    /// tests), the harness repository.
+    pub hidden: Vec<std::path::PathBuf>,
 }
 
 /// The sandbox provider the runner config asks for: local (bubblewrap auto-detected unless
@@ -211,6 +223,7 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
             let lo = LocalOptions {
                 bwrap: use_bwrap,
                 temp_root: opts.temp_root.clone(),
+                hidden: opts.hidden.clone(),
                 ..LocalOptions::default()
             };
             Ok(Arc::new(LocalProvider::new(lo)))

@@ -1,6 +1,8 @@
 //! The local sandbox: a fresh temp dir per trial, commands in their own process group, inside
-//! bubblewrap when it is available (read-only host filesystem, private `/tmp`, no network unless
-//! the task asks, a PID namespace per exec), with rlimits set before `exec`.
+//! bubblewrap when it is available (no capabilities, only the system directories read-only and
+//! the trial's own directories, private `/tmp`, no network unless the task asks, a PID
+//! namespace per exec), with rlimits set before `exec`. What it shows is one table
+//! ([`super::view::View`]) that also resolves the file tools' paths.
 //!
 //! Every exec's process tree ends with the exec: at its timeout, and when its main process exits
 //! (background children do not outlive the command that started them). Under bubblewrap each
@@ -796,5 +798,26 @@ mod tests {
         assert_eq!(strip_dir_prefix("/app/x", "/app"), Some("x"));
         assert_eq!(strip_dir_prefix("/app", "/app"), Some(""));
         assert_eq!(strip_dir_prefix("/apple", "/app"), None);
+    }
+
+    #[test]
+    fn hidden_paths_under_system_dirs_are_not_bound() {
+        let args = host_tree_args(&["/app".into()], &["/usr/share".into()]);
+        let pairs: Vec<(&str, &str)> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert!(pairs.contains(&("--dir", "/usr")), "{args:?}");
+        assert!(pairs.contains(&("--ro-bind", "/usr/bin")), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a.starts_with("/usr/share")),
+            "{args:?}"
+        );
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "/root" || a == "/run" || a == "/tmp")
+        );
     }
 }

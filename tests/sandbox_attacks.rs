@@ -185,6 +185,16 @@ const ATTACKS: &[Attack] = &[
         expect: &[NotSays(0, "PLANTED-/usr"), NotSays(0, "PLANTED-/bin")],
     },
     Attack {
+        name: "undeletable-verifier-dirs",
+        runners: BOTH,
+        calls: &[Bash(
+            "mkdir -p $HARNESS_TESTS_DIR/a/b $HARNESS_LOGS_DIR/verifier/c/d && echo 1 > \
+             $HARNESS_LOGS_DIR/verifier/c/d/reward.txt && chmod 555 $HARNESS_TESTS_DIR/a \
+             $HARNESS_LOGS_DIR/verifier/c $HARNESS_LOGS_DIR/verifier && echo locked",
+        )],
+        expect: &[Says(0, "locked")],
+    },
+    Attack {
         name: "setsid-survivor",
         runners: BOTH,
         calls: &[Bash(

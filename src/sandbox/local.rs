@@ -653,6 +653,33 @@ impl Sandbox for LocalSandbox {
             .map_err(|e| Error::Internal(format!("copy task panicked: {e}")))?
     }
 
+    async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
+        // From the host, with the runtime's rights: inside bubblewrap, without capabilities, a
+        // directory the agent made read-only could not be emptied.
+        let mut host = Vec::new();
+        for d in dirs {
+            let (h, writable) = self.host_path(d);
+            if !writable || !h.starts_with(&self.root) {
+                return Err(Error::Internal(format!(
+                    "{d} is not a directory of the trial"
+                )));
+            }
+            host.push(h);
+        }
+        tokio::task::spawn_blocking(move || {
+            for h in host {
+                remove_tree(&h)?;
+                std::fs::create_dir_all(&h).at(&h)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reset task panicked: {e}")))?
+        .map_err(|e: Error| {
+            InfraClass::Sandbox.error(format!("clear the verifier's directories: {e}"))
+        })
+    }
+
     async fn destroy(&mut self) -> Result<()> {
         self.kill_all();
         if let Some(t) = self.tmp.take() {
@@ -764,6 +791,24 @@ fn bind_entry(p: &Path, skip: &[String], args: &mut Vec<String>) {
         }
     } else if meta.is_dir() || meta.is_file() {
         args.extend(["--ro-bind".into(), s.clone(), s]);
+    }
+}
+
+/// Remove a tree the agent may have made hard to remove: directories are given write
+/// permission before their entries go (never following a symlink: a link is removed, not its
+/// target).
+fn remove_tree(p: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).at(p)?;
+        for e in std::fs::read_dir(p).at(p)? {
+            remove_tree(&e.at(p)?.path())?;
+        }
+        std::fs::remove_dir(p).at(p)
+    } else {
+        std::fs::remove_file(p).at(p)
     }
 }
 

@@ -94,6 +94,28 @@ pub trait Sandbox: Send + Sync {
     fn solution_dir(&self) -> &str {
         "/solution"
     }
+    /// Empty these directories (made when missing) for the runtime's own use, whatever the
+    /// agent left in them: the verifier's log dir and its tests dir before it runs. The agent
+    /// can make entries that it cannot delete itself (a directory without write permission),
+    /// so a failure here is the sandbox's, and sandboxes that can should reset from outside.
+    async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let list: Vec<String> = dirs.iter().map(|d| q(d)).collect();
+        let cmd = format!(
+            "for d in {l}; do rm -rf \"$d\" && mkdir -p \"$d\" || exit 1; done",
+            l = list.join(" ")
+        );
+        let out = self
+            .exec(ExecRequest::new(cmd, Duration::from_secs(60)))
+            .await?;
+        if !out.success() {
+            return Err(InfraClass::Sandbox.error(format!(
+                "clear the verifier's directories: {}",
+                out.output.trim()
+            )));
+        }
+        Ok(())
+    }
     /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
     /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
     async fn kill_strays(&self) -> Result<()> {

@@ -12,7 +12,8 @@
 //!
 //! Placeholders in the scripted calls, replaced when the suite is made:
 //! `{MARK}` a name unique to this run (files the attacks try to create, their processes),
-//! `{SLEEP}` a unique `sleep` argument, `{SCRATCH}` the test's temp dir on the host (which holds
+//! `{SLEEP}` a unique `sleep` argument, `{HOSTPORT}` a port on the host's loopback where the
+//! test listens, `{SCRATCH}` the test's temp dir on the host (which holds
 //! `{HOME}`, `{REPO}` and `{SUITE}`), `{TASK}` the row's task id, `{CANARY}` the canaries' text.
 
 #[path = "common_eval/mod.rs"]
@@ -193,6 +194,20 @@ const ATTACKS: &[Attack] = &[
              $HARNESS_LOGS_DIR/verifier/c $HARNESS_LOGS_DIR/verifier && echo locked",
         )],
         expect: &[Says(0, "locked")],
+    },
+    Attack {
+        name: "reach-the-host",
+        runners: BOTH,
+        calls: &[
+            Bash(
+                "(exec 3<>/dev/tcp/127.0.0.1/{HOSTPORT}) 2>/dev/null && echo CONNECTED; \
+                 cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep GH_ATTACK; \
+                 ls /proc | grep -cE '^[0-9]+$'; true",
+            ),
+            Read("/proc/1/environ"),
+            Read("/proc/self/environ"),
+        ],
+        expect: &[NotSays(0, "CONNECTED"), ToolError(1), ToolError(2)],
     },
     Attack {
         name: "setsid-survivor",
@@ -414,6 +429,8 @@ struct Fixture {
     canary: String,
     /// Row name → task id.
     tasks: BTreeMap<&'static str, String>,
+    /// A service on the host's loopback that no sandbox should reach.
+    host_service: std::net::TcpListener,
 }
 
 const BUDGET_SEC: u64 = 120;
@@ -436,6 +453,7 @@ impl Fixture {
             secret: format!("SECRET-{:016x}", rand::random::<u64>()),
             canary: format!("CANARY-{:016x}", rand::random::<u64>()),
             tasks: BTreeMap::new(),
+            host_service: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
             _tmp: tmp,
         };
         std::fs::create_dir_all(&f.home).unwrap();
@@ -509,6 +527,10 @@ impl Fixture {
             .replace("{SUITE}", &self.suite.to_string_lossy())
             .replace("{TASK}", task)
             .replace("{CANARY}", &self.canary)
+            .replace(
+                "{HOSTPORT}",
+                &self.host_service.local_addr().unwrap().port().to_string(),
+            )
     }
 
     fn scripts(&self, rows: &[&'static Attack]) -> HashMap<String, Vec<Value>> {

@@ -12,7 +12,7 @@
 //!
 //! Placeholders in the scripted calls, replaced when the suite is made:
 //! `{MARK}` a name unique to this run (files the attacks try to create, their processes),
-//! `{SLEEP}` a unique `sleep` argument, `{HOSTPORT}` a port on the host's loopback where the
+//! `{BIG}` 5 MB of text, `{SLEEP}` a unique `sleep` argument, `{HOSTPORT}` a port on the host's loopback where the
 //! test listens, `{SCRATCH}` the test's temp dir on the host (which holds
 //! `{HOME}`, `{REPO}` and `{SUITE}`), `{TASK}` the row's task id, `{CANARY}` the canaries' text.
 
@@ -210,6 +210,12 @@ const ATTACKS: &[Attack] = &[
         expect: &[NotSays(0, "CONNECTED"), ToolError(1), ToolError(2)],
     },
     Attack {
+        name: "oversized-command",
+        runners: BWRAP,
+        calls: &[Bash(": {BIG}"), Bash("echo still-here")],
+        expect: &[Says(0, "exit code: 126"), Says(1, "still-here")],
+    },
+    Attack {
         name: "setsid-survivor",
         runners: BOTH,
         calls: &[Bash(
@@ -342,6 +348,7 @@ impl Server {
             rt.block_on(async move {
                 let app = Router::new()
                     .route("/v1/chat/completions", post(answer))
+                    .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
                     .with_state(st);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -527,6 +534,7 @@ impl Fixture {
             .replace("{SUITE}", &self.suite.to_string_lossy())
             .replace("{TASK}", task)
             .replace("{CANARY}", &self.canary)
+            .replace("{BIG}", &"x".repeat(5 << 20))
             .replace(
                 "{HOSTPORT}",
                 &self.host_service.local_addr().unwrap().port().to_string(),

@@ -565,9 +565,26 @@ impl Sandbox for LocalSandbox {
             .stdout(writer)
             .stderr(writer2);
         cmd.kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| InfraClass::Sandbox.error(format!("cannot start a command: {e}")))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            // The command itself is too long for the kernel (a single argument is limited to
+            // 128 KiB): the caller's input, answered as a shell answers an exec that fails.
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                return Ok(ExecOutput {
+                    exit_code: Some(126),
+                    output: format!(
+                        "the command is {} bytes, too long to run ({e}); write it to a file and run that",
+                        req.command.len()
+                    ),
+                    truncated: false,
+                    timed_out: false,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            Err(e) => {
+                return Err(InfraClass::Sandbox.error(format!("cannot start a command: {e}")));
+            }
+        };
         // Our copies of the pipe's write end must close, or the reader never sees EOF.
         drop(cmd);
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);

@@ -85,6 +85,17 @@ fn refuse(t: FileType) -> io::Error {
     )
 }
 
+fn readable_without_capabilities(st: &rustix::fs::Stat) -> bool {
+    let mode = st.st_mode;
+    if st.st_uid == rustix::process::geteuid().as_raw() {
+        mode & 0o400 != 0
+    } else if st.st_gid == rustix::process::getegid().as_raw() {
+        mode & 0o040 != 0
+    } else {
+        mode & 0o004 != 0
+    }
+}
+
 /// Where a resolved path ends: the directory holding it and the final name.
 struct Located {
     dir: OwnedFd,
@@ -211,6 +222,11 @@ impl View {
         let t = FileType::from_raw_mode(st.st_mode);
         if t != FileType::RegularFile {
             return Err(refuse(t));
+        }
+        // A command in the sandbox holds no capabilities: of the host's files it reads only
+        // what its permission bits allow, and so does the tool, even when the runtime is root.
+        if !l.writable && !readable_without_capabilities(&st) {
+            return Err(err(io::ErrorKind::PermissionDenied, "permission denied"));
         }
         let mut data = Vec::new();
         std::fs::File::from(fd).take(limit).read_to_end(&mut data)?;

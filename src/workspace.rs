@@ -41,6 +41,11 @@ impl Workspace {
     }
 
     /// Where rebuildable local state lives (`.git/harness/`).
+    /// The repository's git directory (`.git`, or wherever `GIT_DIR` points).
+    pub fn git_dir(&self) -> PathBuf {
+        self.repo.path().to_path_buf()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.repo.path().join("harness")
     }

@@ -439,3 +439,50 @@ fn cli_tasks_check_exit_codes_and_evidence() {
     );
     assert!(stdout.contains("2 tasks checked, 2 broken"), "{stdout}");
 }
+
+async fn file_tools_stay_inside(provider: Arc<dyn SandboxProvider>) {
+    use git_harness::error::Kind;
+    let task = fixture_task("hello-file");
+    let mut sb = provider.create(&task).await.unwrap();
+    let m = format!("gh-file-tools-{}", rand::random::<u32>());
+    let setup = format!(
+        "mkfifo pipe && ln -s /dev/zero zero && ln -s /etc etc && ln -s /nonexistent-{m}/f dangling \
+         && head -c 100000 /dev/zero > big"
+    );
+    let out = sb
+        .exec(ExecRequest::new(setup, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    for path in ["pipe", "zero", "/dev/zero", "etc"] {
+        let e = sb.read_file(path).await.expect_err(path);
+        assert_ne!(e.kind(), Kind::Infra, "{path}: {e}");
+    }
+    for path in [
+        format!("etc/{m}"),
+        "dangling".to_string(),
+        "pipe".to_string(),
+    ] {
+        let e = sb.write_file(&path, b"owned").await.expect_err(&path);
+        assert_ne!(e.kind(), Kind::Infra, "{path}: {e}");
+    }
+    assert!(!std::path::Path::new(&format!("/etc/{m}")).exists());
+    assert!(!std::path::Path::new(&format!("/nonexistent-{m}")).exists());
+    let (head, size) = sb.read_file_capped("big", 10).await.unwrap();
+    assert_eq!((head.len(), size), (10, 100_000));
+    sb.write_file("made/on/the/way.txt", b"ok").await.unwrap();
+    assert_eq!(sb.read_file("made/on/the/way.txt").await.unwrap(), b"ok");
+    sb.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn file_tools_stay_inside_with_bwrap() {
+    if bwrap_or_skip("file_tools_stay_inside_with_bwrap") {
+        file_tools_stay_inside(local(true)).await;
+    }
+}
+
+#[tokio::test]
+async fn file_tools_stay_inside_without_bwrap() {
+    file_tools_stay_inside(local(false)).await;
+}

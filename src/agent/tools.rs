@@ -26,6 +26,9 @@ use crate::model::ToolSpec;
 use crate::sandbox::{ExecRequest, Sandbox};
 
 pub const DEFAULT_MAX_OUTPUT_CHARS: usize = 10_000;
+/// The most `read_file` and `edit` read of a file: a huge file (or a link to one) costs the run
+/// no more than this, and the model is told what was left out.
+pub const MAX_READ_BYTES: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,6 +254,15 @@ pub fn head_tail(s: &str, max: usize) -> (String, bool) {
     )
 }
 
+/// Why a file operation failed, as the model should read it: the sandbox path it gave is
+/// already in the message, so an I/O error shows only its cause.
+fn reason(e: &Error) -> String {
+    match e {
+        Error::Io { source, .. } => source.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// A sandbox failure that is the sandbox's fault (infrastructure), as opposed to a file that
 /// does not exist or cannot be written, which is the agent's business.
 fn is_infra(e: &Error) -> bool {
@@ -293,17 +305,25 @@ pub async fn execute(
         },
         Builtin::ReadFile => match arg(args, name, "path") {
             Err(e) => ToolOutcome::error(format!("error: {e}")),
-            Ok(path) => match sandbox.read_file(path).await {
-                Ok(bytes) => {
+            Ok(path) => match sandbox.read_file_capped(path, MAX_READ_BYTES).await {
+                Ok((bytes, size)) => {
                     let text = String::from_utf8_lossy(&bytes);
-                    let (body, cut) = head_tail(&text, def.max_output_chars);
+                    let (mut body, cut) = head_tail(&text, def.max_output_chars);
+                    let partial = size > bytes.len() as u64;
+                    if partial {
+                        body.push_str(&format!(
+                            "\n[truncated: the file has {size} bytes; read_file reads the first {}; \
+                             use bash (sed -n, tail) for the rest]",
+                            bytes.len()
+                        ));
+                    }
                     ToolOutcome {
-                        truncated: cut,
+                        truncated: cut || partial,
                         ..ToolOutcome::success(body)
                     }
                 }
                 Err(e) if is_infra(&e) => return Err(e),
-                Err(e) => ToolOutcome::error(format!("error: cannot read {path}: {e}")),
+                Err(e) => ToolOutcome::error(format!("error: cannot read {path}: {}", reason(&e))),
             },
         },
         Builtin::WriteFile => match (arg(args, name, "path"), arg(args, name, "content")) {
@@ -363,7 +383,7 @@ async fn write(
     match sandbox.write_file(path, data).await {
         Ok(()) => Ok(Ok(())),
         Err(e) if is_infra(&e) => Err(e),
-        Err(e) => Ok(Err(e.to_string())),
+        Err(e) => Ok(Err(reason(&e))),
     }
 }
 
@@ -377,12 +397,18 @@ async fn edit(
     if old.is_empty() {
         return Ok(ToolOutcome::error("error: `old_text` must not be empty"));
     }
-    let bytes = match sandbox.read_file(path).await {
-        Ok(b) => b,
+    let bytes = match sandbox.read_file_capped(path, MAX_READ_BYTES).await {
+        Ok((b, size)) if size > b.len() as u64 => {
+            return Ok(ToolOutcome::error(format!(
+                "error: {path} has {size} bytes, more than edit reads ({MAX_READ_BYTES}); use bash to change it"
+            )));
+        }
+        Ok((b, _)) => b,
         Err(e) if is_infra(&e) => return Err(e),
         Err(e) => {
             return Ok(ToolOutcome::error(format!(
-                "error: cannot read {path}: {e}"
+                "error: cannot read {path}: {}",
+                reason(&e)
             )));
         }
     };

@@ -167,6 +167,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         } else {
             Bwrap::Auto
         },
+        hidden: vec![dir.clone()],
         ..Default::default()
     };
     let provider = sandbox::provider(&cfg, &opts)?;

@@ -55,6 +55,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         &runner,
         &ProviderOptions {
             bwrap: o.bwrap,
+            hidden: vec![suite_dir.clone(), ws.root(), ws.git_dir()],
             ..Default::default()
         },
     )?;

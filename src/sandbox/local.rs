@@ -1,6 +1,8 @@
 //! The local sandbox: a fresh temp dir per trial, commands in their own process group, inside
-//! bubblewrap when it is available (read-only host filesystem, private `/tmp`, no network unless
-//! the task asks, a PID namespace per exec), with rlimits set before `exec`.
+//! bubblewrap when it is available (no capabilities, only the system directories read-only and
+//! the trial's own directories, private `/tmp`, no network unless the task asks, a PID
+//! namespace per exec), with rlimits set before `exec`. What it shows is one table
+//! ([`super::view::View`]) that also resolves the file tools' paths.
 //!
 //! Every exec's process tree ends with the exec: at its timeout, and when its main process exits
 //! (background children do not outlive the command that started them). Under bubblewrap each
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::output::Capture;
+use super::view::{Mount, SYSTEM_DIRS, View};
 use super::{
     CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider, normalize,
 };
@@ -29,6 +32,39 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Address space above the task's memory: virtual size exceeds resident memory.
 const ADDRESS_SPACE_SLACK_MB: u64 = 1024;
+/// The largest file `read_file` returns whole (the runtime's reads: rewards, reports).
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long one file operation may take before it is given up (a tool error).
+const FILE_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run a file operation on a thread of its own, bounded in time. Not `spawn_blocking`: a
+/// runtime waits for its blocking tasks when it shuts down, so an operation stuck in the kernel
+/// would keep the whole run (and Ctrl-C) waiting; an abandoned thread does not.
+async fn file_op<T: Send + 'static>(
+    path: &str,
+    op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sandbox-file".into())
+        .spawn(move || {
+            let _ = tx.send(op());
+        })
+        .map_err(|e| InfraClass::Sandbox.error(format!("cannot start a file operation: {e}")))?;
+    match tokio::time::timeout(FILE_OP_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r.map_err(|e| Error::io(path, e)),
+        Ok(Err(_)) => Err(Error::Internal(format!(
+            "the file operation on {path} panicked"
+        ))),
+        Err(_) => Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("gave up after {} s", FILE_OP_TIMEOUT.as_secs()),
+            ),
+        )),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -38,6 +74,9 @@ pub struct LocalOptions {
     pub temp_root: Option<PathBuf>,
     /// RLIMIT_NPROC of commands (not enforced for root).
     pub max_processes: Option<u64>,
+    /// Host paths the sandbox must never show (the suite, the harness repository), also when
+    /// they lie inside a directory it shows.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -46,32 +85,45 @@ impl Default for LocalOptions {
             bwrap: bwrap_available(),
             temp_root: None,
             max_processes: Some(4096),
+            hidden: Vec::new(),
         }
     }
 }
 
-/// Whether `bwrap` is on PATH and can make a sandbox here (checked once per process).
+/// Whether `bwrap` is on PATH and can make a least-privilege sandbox here (checked once per
+/// process).
 pub fn bwrap_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        std::process::Command::new("bwrap")
-            .args([
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--unshare-pid",
-            ])
-            .args(["--unshare-net", "--die-with-parent", "true"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+    privilege_args().is_some()
+}
+
+/// The bubblewrap arguments that take every privilege away, as far as this machine allows: a
+/// user namespace in which no further namespace can be made and no capability is held
+/// (`--unshare-user --disable-userns --cap-drop ALL`), else `--cap-drop ALL` alone (no user
+/// namespaces here, so `unshare -r` cannot work either). `None` when bubblewrap cannot run.
+fn privilege_args() -> Option<&'static [&'static str]> {
+    static ARGS: OnceLock<Option<&'static [&'static str]>> = OnceLock::new();
+    *ARGS.get_or_init(|| {
+        const CHOICES: [&[&str]; 2] = [
+            &["--unshare-user", "--disable-userns", "--cap-drop", "ALL"],
+            &["--cap-drop", "ALL"],
+        ];
+        CHOICES.into_iter().find(|privs| {
+            std::process::Command::new("bwrap")
+                .args(*privs)
+                .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+                .args([
+                    "--unshare-pid",
+                    "--unshare-net",
+                    "--die-with-parent",
+                    "true",
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
     })
 }
 
@@ -150,9 +202,21 @@ impl LocalProvider {
             max_processes: self.opts.max_processes,
             live: Arc::new(Mutex::new(HashSet::new())),
             bwrap_root: Vec::new(),
+            view: View::default(),
         };
+        let mut hidden: Vec<String> = self
+            .opts
+            .hidden
+            .iter()
+            .chain(std::iter::once(&base))
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        hidden.sort();
+        hidden.dedup();
+        sb.view = sb.make_view(hidden);
         if sb.bwrap {
-            sb.bwrap_root = host_tree_args(&sb.mount_points());
+            sb.bwrap_root = host_tree_args(&sb.mount_points(), &sb.view.hidden);
         }
         // Seed: environment/workspace/ then environment/setup.sh, per docs/tasks.md.
         if let Some(ws) = &task.workspace_dir {
@@ -233,8 +297,10 @@ pub struct LocalSandbox {
     max_processes: Option<u64>,
     /// Process groups of running execs.
     live: Arc<Mutex<HashSet<i32>>>,
-    /// bubblewrap arguments that lay out the read-only host filesystem.
+    /// bubblewrap arguments that lay out the read-only system directories.
     bwrap_root: Vec<String>,
+    /// What the sandbox shows; the file tools resolve paths in it.
+    view: View,
 }
 
 impl LocalSandbox {
@@ -250,14 +316,55 @@ impl LocalSandbox {
             "/logs".into(),
             "/solution".into(),
             "/tmp".into(),
+            "/var/tmp".into(),
             "/proc".into(),
             "/dev".into(),
+            "/run".into(),
         ]
     }
 
-    /// Sandbox path → (host path, writable). Sandbox paths under the workdir, `/tests`, `/logs`,
-    /// `/solution` (and under bubblewrap `/tmp`) live in the trial's temp dir; in the plain mode
-    /// the nominal paths (`/app`, `/tests`, ...) map there too.
+    /// The sandbox's view: under bubblewrap the system directories read-only and the trial's
+    /// directories read-write (nothing else of the host); in the plain mode the host read-only
+    /// (commands see it anyway) with the trial's directories, under their host paths and their
+    /// nominal ones, read-write.
+    fn make_view(&self, hidden: Vec<String>) -> View {
+        let rw = |at: &str, sub: &str| Mount {
+            at: at.to_string(),
+            host: self.root.join(sub),
+            writable: true,
+        };
+        let mut mounts = vec![
+            rw(&self.task_workdir, "work"),
+            rw("/tests", "tests"),
+            rw("/logs", "logs"),
+            rw("/solution", "solution"),
+        ];
+        if self.bwrap {
+            mounts.push(rw("/tmp", "tmp"));
+            mounts.push(rw("/var/tmp", "tmp"));
+            for d in SYSTEM_DIRS {
+                if Path::new(d).exists() {
+                    mounts.push(Mount {
+                        at: d.to_string(),
+                        host: PathBuf::from(d),
+                        writable: false,
+                    });
+                }
+            }
+        } else {
+            for sub in ["work", "tests", "logs", "solution", "tmp"] {
+                mounts.push(rw(&self.root.join(sub).to_string_lossy(), sub));
+            }
+            mounts.push(Mount {
+                at: "/".into(),
+                host: PathBuf::from("/"),
+                writable: false,
+            });
+        }
+        View { mounts, hidden }
+    }
+
+    /// Sandbox path → host path, for the runtime's own copies into the trial's directories.
     fn host_path(&self, path: &str) -> (PathBuf, bool) {
         let p = normalize(&self.workdir, path);
         let mut maps: Vec<(&str, &str)> = vec![
@@ -282,8 +389,7 @@ impl LocalSandbox {
                 return (h, true);
             }
         }
-        let inside = strip_dir_prefix(&p, &self.root.to_string_lossy()).is_some();
-        (PathBuf::from(p), inside && !self.bwrap)
+        (PathBuf::from(p), false)
     }
 
     fn env(&self, cwd: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
@@ -324,6 +430,7 @@ impl LocalSandbox {
         if self.bwrap {
             let r = |s: &str| self.root.join(s).to_string_lossy().into_owned();
             cmd = tokio::process::Command::new("bwrap");
+            cmd.args(privilege_args().unwrap_or(&["--cap-drop", "ALL"]));
             cmd.args([
                 "--die-with-parent",
                 "--new-session",
@@ -335,8 +442,9 @@ impl LocalSandbox {
                 cmd.arg("--unshare-net");
             }
             cmd.args(&self.bwrap_root);
-            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+            cmd.args(["--proc", "/proc", "--dev", "/dev", "--dir", "/run"]);
             cmd.args(["--bind", &r("tmp"), "/tmp"]);
+            cmd.args(["--bind", &r("tmp"), "/var/tmp"]);
             cmd.args(["--bind", &r("work"), &self.task_workdir]);
             cmd.args(["--bind", &r("tests"), "/tests"]);
             cmd.args(["--bind", &r("logs"), "/logs"]);
@@ -458,9 +566,26 @@ impl Sandbox for LocalSandbox {
             .stdout(writer)
             .stderr(writer2);
         cmd.kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| InfraClass::Sandbox.error(format!("cannot start a command: {e}")))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            // The command itself is too long for the kernel (a single argument is limited to
+            // 128 KiB): the caller's input, answered as a shell answers an exec that fails.
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                return Ok(ExecOutput {
+                    exit_code: Some(126),
+                    output: format!(
+                        "the command is {} bytes, too long to run ({e}); write it to a file and run that",
+                        req.command.len()
+                    ),
+                    truncated: false,
+                    timed_out: false,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            Err(e) => {
+                return Err(InfraClass::Sandbox.error(format!("cannot start a command: {e}")));
+            }
+        };
         // Our copies of the pipe's write end must close, or the reader never sees EOF.
         drop(cmd);
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
@@ -511,19 +636,28 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        let (h, _) = self.host_path(path);
-        tokio::fs::read(&h).await.at(path)
+        let (data, size) = self.read_file_capped(path, MAX_FILE_BYTES).await?;
+        if size > data.len() as u64 {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!("is larger than {MAX_FILE_BYTES} bytes"),
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    async fn read_file_capped(&self, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
+        let (view, cwd, p) = (self.view.clone(), self.workdir.clone(), path.to_string());
+        file_op(path, move || view.read(&cwd, &p, limit)).await
     }
 
     async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
-        let (h, writable) = self.host_path(path);
-        if !writable {
-            return Err(Error::usage(format!("{path} is read-only in the sandbox")));
-        }
-        if let Some(parent) = h.parent() {
-            tokio::fs::create_dir_all(parent).await.at(path)?;
-        }
-        tokio::fs::write(&h, data).await.at(path)
+        let (view, cwd, p) = (self.view.clone(), self.workdir.clone(), path.to_string());
+        let data = data.to_vec();
+        file_op(path, move || view.write(&cwd, &p, &data)).await
     }
 
     async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
@@ -535,6 +669,33 @@ impl Sandbox for LocalSandbox {
         tokio::task::spawn_blocking(move || copy_tree(&src, &h))
             .await
             .map_err(|e| Error::Internal(format!("copy task panicked: {e}")))?
+    }
+
+    async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
+        // From the host, with the runtime's rights: inside bubblewrap, without capabilities, a
+        // directory the agent made read-only could not be emptied.
+        let mut host = Vec::new();
+        for d in dirs {
+            let (h, writable) = self.host_path(d);
+            if !writable || !h.starts_with(&self.root) {
+                return Err(Error::Internal(format!(
+                    "{d} is not a directory of the trial"
+                )));
+            }
+            host.push(h);
+        }
+        tokio::task::spawn_blocking(move || {
+            for h in host {
+                remove_tree(&h)?;
+                std::fs::create_dir_all(&h).at(&h)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reset task panicked: {e}")))?
+        .map_err(|e: Error| {
+            InfraClass::Sandbox.error(format!("clear the verifier's directories: {e}"))
+        })
     }
 
     async fn destroy(&mut self) -> Result<()> {
@@ -607,44 +768,65 @@ fn tail(s: &str, n: usize) -> &str {
     &s[i..]
 }
 
-/// bubblewrap arguments that bind the host filesystem read-only, like `--ro-bind / /`, but
-/// leave room for mount points that do not exist on the host (`/app`, `/tests`, ...): a
-/// directory on the path to a mount point is recreated on the sandbox's tmpfs root and its other
-/// entries are bound one by one.
-fn host_tree_args(mounts: &[String]) -> Vec<String> {
+/// bubblewrap arguments that bind the system directories read-only (`SYSTEM_DIRS`) and nothing
+/// else of the host. A directory on the way to a mount point or a hidden path is recreated on
+/// the sandbox's tmpfs root and its other entries are bound one by one, so `/app` can be
+/// mounted although it does not exist on the host, and a suite under `/usr/local` stays unseen.
+fn host_tree_args(mounts: &[String], hidden: &[String]) -> Vec<String> {
+    let skip: Vec<String> = mounts.iter().chain(hidden).cloned().collect();
     let mut args = Vec::new();
-    walk_host(Path::new("/"), mounts, &mut args);
+    for d in SYSTEM_DIRS {
+        bind_entry(Path::new(d), &skip, &mut args);
+    }
     args
 }
 
-fn walk_host(dir: &Path, mounts: &[String], args: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+fn bind_entry(p: &Path, skip: &[String], args: &mut Vec<String>) {
+    let s = p.to_string_lossy().into_owned();
+    if skip.contains(&s) {
+        return;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
         return;
     };
-    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        let s = p.to_string_lossy().into_owned();
-        if mounts.contains(&s) {
-            continue;
+    if meta.file_type().is_symlink() {
+        if let Ok(t) = std::fs::read_link(p) {
+            args.extend(["--symlink".into(), t.to_string_lossy().into_owned(), s]);
         }
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
+    } else if meta.is_dir()
+        && skip
+            .iter()
+            .any(|m| strip_dir_prefix(m, &s).is_some_and(|r| !r.is_empty()))
+    {
+        args.extend(["--dir".into(), s.clone()]);
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return;
         };
-        if meta.file_type().is_symlink() {
-            if let Ok(t) = std::fs::read_link(&p) {
-                args.extend(["--symlink".into(), t.to_string_lossy().into_owned(), s]);
-            }
-        } else if meta.is_dir()
-            && mounts
-                .iter()
-                .any(|m| strip_dir_prefix(m, &s).is_some_and(|r| !r.is_empty()))
-        {
-            args.extend(["--dir".into(), s.clone()]);
-            walk_host(&p, mounts, args);
-        } else if meta.is_dir() || meta.is_file() {
-            args.extend(["--ro-bind".into(), s.clone(), s]);
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            bind_entry(&e, skip, args);
         }
+    } else if meta.is_dir() || meta.is_file() {
+        args.extend(["--ro-bind".into(), s.clone(), s]);
+    }
+}
+
+/// Remove a tree the agent may have made hard to remove: directories are given write
+/// permission before their entries go (never following a symlink: a link is removed, not its
+/// target).
+fn remove_tree(p: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(p) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).at(p)?;
+        for e in std::fs::read_dir(p).at(p)? {
+            remove_tree(&e.at(p)?.path())?;
+        }
+        std::fs::remove_dir(p).at(p)
+    } else {
+        std::fs::remove_file(p).at(p)
     }
 }
 
@@ -679,5 +861,26 @@ mod tests {
         assert_eq!(strip_dir_prefix("/app/x", "/app"), Some("x"));
         assert_eq!(strip_dir_prefix("/app", "/app"), Some(""));
         assert_eq!(strip_dir_prefix("/apple", "/app"), None);
+    }
+
+    #[test]
+    fn hidden_paths_under_system_dirs_are_not_bound() {
+        let args = host_tree_args(&["/app".into()], &["/usr/share".into()]);
+        let pairs: Vec<(&str, &str)> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert!(pairs.contains(&("--dir", "/usr")), "{args:?}");
+        assert!(pairs.contains(&("--ro-bind", "/usr/bin")), "{args:?}");
+        assert!(
+            !args.iter().any(|a| a.starts_with("/usr/share")),
+            "{args:?}"
+        );
+        assert!(
+            !args
+                .iter()
+                .any(|a| a == "/root" || a == "/run" || a == "/tmp")
+        );
     }
 }

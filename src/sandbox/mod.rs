@@ -18,6 +18,7 @@ pub mod docker;
 pub mod image;
 pub mod local;
 mod output;
+pub mod view;
 
 pub use auto::AutoProvider;
 pub use docker::DockerProvider;
@@ -69,6 +70,14 @@ pub trait Sandbox: Send + Sync {
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutput>;
     /// Paths are absolute inside the sandbox, or relative to `workdir`.
     async fn read_file(&self, path: &str) -> Result<Vec<u8>>;
+    /// Read at most `limit` bytes; returns them and the file's whole size, so a caller can say
+    /// what was cut. Sandboxes that can should bound the read itself.
+    async fn read_file_capped(&self, path: &str, limit: u64) -> Result<(Vec<u8>, u64)> {
+        let mut data = self.read_file(path).await?;
+        let size = data.len() as u64;
+        data.truncate(limit.min(usize::MAX as u64) as usize);
+        Ok((data, size))
+    }
     async fn write_file(&self, path: &str, data: &[u8]) -> Result<()>;
     /// Copy a host directory's content into `dest` inside the sandbox.
     async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()>;
@@ -86,6 +95,28 @@ pub trait Sandbox: Send + Sync {
     /// Where the oracle's solution goes (`$HARNESS_SOLUTION_DIR`).
     fn solution_dir(&self) -> &str {
         "/solution"
+    }
+    /// Empty these directories (made when missing) for the runtime's own use, whatever the
+    /// agent left in them: the verifier's log dir and its tests dir before it runs. The agent
+    /// can make entries that it cannot delete itself (a directory without write permission),
+    /// so a failure here is the sandbox's, and sandboxes that can should reset from outside.
+    async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let list: Vec<String> = dirs.iter().map(|d| q(d)).collect();
+        let cmd = format!(
+            "for d in {l}; do rm -rf \"$d\" && mkdir -p \"$d\" || exit 1; done",
+            l = list.join(" ")
+        );
+        let out = self
+            .exec(ExecRequest::new(cmd, Duration::from_secs(60)))
+            .await?;
+        if !out.success() {
+            return Err(InfraClass::Sandbox.error(format!(
+                "clear the verifier's directories: {}",
+                out.output.trim()
+            )));
+        }
+        Ok(())
     }
     /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
     /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
@@ -189,6 +220,9 @@ pub struct ProviderOptions {
     pub labels: BTreeMap<String, String>,
     /// Where the local runner makes its temp dirs (default: the system temp dir).
     pub temp_root: Option<std::path::PathBuf>,
+    /// Host paths a local sandbox never shows: the suite (with every task's solution and
+    /// tests), the harness repository.
+    pub hidden: Vec<std::path::PathBuf>,
 }
 
 /// The sandbox provider the runner config asks for: local (bubblewrap auto-detected unless
@@ -225,6 +259,7 @@ fn local_provider(opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
     let lo = LocalOptions {
         bwrap: use_bwrap,
         temp_root: opts.temp_root.clone(),
+        hidden: opts.hidden.clone(),
         ..LocalOptions::default()
     };
     Ok(Arc::new(LocalProvider::new(lo)))

@@ -43,21 +43,7 @@ pub async fn verify(
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
     sandbox.kill_strays().await?;
-    let clear = format!(
-        "rm -rf {v} && mkdir -p {v} {l}/agent {t} && find {t} -mindepth 1 -delete",
-        v = q(&vdir),
-        l = q(&logs),
-        t = q(&tests)
-    );
-    let out = sandbox
-        .exec(ExecRequest::new(clear, std::time::Duration::from_secs(60)))
-        .await?;
-    if !out.success() {
-        return Err(InfraClass::Sandbox.error(format!(
-            "clear the verifier's directories: {}",
-            out.output.trim()
-        )));
-    }
+    sandbox.reset_dirs(&[&vdir, &tests]).await?;
     if let Some(dir) = &task.tests_dir {
         sandbox.copy_dir_in(dir, &tests).await?;
     }

@@ -22,3 +22,12 @@ Exit codes:
     3    indecisive (the gate could not decide)
   125    could not test (infrastructure error)
   130    interrupted";
+
+/// How a finished command ended, in words: `exit 1`, `timed out`, `killed by a signal`.
+pub fn describe(code: Option<i32>, timed_out: bool) -> String {
+    match (code, timed_out) {
+        (_, true) => "timed out".to_string(),
+        (Some(c), false) => format!("exit {c}"),
+        (None, false) => "killed by a signal".to_string(),
+    }
+}

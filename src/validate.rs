@@ -136,6 +136,11 @@ pub async fn validate(
     observer: &mut dyn Observer,
 ) -> Result<Validation> {
     let repo = &ws.repo;
+    // A rejection retires the branch: refuse before any trial runs if its checkout could not
+    // be switched to main then.
+    if proposal.state == lineage::ProposalState::Open {
+        lineage::ensure_can_leave(repo, &proposal.refname)?;
+    }
     let mut cfg: GateConfig = ctx.fixed.experiment.gate.clone();
     if let Some(r) = rule {
         cfg.rule = r;
@@ -236,9 +241,7 @@ pub async fn validate(
         &parent_run,
         &candidate_runs,
     );
-    lineage::update_note(repo, proposal.commit, |n| {
-        n.validations.push(record.clone())
-    })?;
+    lineage::update_note(repo, proposal.commit, |n| n.add_validation(record.clone()))?;
     let rejected_ref = if decision.verdict == Verdict::Reject {
         Some(lineage::reject_proposal(repo, proposal, &decision.reason)?)
     } else {

@@ -96,6 +96,26 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             "give no REV, --worktree, --tasks or --trials with it",
         ));
     }
+    // A run of HEAD does not see uncommitted edits; say so rather than evaluate the old files.
+    if !args.worktree && args.resume.is_none() {
+        let rev = args.rev.as_deref().unwrap_or("HEAD");
+        let head = ws.repo.head().ok().and_then(|h| h.target());
+        let target = git_harness::lineage::resolve_commit(&ws.repo, rev)
+            .ok()
+            .map(|c| c.id());
+        if let Some(head) = head
+            && target == Some(head)
+        {
+            let edits = ws.uncommitted_surface_edits()?;
+            if !edits.is_empty() {
+                ui.warn(format!(
+                    "the worktree has uncommitted changes to {}; this run evaluates {} as committed (commit them, or pass --worktree to evaluate the worktree)",
+                    edits.join(", "),
+                    git_harness::lineage::short(head)
+                ));
+            }
+        }
+    }
     let overrides = Overrides {
         runner: args.runner.map(|r| match r {
             RunnerArg::Local => RunnerKind::Local,

@@ -131,7 +131,7 @@ pub fn write_record(
         lineage::update_note(repo, h, |note| {
             for (split, t) in &totals {
                 let (tokens, cost_usd) = version_cost(split);
-                note.runs.push(RunSummary {
+                note.add_run(RunSummary {
                     run: meta.id.clone(),
                     split: split.clone(),
                     fingerprint: meta.fingerprint.clone(),

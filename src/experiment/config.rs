@@ -65,6 +65,12 @@ pub enum Provider {
     Replay,
 }
 
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::yaml::name_of(self))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -196,6 +202,12 @@ pub enum RunnerKind {
     Docker,
     /// Docker for the tasks whose environment needs an image, local for the rest.
     Auto,
+}
+
+impl std::fmt::Display for RunnerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::yaml::name_of(self))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

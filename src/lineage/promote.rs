@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::keys;
 use super::notes::read_note;
-use super::proposal::{Proposal, ProposalState};
+use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
+use super::proposal::{Proposal, ProposalState, mark_promoted};
 use super::trailers::CommitMessage;
 use super::{cas_ref, main_ref, short, signature};
 use crate::error::{Error, GitContext, Result};
@@ -147,6 +148,19 @@ pub fn promote(
     gate_report: &str,
     force_reason: Option<&str>,
 ) -> Result<PromoteOutcome> {
+    if proposal.state == ProposalState::Promoted {
+        return Err(Error::negative(
+            format!(
+                "proposal {} was promoted already ({})",
+                proposal.name(),
+                proposal.display_ref()
+            ),
+            Some(format!(
+                "`git harness why {}` explains that promotion",
+                proposal.name()
+            )),
+        ));
+    }
     if proposal.state == ProposalState::Rejected && force_reason.is_none() {
         return Err(Error::negative(
             format!("proposal {} was rejected", proposal.name()),
@@ -260,6 +274,11 @@ pub fn promote(
         ));
     }
 
+    // The proposal's branch is retired below; refuse now rather than after main moved.
+    if proposal.state == ProposalState::Open {
+        ensure_can_leave(repo, &proposal.refname)?;
+    }
+
     let tree_id = if candidate.parent_id(0).ok() == Some(main.id()) {
         candidate.tree_id()
     } else {
@@ -327,17 +346,14 @@ pub fn promote(
         &format!("git-harness: promote {}", proposal.name()),
     )?;
 
-    // The proposal lives on as main's second parent; its branch is done.
-    if proposal.state == ProposalState::Open
-        && let Ok(mut r) = repo.find_reference(&proposal.refname)
-        && r.target() == Some(proposal.commit)
-    {
-        let _ = r.delete();
-    }
+    // The proposal lives on as main's second parent; its branch moves to
+    // refs/harness/promoted/ (a checkout of it switches to the new main first).
+    let proposal_here = where_checked_out(repo, &proposal.refname) == CheckedOut::Here;
+    let retired = mark_promoted(repo, proposal)?.is_some();
     let worktree_updated = if checked_out {
         update_checked_out_worktree(repo)?
     } else {
-        false
+        proposal_here && retired
     };
     Ok(PromoteOutcome {
         merge,

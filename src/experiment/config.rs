@@ -63,6 +63,8 @@ pub enum Provider {
     /// The simulated model, served over the OpenAI-compatible API on loopback.
     Sim,
     Replay,
+    /// Not chosen yet (`init --suite DIR` writes it): runs refuse until it is set.
+    Unset,
 }
 
 impl std::fmt::Display for Provider {
@@ -401,7 +403,7 @@ impl Experiment {
                     );
                 }
             }
-            Provider::Replay => {}
+            Provider::Replay | Provider::Unset => {}
         }
         if self.suite.path.trim().is_empty() {
             return err(

@@ -50,7 +50,8 @@ fn promote_with_the_proposal_checked_out_and_edited_is_refused() {
     let run = r.harness(&["promote", "1/verify"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
-        run.stderr.contains("checked out and has uncommitted changes")
+        run.stderr
+            .contains("checked out and has uncommitted changes")
             && run.stderr.contains("hint: commit or stash them"),
         "{}",
         run.stderr
@@ -103,7 +104,10 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
         let repo = r.open();
         let main = lineage::main_commit(&repo).expect("main");
         let msg = CommitMessage::new("Combine 2 accepted edits of round 1")
-            .trailer(keys::SURFACE, "prompts/verification.md, prompts/bootstrap.md")
+            .trailer(
+                keys::SURFACE,
+                "prompts/verification.md, prompts/bootstrap.md",
+            )
             .trailer(keys::ROUND, "1");
         lineage::create_merged_proposal(&repo, &main, 1, &[a.clone(), b.clone()], &msg)
             .expect("merge")
@@ -133,10 +137,11 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
         .collect();
     assert_eq!(versions.len(), 3, "{log}");
     let last = versions.last().expect("a version").clone();
-    for name in versions
-        .iter()
-        .map(String::as_str)
-        .chain(["1/merged", "1/verify", "1/bootstrap", "main"])
+    for name in
+        versions
+            .iter()
+            .map(String::as_str)
+            .chain(["1/merged", "1/verify", "1/bootstrap", "main"])
     {
         let show = r.harness(&["show", name]);
         assert_eq!(show.code, 0, "show {name}: {show:#?}");
@@ -159,5 +164,9 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
     // A promoted proposal cannot be promoted again.
     let again = r.harness(&["promote", "1/verify"]);
     assert_eq!(again.code, 1, "{again:#?}");
-    assert!(again.stderr.contains("promoted already"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("promoted already"),
+        "{}",
+        again.stderr
+    );
 }

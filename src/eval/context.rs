@@ -121,7 +121,11 @@ fn sim_on_foreign_tasks(
         "the model is `sim`, the SIMULATED model of the demo suite; it knows nothing of {} task(s) of this suite ({}{}), so its results say nothing about a real model — set model.provider in .harness/experiment.yaml",
         foreign.len(),
         shown.join(", "),
-        if foreign.len() > shown.len() { ", ..." } else { "" }
+        if foreign.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
     ))
 }
 

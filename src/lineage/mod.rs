@@ -142,7 +142,8 @@ pub fn resolve_named<'r>(repo: &'r Repository, name: &str) -> Result<(git2::Comm
     }
     if let Ok(obj) = repo.revparse_single(name) {
         return Ok((
-            obj.peel_to_commit().git(format!("peel {name} to a commit"))?,
+            obj.peel_to_commit()
+                .git(format!("peel {name} to a commit"))?,
             Named::Revision,
         ));
     }

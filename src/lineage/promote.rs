@@ -5,9 +5,9 @@ use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
+use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::keys;
 use super::notes::read_note;
-use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::proposal::{Proposal, ProposalState, mark_promoted};
 use super::trailers::CommitMessage;
 use super::{cas_ref, main_ref, short, signature};

@@ -6,8 +6,8 @@
 use super::Store;
 use git2::{Oid, Repository};
 
-use super::trailers::CommitMessage;
 use super::checkout::leave_branch;
+use super::trailers::CommitMessage;
 use super::{PROMOTED_PREFIX, PROPOSALS_PREFIX, REJECTED_PREFIX, create_ref, signature};
 use crate::error::{Error, GitContext, Result};
 

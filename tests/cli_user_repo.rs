@@ -170,3 +170,58 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
         again.stderr
     );
 }
+
+#[test]
+fn install_man_makes_git_harness_help_work() {
+    let r = Repo::empty();
+    let prefix = r.tmp.path().join("prefix");
+    let run = r
+        .harness_in(
+            r.tmp.path(),
+            &["install-man", "--prefix", prefix.to_str().expect("utf-8")],
+        )
+        .ok();
+    let man1 = prefix.join("share/man/man1");
+    assert!(run.stdout.contains("manual pages in"), "{run:#?}");
+    for (page, title) in [
+        ("git-harness.1", ".TH git-harness 1"),
+        ("git-harness-run.1", ".TH git-harness-run 1"),
+        ("git-harness-install-man.1", ".TH git-harness-install-man 1"),
+    ] {
+        let text = std::fs::read_to_string(man1.join(page)).expect(page);
+        assert!(text.contains(title), "{page}: {text}");
+    }
+    // git answers `git harness --help` with `man git-harness`.
+    let has_man = std::process::Command::new("man")
+        .arg("-w")
+        .arg("man")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_man {
+        eprintln!("man is not installed: checked the installed files only");
+        return;
+    }
+    let manpath = prefix.join("share/man");
+    // The hermetic environment of the fixture, with a pager that prints.
+    let env = r.harness_cmd_in(r.tmp.path(), &[]);
+    let out = std::process::Command::new("git")
+        .args(["harness", "--help"])
+        .envs(
+            env.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env_remove("CI")
+        .env("MANPATH", &manpath)
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .env("MANWIDTH", "100")
+        .current_dir(r.tmp.path())
+        .output()
+        .expect("run git harness --help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("git-harness") && text.contains("SYNOPSIS"),
+        "{text}"
+    );
+}

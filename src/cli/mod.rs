@@ -10,6 +10,7 @@ mod evolve;
 mod export;
 mod image;
 mod init;
+mod install_man;
 mod log;
 mod mine;
 mod output;
@@ -75,6 +76,7 @@ pub enum Command {
     Export(export::Args),
     Report(report::Args),
     Why(why::Args),
+    InstallMan(install_man::Args),
 }
 
 pub fn main() -> i32 {
@@ -119,6 +121,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export::run(&mut ui, a),
         Command::Report(a) => report::run(&mut ui, a),
         Command::Why(a) => why::run(&mut ui, a),
+        Command::InstallMan(a) => install_man::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

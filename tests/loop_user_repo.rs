@@ -241,3 +241,48 @@ fn stored_records_and_messages_carry_no_debug_text() {
     assert!(text.contains("solve.sh exit 3"), "{text}");
     assert!(!text.contains("Some("), "{text}");
 }
+
+#[test]
+fn traces_are_one_step_away() {
+    let repo = Repo::small("minimal");
+    repo.set_experiment("trials", "1");
+    let out = repo
+        .harness(&["run", "--split", "held_in", "--tasks", "word-count"])
+        .ok();
+    let id = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("run id")
+        .to_string();
+
+    let shown = repo.harness(&["trace", &id, "word-count#0"]).ok();
+    assert!(
+        shown.stdout.starts_with(&format!("{id}:word-count#0  ")),
+        "{}",
+        shown.stdout
+    );
+    for part in ["── turn 1", "system:", "── verifier", "ended: "] {
+        assert!(shown.stdout.contains(part), "{part}: {}", shown.stdout);
+    }
+    let joined = repo.harness(&["trace", &format!("{id}:word-count#0")]).ok();
+    assert_eq!(joined.stdout, shown.stdout);
+
+    let atif = repo
+        .harness(&["export", "--atif", &format!("{id}:word-count#0")])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&atif.stdout).expect("json");
+    assert!(v["schema_version"].as_str().is_some(), "{v}");
+
+    // Names that do not resolve are usage errors, not infrastructure errors.
+    repo.harness(&["export", "--atif", "missing-trace.json"])
+        .code(2);
+    let nope = repo.harness(&["trace", &id, "no-such-task#0"]).code(2);
+    assert!(
+        nope.stderr.contains("has no trial no-such-task#0"),
+        "{}",
+        nope.stderr
+    );
+    repo.harness(&["trace", "no-such-run", "word-count#0"])
+        .code(2);
+}

@@ -24,6 +24,7 @@ mod show;
 mod split;
 mod status;
 mod tasks;
+mod trace;
 mod validate;
 mod why;
 
@@ -74,6 +75,7 @@ pub enum Command {
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
+    Trace(trace::Args),
     Report(report::Args),
     Why(why::Args),
     InstallMan(install_man::Args),
@@ -119,6 +121,7 @@ pub fn main() -> i32 {
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),
+        Command::Trace(a) => trace::run(&mut ui, a),
         Command::Report(a) => report::run(&mut ui, a),
         Command::Why(a) => why::run(&mut ui, a),
         Command::InstallMan(a) => install_man::run(&mut ui, a),

@@ -17,7 +17,7 @@ pub const INTERRUPTED: i32 = 130;
 pub const TABLE: &str = "\
 Exit codes:
     0    success, or the gate accepted
-    1    a negative answer (rejected, bad revision, refused promotion)
+    1    a negative answer (rejected; check: below --threshold, bisect's bad; refused promotion)
     2    usage or configuration error
     3    indecisive (the gate could not decide)
   125    could not test (infrastructure error)

@@ -116,6 +116,9 @@ fn run_names_uncommitted_surface_edits_and_worktree_evaluates_them() {
         out.stderr
     );
     assert!(!out.stderr.contains("scratch.txt"), "{}", out.stderr);
+    // The summary line gives the run's wall time; the table's column is the trials' own time.
+    assert!(out.stdout.contains("s wall time)"), "{}", out.stdout);
+    assert!(out.stdout.contains("trial time"), "{}", out.stdout);
 
     let out = repo
         .harness(&[

@@ -164,6 +164,7 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
             "run": o.id,
             "harness": o.harness_commit.to_string(),
             "executed": o.executed,
+            "wall_ms": o.wall_ms,
             "stopped": o.stopped,
             "totals": o.record.totals,
             "results": o.results,
@@ -172,11 +173,12 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
         return;
     }
     ui.out(format!(
-        "Run {} of {} ({} trials executed, {} from cache)",
+        "Run {} of {} ({} trials executed, {} from cache, {:.1}s wall time)",
         o.id,
         &o.harness_commit.to_string()[..10],
         o.executed,
-        o.results.iter().filter(|r| r.cached_from.is_some()).count()
+        o.results.iter().filter(|r| r.cached_from.is_some()).count(),
+        o.wall_ms as f64 / 1000.0
     ));
     print_table(ui, o.record.totals.iter().map(|(k, v)| (k.as_str(), v)));
     if let Some(s) = &o.stopped {
@@ -186,12 +188,12 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
 
 pub fn print_table<'a>(ui: &mut Ui, rows: impl Iterator<Item = (&'a str, &'a Totals)>) {
     ui.out(format!(
-        "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>9}",
-        "split", "pass rate", "passes", "infra", "tokens", "cost", "time"
+        "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>10}",
+        "split", "pass rate", "passes", "infra", "tokens", "cost", "trial time"
     ));
     for (split, t) in rows {
         ui.out(format!(
-            "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>8.1}s",
+            "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>9.1}s",
             split,
             t.pass_rate_text(),
             format!("{}/{}", t.passes, t.trials),

@@ -69,6 +69,8 @@ pub struct RunOutcome {
     pub results: Vec<TrialResult>,
     pub executed: usize,
     pub stopped: Option<String>,
+    /// Wall-clock time of this evaluation (trials run concurrently: less than their sum).
+    pub wall_ms: u64,
 }
 
 /// What a run needs besides the request: the loaded suite, the fingerprint and the trial
@@ -95,6 +97,7 @@ pub async fn evaluate(
     interrupt: Option<watch::Receiver<u8>>,
 ) -> Result<RunOutcome> {
     let repo = &ws.repo;
+    let started = std::time::Instant::now();
     // A resumed run continues what it was asked to do: its revision, splits, tasks, trials
     // and agent come from its journal, whatever the request says.
     let resumed = match &req.resume {
@@ -329,6 +332,7 @@ pub async fn evaluate(
                 results,
                 executed: 0,
                 stopped: None,
+                wall_ms: started.elapsed().as_millis() as u64,
             });
         }
     }
@@ -350,6 +354,7 @@ pub async fn evaluate(
         results,
         executed: finished.executed,
         stopped: finished.stopped,
+        wall_ms: started.elapsed().as_millis() as u64,
     })
 }
 

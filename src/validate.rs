@@ -124,6 +124,7 @@ pub async fn evaluate_parent(
 ) -> Result<RunOutcome> {
     let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
     req.trials = Some(trials);
+    req.reuse_recorded = false;
     evaluate(ws, ctx, &req, observer, None, None).await
 }
 
@@ -200,6 +201,7 @@ pub async fn validate(
         let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
         req.trials = Some(trials);
         req.order = Some(order);
+        req.reuse_recorded = false;
         let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
         executed += cand_out.executed + parent_out.executed;
         cost += cand_out

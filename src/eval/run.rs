@@ -40,6 +40,10 @@ pub struct RunRequest {
     pub allow_test: bool,
     /// Run trials in this order (gate: decisive first); others follow in plan order.
     pub order: Option<Vec<(Split, String, u32)>>,
+    /// A look-up the cache answers completely may return an existing run that holds every
+    /// result instead of recording a new one. Off for validation, whose records name the runs
+    /// it made (their executed trials are what it cost).
+    pub reuse_recorded: bool,
 }
 
 impl RunRequest {
@@ -56,6 +60,7 @@ impl RunRequest {
             resume: None,
             allow_test: false,
             order: None,
+            reuse_recorded: true,
         }
     }
 }
@@ -311,7 +316,7 @@ pub async fn evaluate(
     let partial = finished.stopped.is_some();
     // A look-up answered entirely by results an existing run of this commit already records
     // (mine, check, bisect, report after a run) writes nothing: that run stands for it.
-    if finished.executed == 0 && !partial && req.resume.is_none() {
+    if req.reuse_recorded && finished.executed == 0 && !partial && req.resume.is_none() {
         if let Some((id, run_commit, mut record)) = covering_run(repo, &meta, &results)? {
             Journal::remove(&ctx.state_dir, &meta.id);
             // Totals of what this look-up did: nothing executed, everything cached.

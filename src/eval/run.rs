@@ -316,30 +316,33 @@ pub async fn evaluate(
     let partial = finished.stopped.is_some();
     // A look-up answered entirely by results an existing run of this commit already records
     // (mine, check, bisect, report after a run) writes nothing: that run stands for it.
-    if req.reuse_recorded && finished.executed == 0 && !partial && req.resume.is_none() {
-        if let Some((id, run_commit, mut record)) = covering_run(repo, &meta, &results)? {
-            Journal::remove(&ctx.state_dir, &meta.id);
-            // Totals of what this look-up did: nothing executed, everything cached.
-            let mut by_split: std::collections::BTreeMap<String, Vec<&TrialResult>> =
-                std::collections::BTreeMap::new();
-            for r in &results {
-                by_split.entry(r.split.clone()).or_default().push(r);
-            }
-            record.totals = by_split
-                .into_iter()
-                .map(|(k, v)| (k, super::Totals::of(v)))
-                .collect();
-            return Ok(RunOutcome {
-                id,
-                run_commit,
-                harness_commit: commit.id(),
-                record,
-                results,
-                executed: 0,
-                stopped: None,
-                wall_ms: started.elapsed().as_millis() as u64,
-            });
+    if req.reuse_recorded
+        && finished.executed == 0
+        && !partial
+        && req.resume.is_none()
+        && let Some((id, run_commit, mut record)) = covering_run(repo, &meta, &results)?
+    {
+        Journal::remove(&ctx.state_dir, &meta.id);
+        // Totals of what this look-up did: nothing executed, everything cached.
+        let mut by_split: std::collections::BTreeMap<String, Vec<&TrialResult>> =
+            std::collections::BTreeMap::new();
+        for r in &results {
+            by_split.entry(r.split.clone()).or_default().push(r);
         }
+        record.totals = by_split
+            .into_iter()
+            .map(|(k, v)| (k, super::Totals::of(v)))
+            .collect();
+        return Ok(RunOutcome {
+            id,
+            run_commit,
+            harness_commit: commit.id(),
+            record,
+            results,
+            executed: 0,
+            stopped: None,
+            wall_ms: started.elapsed().as_millis() as u64,
+        });
     }
     let run_commit = write_record(
         repo,
@@ -390,7 +393,11 @@ fn covering_run(
         .collect();
     let mut best: Option<(String, Oid, RunRecord, usize)> = None;
     for (id, oid, _) in lineage::list_runs(repo)? {
-        let Ok((record, recorded)) = super::record::read_run(repo, &id) else {
+        // run.yaml alone decides most candidates; results are read only for those it admits.
+        let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RUN_FILE)? else {
+            continue;
+        };
+        let Ok(record) = serde_yaml::from_slice::<RunRecord>(&bytes) else {
             continue;
         };
         let m = &record.meta;
@@ -402,6 +409,9 @@ fn covering_run(
         {
             continue;
         }
+        let Ok((_, recorded)) = super::record::read_run(repo, &id) else {
+            continue;
+        };
         let held = recorded
             .iter()
             .filter(|r| {

@@ -104,6 +104,8 @@ pub struct PromoteOutcome {
     pub main_before: Oid,
     pub worktree_updated: bool,
     pub record: Option<ValidationRecord>,
+    /// Why the proposal's branch was kept instead of moving to refs/harness/promoted/.
+    pub kept_branch: Option<String>,
 }
 
 /// True when the checked-out worktree has no staged or unstaged changes to tracked files.
@@ -348,8 +350,13 @@ pub fn promote(
 
     // The proposal lives on as main's second parent; its branch moves to
     // refs/harness/promoted/ (a checkout of it switches to the new main first).
+    // Main has moved: a branch that cannot be retired now stays where it is (nothing is lost)
+    // and is reported, rather than failing a promotion that happened.
     let proposal_here = where_checked_out(repo, &proposal.refname) == CheckedOut::Here;
-    let retired = mark_promoted(repo, proposal)?.is_some();
+    let (retired, kept_branch) = match mark_promoted(repo, proposal) {
+        Ok(r) => (r.is_some(), None),
+        Err(e) => (false, Some(e.to_string())),
+    };
     let worktree_updated = if checked_out {
         update_checked_out_worktree(repo)?
     } else {
@@ -360,5 +367,6 @@ pub fn promote(
         main_before: main.id(),
         worktree_updated,
         record,
+        kept_branch,
     })
 }

@@ -219,7 +219,7 @@ fn stored_records_and_messages_carry_no_debug_text() {
     let id = out.stdout.split_whitespace().nth(1).expect("run id");
     let yaml = repo.run_yaml(id);
     assert_eq!(yaml["model"].as_str(), Some("sim/Sim-Quirky-1"), "{yaml:?}");
-    assert_eq!(yaml["runner"].as_str(), Some("local"));
+    assert_eq!(yaml["runner"].as_str(), Some("auto"));
     let status = repo.harness(&["status"]).ok();
     assert!(
         status.stdout.contains("model Sim-Quirky-1 (sim)"),

@@ -122,6 +122,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             RunnerArg::Docker => RunnerKind::Docker,
             RunnerArg::Auto => RunnerKind::Auto,
         }),
+        // The reference solution and the empty agent need no model (also when it is unset).
+        no_model: !git_harness::eval::context::needs_model(args.agent),
         ..Default::default()
     };
     let rt = runtime();

@@ -50,8 +50,37 @@ fn collect(dir: &'static Dir<'static>, base: &Path, out: &mut Vec<(String, &'sta
     }
 }
 
-/// The default `.harness/experiment.yaml`, with `{{ suite }}` to fill in.
+/// The default `.harness/experiment.yaml`, with `{{ suite }}` and `{{ model }}` to fill in.
 pub const EXPERIMENT_TEMPLATE: &str = include_str!("../templates/experiment.yaml");
+
+/// The model of the bundled demo suite: the simulated model and its scenario.
+pub const MODEL_SIM: &str = "\
+  # openai | anthropic | sim | replay. `sim` is a SIMULATED model served on loopback (no network,
+  # no API key) for the demo and tests; see docs/sim-scenarios.md.
+  provider: sim
+  name: sim-quirky-1
+  scenario: builtin:demo
+  # For a real model, e.g.:
+  #   provider: openai
+  #   name: qwen3.5-35b-a3b
+  #   base_url: http://localhost:8000/v1
+  #   api_key_env: OPENAI_API_KEY   # the NAME of the variable, never the key";
+
+/// The model of a user's own suite: not chosen yet, so runs refuse until it is set.
+pub const MODEL_UNSET: &str = "\
+  # The model to evaluate: runs refuse until it is set. Commit the change before `split`.
+  # openai (any OpenAI-compatible server: vLLM, SGLang, Ollama, llama.cpp, hosted APIs), e.g.:
+  #   provider: openai
+  #   name: qwen3.5-35b-a3b
+  #   base_url: http://localhost:8000/v1
+  #   api_key_env: OPENAI_API_KEY   # the NAME of the variable, never the key
+  # anthropic, e.g.:
+  #   provider: anthropic
+  #   name: claude-sonnet-4-5
+  #   api_key_env: ANTHROPIC_API_KEY
+  # (`sim` is the simulated model of the demo suite; it knows nothing of these tasks.)
+  provider: unset
+  name: unset";
 /// The initial `.harness/splits.yaml`.
 pub const SPLITS_TEMPLATE: &str = include_str!("../templates/splits.yaml");
 
@@ -108,6 +137,18 @@ fn walk(dir: &'static Dir<'static>, out: &mut Vec<&'static include_dir::File<'st
     for d in dir.dirs() {
         walk(d, out);
     }
+}
+
+/// The task ids of a bundled suite (empty when there is no such suite).
+pub fn bundled_task_ids(name: &str) -> Vec<&'static str> {
+    SUITES
+        .get_dir(name)
+        .map(|d| {
+            d.dirs()
+                .filter_map(|t| t.path().file_name().and_then(|n| n.to_str()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn bundled_suites() -> Vec<&'static str> {

@@ -17,8 +17,17 @@ pub const INTERRUPTED: i32 = 130;
 pub const TABLE: &str = "\
 Exit codes:
     0    success, or the gate accepted
-    1    a negative answer (rejected, bad revision, refused promotion)
+    1    a negative answer (rejected; check: below --threshold, bisect's bad; refused promotion)
     2    usage or configuration error
     3    indecisive (the gate could not decide)
   125    could not test (infrastructure error)
   130    interrupted";
+
+/// How a finished command ended, in words: `exit 1`, `timed out`, `killed by a signal`.
+pub fn describe(code: Option<i32>, timed_out: bool) -> String {
+    match (code, timed_out) {
+        (_, true) => "timed out".to_string(),
+        (Some(c), false) => format!("exit {c}"),
+        (None, false) => "killed by a signal".to_string(),
+    }
+}

@@ -124,6 +124,7 @@ pub async fn evaluate_parent(
 ) -> Result<RunOutcome> {
     let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
     req.trials = Some(trials);
+    req.reuse_recorded = false;
     evaluate(ws, ctx, &req, observer, None, None).await
 }
 
@@ -136,6 +137,11 @@ pub async fn validate(
     observer: &mut dyn Observer,
 ) -> Result<Validation> {
     let repo = &ws.repo;
+    // A rejection retires the branch: refuse before any trial runs if its checkout could not
+    // be switched to main then.
+    if proposal.state == lineage::ProposalState::Open {
+        lineage::ensure_can_leave(repo, &proposal.refname)?;
+    }
     let mut cfg: GateConfig = ctx.fixed.experiment.gate.clone();
     if let Some(r) = rule {
         cfg.rule = r;
@@ -195,6 +201,7 @@ pub async fn validate(
         let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
         req.trials = Some(trials);
         req.order = Some(order);
+        req.reuse_recorded = false;
         let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
         executed += cand_out.executed + parent_out.executed;
         cost += cand_out
@@ -236,9 +243,7 @@ pub async fn validate(
         &parent_run,
         &candidate_runs,
     );
-    lineage::update_note(repo, proposal.commit, |n| {
-        n.validations.push(record.clone())
-    })?;
+    lineage::update_note(repo, proposal.commit, |n| n.add_validation(record.clone()))?;
     let rejected_ref = if decision.verdict == Verdict::Reject {
         Some(lineage::reject_proposal(repo, proposal, &decision.reason)?)
     } else {

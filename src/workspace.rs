@@ -75,6 +75,35 @@ impl Workspace {
         Ok(Fixed { experiment, splits })
     }
 
+    /// Harness files (the manifest and paths its declared surfaces match) that the worktree
+    /// changes against HEAD, staged, unstaged or new: what a run of HEAD would not see.
+    pub fn uncommitted_surface_edits(&self) -> Result<Vec<String>> {
+        let repo = &self.repo;
+        if repo.is_bare() {
+            return Ok(Vec::new());
+        }
+        let Ok(head) = repo.head().and_then(|h| h.peel_to_commit()) else {
+            return Ok(Vec::new());
+        };
+        let Ok(harness) = crate::harness::Harness::from_commit(repo, &head) else {
+            return Ok(Vec::new());
+        };
+        let mut opts = git2::StatusOptions::new();
+        opts.include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false);
+        let statuses = repo.statuses(Some(&mut opts)).git("read worktree status")?;
+        let mut out: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.status() != git2::Status::CURRENT)
+            .filter_map(|s| s.path().ok().map(str::to_string))
+            .filter(|p| p == crate::harness::MANIFEST || harness.surface_for(p).is_some())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The fixed state on main.
     pub fn fixed_on_main(&self) -> Result<Fixed> {
         let main = lineage::main_commit(&self.repo)?;

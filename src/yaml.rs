@@ -62,3 +62,12 @@ pub fn line_of_value(text: &str, value: &str) -> Option<usize> {
 pub fn to_string<T: serde::Serialize>(value: &T) -> String {
     serde_yaml::to_string(value).expect("our config types serialize to YAML")
 }
+
+/// The name a unit enum variant is stored under (its serde name), for messages and records:
+/// `sim`, never Rust's `Sim`.
+pub fn name_of<T: serde::Serialize>(v: &T) -> String {
+    match serde_yaml::to_value(v) {
+        Ok(serde_yaml::Value::String(s)) => s,
+        _ => "?".to_string(),
+    }
+}

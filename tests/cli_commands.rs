@@ -107,7 +107,7 @@ fn log_shows_main_lineage() {
 }
 
 #[test]
-fn log_all_lists_open_and_rejected_proposals() {
+fn log_all_lists_open_rejected_and_promoted_proposals() {
     let r = populated();
     let run = r.harness(&["log", "--all"]);
     insta::assert_snapshot!("log_all", r.snapshot(&run));
@@ -119,7 +119,8 @@ fn log_json_is_valid() {
     let run = r.harness(&["log", "--all", "--format", "json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
     assert_eq!(v["versions"].as_array().map(Vec::len), Some(3));
-    assert_eq!(v["proposals"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["proposals"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["proposals"][0]["state"], "promoted");
     assert_eq!(v["versions"][2]["verdict"], "accept");
 }
 

@@ -101,6 +101,54 @@ fn demo_improves_the_harness_and_reports_the_sealed_test_split() {
     let checklist = figures(&out.stdout, "baseline checklist");
     assert!(lineage.2 > 0 && lineage.2 == checklist.2, "{}", out.stdout);
 
+    // Every name the demo, `log --all` and `why` print is accepted by `show`.
+    let all = repo.harness(&["log", "--all"]).ok().stdout;
+    let mut names: Vec<String> = Vec::new();
+    let proposal_re = regex::Regex::new(r"(?:^|[\s(])(\d+/[a-z][a-z0-9-]*)").unwrap();
+    let version_re = regex::Regex::new(r"(?m)^(v\d+)\s+([0-9a-f]{10})").unwrap();
+    let run_re = regex::Regex::new(r"refs/harness/runs/([0-9A-Za-z-]+)").unwrap();
+    for text in [&out.stdout, &out.stderr, &all] {
+        names.extend(proposal_re.captures_iter(text).map(|c| c[1].to_string()));
+    }
+    let versions: Vec<String> = version_re
+        .captures_iter(&all)
+        .flat_map(|c| [c[1].to_string(), c[2].to_string()])
+        .collect();
+    names.extend(versions.iter().cloned());
+    for v in versions.iter().filter(|v| v.starts_with('v')) {
+        let why = repo.harness(&["why", v]);
+        if why.code != 0 {
+            continue; // not a promotion (v0, the split commit)
+        }
+        names.extend(
+            proposal_re
+                .captures_iter(&why.stdout)
+                .map(|c| c[1].to_string()),
+        );
+        names.extend(run_re.captures_iter(&why.stdout).map(|c| c[1].to_string()));
+    }
+    names.sort();
+    names.dedup();
+    assert!(
+        names.iter().any(|n| n.contains('/')) && names.iter().any(|n| n.starts_with('v')),
+        "{names:?}"
+    );
+    for name in &names {
+        let show = repo.harness(&["show", name]);
+        assert_eq!(show.code, 0, "show {name}: {}", show.stderr);
+    }
+
+    // Look-ups the cache answers completely write nothing (the first may fill the cache).
+    repo.harness(&["mine"]).ok();
+    let refs = || repo.git(&["for-each-ref", "--format=%(objectname) %(refname)"]);
+    let before = refs();
+    repo.harness(&["mine"]).ok();
+    repo.harness(&["report"]).ok();
+    let check = repo.harness(&["check"]);
+    assert!(check.code == 0 || check.code == 1, "{}", check.stderr);
+    assert_eq!(refs(), before, "cached look-ups wrote refs or notes");
+
+    eprintln!("[demo] {} names resolved by show", names.len());
     eprintln!(
         "[demo] wall {wall:.0} s; held_in {:.1}% -> {:.1}%, validation {:.1}% -> {:.1}%; \
          test: lineage {:.1}% ({}/{}), checklist {:.1}% ({}/{}); {} promotion(s), rounds {rounds:?}",

@@ -82,6 +82,9 @@ pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result
     let rt = runtime();
     let t = rt.block_on(async {
         let ctx = open_context(&ws, &Overrides::default()).await?;
+        for w in &ctx.warnings {
+            ui.warn(w);
+        }
         let mut req = RunRequest::new(rev.to_string(), vec![split]);
         req.tasks = tasks.map(str::to_string);
         let mut bar = Bar::new(ui.progress, "check");

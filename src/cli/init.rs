@@ -30,7 +30,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let out = init(&InitOptions {
         dir,
         template: args.template.clone(),
-        suite: args.suite,
+        suite: args.suite.clone(),
     })?;
     let verb = if out.created_repo {
         "Created"
@@ -48,6 +48,12 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         out.written.len(),
         out.kept.len()
     ));
-    ui.note("next: `git harness split` to fix the held_in / validation / test splits");
+    if args.suite == "builtin:demo" {
+        ui.note("next: `git harness split` to fix the held_in / validation / test splits");
+    } else {
+        ui.note(
+            "next: set the model in .harness/experiment.yaml (it is unset; examples are in its comments), commit it, then `git harness split`",
+        );
+    }
     Ok(exit::SUCCESS)
 }

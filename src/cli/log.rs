@@ -1,7 +1,7 @@
 //! `git harness log`: the lineage of main.
 
 use git_harness::lineage::history::{Version, versions};
-use git_harness::lineage::{self, NOTES_REF, ProposalState, RunSummary};
+use git_harness::lineage::{self, NOTES_REF, RunSummary};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 use serde::Serialize;
@@ -11,7 +11,8 @@ use super::Ui;
 /// Show the lineage of main: each version, each promotion's surface and per-split pass rates.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Also list open and rejected proposals.
+    /// Also list every proposal: open, rejected, and promoted (also those a merged candidate
+    /// combined).
     #[arg(long)]
     pub all: bool,
     #[arg(long, value_enum, default_value = "text")]
@@ -44,10 +45,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             .into_iter()
             .map(|p| ProposalRow {
                 name: p.name(),
-                state: match p.state {
-                    ProposalState::Open => "open",
-                    ProposalState::Rejected => "rejected",
-                },
+                state: p.state.as_str(),
                 commit: p.commit.to_string(),
                 subject: p.message.subject.clone(),
                 surface: p.message.get(lineage::keys::SURFACE).map(str::to_string),
@@ -68,11 +66,12 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if args.all {
         ui.out("");
         if proposals.is_empty() {
-            ui.out("No open or rejected proposals.");
+            ui.out("No proposals.");
         }
         for p in &proposals {
             let state = match p.state {
                 "open" => ui.paint("33", "open    "),
+                "promoted" => ui.paint("32", "promoted"),
                 _ => ui.paint("31", "rejected"),
             };
             ui.out(format!("{state} {:<28} {}", p.name, p.subject));

@@ -47,6 +47,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             let rt = runtime();
             rt.block_on(async {
                 let ctx = open_context(&ws, &Overrides::default()).await?;
+                for w in &ctx.warnings {
+                    ui.warn(w);
+                }
                 let mut bar = Bar::new(ui.progress, "held_in");
                 let b = mine_rev(&ws, &ctx, &rev, &mut bar).await;
                 bar.finish();

@@ -10,6 +10,7 @@ mod evolve;
 mod export;
 mod image;
 mod init;
+mod install_man;
 mod log;
 mod mine;
 mod output;
@@ -23,6 +24,7 @@ mod show;
 mod split;
 mod status;
 mod tasks;
+mod trace;
 mod validate;
 mod why;
 
@@ -73,8 +75,10 @@ pub enum Command {
     Tasks(tasks::Args),
     Image(image::Args),
     Export(export::Args),
+    Trace(trace::Args),
     Report(report::Args),
     Why(why::Args),
+    InstallMan(install_man::Args),
 }
 
 pub fn main() -> i32 {
@@ -117,8 +121,10 @@ pub fn main() -> i32 {
         Command::Tasks(a) => tasks::run(&mut ui, a),
         Command::Image(a) => image::run(&mut ui, a),
         Command::Export(a) => export::run(&mut ui, a),
+        Command::Trace(a) => trace::run(&mut ui, a),
         Command::Report(a) => report::run(&mut ui, a),
         Command::Why(a) => why::run(&mut ui, a),
+        Command::InstallMan(a) => install_man::run(&mut ui, a),
     };
     match result {
         Ok(code) => code,

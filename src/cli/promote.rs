@@ -65,6 +65,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if force.is_some() {
         ui.warn("promoted WITHOUT an accepting validation record (Harness-Override recorded)");
     }
+    if let Some(why) = &out.kept_branch {
+        ui.warn(format!("kept the branch {}: {why}", proposal.display_ref()));
+    }
     if out.worktree_updated {
         ui.note("updated the checked-out worktree");
     }

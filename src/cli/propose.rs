@@ -42,6 +42,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let rt = runtime();
     let out = rt.block_on(async {
         let ctx = open_context(&ws, &Overrides::default()).await?;
+        for w in &ctx.warnings {
+            ui.warn(w);
+        }
         let e = &ctx.fixed.experiment;
         let proposer = match args.proposer {
             Some(ProposerArg::Model) => ProposerKind::Model,

@@ -17,6 +17,9 @@ pub fn run_final(ui: &mut Ui, rev: Option<String>, baselines: &[String]) -> Resu
     let rt = runtime();
     let out = rt.block_on(async {
         let ctx = open_context(&ws, &Overrides::default()).await?;
+        for w in &ctx.warnings {
+            ui.warn(w);
+        }
         let mut bar = Bar::new(ui.progress, "test");
         let r = open_test_split(&ws, &ctx, &rev, baselines, &mut bar).await;
         bar.finish();

@@ -96,12 +96,34 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             "give no REV, --worktree, --tasks or --trials with it",
         ));
     }
+    // A run of HEAD does not see uncommitted edits; say so rather than evaluate the old files.
+    if !args.worktree && args.resume.is_none() {
+        let rev = args.rev.as_deref().unwrap_or("HEAD");
+        let head = ws.repo.head().ok().and_then(|h| h.target());
+        let target = git_harness::lineage::resolve_commit(&ws.repo, rev)
+            .ok()
+            .map(|c| c.id());
+        if let Some(head) = head
+            && target == Some(head)
+        {
+            let edits = ws.uncommitted_surface_edits()?;
+            if !edits.is_empty() {
+                ui.warn(format!(
+                    "the worktree has uncommitted changes to {}; this run evaluates {} as committed (commit them, or pass --worktree to evaluate the worktree)",
+                    edits.join(", "),
+                    git_harness::lineage::short(head)
+                ));
+            }
+        }
+    }
     let overrides = Overrides {
         runner: args.runner.map(|r| match r {
             RunnerArg::Local => RunnerKind::Local,
             RunnerArg::Docker => RunnerKind::Docker,
             RunnerArg::Auto => RunnerKind::Auto,
         }),
+        // The reference solution and the empty agent need no model (also when it is unset).
+        no_model: !git_harness::eval::context::needs_model(args.agent),
         ..Default::default()
     };
     let rt = runtime();
@@ -144,6 +166,7 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
             "run": o.id,
             "harness": o.harness_commit.to_string(),
             "executed": o.executed,
+            "wall_ms": o.wall_ms,
             "stopped": o.stopped,
             "totals": o.record.totals,
             "results": o.results,
@@ -152,11 +175,12 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
         return;
     }
     ui.out(format!(
-        "Run {} of {} ({} trials executed, {} from cache)",
+        "Run {} of {} ({} trials executed, {} from cache, {:.1}s wall time)",
         o.id,
         &o.harness_commit.to_string()[..10],
         o.executed,
-        o.results.iter().filter(|r| r.cached_from.is_some()).count()
+        o.results.iter().filter(|r| r.cached_from.is_some()).count(),
+        o.wall_ms as f64 / 1000.0
     ));
     print_table(ui, o.record.totals.iter().map(|(k, v)| (k.as_str(), v)));
     if let Some(s) = &o.stopped {
@@ -166,12 +190,12 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
 
 pub fn print_table<'a>(ui: &mut Ui, rows: impl Iterator<Item = (&'a str, &'a Totals)>) {
     ui.out(format!(
-        "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>9}",
-        "split", "pass rate", "passes", "infra", "tokens", "cost", "time"
+        "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>10}",
+        "split", "pass rate", "passes", "infra", "tokens", "cost", "trial time"
     ));
     for (split, t) in rows {
         ui.out(format!(
-            "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>8.1}s",
+            "  {:<11} {:>9} {:>10} {:>6} {:>10} {:>9} {:>9.1}s",
             split,
             t.pass_rate_text(),
             format!("{}/{}", t.passes, t.trials),

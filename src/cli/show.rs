@@ -2,7 +2,7 @@
 
 use git_harness::lineage::history::tree_diff;
 use git_harness::lineage::trailers::CommitMessage;
-use git_harness::lineage::{self, ProposalState};
+use git_harness::lineage::{self, Named};
 use git_harness::report::data::{Gated, RunCache, gated};
 use git_harness::report::{self, why};
 use git_harness::workspace::Workspace;
@@ -14,32 +14,25 @@ use super::Ui;
 /// diff against its parent, and validation results when present.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A proposal (`<round>/<slug>`, its branch, a rejected ref) or a revision.
+    /// A proposal (`<round>/<slug>`, its branch, a rejected or promoted ref), a version (`v3`),
+    /// a run id, or a revision.
     pub proposal: String,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = Workspace::open()?;
     let repo = &ws.repo;
-    let (commit, label) = match lineage::resolve_proposal(repo, &args.proposal) {
-        Ok(p) => {
-            let state = match p.state {
-                ProposalState::Open => "open",
-                ProposalState::Rejected => "rejected",
-            };
-            (
-                repo.find_commit(p.commit)
-                    .map_err(|e| git_harness::Error::Git {
-                        context: "read proposal".into(),
-                        source: e,
-                    })?,
-                format!("proposal {} ({state}, {})", p.name(), p.display_ref()),
-            )
-        }
-        Err(_) => {
-            let c = lineage::resolve_commit(repo, &args.proposal)?;
-            (c, "commit".to_string())
-        }
+    let (commit, named) = lineage::resolve_named(repo, &args.proposal)?;
+    let label = match &named {
+        Named::Proposal(p) => format!(
+            "proposal {} ({}, {})",
+            p.name(),
+            p.state.as_str(),
+            p.display_ref()
+        ),
+        Named::Version(n) => format!("version v{n}"),
+        Named::Run(id) => format!("commit evaluated by run {id}"),
+        Named::Revision => "commit".to_string(),
     };
     let msg = CommitMessage::parse(commit.message().unwrap_or_default())?;
     ui.out(ui.paint("1", &format!("{label}  {}", lineage::short(commit.id()))));

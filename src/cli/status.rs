@@ -23,7 +23,7 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     ));
     match ws.fingerprint(&fixed) {
         Ok(fp) => ui.out(format!(
-            "experiment {fp}  model {} ({:?})  suite {}",
+            "experiment {fp}  model {} ({})  suite {}",
             fixed.experiment.model.name,
             fixed.experiment.model.provider,
             fixed.experiment.suite.path
@@ -46,11 +46,17 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
         .iter()
         .filter(|p| p.state == ProposalState::Open)
         .collect();
-    let rejected = props.len() - open.len();
+    let count = |state| props.iter().filter(|p| p.state == state).count();
+    let promoted = count(ProposalState::Promoted);
     ui.out(format!(
-        "proposals {} open, {} rejected",
+        "proposals {} open, {} rejected{}",
         open.len(),
-        rejected
+        count(ProposalState::Rejected),
+        if promoted > 0 {
+            format!(", {promoted} promoted")
+        } else {
+            String::new()
+        }
     ));
     for p in open {
         ui.out(format!("  {:<28} {}", p.name(), p.message.subject));

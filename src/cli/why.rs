@@ -12,8 +12,8 @@ use super::show::print_gated;
 /// rule, and what the validation cost.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The promotion: its merge commit, its version (`v3`) or the promoted proposal
-    /// (`<round>/<slug>`).
+    /// The promotion: its merge commit, its version (`v3`), the promoted proposal
+    /// (`<round>/<slug>`), or a proposal that a promoted merged candidate combined.
     pub promotion: String,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,

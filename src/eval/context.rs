@@ -63,6 +63,9 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     if let Some(w) = provider.isolation_warning() {
         warnings.push(w);
     }
+    if let Some(w) = sim_on_foreign_tasks(&fixed.experiment, &suite) {
+        warnings.push(w);
+    }
     let connected = if o.no_model {
         None
     } else {
@@ -92,6 +95,38 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         },
         _model: connected,
     })
+}
+
+/// The simulated model scripts the bundled demo suite only; on any other task its pass rates say
+/// nothing about a real model.
+fn sim_on_foreign_tasks(
+    experiment: &crate::experiment::Experiment,
+    suite: &crate::task::Suite,
+) -> Option<String> {
+    if experiment.model.provider != crate::experiment::Provider::Sim {
+        return None;
+    }
+    let demo = crate::assets::bundled_task_ids("demo");
+    let foreign: Vec<&str> = suite
+        .tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|id| !demo.contains(id))
+        .collect();
+    if foreign.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = foreign.iter().take(3).copied().collect();
+    Some(format!(
+        "the model is `sim`, the SIMULATED model of the demo suite; it knows nothing of {} task(s) of this suite ({}{}), so its results say nothing about a real model — set model.provider in .harness/experiment.yaml",
+        foreign.len(),
+        shown.join(", "),
+        if foreign.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    ))
 }
 
 /// Whether a run with this agent needs the model.

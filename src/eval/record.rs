@@ -131,7 +131,7 @@ pub fn write_record(
         lineage::update_note(repo, h, |note| {
             for (split, t) in &totals {
                 let (tokens, cost_usd) = version_cost(split);
-                note.runs.push(RunSummary {
+                note.add_run(RunSummary {
                     run: meta.id.clone(),
                     split: split.clone(),
                     fingerprint: meta.fingerprint.clone(),
@@ -193,6 +193,84 @@ pub fn read_trace(
         return Ok(Some(b));
     }
     Ok(std::fs::read(Journal::dir_for(state_dir, src).join(path)).ok())
+}
+
+/// One trial of a recorded run, as users name it: `<run>:<task>#<n>` (`#<n>` the trial index,
+/// as mining's evidence prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialRef {
+    pub run: String,
+    pub task: String,
+    pub trial: u32,
+}
+
+impl TrialRef {
+    /// Parse `<run>:<task>#<n>`; `None` when `s` does not have that shape.
+    pub fn parse(s: &str) -> Option<TrialRef> {
+        let (run, rest) = s.split_once(':')?;
+        let (task, trial) = Self::parse_task(rest)?;
+        (!run.is_empty()).then(|| TrialRef {
+            run: run.to_string(),
+            task,
+            trial,
+        })
+    }
+
+    /// Parse `<task>#<n>` (a bare `<task>` means trial 0).
+    pub fn parse_task(s: &str) -> Option<(String, u32)> {
+        let (task, trial) = match s.rsplit_once('#') {
+            Some((t, n)) => (t, n.parse::<u32>().ok()?),
+            None => (s, 0),
+        };
+        (!task.is_empty()).then(|| (task.to_string(), trial))
+    }
+}
+
+impl std::fmt::Display for TrialRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}#{}", self.run, self.task, self.trial)
+    }
+}
+
+/// The trace of one trial of a recorded run (from the run that executed it, when it was
+/// reused from the cache).
+pub fn trial_trace(
+    repo: &Repository,
+    state_dir: &Path,
+    at: &TrialRef,
+) -> Result<(TrialResult, crate::agent::Trace)> {
+    let (_, results) = read_run(repo, &at.run)?;
+    let Some(result) = results
+        .iter()
+        .find(|r| r.task == at.task && r.trial == at.trial)
+    else {
+        let mut tasks: Vec<String> = results
+            .iter()
+            .map(|r| format!("{}#{}", r.task, r.trial))
+            .collect();
+        tasks.truncate(6);
+        return Err(Error::usage_hint(
+            format!("run {} has no trial {}#{}", at.run, at.task, at.trial),
+            format!(
+                "its trials are named like {}",
+                if tasks.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    tasks.join(", ")
+                }
+            ),
+        ));
+    };
+    let bytes = read_trace(repo, state_dir, &at.run, result)?.ok_or_else(|| {
+        Error::usage(format!(
+            "trial {at} left no trace ({})",
+            result.error.as_deref().unwrap_or("the agent did not run")
+        ))
+    })?;
+    let trace: crate::agent::Trace = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Internal(format!("the trace of {at} is not a git-harness trace: {e}"))
+    })?;
+    Ok((result.clone(), trace))
 }
 
 pub fn now() -> String {

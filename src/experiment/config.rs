@@ -63,6 +63,14 @@ pub enum Provider {
     /// The simulated model, served over the OpenAI-compatible API on loopback.
     Sim,
     Replay,
+    /// Not chosen yet (`init --suite DIR` writes it): runs refuse until it is set.
+    Unset,
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::yaml::name_of(self))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +204,12 @@ pub enum RunnerKind {
     Docker,
     /// Docker for the tasks whose environment needs an image, local for the rest.
     Auto,
+}
+
+impl std::fmt::Display for RunnerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::yaml::name_of(self))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -389,7 +403,7 @@ impl Experiment {
                     );
                 }
             }
-            Provider::Replay => {}
+            Provider::Replay | Provider::Unset => {}
         }
         if self.suite.path.trim().is_empty() {
             return err(

@@ -56,7 +56,16 @@ pub fn init(opts: &InitOptions) -> Result<InitOutcome> {
     }
 
     let suite = suite_for_config(&opts.suite, &root)?;
-    let experiment_text = assets::EXPERIMENT_TEMPLATE.replace("{{ suite }}", &suite);
+    // The simulated model only knows the bundled demo suite; any other suite starts with the
+    // model unset, so nothing runs on a stand-in by accident.
+    let model = if suite == "builtin:demo" {
+        assets::MODEL_SIM
+    } else {
+        assets::MODEL_UNSET
+    };
+    let experiment_text = assets::EXPERIMENT_TEMPLATE
+        .replace("{{ suite }}", &suite)
+        .replace("{{ model }}", model);
     let mut planned: Vec<(String, String)> = files
         .iter()
         .map(|(p, c)| (p.clone(), c.to_string()))

@@ -2,6 +2,7 @@
 //! rejected refs, the test log, and compare-and-swap promotion merges. This is the only module
 //! that writes to the repository.
 
+mod checkout;
 mod commit;
 pub mod history;
 mod notes;
@@ -12,6 +13,7 @@ pub mod trailers;
 
 use git2::{Oid, Repository, Signature};
 
+pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{HarnessNote, RunSummary, read_note, update_note};
 pub use promote::{
@@ -32,6 +34,7 @@ use crate::error::{Error, GitContext, Result};
 pub const DEFAULT_MAIN: &str = "main";
 pub const PROPOSALS_PREFIX: &str = "refs/heads/harness/proposals/";
 pub const REJECTED_PREFIX: &str = "refs/harness/rejected/";
+pub const PROMOTED_PREFIX: &str = "refs/harness/promoted/";
 pub const RUNS_PREFIX: &str = "refs/harness/runs/";
 pub const TEST_LOG_REF: &str = "refs/harness/test-log";
 pub const NOTES_REF: &str = "refs/notes/harness";
@@ -117,18 +120,80 @@ pub fn main_commit(repo: &Repository) -> Result<git2::Commit<'_>> {
     r.peel_to_commit().git(format!("read {name}"))
 }
 
-/// Resolve a revision (`main`, `HEAD~2`, an oid, a proposal name) to a commit.
-pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>> {
-    if let Ok(p) = resolve_proposal(repo, rev) {
-        return repo.find_commit(p.commit).git("read proposal commit");
+/// What a name given on the command line stands for.
+#[derive(Debug, Clone)]
+pub enum Named {
+    /// A proposal: open, rejected or promoted.
+    Proposal(Proposal),
+    /// `v<N>`: the N-th commit of main's first-parent history (v0 the root), as `log` numbers them.
+    Version(usize),
+    /// A run id: the harness commit the run evaluated.
+    Run(String),
+    /// Anything git resolves: a branch, a tag, a hash, `HEAD~2`.
+    Revision,
+}
+
+/// Resolve any name the tool prints — a proposal (`<round>/<slug>`, its branch or ref), a
+/// version (`v3`), a run id, or a git revision — to a commit and what the name was.
+pub fn resolve_named<'r>(repo: &'r Repository, name: &str) -> Result<(git2::Commit<'r>, Named)> {
+    if let Ok(p) = resolve_proposal(repo, name) {
+        let c = repo.find_commit(p.commit).git("read proposal commit")?;
+        return Ok((c, Named::Proposal(p)));
     }
-    let obj = repo.revparse_single(rev).map_err(|_| {
-        Error::usage_hint(
-            format!("unknown revision `{rev}`"),
-            "give a commit, a branch, or a proposal (`<round>/<slug>` or its branch name)",
-        )
-    })?;
-    obj.peel_to_commit().git(format!("peel {rev} to a commit"))
+    if let Ok(obj) = repo.revparse_single(name) {
+        return Ok((
+            obj.peel_to_commit()
+                .git(format!("peel {name} to a commit"))?,
+            Named::Revision,
+        ));
+    }
+    if let Some(n) = name.strip_prefix('v').and_then(|n| n.parse::<usize>().ok()) {
+        let chain = first_parent_chain(repo)?;
+        return match chain.into_iter().nth(n) {
+            Some(c) => Ok((c, Named::Version(n))),
+            None => Err(Error::usage_hint(
+                format!("there is no version {name} on {}", main_branch(repo)),
+                "`git harness log` lists the versions",
+            )),
+        };
+    }
+    if let Some(commit) = run_harness_commit(repo, name)? {
+        let c = repo.find_commit(commit).git("read evaluated commit")?;
+        return Ok((c, Named::Run(name.to_string())));
+    }
+    Err(Error::usage_hint(
+        format!("unknown revision `{name}`"),
+        "give a commit, a branch, a version (`v3`), a run id, or a proposal (`<round>/<slug>` or its branch name)",
+    ))
+}
+
+/// Resolve a revision (`main`, `HEAD~2`, an oid, `v3`, a run id, a proposal name) to a commit.
+pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>> {
+    resolve_named(repo, rev).map(|(c, _)| c)
+}
+
+/// Main's first-parent history, oldest first: `v0`, `v1`, ...
+pub fn first_parent_chain(repo: &Repository) -> Result<Vec<git2::Commit<'_>>> {
+    let mut chain = Vec::new();
+    let mut cur = Some(main_commit(repo)?);
+    while let Some(c) = cur {
+        cur = c.parent(0).ok();
+        chain.push(c);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The harness commit a run evaluated, from its `run.yaml`; `None` when there is no such run.
+pub fn run_harness_commit(repo: &Repository, id: &str) -> Result<Option<Oid>> {
+    let Some(bytes) = read_run_file(repo, id, "run.yaml")? else {
+        return Ok(None);
+    };
+    let v: serde_yaml::Value = serde_yaml::from_slice(&bytes)
+        .map_err(|e| Error::Internal(format!("run {id}: unreadable run.yaml: {e}")))?;
+    Ok(v.get("harness_commit")
+        .and_then(|h| h.as_str())
+        .and_then(|h| Oid::from_str(h).ok()))
 }
 
 /// The signature for commits we make: the repository's user, or a fixed identity of the tool.

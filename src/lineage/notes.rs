@@ -47,6 +47,25 @@ pub struct HarnessNote {
 }
 
 impl HarnessNote {
+    /// Add a run summary unless the note holds it already.
+    pub fn add_run(&mut self, summary: RunSummary) {
+        if !self.runs.contains(&summary) {
+            self.runs.push(summary);
+        }
+    }
+
+    /// Add a validation record unless the note holds the same one (only its time differs).
+    pub fn add_validation(&mut self, record: ValidationRecord) {
+        let same = |r: &ValidationRecord| {
+            let mut r = r.clone();
+            r.created_at.clone_from(&record.created_at);
+            r == record
+        };
+        if !self.validations.iter().any(same) {
+            self.validations.push(record);
+        }
+    }
+
     /// The most recent summary of `split` under `fingerprint`.
     pub fn latest(&self, split: &str, fingerprint: &str) -> Option<&RunSummary> {
         self.runs
@@ -71,7 +90,8 @@ pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
     }
 }
 
-/// Read-modify-write the note of `commit`, retrying when another writer won the race.
+/// Read-modify-write the note of `commit`, retrying when another writer won the race. When `f`
+/// leaves the note as it was, nothing is written.
 pub fn update_note(
     repo: &Repository,
     commit: Oid,
@@ -80,7 +100,12 @@ pub fn update_note(
     for _ in 0..50 {
         let current = repo.refname_to_id(NOTES_REF).ok();
         let mut note = read_note_at(repo, current, commit)?;
+        let before = note.clone();
         f(&mut note);
+        // Nothing to add (e.g. a look-up answered from results already recorded): write nothing.
+        if note == before {
+            return Ok(());
+        }
         let text = crate::yaml::to_string(&note);
         let blob = repo.store_blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {

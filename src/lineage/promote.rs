@@ -5,9 +5,10 @@ use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
+use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::keys;
 use super::notes::read_note;
-use super::proposal::{Proposal, ProposalState};
+use super::proposal::{Proposal, ProposalState, mark_promoted};
 use super::trailers::CommitMessage;
 use super::{cas_ref, main_ref, short, signature};
 use crate::error::{Error, GitContext, Result};
@@ -103,6 +104,8 @@ pub struct PromoteOutcome {
     pub main_before: Oid,
     pub worktree_updated: bool,
     pub record: Option<ValidationRecord>,
+    /// Why the proposal's branch was kept instead of moving to refs/harness/promoted/.
+    pub kept_branch: Option<String>,
 }
 
 /// True when the checked-out worktree has no staged or unstaged changes to tracked files.
@@ -147,6 +150,19 @@ pub fn promote(
     gate_report: &str,
     force_reason: Option<&str>,
 ) -> Result<PromoteOutcome> {
+    if proposal.state == ProposalState::Promoted {
+        return Err(Error::negative(
+            format!(
+                "proposal {} was promoted already ({})",
+                proposal.name(),
+                proposal.display_ref()
+            ),
+            Some(format!(
+                "`git harness why {}` explains that promotion",
+                proposal.name()
+            )),
+        ));
+    }
     if proposal.state == ProposalState::Rejected && force_reason.is_none() {
         return Err(Error::negative(
             format!("proposal {} was rejected", proposal.name()),
@@ -260,6 +276,11 @@ pub fn promote(
         ));
     }
 
+    // The proposal's branch is retired below; refuse now rather than after main moved.
+    if proposal.state == ProposalState::Open {
+        ensure_can_leave(repo, &proposal.refname)?;
+    }
+
     let tree_id = if candidate.parent_id(0).ok() == Some(main.id()) {
         candidate.tree_id()
     } else {
@@ -327,22 +348,25 @@ pub fn promote(
         &format!("git-harness: promote {}", proposal.name()),
     )?;
 
-    // The proposal lives on as main's second parent; its branch is done.
-    if proposal.state == ProposalState::Open
-        && let Ok(mut r) = repo.find_reference(&proposal.refname)
-        && r.target() == Some(proposal.commit)
-    {
-        let _ = r.delete();
-    }
+    // The proposal lives on as main's second parent; its branch moves to
+    // refs/harness/promoted/ (a checkout of it switches to the new main first).
+    // Main has moved: a branch that cannot be retired now stays where it is (nothing is lost)
+    // and is reported, rather than failing a promotion that happened.
+    let proposal_here = where_checked_out(repo, &proposal.refname) == CheckedOut::Here;
+    let (retired, kept_branch) = match mark_promoted(repo, proposal) {
+        Ok(r) => (r.is_some(), None),
+        Err(e) => (false, Some(e.to_string())),
+    };
     let worktree_updated = if checked_out {
         update_checked_out_worktree(repo)?
     } else {
-        false
+        proposal_here && retired
     };
     Ok(PromoteOutcome {
         merge,
         main_before: main.id(),
         worktree_updated,
         record,
+        kept_branch,
     })
 }

@@ -1,17 +1,32 @@
 //! Proposal branches `harness/proposals/<round>/<slug>`: one commit on its parent whose message
-//! carries the evidence; rejected ones move to `refs/harness/rejected/<round>/<slug>`.
+//! carries the evidence; rejected ones move to `refs/harness/rejected/<round>/<slug>`, promoted
+//! ones (and those a promoted merge combined) to `refs/harness/promoted/<round>/<slug>`, so every
+//! name the tool ever printed keeps resolving.
 
 use super::Store;
 use git2::{Oid, Repository};
 
+use super::checkout::leave_branch;
 use super::trailers::CommitMessage;
-use super::{PROPOSALS_PREFIX, REJECTED_PREFIX, create_ref, signature};
+use super::{PROMOTED_PREFIX, PROPOSALS_PREFIX, REJECTED_PREFIX, create_ref, signature};
 use crate::error::{Error, GitContext, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProposalState {
     Open,
     Rejected,
+    /// Merged into main, alone or inside a merged candidate.
+    Promoted,
+}
+
+impl ProposalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalState::Open => "open",
+            ProposalState::Rejected => "rejected",
+            ProposalState::Promoted => "promoted",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +46,7 @@ impl Proposal {
         format!("{}/{}", self.round, self.slug)
     }
 
-    /// The branch name for open proposals, the ref for rejected ones.
+    /// The branch name for open proposals, the ref for rejected and promoted ones.
     pub fn display_ref(&self) -> String {
         self.refname
             .strip_prefix("refs/heads/")
@@ -108,12 +123,13 @@ pub fn create_proposal(
     })
 }
 
-/// Every proposal, open and rejected, ordered by round then slug.
+/// Every proposal, open, rejected and promoted, ordered by round then slug.
 pub fn list_proposals(repo: &Repository) -> Result<Vec<Proposal>> {
     let mut out = Vec::new();
     for (prefix, state) in [
         (PROPOSALS_PREFIX, ProposalState::Open),
         (REJECTED_PREFIX, ProposalState::Rejected),
+        (PROMOTED_PREFIX, ProposalState::Promoted),
     ] {
         let refs = repo
             .references_glob(&format!("{prefix}*"))
@@ -167,12 +183,14 @@ pub fn resolve_proposal(repo: &Repository, name: &str) -> Result<Proposal> {
         .trim_start_matches("refs/")
         .trim_start_matches("harness/proposals/")
         .trim_start_matches("harness/rejected/")
-        .trim_start_matches("rejected/");
+        .trim_start_matches("harness/promoted/")
+        .trim_start_matches("rejected/")
+        .trim_start_matches("promoted/");
     let exact: Vec<_> = all
         .iter()
         .filter(|p| p.name() == stripped || p.refname == name)
         .collect();
-    // An open proposal wins over a rejected one of the same name (it cannot happen through us).
+    // An open proposal wins over a retired one of the same name (it cannot happen through us).
     if let Some(p) = exact
         .iter()
         .find(|p| p.state == ProposalState::Open)
@@ -241,12 +259,24 @@ fn promoted_round(repo: &Repository) -> Result<Option<u32>> {
 }
 
 /// Move an open proposal to `refs/harness/rejected/<round>/<slug>` atomically: both refs locked,
-/// the branch must still point where we read it.
+/// the branch must still point where we read it. A checkout of the branch is switched to main
+/// first (or the move refused), so HEAD never points at a deleted branch.
 pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> Result<String> {
-    if proposal.state == ProposalState::Rejected {
+    if proposal.state != ProposalState::Open {
         return Ok(proposal.refname.clone());
     }
-    let target = format!("{REJECTED_PREFIX}{}/{}", proposal.round, proposal.slug);
+    retire_to(
+        repo,
+        proposal,
+        REJECTED_PREFIX,
+        &format!("git-harness: reject: {reason}"),
+    )
+}
+
+/// Move an open proposal branch to `<prefix><round>/<slug>`, compare-and-swap on the branch.
+fn retire_to(repo: &Repository, proposal: &Proposal, prefix: &str, msg: &str) -> Result<String> {
+    let target = format!("{prefix}{}/{}", proposal.round, proposal.slug);
+    leave_branch(repo, &proposal.refname)?;
     let sig = signature(repo)?;
     let mut tx = repo.transaction().git("start ref transaction")?;
     tx.lock_ref(&proposal.refname)
@@ -265,16 +295,22 @@ pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> 
     if repo.refname_to_id(&target).is_ok() {
         return Err(Error::usage(format!("{target} already exists")));
     }
-    tx.set_target(
-        &target,
-        proposal.commit,
-        Some(&sig),
-        &format!("git-harness: reject: {reason}"),
-    )
-    .git("set rejected ref")?;
+    tx.set_target(&target, proposal.commit, Some(&sig), msg)
+        .git(format!("set {target}"))?;
     tx.remove(&proposal.refname).git("delete proposal branch")?;
     tx.commit().git("commit ref transaction")?;
     Ok(target)
+}
+
+/// Move a promoted proposal's branch to `refs/harness/promoted/<round>/<slug>`: its commit is
+/// in main's history, and the name keeps resolving in `show`, `why` and `log --all`.
+pub(crate) fn mark_promoted(repo: &Repository, proposal: &Proposal) -> Result<Option<String>> {
+    if proposal.state != ProposalState::Open
+        || repo.refname_to_id(&proposal.refname).ok() != Some(proposal.commit)
+    {
+        return Ok(None);
+    }
+    retire_to(repo, proposal, PROMOTED_PREFIX, "git-harness: promoted").map(Some)
 }
 
 /// A candidate combining several proposals of one round on `main`: their trees merged in
@@ -329,14 +365,12 @@ pub fn create_merged_proposal(
     }))
 }
 
-/// Delete an open proposal branch whose content reached main another way (inside a merged
-/// candidate). Compare-and-swap on the branch's commit.
+/// Retire an open proposal branch whose content reached main another way (inside a merged
+/// candidate): it moves to `refs/harness/promoted/`. A checkout of it that cannot be switched
+/// to main keeps the branch.
 pub fn retire_proposal(repo: &Repository, proposal: &Proposal) -> Result<()> {
-    let mut tx = repo.transaction().git("start ref transaction")?;
-    tx.lock_ref(&proposal.refname).git("lock proposal branch")?;
-    if repo.refname_to_id(&proposal.refname).ok() == Some(proposal.commit) {
-        tx.remove(&proposal.refname).git("delete proposal branch")?;
-        tx.commit().git("commit ref transaction")?;
+    if super::checkout::ensure_can_leave(repo, &proposal.refname).is_err() {
+        return Ok(());
     }
-    Ok(())
+    mark_promoted(repo, proposal).map(|_| ())
 }

@@ -153,7 +153,8 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
 }
 
 /// Add files to an existing run record (e.g. the mined bundle), as a child commit of the run's
-/// commit, moving the ref compare-and-swap. Existing files of the same path are replaced.
+/// commit, moving the ref compare-and-swap. Existing files of the same path are replaced; when
+/// nothing changes, nothing is written.
 pub fn add_run_files(
     repo: &Repository,
     id: &str,
@@ -169,9 +170,12 @@ pub fn add_run_files(
         let blob = repo.store_blob(bytes).git("write run file")?;
         update.upsert(path.as_str(), blob, git2::FileMode::Blob);
     }
-    let tree = repo
-        .find_tree(update.create_updated(repo, &base).git("build run tree")?)
-        .git("read tree")?;
+    let tree_id = update.create_updated(repo, &base).git("build run tree")?;
+    // The same files again (e.g. the same bundle mined twice): the record stays as it is.
+    if tree_id == base.id() {
+        return Ok(old);
+    }
+    let tree = repo.find_tree(tree_id).git("read tree")?;
     let sig = signature(repo)?;
     let new = repo
         .store_commit(None, &sig, &sig, message, &tree, &[&commit])

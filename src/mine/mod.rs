@@ -312,15 +312,16 @@ pub fn attempts(repo: &Repository) -> Result<Vec<Attempt>> {
             });
         }
     }
-    for p in lineage::list_proposals(repo)? {
+    // Promoted proposals are listed above as the versions they made.
+    for p in lineage::list_proposals(repo)?
+        .into_iter()
+        .filter(|p| p.state != ProposalState::Promoted)
+    {
         let note = lineage::read_note(repo, p.commit)?;
         let rec = note.validations.last();
         out.push(Attempt {
             name: p.name(),
-            state: match p.state {
-                ProposalState::Open => "open".into(),
-                ProposalState::Rejected => "rejected".into(),
-            },
+            state: p.state.as_str().into(),
             subject: p.message.subject.clone(),
             surface: p.message.get(keys::SURFACE).map(str::to_string),
             cluster: p.message.get(keys::CLUSTER).map(str::to_string),

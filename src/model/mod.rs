@@ -207,6 +207,12 @@ pub async fn connect(cfg: &ModelConfig, ctx: &ConnectContext<'_>) -> Result<Conn
                 None,
             )
         }
+        Provider::Unset => {
+            return Err(Error::usage_hint(
+                "the experiment's model is not set (model.provider: unset in .harness/experiment.yaml)",
+                "set model.provider (openai or anthropic), name, base_url and api_key_env in .harness/experiment.yaml (examples are in its comments), then `git commit -am \"Set the model\"`",
+            ));
+        }
         Provider::Sim => {
             let reference = cfg.scenario.as_deref().ok_or_else(|| {
                 Error::usage_hint(

@@ -666,7 +666,11 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
 
     // Open and rejected proposals made on a shown version (all of them without --since).
     let mut proposals = Vec::new();
-    for p in lineage::list_proposals(repo)? {
+    // Promoted proposals are shown as the versions they made.
+    for p in lineage::list_proposals(repo)?
+        .into_iter()
+        .filter(|p| p.state != ProposalState::Promoted)
+    {
         let parent_version = p.parent.and_then(|o| index_of.get(&o.to_string()).copied());
         if opts.since.is_some() && parent_version.is_none() {
             continue;
@@ -678,10 +682,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
             .map(|r| gated(repo, &mut cache, &r));
         proposals.push(ProposalRow {
             name: p.name(),
-            state: match p.state {
-                ProposalState::Open => "open",
-                ProposalState::Rejected => "rejected",
-            },
+            state: p.state.as_str(),
             refname: p.display_ref(),
             commit: p.commit.to_string(),
             short: lineage::short(p.commit),

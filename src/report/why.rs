@@ -53,34 +53,41 @@ pub struct Explanation {
 /// (`<round>/<slug>`, its branch name or commit).
 pub fn explain(ws: &Workspace, rev: &str) -> Result<Explanation> {
     let repo = &ws.repo;
-    let main = lineage::main_commit(repo)?;
-    let mut chain = Vec::new();
-    let mut cur = Some(main);
-    while let Some(c) = cur {
-        cur = c.parent(0).ok();
-        chain.push(c);
-    }
-    chain.reverse();
-    let resolved: Option<Oid> = repo
-        .revparse_single(rev)
-        .ok()
-        .and_then(|o| o.peel_to_commit().ok())
-        .map(|c| c.id());
+    let chain = lineage::first_parent_chain(repo)?;
+    // A version label picks the chain position; any other name (a promoted proposal, a run,
+    // a hash) resolves to a commit that is the merge, its candidate, or one of the proposals a
+    // merged candidate combined.
     let by_label = rev
         .strip_prefix('v')
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|i| *i < chain.len());
+    let resolved: Option<Oid> = match by_label {
+        Some(_) => None,
+        None => lineage::resolve_commit(repo, rev).ok().map(|c| c.id()),
+    };
     let name = rev
         .trim_start_matches("refs/heads/")
         .trim_start_matches("harness/proposals/");
     let found = chain.iter().enumerate().find(|(i, c)| {
+        if Some(*i) == by_label || Some(c.id()) == resolved {
+            return true;
+        }
         let msg = CommitMessage::parse(c.message().unwrap_or_default()).unwrap_or_default();
         let proposal = msg.get(keys::PROPOSAL).unwrap_or_default();
-        Some(*i) == by_label
-            || Some(c.id()) == resolved
-            || (c.parent_count() == 2 && c.parent_id(1).ok() == resolved && resolved.is_some())
-            || (!proposal.is_empty()
-                && (proposal == rev || proposal.trim_start_matches("harness/proposals/") == name))
+        if c.parent_count() != 2 || proposal.is_empty() {
+            return false;
+        }
+        // Promotions made before promoted branches were kept name their proposal only here.
+        if proposal == rev || proposal.trim_start_matches("harness/proposals/") == name {
+            return true;
+        }
+        let Some(target) = resolved else {
+            return false;
+        };
+        let Ok(candidate) = c.parent(1) else {
+            return false;
+        };
+        candidate.id() == target || candidate.parent_ids().skip(1).any(|p| p == target)
     });
     let Some((index, merge)) = found else {
         return Err(Error::usage_hint(

@@ -327,11 +327,7 @@ impl DockerProvider {
                     return Err(InfraClass::Sandbox.error(format!(
                         "environment/setup.sh of task `{}` failed ({}):\n{}",
                         task.id,
-                        if out.timed_out {
-                            "timed out".to_string()
-                        } else {
-                            format!("exit {:?}", out.exit_code)
-                        },
+                        crate::exit::describe(out.exit_code, out.timed_out),
                         out.output
                     )));
                 }

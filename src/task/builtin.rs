@@ -194,11 +194,7 @@ impl TaskCheck {
                 if let Some(o) = &r.agent_output
                     && !o.success()
                 {
-                    let why = if o.timed_out {
-                        "timed out".to_string()
-                    } else {
-                        format!("exited {:?}", o.exit_code)
-                    };
+                    let why = crate::exit::describe(o.exit_code, o.timed_out);
                     s.push_str(&format!("; solve.sh {why}: {}", last_lines(&o.output, 5)));
                 }
                 s.push_str(&format!(

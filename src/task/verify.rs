@@ -130,7 +130,7 @@ pub fn parse_reward_txt(b: &[u8]) -> std::result::Result<f64, String> {
     match t.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(x),
         _ => Err(format!(
-            "is not a number: {:?}",
+            "is not a number: `{}`",
             t.chars().take(80).collect::<String>()
         )),
     }

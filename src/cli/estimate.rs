@@ -61,7 +61,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 rev.as_deref().unwrap_or("HEAD"),
                 &[Split::HeldIn, Split::Validation],
                 trials.unwrap_or(ctx.fixed.experiment.trials),
-            ),
+            )
+            .await,
             What::Evolve { rounds, k } => estimate_evolve(
                 &ws,
                 &ctx,

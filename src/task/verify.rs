@@ -43,6 +43,23 @@ pub async fn verify(
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
     sandbox.kill_strays().await?;
+    // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
+    // replaced interpreter could forge any reward.
+    let tampered = sandbox.toolchain_changes().await?;
+    if !tampered.is_empty() {
+        return Ok(VerifierOutcome {
+            reward: 0.0,
+            passed: false,
+            exit_code: None,
+            output_tail: format!(
+                "the verifier did not run: the agent changed its toolchain:\n{}",
+                tampered.join("\n")
+            ),
+            failed_tests: Vec::new(),
+            timed_out: false,
+            tampered,
+        });
+    }
     sandbox.reset_dirs(&[&vdir, &tests]).await?;
     if let Some(dir) = &task.tests_dir {
         sandbox.copy_dir_in(dir, &tests).await?;
@@ -57,11 +74,18 @@ pub async fn verify(
             p
         }
     };
+    // A fixed interpreter and PATH: the image's, never one the agent put first.
     let mut req = ExecRequest::new(
-        format!("chmod +x {s} 2>/dev/null; bash {s}", s = q(&script)),
+        format!(
+            "chmod +x {s} 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash {s}; else exec bash {s}; fi",
+            s = q(&script)
+        ),
         task.verifier_timeout,
     );
     req.env.push(("TEST_DIR".into(), tests.clone()));
+    if let Some(path) = sandbox.verifier_path() {
+        req.env.push(("PATH".into(), path));
+    }
     let run = sandbox.exec(req).await?;
     let output_tail = tail_chars(&run.output, OUTPUT_TAIL_CHARS);
     if run.timed_out {
@@ -102,6 +126,7 @@ pub async fn verify(
         output_tail,
         failed_tests,
         timed_out: false,
+        tampered: Vec::new(),
     })
 }
 

@@ -812,7 +812,7 @@ impl Sandbox for DockerSandbox {
         }
         // The PATH directories as the container resolves them (only shell builtins run here).
         let script = format!(
-            "IFS=:; for e in {}; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done",
+            "p={}; IFS=:; for e in $p; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done",
             q(&self.path_env)
         );
         let out = self

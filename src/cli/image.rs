@@ -18,6 +18,16 @@ pub struct Args {
 pub enum Sub {
     /// Build the base image from a root-filesystem tarball or with debootstrap.
     Base(BaseArgs),
+    /// Remove task images (`git-harness/task-*`) that no task of the current suite runs on:
+    /// images of removed or changed tasks, and images built on a FROM image since rebuilt.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,7 +60,40 @@ pub struct BaseArgs {
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     match args.command {
         Sub::Base(a) => base(ui, a),
+        Sub::Prune(a) => prune(ui, a),
     }
+}
+
+fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
+    let ws = git_harness::workspace::Workspace::open()?;
+    let fixed = ws.fixed_on_main()?;
+    let suite = git_harness::task::load_suite(&ws.suite_dir(&fixed.experiment)?)?;
+    let provider = git_harness::sandbox::DockerProvider::connect(
+        fixed.experiment.runner.image_map.clone(),
+        Default::default(),
+    )?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let removed = rt.block_on(async {
+        let unused = provider.unused_task_images(&suite.tasks).await?;
+        if !a.dry_run {
+            for tag in &unused {
+                provider.remove_image(tag).await?;
+            }
+        }
+        Ok::<_, Error>(unused)
+    })?;
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for tag in &removed {
+        ui.out(format!("{verb} {tag}"));
+    }
+    ui.out(format!(
+        "{} {} task image{} that no task of the suite uses",
+        verb,
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    ));
+    Ok(exit::SUCCESS)
 }
 
 fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {

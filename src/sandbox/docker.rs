@@ -1189,6 +1189,38 @@ mod tests {
     }
 
     #[test]
+    fn toolchain_tampering_rules() {
+        let c = |k: Change, p: &str| (k, p.to_string());
+        let changes = vec![
+            c(Change::Modified, "/usr/bin"),
+            c(Change::Modified, "/usr/bin/bash"),
+            c(Change::Added, "/usr/bin/rg"),
+            c(Change::Modified, "/usr/local/bin"),
+            c(Change::Added, "/usr/local/bin/tool"),
+            c(Change::Deleted, "/usr/sbin/ldconfig"),
+            c(Change::Modified, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            c(Change::Added, "/usr/lib/x86_64-linux-gnu/libnew.so.1"),
+            c(Change::Modified, "/usr/lib/python3.11/os.py"),
+            c(Change::Modified, "/usr/lib/python3/dist-packages/six.py"),
+            c(Change::Added, "/usr/local/lib/python3.11/site-packages/sitecustomize.py"),
+            c(Change::Added, "/etc/ld.so.preload"),
+            c(Change::Modified, "/app/answer.txt"),
+        ];
+        let dirs = vec!["/usr/local/bin".to_string(), "/usr/sbin".to_string(), "/usr/bin".to_string()];
+        assert_eq!(
+            toolchain_tampering(&changes, &dirs),
+            vec![
+                "changed /usr/bin/bash",
+                "removed /usr/sbin/ldconfig",
+                "changed /usr/lib/x86_64-linux-gnu/libc.so.6",
+                "changed /usr/lib/python3.11/os.py",
+                "added /usr/local/lib/python3.11/site-packages/sitecustomize.py",
+                "added /etc/ld.so.preload",
+            ]
+        );
+    }
+
+    #[test]
     fn tags_are_safe() {
         assert_eq!(tag_safe("My Task!"), "my-task-");
     }

@@ -149,9 +149,18 @@ fn broken(why: &str, causes: Vec<String>) -> VerifierOutcome {
 /// The verifier could not do its work: an infrastructure error, unless the agent filled a
 /// filesystem the verifier needs, which is the agent's failure.
 async fn agent_or_infra(sandbox: &dyn Sandbox, err: Error) -> Result<VerifierOutcome> {
+    // Only the filesystems the verifier writes to: others may be full or read-only by design.
+    let paths = [
+        "/tmp",
+        "/dev/shm",
+        sandbox.workdir(),
+        sandbox.logs_dir(),
+        sandbox.tests_dir(),
+    ];
+    let list: Vec<String> = paths.iter().map(|p| q(p)).collect();
     let df = sandbox
         .exec(ExecRequest::new(
-            "df -Pk 2>/dev/null",
+            format!("df -Pk {} 2>/dev/null", list.join(" ")),
             std::time::Duration::from_secs(30),
         ))
         .await;

@@ -452,13 +452,14 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     repo.splits(&[&task_id], &[], &[]);
     let suite_dir = tmp.path().join("suite");
     repo.edit_experiment(|t| {
-        t.replace("kind: local", "kind: docker")
-            .replace("path: builtin:demo", &format!("path: {}", suite_dir.display()))
+        t.replace("kind: local", "kind: docker").replace(
+            "path: builtin:demo",
+            &format!("path: {}", suite_dir.display()),
+        )
     });
     let run = |repo: &common_loop::Repo| -> serde_json::Value {
         let out = repo.harness(&[
-            "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format",
-            "json",
+            "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format", "json",
         ]);
         serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("run json: {e}\n{}\n{}", out.stdout, out.stderr))
@@ -477,7 +478,10 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     let second_id = build_throwaway_base(&docker, &from, "two").await;
     assert_ne!(first_id, second_id);
     let r3 = tokio::task::block_in_place(|| run(&repo));
-    assert_eq!(r3["executed"], 1, "a stale cached result was served: {r3:#}");
+    assert_eq!(
+        r3["executed"], 1,
+        "a stale cached result was served: {r3:#}"
+    );
     assert_eq!(outcome(&r3).as_deref(), Some("pass"), "{r3:#}");
     let rebuilt = tags_with(&docker, &task_images).await;
     assert_eq!(rebuilt.len(), 2, "{rebuilt:?}");

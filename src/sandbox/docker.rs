@@ -25,8 +25,8 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use super::image::BASE_IMAGE;
 use super::output::Capture;
@@ -81,10 +81,7 @@ fn archive_err(path: &str, e: bollard::errors::Error) -> Error {
         bollard::errors::Error::DockerResponseServerError { message, .. }
             if !message.contains("No such container") =>
         {
-            Error::io(
-            path,
-            std::io::Error::other(message.trim().to_string()),
-        )
+            Error::io(path, std::io::Error::other(message.trim().to_string()))
         }
         e => docker_err(&format!("copy {path}"), e),
     }
@@ -839,9 +836,7 @@ impl Sandbox for DockerSandbox {
         if !probes.is_empty() {
             let script: String = probes
                 .iter()
-                .map(|(added, other)| {
-                    format!("[ -e {} ] && echo {};\n", q(other), q(added))
-                })
+                .map(|(added, other)| format!("[ -e {} ] && echo {};\n", q(other), q(added)))
                 .collect::<String>()
                 + "exit 0";
             let out = self
@@ -888,9 +883,15 @@ pub fn toolchain_tampering(changes: &[(Change, String)], path_dirs: &[String]) -
             continue;
         }
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-        let lib = ["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/"]
-            .iter()
-            .any(|l| path.starts_with(l));
+        let lib = [
+            "/lib/",
+            "/lib64/",
+            "/usr/lib/",
+            "/usr/lib64/",
+            "/usr/local/lib/",
+        ]
+        .iter()
+        .any(|l| path.starts_with(l));
         let python_stdlib = ["/usr/lib/python3", "/usr/local/lib/python3"]
             .iter()
             .any(|l| path.starts_with(l))
@@ -1202,11 +1203,18 @@ mod tests {
             c(Change::Added, "/usr/lib/x86_64-linux-gnu/libnew.so.1"),
             c(Change::Modified, "/usr/lib/python3.11/os.py"),
             c(Change::Modified, "/usr/lib/python3/dist-packages/six.py"),
-            c(Change::Added, "/usr/local/lib/python3.11/site-packages/sitecustomize.py"),
+            c(
+                Change::Added,
+                "/usr/local/lib/python3.11/site-packages/sitecustomize.py",
+            ),
             c(Change::Added, "/etc/ld.so.preload"),
             c(Change::Modified, "/app/answer.txt"),
         ];
-        let dirs = vec!["/usr/local/bin".to_string(), "/usr/sbin".to_string(), "/usr/bin".to_string()];
+        let dirs = vec![
+            "/usr/local/bin".to_string(),
+            "/usr/sbin".to_string(),
+            "/usr/bin".to_string(),
+        ];
         assert_eq!(
             toolchain_tampering(&changes, &dirs),
             vec![

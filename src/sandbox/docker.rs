@@ -144,7 +144,7 @@ impl DockerProvider {
 
     /// The ids of the external images a task's Dockerfile starts `FROM` (after the image map),
     /// in order. None is pulled: a missing one is an infrastructure error with a hint.
-    async fn from_ids(&self, docker: &Docker, task: &Task) -> Result<Vec<String>> {
+    async fn base_image_ids(&self, docker: &Docker, task: &Task) -> Result<Vec<String>> {
         let Some(dockerfile) = &task.dockerfile else {
             return Ok(Vec::new());
         };
@@ -182,7 +182,7 @@ impl DockerProvider {
             }
         }
         if task.dockerfile.is_some() && task.environment_dir.is_some() {
-            return Ok(self.from_ids(&docker, task).await?.join(","));
+            return Ok(self.base_image_ids(&docker, task).await?.join(","));
         }
         let base = self.map_image(BASE_IMAGE);
         match docker.inspect_image(&base).await {
@@ -245,8 +245,8 @@ impl DockerProvider {
             &verifier_and_solution_files(task),
         )
         .ok()?;
-        let from_ids = self.from_ids(docker, task).await.ok()?;
-        Some(task_image_tag(&task.id, &ctx, &from_ids))
+        let base_ids = self.base_image_ids(docker, task).await.ok()?;
+        Some(task_image_tag(&task.id, &ctx, &base_ids))
     }
 
     async fn image_exists(&self, docker: &Docker, image: &str) -> Result<bool> {
@@ -280,7 +280,7 @@ impl DockerProvider {
                 &self.image_map,
                 &verifier_and_solution_files(task),
             )?;
-            let tag = task_image_tag(&task.id, &ctx, &self.from_ids(&docker, task).await?);
+            let tag = task_image_tag(&task.id, &ctx, &self.base_image_ids(&docker, task).await?);
             let lock = {
                 let mut m = self
                     .build_locks
@@ -1135,10 +1135,10 @@ pub const TASK_IMAGE_PREFIX: &str = "git-harness/task-";
 
 /// A task image's tag: its build context and the ids of its FROM images, so a rebuilt FROM
 /// image makes another task image.
-fn task_image_tag(task_id: &str, context: &[u8], from_ids: &[String]) -> String {
+fn task_image_tag(task_id: &str, context: &[u8], base_ids: &[String]) -> String {
     let mut h = Sha256::new();
     h.update(context);
-    for id in from_ids {
+    for id in base_ids {
         h.update([0]);
         h.update(id.as_bytes());
     }

@@ -109,6 +109,11 @@ const ATTACKS: &[Attack] = &[
         expect: Expect::ToolSaw(0, "linked"),
     },
     Attack {
+        name: "stops-its-container",
+        calls: || vec![bash("kill 1; sleep 5"), bash("echo still-here")],
+        expect: Expect::Tampered("container stopped"),
+    },
+    Attack {
         name: "forged-reward-files",
         calls: || {
             vec![bash(

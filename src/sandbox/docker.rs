@@ -548,8 +548,22 @@ impl DockerSandbox {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| docker_err("create an exec (did the container die?)", e))?;
+            .await;
+        let created = match created {
+            Ok(c) => c,
+            // Only the agent's commands run in the container: when it stopped (its main process
+            // was killed, or it ran out of memory), that is the agent's doing, and the command
+            // fails like one killed by a signal.
+            Err(_) if self.stopped().await => {
+                return Ok(ExecOutput {
+                    exit_code: None,
+                    output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    ..Default::default()
+                });
+            }
+            Err(e) => return Err(docker_err("create an exec", e)),
+        };
         let started_exec = self
             .docker
             .start_exec(
@@ -759,6 +773,9 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn kill_strays(&self) -> Result<()> {
+        if self.stopped().await {
+            return Ok(());
+        }
         // Keep docker-init (1), the container's `sleep infinity`, and this exec's own processes.
         let script = format!(
             "keep=\" 1 {k} $$ $PPID \"; for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
@@ -785,6 +802,9 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn toolchain_changes(&self) -> Result<Vec<String>> {
+        if self.stopped().await {
+            return Ok(vec![STOPPED.to_string()]);
+        }
         let changes = self
             .docker
             .container_changes(&self.id)
@@ -919,7 +939,18 @@ pub fn toolchain_tampering(changes: &[(Change, String)], path_dirs: &[String]) -
     found
 }
 
+/// Why nothing runs in a container the agent stopped.
+const STOPPED: &str = "the sandbox's container stopped during the trial (its main process was killed, or it ran out of memory)";
+
 impl DockerSandbox {
+    /// Whether the container exists but no longer runs.
+    async fn stopped(&self) -> bool {
+        match self.docker.inspect_container(&self.id, None).await {
+            Ok(info) => info.state.and_then(|s| s.running) == Some(false),
+            Err(_) => false,
+        }
+    }
+
     async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker

@@ -18,8 +18,9 @@ pub struct Args {
 pub enum Sub {
     /// Build the base image from a root-filesystem tarball or with debootstrap.
     Base(BaseArgs),
-    /// Remove task images (`git-harness/task-*`) that no task of the current suite runs on:
-    /// images of removed or changed tasks, and images built on a FROM image since rebuilt.
+    /// Remove stale task images: images of the current suite's tasks that no task runs on
+    /// now (changed tasks, images built on a FROM image since rebuilt). Images a container
+    /// still uses are kept.
     Prune(PruneArgs),
 }
 
@@ -28,6 +29,10 @@ pub struct PruneArgs {
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also remove the images of tasks that are not in the current suite (other suites on this
+    /// Docker engine lose theirs too).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,21 +79,30 @@ fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
     )?;
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
-    let removed = rt.block_on(async {
-        let unused = provider.unused_task_images(&suite.tasks).await?;
-        if !a.dry_run {
-            for tag in &unused {
-                provider.remove_image(tag).await?;
+    let (removed, kept) = rt.block_on(async {
+        let unused = provider.unused_task_images(&suite.tasks, a.all).await?;
+        if a.dry_run {
+            return Ok::<_, Error>((unused, Vec::new()));
+        }
+        let (mut removed, mut kept) = (Vec::new(), Vec::new());
+        for tag in unused {
+            if provider.remove_image(&tag).await? {
+                removed.push(tag);
+            } else {
+                kept.push(tag);
             }
         }
-        Ok::<_, Error>(unused)
+        Ok((removed, kept))
     })?;
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for tag in &removed {
         ui.out(format!("{verb} {tag}"));
     }
+    for tag in &kept {
+        ui.out(format!("kept {tag} (a container uses it)"));
+    }
     ui.out(format!(
-        "{} {} task image{} that no task of the suite uses",
+        "{} {} task image{} that no task of the suite runs on",
         verb,
         removed.len(),
         if removed.len() == 1 { "" } else { "s" }

@@ -191,11 +191,14 @@ impl DockerProvider {
         }
     }
 
-    /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now.
-    pub async fn unused_task_images(&self, tasks: &[Task]) -> Result<Vec<String>> {
+    /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now: stale
+    /// images of these tasks, and with `all` also the images of tasks not in `tasks`.
+    pub async fn unused_task_images(&self, tasks: &[Task], all: bool) -> Result<Vec<String>> {
         let docker = self.client().await?;
         let mut wanted = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
         for t in tasks {
+            names.insert(format!("{TASK_IMAGE_PREFIX}{}:", tag_safe(&t.id)));
             if let Some(tag) = self.current_task_tag(&docker, t).await {
                 wanted.insert(tag);
             }
@@ -210,7 +213,8 @@ impl DockerProvider {
         let mut unused = Vec::new();
         for img in images {
             for tag in &img.repo_tags {
-                if tag.starts_with(TASK_IMAGE_PREFIX) && !wanted.contains(tag) {
+                let ours = all || names.iter().any(|n| tag.starts_with(n.as_str()));
+                if tag.starts_with(TASK_IMAGE_PREFIX) && ours && !wanted.contains(tag) {
                     unused.push(tag.clone());
                 }
             }
@@ -219,18 +223,24 @@ impl DockerProvider {
         Ok(unused)
     }
 
-    /// Remove an image by tag (the image goes when its last tag does).
-    pub async fn remove_image(&self, tag: &str) -> Result<()> {
+    /// Remove an image by tag (the image goes when its last tag does). `Ok(false)` when a
+    /// container still uses it: it is kept.
+    pub async fn remove_image(&self, tag: &str) -> Result<bool> {
         let docker = self.client().await?;
-        docker
+        match docker
             .remove_image(
                 tag,
                 None::<bollard::query_parameters::RemoveImageOptions>,
                 None,
             )
             .await
-            .map_err(|e| docker_err(&format!("remove image {tag}"), e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_err(&format!("remove image {tag}"), e)),
+        }
     }
 
     /// The tag a task's image has when built from its files and FROM images as they are now.

@@ -319,6 +319,9 @@ async fn docker_attacks_fail_the_trial_and_never_become_infrastructure_errors() 
     let tmp = tempfile::tempdir().unwrap();
     let suite = tmp.path().join("suite");
     let ids = make_suite(&suite);
+    let _cleanup = support::RemoveImages {
+        prefixes: vec![format!("git-harness/task-{TB1_ROW}:")],
+    };
     let (addr, seen) = stand_in();
     let repo = attack_repo(&suite, addr, &ids);
 

@@ -399,20 +399,6 @@ async fn build_throwaway_base(docker: &bollard::Docker, tag: &str, variant: &str
     docker.inspect_image(tag).await.unwrap().id.unwrap()
 }
 
-/// Tags of the images whose name starts with `prefix`.
-async fn tags_with(docker: &bollard::Docker, prefix: &str) -> Vec<String> {
-    let mut tags: Vec<String> = docker
-        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
-        .await
-        .unwrap()
-        .into_iter()
-        .flat_map(|i| i.repo_tags)
-        .filter(|t| t.starts_with(prefix))
-        .collect();
-    tags.sort();
-    tags
-}
-
 #[path = "common_loop/mod.rs"]
 mod common_loop;
 
@@ -429,6 +415,12 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     let from = format!("git-harness/test-from-{unique}:1");
     let task_id = format!("rebuilt-from-{unique}");
     let task_images = format!("git-harness/task-{task_id}:");
+    let _cleanup = RemoveImages {
+        prefixes: vec![
+            task_images.clone(),
+            format!("git-harness/test-from-{unique}:"),
+        ],
+    };
     let first_id = build_throwaway_base(&docker, &from, "one").await;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -499,24 +491,6 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
         "prune kept the stale image: {left:?}"
     );
     assert!(pruned.stdout.contains(&built[0]), "{}", pruned.stdout);
-
-    for tag in left.iter().chain([&from]) {
-        let _ = docker
-            .remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
-    }
-    // The first build of the FROM image lost its tag; remove it by id.
-    let _ = docker
-        .remove_image(
-            &first_id,
-            None::<bollard::query_parameters::RemoveImageOptions>,
-            None,
-        )
-        .await;
 }
 
 /// A verifier in the manner of Terminal-Bench 2's `cancel-async-tasks`: it sends SIGINT to a

@@ -559,19 +559,18 @@ impl DockerSandbox {
                 },
             )
             .await;
+        // Only the agent's commands run in the container: when it stopped (its main process
+        // was killed, or it ran out of memory), that is the agent's doing, and the command fails
+        // like one killed by a signal.
+        let stopped = || ExecOutput {
+            exit_code: None,
+            output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        };
         let created = match created {
             Ok(c) => c,
-            // Only the agent's commands run in the container: when it stopped (its main process
-            // was killed, or it ran out of memory), that is the agent's doing, and the command
-            // fails like one killed by a signal.
-            Err(_) if self.stopped().await => {
-                return Ok(ExecOutput {
-                    exit_code: None,
-                    output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    ..Default::default()
-                });
-            }
+            Err(_) if self.stopped().await => return Ok(stopped()),
             Err(e) => return Err(docker_err("create an exec", e)),
         };
         let started_exec = self
@@ -584,8 +583,12 @@ impl DockerSandbox {
                     output_capacity: None,
                 }),
             )
-            .await
-            .map_err(|e| docker_err("start an exec", e))?;
+            .await;
+        let started_exec = match started_exec {
+            Ok(s) => s,
+            Err(_) if self.stopped().await => return Ok(stopped()),
+            Err(e) => return Err(docker_err("start an exec", e)),
+        };
         let StartExecResults::Attached {
             mut output,
             mut input,

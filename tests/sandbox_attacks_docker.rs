@@ -299,11 +299,16 @@ fn attack_repo(suite: &Path, addr: SocketAddr, ids: &[String]) -> Repo {
              timeout_sec: 30\n  max_retries: 0\n  concurrency: 4\n"
         );
         format!("{}{model}{}", &t[..start], &t[end..])
-            .replace("kind: local", "kind: docker")
+            .replace("kind: auto", "kind: docker")
             .replace("path: builtin:demo", &format!("path: {}", suite.display()))
             .replace("infra_retries: 1", "infra_retries: 0")
             .replace("command_timeout_sec: 60", "command_timeout_sec: 30")
     });
+    assert!(
+        repo.read(".harness/experiment.yaml")
+            .contains("kind: docker"),
+        "the runner is not Docker"
+    );
     repo
 }
 

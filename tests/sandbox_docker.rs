@@ -444,11 +444,16 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     repo.splits(&[&task_id], &[], &[]);
     let suite_dir = tmp.path().join("suite");
     repo.edit_experiment(|t| {
-        t.replace("kind: local", "kind: docker").replace(
+        t.replace("kind: auto", "kind: docker").replace(
             "path: builtin:demo",
             &format!("path: {}", suite_dir.display()),
         )
     });
+    assert!(
+        repo.read(".harness/experiment.yaml")
+            .contains("kind: docker"),
+        "the runner is not Docker"
+    );
     let run = |repo: &common_loop::Repo| -> serde_json::Value {
         let out = repo.harness(&[
             "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format", "json",

@@ -75,7 +75,7 @@ pub fn averages(ws: &Workspace) -> Result<(BTreeMap<String, Averages>, Averages)
 }
 
 /// Estimate a run of `rev` on `splits`.
-pub fn estimate_run(
+pub async fn estimate_run(
     ws: &Workspace,
     ctx: &EvalContext,
     rev: &str,
@@ -96,12 +96,20 @@ pub fn estimate_run(
             let Some(task) = ctx.suite.get(id) else {
                 continue;
             };
+            let environment = ctx
+                .executors
+                .environment_id(task)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             for t in 0..trials {
                 let key = CacheKey {
                     surface_tree: surface.clone(),
                     fingerprint: ctx.fingerprint.clone(),
                     task_id: task.id.clone(),
                     task_checksum: task.checksum.clone(),
+                    environment: environment.clone(),
                     trial: t,
                     agent: AgentKind::Harness,
                 }

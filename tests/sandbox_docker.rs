@@ -366,3 +366,201 @@ fn docker_cli_tasks_check() {
     );
     assert!(stdout.contains("3 tasks checked, 0 broken"), "{stdout}");
 }
+
+/// Build `tag` FROM the base image with one distinguishing file (test-labelled, throwaway).
+async fn build_throwaway_base(docker: &bollard::Docker, tag: &str, variant: &str) -> String {
+    use futures_util::StreamExt;
+    let dockerfile = format!(
+        "FROM {}\nRUN echo {variant} > /variant\n",
+        git_harness::sandbox::image::BASE_IMAGE
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    let ctx = b.into_inner().unwrap();
+    let opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .labels(&std::collections::HashMap::from([(
+            TEST_LABEL.0.to_string(),
+            TEST_LABEL.1.to_string(),
+        )]))
+        .build();
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.unwrap();
+        assert!(info.error_detail.is_none(), "build {tag}: {info:?}");
+    }
+    docker.inspect_image(tag).await.unwrap().id.unwrap()
+}
+
+#[path = "common_loop/mod.rs"]
+mod common_loop;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache() {
+    let Some(p) =
+        docker_or_skip("docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache")
+            .await
+    else {
+        return;
+    };
+    let docker = p.client().await.unwrap();
+    let unique = format!("{:08x}", rand::random::<u32>());
+    let from = format!("git-harness/test-from-{unique}:1");
+    let task_id = format!("rebuilt-from-{unique}");
+    let task_images = format!("git-harness/task-{task_id}:");
+    let _cleanup = RemoveImages {
+        prefixes: vec![
+            task_images.clone(),
+            format!("git-harness/test-from-{unique}:"),
+        ],
+    };
+    let first_id = build_throwaway_base(&docker, &from, "one").await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("suite").join(&task_id);
+    std::fs::create_dir_all(task.join("environment")).unwrap();
+    std::fs::create_dir_all(task.join("tests")).unwrap();
+    std::fs::create_dir_all(task.join("solution")).unwrap();
+    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
+    std::fs::write(
+        task.join("environment/Dockerfile"),
+        format!("FROM {from}\nWORKDIR /app\n"),
+    )
+    .unwrap();
+    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
+    std::fs::write(
+        task.join("tests/test.sh"),
+        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
+    )
+    .unwrap();
+    let repo = common_loop::Repo::init("minimal");
+    repo.splits(&[&task_id], &[], &[]);
+    let suite_dir = tmp.path().join("suite");
+    repo.edit_experiment(|t| {
+        t.replace("kind: auto", "kind: docker").replace(
+            "path: builtin:demo",
+            &format!("path: {}", suite_dir.display()),
+        )
+    });
+    assert!(
+        repo.read(".harness/experiment.yaml")
+            .contains("kind: docker"),
+        "the runner is not Docker"
+    );
+    let run = |repo: &common_loop::Repo| -> serde_json::Value {
+        let out = repo.harness(&[
+            "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format", "json",
+        ]);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("run json: {e}\n{}\n{}", out.stdout, out.stderr))
+    };
+    let outcome = |v: &serde_json::Value| v["results"][0]["outcome"].as_str().map(str::to_string);
+
+    let r1 = tokio::task::block_in_place(|| run(&repo));
+    assert_eq!(r1["executed"], 1, "{r1:#}");
+    assert_eq!(outcome(&r1).as_deref(), Some("pass"), "{r1:#}");
+    let r2 = tokio::task::block_in_place(|| run(&repo));
+    assert_eq!(r2["executed"], 0, "served from the cache: {r2:#}");
+    let built = tags_with(&docker, &task_images).await;
+    assert_eq!(built.len(), 1, "{built:?}");
+
+    // The FROM image is rebuilt under the same tag: a new task image, and the cache misses.
+    let second_id = build_throwaway_base(&docker, &from, "two").await;
+    assert_ne!(first_id, second_id);
+    let r3 = tokio::task::block_in_place(|| run(&repo));
+    assert_eq!(
+        r3["executed"], 1,
+        "a stale cached result was served: {r3:#}"
+    );
+    assert_eq!(outcome(&r3).as_deref(), Some("pass"), "{r3:#}");
+    let rebuilt = tags_with(&docker, &task_images).await;
+    assert_eq!(rebuilt.len(), 2, "{rebuilt:?}");
+
+    // `image prune` removes the stale task image and keeps the current one.
+    let dry = tokio::task::block_in_place(|| repo.harness(&["image", "prune", "--dry-run"]));
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert_eq!(tags_with(&docker, &task_images).await.len(), 2);
+    let pruned = tokio::task::block_in_place(|| repo.harness(&["image", "prune"]));
+    assert_eq!(pruned.code, 0, "{pruned:?}");
+    let left = tags_with(&docker, &task_images).await;
+    assert_eq!(left.len(), 1, "{left:?}\n{}", pruned.stdout);
+    assert!(
+        !built.contains(&left[0]),
+        "prune kept the stale image: {left:?}"
+    );
+    assert!(pruned.stdout.contains(&built[0]), "{}", pruned.stdout);
+}
+
+/// A verifier in the manner of Terminal-Bench 2's `cancel-async-tasks`: it sends SIGINT to a
+/// Python program and expects KeyboardInterrupt, which only default signal dispositions give.
+fn sigint_task(root: &std::path::Path) -> git_harness::task::Task {
+    let d = root.join("sigint-keyboard-interrupt");
+    std::fs::create_dir_all(d.join("tests")).unwrap();
+    std::fs::create_dir_all(d.join("environment/workspace")).unwrap();
+    std::fs::write(d.join("instruction.md"), "Nothing to do.\n").unwrap();
+    std::fs::write(d.join("environment/workspace/.keep"), "").unwrap();
+    std::fs::write(
+        d.join("tests/test.sh"),
+        r#"logs="${HARNESS_LOGS_DIR:-/logs}"; mkdir -p "$logs/verifier"
+t=$(mktemp -d)
+cat > "$t/child.py" <<'PY'
+import time
+try:
+    print("ready", flush=True)
+    time.sleep(20)
+    print("not interrupted", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+PY
+cat > "$t/parent.py" <<'PY'
+import signal, subprocess, sys
+p = subprocess.Popen([sys.executable, sys.argv[1]], stdout=subprocess.PIPE, text=True)
+assert p.stdout.readline().strip() == "ready"
+p.send_signal(signal.SIGINT)
+out = p.stdout.read()
+p.wait()
+print(out.strip())
+open(sys.argv[2], "w").write("1" if "interrupted" == out.strip() else "0")
+PY
+grep SigIgn /proc/self/status
+python3 "$t/parent.py" "$t/child.py" "$logs/verifier/reward.txt"
+"#,
+    )
+    .unwrap();
+    git_harness::task::load_suite(root)
+        .unwrap()
+        .get("sigint-keyboard-interrupt")
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn sigint_raises_keyboard_interrupt_under_every_runner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = sigint_task(tmp.path());
+    let mut providers: Vec<(&str, Arc<dyn SandboxProvider>)> = vec![("local", local(false))];
+    if bwrap_or_skip("sigint_raises_keyboard_interrupt_under_every_runner (bubblewrap)") {
+        providers.push(("bubblewrap", local(true)));
+    }
+    if let Some(p) = docker_or_skip("sigint_raises_keyboard_interrupt_under_every_runner").await {
+        providers.push(("docker", p));
+    }
+    for (name, p) in providers {
+        let r = git_harness::task::builtin::run_trial(
+            p.as_ref(),
+            &task,
+            git_harness::task::builtin::BuiltinAgent::Nop,
+            &VerifyOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.verifier.reward, 1.0, "{name}: {:?}", r.verifier);
+    }
+}

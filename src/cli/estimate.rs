@@ -55,13 +55,16 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         )
         .await?;
         match &args.what {
-            What::Run { rev, trials } => estimate_run(
-                &ws,
-                &ctx,
-                rev.as_deref().unwrap_or("HEAD"),
-                &[Split::HeldIn, Split::Validation],
-                trials.unwrap_or(ctx.fixed.experiment.trials),
-            ),
+            What::Run { rev, trials } => {
+                estimate_run(
+                    &ws,
+                    &ctx,
+                    rev.as_deref().unwrap_or("HEAD"),
+                    &[Split::HeldIn, Split::Validation],
+                    trials.unwrap_or(ctx.fixed.experiment.trials),
+                )
+                .await
+            }
             What::Evolve { rounds, k } => estimate_evolve(
                 &ws,
                 &ctx,

@@ -18,6 +18,21 @@ pub struct Args {
 pub enum Sub {
     /// Build the base image from a root-filesystem tarball or with debootstrap.
     Base(BaseArgs),
+    /// Remove stale task images: images of the current suite's tasks that no task runs on
+    /// now (changed tasks, images built on a FROM image since rebuilt). Images a container
+    /// still uses are kept.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove the images of tasks that are not in the current suite (other suites on this
+    /// Docker engine lose theirs too).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,7 +65,49 @@ pub struct BaseArgs {
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     match args.command {
         Sub::Base(a) => base(ui, a),
+        Sub::Prune(a) => prune(ui, a),
     }
+}
+
+fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
+    let ws = git_harness::workspace::Workspace::open()?;
+    let fixed = ws.fixed_on_main()?;
+    let suite = git_harness::task::load_suite(&ws.suite_dir(&fixed.experiment)?)?;
+    let provider = git_harness::sandbox::DockerProvider::connect(
+        fixed.experiment.runner.image_map.clone(),
+        Default::default(),
+    )?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let (removed, kept) = rt.block_on(async {
+        let unused = provider.unused_task_images(&suite.tasks, a.all).await?;
+        if a.dry_run {
+            return Ok::<_, Error>((unused, Vec::new()));
+        }
+        let (mut removed, mut kept) = (Vec::new(), Vec::new());
+        for tag in unused {
+            if provider.remove_image(&tag).await? {
+                removed.push(tag);
+            } else {
+                kept.push(tag);
+            }
+        }
+        Ok((removed, kept))
+    })?;
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for tag in &removed {
+        ui.out(format!("{verb} {tag}"));
+    }
+    for tag in &kept {
+        ui.out(format!("kept {tag} (a container uses it)"));
+    }
+    ui.out(format!(
+        "{} {} task image{} that no task of the suite runs on",
+        verb,
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" }
+    ));
+    Ok(exit::SUCCESS)
 }
 
 fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {

@@ -22,6 +22,10 @@ pub struct CacheKey {
     /// Two tasks may have byte-identical content: the id keeps their results apart.
     pub task_id: String,
     pub task_checksum: String,
+    /// What the sandbox is built from beyond the task's files (Docker: image ids); empty when
+    /// nothing.
+    #[serde(default)]
+    pub environment: String,
     pub trial: u32,
     pub agent: AgentKind,
 }
@@ -39,6 +43,12 @@ impl CacheKey {
             self.agent.as_str(),
         ] {
             h.update(part.as_bytes());
+            h.update([0]);
+        }
+        // Keys without an environment stay what they were, so existing caches still hit.
+        if !self.environment.is_empty() {
+            h.update(b"environment\0");
+            h.update(self.environment.as_bytes());
             h.update([0]);
         }
         hex::encode(h.finalize())

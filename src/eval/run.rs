@@ -179,6 +179,9 @@ pub async fn evaluate(
     };
 
     let mut plan = Vec::new();
+    // A task whose environment cannot be identified now (e.g. a missing image) runs uncached:
+    // its trial reports why.
+    let mut environments: std::collections::HashMap<String, Option<String>> = Default::default();
     for split in &req.splits {
         for id in ctx.fixed.splits.get(*split) {
             if matcher.as_ref().is_some_and(|m| !m.is_match(id))
@@ -192,13 +195,22 @@ pub async fn evaluate(
                     "the suite changed since the split; restore it or re-split with --force",
                 )
             })?;
+            if !environments.contains_key(id) {
+                let env = match ctx.executors.environment_id(task).await {
+                    Ok(e) => Some(e.unwrap_or_default()),
+                    Err(_) => None,
+                };
+                environments.insert(id.clone(), env);
+            }
+            let environment = environments.get(id).cloned().flatten();
             for t in 0..trials {
-                let cache_key = (!req.worktree).then(|| {
+                let cache_key = environment.as_ref().filter(|_| !req.worktree).map(|env| {
                     CacheKey {
                         surface_tree: surface_tree.clone(),
                         fingerprint: ctx.fingerprint.clone(),
                         task_id: task.id.clone(),
                         task_checksum: task.checksum.clone(),
+                        environment: env.clone(),
                         trial: t,
                         agent: req.agent,
                     }

@@ -15,6 +15,12 @@ use crate::harness::Harness;
 #[async_trait]
 pub trait ExecutorFactory: Send + Sync {
     async fn executor(&self, harness: &Harness, agent: AgentKind) -> Result<Arc<dyn Executor>>;
+    /// What the task's sandbox is built from beyond its files (see
+    /// [`SandboxProvider::environment_id`]), for the cache key.
+    async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
+        let _ = task;
+        Ok(None)
+    }
 }
 
 use std::time::Instant;
@@ -54,6 +60,10 @@ impl ExecutorFactory for Factory {
             experiment: self.experiment.clone(),
             agent,
         }))
+    }
+
+    async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
+        self.provider.environment_id(task).await
     }
 }
 

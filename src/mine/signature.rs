@@ -44,6 +44,7 @@ pub const TERMINAL_CAUSES: &[&str] = &[
     "verifier_timeout",
     "test_crash",
     "failed_checks",
+    "tampered_environment",
 ];
 
 /// Agent mechanisms the extractor recognises, in the order they are tested.
@@ -120,6 +121,9 @@ pub struct Symptoms {
 /// The terminal cause from the verifier's evidence.
 pub fn terminal_cause(r: &TrialResult) -> String {
     let v = &r.verifier;
+    if !v.tampered.is_empty() {
+        return "tampered_environment".into();
+    }
     if v.timed_out {
         return "verifier_timeout".into();
     }

@@ -58,6 +58,17 @@ impl SandboxProvider for AutoProvider {
         docker.create_with(task, opts).await
     }
 
+    async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
+        if local_gaps(task).is_empty() {
+            return self.local.environment_id(task).await;
+        }
+        match &self.docker {
+            Ok(docker) => docker.environment_id(task).await.map(Some),
+            // The trial reports the missing engine; its result is not cached.
+            Err(e) => Err(InfraClass::Sandbox.error(e)),
+        }
+    }
+
     fn isolation_warning(&self) -> Option<String> {
         self.local.isolation_warning()
     }

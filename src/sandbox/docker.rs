@@ -26,6 +26,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use super::image::BASE_IMAGE;
 use super::output::Capture;
@@ -46,15 +47,22 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long output is still read after a timeout kill.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs `$2` in `$1` as a new process group; kills the group when it ends. `$3` names the pid file.
-const WRAPPER: &str = r#"cd "$1" 2>/dev/null || { echo "git-harness: no such directory: $1" >&2; exit 126; }
-sh_=sh; command -v bash >/dev/null 2>&1 && sh_=bash
-if command -v setsid >/dev/null 2>&1; then setsid "$sh_" -c "$2" </dev/null & else "$sh_" -c "$2" </dev/null & fi
-p=$!
-echo "$p" > "/tmp/.git-harness-exec-$3.pid" 2>/dev/null
-wait "$p"; rc=$?
-kill -KILL "-$p" 2>/dev/null
-rm -f "/tmp/.git-harness-exec-$3.pid"
+/// Runs the command read from stdin in `$1` as a new session (`setsid`), so a group kill ends
+/// its background children too; `$2` keys its script and pid files. The command travels on
+/// stdin, never in argv, so its size is not bounded by the kernel's argument limit; it runs in
+/// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
+/// ignored, and programs must see the default dispositions (as under the local runner). The
+/// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
+const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"
+mkdir -p "$d" 2>/dev/null
+if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
+cd "$1" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $1" >&2; exit 126; }
+sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
+ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
+$ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
+rc=$?
+p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
+rm -f "$f.sh" "$f.pid"
 exit "$rc""#;
 
 fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
@@ -62,6 +70,21 @@ fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
         format!("{what}: {e}"),
         "is the Docker daemon running and reachable (DOCKER_HOST or /var/run/docker.sock)?",
     )
+}
+
+/// An error of the archive API. The daemon answering with an error about a path (a dangling
+/// link, a directory where a file should be, a full disk) is about the sandbox's content, which
+/// the agent controls: an I/O error of that path, not an infrastructure error. A daemon that does
+/// not answer is infrastructure.
+fn archive_err(path: &str, e: bollard::errors::Error) -> Error {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. }
+            if !message.contains("No such container") =>
+        {
+            Error::io(path, std::io::Error::other(message.trim().to_string()))
+        }
+        e => docker_err(&format!("copy {path}"), e),
+    }
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -119,6 +142,123 @@ impl DockerProvider {
         map_image(&self.image_map, image)
     }
 
+    /// The ids of the external images a task's Dockerfile starts `FROM` (after the image map),
+    /// in order. None is pulled: a missing one is an infrastructure error with a hint.
+    async fn base_image_ids(&self, docker: &Docker, task: &Task) -> Result<Vec<String>> {
+        let Some(dockerfile) = &task.dockerfile else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(dockerfile).at(dockerfile)?;
+        let mut ids = Vec::new();
+        for from in from_images(&rewrite_from(&text, &self.image_map)) {
+            match docker.inspect_image(&from).await {
+                Ok(info) => ids.push(info.id.unwrap_or_default()),
+                Err(e) if is_not_found(&e) => {
+                    return Err(InfraClass::Sandbox.error_hint(
+                        format!(
+                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally; nothing is pulled",
+                            task.id
+                        ),
+                        format!(
+                            "build or load it, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(docker_err(&format!("inspect image {from}"), e)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// What a task's environment is built on, as image ids: the FROM images of its Dockerfile,
+    /// else its `docker_image`, else the base image. Part of the cache key, so results on an
+    /// image that has since been rebuilt are not reused.
+    pub async fn environment_id(&self, task: &Task) -> Result<String> {
+        let docker = self.client().await?;
+        if let Some(img) = &task.environment.docker_image {
+            let mapped = self.map_image(img);
+            if let Ok(info) = docker.inspect_image(&mapped).await {
+                return Ok(info.id.unwrap_or_default());
+            }
+        }
+        if task.dockerfile.is_some() && task.environment_dir.is_some() {
+            return Ok(self.base_image_ids(&docker, task).await?.join(","));
+        }
+        let base = self.map_image(BASE_IMAGE);
+        match docker.inspect_image(&base).await {
+            Ok(info) => Ok(info.id.unwrap_or_default()),
+            Err(e) => Err(docker_err(&format!("inspect image {base}"), e)),
+        }
+    }
+
+    /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now: stale
+    /// images of these tasks, and with `all` also the images of tasks not in `tasks`.
+    pub async fn unused_task_images(&self, tasks: &[Task], all: bool) -> Result<Vec<String>> {
+        let docker = self.client().await?;
+        let mut wanted = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for t in tasks {
+            names.insert(format!("{TASK_IMAGE_PREFIX}{}:", tag_safe(&t.id)));
+            if let Some(tag) = self.current_task_tag(&docker, t).await {
+                wanted.insert(tag);
+            }
+        }
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .all(false)
+            .build();
+        let images = docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| docker_err("list images", e))?;
+        let mut unused = Vec::new();
+        for img in images {
+            for tag in &img.repo_tags {
+                let ours = all || names.iter().any(|n| tag.starts_with(n.as_str()));
+                if tag.starts_with(TASK_IMAGE_PREFIX) && ours && !wanted.contains(tag) {
+                    unused.push(tag.clone());
+                }
+            }
+        }
+        unused.sort();
+        Ok(unused)
+    }
+
+    /// Remove an image by tag (the image goes when its last tag does). `Ok(false)` when a
+    /// container still uses it: it is kept.
+    pub async fn remove_image(&self, tag: &str) -> Result<bool> {
+        let docker = self.client().await?;
+        match docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_err(&format!("remove image {tag}"), e)),
+        }
+    }
+
+    /// The tag a task's image has when built from its files and FROM images as they are now.
+    async fn current_task_tag(&self, docker: &Docker, task: &Task) -> Option<String> {
+        let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) else {
+            return None;
+        };
+        let ctx = build_context(
+            ctx_dir,
+            task.dockerfile.as_deref(),
+            &self.image_map,
+            &verifier_and_solution_files(task),
+        )
+        .ok()?;
+        let base_ids = self.base_image_ids(docker, task).await.ok()?;
+        Some(task_image_tag(&task.id, &ctx, &base_ids))
+    }
+
     async fn image_exists(&self, docker: &Docker, image: &str) -> Result<bool> {
         match docker.inspect_image(image).await {
             Ok(_) => Ok(true),
@@ -144,9 +284,13 @@ impl DockerProvider {
             }
         }
         if let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) {
-            let ctx = build_context(ctx_dir, task.dockerfile.as_deref(), &self.image_map)?;
-            let hash = hex::encode(Sha256::digest(&ctx));
-            let tag = format!("git-harness/task-{}:{}", tag_safe(&task.id), &hash[..12]);
+            let ctx = build_context(
+                ctx_dir,
+                task.dockerfile.as_deref(),
+                &self.image_map,
+                &verifier_and_solution_files(task),
+            )?;
+            let tag = task_image_tag(&task.id, &ctx, &self.base_image_ids(&docker, task).await?);
             let lock = {
                 let mut m = self
                     .build_locks
@@ -157,27 +301,6 @@ impl DockerProvider {
             let _held = lock.lock().await;
             if self.image_exists(&docker, &tag).await? {
                 return Ok((tag, false));
-            }
-            // The classic builder pulls a missing FROM image; we never pull, so check first.
-            let dockerfile_text = task
-                .dockerfile
-                .as_deref()
-                .map(std::fs::read_to_string)
-                .transpose()
-                .map_err(|e| Error::io(task.dockerfile.clone().unwrap_or_default(), e))?
-                .unwrap_or_default();
-            for from in from_images(&rewrite_from(&dockerfile_text, &self.image_map)) {
-                if !self.image_exists(&docker, &from).await? {
-                    return Err(InfraClass::Sandbox.error_hint(
-                        format!(
-                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally; nothing is pulled",
-                            task.id
-                        ),
-                        format!(
-                            "build or load it, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
-                        ),
-                    ));
-                }
             }
             let timeout = task
                 .environment
@@ -274,6 +397,7 @@ impl DockerProvider {
             host_config: Some(host),
             ..Default::default()
         };
+        let path_env = image_path_env(&docker, &image).await?;
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = docker
@@ -287,6 +411,7 @@ impl DockerProvider {
             workdir: env.workdir.clone(),
             destroyed: false,
             keeper: 0,
+            path_env,
         };
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;
@@ -367,6 +492,10 @@ impl SandboxProvider for DockerProvider {
         let id = opts.trial_id.clone().unwrap_or_else(super::new_trial_id);
         Ok(Box::new(self.create_docker(task, &id).await?))
     }
+
+    async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
+        DockerProvider::environment_id(self, task).await.map(Some)
+    }
 }
 
 /// One trial's container. Dropping it without `destroy` still removes the container (force).
@@ -378,6 +507,8 @@ pub struct DockerSandbox {
     destroyed: bool,
     /// The pid of the container's `sleep infinity` (kept by `kill_strays`).
     keeper: i64,
+    /// The image's PATH: the verifier's, whatever the agent did.
+    path_env: String,
 }
 
 impl DockerSandbox {
@@ -402,12 +533,11 @@ impl DockerSandbox {
         ];
         envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         let cmd = vec![
-            "sh".to_string(),
+            "/bin/sh".to_string(),
             "-c".to_string(),
             WRAPPER.to_string(),
             "git-harness-exec".to_string(),
             cwd.to_string(),
-            command.to_string(),
             key.clone(),
         ];
         let created = self
@@ -417,14 +547,28 @@ impl DockerSandbox {
                 CreateExecOptions {
                     cmd: Some(cmd),
                     env: Some(envs),
+                    attach_stdin: Some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     working_dir: Some("/".to_string()),
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| docker_err("create an exec (did the container die?)", e))?;
+            .await;
+        // Only the agent's commands run in the container: when it stopped (its main process
+        // was killed, or it ran out of memory), that is the agent's doing, and the command fails
+        // like one killed by a signal.
+        let stopped = || ExecOutput {
+            exit_code: None,
+            output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        };
+        let created = match created {
+            Ok(c) => c,
+            Err(_) if self.stopped().await => return Ok(stopped()),
+            Err(e) => return Err(docker_err("create an exec", e)),
+        };
         let started_exec = self
             .docker
             .start_exec(
@@ -435,15 +579,36 @@ impl DockerSandbox {
                     output_capacity: None,
                 }),
             )
-            .await
-            .map_err(|e| docker_err("start an exec", e))?;
-        let StartExecResults::Attached { mut output, .. } = started_exec else {
+            .await;
+        let started_exec = match started_exec {
+            Ok(s) => s,
+            Err(_) if self.stopped().await => return Ok(stopped()),
+            Err(e) => return Err(docker_err("start an exec", e)),
+        };
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started_exec
+        else {
             return Err(InfraClass::Sandbox.error("exec started detached"));
         };
         let mut cap = Capture::default();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timed_out = false;
-        loop {
+        // The wrapper reads the whole command before it prints anything; closing stdin ends it.
+        let sent = tokio::time::timeout_at(deadline, async {
+            input.write_all(command.as_bytes()).await?;
+            input.shutdown().await
+        })
+        .await;
+        drop(input);
+        match sent {
+            Ok(Ok(())) => {}
+            // The wrapper exits early (e.g. it could not store the command): its output says why.
+            Ok(Err(_)) => {}
+            Err(_) => timed_out = true,
+        }
+        while !timed_out {
             match tokio::time::timeout_at(deadline, output.next()).await {
                 Ok(Some(Ok(chunk))) => cap.push(&chunk.into_bytes()),
                 Ok(Some(Err(e))) => return Err(docker_err("read exec output", e)),
@@ -488,7 +653,7 @@ impl DockerSandbox {
     /// Kill the process group of the exec whose pid file is keyed `key` (a second exec).
     async fn kill_exec(&self, key: &str) {
         let script = format!(
-            "f=/tmp/.git-harness-exec-{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
+            "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
              if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
              sleep 0.2; done; exit 1"
         );
@@ -497,7 +662,7 @@ impl DockerSandbox {
             .create_exec(
                 &self.id,
                 CreateExecOptions {
-                    cmd: Some(vec!["sh".to_string(), "-c".to_string(), script]),
+                    cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), script]),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     ..Default::default()
@@ -572,7 +737,7 @@ impl Sandbox for DockerSandbox {
                         ),
                     ));
                 }
-                Err(e) => return Err(docker_err(&format!("read {p}"), e)),
+                Err(e) => return Err(archive_err(&p, e)),
             }
         }
         let mut ar = tar::Archive::new(&tar_bytes[..]);
@@ -617,6 +782,9 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn kill_strays(&self) -> Result<()> {
+        if self.stopped().await {
+            return Ok(());
+        }
         // Keep docker-init (1), the container's `sleep infinity`, and this exec's own processes.
         let script = format!(
             "keep=\" 1 {k} $$ $PPID \"; for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
@@ -637,15 +805,167 @@ impl Sandbox for DockerSandbox {
     fn trial_id(&self) -> &str {
         &self.trial
     }
+
+    fn verifier_path(&self) -> Option<String> {
+        Some(self.path_env.clone())
+    }
+
+    async fn toolchain_changes(&self) -> Result<Vec<String>> {
+        if self.stopped().await {
+            return Ok(vec![STOPPED.to_string()]);
+        }
+        let changes = self
+            .docker
+            .container_changes(&self.id)
+            .await
+            .map_err(|e| docker_err("read the container's filesystem changes", e))?
+            .unwrap_or_default();
+        let changes: Vec<(Change, String)> = changes
+            .into_iter()
+            .map(|c| {
+                let kind = match c.kind {
+                    bollard::models::ChangeType::_1 => Change::Added,
+                    bollard::models::ChangeType::_2 => Change::Deleted,
+                    _ => Change::Modified,
+                };
+                (kind, c.path)
+            })
+            .collect();
+        let mut found = toolchain_tampering(&changes, &[]);
+        if !found.is_empty() {
+            // The shell below could be the agent's: report without running anything.
+            return Ok(found);
+        }
+        // The PATH directories as the container resolves them (only shell builtins run here).
+        let script = format!(
+            "p={}; IFS=:; for e in $p; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done",
+            q(&self.path_env)
+        );
+        let out = self
+            .exec_raw(&script, Duration::from_secs(30), "/", &[])
+            .await?;
+        let dirs: Vec<String> = out.output.lines().map(|l| l.trim().to_string()).collect();
+        found = toolchain_tampering(&changes, &dirs);
+        // An added command earlier on PATH than one of the same name shadows it.
+        let mut probes: Vec<(String, String)> = Vec::new();
+        for (kind, path) in &changes {
+            let Some((dir, name)) = path.rsplit_once('/') else {
+                continue;
+            };
+            if *kind != Change::Added || name.is_empty() {
+                continue;
+            }
+            let Some(i) = dirs.iter().position(|d| d == dir) else {
+                continue;
+            };
+            for later in dirs[i + 1..].iter().filter(|d| !d.is_empty() && *d != dir) {
+                probes.push((path.clone(), format!("{later}/{name}")));
+            }
+        }
+        if !probes.is_empty() {
+            let script: String = probes
+                .iter()
+                .map(|(added, other)| format!("[ -e {} ] && echo {};\n", q(other), q(added)))
+                .collect::<String>()
+                + "exit 0";
+            let out = self
+                .exec_raw(&script, Duration::from_secs(30), "/", &[])
+                .await?;
+            for line in out.output.lines() {
+                let entry = format!("added {line} (shadows a command on PATH)");
+                if !line.is_empty() && !found.contains(&entry) {
+                    found.push(entry);
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
+/// How a file differs from the container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Modified,
+    Added,
+    Deleted,
+}
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Changes of a container's filesystem that touch what the verifier runs on: a command in a
+/// PATH directory (`path_dirs`, resolved) changed or removed, a shared library changed or
+/// removed, the dynamic loader's preload or configuration touched, a file of Python's standard
+/// library changed or removed, or a Python startup hook (`sitecustomize.py`,
+/// `usercustomize.py`) added. Installing new commands, libraries or Python packages is not
+/// tampering; an added command that shadows an existing one is found by the caller.
+pub fn toolchain_tampering(changes: &[(Change, String)], path_dirs: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    // Directories listed because something inside them changed are not changes themselves.
+    let parents: std::collections::HashSet<&str> = changes
+        .iter()
+        .filter_map(|(_, p)| p.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    for (kind, path) in changes {
+        if *kind == Change::Modified && parents.contains(path.as_str()) {
+            continue;
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        let lib = [
+            "/lib/",
+            "/lib64/",
+            "/usr/lib/",
+            "/usr/lib64/",
+            "/usr/local/lib/",
+        ]
+        .iter()
+        .any(|l| path.starts_with(l));
+        let python_stdlib = ["/usr/lib/python3", "/usr/local/lib/python3"]
+            .iter()
+            .any(|l| path.starts_with(l))
+            && !path.contains("/site-packages/")
+            && !path.contains("/dist-packages/");
+        let suspect = match kind {
+            Change::Modified | Change::Deleted => {
+                path_dirs.iter().any(|d| d == dir)
+                    || ["/bin", "/usr/bin"].contains(&dir) && !name.is_empty()
+                    || lib && (name.ends_with(".so") || name.contains(".so."))
+                    || python_stdlib && name.ends_with(".py")
+            }
+            Change::Added => name == "sitecustomize.py" || name == "usercustomize.py",
+        } || path == "/etc/ld.so.preload"
+            || path.starts_with("/etc/ld.so.conf");
+        if suspect {
+            let what = match kind {
+                Change::Modified => "changed",
+                Change::Added => "added",
+                Change::Deleted => "removed",
+            };
+            found.push(format!("{what} {path}"));
+        }
+    }
+    found
+}
+
+/// Why nothing runs in a container the agent stopped.
+const STOPPED: &str = "the sandbox's container stopped during the trial (its main process was killed, or it ran out of memory)";
+
 impl DockerSandbox {
+    /// Whether the container exists but no longer runs.
+    async fn stopped(&self) -> bool {
+        match self.docker.inspect_container(&self.id, None).await {
+            Ok(info) => info.state.and_then(|s| s.running) == Some(false),
+            Err(_) => false,
+        }
+    }
+
     async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
             .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into()))
             .await
-            .map_err(|e| docker_err(&format!("write {what}"), e))
+            .map_err(|e| archive_err(what, e))
     }
 }
 
@@ -681,6 +1001,24 @@ impl Drop for DockerSandbox {
         self.destroyed = true;
     }
 }
+
+/// The PATH an image's containers start with (Docker's default when the image sets none).
+async fn image_path_env(docker: &Docker, image: &str) -> Result<String> {
+    let info = docker
+        .inspect_image(image)
+        .await
+        .map_err(|e| docker_err(&format!("inspect image {image}"), e))?;
+    Ok(info
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|v| v.strip_prefix("PATH=").map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_PATH.to_string()))
+}
+
+/// The PATH Docker gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `image_map` applied to one image name (exact match, then the name without a tag).
 pub fn map_image(map: &BTreeMap<String, String>, image: &str) -> String {
@@ -742,21 +1080,36 @@ pub fn from_images(dockerfile: &str) -> Vec<String> {
     images
 }
 
+/// The task's verifier and reference solution on the host: never part of an image, since the
+/// agent runs in it (a TB1 task's build context is the whole task directory). They are copied
+/// in for their own phase only.
+pub fn verifier_and_solution_files(task: &Task) -> Vec<std::path::PathBuf> {
+    let mut v = vec![task.test_script.clone(), task.dir.join("solution.yaml")];
+    v.extend(task.tests_dir.clone());
+    match (task.format, &task.solution_script) {
+        (crate::task::TaskFormat::Harbor, Some(s)) => v.extend(s.parent().map(Path::to_path_buf)),
+        (_, Some(s)) => v.push(s.clone()),
+        (_, None) => {}
+    }
+    v
+}
+
 /// The build context of `dir` as a deterministic tar (sorted, mtime 0, uid 0), with the
-/// Dockerfile's FROM lines rewritten through the image map.
+/// Dockerfile's FROM lines rewritten through the image map and the `excluded` paths left out.
 pub fn build_context(
     dir: &Path,
     dockerfile: Option<&Path>,
     map: &BTreeMap<String, String>,
+    excluded: &[std::path::PathBuf],
 ) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
-    append_tree(&mut b, dir, "", dockerfile, map)?;
+    append_tree(&mut b, dir, "", dockerfile, map, excluded)?;
     b.into_inner().at(dir)
 }
 
 fn tar_dir(dir: &Path, prefix: &str) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
-    append_tree(&mut b, dir, prefix, None, &BTreeMap::new())?;
+    append_tree(&mut b, dir, prefix, None, &BTreeMap::new(), &[])?;
     b.into_inner().at(dir)
 }
 
@@ -766,6 +1119,7 @@ fn append_tree(
     prefix: &str,
     dockerfile: Option<&Path>,
     map: &BTreeMap<String, String>,
+    excluded: &[std::path::PathBuf],
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -775,6 +1129,9 @@ fn append_tree(
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
+        if excluded.contains(&p) {
+            continue;
+        }
         let name = e.file_name().to_string_lossy().into_owned();
         let rel = if prefix.is_empty() {
             name.clone()
@@ -798,7 +1155,7 @@ fn append_tree(
             h.set_mode(meta.permissions().mode() & 0o7777);
             b.append_data(&mut h, format!("{rel}/"), std::io::empty())
                 .at(&p)?;
-            append_tree(b, &p, &rel, dockerfile, map)?;
+            append_tree(b, &p, &rel, dockerfile, map, excluded)?;
         } else if meta.is_file() {
             let mut data = std::fs::read(&p).at(&p)?;
             if dockerfile == Some(p.as_path()) && !map.is_empty() {
@@ -811,6 +1168,22 @@ fn append_tree(
         }
     }
     Ok(())
+}
+
+/// Every task image's name starts so.
+pub const TASK_IMAGE_PREFIX: &str = "git-harness/task-";
+
+/// A task image's tag: its build context and the ids of its FROM images, so a rebuilt FROM
+/// image makes another task image.
+fn task_image_tag(task_id: &str, context: &[u8], base_ids: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(context);
+    for id in base_ids {
+        h.update([0]);
+        h.update(id.as_bytes());
+    }
+    let hash = hex::encode(h.finalize());
+    format!("{TASK_IMAGE_PREFIX}{}:{}", tag_safe(task_id), &hash[..12])
 }
 
 /// A Docker-tag-safe form of a task id.
@@ -853,6 +1226,45 @@ mod tests {
         assert_eq!(
             from_images(d),
             vec!["base:1".to_string(), "other:2".to_string()]
+        );
+    }
+
+    #[test]
+    fn toolchain_tampering_rules() {
+        let c = |k: Change, p: &str| (k, p.to_string());
+        let changes = vec![
+            c(Change::Modified, "/usr/bin"),
+            c(Change::Modified, "/usr/bin/bash"),
+            c(Change::Added, "/usr/bin/rg"),
+            c(Change::Modified, "/usr/local/bin"),
+            c(Change::Added, "/usr/local/bin/tool"),
+            c(Change::Deleted, "/usr/sbin/ldconfig"),
+            c(Change::Modified, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            c(Change::Added, "/usr/lib/x86_64-linux-gnu/libnew.so.1"),
+            c(Change::Modified, "/usr/lib/python3.11/os.py"),
+            c(Change::Modified, "/usr/lib/python3/dist-packages/six.py"),
+            c(
+                Change::Added,
+                "/usr/local/lib/python3.11/site-packages/sitecustomize.py",
+            ),
+            c(Change::Added, "/etc/ld.so.preload"),
+            c(Change::Modified, "/app/answer.txt"),
+        ];
+        let dirs = vec![
+            "/usr/local/bin".to_string(),
+            "/usr/sbin".to_string(),
+            "/usr/bin".to_string(),
+        ];
+        assert_eq!(
+            toolchain_tampering(&changes, &dirs),
+            vec![
+                "changed /usr/bin/bash",
+                "removed /usr/sbin/ldconfig",
+                "changed /usr/lib/x86_64-linux-gnu/libc.so.6",
+                "changed /usr/lib/python3.11/os.py",
+                "added /usr/local/lib/python3.11/site-packages/sitecustomize.py",
+                "added /etc/ld.so.preload",
+            ]
         );
     }
 

@@ -123,6 +123,19 @@ pub trait Sandbox: Send + Sync {
     async fn kill_strays(&self) -> Result<()> {
         Ok(())
     }
+    /// What the agent changed of the verifier's toolchain (commands on PATH, shared libraries,
+    /// the dynamic loader, Python's standard library and startup hooks), one line per change
+    /// (`changed /usr/bin/bash`). Checked after `kill_strays`, before the verifier runs; a
+    /// non-empty answer fails the trial instead of running the verifier. Empty where the runner
+    /// keeps those paths read-only.
+    async fn toolchain_changes(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// The PATH the verifier runs with (the image's, not the agent's); `None` keeps the
+    /// sandbox's own.
+    fn verifier_path(&self) -> Option<String> {
+        None
+    }
     /// The trial id this sandbox was made for (a label of its container, a part of its temp dir).
     fn trial_id(&self) -> &str {
         ""
@@ -145,6 +158,13 @@ pub trait SandboxProvider: Send + Sync {
     async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
         let _ = opts;
         self.create(task).await
+    }
+    /// The identity of what a task's sandbox starts from beyond the task's own files (Docker:
+    /// the ids of the images it is built from), for the cache key. `None` when the task's files
+    /// are all of it.
+    async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
+        let _ = task;
+        Ok(None)
     }
     /// A warning about weak isolation that the caller should show once (e.g. no bubblewrap).
     fn isolation_warning(&self) -> Option<String> {

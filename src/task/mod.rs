@@ -121,4 +121,8 @@ pub struct VerifierOutcome {
     /// Failed test names from pytest `-rA` output or ctrf.json.
     pub failed_tests: Vec<String>,
     pub timed_out: bool,
+    /// The agent's changes to the verifier's toolchain; when any, the verifier did not run and
+    /// the trial failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tampered: Vec<String>,
 }

@@ -43,9 +43,22 @@ pub async fn verify(
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
     sandbox.kill_strays().await?;
-    sandbox.reset_dirs(&[&vdir, &tests]).await?;
-    if let Some(dir) = &task.tests_dir {
-        sandbox.copy_dir_in(dir, &tests).await?;
+    // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
+    // replaced interpreter could forge any reward.
+    let tampered = sandbox.toolchain_changes().await?;
+    if !tampered.is_empty() {
+        return Ok(broken(
+            "the verifier did not run: the agent changed its toolchain",
+            tampered,
+        ));
+    }
+    if let Err(e) = sandbox.reset_dirs(&[&vdir, &tests]).await {
+        return agent_or_infra(sandbox, e).await;
+    }
+    if let Some(dir) = &task.tests_dir
+        && let Err(e) = sandbox.copy_dir_in(dir, &tests).await
+    {
+        return agent_or_infra(sandbox, e).await;
     }
     let script = match task.format {
         TaskFormat::Harbor => format!("{tests}/test.sh"),
@@ -53,15 +66,24 @@ pub async fn verify(
             let data =
                 std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
             let p = format!("{tests}/run-tests.sh");
-            sandbox.write_file(&p, &data).await?;
+            if let Err(e) = sandbox.write_file(&p, &data).await {
+                return agent_or_infra(sandbox, e).await;
+            }
             p
         }
     };
+    // A fixed interpreter and PATH: the image's, never one the agent put first.
     let mut req = ExecRequest::new(
-        format!("chmod +x {s} 2>/dev/null; bash {s}", s = q(&script)),
+        format!(
+            "chmod +x {s} 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash {s}; else exec bash {s}; fi",
+            s = q(&script)
+        ),
         task.verifier_timeout,
     );
     req.env.push(("TEST_DIR".into(), tests.clone()));
+    if let Some(path) = sandbox.verifier_path() {
+        req.env.push(("PATH".into(), path));
+    }
     let run = sandbox.exec(req).await?;
     let output_tail = tail_chars(&run.output, OUTPUT_TAIL_CHARS);
     if run.timed_out {
@@ -71,21 +93,26 @@ pub async fn verify(
             task.verifier_timeout.as_secs()
         )));
     }
-    let reward = match read_reward(sandbox, &vdir).await? {
-        Some(r) => r,
-        None if task.format == TaskFormat::Tb1 && run.exit_code.is_some() => {
+    let reward = match read_reward(sandbox, &vdir).await {
+        Err(e) => return agent_or_infra(sandbox, e).await,
+        Ok(Some(r)) => r,
+        Ok(None) if task.format == TaskFormat::Tb1 && run.exit_code.is_some() => {
             // TB1 tasks report through pytest's exit status, not a reward file.
             if run.exit_code == Some(0) { 1.0 } else { 0.0 }
         }
-        None => {
+        Ok(None) => {
             let how = match run.exit_code {
                 Some(c) => format!("exited with {c}"),
                 None => "was killed".into(),
             };
-            return Err(InfraClass::Verifier.error(format!(
-                "the verifier of task `{}` {how} and wrote no reward ({vdir}/reward.txt or reward.json):\n{output_tail}",
-                task.id
-            )));
+            return agent_or_infra(
+                sandbox,
+                InfraClass::Verifier.error(format!(
+                    "the verifier of task `{}` {how} and wrote no reward ({vdir}/reward.txt or reward.json):\n{output_tail}",
+                    task.id
+                )),
+            )
+            .await;
         }
     };
     let mut failed_tests = match sandbox.read_file(&format!("{vdir}/ctrf.json")).await {
@@ -102,7 +129,70 @@ pub async fn verify(
         output_tail,
         failed_tests,
         timed_out: false,
+        tampered: Vec::new(),
     })
+}
+
+/// A failed verification that the agent caused: reward 0, with the causes recorded.
+fn broken(why: &str, causes: Vec<String>) -> VerifierOutcome {
+    VerifierOutcome {
+        reward: 0.0,
+        passed: false,
+        exit_code: None,
+        output_tail: format!("{why}:\n{}", causes.join("\n")),
+        failed_tests: Vec::new(),
+        timed_out: false,
+        tampered: causes,
+    }
+}
+
+/// The verifier could not do its work: an infrastructure error, unless the agent filled a
+/// filesystem the verifier needs, which is the agent's failure.
+async fn agent_or_infra(sandbox: &dyn Sandbox, err: Error) -> Result<VerifierOutcome> {
+    // Only the filesystems the verifier writes to: others may be full or read-only by design.
+    let paths = [
+        "/tmp",
+        "/dev/shm",
+        sandbox.workdir(),
+        sandbox.logs_dir(),
+        sandbox.tests_dir(),
+    ];
+    let list: Vec<String> = paths.iter().map(|p| q(p)).collect();
+    let df = sandbox
+        .exec(ExecRequest::new(
+            format!("df -Pk {} 2>/dev/null", list.join(" ")),
+            std::time::Duration::from_secs(30),
+        ))
+        .await;
+    let full = df.map(|o| full_filesystems(&o.output)).unwrap_or_default();
+    if full.is_empty() {
+        return Err(err);
+    }
+    Ok(broken(
+        &format!("the verifier could not run ({err}): the agent filled the disk"),
+        full,
+    ))
+}
+
+/// Filesystems with less than 1 MiB free in `df -Pk` output, as `disk full: MOUNT (N KiB free)`.
+pub fn full_filesystems(df: &str) -> Vec<String> {
+    let mut full = Vec::new();
+    for line in df.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 6 {
+            continue;
+        }
+        let (Ok(size), Ok(avail)) = (cols[1].parse::<u64>(), cols[3].parse::<u64>()) else {
+            continue;
+        };
+        if size > 0 && avail < 1024 {
+            let entry = format!("disk full: {} ({avail} KiB free)", cols[5..].join(" "));
+            if !full.contains(&entry) {
+                full.push(entry);
+            }
+        }
+    }
+    full
 }
 
 /// `reward.json` first (a flat map of numbers; its `reward` key, else its only value, else the
@@ -219,6 +309,18 @@ mod tests {
         assert_eq!(parse_reward_json(br#"{"reward": 0.5, "x": 1}"#), Ok(0.5));
         assert_eq!(parse_reward_json(br#"{"a": 1, "b": 0}"#), Ok(0.5));
         assert!(parse_reward_json(b"{").is_err());
+    }
+
+    #[test]
+    fn full_filesystems_from_df() {
+        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                  overlay 100000000 5000 99995000 1% /\n\
+                  shm 65536 65536 0 100% /dev/shm\n\
+                  proc 0 0 0 - /proc\n";
+        assert_eq!(
+            full_filesystems(df),
+            vec!["disk full: /dev/shm (0 KiB free)".to_string()]
+        );
     }
 
     #[test]

@@ -111,3 +111,48 @@ pub async fn docker_or_skip(test: &str) -> Option<Arc<DockerProvider>> {
     eprintln!("\n!!!!! SKIPPING {test}: {reason} !!!!!\n");
     None
 }
+
+/// Removes (forced) every image whose tag starts with one of `prefixes` when dropped, also
+/// after a failed assertion; the base image is never among them.
+pub struct RemoveImages {
+    pub prefixes: Vec<String>,
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let prefixes = self.prefixes.clone();
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let docker = bollard::Docker::connect_with_defaults().unwrap();
+                for p in &prefixes {
+                    // Children first: the task images are built on the throwaway base.
+                    for tag in tags_with(&docker, p).await {
+                        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                            .force(true)
+                            .build();
+                        let _ = docker.remove_image(&tag, Some(opts), None).await;
+                    }
+                }
+            });
+        });
+        let _ = t.join();
+    }
+}
+
+/// Tags of the images whose name starts with `prefix`.
+pub async fn tags_with(docker: &bollard::Docker, prefix: &str) -> Vec<String> {
+    let mut tags: Vec<String> = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .filter(|t| t.starts_with(prefix))
+        .collect();
+    tags.sort();
+    tags
+}

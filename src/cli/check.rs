@@ -1,7 +1,7 @@
 //! `git harness check`: is a revision good? The `git bisect run` contract.
 
 use git_harness::eval::Totals;
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::eval::run::{RunRequest, evaluate};
 use git_harness::experiment::Split;
 use git_harness::workspace::Workspace;
@@ -81,7 +81,7 @@ pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result
     let ws = Workspace::open()?;
     let rt = runtime();
     let t = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
         }

@@ -90,6 +90,8 @@ pub struct EvalContext {
     pub warnings: Vec<String>,
     /// The experiment's model, for the proposer and the optional diagnosis.
     pub model: Option<Arc<dyn crate::model::Model>>,
+    /// Interrupt requests for every run of this context (see [`schedule::Options::interrupt`]).
+    pub interrupt: Option<watch::Receiver<u8>>,
 }
 
 /// Evaluate one harness revision.
@@ -103,6 +105,11 @@ pub async fn evaluate(
 ) -> Result<RunOutcome> {
     let repo = &ws.repo;
     let started = std::time::Instant::now();
+    let interrupt = interrupt.or_else(|| ctx.interrupt.clone());
+    // Interrupted before this run began (e.g. between the steps of `evolve`): start nothing.
+    if interrupt.as_ref().is_some_and(|rx| *rx.borrow() > 0) {
+        return Err(Error::Interrupted { run: None });
+    }
     // A resumed run continues what it was asked to do: its revision, splits, tasks, trials
     // and agent come from its journal, whatever the request says.
     let resumed = match &req.resume {
@@ -119,6 +126,7 @@ pub async fn evaluate(
             r.trials = Some(meta.trials);
             r.tasks = None;
             r.agent = meta.agent;
+            r.no_cache = r.no_cache || meta.no_cache;
             Some((r, meta))
         }
         None => None,
@@ -253,6 +261,13 @@ pub async fn evaluate(
                     "run {id} evaluated another harness or experiment; it cannot be resumed with these arguments"
                 )));
             }
+            if repo
+                .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+                .is_ok()
+            {
+                // Killed after its record was written: finish the steps after it, run nothing.
+                return finish_resumed(ws, ctx, id, commit.id());
+            }
             let done = Journal::read_results(&ctx.state_dir, id);
             (meta.clone(), done)
         }
@@ -279,6 +294,7 @@ pub async fn evaluate(
                 runner: ctx.fixed.experiment.runner.kind.to_string(),
                 seed: ctx.fixed.experiment.seed,
                 started_at: now(),
+                no_cache: req.no_cache,
             },
             Vec::new(),
         ),
@@ -305,7 +321,13 @@ pub async fn evaluate(
         opts,
         observer,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        Error::Interrupted { .. } => Error::Interrupted {
+            run: Some(meta.id.clone()),
+        },
+        e => e,
+    })?;
     if let Some(t) = &finished.tripped {
         // No record: the journal keeps what ran, so nothing is lost and nothing is counted.
         return Err(Error::Infra {
@@ -321,6 +343,12 @@ pub async fn evaluate(
                 t.kind.hint(),
                 meta.id
             )),
+        });
+    }
+    // An interrupted run is not recorded: its journal keeps what finished, for `--resume`.
+    if finished.interrupted && finished.stopped.as_deref() == Some(schedule::INTERRUPTED) {
+        return Err(Error::Interrupted {
+            run: Some(meta.id.clone()),
         });
     }
     let mut results = finished.results;
@@ -435,6 +463,36 @@ fn covering_run(
         }
     }
     Ok(best.map(|(id, oid, record, _)| (id, oid, record)))
+}
+
+/// The outcome of a resumed run that was already recorded (its process was killed after
+/// writing the ref): the steps after the ref are finished, nothing is executed.
+fn finish_resumed(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    id: &str,
+    harness_commit: Oid,
+) -> Result<RunOutcome> {
+    super::record::finish_recorded(&ws.repo, &ctx.state_dir, id)?;
+    let (record, results) = super::record::read_run(&ws.repo, id)?;
+    let run_commit = ws
+        .repo
+        .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+        .map_err(|e| Error::Git {
+            context: format!("read run {id}"),
+            source: e,
+        })?;
+    let stopped = record.stop_reason.clone();
+    Ok(RunOutcome {
+        id: id.to_string(),
+        run_commit,
+        harness_commit,
+        record,
+        results,
+        executed: 0,
+        stopped,
+        wall_ms: 0,
+    })
 }
 
 fn new_run_id(commit: Oid) -> String {

@@ -17,7 +17,7 @@ pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{HarnessNote, RunSummary, read_note, update_note};
 pub use promote::{
-    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote,
+    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote, recover_promotion,
     update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
@@ -300,12 +300,8 @@ pub(crate) fn cas_ref(
 ) -> Result<()> {
     match repo.reference_matching(name, new, true, expected, msg) {
         Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.code(),
-                git2::ErrorCode::Modified | git2::ErrorCode::Locked
-            ) =>
-        {
+        Err(e) if e.code() == git2::ErrorCode::Locked => Err(locked(repo, name)),
+        Err(e) if e.code() == git2::ErrorCode::Modified => {
             let actual = repo
                 .refname_to_id(name)
                 .map(|o| o.to_string())
@@ -320,6 +316,39 @@ pub(crate) fn cas_ref(
             context: format!("update {name}"),
             source: e,
         }),
+    }
+}
+
+/// Locks older than this were left by a process that was killed: git holds them for
+/// milliseconds.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error for a ref whose lock file is held: by a live writer, or left by a killed one.
+fn locked(repo: &Repository, name: &str) -> Error {
+    let lock = repo.path().join(format!("{name}.lock"));
+    let age = std::fs::metadata(&lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    match age {
+        Some(age) if age >= STALE_LOCK => Error::usage_hint(
+            format!(
+                "{name} is locked by a stale lock file {} ({}s old), left by a git process that was killed",
+                lock.display(),
+                age.as_secs()
+            ),
+            format!(
+                "if no git command is running on this repository, remove it (`rm {}`) and re-run",
+                lock.display()
+            ),
+        ),
+        _ => Error::usage_hint(
+            format!(
+                "{name} is locked by {}: another command is updating it",
+                lock.display()
+            ),
+            "re-run when it is done",
+        ),
     }
 }
 

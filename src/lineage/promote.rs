@@ -340,13 +340,26 @@ pub fn promote(
     let merge = repo
         .store_commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
         .git("write merge commit")?;
-    cas_ref(
+    // Between moving main and updating the checkout, a kill would leave the index and files of
+    // the old main under the new one (committing them would revert the promotion): say what is
+    // under way, so the next command finishes it.
+    let pending = Pending {
+        owner: crate::owner::Owner::me().to_string(),
+        refname: main_name.clone(),
+        from: main.id().to_string(),
+        to: merge.to_string(),
+    };
+    pending.write(repo)?;
+    if let Err(e) = cas_ref(
         repo,
         &main_name,
         main.id(),
         merge,
         &format!("git-harness: promote {}", proposal.name()),
-    )?;
+    ) {
+        Pending::remove(repo);
+        return Err(e);
+    }
 
     // The proposal lives on as main's second parent; its branch moves to
     // refs/harness/promoted/ (a checkout of it switches to the new main first).
@@ -362,6 +375,7 @@ pub fn promote(
     } else {
         proposal_here && retired
     };
+    Pending::remove(repo);
     Ok(PromoteOutcome {
         merge,
         main_before: main.id(),
@@ -369,4 +383,69 @@ pub fn promote(
         record,
         kept_branch,
     })
+}
+
+/// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in
+/// `.git/harness/promote.pending` while it lasts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    owner: String,
+    refname: String,
+    from: String,
+    to: String,
+}
+
+impl Pending {
+    fn path(repo: &Repository) -> std::path::PathBuf {
+        repo.path().join("harness").join("promote.pending")
+    }
+
+    fn write(&self, repo: &Repository) -> Result<()> {
+        use crate::error::IoContext;
+        let path = Self::path(repo);
+        let dir = path.parent().expect("the pending file has a parent");
+        std::fs::create_dir_all(dir).at(dir)?;
+        std::fs::write(&path, crate::yaml::to_string(self)).at(&path)
+    }
+
+    fn read(repo: &Repository) -> Option<Pending> {
+        let text = std::fs::read_to_string(Self::path(repo)).ok()?;
+        serde_yaml::from_str(&text).ok()
+    }
+
+    fn remove(repo: &Repository) {
+        let _ = std::fs::remove_file(Self::path(repo));
+    }
+}
+
+/// Finish a promotion whose process died: when main had moved and the checkout had not
+/// followed, bring the index and files to the new main (dropping the index lock the dead
+/// process held). Returns whether anything was repaired.
+pub fn recover_promotion(repo: &Repository) -> Result<bool> {
+    let Some(p) = Pending::read(repo) else {
+        return Ok(false);
+    };
+    if crate::owner::Owner::parse(&p.owner).is_some_and(|o| o.is_alive()) {
+        return Ok(false);
+    }
+    let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
+    let mut repaired = false;
+    if now.as_deref() == Some(p.to.as_str()) && is_checked_out(repo, &p.refname) {
+        let head_tree = repo
+            .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
+            .git("read the promotion")?
+            .tree_id();
+        let lock = repo.path().join("index.lock");
+        let index_tree = repo
+            .index()
+            .ok()
+            .and_then(|mut i| i.write_tree().ok());
+        if lock.exists() || index_tree != Some(head_tree) {
+            let _ = std::fs::remove_file(&lock);
+            update_checked_out_worktree(repo)?;
+            repaired = true;
+        }
+    }
+    Pending::remove(repo);
+    Ok(repaired)
 }

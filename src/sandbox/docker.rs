@@ -40,6 +40,10 @@ use crate::task::Task;
 pub const LABEL: &str = "git-harness";
 /// The label that holds the trial id.
 pub const TRIAL_LABEL: &str = "git-harness.trial";
+/// The label that names the process that made the container (`<pid>.<start>`), and the one
+/// that names its host: a later command removes containers of dead processes of its own host.
+pub const OWNER_LABEL: &str = "git-harness.owner";
+pub const HOST_LABEL: &str = "git-harness.host";
 /// Processes per container.
 pub const PIDS_LIMIT: i64 = 4096;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -375,6 +379,8 @@ impl DockerProvider {
         labels.insert(LABEL.into(), "1".into());
         labels.insert(TRIAL_LABEL.into(), trial_id.into());
         labels.insert("git-harness.task".into(), task.id.clone());
+        labels.insert(OWNER_LABEL.into(), crate::owner::Owner::me().to_string());
+        labels.insert(HOST_LABEL.into(), crate::owner::host_id());
         let env = &task.environment;
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
@@ -482,6 +488,46 @@ impl DockerProvider {
 impl SandboxProvider for DockerProvider {
     fn name(&self) -> &str {
         "docker"
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        let docker = self.client().await?;
+        let host = crate::owner::host_id();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL}=1"), format!("{HOST_LABEL}={host}")],
+            )]))
+            .build();
+        let list = docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list containers", e))?;
+        let mut removed = 0;
+        for c in list {
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .and_then(|o| crate::owner::Owner::parse(o));
+            let (Some(id), Some(owner)) = (c.id, owner) else {
+                continue;
+            };
+            if owner.is_alive() {
+                continue;
+            }
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(docker_err(&format!("remove container {id}"), e)),
+            }
+        }
+        Ok(removed)
     }
 
     async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {

@@ -69,6 +69,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             ui.note("cannot test: every trial hit an infrastructure error");
             Ok(exit::CANNOT_TEST)
         }
+        // An interrupt is the user's, not the revision's: 130 (bisect run stops on it).
+        Err(e @ git_harness::Error::Interrupted { .. }) => Err(e),
         Err(e) => {
             ui.error(&e);
             Ok(exit::CANNOT_TEST)

@@ -112,6 +112,15 @@ pub async fn evaluate(
     }
     // A resumed run continues what it was asked to do: its revision, splits, tasks, trials
     // and agent come from its journal, whatever the request says.
+    if let Some(id) = &req.resume
+        && repo
+            .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+            .is_ok()
+    {
+        // Recorded already (its process was killed after writing the ref, and the journal may
+        // have been swept since): resuming it finishes the record and runs nothing.
+        return finish_resumed(ws, ctx, id);
+    }
     let resumed = match &req.resume {
         Some(id) => {
             let meta = Journal::read_meta(&ctx.state_dir, id)?;
@@ -260,13 +269,6 @@ pub async fn evaluate(
                 return Err(Error::usage(format!(
                     "run {id} evaluated another harness or experiment; it cannot be resumed with these arguments"
                 )));
-            }
-            if repo
-                .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
-                .is_ok()
-            {
-                // Killed after its record was written: finish the steps after it, run nothing.
-                return finish_resumed(ws, ctx, id, commit.id());
             }
             let done = Journal::read_results(&ctx.state_dir, id);
             (meta.clone(), done)
@@ -467,14 +469,11 @@ fn covering_run(
 
 /// The outcome of a resumed run that was already recorded (its process was killed after
 /// writing the ref): the steps after the ref are finished, nothing is executed.
-fn finish_resumed(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    id: &str,
-    harness_commit: Oid,
-) -> Result<RunOutcome> {
+fn finish_resumed(ws: &Workspace, ctx: &EvalContext, id: &str) -> Result<RunOutcome> {
     super::record::finish_recorded(&ws.repo, &ctx.state_dir, id)?;
     let (record, results) = super::record::read_run(&ws.repo, id)?;
+    let harness_commit = Oid::from_str(&record.meta.harness_commit)
+        .map_err(|e| Error::Internal(format!("run {id}: bad harness commit: {e}")))?;
     let run_commit = ws
         .repo
         .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))

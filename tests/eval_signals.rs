@@ -535,3 +535,114 @@ fn run_killed_at_many_moments_then_the_next_command_loses_nothing() {
         }
     }
 }
+
+/// `kill -9` of `validate` while its first sandbox is up, after two journaled trials and once
+/// the parent's run is recorded; then `validate` again: it decides, reuses what the killed one
+/// finished (nothing runs twice) and leaves no journal, temp dir or process.
+#[test]
+fn validate_killed_at_many_moments_then_validate_again_loses_nothing() {
+    let lab = Lab::new();
+    for (i, moment) in [Some(0), Some(2), None].into_iter().enumerate() {
+        let p = lab.repo.proposal(
+            i as u32 + 1,
+            &format!("hint-{i}"),
+            "main",
+            &[(
+                "prompts/system.md",
+                &format!("Check your work before you finish ({i}).\n"),
+            )],
+        );
+        let runs_before = lab.repo.runs().len();
+        let cmd = lab.start(&["validate", &p]);
+        match moment {
+            Some(0) => wait_for(LIMIT, "a sandbox", || !lab.sandboxes().is_empty()),
+            Some(k) => wait_for(LIMIT, "journaled trials", || {
+                lab.journals().iter().any(|(_, n)| *n >= k)
+            }),
+            None => wait_for(LIMIT, "a recorded run", || {
+                lab.repo.runs().len() > runs_before
+            }),
+        }
+        cmd.kill9();
+        let out = lab.harness(&["validate", &p, "--format", "json"]);
+        assert!(
+            [0, 1, 3].contains(&out.code),
+            "moment {moment:?}: {}",
+            out.stderr
+        );
+        let what = format!("validate, moment {moment:?}");
+        lab.assert_clean(&what);
+        lab.assert_nothing_executed_twice();
+    }
+}
+
+/// `kill -9` of `promote` at many moments, then the next command: main is the old tip or the
+/// merge, the index and files match it (`git status` is clean), no lock or marker is left.
+#[test]
+fn promote_killed_at_many_moments_never_leaves_a_stale_index_or_lock() {
+    let lab = Lab::new();
+    let mut promoted = 0;
+    for (i, delay_ms) in [0u64, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50]
+        .into_iter()
+        .enumerate()
+    {
+        let p = lab.repo.proposal(
+            i as u32 + 1,
+            &format!("edit-{i}"),
+            "main",
+            &[("prompts/system.md", &format!("Edit number {i}.\n"))],
+        );
+        let before = lab.repo.rev("main");
+        let cmd = lab.start(&["promote", &p, "--force", "--reason", "kill test"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        cmd.kill9();
+        lab.harness(&["status"]).ok();
+        let after = lab.repo.rev("main");
+        if after != before {
+            promoted += 1;
+            let parents = lab.repo.git(&["rev-list", "--parents", "-n1", "main"]);
+            assert_eq!(parents.split_whitespace().nth(1), Some(before.as_str()));
+        }
+        let what = format!("promote killed after {delay_ms} ms");
+        assert_eq!(lab.repo.git(&["status", "--porcelain"]), "", "{what}");
+        assert_eq!(
+            lab.repo.git(&["diff", "--cached", "--name-only", "HEAD"]),
+            "",
+            "{what}"
+        );
+        lab.assert_clean(&what);
+    }
+    assert!(promoted > 0, "no kill came late enough to promote anything");
+}
+
+#[test]
+fn a_stale_main_lock_is_named_as_such_with_the_fix() {
+    let lab = Lab::new();
+    let p = lab.repo.proposal(
+        1,
+        "edit",
+        "main",
+        &[("prompts/system.md", "An edit.\n")],
+    );
+    let lock = lab.repo.path.join(".git/refs/heads/main.lock");
+    let f = std::fs::File::create(&lock).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let out = lab
+        .harness(&["promote", &p, "--force", "--reason", "lock test"])
+        .code(2);
+    assert!(
+        out.stderr.contains("stale lock file") && out.stderr.contains("main.lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("rm {}", lock.display())),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&lock).unwrap();
+    lab.harness(&["promote", &p, "--force", "--reason", "lock test"])
+        .ok();
+}

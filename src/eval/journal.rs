@@ -34,6 +34,8 @@ pub struct RunMeta {
 
 /// The file of a journal that names the process writing it (see [`crate::owner`]).
 const OWNER_FILE: &str = "owner";
+/// Present when the run was interrupted (rather than killed).
+const INTERRUPTED_FILE: &str = "interrupted";
 /// A journal being removed is first renamed to this prefix, so a half-removed journal is never
 /// read as a run.
 const REMOVING_PREFIX: &str = ".removing-";
@@ -138,6 +140,15 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Mark the journal of an interrupted run: it stays for `--resume` even with no result.
+    pub fn mark_interrupted(state_dir: &Path, id: &str) {
+        let _ = std::fs::write(Self::dir_for(state_dir, id).join(INTERRUPTED_FILE), b"");
+    }
+
+    pub fn was_interrupted(state_dir: &Path, id: &str) -> bool {
+        Self::dir_for(state_dir, id).join(INTERRUPTED_FILE).exists()
     }
 
     /// The process that writes (or last wrote) the journal of run `id`.

@@ -191,7 +191,8 @@ pub fn finish_recorded(repo: &Repository, state_dir: &Path, id: &str) -> Result<
 
 /// Finish or remove the journal of run `id` when the process that wrote it is gone: a journal
 /// whose run has a ref is finished; one whose every result is recorded in another run (adopted
-/// by a re-run) is removed. Anything else stays, for `--resume`. Returns whether it went away.
+/// by a re-run), or that was killed before any trial counted, is removed. Anything else stays,
+/// for `--resume`. Returns whether it went away.
 pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bool> {
     if !Journal::abandoned(state_dir, id) {
         return Ok(false);
@@ -214,7 +215,11 @@ pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bo
                         .is_ok()
             })
     };
-    if results.iter().any(|r| !r.is_infra()) && results.iter().all(recorded_elsewhere) {
+    let countable = results.iter().any(|r| !r.is_infra());
+    // Killed before any trial counted: nothing to keep. An interrupted run stays even then:
+    // the user was given its resume command.
+    let empty = !countable && !Journal::was_interrupted(state_dir, id);
+    if empty || (countable && results.iter().all(recorded_elsewhere)) {
         Journal::remove(state_dir, id);
         return Ok(true);
     }

@@ -325,9 +325,7 @@ pub async fn evaluate(
     )
     .await
     .map_err(|e| match e {
-        Error::Interrupted { .. } => Error::Interrupted {
-            run: Some(meta.id.clone()),
-        },
+        Error::Interrupted { .. } => interrupted(&ctx.state_dir, &meta.id),
         e => e,
     })?;
     if let Some(t) = &finished.tripped {
@@ -349,9 +347,7 @@ pub async fn evaluate(
     }
     // An interrupted run is not recorded: its journal keeps what finished, for `--resume`.
     if finished.interrupted && finished.stopped.as_deref() == Some(schedule::INTERRUPTED) {
-        return Err(Error::Interrupted {
-            run: Some(meta.id.clone()),
-        });
+        return Err(interrupted(&ctx.state_dir, &meta.id));
     }
     let mut results = finished.results;
     results.sort_by(|a, b| (&a.split, &a.task, a.trial).cmp(&(&b.split, &b.task, b.trial)));
@@ -492,6 +488,13 @@ fn finish_resumed(ws: &Workspace, ctx: &EvalContext, id: &str) -> Result<RunOutc
         stopped,
         wall_ms: 0,
     })
+}
+
+fn interrupted(state_dir: &std::path::Path, id: &str) -> Error {
+    Journal::mark_interrupted(state_dir, id);
+    Error::Interrupted {
+        run: Some(id.to_string()),
+    }
 }
 
 fn new_run_id(commit: Oid) -> String {

@@ -17,7 +17,9 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_git-harness");
 /// Four held-in tasks of the small split, two trials each, one at a time.
 const TASKS: &str = "{word-count,sales-total,number-lines,reverse-lines}";
-const RUN: [&str; 8] = ["run", "--tasks", TASKS, "--trials", "2", "-j", "1", "--split"];
+const RUN: [&str; 8] = [
+    "run", "--tasks", TASKS, "--trials", "2", "-j", "1", "--split",
+];
 const TOTAL: usize = 8;
 
 /// A small repository whose sandboxes go to a temp root of its own.
@@ -88,7 +90,11 @@ impl Lab {
                 continue;
             }
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+            {
                 continue;
             }
             let cmdline = std::fs::read(e.path().join("cmdline"))
@@ -138,7 +144,11 @@ impl Lab {
             .unwrap_or_default();
         assert_eq!(left, Vec::<String>::new(), "{what}: journals");
         let git = self.repo.path.join(".git");
-        for lock in ["index.lock", "refs/heads/main.lock", "harness/promote.pending"] {
+        for lock in [
+            "index.lock",
+            "refs/heads/main.lock",
+            "harness/promote.pending",
+        ] {
             assert!(!git.join(lock).exists(), "{what}: {lock} left");
         }
         self.repo.git(&["fsck", "--no-progress", "--no-dangling"]);
@@ -156,10 +166,7 @@ impl Lab {
                 }
                 let key = r["cache_key"].as_str().unwrap().to_string();
                 if let Some(other) = seen.insert(key, id.clone()) {
-                    panic!(
-                        "{}#{} executed by {other} and {id}",
-                        r["task"], r["trial"]
-                    );
+                    panic!("{}#{} executed by {other} and {id}", r["task"], r["trial"]);
                 }
             }
         }
@@ -205,7 +212,10 @@ impl Started {
     fn kill9(mut self) {
         self.child.kill().unwrap();
         let status = self.child.wait().unwrap();
-        assert!(status.code().is_none() || status.code() == Some(0), "{status:?}");
+        assert!(
+            status.code().is_none() || status.code() == Some(0),
+            "{status:?}"
+        );
     }
 }
 
@@ -257,16 +267,18 @@ fn interrupt_then_resume(sig: i32) {
     let journals = lab.journals();
     assert_eq!(journals.len(), 1, "{journals:?}");
     let (id, done) = journals[0].clone();
-    assert!(done >= 1 && done < TOTAL, "{done}");
-    assert!(lab.repo.runs().is_empty(), "an interrupted run is not recorded");
+    assert!((1..TOTAL).contains(&done), "{done}");
+    assert!(
+        lab.repo.runs().is_empty(),
+        "an interrupted run is not recorded"
+    );
     let status = lab.harness(&["status"]).ok();
     assert!(
-        status
-            .stdout
-            .contains(&format!("{id}  {done} trials done; resume: git harness run --resume {id}"))
-            || status.stdout.contains(&format!(
-                "{id}  {done} trial done; resume: git harness run --resume {id}"
-            )),
+        status.stdout.contains(&format!(
+            "{id}  {done} trials done; resume: git harness run --resume {id}"
+        )) || status.stdout.contains(&format!(
+            "{id}  {done} trial done; resume: git harness run --resume {id}"
+        )),
         "{}",
         status.stdout
     );
@@ -451,7 +463,10 @@ fn docker_runs_interrupted_or_killed_leave_no_container() {
     pids.push(run.pid());
     wait_for(LIMIT, "a container", || !containers_of(&pids).is_empty());
     run.kill9();
-    assert!(!containers_of(&pids).is_empty(), "the killed run's container");
+    assert!(
+        !containers_of(&pids).is_empty(),
+        "the killed run's container"
+    );
     for (id, _) in lab.journals() {
         let out = lab.harness(&["run", "--resume", &id, "--runner", "docker"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
@@ -482,7 +497,15 @@ fn run_killed_at_many_moments_then_the_next_command_loses_nothing() {
         let total = 4 * trials;
         let trials_arg = trials.to_string();
         let args = [
-            "run", "--split", split, "--tasks", tasks, "--trials", &trials_arg, "-j", "1",
+            "run",
+            "--split",
+            split,
+            "--tasks",
+            tasks,
+            "--trials",
+            &trials_arg,
+            "-j",
+            "1",
         ];
         let run = lab.start(&args);
         match moment {
@@ -618,12 +641,9 @@ fn promote_killed_at_many_moments_never_leaves_a_stale_index_or_lock() {
 #[test]
 fn a_stale_main_lock_is_named_as_such_with_the_fix() {
     let lab = Lab::new();
-    let p = lab.repo.proposal(
-        1,
-        "edit",
-        "main",
-        &[("prompts/system.md", "An edit.\n")],
-    );
+    let p = lab
+        .repo
+        .proposal(1, "edit", "main", &[("prompts/system.md", "An edit.\n")]);
     let lock = lab.repo.path.join(".git/refs/heads/main.lock");
     let f = std::fs::File::create(&lock).unwrap();
     f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
@@ -645,4 +665,28 @@ fn a_stale_main_lock_is_named_as_such_with_the_fix() {
     std::fs::remove_file(&lock).unwrap();
     lab.harness(&["promote", &p, "--force", "--reason", "lock test"])
         .ok();
+}
+
+/// A panic inside `check` is "cannot test" (125) for `git bisect run`, never Rust's 101.
+#[test]
+fn a_panic_inside_check_exits_125() {
+    let lab = Lab::new();
+    let out = lab.harness_env(
+        &["check", "--tasks", TASKS],
+        ("GIT_HARNESS_DEBUG_PANIC", "1"),
+    );
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(out.stderr.contains("panicked"), "{}", out.stderr);
+    lab.assert_clean("after the panic");
+}
+
+impl Lab {
+    fn harness_env(&self, args: &[&str], (k, v): (&str, &str)) -> Out {
+        let o = self.cmd(args).env(k, v).output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
 }

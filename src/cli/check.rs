@@ -87,6 +87,11 @@ pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result
         for w in &ctx.warnings {
             ui.warn(w);
         }
+        // Fault injection for the test of the panic exit code; absent from release builds.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("GIT_HARNESS_DEBUG_PANIC").is_some() {
+            panic!("GIT_HARNESS_DEBUG_PANIC is set");
+        }
         let mut req = RunRequest::new(rev.to_string(), vec![split]);
         req.tasks = tasks.map(str::to_string);
         let mut bar = Bar::new(ui.progress, "check");

@@ -144,7 +144,10 @@ impl Observer for Bar {
         };
         match &self.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
         }
     }
 

@@ -86,12 +86,12 @@ fn listen(tx: watch::Sender<u8>) {
             n = n.saturating_add(1);
             let _ = tx.send(n);
             match n {
-                1 if !busy() => eprintln!(
-                    "interrupted: no new trial will start; finishing the current step (interrupt again to abort)"
+                1 if !busy() => say(
+                    "interrupted: no new trial will start; finishing the current step (interrupt again to abort)",
                 ),
                 1 => {}
                 2 if busy() => {
-                    eprintln!("aborting: stopping running trials and removing their sandboxes");
+                    say("aborting: stopping running trials and removing their sandboxes");
                     // The scheduler aborts and the command returns; if teardown hangs, leave
                     // with the documented code all the same.
                     std::thread::spawn(|| {
@@ -103,4 +103,9 @@ fn listen(tx: watch::Sender<u8>) {
             }
         }
     });
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

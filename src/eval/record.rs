@@ -208,12 +208,15 @@ pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bo
     let cache = Cache::new(state_dir);
     let recorded_elsewhere = |r: &TrialResult| {
         r.is_infra()
-            || r.cache_key.as_deref().and_then(|d| cache.get(d)).is_some_and(|c| {
-                c.run != id
-                    && repo
-                        .refname_to_id(&format!("{}{}", lineage::RUNS_PREFIX, c.run))
-                        .is_ok()
-            })
+            || r.cache_key
+                .as_deref()
+                .and_then(|d| cache.get(d))
+                .is_some_and(|c| {
+                    c.run != id
+                        && repo
+                            .refname_to_id(&format!("{}{}", lineage::RUNS_PREFIX, c.run))
+                            .is_ok()
+                })
     };
     let countable = results.iter().any(|r| !r.is_infra());
     // Killed before any trial counted: nothing to keep. An interrupted run stays even then:

@@ -436,10 +436,7 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
             .git("read the promotion")?
             .tree_id();
         let lock = repo.path().join("index.lock");
-        let index_tree = repo
-            .index()
-            .ok()
-            .and_then(|mut i| i.write_tree().ok());
+        let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
         if lock.exists() || index_tree != Some(head_tree) {
             let _ = std::fs::remove_file(&lock);
             update_checked_out_worktree(repo)?;
@@ -448,4 +445,77 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
     }
     Pending::remove(repo);
     Ok(repaired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit_file(repo: &Repository, text: &str, parent: Option<Oid>) -> Oid {
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let mut tb = repo.treebuilder(None).unwrap();
+        tb.insert("file.txt", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .into_iter()
+            .map(|p| repo.find_commit(p).unwrap())
+            .collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "c", &tree, &refs).unwrap()
+    }
+
+    /// A promotion killed after moving main and before the checkout followed: the next
+    /// recovery brings index and files to the new main and drops the dead process's lock.
+    #[test]
+    fn a_dead_promotion_whose_checkout_did_not_follow_is_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let old = commit_file(&repo, "old\n", None);
+        repo.reference("refs/heads/main", old, true, "t").unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        let mut co = git2::build::CheckoutBuilder::new();
+        co.force();
+        repo.checkout_head(Some(&mut co)).unwrap();
+        let new = commit_file(&repo, "new\n", Some(old));
+        let pending = Pending {
+            // Above any pid the kernel hands out: a process that is gone.
+            owner: "4194305.1".into(),
+            refname: "refs/heads/main".into(),
+            from: old.to_string(),
+            to: new.to_string(),
+        };
+        pending.write(&repo).unwrap();
+        repo.reference("refs/heads/main", new, true, "t").unwrap();
+        std::fs::write(repo.path().join("index.lock"), b"").unwrap();
+
+        assert!(recover_promotion(&repo).unwrap());
+        let index_tree = repo.index().unwrap().write_tree().unwrap();
+        assert_eq!(index_tree, repo.find_commit(new).unwrap().tree_id());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("file.txt")).unwrap(),
+            "new\n"
+        );
+        assert!(!repo.path().join("index.lock").exists());
+        assert!(Pending::read(&repo).is_none());
+        // Idempotent: nothing left to do.
+        assert!(!recover_promotion(&repo).unwrap());
+    }
+
+    /// A live owner's promotion is left alone.
+    #[test]
+    fn a_live_promotion_is_not_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let old = commit_file(&repo, "old\n", None);
+        let pending = Pending {
+            owner: crate::owner::Owner::me().to_string(),
+            refname: "refs/heads/main".into(),
+            from: old.to_string(),
+            to: old.to_string(),
+        };
+        pending.write(&repo).unwrap();
+        assert!(!recover_promotion(&repo).unwrap());
+        assert!(Pending::read(&repo).is_some());
+    }
 }

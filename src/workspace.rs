@@ -30,7 +30,7 @@ impl Workspace {
             repo: lineage::open_repo()?,
         };
         let _ = lineage::recover_promotion(&ws.repo);
-        let _ = crate::eval::record::sweep_journals(&ws.repo, &ws.state_dir());
+        let _ = crate::eval::record::sweep_journals(&ws.repo, &ws.state_dir(), false);
         Ok(ws)
     }
 

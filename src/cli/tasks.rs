@@ -193,7 +193,10 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         // Checks are short: the first interrupt drops them, and their sandboxes with them.
         tokio::select! {
             c = work => Ok(c),
-            _ = interrupt.changed() => Err(Error::Interrupted { run: None }),
+            _ = interrupt.changed() => {
+                let _ = provider.sweep_own().await;
+                Err(Error::Interrupted { run: None })
+            }
         }
     })?;
     let (mut broken, mut setup) = (0, 0);

@@ -52,7 +52,6 @@ pub fn write_record(
     }
     let journal_dir = Journal::dir_for(state_dir, &meta.id);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut adopted_from: Vec<String> = Vec::new();
     // Results reused from an interrupted run that never got a ref are adopted: their traces
     // move into this record so nothing lives only in a local journal.
     for r in results.iter_mut() {
@@ -68,7 +67,6 @@ pub fn write_record(
                 }
             }
             r.cached_from = None;
-            adopted_from.push(src);
         } else if r.cached_from.is_none()
             && let Some(t) = &r.trace
         {
@@ -119,13 +117,9 @@ pub fn write_record(
     );
     let commit = lineage::write_run(repo, &meta.id, harness, &files, &msg)?;
     finish_recorded(repo, state_dir, &meta.id)?;
-    // Journals of killed runs whose every result this record adopted are done with.
-    let mut sources: Vec<String> = adopted_from.into_iter().collect();
-    sources.sort();
-    sources.dedup();
-    for src in sources {
-        sweep_journal(repo, state_dir, &src)?;
-    }
+    // Journals of killed runs whose every result this record adopted are done with, and so
+    // are those of killed runs that had finished nothing: this run supersedes them.
+    let _ = sweep_journals(repo, state_dir, true);
     Ok(commit)
 }
 
@@ -191,9 +185,14 @@ pub fn finish_recorded(repo: &Repository, state_dir: &Path, id: &str) -> Result<
 
 /// Finish or remove the journal of run `id` when the process that wrote it is gone: a journal
 /// whose run has a ref is finished; one whose every result is recorded in another run (adopted
-/// by a re-run), or that was killed before any trial counted, is removed. Anything else stays,
-/// for `--resume`. Returns whether it went away.
-pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bool> {
+/// by a re-run), or (with `drop_empty`) that was killed before any trial counted, is removed.
+/// Anything else stays, for `--resume`. Returns whether it went away.
+pub fn sweep_journal(
+    repo: &Repository,
+    state_dir: &Path,
+    id: &str,
+    drop_empty: bool,
+) -> Result<bool> {
     if !Journal::abandoned(state_dir, id) {
         return Ok(false);
     }
@@ -221,7 +220,7 @@ pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bo
     let countable = results.iter().any(|r| !r.is_infra());
     // Killed before any trial counted: nothing to keep. An interrupted run stays even then:
     // the user was given its resume command.
-    let empty = !countable && !Journal::was_interrupted(state_dir, id);
+    let empty = drop_empty && !countable && !Journal::was_interrupted(state_dir, id);
     if empty || (countable && results.iter().all(recorded_elsewhere)) {
         Journal::remove(state_dir, id);
         return Ok(true);
@@ -229,11 +228,13 @@ pub fn sweep_journal(repo: &Repository, state_dir: &Path, id: &str) -> Result<bo
     Ok(false)
 }
 
-/// Finish what dead processes left among the journals (see [`sweep_journal`]).
-pub fn sweep_journals(repo: &Repository, state_dir: &Path) -> Result<()> {
+/// Finish what dead processes left among the journals (see [`sweep_journal`]). With
+/// `drop_empty` (after another run was recorded), also journals of killed runs that finished
+/// no trial: without it they stay, so that `--resume` of such a run still works.
+pub fn sweep_journals(repo: &Repository, state_dir: &Path, drop_empty: bool) -> Result<()> {
     Journal::sweep_removed(state_dir);
     for id in Journal::unfinished(state_dir) {
-        sweep_journal(repo, state_dir, &id)?;
+        sweep_journal(repo, state_dir, &id, drop_empty)?;
     }
     Ok(())
 }

@@ -314,7 +314,7 @@ pub async fn evaluate(
         grace: Duration::from_secs(30),
         breaker: ctx.fixed.experiment.infra_breaker,
     };
-    let finished = schedule::execute(
+    let finished = match schedule::execute(
         plan,
         journaled,
         executor,
@@ -324,10 +324,14 @@ pub async fn evaluate(
         observer,
     )
     .await
-    .map_err(|e| match e {
-        Error::Interrupted { .. } => interrupted(&ctx.state_dir, &meta.id),
-        e => e,
-    })?;
+    {
+        Ok(f) => f,
+        Err(Error::Interrupted { .. }) => {
+            ctx.executors.after_abort().await;
+            return Err(interrupted(&ctx.state_dir, &meta.id));
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(t) = &finished.tripped {
         // No record: the journal keeps what ran, so nothing is lost and nothing is counted.
         return Err(Error::Infra {

@@ -385,6 +385,8 @@ pub fn promote(
     })
 }
 
+const TMP_PREFIX: &str = ".promote.pending.";
+
 /// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in
 /// `.git/harness/promote.pending` while it lasts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,17 +402,35 @@ impl Pending {
         repo.path().join("harness").join("promote.pending")
     }
 
+    /// Written whole or not at all (a temp file renamed), so a kill never leaves half of it.
     fn write(&self, repo: &Repository) -> Result<()> {
         use crate::error::IoContext;
         let path = Self::path(repo);
         let dir = path.parent().expect("the pending file has a parent");
         std::fs::create_dir_all(dir).at(dir)?;
-        std::fs::write(&path, crate::yaml::to_string(self)).at(&path)
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", self.owner));
+        std::fs::write(&tmp, crate::yaml::to_string(self)).at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)
     }
 
     fn read(repo: &Repository) -> Option<Pending> {
         let text = std::fs::read_to_string(Self::path(repo)).ok()?;
         serde_yaml::from_str(&text).ok()
+    }
+
+    /// Temp files of dead writers (killed between writing and renaming).
+    fn sweep_temps(repo: &Repository) {
+        let Ok(rd) = std::fs::read_dir(repo.path().join("harness")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(owner) = name.strip_prefix(TMP_PREFIX)
+                && crate::owner::Owner::parse(owner).is_some_and(|o| !o.is_alive())
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn remove(repo: &Repository) {
@@ -422,6 +442,7 @@ impl Pending {
 /// followed, bring the index and files to the new main (dropping the index lock the dead
 /// process held). Returns whether anything was repaired.
 pub fn recover_promotion(repo: &Repository) -> Result<bool> {
+    Pending::sweep_temps(repo);
     let Some(p) = Pending::read(repo) else {
         return Ok(false);
     };

@@ -484,13 +484,9 @@ impl DockerProvider {
     }
 }
 
-#[async_trait]
-impl SandboxProvider for DockerProvider {
-    fn name(&self) -> &str {
-        "docker"
-    }
-
-    async fn sweep(&self) -> Result<usize> {
+impl DockerProvider {
+    /// Remove the containers of this host whose owner satisfies `pick`.
+    async fn remove_owned(&self, pick: impl Fn(crate::owner::Owner) -> bool) -> Result<usize> {
         let docker = self.client().await?;
         let host = crate::owner::host_id();
         let opts = ListContainersOptionsBuilder::default()
@@ -514,7 +510,7 @@ impl SandboxProvider for DockerProvider {
             let (Some(id), Some(owner)) = (c.id, owner) else {
                 continue;
             };
-            if owner.is_alive() {
+            if !pick(owner) {
                 continue;
             }
             let opts = RemoveContainerOptionsBuilder::default()
@@ -528,6 +524,24 @@ impl SandboxProvider for DockerProvider {
             }
         }
         Ok(removed)
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for DockerProvider {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        self.remove_owned(|o| !o.is_alive()).await
+    }
+
+    async fn sweep_own(&self) -> Result<usize> {
+        // A container whose create request was in flight when its trial was aborted has no
+        // sandbox (and no drop guard) yet: only its label finds it.
+        let me = crate::owner::Owner::me();
+        self.remove_owned(|o| o == me).await
     }
 
     async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {

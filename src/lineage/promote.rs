@@ -385,10 +385,9 @@ pub fn promote(
     })
 }
 
-const TMP_PREFIX: &str = ".promote.pending.";
-
 /// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in
-/// `.git/harness/promote.pending` while it lasts.
+/// `.git/harness/promote-<owner>.pending` while it lasts (one per process: concurrent promotes
+/// never remove each other's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
     owner: String,
@@ -398,74 +397,96 @@ struct Pending {
 }
 
 impl Pending {
-    fn path(repo: &Repository) -> std::path::PathBuf {
-        repo.path().join("harness").join("promote.pending")
+    fn dir(repo: &Repository) -> std::path::PathBuf {
+        repo.path().join("harness")
+    }
+
+    fn path(repo: &Repository, owner: &str) -> std::path::PathBuf {
+        Self::dir(repo).join(format!("promote-{owner}.pending"))
     }
 
     /// Written whole or not at all (a temp file renamed), so a kill never leaves half of it.
     fn write(&self, repo: &Repository) -> Result<()> {
         use crate::error::IoContext;
-        let path = Self::path(repo);
-        let dir = path.parent().expect("the pending file has a parent");
-        std::fs::create_dir_all(dir).at(dir)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", self.owner));
+        let dir = Self::dir(repo);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let path = Self::path(repo, &self.owner);
+        let tmp = dir.join(format!(".promote-{}.pending.tmp", self.owner));
         std::fs::write(&tmp, crate::yaml::to_string(self)).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)
     }
 
-    fn read(repo: &Repository) -> Option<Pending> {
-        let text = std::fs::read_to_string(Self::path(repo)).ok()?;
-        serde_yaml::from_str(&text).ok()
-    }
-
-    /// Temp files of dead writers (killed between writing and renaming).
-    fn sweep_temps(repo: &Repository) {
-        let Ok(rd) = std::fs::read_dir(repo.path().join("harness")) else {
-            return;
+    /// Every marker and temp file, with the owner its name gives.
+    fn files(repo: &Repository) -> Vec<(std::path::PathBuf, crate::owner::Owner, bool)> {
+        let Ok(rd) = std::fs::read_dir(Self::dir(repo)) else {
+            return Vec::new();
         };
+        let mut out = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(owner) = name.strip_prefix(TMP_PREFIX)
-                && crate::owner::Owner::parse(owner).is_some_and(|o| !o.is_alive())
+            let (owner, tmp) = if let Some(o) = name
+                .strip_prefix(".promote-")
+                .and_then(|r| r.strip_suffix(".pending.tmp"))
             {
-                let _ = std::fs::remove_file(e.path());
+                (o.to_string(), true)
+            } else if let Some(o) = name
+                .strip_prefix("promote-")
+                .and_then(|r| r.strip_suffix(".pending"))
+            {
+                (o.to_string(), false)
+            } else {
+                continue;
+            };
+            if let Some(o) = crate::owner::Owner::parse(&owner) {
+                out.push((e.path(), o, tmp));
             }
         }
+        out
     }
 
     fn remove(repo: &Repository) {
-        let _ = std::fs::remove_file(Self::path(repo));
+        let _ = std::fs::remove_file(Self::path(repo, &crate::owner::Owner::me().to_string()));
     }
 }
 
-/// Finish a promotion whose process died: when main had moved and the checkout had not
+/// Finish the promotions whose process died: when main had moved and the checkout had not
 /// followed, bring the index and files to the new main (dropping the index lock the dead
 /// process held). Returns whether anything was repaired.
 pub fn recover_promotion(repo: &Repository) -> Result<bool> {
-    Pending::sweep_temps(repo);
-    let Some(p) = Pending::read(repo) else {
-        return Ok(false);
-    };
-    if crate::owner::Owner::parse(&p.owner).is_some_and(|o| o.is_alive()) {
-        return Ok(false);
-    }
-    let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
     let mut repaired = false;
-    if now.as_deref() == Some(p.to.as_str()) && is_checked_out(repo, &p.refname) {
-        let head_tree = repo
-            .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
-            .git("read the promotion")?
-            .tree_id();
-        let lock = repo.path().join("index.lock");
-        let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
-        if lock.exists() || index_tree != Some(head_tree) {
-            let _ = std::fs::remove_file(&lock);
-            update_checked_out_worktree(repo)?;
-            repaired = true;
+    for (path, owner, tmp) in Pending::files(repo) {
+        if owner.is_alive() {
+            continue;
         }
+        let pending: Option<Pending> = (!tmp)
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|t| serde_yaml::from_str(&t).ok());
+        if let Some(p) = pending {
+            repaired |= finish_checkout(repo, &p)?;
+        }
+        let _ = std::fs::remove_file(&path);
     }
-    Pending::remove(repo);
     Ok(repaired)
+}
+
+fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
+    let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
+    if now.as_deref() != Some(p.to.as_str()) || !is_checked_out(repo, &p.refname) {
+        return Ok(false);
+    }
+    let head_tree = repo
+        .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
+        .git("read the promotion")?
+        .tree_id();
+    let lock = repo.path().join("index.lock");
+    let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
+    if !lock.exists() && index_tree == Some(head_tree) {
+        return Ok(false);
+    }
+    let _ = std::fs::remove_file(&lock);
+    update_checked_out_worktree(repo)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -518,7 +539,7 @@ mod tests {
             "new\n"
         );
         assert!(!repo.path().join("index.lock").exists());
-        assert!(Pending::read(&repo).is_none());
+        assert!(Pending::files(&repo).is_empty());
         // Idempotent: nothing left to do.
         assert!(!recover_promotion(&repo).unwrap());
     }
@@ -537,6 +558,6 @@ mod tests {
         };
         pending.write(&repo).unwrap();
         assert!(!recover_promotion(&repo).unwrap());
-        assert!(Pending::read(&repo).is_some());
+        assert_eq!(Pending::files(&repo).len(), 1);
     }
 }

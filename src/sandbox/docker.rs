@@ -107,6 +107,8 @@ pub struct DockerProvider {
     image_map: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Container creations in flight, on tasks of their own (see `create_docker`).
+    creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl DockerProvider {
@@ -124,6 +126,7 @@ impl DockerProvider {
             image_map,
             labels,
             build_locks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(Vec::new()),
         })
     }
 
@@ -406,9 +409,28 @@ impl DockerProvider {
         let path_env = image_path_env(&docker, &image).await?;
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = docker
-            .create_container(Some(opts), body)
+        // The daemon finishes a creation whose request was cut short (an aborted trial), so
+        // the request runs on a task of its own: if nobody waits for the container any more,
+        // that task removes it, and `sweep_own` waits for such tasks.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let d = docker.clone();
+        let creation = tokio::spawn(async move {
+            let r = d.create_container(Some(opts), body).await;
+            if let Err(Ok(created)) = tx.send(r) {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = d.remove_container(&created.id, Some(opts)).await;
+            }
+        });
+        if let Ok(mut c) = self.creating.lock() {
+            c.retain(|t| !t.is_finished());
+            c.push(creation);
+        }
+        let created = rx
             .await
+            .map_err(|_| InfraClass::Sandbox.error("the container creation task ended early"))?
             .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
         let mut sb = DockerSandbox {
             docker: docker.clone(),
@@ -538,8 +560,16 @@ impl SandboxProvider for DockerProvider {
     }
 
     async fn sweep_own(&self) -> Result<usize> {
-        // A container whose create request was in flight when its trial was aborted has no
-        // sandbox (and no drop guard) yet: only its label finds it.
+        // Creations in flight when their trial was aborted remove what they made.
+        let tasks: Vec<_> = self
+            .creating
+            .lock()
+            .map(|mut c| c.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        // Anything else of this process left (no sandbox holds one any more): by its label.
         let me = crate::owner::Owner::me();
         self.remove_owned(|o| o == me).await
     }

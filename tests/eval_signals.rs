@@ -161,10 +161,13 @@ impl Lab {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for id in self.repo.runs() {
             for r in self.repo.results(&id) {
-                if !r["cached_from"].is_null() || r["outcome"] == "infra_error" {
+                // Infrastructure errors have no cache key and are retried by design.
+                let Some(key) = r["cache_key"].as_str().map(str::to_string) else {
+                    continue;
+                };
+                if !r["cached_from"].is_null() {
                     continue;
                 }
-                let key = r["cache_key"].as_str().unwrap().to_string();
                 if let Some(other) = seen.insert(key, id.clone()) {
                     panic!("{}#{} executed by {other} and {id}", r["task"], r["trial"]);
                 }

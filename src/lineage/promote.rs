@@ -349,7 +349,7 @@ pub fn promote(
         from: main.id().to_string(),
         to: merge.to_string(),
     };
-    pending.write(repo)?;
+    let marker = pending.write(repo)?;
     if let Err(e) = cas_ref(
         repo,
         &main_name,
@@ -357,7 +357,7 @@ pub fn promote(
         merge,
         &format!("git-harness: promote {}", proposal.name()),
     ) {
-        Pending::remove(repo);
+        let _ = std::fs::remove_file(&marker);
         return Err(e);
     }
 
@@ -375,7 +375,7 @@ pub fn promote(
     } else {
         proposal_here && retired
     };
-    Pending::remove(repo);
+    let _ = std::fs::remove_file(&marker);
     Ok(PromoteOutcome {
         merge,
         main_before: main.id(),
@@ -386,8 +386,8 @@ pub fn promote(
 }
 
 /// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in
-/// `.git/harness/promote-<owner>.pending` while it lasts (one per process: concurrent promotes
-/// never remove each other's).
+/// `.git/harness/promote-<owner>-<nonce>.pending` while it lasts (one per promotion: concurrent
+/// promotes never remove each other's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
     owner: String,
@@ -401,19 +401,19 @@ impl Pending {
         repo.path().join("harness")
     }
 
-    fn path(repo: &Repository, owner: &str) -> std::path::PathBuf {
-        Self::dir(repo).join(format!("promote-{owner}.pending"))
-    }
-
     /// Written whole or not at all (a temp file renamed), so a kill never leaves half of it.
-    fn write(&self, repo: &Repository) -> Result<()> {
+    /// Returns the marker's path, unique to this promotion (threads of one process too).
+    fn write(&self, repo: &Repository) -> Result<std::path::PathBuf> {
         use crate::error::IoContext;
         let dir = Self::dir(repo);
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let path = Self::path(repo, &self.owner);
-        let tmp = dir.join(format!(".promote-{}.pending.tmp", self.owner));
+        let nonce: u32 = rand::random();
+        let stem = format!("promote-{}-{nonce:08x}.pending", self.owner);
+        let path = dir.join(&stem);
+        let tmp = dir.join(format!(".{stem}.tmp"));
         std::fs::write(&tmp, crate::yaml::to_string(self)).at(&tmp)?;
-        std::fs::rename(&tmp, &path).at(&path)
+        std::fs::rename(&tmp, &path).at(&path)?;
+        Ok(path)
     }
 
     /// Every marker and temp file, with the owner its name gives.
@@ -424,7 +424,7 @@ impl Pending {
         let mut out = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let (owner, tmp) = if let Some(o) = name
+            let (stem, tmp) = if let Some(o) = name
                 .strip_prefix(".promote-")
                 .and_then(|r| r.strip_suffix(".pending.tmp"))
             {
@@ -437,15 +437,13 @@ impl Pending {
             } else {
                 continue;
             };
-            if let Some(o) = crate::owner::Owner::parse(&owner) {
+            // `<owner>-<nonce>`
+            let owner = stem.rsplit_once('-').map_or(stem.as_str(), |(o, _)| o);
+            if let Some(o) = crate::owner::Owner::parse(owner) {
                 out.push((e.path(), o, tmp));
             }
         }
         out
-    }
-
-    fn remove(repo: &Repository) {
-        let _ = std::fs::remove_file(Self::path(repo, &crate::owner::Owner::me().to_string()));
     }
 }
 

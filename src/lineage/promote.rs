@@ -469,6 +469,12 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
 }
 
 fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
+    // A ref lock that holds this promotion's merge was taken by the dead process (nobody else
+    // knows that commit): the move never happened, and the lock goes.
+    let ref_lock = repo.path().join(format!("{}.lock", p.refname));
+    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| t.trim() == p.to) {
+        let _ = std::fs::remove_file(&ref_lock);
+    }
     let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
     if now.as_deref() != Some(p.to.as_str()) || !is_checked_out(repo, &p.refname) {
         return Ok(false);

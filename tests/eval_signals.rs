@@ -266,7 +266,7 @@ fn interrupt_then_resume(sig: i32) {
         "{}",
         out.stderr
     );
-    lab.assert_clean_but_journal();
+    lab.assert_clean_but_journal("after the interrupt");
     let journals = lab.journals();
     assert_eq!(journals.len(), 1, "{journals:?}");
     let (id, done) = journals[0].clone();
@@ -302,9 +302,9 @@ fn interrupt_then_resume(sig: i32) {
 
 impl Lab {
     #[track_caller]
-    fn assert_clean_but_journal(&self) {
-        assert_eq!(self.sandboxes(), Vec::<String>::new(), "temp dirs");
-        assert_eq!(self.processes(), Vec::<String>::new(), "processes");
+    fn assert_clean_but_journal(&self, what: &str) {
+        assert_eq!(self.sandboxes(), Vec::<String>::new(), "{what}: temp dirs");
+        assert_eq!(self.processes(), Vec::<String>::new(), "{what}: processes");
     }
 }
 
@@ -388,7 +388,7 @@ fn a_second_signal_aborts_every_trial_running_command_and_leaves_nothing_behind(
         });
         let out = cmd.finish(LIMIT);
         assert_eq!(out.code, 130, "{what}: {}", out.stderr);
-        lab.assert_clean_but_journal();
+        lab.assert_clean_but_journal(&what);
         assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
     }
 }

@@ -113,6 +113,11 @@ pub fn main() -> i32 {
             return exit::CANNOT_TEST;
         }
     };
+    if matches!(result, Err(Error::Interrupted { .. })) {
+        // An abort can cut a sandbox's creation short while a blocking task still fills its
+        // temp dir; the command's runtime is gone now, so what is left of ours goes.
+        git_harness::sandbox::local::sweep_own_temp_dirs(&std::env::temp_dir());
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -343,7 +343,7 @@ fn lock_age(repo: &Repository, name: &str) -> Option<std::time::Duration> {
 const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The error for a ref whose lock file is held: by a live writer, or left by a killed one.
-fn locked(repo: &Repository, name: &str) -> Error {
+pub(crate) fn locked(repo: &Repository, name: &str) -> Error {
     let lock = repo.path().join(format!("{name}.lock"));
     match lock_age(repo, name) {
         Some(age) if age >= STALE_LOCK => Error::usage_hint(

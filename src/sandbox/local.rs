@@ -274,6 +274,17 @@ fn temp_dir_owner(name: &str) -> Option<crate::owner::Owner> {
 
 /// Remove the sandbox temp dirs under `root` whose owner process has died. Returns how many.
 pub fn sweep_temp_dirs(root: &Path) -> usize {
+    sweep_temp_dirs_where(root, |o| !o.is_alive())
+}
+
+/// Remove this process's own sandbox temp dirs under `root`: only once none is in use (an
+/// aborted command, after its runtime and blocking tasks are gone).
+pub fn sweep_own_temp_dirs(root: &Path) -> usize {
+    let me = crate::owner::Owner::me();
+    sweep_temp_dirs_where(root, |o| o == me)
+}
+
+fn sweep_temp_dirs_where(root: &Path, pick: impl Fn(crate::owner::Owner) -> bool) -> usize {
     let Ok(rd) = std::fs::read_dir(root) else {
         return 0;
     };
@@ -283,7 +294,7 @@ pub fn sweep_temp_dirs(root: &Path) -> usize {
         let Some(owner) = name.to_str().and_then(temp_dir_owner) else {
             continue;
         };
-        if owner.is_alive() || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        if !pick(owner) || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let path = e.path();

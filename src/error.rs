@@ -74,8 +74,9 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
-    #[error("interrupted")]
-    Interrupted,
+    /// Interrupted by a signal; `run` is the unfinished run whose journal keeps what finished.
+    #[error("interrupted{}", run.as_ref().map(|r| format!(": run {r} is unfinished")).unwrap_or_default())]
+    Interrupted { run: Option<String> },
     /// A git operation failed.
     #[error("{context}: {source}")]
     Git {
@@ -107,7 +108,7 @@ impl Error {
             Error::Negative { .. } | Error::RefMoved { .. } => Kind::Negative,
             Error::Indecisive { .. } => Kind::Indecisive,
             Error::Infra { .. } => Kind::Infra,
-            Error::Interrupted => Kind::Interrupted,
+            Error::Interrupted { .. } => Kind::Interrupted,
             Error::Git { .. } | Error::Io { .. } | Error::Internal(_) => Kind::Internal,
         }
     }
@@ -127,7 +128,11 @@ impl Error {
             Error::RefMoved { .. } => Some(
                 "another command updated it concurrently; re-run to work on the new tip".into(),
             ),
-            Error::Interrupted => None,
+            Error::Interrupted { run: None } => None,
+            Error::Interrupted { run: Some(r) } => Some(format!(
+                "resume it with `git harness run --resume {r}`; running the same command again \
+                 also reuses its finished trials"
+            )),
             Error::Git { .. } => None,
             Error::Io { .. } => None,
             Error::Internal(_) => {

@@ -17,6 +17,7 @@ pub mod harness;
 pub mod lineage;
 pub mod mine;
 pub mod model;
+pub mod owner;
 pub mod propose;
 pub mod report;
 pub mod sandbox;

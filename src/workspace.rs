@@ -22,10 +22,16 @@ pub struct Fixed {
 }
 
 impl Workspace {
+    /// Open the repository of the current directory and finish what a killed earlier command
+    /// left half done (a promotion whose checkout did not follow, journals of runs that were
+    /// recorded or adopted). Best effort: what cannot be repaired is reported where it matters.
     pub fn open() -> Result<Self> {
-        Ok(Workspace {
+        let ws = Workspace {
             repo: lineage::open_repo()?,
-        })
+        };
+        let _ = lineage::recover_promotion(&ws.repo);
+        let _ = crate::eval::record::sweep_journals(&ws.repo, &ws.state_dir(), false);
+        Ok(ws)
     }
 
     pub fn from_repo(repo: Repository) -> Self {

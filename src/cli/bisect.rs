@@ -90,10 +90,11 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         run_args.push("--tasks".into());
         run_args.push(t.clone());
     }
-    let refs: Vec<&str> = run_args.iter().map(String::as_str).collect();
-    let out = git(&refs)?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (text, interrupted) = bisect_run(&run_args)?;
     let _ = git(&["bisect", "reset"]);
+    if interrupted {
+        return Err(Error::Interrupted { run: None });
+    }
     let first_bad = text
         .lines()
         .find(|l| l.contains("is the first bad commit"))
@@ -117,4 +118,44 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         },
     )?;
     Ok(exit::SUCCESS)
+}
+
+/// `git bisect run ...` in its own process group, so that an interrupt reaches every `check` it
+/// runs (each stops and cleans up as on Ctrl-C) and a signal sent to bisect alone is passed on.
+/// Returns its stdout and whether it was interrupted.
+fn bisect_run(args: &[String]) -> Result<(String, bool)> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut interrupt = super::signal::interrupts();
+    let _busy = super::signal::Busy::new();
+    let mut child = Command::new("git")
+        .args(args)
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("git", e))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let pgid = child.id() as i32;
+    let mut forwarded = 0u8;
+    loop {
+        if child.try_wait().map_err(|e| Error::io("git", e))?.is_some() {
+            break;
+        }
+        let n = *interrupt.borrow_and_update();
+        if n > forwarded {
+            // SAFETY: kill(2) on the process group we created; no memory is involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGINT);
+            }
+            forwarded = n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = reader.join().unwrap_or_default();
+    Ok((text, forwarded > 0))
 }

@@ -1,7 +1,7 @@
 //! `git harness check`: is a revision good? The `git bisect run` contract.
 
 use git_harness::eval::Totals;
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::eval::run::{RunRequest, evaluate};
 use git_harness::experiment::Split;
 use git_harness::workspace::Workspace;
@@ -69,6 +69,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             ui.note("cannot test: every trial hit an infrastructure error");
             Ok(exit::CANNOT_TEST)
         }
+        // An interrupt is the user's, not the revision's: 130 (bisect run stops on it).
+        Err(e @ git_harness::Error::Interrupted { .. }) => Err(e),
         Err(e) => {
             ui.error(&e);
             Ok(exit::CANNOT_TEST)
@@ -81,9 +83,14 @@ pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result
     let ws = Workspace::open()?;
     let rt = runtime();
     let t = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
+        }
+        // Fault injection for the test of the panic exit code; absent from release builds.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("GIT_HARNESS_DEBUG_PANIC").is_some() {
+            panic!("GIT_HARNESS_DEBUG_PANIC is set");
         }
         let mut req = RunRequest::new(rev.to_string(), vec![split]);
         req.tasks = tasks.map(str::to_string);

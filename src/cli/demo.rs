@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::evolve::{EvolveOptions, evolve};
 use git_harness::experiment::{EXPERIMENT_FILE, ProposerKind, SPLITS_FILE, Splits};
 use git_harness::harness::init::{InitOptions, init};
@@ -94,7 +94,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     ));
     let rt = runtime();
     let result = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
         }

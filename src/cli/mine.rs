@@ -1,6 +1,6 @@
 //! `git harness mine`: failure clusters of the held-in split.
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::evolve::mine_rev;
 use git_harness::mine::{mine_run, render};
 use git_harness::workspace::Workspace;
@@ -46,7 +46,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 .unwrap_or_else(|| git_harness::lineage::main_branch(&ws.repo));
             let rt = runtime();
             rt.block_on(async {
-                let ctx = open_context(&ws, &Overrides::default()).await?;
+                let ctx = open_context(&ws, &super::signal::overrides()).await?;
                 for w in &ctx.warnings {
                     ui.warn(w);
                 }

@@ -21,6 +21,7 @@ mod report;
 mod report_final;
 mod run;
 mod show;
+mod signal;
 mod split;
 mod status;
 mod tasks;
@@ -101,36 +102,55 @@ pub fn main() -> i32 {
         ui.error(&Error::io(dir, e));
         return exit::USAGE;
     }
-    let result = match cli.command {
-        Command::Init(a) => init::run(&mut ui, a),
-        Command::Split(a) => split::run(&mut ui, a),
-        Command::Status(a) => status::run(&mut ui, a),
-        Command::Log(a) => log::run(&mut ui, a),
-        Command::Show(a) => show::run(&mut ui, a),
-        Command::Promote(a) => promote::run(&mut ui, a),
-        Command::Run(a) => run::run(&mut ui, a),
-        Command::Mine(a) => mine::run(&mut ui, a),
-        Command::Propose(a) => propose::run(&mut ui, a),
-        Command::Validate(a) => validate::run(&mut ui, a),
-        Command::Evolve(a) => evolve::run(&mut ui, a),
-        Command::Estimate(a) => estimate::run(&mut ui, a),
-        Command::Check(a) => check::run(&mut ui, a),
-        Command::Ci(a) => ci::run(&mut ui, a),
-        Command::Bisect(a) => bisect::run(&mut ui, a),
-        Command::Demo(a) => demo::run(&mut ui, a),
-        Command::Tasks(a) => tasks::run(&mut ui, a),
-        Command::Image(a) => image::run(&mut ui, a),
-        Command::Export(a) => export::run(&mut ui, a),
-        Command::Trace(a) => trace::run(&mut ui, a),
-        Command::Report(a) => report::run(&mut ui, a),
-        Command::Why(a) => why::run(&mut ui, a),
-        Command::InstallMan(a) => install_man::run(&mut ui, a),
+    // A panic is an internal error: "cannot test" (125) like every other one, never Rust's 101,
+    // which `git bisect run` would read as a bad revision. The hook has printed the message.
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(&mut ui, cli.command)
+    })) {
+        Ok(r) => r,
+        Err(_) => {
+            ui.error(&Error::Internal("the command panicked".into()));
+            return exit::CANNOT_TEST;
+        }
     };
+    if matches!(result, Err(Error::Interrupted { .. })) {
+        // An abort can cut a sandbox's creation short while a blocking task still fills its
+        // temp dir; the command's runtime is gone now, so what is left of ours goes.
+        git_harness::sandbox::local::sweep_own_temp_dirs(&std::env::temp_dir());
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
             ui.error(&e);
             e.exit_code()
         }
+    }
+}
+
+fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
+    match command {
+        Command::Init(a) => init::run(ui, a),
+        Command::Split(a) => split::run(ui, a),
+        Command::Status(a) => status::run(ui, a),
+        Command::Log(a) => log::run(ui, a),
+        Command::Show(a) => show::run(ui, a),
+        Command::Promote(a) => promote::run(ui, a),
+        Command::Run(a) => run::run(ui, a),
+        Command::Mine(a) => mine::run(ui, a),
+        Command::Propose(a) => propose::run(ui, a),
+        Command::Validate(a) => validate::run(ui, a),
+        Command::Evolve(a) => evolve::run(ui, a),
+        Command::Estimate(a) => estimate::run(ui, a),
+        Command::Check(a) => check::run(ui, a),
+        Command::Ci(a) => ci::run(ui, a),
+        Command::Bisect(a) => bisect::run(ui, a),
+        Command::Demo(a) => demo::run(ui, a),
+        Command::Tasks(a) => tasks::run(ui, a),
+        Command::Image(a) => image::run(ui, a),
+        Command::Export(a) => export::run(ui, a),
+        Command::Trace(a) => trace::run(ui, a),
+        Command::Report(a) => report::run(ui, a),
+        Command::Why(a) => why::run(ui, a),
+        Command::InstallMan(a) => install_man::run(ui, a),
     }
 }

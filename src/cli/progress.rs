@@ -1,12 +1,12 @@
-//! Progress of runs on stderr (indicatif), and Ctrl-C handling: the first stops scheduling and
-//! lets running trials finish, the second aborts.
+//! Progress of runs on stderr (indicatif), and what an interrupt waits for (see `signal`).
 
 use std::time::Duration;
 
 use git_harness::eval::schedule::Observer;
 use git_harness::eval::{InfraKind, Outcome, TrialResult};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::watch;
+
+use super::signal::Busy;
 
 pub struct Bar {
     bar: Option<ProgressBar>,
@@ -19,6 +19,8 @@ pub struct Bar {
     label: String,
     /// Infrastructure errors per class, in the order first seen.
     infra_seen: Vec<(InfraKind, u32)>,
+    /// Held while a scheduler runs, so an abort waits for its sandboxes to be torn down.
+    busy: Option<Busy>,
 }
 
 impl Bar {
@@ -34,6 +36,7 @@ impl Bar {
             cost: 0.0,
             label: label.into(),
             infra_seen: Vec::new(),
+            busy: None,
         }
     }
 
@@ -88,6 +91,7 @@ impl Bar {
 
 impl Observer for Bar {
     fn planned(&mut self, total: usize, cached: usize) {
+        self.busy = Some(Busy::new());
         if let Some(b) = &self.bar {
             b.set_length(total as u64);
             b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -122,32 +126,37 @@ impl Observer for Bar {
         self.refresh();
     }
 
+    fn ended(&mut self) {
+        self.busy = None;
+    }
+
+    fn interrupted(&mut self, running: &[String]) {
+        // Said whether or not a bar is drawn: the user needs to know what the command waits for.
+        let line = if running.is_empty() {
+            "interrupted: no new trial will start (interrupt again to abort)".to_string()
+        } else {
+            format!(
+                "interrupted: no new trial will start; waiting for {} running trial{} to finish: {} (interrupt again to abort)",
+                running.len(),
+                if running.len() == 1 { "" } else { "s" },
+                running.join(", ")
+            )
+        };
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
     fn stopping(&mut self, reason: &str) {
         // Without a bar the callers report the outcome themselves.
         if let Some(b) = &self.bar {
             b.println(format!("stopping: {reason}"));
         }
     }
-}
-
-/// A watch channel that counts Ctrl-C presses (1: stop scheduling, 2: abort).
-pub fn interrupt_channel() -> watch::Receiver<u8> {
-    let (tx, rx) = watch::channel(0u8);
-    tokio::spawn(async move {
-        let mut n = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            n = n.saturating_add(1);
-            if tx.send(n).is_err() {
-                break;
-            }
-            if n >= 2 {
-                // The scheduler aborts; if it is stuck, leave with the documented code.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                std::process::exit(git_harness::exit::INTERRUPTED);
-            }
-        }
-    });
-    rx
 }
 
 /// The multi-threaded runtime commands run on.

@@ -1,6 +1,6 @@
 //! `git harness propose`: bounded edits as evidence branches.
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::evolve::mine_rev;
 use git_harness::experiment::ProposerKind;
 use git_harness::lineage::{self, keys};
@@ -41,7 +41,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = Workspace::open()?;
     let rt = runtime();
     let out = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
         }

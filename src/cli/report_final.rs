@@ -1,7 +1,7 @@
 //! `git harness report --final`: the only command that opens the sealed test split.
 
 use git_harness::eval::Totals;
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::sealed::{FinalReport, open_test_split};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit, lineage};
@@ -16,7 +16,7 @@ pub fn run_final(ui: &mut Ui, rev: Option<String>, baselines: &[String]) -> Resu
     let rev = rev.unwrap_or_else(|| lineage::main_branch(&ws.repo));
     let rt = runtime();
     let out = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
         }

@@ -8,7 +8,7 @@ use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
-use super::progress::{Bar, interrupt_channel, runtime};
+use super::progress::{Bar, runtime};
 
 /// Evaluate the harness as committed at REV on a split, N trials per task.
 ///
@@ -124,7 +124,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         }),
         // The reference solution and the empty agent need no model (also when it is unset).
         no_model: !git_harness::eval::context::needs_model(args.agent),
-        ..Default::default()
+        ..super::signal::overrides()
     };
     let rt = runtime();
     let outcome = rt.block_on(async {
@@ -133,8 +133,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             ui.warn(w);
         }
         let mut bar = Bar::new(ui.progress, "run");
-        let interrupt = interrupt_channel();
-        let out = evaluate(&ws, &ctx, &req, &mut bar, None, Some(interrupt)).await;
+        let out = evaluate(&ws, &ctx, &req, &mut bar, None, None).await;
         bar.finish();
         out
     })?;
@@ -151,9 +150,6 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         .values()
         .map(|t| t.trials)
         .sum::<u32>();
-    if outcome.stopped.as_deref() == Some("interrupted") {
-        return Ok(exit::INTERRUPTED);
-    }
     if counted == 0 && infra > 0 {
         return Ok(exit::CANNOT_TEST);
     }

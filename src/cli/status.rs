@@ -1,13 +1,14 @@
 //! `git harness status`: where the harness stands.
 
+use git_harness::eval::journal::Journal;
 use git_harness::lineage::{self, ProposalState};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
 
-/// Show the current harness commit, experiment fingerprint, split sizes, open proposals and
-/// recent runs.
+/// Show the current harness commit, experiment fingerprint, split sizes, open proposals,
+/// recent runs and unfinished (interrupted or killed) runs with their resume command.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -65,6 +66,25 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     ui.out(format!("runs      {}", runs.len()));
     for (id, _, _) in runs.iter().take(5) {
         ui.out(format!("  {id}"));
+    }
+    let state = ws.state_dir();
+    let unfinished = Journal::unfinished(&state);
+    if !unfinished.is_empty() {
+        ui.out(format!("unfinished runs {}", unfinished.len()));
+        for id in &unfinished {
+            let done = Journal::read_results(&state, id).len();
+            if Journal::abandoned(&state, id) {
+                ui.out(format!(
+                    "  {id}  {done} trial{} done; resume: git harness run --resume {id}",
+                    if done == 1 { "" } else { "s" }
+                ));
+            } else {
+                ui.out(format!(
+                    "  {id}  {done} trial{} done; still running",
+                    if done == 1 { "" } else { "s" }
+                ));
+            }
+        }
     }
     let openings = lineage::test_log_entries(&ws.repo)?.len();
     ui.out(format!(

@@ -185,11 +185,18 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let vopts = VerifyOptions::default();
+    let mut interrupt = super::signal::interrupts();
     let checks = rt.block_on(async {
+        let _ = provider.sweep().await;
+        let _busy = super::signal::Busy::new();
         let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
+        // Checks are short: the first interrupt drops them, and their sandboxes with them.
         tokio::select! {
             c = work => Ok(c),
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+            _ = interrupt.changed() => {
+                let _ = provider.sweep_own().await;
+                Err(Error::Interrupted { run: None })
+            }
         }
     })?;
     let (mut broken, mut setup) = (0, 0);

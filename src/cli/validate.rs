@@ -1,6 +1,6 @@
 //! `git harness validate`: gate candidates against their parent.
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::open_context;
 use git_harness::experiment::GateRule;
 use git_harness::gate::Verdict;
 use git_harness::lineage;
@@ -55,7 +55,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let rt = runtime();
     let results = rt.block_on(async {
-        let ctx = open_context(&ws, &Overrides::default()).await?;
+        let ctx = open_context(&ws, &super::signal::overrides()).await?;
         for w in &ctx.warnings {
             ui.warn(w);
         }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::AgentKind;
 use super::run::EvalContext;
 use super::trial::Factory;
@@ -19,6 +21,8 @@ pub struct Overrides {
     pub bwrap: Bwrap,
     /// Do not connect the model (oracle/nop runs).
     pub no_model: bool,
+    /// Interrupt requests (1: stop scheduling, 2: abort), handed to every run of the context.
+    pub interrupt: Option<watch::Receiver<u8>>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -59,6 +63,9 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             ..Default::default()
         },
     )?;
+    // What sandboxes of killed processes left (temp dirs, containers) goes before new ones
+    // come. Best effort: an unreachable engine is reported by the first trial.
+    let _ = provider.sweep().await;
     let mut warnings = Vec::new();
     if let Some(w) = provider.isolation_warning() {
         warnings.push(w);
@@ -92,6 +99,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             executors: Arc::new(factory),
             warnings,
             model: connected.as_ref().map(|c| c.model.clone()),
+            interrupt: o.interrupt.clone(),
         },
         _model: connected,
     })

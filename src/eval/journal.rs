@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrialResult;
 use crate::error::{Error, IoContext, Result};
+use crate::owner::Owner;
 
 /// What a run was asked to do, so `--resume <id>` can continue it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +27,18 @@ pub struct RunMeta {
     pub runner: String,
     pub seed: u64,
     pub started_at: String,
+    /// Started with `--no-cache`: a resume executes every missing trial too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
+
+/// The file of a journal that names the process writing it (see [`crate::owner`]).
+const OWNER_FILE: &str = "owner";
+/// Present when the run was interrupted (rather than killed).
+const INTERRUPTED_FILE: &str = "interrupted";
+/// A journal being removed is first renamed to this prefix, so a half-removed journal is never
+/// read as a run.
+const REMOVING_PREFIX: &str = ".removing-";
 
 pub struct Journal {
     dir: PathBuf,
@@ -38,7 +50,8 @@ impl Journal {
         state_dir.join("journal").join(id)
     }
 
-    /// Start a new journal (fails if it exists) or reopen one to append.
+    /// Start a new journal (fails if it exists) or reopen one to append. The journal names
+    /// this process as its owner; a journal whose owner is alive is not reopened.
     pub fn open(state_dir: &Path, meta: &RunMeta, resume: bool) -> Result<Self> {
         let dir = Self::dir_for(state_dir, &meta.id);
         if !resume && dir.exists() {
@@ -47,7 +60,21 @@ impl Journal {
                 meta.id
             )));
         }
+        if resume
+            && let Some(o) = Self::owner(state_dir, &meta.id)
+            && o != Owner::me()
+            && o.is_alive()
+        {
+            return Err(Error::usage_hint(
+                format!("run {} is still running (process {})", meta.id, o.pid),
+                "wait for it to finish, or stop that process first",
+            ));
+        }
         std::fs::create_dir_all(dir.join("traces")).at(&dir)?;
+        // The owner is written before anything else: a journal without one was left by a
+        // process killed while it was being created.
+        let owner_path = dir.join(OWNER_FILE);
+        std::fs::write(&owner_path, Owner::me().to_string()).at(&owner_path)?;
         let meta_path = dir.join("meta.yaml");
         if !meta_path.exists() {
             std::fs::write(
@@ -115,9 +142,36 @@ impl Journal {
         &self.dir
     }
 
-    /// Remove the journal once the run record is in git.
+    /// Mark the journal of an interrupted run: it stays for `--resume` even with no result.
+    pub fn mark_interrupted(state_dir: &Path, id: &str) {
+        let _ = std::fs::write(Self::dir_for(state_dir, id).join(INTERRUPTED_FILE), b"");
+    }
+
+    pub fn was_interrupted(state_dir: &Path, id: &str) -> bool {
+        Self::dir_for(state_dir, id).join(INTERRUPTED_FILE).exists()
+    }
+
+    /// The process that writes (or last wrote) the journal of run `id`.
+    pub fn owner(state_dir: &Path, id: &str) -> Option<Owner> {
+        let text = std::fs::read_to_string(Self::dir_for(state_dir, id).join(OWNER_FILE)).ok()?;
+        Owner::parse(&text)
+    }
+
+    /// Whether the journal of `id` belongs to a process that is gone (or to none at all).
+    pub fn abandoned(state_dir: &Path, id: &str) -> bool {
+        Self::owner(state_dir, id).is_none_or(|o| !o.is_alive())
+    }
+
+    /// Remove the journal once the run record is in git. It is renamed first, so a kill in the
+    /// middle never leaves a journal that has lost some of its traces.
     pub fn remove(state_dir: &Path, id: &str) {
-        let _ = std::fs::remove_dir_all(Self::dir_for(state_dir, id));
+        let dir = Self::dir_for(state_dir, id);
+        let doomed = state_dir
+            .join("journal")
+            .join(format!("{REMOVING_PREFIX}{id}.{}", Owner::me()));
+        if std::fs::rename(&dir, &doomed).is_ok() {
+            let _ = std::fs::remove_dir_all(&doomed);
+        }
     }
 
     /// Ids of journals left behind by interrupted runs.
@@ -128,8 +182,27 @@ impl Journal {
         let mut v: Vec<String> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(REMOVING_PREFIX))
             .collect();
         v.sort();
         v
+    }
+
+    /// Remove journals whose removal a killed process began.
+    pub fn sweep_removed(state_dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(state_dir.join("journal")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(REMOVING_PREFIX) else {
+                continue;
+            };
+            // `<id>.<pid>.<start>`: the run id itself holds no dot.
+            let owner = rest.split_once('.').and_then(|(_, o)| Owner::parse(o));
+            if owner.is_none_or(|o| !o.is_alive()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }

@@ -44,12 +44,17 @@ pub fn write_record(
     stop_reason: Option<String>,
     cancelled: super::Overhead,
 ) -> Result<Oid> {
+    // An earlier attempt wrote the ref and was killed before it finished: the record in git is
+    // the truth, and only the steps after it are left to do.
+    if let Ok(commit) = repo.refname_to_id(&format!("{}{}", lineage::RUNS_PREFIX, meta.id)) {
+        finish_recorded(repo, state_dir, &meta.id)?;
+        return Ok(commit);
+    }
     let journal_dir = Journal::dir_for(state_dir, &meta.id);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut adopted = vec![false; results.len()];
     // Results reused from an interrupted run that never got a ref are adopted: their traces
     // move into this record so nothing lives only in a local journal.
-    for (r, adopted) in results.iter_mut().zip(adopted.iter_mut()) {
+    for r in results.iter_mut() {
         if let Some(src) = r.cached_from.clone()
             && repo
                 .refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX))
@@ -62,7 +67,6 @@ pub fn write_record(
                 }
             }
             r.cached_from = None;
-            *adopted = true;
         } else if r.cached_from.is_none()
             && let Some(t) = &r.trace
         {
@@ -112,11 +116,28 @@ pub fn write_record(
         summary_line.join(", ")
     );
     let commit = lineage::write_run(repo, &meta.id, harness, &files, &msg)?;
+    finish_recorded(repo, state_dir, &meta.id)?;
+    // Journals of killed runs whose every result this record adopted are done with, and so
+    // are those of killed runs that had finished nothing: this run supersedes them.
+    let _ = sweep_journals(repo, state_dir, true);
+    Ok(commit)
+}
 
+/// The steps after a run's ref is written, each one idempotent so that a run killed between
+/// them is finished by whoever comes next: its summary in the note of the harness commit, its
+/// results in the cache, its journal removed.
+pub fn finish_recorded(repo: &Repository, state_dir: &Path, id: &str) -> Result<()> {
+    let (record, results) = read_run(repo, id)?;
+    let meta = &record.meta;
+    let harness = Oid::from_str(&meta.harness_commit).ok();
     if !meta.worktree
         && meta.agent == super::AgentKind::Harness
         && let Some(h) = harness
     {
+        let mut by_split: BTreeMap<&str, Vec<&TrialResult>> = BTreeMap::new();
+        for r in &results {
+            by_split.entry(r.split.as_str()).or_default().push(r);
+        }
         // The note describes the harness version, so its tokens and cost cover every trial of
         // the split, also those reused from the cache (the run's own totals count only what it
         // executed).
@@ -129,7 +150,10 @@ pub fn write_record(
             })
         };
         lineage::update_note(repo, h, |note| {
-            for (split, t) in &totals {
+            if note.runs.iter().any(|r| r.run == meta.id) {
+                return;
+            }
+            for (split, t) in &record.totals {
                 let (tokens, cost_usd) = version_cost(split);
                 note.add_run(RunSummary {
                     run: meta.id.clone(),
@@ -140,21 +164,79 @@ pub fn write_record(
                     infra_errors: t.infra_errors,
                     tokens,
                     cost_usd,
-                    partial,
+                    partial: record.partial,
                 });
             }
         })?;
     }
-    // Point the cache of adopted results at this record (it pointed at the killed run's
-    // journal); the trials this run executed were cached under its id as they finished.
+    // Point the cache at the record for every trial it holds (those it executed were cached
+    // under its id as they finished; adopted ones pointed at a killed run's journal).
     let cache = Cache::new(state_dir);
-    for (r, _) in results.iter().zip(&adopted).filter(|(_, a)| **a) {
-        if let Some(d) = &r.cache_key {
-            cache.put(d, &meta.id, r)?;
+    for r in results.iter().filter(|r| r.cached_from.is_none()) {
+        if let Some(d) = &r.cache_key
+            && cache.get(d).is_none_or(|c| c.run != id)
+        {
+            cache.put(d, id, r)?;
         }
     }
-    Journal::remove(state_dir, &meta.id);
-    Ok(commit)
+    Journal::remove(state_dir, id);
+    Ok(())
+}
+
+/// Finish or remove the journal of run `id` when the process that wrote it is gone: a journal
+/// whose run has a ref is finished; one whose every result is recorded in another run (adopted
+/// by a re-run), or (with `drop_empty`) that was killed before any trial counted, is removed.
+/// Anything else stays, for `--resume`. Returns whether it went away.
+pub fn sweep_journal(
+    repo: &Repository,
+    state_dir: &Path,
+    id: &str,
+    drop_empty: bool,
+) -> Result<bool> {
+    if !Journal::abandoned(state_dir, id) {
+        return Ok(false);
+    }
+    if repo
+        .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+        .is_ok()
+    {
+        finish_recorded(repo, state_dir, id)?;
+        return Ok(true);
+    }
+    let results = Journal::read_results(state_dir, id);
+    let cache = Cache::new(state_dir);
+    let recorded_elsewhere = |r: &TrialResult| {
+        r.is_infra()
+            || r.cache_key
+                .as_deref()
+                .and_then(|d| cache.get(d))
+                .is_some_and(|c| {
+                    c.run != id
+                        && repo
+                            .refname_to_id(&format!("{}{}", lineage::RUNS_PREFIX, c.run))
+                            .is_ok()
+                })
+    };
+    let countable = results.iter().any(|r| !r.is_infra());
+    // Killed before any trial counted: nothing to keep. An interrupted run stays even then:
+    // the user was given its resume command.
+    let empty = drop_empty && !countable && !Journal::was_interrupted(state_dir, id);
+    if empty || (countable && results.iter().all(recorded_elsewhere)) {
+        Journal::remove(state_dir, id);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Finish what dead processes left among the journals (see [`sweep_journal`]). With
+/// `drop_empty` (after another run was recorded), also journals of killed runs that finished
+/// no trial: without it they stay, so that `--resume` of such a run still works.
+pub fn sweep_journals(repo: &Repository, state_dir: &Path, drop_empty: bool) -> Result<()> {
+    Journal::sweep_removed(state_dir);
+    for id in Journal::unfinished(state_dir) {
+        sweep_journal(repo, state_dir, &id, drop_empty)?;
+    }
+    Ok(())
 }
 
 /// Read a run's record and results from its ref.

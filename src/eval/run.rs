@@ -90,6 +90,8 @@ pub struct EvalContext {
     pub warnings: Vec<String>,
     /// The experiment's model, for the proposer and the optional diagnosis.
     pub model: Option<Arc<dyn crate::model::Model>>,
+    /// Interrupt requests for every run of this context (see [`schedule::Options::interrupt`]).
+    pub interrupt: Option<watch::Receiver<u8>>,
 }
 
 /// Evaluate one harness revision.
@@ -103,8 +105,22 @@ pub async fn evaluate(
 ) -> Result<RunOutcome> {
     let repo = &ws.repo;
     let started = std::time::Instant::now();
+    let interrupt = interrupt.or_else(|| ctx.interrupt.clone());
+    // Interrupted before this run began (e.g. between the steps of `evolve`): start nothing.
+    if interrupt.as_ref().is_some_and(|rx| *rx.borrow() > 0) {
+        return Err(Error::Interrupted { run: None });
+    }
     // A resumed run continues what it was asked to do: its revision, splits, tasks, trials
     // and agent come from its journal, whatever the request says.
+    if let Some(id) = &req.resume
+        && repo
+            .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+            .is_ok()
+    {
+        // Recorded already (its process was killed after writing the ref, and the journal may
+        // have been swept since): resuming it finishes the record and runs nothing.
+        return finish_resumed(ws, ctx, id);
+    }
     let resumed = match &req.resume {
         Some(id) => {
             let meta = Journal::read_meta(&ctx.state_dir, id)?;
@@ -119,6 +135,7 @@ pub async fn evaluate(
             r.trials = Some(meta.trials);
             r.tasks = None;
             r.agent = meta.agent;
+            r.no_cache = r.no_cache || meta.no_cache;
             Some((r, meta))
         }
         None => None,
@@ -279,6 +296,7 @@ pub async fn evaluate(
                 runner: ctx.fixed.experiment.runner.kind.to_string(),
                 seed: ctx.fixed.experiment.seed,
                 started_at: now(),
+                no_cache: req.no_cache,
             },
             Vec::new(),
         ),
@@ -296,7 +314,7 @@ pub async fn evaluate(
         grace: Duration::from_secs(30),
         breaker: ctx.fixed.experiment.infra_breaker,
     };
-    let finished = schedule::execute(
+    let finished = match schedule::execute(
         plan,
         journaled,
         executor,
@@ -305,7 +323,15 @@ pub async fn evaluate(
         opts,
         observer,
     )
-    .await?;
+    .await
+    {
+        Ok(f) => f,
+        Err(Error::Interrupted { .. }) => {
+            ctx.executors.after_abort().await;
+            return Err(interrupted(&ctx.state_dir, &meta.id));
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(t) = &finished.tripped {
         // No record: the journal keeps what ran, so nothing is lost and nothing is counted.
         return Err(Error::Infra {
@@ -322,6 +348,10 @@ pub async fn evaluate(
                 meta.id
             )),
         });
+    }
+    // An interrupted run is not recorded: its journal keeps what finished, for `--resume`.
+    if finished.interrupted && finished.stopped.as_deref() == Some(schedule::INTERRUPTED) {
+        return Err(interrupted(&ctx.state_dir, &meta.id));
     }
     let mut results = finished.results;
     results.sort_by(|a, b| (&a.split, &a.task, a.trial).cmp(&(&b.split, &b.task, b.trial)));
@@ -435,6 +465,40 @@ fn covering_run(
         }
     }
     Ok(best.map(|(id, oid, record, _)| (id, oid, record)))
+}
+
+/// The outcome of a resumed run that was already recorded (its process was killed after
+/// writing the ref): the steps after the ref are finished, nothing is executed.
+fn finish_resumed(ws: &Workspace, ctx: &EvalContext, id: &str) -> Result<RunOutcome> {
+    super::record::finish_recorded(&ws.repo, &ctx.state_dir, id)?;
+    let (record, results) = super::record::read_run(&ws.repo, id)?;
+    let harness_commit = Oid::from_str(&record.meta.harness_commit)
+        .map_err(|e| Error::Internal(format!("run {id}: bad harness commit: {e}")))?;
+    let run_commit = ws
+        .repo
+        .refname_to_id(&format!("{}{id}", lineage::RUNS_PREFIX))
+        .map_err(|e| Error::Git {
+            context: format!("read run {id}"),
+            source: e,
+        })?;
+    let stopped = record.stop_reason.clone();
+    Ok(RunOutcome {
+        id: id.to_string(),
+        run_commit,
+        harness_commit,
+        record,
+        results,
+        executed: 0,
+        stopped,
+        wall_ms: 0,
+    })
+}
+
+fn interrupted(state_dir: &std::path::Path, id: &str) -> Error {
+    Journal::mark_interrupted(state_dir, id);
+    Error::Interrupted {
+        run: Some(id.to_string()),
+    }
 }
 
 fn new_run_id(commit: Oid) -> String {

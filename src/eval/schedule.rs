@@ -48,7 +48,14 @@ pub trait Observer: Send {
     fn planned(&mut self, _total: usize, _cached: usize) {}
     fn finished(&mut self, _result: &TrialResult) {}
     fn stopping(&mut self, _reason: &str) {}
+    /// The first interrupt: no trial starts any more; `running` (`task#trial`) are waited for.
+    fn interrupted(&mut self, _running: &[String]) {}
+    /// The scheduler is done (finished, stopped or aborted): no trial of it runs any more.
+    fn ended(&mut self) {}
 }
+
+/// The stop reason of a run that was interrupted.
+pub const INTERRUPTED: &str = "interrupted";
 
 /// An observer that ignores everything.
 pub struct Quiet;
@@ -128,6 +135,20 @@ pub async fn execute(
     executor: Arc<dyn Executor>,
     cache: &Cache,
     journal: &mut Journal,
+    opts: Options<'_>,
+    observer: &mut dyn Observer,
+) -> Result<Finished> {
+    let out = run_plan(plan, journaled, executor, cache, journal, opts, observer).await;
+    observer.ended();
+    out
+}
+
+async fn run_plan(
+    plan: Vec<PlannedTrial>,
+    journaled: Vec<TrialResult>,
+    executor: Arc<dyn Executor>,
+    cache: &Cache,
+    journal: &mut Journal,
     mut opts: Options<'_>,
     observer: &mut dyn Observer,
 ) -> Result<Finished> {
@@ -175,12 +196,24 @@ pub async fn execute(
     let mut tripped = None;
     let mut cancelled = super::Overhead::default();
     let concurrency = opts.concurrency.max(1);
+    // Trials in flight, as `task#trial`, to say what an interrupt waits for.
+    let mut running: Vec<String> = Vec::new();
+    let mut cancelled_any = false;
+    let label = |task: &str, trial: u32| format!("{task}#{trial}");
+    if let Some(rx) = interrupt.as_mut() {
+        match *rx.borrow_and_update() {
+            0 => {}
+            1 => interrupted = true,
+            _ => return Err(Error::Interrupted { run: None }),
+        }
+    }
 
     loop {
         while stopped.is_none() && !interrupted && set.len() < concurrency {
             let Some(p) = queue.next() else { break };
             let ex = executor.clone();
             let token = cancel.child_token();
+            running.push(label(&p.task.id, p.trial));
             set.spawn(async move { ex.execute(&p, token).await });
         }
         if set.is_empty() {
@@ -192,9 +225,14 @@ pub async fn execute(
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
                 let done = joined.map_err(|e| Error::Internal(format!("a trial task failed: {e}")))?;
+                let l = label(&done.result.task, done.result.trial);
+                if let Some(i) = running.iter().position(|r| *r == l) {
+                    running.remove(i);
+                }
                 // Trials cancelled because the verdict was settled or the user interrupted
                 // are not results, but what they spent is counted.
                 if done.result.ending == "cancelled" {
+                    cancelled_any = true;
                     cancelled += super::Overhead {
                         requests: done.requests,
                         unanswered: done.unanswered,
@@ -243,13 +281,16 @@ pub async fn execute(
                 match changed {
                     Ok(1) => {
                         interrupted = true;
-                        observer.stopping("interrupted: letting running trials finish (Ctrl-C again to abort)");
+                        observer.interrupted(&running);
                         grace_deadline = Some(tokio::time::Instant::now() + opts.grace);
                     }
                     Ok(n) if n >= 2 => {
+                        // Abort: the trials' futures are dropped, and their sandboxes' drop
+                        // guards kill processes and remove temp dirs and containers.
                         cancel.cancel();
                         set.abort_all();
-                        return Err(Error::Interrupted);
+                        while set.join_next().await.is_some() {}
+                        return Err(Error::Interrupted { run: None });
                     }
                     Ok(_) => {}
                     Err(_) => interrupt = None,
@@ -261,8 +302,10 @@ pub async fn execute(
             }
         }
     }
-    if interrupted && stopped.is_none() {
-        stopped = Some("interrupted".into());
+    // Interrupted after the last trial had started and before any was cancelled: complete.
+    let incomplete = queue.len() > 0 || cancelled_any;
+    if interrupted && stopped.is_none() && incomplete {
+        stopped = Some(INTERRUPTED.into());
     }
     Ok(Finished {
         results,

@@ -21,6 +21,8 @@ pub trait ExecutorFactory: Send + Sync {
         let _ = task;
         Ok(None)
     }
+    /// After an abort, remove what the aborted trials' sandboxes may have left.
+    async fn after_abort(&self) {}
 }
 
 use std::time::Instant;
@@ -47,6 +49,10 @@ pub struct Factory {
 
 #[async_trait]
 impl ExecutorFactory for Factory {
+    async fn after_abort(&self) {
+        let _ = self.provider.sweep_own().await;
+    }
+
     async fn executor(&self, harness: &Harness, agent: AgentKind) -> Result<Arc<dyn Executor>> {
         if agent == AgentKind::Harness && self.model.is_none() {
             return Err(Error::Internal(

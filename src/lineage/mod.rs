@@ -17,7 +17,7 @@ pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{HarnessNote, RunSummary, read_note, update_note};
 pub use promote::{
-    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote,
+    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote, recover_promotion,
     update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
@@ -298,28 +298,72 @@ pub(crate) fn cas_ref(
     new: Oid,
     msg: &str,
 ) -> Result<()> {
-    match repo.reference_matching(name, new, true, expected, msg) {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.code(),
-                git2::ErrorCode::Modified | git2::ErrorCode::Locked
-            ) =>
-        {
-            let actual = repo
-                .refname_to_id(name)
-                .map(|o| o.to_string())
-                .unwrap_or_else(|_| "(deleted)".into());
-            Err(Error::RefMoved {
-                refname: name.into(),
-                expected: expected.to_string(),
-                actual,
-            })
+    // A live writer holds the ref's lock for milliseconds: wait for it, then compare again (the
+    // ref has usually moved by then). A lock that stays is named, stale or not.
+    for attempt in 0..100 {
+        match repo.reference_matching(name, new, true, expected, msg) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == git2::ErrorCode::Locked => {
+                if attempt == 0 && lock_age(repo, name).is_some_and(|a| a >= STALE_LOCK) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) if e.code() == git2::ErrorCode::Modified => {
+                let actual = repo
+                    .refname_to_id(name)
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|_| "(deleted)".into());
+                return Err(Error::RefMoved {
+                    refname: name.into(),
+                    expected: expected.to_string(),
+                    actual,
+                });
+            }
+            Err(e) => {
+                return Err(Error::Git {
+                    context: format!("update {name}"),
+                    source: e,
+                });
+            }
         }
-        Err(e) => Err(Error::Git {
-            context: format!("update {name}"),
-            source: e,
-        }),
+    }
+    Err(locked(repo, name))
+}
+
+fn lock_age(repo: &Repository, name: &str) -> Option<std::time::Duration> {
+    std::fs::metadata(repo.path().join(format!("{name}.lock")))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+}
+
+/// Locks older than this were left by a process that was killed: git holds them for
+/// milliseconds.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error for a ref whose lock file is held: by a live writer, or left by a killed one.
+pub(crate) fn locked(repo: &Repository, name: &str) -> Error {
+    let lock = repo.path().join(format!("{name}.lock"));
+    match lock_age(repo, name) {
+        Some(age) if age >= STALE_LOCK => Error::usage_hint(
+            format!(
+                "{name} is locked by a stale lock file {} ({}s old), left by a git process that was killed",
+                lock.display(),
+                age.as_secs()
+            ),
+            format!(
+                "if no git command is running on this repository, remove it (`rm {}`) and re-run",
+                lock.display()
+            ),
+        ),
+        _ => Error::usage_hint(
+            format!(
+                "{name} is locked by {}: another command is updating it",
+                lock.display()
+            ),
+            "re-run when it is done",
+        ),
     }
 }
 

@@ -159,6 +159,10 @@ pub fn update_note(
             Err(e) => return Err(e).git("update notes ref"),
         }
     }
+    // A lock that never went away is a stale one (its writer was killed): name it.
+    if repo.path().join(format!("{NOTES_REF}.lock")).exists() {
+        return Err(super::locked(repo, NOTES_REF));
+    }
     Err(Error::Infra {
         message: format!("could not update {NOTES_REF}: too many concurrent writers"),
         hint: Some("re-run the command".into()),

@@ -340,13 +340,26 @@ pub fn promote(
     let merge = repo
         .store_commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
         .git("write merge commit")?;
-    cas_ref(
+    // Between moving main and updating the checkout, a kill would leave the index and files of
+    // the old main under the new one (committing them would revert the promotion): say what is
+    // under way, so the next command finishes it.
+    let pending = Pending {
+        owner: crate::owner::Owner::me().to_string(),
+        refname: main_name.clone(),
+        from: main.id().to_string(),
+        to: merge.to_string(),
+    };
+    let marker = pending.write(repo)?;
+    if let Err(e) = cas_ref(
         repo,
         &main_name,
         main.id(),
         merge,
         &format!("git-harness: promote {}", proposal.name()),
-    )?;
+    ) {
+        let _ = std::fs::remove_file(&marker);
+        return Err(e);
+    }
 
     // The proposal lives on as main's second parent; its branch moves to
     // refs/harness/promoted/ (a checkout of it switches to the new main first).
@@ -362,6 +375,7 @@ pub fn promote(
     } else {
         proposal_here && retired
     };
+    let _ = std::fs::remove_file(&marker);
     Ok(PromoteOutcome {
         merge,
         main_before: main.id(),
@@ -369,4 +383,185 @@ pub fn promote(
         record,
         kept_branch,
     })
+}
+
+/// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in
+/// `.git/harness/promote-<owner>-<nonce>.pending` while it lasts (one per promotion: concurrent
+/// promotes never remove each other's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    owner: String,
+    refname: String,
+    from: String,
+    to: String,
+}
+
+impl Pending {
+    fn dir(repo: &Repository) -> std::path::PathBuf {
+        repo.path().join("harness")
+    }
+
+    /// Written whole or not at all (a temp file renamed), so a kill never leaves half of it.
+    /// Returns the marker's path, unique to this promotion (threads of one process too).
+    fn write(&self, repo: &Repository) -> Result<std::path::PathBuf> {
+        use crate::error::IoContext;
+        let dir = Self::dir(repo);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let nonce: u32 = rand::random();
+        let stem = format!("promote-{}-{nonce:08x}.pending", self.owner);
+        let path = dir.join(&stem);
+        let tmp = dir.join(format!(".{stem}.tmp"));
+        std::fs::write(&tmp, crate::yaml::to_string(self)).at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)?;
+        Ok(path)
+    }
+
+    /// Every marker and temp file, with the owner its name gives.
+    fn files(repo: &Repository) -> Vec<(std::path::PathBuf, crate::owner::Owner, bool)> {
+        let Ok(rd) = std::fs::read_dir(Self::dir(repo)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (stem, tmp) = if let Some(o) = name
+                .strip_prefix(".promote-")
+                .and_then(|r| r.strip_suffix(".pending.tmp"))
+            {
+                (o.to_string(), true)
+            } else if let Some(o) = name
+                .strip_prefix("promote-")
+                .and_then(|r| r.strip_suffix(".pending"))
+            {
+                (o.to_string(), false)
+            } else {
+                continue;
+            };
+            // `<owner>-<nonce>`
+            let owner = stem.rsplit_once('-').map_or(stem.as_str(), |(o, _)| o);
+            if let Some(o) = crate::owner::Owner::parse(owner) {
+                out.push((e.path(), o, tmp));
+            }
+        }
+        out
+    }
+}
+
+/// Finish the promotions whose process died: when main had moved and the checkout had not
+/// followed, bring the index and files to the new main (dropping the index lock the dead
+/// process held). Returns whether anything was repaired.
+pub fn recover_promotion(repo: &Repository) -> Result<bool> {
+    let mut repaired = false;
+    for (path, owner, tmp) in Pending::files(repo) {
+        if owner.is_alive() {
+            continue;
+        }
+        let pending: Option<Pending> = (!tmp)
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|t| serde_yaml::from_str(&t).ok());
+        if let Some(p) = pending {
+            repaired |= finish_checkout(repo, &p)?;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(repaired)
+}
+
+fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
+    // A ref lock that holds this promotion's merge was taken by the dead process (nobody else
+    // knows that commit): the move never happened, and the lock goes.
+    let ref_lock = repo.path().join(format!("{}.lock", p.refname));
+    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| t.trim() == p.to) {
+        let _ = std::fs::remove_file(&ref_lock);
+    }
+    let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
+    if now.as_deref() != Some(p.to.as_str()) || !is_checked_out(repo, &p.refname) {
+        return Ok(false);
+    }
+    let head_tree = repo
+        .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
+        .git("read the promotion")?
+        .tree_id();
+    let lock = repo.path().join("index.lock");
+    let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
+    if !lock.exists() && index_tree == Some(head_tree) {
+        return Ok(false);
+    }
+    let _ = std::fs::remove_file(&lock);
+    update_checked_out_worktree(repo)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit_file(repo: &Repository, text: &str, parent: Option<Oid>) -> Oid {
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let mut tb = repo.treebuilder(None).unwrap();
+        tb.insert("file.txt", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .into_iter()
+            .map(|p| repo.find_commit(p).unwrap())
+            .collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "c", &tree, &refs).unwrap()
+    }
+
+    /// A promotion killed after moving main and before the checkout followed: the next
+    /// recovery brings index and files to the new main and drops the dead process's lock.
+    #[test]
+    fn a_dead_promotion_whose_checkout_did_not_follow_is_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let old = commit_file(&repo, "old\n", None);
+        repo.reference("refs/heads/main", old, true, "t").unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        let mut co = git2::build::CheckoutBuilder::new();
+        co.force();
+        repo.checkout_head(Some(&mut co)).unwrap();
+        let new = commit_file(&repo, "new\n", Some(old));
+        let pending = Pending {
+            // Above any pid the kernel hands out: a process that is gone.
+            owner: "4194305.1".into(),
+            refname: "refs/heads/main".into(),
+            from: old.to_string(),
+            to: new.to_string(),
+        };
+        pending.write(&repo).unwrap();
+        repo.reference("refs/heads/main", new, true, "t").unwrap();
+        std::fs::write(repo.path().join("index.lock"), b"").unwrap();
+
+        assert!(recover_promotion(&repo).unwrap());
+        let index_tree = repo.index().unwrap().write_tree().unwrap();
+        assert_eq!(index_tree, repo.find_commit(new).unwrap().tree_id());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("file.txt")).unwrap(),
+            "new\n"
+        );
+        assert!(!repo.path().join("index.lock").exists());
+        assert!(Pending::files(&repo).is_empty());
+        // Idempotent: nothing left to do.
+        assert!(!recover_promotion(&repo).unwrap());
+    }
+
+    /// A live owner's promotion is left alone.
+    #[test]
+    fn a_live_promotion_is_not_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let old = commit_file(&repo, "old\n", None);
+        let pending = Pending {
+            owner: crate::owner::Owner::me().to_string(),
+            refname: "refs/heads/main".into(),
+            from: old.to_string(),
+            to: old.to_string(),
+        };
+        pending.write(&repo).unwrap();
+        assert!(!recover_promotion(&repo).unwrap());
+        assert_eq!(Pending::files(&repo).len(), 1);
+    }
 }

@@ -72,6 +72,23 @@ impl SandboxProvider for AutoProvider {
     fn isolation_warning(&self) -> Option<String> {
         self.local.isolation_warning()
     }
+
+    async fn sweep(&self) -> Result<usize> {
+        let mut n = self.local.sweep().await?;
+        if let Ok(d) = &self.docker {
+            // An engine that does not answer has nothing of ours to sweep that we could reach.
+            n += d.sweep().await.unwrap_or(0);
+        }
+        Ok(n)
+    }
+
+    async fn sweep_own(&self) -> Result<usize> {
+        let mut n = self.local.sweep_own().await?;
+        if let Ok(d) = &self.docker {
+            n += d.sweep_own().await.unwrap_or(0);
+        }
+        Ok(n)
+    }
 }
 
 /// The local runner refuses a task it cannot reproduce, naming the step and the remedy.

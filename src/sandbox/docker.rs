@@ -40,6 +40,10 @@ use crate::task::Task;
 pub const LABEL: &str = "git-harness";
 /// The label that holds the trial id.
 pub const TRIAL_LABEL: &str = "git-harness.trial";
+/// The label that names the process that made the container (`<pid>.<start>`), and the one
+/// that names its host: a later command removes containers of dead processes of its own host.
+pub const OWNER_LABEL: &str = "git-harness.owner";
+pub const HOST_LABEL: &str = "git-harness.host";
 /// Processes per container.
 pub const PIDS_LIMIT: i64 = 4096;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -103,6 +107,8 @@ pub struct DockerProvider {
     image_map: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Container creations in flight, on tasks of their own (see `create_docker`).
+    creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl DockerProvider {
@@ -120,6 +126,7 @@ impl DockerProvider {
             image_map,
             labels,
             build_locks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(Vec::new()),
         })
     }
 
@@ -375,6 +382,8 @@ impl DockerProvider {
         labels.insert(LABEL.into(), "1".into());
         labels.insert(TRIAL_LABEL.into(), trial_id.into());
         labels.insert("git-harness.task".into(), task.id.clone());
+        labels.insert(OWNER_LABEL.into(), crate::owner::Owner::me().to_string());
+        labels.insert(HOST_LABEL.into(), crate::owner::host_id());
         let env = &task.environment;
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
@@ -400,9 +409,28 @@ impl DockerProvider {
         let path_env = image_path_env(&docker, &image).await?;
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = docker
-            .create_container(Some(opts), body)
+        // The daemon finishes a creation whose request was cut short (an aborted trial), so
+        // the request runs on a task of its own: if nobody waits for the container any more,
+        // that task removes it, and `sweep_own` waits for such tasks.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let d = docker.clone();
+        let creation = tokio::spawn(async move {
+            let r = d.create_container(Some(opts), body).await;
+            if let Err(Ok(created)) = tx.send(r) {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = d.remove_container(&created.id, Some(opts)).await;
+            }
+        });
+        if let Ok(mut c) = self.creating.lock() {
+            c.retain(|t| !t.is_finished());
+            c.push(creation);
+        }
+        let created = rx
             .await
+            .map_err(|_| InfraClass::Sandbox.error("the container creation task ended early"))?
             .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
         let mut sb = DockerSandbox {
             docker: docker.clone(),
@@ -478,10 +506,72 @@ impl DockerProvider {
     }
 }
 
+impl DockerProvider {
+    /// Remove the containers of this host whose owner satisfies `pick`.
+    async fn remove_owned(&self, pick: impl Fn(crate::owner::Owner) -> bool) -> Result<usize> {
+        let docker = self.client().await?;
+        let host = crate::owner::host_id();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL}=1"), format!("{HOST_LABEL}={host}")],
+            )]))
+            .build();
+        let list = docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list containers", e))?;
+        let mut removed = 0;
+        for c in list {
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .and_then(|o| crate::owner::Owner::parse(o));
+            let (Some(id), Some(owner)) = (c.id, owner) else {
+                continue;
+            };
+            if !pick(owner) {
+                continue;
+            }
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(docker_err(&format!("remove container {id}"), e)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
 #[async_trait]
 impl SandboxProvider for DockerProvider {
     fn name(&self) -> &str {
         "docker"
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        self.remove_owned(|o| !o.is_alive()).await
+    }
+
+    async fn sweep_own(&self) -> Result<usize> {
+        // Creations in flight when their trial was aborted remove what they made.
+        let tasks: Vec<_> = self
+            .creating
+            .lock()
+            .map(|mut c| c.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        // Anything else of this process left (no sandbox holds one any more): by its label.
+        let me = crate::owner::Owner::me();
+        self.remove_owned(|o| o == me).await
     }
 
     async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {

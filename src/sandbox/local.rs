@@ -156,8 +156,14 @@ impl LocalProvider {
             .temp_root
             .clone()
             .unwrap_or_else(std::env::temp_dir);
+        // The owner in the name lets a later command remove the dir if this process dies
+        // without cleaning up (`kill -9`), and never while it lives.
         let tmp = tempfile::Builder::new()
-            .prefix(&format!("git-harness-{}-", sanitize(trial_id)))
+            .prefix(&format!(
+                "{TEMP_PREFIX}{}.{}.",
+                sanitize(trial_id),
+                crate::owner::Owner::me()
+            ))
             .tempdir_in(&base)
             .at(&base)?;
         let root = tmp.path().to_path_buf();
@@ -253,6 +259,71 @@ impl LocalProvider {
     }
 }
 
+/// Temp dirs of local sandboxes are `git-harness-<trial>.<owner pid>.<owner start>.<random>`.
+const TEMP_PREFIX: &str = "git-harness-";
+
+/// The owner named by a sandbox temp dir's name, when it is one of ours.
+fn temp_dir_owner(name: &str) -> Option<crate::owner::Owner> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    let parts: Vec<&str> = rest.split('.').collect();
+    match parts.as_slice() {
+        [_trial, pid, start, _random] => crate::owner::Owner::parse(&format!("{pid}.{start}")),
+        _ => None,
+    }
+}
+
+/// Remove the sandbox temp dirs under `root` whose owner process has died. Returns how many.
+pub fn sweep_temp_dirs(root: &Path) -> usize {
+    sweep_temp_dirs_where(root, |o| !o.is_alive())
+}
+
+/// Remove this process's own sandbox temp dirs under `root`: only once none is in use (an
+/// aborted command, after its runtime and blocking tasks are gone).
+pub fn sweep_own_temp_dirs(root: &Path) -> usize {
+    let me = crate::owner::Owner::me();
+    sweep_temp_dirs_where(root, |o| o == me)
+}
+
+fn sweep_temp_dirs_where(root: &Path, pick: impl Fn(crate::owner::Owner) -> bool) -> usize {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(owner) = name.to_str().and_then(temp_dir_owner) else {
+            continue;
+        };
+        if !pick(owner) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = e.path();
+        if remove_owned_tree(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `remove_dir_all`, making directories writable first when a task left some read-only.
+fn remove_owned_tree(path: &Path) -> std::io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
+
 #[async_trait]
 impl SandboxProvider for LocalProvider {
     fn name(&self) -> &str {
@@ -275,6 +346,17 @@ impl SandboxProvider for LocalProvider {
 
     fn isolation_warning(&self) -> Option<String> {
         LocalProvider::isolation_warning(self)
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        let root = self
+            .opts
+            .temp_root
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        tokio::task::spawn_blocking(move || sweep_temp_dirs(&root))
+            .await
+            .map_err(|e| Error::Internal(format!("sweep panicked: {e}")))
     }
 }
 

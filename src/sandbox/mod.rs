@@ -166,6 +166,16 @@ pub trait SandboxProvider: Send + Sync {
         let _ = task;
         Ok(None)
     }
+    /// Remove what sandboxes of dead processes left behind (temp dirs, containers), never
+    /// what a live process uses. Returns how many were removed.
+    async fn sweep(&self) -> Result<usize> {
+        Ok(0)
+    }
+    /// Remove whatever sandboxes of this process are left; only once none is in use (after
+    /// its trials were aborted).
+    async fn sweep_own(&self) -> Result<usize> {
+        Ok(0)
+    }
     /// A warning about weak isolation that the caller should show once (e.g. no bubblewrap).
     fn isolation_warning(&self) -> Option<String> {
         None

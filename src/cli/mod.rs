@@ -9,6 +9,7 @@ mod estimate;
 mod evolve;
 mod export;
 mod image;
+mod import;
 mod init;
 mod install_man;
 mod log;
@@ -63,6 +64,7 @@ pub enum Command {
     Show(show::Args),
     Promote(promote::Args),
     Run(run::Args),
+    Import(import::Args),
     Mine(mine::Args),
     Propose(propose::Args),
     Validate(validate::Args),
@@ -109,6 +111,7 @@ pub fn main() -> i32 {
         Command::Show(a) => show::run(&mut ui, a),
         Command::Promote(a) => promote::run(&mut ui, a),
         Command::Run(a) => run::run(&mut ui, a),
+        Command::Import(a) => import::run(&mut ui, a),
         Command::Mine(a) => mine::run(&mut ui, a),
         Command::Propose(a) => propose::run(&mut ui, a),
         Command::Validate(a) => validate::run(&mut ui, a),

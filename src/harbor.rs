@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::agent::trace::{Ending, Event, ResponseEvent, ToolEvent, Totals as TraceTotals, Trace};
 use crate::error::{Error, IoContext, Result};
@@ -215,7 +216,6 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
 
     // The same job on the same commit and experiment is the same run.
     let mut h = sha2::Sha256::default();
-    use sha2::Digest;
     h.update(commit.id().as_bytes());
     h.update(fingerprint.as_bytes());
     for (_, bytes, _, _, _, atif) in &parsed {
@@ -428,7 +428,7 @@ enum Exception {
     Agent(Ending),
 }
 
-fn classify(exception_type: &str, message: &str) -> Exception {
+fn classify(exception_type: &str) -> Exception {
     let t = exception_type;
     match t {
         "AgentTimeoutError" => return Exception::Agent(Ending::BudgetWallClock),
@@ -457,7 +457,6 @@ fn classify(exception_type: &str, message: &str) -> Exception {
     } else {
         // Environment start, Docker, builds, cancellation and anything unknown: the trial
         // says nothing about the harness.
-        let _ = message;
         Exception::Infra(InfraKind::Sandbox)
     }
 }
@@ -495,7 +494,7 @@ fn trial_result(
     let exception = t
         .exception_info
         .as_ref()
-        .map(|e| (e, classify(&e.exception_type, &e.exception_message)));
+        .map(|e| (e, classify(&e.exception_type)));
     let (outcome, infra, error, ending) = match (&exception, reward) {
         (Some((e, Exception::Infra(k))), _) => (
             Outcome::InfraError,
@@ -589,7 +588,6 @@ fn step_counts(atif: &Value) -> (u32, u32) {
 /// in its observations, or none at all).
 fn to_trace(atif: &Value, t: &TrialFile, task: &str, trial: u32, r: &TrialResult) -> Trace {
     let mut events = Vec::new();
-    let mut turn = 0u32;
     let start = t.started_at.clone().unwrap_or_default();
     let t_ms = |s: &Value| -> u64 {
         span_ms(
@@ -597,8 +595,8 @@ fn to_trace(atif: &Value, t: &TrialFile, task: &str, trial: u32, r: &TrialResult
             s.get("timestamp").and_then(Value::as_str),
         )
     };
-    for s in steps(atif).filter(|s| s["source"] == "agent") {
-        turn += 1;
+    for (i, s) in steps(atif).filter(|s| s["source"] == "agent").enumerate() {
+        let turn = i as u32 + 1;
         let calls: Vec<&Value> = s["tool_calls"].as_array().into_iter().flatten().collect();
         let m = &s["metrics"];
         let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);

@@ -47,18 +47,18 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         out.run, out.trials, out.with_trajectory, out.infra
     ));
     if out.sealed > 0 {
-        ui.note(&format!(
+        ui.note(format!(
             "{} trials of test-split tasks left out: the test split is sealed",
             out.sealed
         ));
     }
     if out.unsplit > 0 {
-        ui.note(&format!(
+        ui.note(format!(
             "{} trials of tasks in no split left out (`git harness split`)",
             out.unsplit
         ));
     }
-    ui.note(&format!(
+    ui.note(format!(
         "next: `git harness mine --run {}`, `git harness propose --run {}`",
         out.run, out.run
     ));

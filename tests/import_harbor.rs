@@ -93,6 +93,11 @@ fn an_imported_job_is_a_run_that_mine_clusters_and_proposals_cite() {
     assert_eq!(y["totals"]["held_in"]["passes"], 1, "{y:?}");
     assert_eq!(y["totals"]["held_in"]["trials"], 5, "{y:?}");
     assert_eq!(y["totals"]["validation"]["passes"], 1, "{y:?}");
+    assert_eq!(y["totals"]["held_in"]["infra_errors"], 1, "{y:?}");
+    assert_eq!(
+        y["harness_commit"].as_str(),
+        Some(repo.rev("main").as_str())
+    );
 
     // Importing the same job again records nothing new.
     let again = repo
@@ -162,6 +167,23 @@ fn malformed_results_are_refused_naming_file_and_field() {
     );
     assert!(
         out.stderr.contains("verifier_result.rewards.reward"),
+        "{}",
+        out.stderr
+    );
+    assert!(repo.runs().is_empty(), "nothing is recorded");
+
+    // A revision whose experiment differs from main's is not comparable evidence.
+    let out = repo
+        .harness(&[
+            "import",
+            "harbor",
+            job().to_str().unwrap(),
+            "--rev",
+            "main~1",
+        ])
+        .code(2);
+    assert!(
+        out.stderr.contains("different experiment"),
         "{}",
         out.stderr
     );

@@ -13,6 +13,7 @@ pub mod evolve;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
+pub mod harbor;
 pub mod harness;
 pub mod lineage;
 pub mod mine;

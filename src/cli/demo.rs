@@ -57,6 +57,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         dir: args.dir.clone(),
         template: "minimal".into(),
         suite: "builtin:demo".into(),
+        runner: None,
+        image_map: Default::default(),
     })?;
     std::env::set_current_dir(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
     let ws = Workspace::open()?;

@@ -23,14 +23,33 @@ pub struct Args {
     /// Task suite: a directory of task directories, or `builtin:demo` (the bundled demo suite).
     #[arg(long, default_value = "builtin:demo")]
     pub suite: String,
+    /// Runner for the new experiment: `auto`, `local` or `docker` [default: auto].
+    #[arg(long, value_enum)]
+    pub runner: Option<super::run::RunnerArg>,
+    /// Docker image substitution, `FROM=TO` (repeatable; written to runner.image_map). FROM may
+    /// end in `*` (`python:3.13*`, `ghcr.io/org/*`) or be `*` alone.
+    #[arg(long = "image-map", value_name = "FROM=TO")]
+    pub image_map: Vec<String>,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
+    let mut image_map = std::collections::BTreeMap::new();
+    git_harness::sandbox::image_map::extend_from_args(&mut image_map, &args.image_map)?;
+    let runner = args.runner.map(|r| {
+        match r {
+            super::run::RunnerArg::Local => "local",
+            super::run::RunnerArg::Docker => "docker",
+            super::run::RunnerArg::Auto => "auto",
+        }
+        .to_string()
+    });
     let out = init(&InitOptions {
         dir,
         template: args.template.clone(),
         suite: args.suite.clone(),
+        runner,
+        image_map,
     })?;
     let verb = if out.created_repo {
         "Created"

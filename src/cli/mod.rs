@@ -9,6 +9,7 @@ mod estimate;
 mod evolve;
 mod export;
 mod image;
+mod import;
 mod init;
 mod install_man;
 mod log;
@@ -64,6 +65,7 @@ pub enum Command {
     Show(show::Args),
     Promote(promote::Args),
     Run(run::Args),
+    Import(import::Args),
     Mine(mine::Args),
     Propose(propose::Args),
     Validate(validate::Args),
@@ -136,6 +138,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Show(a) => show::run(ui, a),
         Command::Promote(a) => promote::run(ui, a),
         Command::Run(a) => run::run(ui, a),
+        Command::Import(a) => import::run(ui, a),
         Command::Mine(a) => mine::run(ui, a),
         Command::Propose(a) => propose::run(ui, a),
         Command::Validate(a) => validate::run(ui, a),

@@ -29,6 +29,10 @@ pub struct Args {
     /// Only this cluster (its rank or signature id from `git harness mine`).
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Propose from the failures of this recorded run (e.g. one made by `import harbor`)
+    /// instead of evaluating main's held-in split.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,7 +57,23 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         };
         let mut bar = Bar::new(ui.progress, "held_in");
         let main = lineage::main_branch(&ws.repo);
-        let bundle = mine_rev(&ws, &ctx, &main, &mut bar).await?;
+        let bundle = match &args.run {
+            Some(id) => {
+                if let Some(e) = git_harness::eval::no_evidence(
+                    id,
+                    &git_harness::eval::record::read_run(&ws.repo, id)?.1,
+                ) {
+                    return Err(e);
+                }
+                git_harness::mine::mine_run(
+                    &ws.repo,
+                    &ctx.state_dir,
+                    id,
+                    &ctx.fixed.splits.held_in,
+                )?
+            }
+            None => mine_rev(&ws, &ctx, &main, &mut bar).await?,
+        };
         bar.finish();
         let mut names = ctx.fixed.splits.held_in.clone();
         names.extend(ctx.fixed.splits.validation.iter().cloned());

@@ -32,6 +32,10 @@ pub struct Args {
     pub concurrency: Option<usize>,
     #[arg(long, value_enum)]
     pub runner: Option<RunnerArg>,
+    /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map and so to the
+    /// fingerprint). FROM may end in `*` (`python:3.13*`, `ghcr.io/org/*`) or be `*` alone.
+    #[arg(long = "image-map", value_name = "FROM=TO")]
+    pub image_map: Vec<String>,
     /// Who plays: the model under the harness, the reference solution, or nothing.
     #[arg(long, value_enum, default_value = "harness")]
     pub agent: AgentKind,
@@ -116,7 +120,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             }
         }
     }
+    let mut image_map = std::collections::BTreeMap::new();
+    git_harness::sandbox::image_map::extend_from_args(&mut image_map, &args.image_map)?;
     let overrides = Overrides {
+        image_map,
         runner: args.runner.map(|r| match r {
             RunnerArg::Local => RunnerKind::Local,
             RunnerArg::Docker => RunnerKind::Docker,

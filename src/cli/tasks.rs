@@ -48,7 +48,9 @@ pub struct CheckArgs {
     /// Trials at a time (default: runner.concurrency).
     #[arg(long, short = 'j')]
     pub concurrency: Option<usize>,
-    /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map).
+    /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map). FROM may end
+    /// in `*` (`python:3.13*`, `ghcr.io/org/*`) or be `*` alone; exact names win, then the
+    /// longest prefix, then `*`.
     #[arg(long = "image-map", value_name = "FROM=TO")]
     pub image_map: Vec<String>,
     /// Check only these tasks (repeatable).
@@ -150,15 +152,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         Some("auto") => cfg.kind = RunnerKind::Auto,
         _ => {}
     }
-    for m in &a.image_map {
-        let Some((from, to)) = m.split_once('=') else {
-            return Err(Error::usage_hint(
-                format!("bad --image-map `{m}`"),
-                "write it as FROM=TO",
-            ));
-        };
-        cfg.image_map.insert(from.to_string(), to.to_string());
-    }
+    git_harness::sandbox::image_map::extend_from_args(&mut cfg.image_map, &a.image_map)?;
     let opts = ProviderOptions {
         bwrap: if a.no_bwrap {
             Bwrap::Never

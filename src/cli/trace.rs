@@ -130,6 +130,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 };
                 let status = if t.blocked {
                     "blocked".to_string()
+                } else if t.exit_code.is_none() && t.ok && !t.timed_out {
+                    // Calls imported from ATIF have no exit code; they did not fail.
+                    "ok".to_string()
                 } else {
                     git_harness::exit::describe(t.exit_code, t.timed_out)
                 };

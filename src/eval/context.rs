@@ -23,6 +23,9 @@ pub struct Overrides {
     pub no_model: bool,
     /// Interrupt requests (1: stop scheduling, 2: abort), handed to every run of the context.
     pub interrupt: Option<watch::Receiver<u8>>,
+    /// `--image-map` additions to `runner.image_map`. Unlike the fields above, these change
+    /// what a trial runs on, so they enter the fingerprint.
+    pub image_map: std::collections::BTreeMap<String, String>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -50,8 +53,16 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     let fixed = ws.fixed_on_main()?;
     let suite_dir = ws.suite_dir(&fixed.experiment)?;
     let suite = crate::task::load_suite(&suite_dir)?;
-    let fingerprint = ws.fingerprint(&fixed)?;
-    let mut runner = fixed.experiment.runner.clone();
+    // The committed experiment stays what commits are compared against; the fingerprint (and
+    // the provider) see the map as extended on the command line.
+    let mut effective = fixed.clone();
+    effective
+        .experiment
+        .runner
+        .image_map
+        .extend(o.image_map.clone());
+    let fingerprint = ws.fingerprint(&effective)?;
+    let mut runner = effective.experiment.runner.clone();
     if let Some(k) = o.runner {
         runner.kind = k;
     }

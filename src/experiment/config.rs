@@ -219,7 +219,9 @@ pub struct RunnerConfig {
     pub kind: RunnerKind,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Docker: image substitutions, e.g. `ubuntu:24.04: local/bookworm-python`.
+    /// Docker: image substitutions, e.g. `ubuntu:24.04: local/bookworm-python`. A key ending in
+    /// `*` is a prefix pattern (`python:3.13*`, `ghcr.io/org/*`), `*` alone the default; exact
+    /// keys win over patterns, longer prefixes over shorter.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub image_map: BTreeMap<String, String>,
 }
@@ -353,6 +355,11 @@ impl Experiment {
         }
         if self.model.concurrency == 0 {
             return err("concurrency", "model.concurrency", "must be at least 1");
+        }
+        for (k, v) in &self.runner.image_map {
+            if let Some(p) = crate::sandbox::image_map::key_problem(k, v) {
+                return err("image_map", "runner.image_map", &p);
+            }
         }
         if !(self.gate.alpha > 0.0 && self.gate.alpha < 1.0) {
             return err(

@@ -15,6 +15,11 @@ pub struct InitOptions {
     pub template: String,
     /// `builtin:demo`, or a suite directory (recorded relative to the repo when inside it).
     pub suite: String,
+    /// `runner.kind` for the new experiment.yaml (`auto`, `local`, `docker`) [default: the
+    /// template's].
+    pub runner: Option<String>,
+    /// `runner.image_map` entries for the new experiment.yaml.
+    pub image_map: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,9 +68,13 @@ pub fn init(opts: &InitOptions) -> Result<InitOutcome> {
     } else {
         assets::MODEL_UNSET
     };
-    let experiment_text = assets::EXPERIMENT_TEMPLATE
-        .replace("{{ suite }}", &suite)
-        .replace("{{ model }}", model);
+    let experiment_text = runner_section(
+        &assets::EXPERIMENT_TEMPLATE
+            .replace("{{ suite }}", &suite)
+            .replace("{{ model }}", model),
+        opts.runner.as_deref(),
+        &opts.image_map,
+    );
     let mut planned: Vec<(String, String)> = files
         .iter()
         .map(|(p, c)| (p.clone(), c.to_string()))
@@ -98,6 +107,14 @@ pub fn init(opts: &InitOptions) -> Result<InitOutcome> {
                 .unwrap_or_default())
         }
     };
+    if (opts.runner.is_some() || !opts.image_map.is_empty())
+        && kept.iter().any(|p| p == EXPERIMENT_FILE)
+    {
+        return Err(Error::usage_hint(
+            format!("{EXPERIMENT_FILE} exists; --runner and --image-map only shape a new one"),
+            format!("set runner.kind / runner.image_map in {EXPERIMENT_FILE}"),
+        ));
+    }
     Manifest::parse(&effective(MANIFEST)?, Path::new(MANIFEST))?;
     Experiment::parse(&effective(EXPERIMENT_FILE)?, Path::new(EXPERIMENT_FILE))?;
     Splits::parse(&effective(SPLITS_FILE)?, Path::new(SPLITS_FILE))?;
@@ -127,6 +144,43 @@ pub fn init(opts: &InitOptions) -> Result<InitOutcome> {
         written,
         kept,
     })
+}
+
+/// The template's experiment text with the runner kind and image map the user chose, keeping
+/// its comments (the template's `runner:` block has a `kind:` line and a `concurrency:` line).
+fn runner_section(
+    text: &str,
+    kind: Option<&str>,
+    image_map: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_runner = false;
+    for line in text.split_inclusive('\n') {
+        if !line.starts_with(' ') && !line.starts_with('#') {
+            in_runner = line.starts_with("runner:");
+        }
+        if in_runner && let (Some(k), true) = (kind, line.starts_with("  kind:")) {
+            let comment = line.find('#').map(|i| &line[i..]).unwrap_or("\n");
+            out.push_str(&format!("  kind: {k:<12} {comment}"));
+            if !comment.ends_with('\n') {
+                out.push('\n');
+            }
+            continue;
+        }
+        out.push_str(line);
+        if in_runner && line.starts_with("  concurrency:") && !image_map.is_empty() {
+            // Quoted: `*` starts a YAML alias when bare; JSON strings are YAML scalars.
+            out.push_str("  image_map:\n");
+            for (k, v) in image_map {
+                out.push_str(&format!(
+                    "    {}: {}\n",
+                    serde_json::Value::from(k.as_str()),
+                    serde_json::Value::from(v.as_str())
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Record a suite path relative to the repository when it lies inside it.

@@ -271,9 +271,12 @@ fn trace_excerpt(t: &Trace) -> Vec<String> {
         let status = if c.blocked {
             " [blocked]".to_string()
         } else {
-            c.exit_code
-                .map(|e| format!(" -> {e}"))
-                .unwrap_or_else(|| " -> killed".into())
+            match c.exit_code {
+                Some(e) => format!(" -> {e}"),
+                // Traces imported from ATIF carry no exit codes: no status, not a kill.
+                None if c.ok && !c.timed_out => String::new(),
+                None => " -> killed".into(),
+            }
         };
         let line = format!("{what}{status}");
         match lines.last_mut() {

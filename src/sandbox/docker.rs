@@ -1110,12 +1110,10 @@ async fn image_path_env(docker: &Docker, image: &str) -> Result<String> {
 /// The PATH Docker gives a container whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// `image_map` applied to one image name (exact match, then the name without a tag).
+/// `image_map` applied to one image name: exact key, then the longest prefix pattern, then `*`
+/// (see `sandbox::image_map`).
 pub fn map_image(map: &BTreeMap<String, String>, image: &str) -> String {
-    if let Some(m) = map.get(image) {
-        return m.clone();
-    }
-    image.to_string()
+    super::image_map::apply(map, image)
 }
 
 /// A Dockerfile with the images of its `FROM` lines replaced through `map`.

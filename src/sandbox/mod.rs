@@ -16,6 +16,7 @@ use crate::task::Task;
 mod auto;
 pub mod docker;
 pub mod image;
+pub mod image_map;
 pub mod local;
 mod output;
 pub mod view;

@@ -136,7 +136,16 @@ fn two_runs_started_at_once_both_complete_with_valid_refs_and_notes() {
         .iter()
         .map(|v| v["run"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids.len(), 2);
+    // Two runs, or one when the second planned after the first had recorded every result: a
+    // look-up answered wholly from an existing run writes nothing and names that run.
+    match ids.len() {
+        2 => {}
+        1 => assert!(
+            outs.iter().any(|o| executed(o) == 0),
+            "one run id but both runs executed trials"
+        ),
+        n => panic!("{n} run ids from two runs"),
+    }
     assert_eq!(repo.runs().into_iter().collect::<BTreeSet<_>>(), ids);
     assert_eq!(scores(&outs[0]), scores(&outs[1]));
     assert_eq!(outcomes(&outs[0]), outcomes(&outs[1]));

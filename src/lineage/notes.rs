@@ -141,9 +141,14 @@ pub fn update_note(
                 &parent_refs,
             )
             .git("write notes commit")?;
-        let res = match current {
-            Some(old) => repo.reference_matching(NOTES_REF, new, true, old, "git-harness: note"),
-            None => super::create_ref_atomic(repo, NOTES_REF, new, "git-harness: note"),
+        let res = {
+            let _mark = WriterMark::new(repo);
+            match current {
+                Some(old) => {
+                    repo.reference_matching(NOTES_REF, new, true, old, "git-harness: note")
+                }
+                None => super::create_ref_atomic(repo, NOTES_REF, new, "git-harness: note"),
+            }
         };
         match res {
             Ok(_) => return Ok(()),
@@ -153,6 +158,9 @@ pub fn update_note(
                     git2::ErrorCode::Modified | git2::ErrorCode::Exists | git2::ErrorCode::Locked
                 ) =>
             {
+                if e.code() == git2::ErrorCode::Locked && clear_lock_of_dead_writer(repo) {
+                    continue;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5 + fastrand_ms()));
                 continue;
             }
@@ -167,6 +175,79 @@ pub fn update_note(
         message: format!("could not update {NOTES_REF}: too many concurrent writers"),
         hint: Some("re-run the command".into()),
     })
+}
+
+/// Where writers of the notes ref mark themselves while they may hold its lock.
+fn marks_dir(repo: &Repository) -> std::path::PathBuf {
+    repo.path().join("harness/locks/notes")
+}
+
+/// This process's mark as a writer of the notes ref, made just before it takes the ref's lock and
+/// removed when the update returns: a lock whose only mark belongs to a dead process was left by
+/// a writer that was killed holding it (libgit2's lock file names no owner).
+struct WriterMark(Option<std::path::PathBuf>);
+
+impl WriterMark {
+    fn new(repo: &Repository) -> WriterMark {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = marks_dir(repo);
+        let path = dir.join(format!("{}-{n}", crate::owner::Owner::me()));
+        let made = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&path));
+        WriterMark(made.ok().map(|_| path))
+    }
+}
+
+impl Drop for WriterMark {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Remove the notes ref's lock when it was left by a killed writer of ours: no live writer is
+/// marked, and a dead one's mark was made just before the lock (so the lock is not a live `git
+/// notes` of the user's). Dead marks are removed either way. Returns whether the lock went.
+fn clear_lock_of_dead_writer(repo: &Repository) -> bool {
+    let lock = repo.path().join(format!("{NOTES_REF}.lock"));
+    let Ok(locked_at) = std::fs::metadata(&lock).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(marks_dir(repo)) else {
+        return false;
+    };
+    let me = crate::owner::Owner::me();
+    let mut dead_holder = false;
+    let mut dead = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .rsplit_once('-')
+            .and_then(|(o, _)| crate::owner::Owner::parse(o))
+        else {
+            continue;
+        };
+        if owner.is_alive() {
+            if owner != me {
+                // A live writer may hold the lock right now.
+                return false;
+            }
+            continue;
+        }
+        if let Ok(marked_at) = e.metadata().and_then(|m| m.modified())
+            && locked_at
+                .duration_since(marked_at)
+                .is_ok_and(|d| d < std::time::Duration::from_secs(2))
+        {
+            dead_holder = true;
+        }
+        dead.push(e.path());
+    }
+    for p in dead {
+        let _ = std::fs::remove_file(p);
+    }
+    dead_holder && std::fs::remove_file(&lock).is_ok()
 }
 
 /// The note as of a given notes commit (not the live ref), so the CAS base and the content agree.
@@ -207,4 +288,67 @@ fn fastrand_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::from(d.subsec_nanos()) % 20)
         .unwrap_or(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_commit() -> (tempfile::TempDir, Repository, Oid) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let c = {
+            let tree = repo
+                .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+                .unwrap();
+            let sig = git2::Signature::now("t", "t@example.com").unwrap();
+            repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap()
+        };
+        (tmp, repo, c)
+    }
+
+    fn lock(repo: &Repository) {
+        let lock = repo.path().join(format!("{NOTES_REF}.lock"));
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::fs::write(lock, b"").unwrap();
+    }
+
+    fn note_one_run(repo: &Repository, c: Oid) -> Result<()> {
+        update_note(repo, c, |n| {
+            n.add_run(RunSummary {
+                run: "r1".into(),
+                split: "held_in".into(),
+                fingerprint: "f".into(),
+                passes: 1,
+                trials: 2,
+                infra_errors: 0,
+                tokens: 0,
+                cost_usd: 0.0,
+                partial: false,
+            })
+        })
+    }
+
+    /// A writer killed while it held the notes ref's lock: the next write clears the lock.
+    #[test]
+    fn a_lock_left_by_a_dead_writer_is_cleared_by_the_next_write() {
+        let (_tmp, repo, c) = repo_with_commit();
+        std::fs::create_dir_all(marks_dir(&repo)).unwrap();
+        // Above any pid the kernel hands out: a process that is gone. Its mark, then its lock.
+        std::fs::write(marks_dir(&repo).join("4194305.1-0"), b"").unwrap();
+        lock(&repo);
+        note_one_run(&repo, c).unwrap();
+        assert!(!repo.path().join(format!("{NOTES_REF}.lock")).exists());
+        assert_eq!(std::fs::read_dir(marks_dir(&repo)).unwrap().count(), 0);
+    }
+
+    /// A lock no writer of ours marked (say a user's `git notes` that hangs) stays, named.
+    #[test]
+    fn a_lock_without_a_dead_writers_mark_stays_and_is_named() {
+        let (_tmp, repo, c) = repo_with_commit();
+        lock(&repo);
+        let err = note_one_run(&repo, c).unwrap_err().to_string();
+        assert!(err.contains("locked"), "{err}");
+        assert!(repo.path().join(format!("{NOTES_REF}.lock")).exists());
+    }
 }

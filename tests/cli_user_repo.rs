@@ -153,6 +153,28 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
         "{}",
         show.stdout
     );
+    // `log NAME` ends the lineage at every name: a version at itself, a proposal on the
+    // version it was made on, labelled by its name.
+    for (i, v) in versions.iter().enumerate() {
+        let upto = r.harness(&["log", v]).ok().stdout;
+        let shown: Vec<&str> = upto
+            .lines()
+            .filter(|l| l.starts_with('v'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(shown.len(), i + 1, "log {v}:\n{upto}");
+        assert_eq!(shown.last().copied(), Some(v.as_str()), "log {v}:\n{upto}");
+    }
+    for name in ["1/merged", "1/verify", "1/bootstrap"] {
+        let upto = r.harness(&["log", name]).ok().stdout;
+        let tip = upto.lines().last().unwrap_or_default();
+        let tip = if tip.starts_with(' ') {
+            upto.lines().rev().nth(1).unwrap_or_default()
+        } else {
+            tip
+        };
+        assert!(tip.starts_with(name), "log {name} ends at it:\n{upto}");
+    }
     // `why` explains the same promotion whichever name is given.
     let merge = r.rev("main");
     for name in [last.as_str(), "1/merged", "1/verify", "1/bootstrap", &merge] {

@@ -38,8 +38,18 @@ pub struct Version {
 
 /// Main's first-parent history, oldest first, with pass rates from notes under `fingerprint`.
 pub fn versions(repo: &Repository, fingerprint: Option<&str>) -> Result<Vec<Version>> {
+    versions_to(repo, main_commit(repo)?, fingerprint)
+}
+
+/// The first-parent history ending at `tip`, oldest first: main's lineage as of a version, or
+/// the lineage a proposal was made on, ending with the proposal.
+pub fn versions_to(
+    repo: &Repository,
+    tip: git2::Commit<'_>,
+    fingerprint: Option<&str>,
+) -> Result<Vec<Version>> {
     let mut out = Vec::new();
-    let mut cur = Some(main_commit(repo)?);
+    let mut cur = Some(tip);
     while let Some(c) = cur {
         out.push(version_of(repo, &c, fingerprint)?);
         cur = c.parent(0).ok();

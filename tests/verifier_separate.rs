@@ -30,6 +30,42 @@ fn separate_mode_and_artifacts_are_read_from_task_toml() {
     assert_eq!(env.memory_mb, Some(512));
 }
 
+/// The mode and the artifacts are part of what the checksum covers: a task that changes either
+/// is another task.
+#[test]
+fn checksum_covers_mode_and_artifacts() {
+    let t = separate("artifacts");
+    let toml = std::fs::read_to_string(t.dir.join("task.toml")).expect("task.toml");
+    for edited in [
+        toml.replace(
+            "environment_mode = \"separate\"",
+            "environment_mode = \"shared\"",
+        ),
+        toml.replace("[\"answer.txt\", \"out\"]", "[\"answer.txt\"]"),
+    ] {
+        assert_ne!(edited, toml);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("artifacts");
+        copy(&t.dir, &dir);
+        std::fs::write(dir.join("task.toml"), edited).expect("write task.toml");
+        let other = task::load_task(&dir).expect("edited task loads");
+        assert_ne!(other.checksum, t.checksum);
+    }
+}
+
+fn copy(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
 /// Oracle passes only if the artifacts arrive and the agent's other marks do not; nop fails;
 /// `tasks check` accepts the task.
 async fn artifacts_only(provider: Arc<dyn SandboxProvider>) {

@@ -38,7 +38,7 @@ use crate::model::Model;
 use crate::sandbox::{CreateOptions, InfraClass, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
 use crate::task::builtin::BuiltinAgent;
-use crate::task::verify::{VerifyOptions, verify};
+use crate::task::verify::{VerifyOptions, verify_trial};
 
 /// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
 pub struct Factory {
@@ -314,7 +314,13 @@ impl TrialExecutor {
         }
         d.agent_ms = t1.elapsed().as_millis() as u64;
         let t2 = Instant::now();
-        let v = verify(sb, &p.task, &VerifyOptions::default()).await;
+        let v = verify_trial(
+            self.provider.as_ref(),
+            sb,
+            &p.task,
+            &VerifyOptions::default(),
+        )
+        .await;
         d.verify_ms = t2.elapsed().as_millis() as u64;
         d.sandbox_ms += d.verify_ms + d.setup_ms;
         match v {

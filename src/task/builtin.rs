@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::verify::{VerifyOptions, verify};
+use super::verify::{VerifyOptions, verify_trial};
 use super::{Task, TaskFormat, VerifierOutcome};
 use crate::error::{Error, Result};
 use crate::sandbox::{
@@ -143,7 +143,7 @@ pub async fn run_trial(
         let agent_output = agent.run(sb.as_ref(), task).await?;
         let agent_ms = t1.elapsed().as_millis() as u64;
         let t2 = Instant::now();
-        let verifier = verify(sb.as_ref(), task, verify_opts).await?;
+        let verifier = verify_trial(provider, sb.as_ref(), task, verify_opts).await?;
         Ok::<_, Error>((
             agent_output,
             agent_ms,

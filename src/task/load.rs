@@ -325,6 +325,8 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         workdir: DEFAULT_WORKDIR.into(),
         ..Default::default()
     };
+    let mut artifacts = Vec::new();
+    let mut verifier_environment = None;
     if let Some(text) = &config_text {
         match toml::from_str::<toml::Table>(text) {
             Err(e) => {
@@ -368,6 +370,8 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
                 if let Some(e) = &environment {
                     parse_environment(e, text, &toml_path, pr, &mut env);
                 }
+                artifacts = parse_artifacts(&table, text, &toml_path, pr);
+                verifier_environment = parse_verifier_mode(&verifier, &env, text, &toml_path, pr);
                 // `[agent].network_mode` asks for the network during the agent phase too.
                 if env.network_mode.is_none()
                     && let Some(toml::Value::String(m)) =
@@ -413,6 +417,8 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         dockerfile: dockerfile.is_file().then_some(dockerfile),
         workspace_dir: workspace.is_dir().then_some(workspace),
         setup_script: setup.is_file().then_some(setup),
+        verifier_environment,
+        artifacts,
     };
     match checksum(&task, config_text.as_deref().unwrap_or("")) {
         Ok(c) => task.checksum = c,
@@ -422,6 +428,78 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         }
     }
     Some(task)
+}
+
+/// Top-level `artifacts = ["path", ...]`.
+fn parse_artifacts(table: &toml::Table, text: &str, file: &Path, pr: &mut Problems) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(v) = table.get("artifacts") else {
+        return out;
+    };
+    let line = toml_line(text, "", "artifacts");
+    let Some(list) = v.as_array() else {
+        pr.add(file, line, "artifacts", "must be a list of paths");
+        return out;
+    };
+    for a in list {
+        match a.as_str() {
+            Some(s) if !s.trim().is_empty() => out.push(s.to_string()),
+            _ => pr.add(
+                file,
+                line,
+                "artifacts",
+                format!("must be a path, found {a}"),
+            ),
+        }
+    }
+    out
+}
+
+/// `[verifier] environment_mode` and `[verifier.environment]`: the verifier's own environment
+/// when it runs separately (`separate` is the default when `[verifier.environment]` is given).
+fn parse_verifier_mode(
+    verifier: &Option<toml::Table>,
+    task_env: &EnvironmentSpec,
+    text: &str,
+    file: &Path,
+    pr: &mut Problems,
+) -> Option<EnvironmentSpec> {
+    let v = verifier.as_ref()?;
+    let own = match v.get("environment") {
+        None => None,
+        Some(toml::Value::Table(t)) => Some(t),
+        Some(o) => {
+            pr.add(
+                file,
+                toml_line(text, "verifier", "environment"),
+                "verifier.environment",
+                format!("must be a table, found {}", o.type_str()),
+            );
+            None
+        }
+    };
+    let separate = match v.get("environment_mode") {
+        None => own.is_some(),
+        Some(toml::Value::String(m)) if m == "shared" => false,
+        Some(toml::Value::String(m)) if m == "separate" => true,
+        Some(o) => {
+            pr.add(
+                file,
+                toml_line(text, "verifier", "environment_mode"),
+                "verifier.environment_mode",
+                format!("must be \"shared\" or \"separate\", found {o}"),
+            );
+            false
+        }
+    };
+    if !separate {
+        return None;
+    }
+    let mut env = task_env.clone();
+    if let Some(t) = own {
+        parse_environment(t, text, file, pr, &mut env);
+    }
+    Some(env)
 }
 
 fn parse_environment(
@@ -448,7 +526,10 @@ fn parse_environment(
             }
         }
     };
-    env.docker_image = string("docker_image", pr);
+    // Only what is given: a verifier's environment falls back to the task's field by field.
+    if let Some(i) = string("docker_image", pr) {
+        env.docker_image = Some(i);
+    }
     if let Some(w) = string("workdir", pr) {
         if w.starts_with('/') && !w.contains("..") {
             env.workdir = w;
@@ -461,7 +542,9 @@ fn parse_environment(
             );
         }
     }
-    env.network_mode = string("network_mode", pr);
+    if let Some(m) = string("network_mode", pr) {
+        env.network_mode = Some(m);
+    }
     if let Some(m) = &env.network_mode
         && ![
             "none",
@@ -643,6 +726,8 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         dockerfile: dockerfile.is_file().then_some(dockerfile),
         workspace_dir: workspace.is_dir().then_some(workspace),
         setup_script: setup.is_file().then_some(setup),
+        verifier_environment: None,
+        artifacts: Vec::new(),
     };
     match checksum(&task, &text) {
         Ok(c) => task.checksum = c,

@@ -91,6 +91,15 @@ pub struct Task {
     /// Local tasks: `environment/setup.sh`, run in the workdir before the agent starts.
     #[serde(default)]
     pub setup_script: Option<PathBuf>,
+    /// Harbor's `[verifier] environment_mode = "separate"`: the verifier runs in a fresh
+    /// sandbox made from this environment (`[verifier.environment]` over `[environment]`).
+    /// `None` means `shared`: the verifier runs in the agent's sandbox.
+    #[serde(default)]
+    pub verifier_environment: Option<EnvironmentSpec>,
+    /// Harbor's top-level `artifacts`: the paths (absolute, or relative to the workdir) copied
+    /// from the agent's sandbox into a separate verifier's.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
 }
 
 /// A directory of task directories.

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use super::{Task, TaskFormat, VerifierOutcome};
 use crate::error::{Error, Result};
-use crate::sandbox::{ExecRequest, InfraClass, Sandbox};
+use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider};
 
 /// Characters of the verifier's output kept in the outcome.
 pub const OUTPUT_TAIL_CHARS: usize = 4000;
@@ -31,6 +31,142 @@ impl Default for VerifyOptions {
 
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Verify a trial: in the agent's sandbox (Harbor's `shared` mode), or, when the task says
+/// `environment_mode = "separate"`, in a fresh sandbox made from the verifier's environment with
+/// only the task's artifacts copied over, so nothing else the agent did reaches the verifier.
+/// An artifact the agent did not make is simply missing there (the verifier fails the task).
+/// The separate sandbox is always destroyed (its drop guard covers a dropped future).
+pub async fn verify_trial(
+    provider: &dyn SandboxProvider,
+    agent_sb: &dyn Sandbox,
+    task: &Task,
+    opts: &VerifyOptions,
+) -> Result<VerifierOutcome> {
+    let Some(env) = &task.verifier_environment else {
+        return verify(agent_sb, task, opts).await;
+    };
+    // No process of the agent may change the artifacts while they are taken.
+    agent_sb.kill_strays().await?;
+    let stash = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut taken = Vec::new();
+    for (i, a) in task.artifacts.iter().enumerate() {
+        let path = crate::sandbox::normalize(agent_sb.workdir(), a);
+        if path == "/" {
+            continue;
+        }
+        if let Some(local) = take_artifact(agent_sb, &path, stash.path(), i).await? {
+            taken.push((path, local));
+        }
+    }
+    let mut vtask = task.clone();
+    vtask.environment = env.clone();
+    let copts = CreateOptions {
+        trial_id: Some(format!(
+            "{}-verifier",
+            match agent_sb.trial_id() {
+                "" => crate::sandbox::new_trial_id(),
+                id => id.to_string(),
+            }
+        )),
+    };
+    let mut vsb = provider.create_with(&vtask, &copts).await?;
+    let result = async {
+        for (path, local) in &taken {
+            put_artifact(vsb.as_ref(), path, local).await?;
+        }
+        verify(vsb.as_ref(), &vtask, opts).await
+    }
+    .await;
+    let destroyed = vsb.destroy().await;
+    let outcome = result?;
+    destroyed?;
+    Ok(outcome)
+}
+
+/// Copy one artifact (file or directory) out of the agent's sandbox into `stash/<i>/`, keeping
+/// only regular files and directories: whatever the agent's `tar` wrote, nothing lands outside
+/// the artifact's own path. `None` when the agent did not make it.
+async fn take_artifact(
+    sb: &dyn Sandbox,
+    path: &str,
+    stash: &std::path::Path,
+    i: usize,
+) -> Result<Option<std::path::PathBuf>> {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let parent = if parent.is_empty() { "/" } else { parent };
+    let archive = format!("/tmp/.harness-artifact-{i}-{}.tar", std::process::id());
+    let mut req = ExecRequest::new(
+        format!(
+            "rm -f {a}; [ -e {p} ] || exit 3; tar -C {d} -cf {a} -- {n}",
+            a = q(&archive),
+            p = q(path),
+            d = q(parent),
+            n = q(name)
+        ),
+        std::time::Duration::from_secs(120),
+    );
+    if let Some(p) = sb.verifier_path() {
+        req.env.push(("PATH".into(), p));
+    }
+    let out = sb.exec(req).await?;
+    if !out.success() {
+        return Ok(None);
+    }
+    let Ok(data) = sb.read_file(&archive).await else {
+        return Ok(None);
+    };
+    let dir = stash.join(i.to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut ar = tar::Archive::new(std::io::Cursor::new(data));
+    let Ok(entries) = ar.entries() else {
+        return Ok(None);
+    };
+    for entry in entries {
+        let Ok(mut entry) = entry else { break };
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            continue;
+        }
+        let Ok(p) = entry.path() else { continue };
+        // Only the artifact itself and what is below it.
+        if p.components().next().map(|c| c.as_os_str()) != Some(std::ffi::OsStr::new(name)) {
+            continue;
+        }
+        // `unpack_in` refuses paths that leave `dir`.
+        let _ = entry.unpack_in(&dir);
+    }
+    let local = dir.join(name);
+    Ok(local.exists().then_some(local))
+}
+
+/// Put a taken artifact at the same path in the verifier's sandbox.
+async fn put_artifact(sb: &dyn Sandbox, path: &str, local: &std::path::Path) -> Result<()> {
+    let target = if local.is_dir() {
+        path
+    } else {
+        path.rsplit_once('/')
+            .map_or("/", |(p, _)| if p.is_empty() { "/" } else { p })
+    };
+    let out = sb
+        .exec(ExecRequest::new(
+            format!("mkdir -p {}", q(target)),
+            std::time::Duration::from_secs(60),
+        ))
+        .await?;
+    if !out.success() {
+        return Err(InfraClass::Sandbox.error(format!(
+            "make {target} for an artifact: {}",
+            out.output.trim()
+        )));
+    }
+    if local.is_dir() {
+        sb.copy_dir_in(local, path).await
+    } else {
+        let data = std::fs::read(local).map_err(|e| Error::io(local, e))?;
+        sb.write_file(path, &data).await
+    }
 }
 
 /// Verify the sandbox's final state.

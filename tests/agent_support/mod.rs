@@ -60,6 +60,8 @@ pub fn suite() -> Suite {
             dockerfile: None,
             workspace_dir: Some(dir.join("environment/workspace")),
             setup_script: None,
+            verifier_environment: None,
+            artifacts: Vec::new(),
         });
     }
     Suite { root, tasks }

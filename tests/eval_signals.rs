@@ -694,3 +694,33 @@ impl Lab {
         }
     }
 }
+
+/// A run killed while it held the lock of its own ref (between taking and releasing it): the
+/// resume takes the journal over from the dead owner, drops that lock and records the run.
+#[test]
+fn a_run_ref_lock_left_by_a_killed_run_does_not_block_its_resume() {
+    let lab = Lab::new();
+    let args = [
+        "run", "--split", "held_in", "--tasks", TASKS, "--trials", "1", "-j", "1",
+    ];
+    let run = lab.start(&args);
+    wait_for(LIMIT, "journaled trials", || {
+        lab.journals().iter().any(|(_, n)| *n >= 1)
+    });
+    run.kill9();
+    let journals = lab.journals();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let id = journals[0].0.clone();
+    // The moment of the kill that a test cannot hit on purpose: the ref's lock is there.
+    let lock = lab
+        .repo
+        .path
+        .join(format!(".git/refs/harness/runs/{id}.lock"));
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, b"").unwrap();
+    let out = lab.harness(&["run", "--resume", &id, "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!lock.exists());
+    assert!(lab.repo.runs().contains(&id), "{:?}", lab.repo.runs());
+    assert_eq!(json(&out)["results"].as_array().unwrap().len(), 4);
+}

@@ -75,6 +75,9 @@ impl Journal {
         // process killed while it was being created.
         let owner_path = dir.join(OWNER_FILE);
         std::fs::write(&owner_path, Owner::me().to_string()).at(&owner_path)?;
+        if resume && let Some(git_dir) = state_dir.parent() {
+            crate::lineage::clear_dead_owners_run_lock(git_dir, &meta.id);
+        }
         let meta_path = dir.join("meta.yaml");
         if !meta_path.exists() {
             std::fs::write(

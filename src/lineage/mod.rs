@@ -26,7 +26,8 @@ pub use proposal::{
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,
-    list_runs, log_files_named, read_run_file, test_log_entries, write_run,
+    clear_dead_owners_run_lock, list_runs, log_files_named, read_run_file, test_log_entries,
+    write_run,
 };
 
 use crate::error::{Error, GitContext, Result};

@@ -37,6 +37,14 @@ pub fn write_run(
     Ok(commit)
 }
 
+/// Remove the lock on a run's ref left by the run's dead owner. Only the process that owns a
+/// run's journal writes its ref, so once a resume has taken the journal over from a dead owner, a
+/// lock on that ref can only be the dead owner's (killed between taking and releasing it).
+pub fn clear_dead_owners_run_lock(git_dir: &std::path::Path, id: &str) {
+    let lock = git_dir.join(format!("{RUNS_PREFIX}{id}.lock"));
+    let _ = std::fs::remove_file(lock);
+}
+
 fn build_tree(repo: &Repository, files: &[(String, Vec<u8>)]) -> Result<Oid> {
     let empty = repo
         .treebuilder(None)

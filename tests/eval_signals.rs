@@ -609,9 +609,13 @@ fn validate_killed_at_many_moments_then_validate_again_loses_nothing() {
 fn promote_killed_at_many_moments_never_leaves_a_stale_index_or_lock() {
     let lab = Lab::new();
     let mut promoted = 0;
-    for (i, delay_ms) in [0u64, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50]
-        .into_iter()
-        .enumerate()
+    // Up to delays long enough for a promote on a loaded machine to finish: at least one kill
+    // comes after the merge.
+    for (i, delay_ms) in [
+        0u64, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 50, 100, 200, 400, 800, 1600, 3200,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let p = lab.repo.proposal(
             i as u32 + 1,

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use git_harness::eval::VerifyOptions;
 use git_harness::experiment::{RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ExecRequest, ProviderOptions, SandboxProvider};
-use git_harness::task::{self, Task, VerifyOptions};
+use git_harness::task::{self, Task};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
@@ -68,7 +69,7 @@ async fn measure(
             .map_err(|e| e.to_string())?;
         assert!(out.success(), "{out:?}");
         let t2 = Instant::now();
-        let o = task::verify(sb.as_ref(), task, &VerifyOptions::default())
+        let o = git_harness::eval::verify(sb.as_ref(), task, &VerifyOptions::default())
             .await
             .map_err(|e| e.to_string())?;
         assert!(o.passed, "{o:?}");

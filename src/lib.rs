@@ -5,29 +5,22 @@
 //! The library never prints and never reads `$HOME`; the binary's `cli` module does the talking.
 
 pub mod agent;
-pub mod assets;
 pub mod error;
-pub mod estimate;
 pub mod eval;
-pub mod evolve;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
-pub mod harbor;
 pub mod harness;
 pub mod lineage;
+pub mod method;
 pub mod mine;
 pub mod model;
-pub mod owner;
 pub mod propose;
 pub mod report;
 pub mod sandbox;
-pub mod sealed;
-pub mod secrets;
+pub mod support;
 pub mod task;
-pub mod validate;
 pub mod workspace;
-pub mod yaml;
 
 pub use error::{Error, Result};
 

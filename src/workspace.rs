@@ -126,7 +126,7 @@ impl Workspace {
 /// Resolve a suite reference to a directory on disk.
 pub fn resolve_suite(spec: &str, root: &Path, state_dir: &Path) -> Result<PathBuf> {
     if let Some(name) = spec.strip_prefix("builtin:") {
-        let digest = crate::assets::suite_digest(name)
+        let digest = crate::support::assets::suite_digest(name)
             .ok_or_else(|| Error::usage(format!("no bundled suite `{name}`")))?;
         let dir = state_dir
             .join("suites")
@@ -139,7 +139,7 @@ pub fn resolve_suite(spec: &str, root: &Path, state_dir: &Path) -> Result<PathBu
                 .prefix(".extract-")
                 .tempdir_in(parent)
                 .at(parent)?;
-            crate::assets::extract_suite(name, tmp.path())?;
+            crate::support::assets::extract_suite(name, tmp.path())?;
             let staged = tmp.keep();
             if let Err(e) = std::fs::rename(&staged, &dir) {
                 let _ = std::fs::remove_dir_all(&staged);

@@ -234,7 +234,7 @@ async fn a_30_turn_trace_exports_to_atif_with_required_fields() {
     eprintln!("30-turn trace: {size} bytes");
     assert!(size < 200_000, "trace of 30 turns is {size} bytes");
     // Replay answers the same conversation from the trace.
-    let replay = git_harness::model::replay::ReplayModel::from_path(&trace_path).unwrap();
+    let replay = git_harness::agent::replay::ReplayModel::from_path(&trace_path).unwrap();
     assert_eq!(replay.len(), 30);
 
     let out = dir.path().join("atif.json");

@@ -294,10 +294,10 @@ fn validation_errors_name_file_line_and_field() {
     );
     assert!(validate_surface("prompts/system.md", "{{ instruction }} in {{ workdir }}").is_ok());
     assert!(validate_surface("checks/a.yaml", "name: a\nrun: ''\nmessage: m\n").is_err());
-    for (path, content) in git_harness::assets::harness_template("minimal").unwrap() {
+    for (path, content) in git_harness::support::assets::harness_template("minimal").unwrap() {
         validate_surface(&path, content).unwrap();
     }
-    for (path, content) in git_harness::assets::harness_template("checklist").unwrap() {
+    for (path, content) in git_harness::support::assets::harness_template("checklist").unwrap() {
         validate_surface(&path, content).unwrap();
     }
 }

@@ -230,7 +230,7 @@ async fn the_sim_is_deterministic_per_seed_and_speaks_the_text_protocol() {
         &[(
             "harness.yaml",
             Some(
-                &git_harness::assets::harness_template("minimal")
+                &git_harness::support::assets::harness_template("minimal")
                     .unwrap()
                     .into_iter()
                     .find(|(p, _)| p == "harness.yaml")

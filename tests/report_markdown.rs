@@ -4,8 +4,8 @@
 use git_harness::gate::Decision;
 use git_harness::lineage::trailers::CommitMessage;
 use git_harness::lineage::{Proposal, ProposalState, SplitComparison, ValidationRecord, Verdict};
+use git_harness::method::validate::Validation;
 use git_harness::report::markdown;
-use git_harness::validate::Validation;
 use git2::Oid;
 
 fn oid(c: char) -> Oid {

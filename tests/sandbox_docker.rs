@@ -7,12 +7,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use git_harness::eval::builtin::check_tasks;
+use git_harness::eval::{VerifyOptions, verify};
 use git_harness::sandbox::docker::TRIAL_LABEL;
 use git_harness::sandbox::{
     CreateOptions, DockerProvider, ExecRequest, Sandbox, SandboxProvider, new_trial_id,
 };
-use git_harness::task::builtin::check_tasks;
-use git_harness::task::{VerifyOptions, verify};
 use support::*;
 
 async fn containers_of(p: &DockerProvider, trial: &str) -> Vec<String> {
@@ -553,10 +553,10 @@ async fn sigint_raises_keyboard_interrupt_under_every_runner() {
         providers.push(("docker", p));
     }
     for (name, p) in providers {
-        let r = git_harness::task::builtin::run_trial(
+        let r = git_harness::eval::builtin::run_trial(
             p.as_ref(),
             &task,
-            git_harness::task::builtin::BuiltinAgent::Nop,
+            git_harness::eval::builtin::BuiltinAgent::Nop,
             &VerifyOptions::default(),
         )
         .await

@@ -7,9 +7,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use git_harness::eval::builtin::{BuiltinAgent, check_tasks, run_trial};
+use git_harness::eval::{VerifyOptions, verify};
 use git_harness::sandbox::{ExecRequest, SandboxProvider};
-use git_harness::task::builtin::{BuiltinAgent, check_tasks, run_trial};
-use git_harness::task::{VerifyOptions, verify};
 use support::*;
 
 async fn check_suite_passes(provider: Arc<dyn SandboxProvider>) {

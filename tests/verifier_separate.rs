@@ -6,9 +6,10 @@ mod support;
 
 use std::sync::Arc;
 
+use git_harness::eval::VerifyOptions;
+use git_harness::eval::builtin::{BuiltinAgent, check_tasks, run_trial};
 use git_harness::sandbox::SandboxProvider;
-use git_harness::task::builtin::{BuiltinAgent, check_tasks, run_trial};
-use git_harness::task::{self, Task, VerifyOptions};
+use git_harness::task::{self, Task};
 use support::*;
 
 fn separate(id: &str) -> Task {

@@ -36,8 +36,8 @@ fn default_timeout() -> u64 {
 
 impl Check {
     pub fn parse(text: &str, file: &str) -> Result<Check> {
-        let c: Check = crate::yaml::from_str(text, Path::new(file))?;
-        let line = |k: &str| crate::yaml::line_of(text, k);
+        let c: Check = crate::support::yaml::from_str(text, Path::new(file))?;
+        let line = |k: &str| crate::support::yaml::line_of(text, k);
         for (field, v) in [("name", &c.name), ("run", &c.run), ("message", &c.message)] {
             if v.trim().is_empty() {
                 return Err(Error::config(file, line(field), field, "must not be empty"));

@@ -161,11 +161,11 @@ impl MiddlewareFile {
     /// Parse and validate; errors name the file, line and field. Returns the rules of an
     /// enabled file (none for a disabled one, which is still checked).
     pub fn parse(text: &str, file: &str) -> Result<Vec<CompiledRule>> {
-        let f: MiddlewareFile = crate::yaml::from_str(text, Path::new(file))?;
+        let f: MiddlewareFile = crate::support::yaml::from_str(text, Path::new(file))?;
         let mut out = Vec::new();
         let mut names = HashSet::new();
         for (i, rule) in f.rules.iter().enumerate() {
-            let line = crate::yaml::line_of_value(text, &rule.name);
+            let line = crate::support::yaml::line_of_value(text, &rule.name);
             let err = |field: &str, msg: String| {
                 Err(Error::config(
                     file,

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod middleware;
 pub mod prompts;
 pub mod protocol;
+pub mod replay;
 mod run;
 mod runtime;
 pub mod tools;

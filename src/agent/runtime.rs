@@ -35,7 +35,7 @@ impl Runtime {
                 if tools.iter().any(|o| o.builtin == t.builtin) {
                     return Err(Error::config(
                         path,
-                        crate::yaml::line_of(text, "name"),
+                        crate::support::yaml::line_of(text, "name"),
                         "name",
                         format!("tool `{}` is defined twice", t.spec.name),
                     ));

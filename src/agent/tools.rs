@@ -101,8 +101,8 @@ pub struct ToolDef {
 
 impl ToolFile {
     pub fn parse(text: &str, file: &str) -> Result<ToolDef> {
-        let f: ToolFile = crate::yaml::from_str(text, std::path::Path::new(file))?;
-        let line = |k: &str| crate::yaml::line_of(text, k);
+        let f: ToolFile = crate::support::yaml::from_str(text, std::path::Path::new(file))?;
+        let line = |k: &str| crate::support::yaml::line_of(text, k);
         let builtin = Builtin::from_name(&f.name).ok_or_else(|| {
             Error::config(
                 file,

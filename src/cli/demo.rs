@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use git_harness::eval::context::open_context;
-use git_harness::evolve::{EvolveOptions, evolve};
 use git_harness::experiment::{EXPERIMENT_FILE, ProposerKind, SPLITS_FILE, Splits};
 use git_harness::harness::init::{InitOptions, init};
+use git_harness::method::evolve::{EvolveOptions, evolve};
+use git_harness::method::sealed::open_test_split;
 use git_harness::model::Decoding;
-use git_harness::sealed::open_test_split;
 use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit, lineage};
 
@@ -71,7 +71,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let splits = Splits::compute(&ids, DEMO_SPLIT_SEED, [0.45, 0.35, 0.2])?;
     let splits_text = format!(
         "# Task ids of each split, fixed before the first run.\n{}",
-        git_harness::yaml::to_string(&splits)
+        git_harness::support::yaml::to_string(&splits)
     );
     lineage::commit_on_main(
         &ws.repo,

@@ -1,8 +1,8 @@
 //! `git harness estimate`: what a run or an evolve will cost, before anything is spent.
 
-use git_harness::estimate::{Estimate, estimate_evolve, estimate_run};
 use git_harness::eval::context::{Overrides, open_context};
 use git_harness::experiment::Split;
+use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_run};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 

@@ -1,9 +1,9 @@
 //! `git harness evolve`: the improvement loop.
 
 use git_harness::eval::context::open_context;
-use git_harness::evolve::{EvolveOptions, EvolveOutcome, evolve};
 use git_harness::experiment::{GateRule, ProposerKind};
 use git_harness::lineage::{self, history::versions};
+use git_harness::method::evolve::{EvolveOptions, EvolveOutcome, evolve};
 use git_harness::model::Decoding;
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};

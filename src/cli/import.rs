@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use git_harness::harbor::{ImportOptions, import};
+use git_harness::eval::harbor::{ImportOptions, import};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit, lineage};
 

@@ -1,7 +1,7 @@
 //! `git harness mine`: failure clusters of the held-in split.
 
 use git_harness::eval::context::open_context;
-use git_harness::evolve::mine_rev;
+use git_harness::method::mine_rev;
 use git_harness::mine::{mine_run, render};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};

@@ -1,9 +1,9 @@
 //! `git harness propose`: bounded edits as evidence branches.
 
 use git_harness::eval::context::open_context;
-use git_harness::evolve::mine_rev;
 use git_harness::experiment::ProposerKind;
 use git_harness::lineage::{self, keys};
+use git_harness::method::mine_rev;
 use git_harness::model::Decoding;
 use git_harness::propose::{ProposeOutcome, RoundOptions, propose_round};
 use git_harness::workspace::Workspace;

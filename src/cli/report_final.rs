@@ -2,7 +2,7 @@
 
 use git_harness::eval::Totals;
 use git_harness::eval::context::open_context;
-use git_harness::sealed::{FinalReport, open_test_split};
+use git_harness::method::sealed::{FinalReport, open_test_split};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit, lineage};
 

@@ -51,7 +51,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     }
     let text = format!(
         "# Task ids of each split, fixed before the first run. Written by `git harness split`.\n{}",
-        git_harness::yaml::to_string(&splits)
+        git_harness::support::yaml::to_string(&splits)
     );
     let mut msg = lineage::trailers::CommitMessage::new(format!(
         "Split {} tasks into {} held_in / {} validation / {} test",

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use git_harness::eval::VerifyOptions;
+use git_harness::eval::builtin::check_tasks;
 use git_harness::experiment::{Experiment, RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ProviderOptions};
-use git_harness::task::builtin::check_tasks;
-use git_harness::task::{self, VerifyOptions};
+use git_harness::task;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -96,7 +97,7 @@ fn suite_dir(
     };
     if let Some(name) = spec.strip_prefix("builtin:") {
         let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        git_harness::assets::extract_suite(name, tmp.path())?;
+        git_harness::support::assets::extract_suite(name, tmp.path())?;
         return Ok((tmp.path().to_path_buf(), Some(tmp)));
     }
     if spec.contains("://") {

@@ -81,7 +81,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         "1",
         &format!(
             "{at}  {} on {} ({} split)",
-            git_harness::yaml::name_of(&result.outcome),
+            git_harness::support::yaml::name_of(&result.outcome),
             trace.model,
             result.split
         ),
@@ -199,5 +199,5 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 }
 
 fn role_name(role: &git_harness::model::Role) -> String {
-    git_harness::yaml::name_of(role)
+    git_harness::support::yaml::name_of(role)
 }

@@ -4,7 +4,7 @@ use git_harness::eval::context::open_context;
 use git_harness::experiment::GateRule;
 use git_harness::gate::Verdict;
 use git_harness::lineage;
-use git_harness::validate::{Validation, validate};
+use git_harness::method::validate::{Validation, validate};
 use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 

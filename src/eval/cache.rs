@@ -107,7 +107,7 @@ impl Cache {
         let bytes = serde_json::to_vec(&entry).expect("cache entry serializes");
         // Write then rename: a reader never sees half an entry.
         let tmp = parent.join(format!(".{}.tmp{}", &digest[2..], std::process::id()));
-        std::fs::write(&tmp, crate::secrets::redact(&bytes)).at(&tmp)?;
+        std::fs::write(&tmp, crate::support::secrets::redact(&bytes)).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Ok(())
     }

@@ -91,7 +91,10 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         Some(
             crate::model::connect(
                 &fixed.experiment.model,
-                &ConnectContext::new(&root, Some(&suite)),
+                &ConnectContext {
+                    replay: Some(crate::agent::replay::open),
+                    ..ConnectContext::new(&root, Some(&suite))
+                },
             )
             .await?,
         )
@@ -125,7 +128,7 @@ fn sim_on_foreign_tasks(
     if experiment.model.provider != crate::experiment::Provider::Sim {
         return None;
     }
-    let demo = crate::assets::bundled_task_ids("demo");
+    let demo = crate::support::assets::bundled_task_ids("demo");
     let foreign: Vec<&str> = suite
         .tasks
         .iter()

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrialResult;
 use crate::error::{Error, IoContext, Result};
-use crate::owner::Owner;
+use crate::support::owner::Owner;
 
 /// What a run was asked to do, so `--resume <id>` can continue it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ pub struct RunMeta {
     pub no_cache: bool,
 }
 
-/// The file of a journal that names the process writing it (see [`crate::owner`]).
+/// The file of a journal that names the process writing it (see [`crate::support::owner`]).
 const OWNER_FILE: &str = "owner";
 /// Present when the run was interrupted (rather than killed).
 const INTERRUPTED_FILE: &str = "interrupted";
@@ -82,7 +82,8 @@ impl Journal {
         if !meta_path.exists() {
             std::fs::write(
                 &meta_path,
-                crate::secrets::redact_str(&crate::yaml::to_string(meta)).as_bytes(),
+                crate::support::secrets::redact_str(&crate::support::yaml::to_string(meta))
+                    .as_bytes(),
             )
             .at(&meta_path)?;
         }
@@ -103,7 +104,7 @@ impl Journal {
                 "list runs with `git harness status`",
             )
         })?;
-        crate::yaml::from_str(&text, &path)
+        crate::support::yaml::from_str(&text, &path)
     }
 
     /// The results journaled so far (a torn last line from a crash is ignored).
@@ -130,11 +131,12 @@ impl Journal {
             if let Some(p) = path.parent() {
                 std::fs::create_dir_all(p).at(p)?;
             }
-            std::fs::write(&path, crate::secrets::redact(bytes)).at(&path)?;
+            std::fs::write(&path, crate::support::secrets::redact(bytes)).at(&path)?;
         }
-        let mut line =
-            crate::secrets::redact(&serde_json::to_vec(result).expect("result serializes"))
-                .into_owned();
+        let mut line = crate::support::secrets::redact(
+            &serde_json::to_vec(result).expect("result serializes"),
+        )
+        .into_owned();
         line.push(b'\n');
         self.file.write_all(&line).at(&self.dir)?;
         self.file.sync_data().at(&self.dir)?;

@@ -1,13 +1,18 @@
 //! Evaluation runs: trials of a harness on a split, run concurrently, journaled as they finish,
 //! cached by harness tree, and recorded in git as `refs/harness/runs/<id>` plus a note.
 
+pub mod builtin;
 pub mod cache;
 pub mod context;
+pub mod harbor;
 pub mod journal;
 pub mod record;
 pub mod run;
 pub mod schedule;
 pub mod trial;
+pub mod verify;
+
+pub use verify::{VerifyOptions, verify};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -94,7 +94,7 @@ pub fn write_record(
     };
     files.push((
         RUN_FILE.into(),
-        crate::yaml::to_string(&record).into_bytes(),
+        crate::support::yaml::to_string(&record).into_bytes(),
     ));
     let mut jsonl = Vec::new();
     for r in results.iter() {

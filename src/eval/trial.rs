@@ -33,12 +33,12 @@ use super::schedule::{Executed, PlannedTrial};
 use super::{Durations, InfraKind, Outcome, TrialResult};
 use crate::agent::{Episode, EpisodeSpec};
 use crate::error::Error;
+use crate::eval::builtin::BuiltinAgent;
+use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
 use crate::model::Model;
 use crate::sandbox::{CreateOptions, InfraClass, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
-use crate::task::builtin::BuiltinAgent;
-use crate::task::verify::{VerifyOptions, verify_trial};
 
 /// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
 pub struct Factory {

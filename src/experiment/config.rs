@@ -69,7 +69,7 @@ pub enum Provider {
 
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::yaml::name_of(self))
+        f.write_str(&crate::support::yaml::name_of(self))
     }
 }
 
@@ -208,7 +208,7 @@ pub enum RunnerKind {
 
 impl std::fmt::Display for RunnerKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::yaml::name_of(self))
+        f.write_str(&crate::support::yaml::name_of(self))
     }
 }
 
@@ -339,13 +339,13 @@ pub struct MineConfig {
 
 impl Experiment {
     pub fn parse(text: &str, file: &Path) -> Result<Self> {
-        let e: Experiment = crate::yaml::from_str(text, file)?;
+        let e: Experiment = crate::support::yaml::from_str(text, file)?;
         e.validate(text, file)?;
         Ok(e)
     }
 
     fn validate(&self, text: &str, file: &Path) -> Result<()> {
-        let at = |key: &str| crate::yaml::line_of(text, key);
+        let at = |key: &str| crate::support::yaml::line_of(text, key);
         let err = |key: &str, field: &str, msg: &str| Err(Error::config(file, at(key), field, msg));
         if self.trials == 0 {
             return err("trials", "trials", "must be at least 1");

@@ -72,14 +72,14 @@ impl Splits {
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<Self> {
-        let s: Splits = crate::yaml::from_str(text, file)?;
+        let s: Splits = crate::support::yaml::from_str(text, file)?;
         let mut seen = std::collections::BTreeMap::new();
         for split in [Split::HeldIn, Split::Validation, Split::Test] {
             for id in s.get(split) {
                 if let Some(prev) = seen.insert(id.clone(), split) {
                     return Err(Error::config(
                         file,
-                        crate::yaml::line_of_value(text, id),
+                        crate::support::yaml::line_of_value(text, id),
                         split.as_str(),
                         format!(
                             "task `{id}` is in both {prev} and {split}; splits must be disjoint"

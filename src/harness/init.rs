@@ -7,7 +7,8 @@ use git2::Oid;
 use super::{FIXED_DIR, MANIFEST, Manifest};
 use crate::error::{Error, IoContext, Result};
 use crate::experiment::{EXPERIMENT_FILE, Experiment, SPLITS_FILE, Splits};
-use crate::{assets, lineage};
+use crate::lineage;
+use crate::support::assets;
 
 #[derive(Debug, Clone)]
 pub struct InitOptions {

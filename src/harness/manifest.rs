@@ -99,7 +99,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn parse(text: &str, file: &Path) -> Result<Self> {
-        let m: Manifest = crate::yaml::from_str(text, file)?;
+        let m: Manifest = crate::support::yaml::from_str(text, file)?;
         m.validate(text, file)?;
         Ok(m)
     }
@@ -108,7 +108,7 @@ impl Manifest {
         if self.name.trim().is_empty() {
             return Err(Error::config(
                 file,
-                crate::yaml::line_of(text, "name"),
+                crate::support::yaml::line_of(text, "name"),
                 "name",
                 "must not be empty",
             ));
@@ -116,14 +116,14 @@ impl Manifest {
         if self.surfaces.is_empty() {
             return Err(Error::config(
                 file,
-                crate::yaml::line_of(text, "surfaces"),
+                crate::support::yaml::line_of(text, "surfaces"),
                 "surfaces",
                 "declare at least one editable surface (path, kind: prompt|tools|middleware|checks)",
             ));
         }
         for (i, s) in self.surfaces.iter().enumerate() {
             let field = format!("surfaces[{i}].path");
-            let line = crate::yaml::line_of_value(text, &s.path);
+            let line = crate::support::yaml::line_of_value(text, &s.path);
             if s.path.starts_with(super::FIXED_DIR)
                 || s.path.starts_with('/')
                 || s.path.contains("..")

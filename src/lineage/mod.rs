@@ -59,7 +59,7 @@ pub mod keys {
 
 /// Open the repository the way git does (honours `GIT_DIR`, searches upwards).
 /// The one way this module writes objects that hold text: blobs and commit messages pass
-/// through [`crate::secrets::redact`], so no stored object ever holds a secret.
+/// through [`crate::support::secrets::redact`], so no stored object ever holds a secret.
 pub(crate) trait Store {
     fn store_blob(&self, bytes: &[u8]) -> std::result::Result<Oid, git2::Error>;
     #[allow(clippy::too_many_arguments)]
@@ -76,7 +76,7 @@ pub(crate) trait Store {
 
 impl Store for Repository {
     fn store_blob(&self, bytes: &[u8]) -> std::result::Result<Oid, git2::Error> {
-        self.blob(&crate::secrets::redact(bytes))
+        self.blob(&crate::support::secrets::redact(bytes))
     }
 
     fn store_commit(
@@ -88,7 +88,7 @@ impl Store for Repository {
         tree: &git2::Tree<'_>,
         parents: &[&git2::Commit<'_>],
     ) -> std::result::Result<Oid, git2::Error> {
-        let message = crate::secrets::redact_str(message);
+        let message = crate::support::secrets::redact_str(message);
         self.commit(update_ref, author, committer, &message, tree, parents)
     }
 }

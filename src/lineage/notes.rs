@@ -106,7 +106,7 @@ pub fn update_note(
         if note == before {
             return Ok(());
         }
-        let text = crate::yaml::to_string(&note);
+        let text = crate::support::yaml::to_string(&note);
         let blob = repo.store_blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {
             Some(c) => Some(
@@ -192,7 +192,7 @@ impl WriterMark {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = marks_dir(repo);
-        let path = dir.join(format!("{}-{n}", crate::owner::Owner::me()));
+        let path = dir.join(format!("{}-{n}", crate::support::owner::Owner::me()));
         let made = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&path));
         WriterMark(made.ok().map(|_| path))
     }
@@ -217,14 +217,14 @@ fn clear_lock_of_dead_writer(repo: &Repository) -> bool {
     let Ok(entries) = std::fs::read_dir(marks_dir(repo)) else {
         return false;
     };
-    let me = crate::owner::Owner::me();
+    let me = crate::support::owner::Owner::me();
     let mut dead_holder = false;
     let mut dead = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(owner) = name
             .rsplit_once('-')
-            .and_then(|(o, _)| crate::owner::Owner::parse(o))
+            .and_then(|(o, _)| crate::support::owner::Owner::parse(o))
         else {
             continue;
         };

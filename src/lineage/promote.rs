@@ -344,7 +344,7 @@ pub fn promote(
     // the old main under the new one (committing them would revert the promotion): say what is
     // under way, so the next command finishes it.
     let pending = Pending {
-        owner: crate::owner::Owner::me().to_string(),
+        owner: crate::support::owner::Owner::me().to_string(),
         refname: main_name.clone(),
         from: main.id().to_string(),
         to: merge.to_string(),
@@ -411,13 +411,13 @@ impl Pending {
         let stem = format!("promote-{}-{nonce:08x}.pending", self.owner);
         let path = dir.join(&stem);
         let tmp = dir.join(format!(".{stem}.tmp"));
-        std::fs::write(&tmp, crate::yaml::to_string(self)).at(&tmp)?;
+        std::fs::write(&tmp, crate::support::yaml::to_string(self)).at(&tmp)?;
         std::fs::rename(&tmp, &path).at(&path)?;
         Ok(path)
     }
 
     /// Every marker and temp file, with the owner its name gives.
-    fn files(repo: &Repository) -> Vec<(std::path::PathBuf, crate::owner::Owner, bool)> {
+    fn files(repo: &Repository) -> Vec<(std::path::PathBuf, crate::support::owner::Owner, bool)> {
         let Ok(rd) = std::fs::read_dir(Self::dir(repo)) else {
             return Vec::new();
         };
@@ -439,7 +439,7 @@ impl Pending {
             };
             // `<owner>-<nonce>`
             let owner = stem.rsplit_once('-').map_or(stem.as_str(), |(o, _)| o);
-            if let Some(o) = crate::owner::Owner::parse(owner) {
+            if let Some(o) = crate::support::owner::Owner::parse(owner) {
                 out.push((e.path(), o, tmp));
             }
         }
@@ -555,7 +555,7 @@ mod tests {
         let repo = Repository::init(tmp.path()).unwrap();
         let old = commit_file(&repo, "old\n", None);
         let pending = Pending {
-            owner: crate::owner::Owner::me().to_string(),
+            owner: crate::support::owner::Owner::me().to_string(),
             refname: "refs/heads/main".into(),
             from: old.to_string(),
             to: old.to_string(),

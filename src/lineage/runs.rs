@@ -145,7 +145,7 @@ pub fn append_test_log(repo: &Repository, mut entry: TestLogEntry) -> Result<Tes
         entry.opening = test_log_entries(repo)?.len() as u32 + 1;
         let file = (
             "opening.yaml".to_string(),
-            crate::yaml::to_string(&entry).into_bytes(),
+            crate::support::yaml::to_string(&entry).into_bytes(),
         );
         let tree = build_tree(repo, &[file])?;
         let msg = format!(

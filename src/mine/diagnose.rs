@@ -20,7 +20,7 @@ const STATUSES: &[&str] = &["root_cause", "contributor", "friction", "unknown"];
 
 /// The prompt for one failed trial.
 pub fn prompt(f: &FailedTrial) -> Result<String> {
-    let template = crate::assets::prompt("diagnose.md")
+    let template = crate::support::assets::prompt("diagnose.md")
         .ok_or_else(|| Error::Internal("templates/prompts/diagnose.md is not embedded".into()))?;
     let list = |v: Vec<&str>| {
         v.iter()

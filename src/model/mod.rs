@@ -7,7 +7,6 @@
 
 pub mod anthropic;
 pub mod openai;
-pub mod replay;
 mod retry;
 pub mod sim;
 
@@ -149,8 +148,11 @@ pub struct ConnectContext<'a> {
     pub repo_root: &'a Path,
     /// The loaded suite; the sim needs it to recognise tasks.
     pub suite: Option<&'a Suite>,
-    /// Bundled scenarios for `builtin:<name>`; normally [`crate::assets::sim_scenario`].
+    /// Bundled scenarios for `builtin:<name>`; normally [`crate::support::assets::sim_scenario`].
     pub builtin_scenario: fn(&str) -> Option<&'static str>,
+    /// Opens a recorded trace as a model for the replay provider. Replaying reads traces, which
+    /// belong to the agent layer above this one, so the caller supplies it.
+    pub replay: Option<fn(&Path) -> Result<Arc<dyn Model>>>,
 }
 
 impl<'a> ConnectContext<'a> {
@@ -158,7 +160,8 @@ impl<'a> ConnectContext<'a> {
         ConnectContext {
             repo_root,
             suite,
-            builtin_scenario: crate::assets::sim_scenario,
+            builtin_scenario: crate::support::assets::sim_scenario,
+            replay: None,
         }
     }
 }
@@ -239,7 +242,10 @@ pub async fn connect(cfg: &ModelConfig, ctx: &ConnectContext<'_>) -> Result<Conn
                 )
             })?;
             let path = ctx.repo_root.join(reference);
-            (Arc::new(replay::ReplayModel::from_path(&path)?), None)
+            let open = ctx.replay.ok_or_else(|| {
+                Error::Internal("the replay provider was connected without a trace reader".into())
+            })?;
+            (open(&path)?, None)
         }
     };
     let model: Arc<dyn Model> = Arc::new(Limited::new(inner, cfg.concurrency));
@@ -271,7 +277,7 @@ fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => {
             // From here on, nothing this process stores can hold the key.
-            crate::secrets::register(&v);
+            crate::support::secrets::register(&v);
             Ok(Some(v))
         }
         _ => Err(Error::usage_hint(

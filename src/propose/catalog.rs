@@ -32,9 +32,9 @@ pub struct Remedy {
 /// Every remedy of the bundled catalog, in file order (preferred first).
 pub fn load() -> Result<Vec<Remedy>> {
     let mut out = Vec::new();
-    for (name, text) in crate::assets::remedies() {
+    for (name, text) in crate::support::assets::remedies() {
         let r: Remedy =
-            crate::yaml::from_str(text, Path::new(&format!("templates/remedies/{name}")))?;
+            crate::support::yaml::from_str(text, Path::new(&format!("templates/remedies/{name}")))?;
         if r.append.is_some() == r.create.is_some() {
             return Err(Error::config(
                 format!("templates/remedies/{name}"),

@@ -334,7 +334,7 @@ pub async fn propose_round(
             }
             log.push((
                 format!("round-{round}/{}", crate::eval::SPEND_FILE),
-                crate::yaml::to_string(&spent).into_bytes(),
+                crate::support::yaml::to_string(&spent).into_bytes(),
             ));
             lineage::append_log(
                 repo,

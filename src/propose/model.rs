@@ -55,7 +55,7 @@ pub fn prompt(
     slot: usize,
     earlier: &[Candidate],
 ) -> Result<String> {
-    let template = crate::assets::prompt("propose.md")
+    let template = crate::support::assets::prompt("propose.md")
         .ok_or_else(|| Error::Internal("templates/prompts/propose.md is not embedded".into()))?;
     let surfaces: Vec<serde_json::Value> = harness
         .manifest

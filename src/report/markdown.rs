@@ -3,7 +3,7 @@
 use super::data::{self, LineageReport};
 use super::summary_lines;
 use crate::gate::Verdict;
-use crate::validate::Validation;
+use crate::method::validate::Validation;
 
 /// A validation as markdown: verdict, per-split table, fixed/broke counts, the statistic and
 /// where the evidence is. Validation task names are not listed (aggregate only).

@@ -382,8 +382,11 @@ impl DockerProvider {
         labels.insert(LABEL.into(), "1".into());
         labels.insert(TRIAL_LABEL.into(), trial_id.into());
         labels.insert("git-harness.task".into(), task.id.clone());
-        labels.insert(OWNER_LABEL.into(), crate::owner::Owner::me().to_string());
-        labels.insert(HOST_LABEL.into(), crate::owner::host_id());
+        labels.insert(
+            OWNER_LABEL.into(),
+            crate::support::owner::Owner::me().to_string(),
+        );
+        labels.insert(HOST_LABEL.into(), crate::support::owner::host_id());
         let env = &task.environment;
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
@@ -508,9 +511,12 @@ impl DockerProvider {
 
 impl DockerProvider {
     /// Remove the containers of this host whose owner satisfies `pick`.
-    async fn remove_owned(&self, pick: impl Fn(crate::owner::Owner) -> bool) -> Result<usize> {
+    async fn remove_owned(
+        &self,
+        pick: impl Fn(crate::support::owner::Owner) -> bool,
+    ) -> Result<usize> {
         let docker = self.client().await?;
-        let host = crate::owner::host_id();
+        let host = crate::support::owner::host_id();
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&HashMap::from([(
@@ -528,7 +534,7 @@ impl DockerProvider {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(OWNER_LABEL))
-                .and_then(|o| crate::owner::Owner::parse(o));
+                .and_then(|o| crate::support::owner::Owner::parse(o));
             let (Some(id), Some(owner)) = (c.id, owner) else {
                 continue;
             };
@@ -570,7 +576,7 @@ impl SandboxProvider for DockerProvider {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         // Anything else of this process left (no sandbox holds one any more): by its label.
-        let me = crate::owner::Owner::me();
+        let me = crate::support::owner::Owner::me();
         self.remove_owned(|o| o == me).await
     }
 

@@ -162,7 +162,7 @@ impl LocalProvider {
             .prefix(&format!(
                 "{TEMP_PREFIX}{}.{}.",
                 sanitize(trial_id),
-                crate::owner::Owner::me()
+                crate::support::owner::Owner::me()
             ))
             .tempdir_in(&base)
             .at(&base)?;
@@ -263,11 +263,13 @@ impl LocalProvider {
 const TEMP_PREFIX: &str = "git-harness-";
 
 /// The owner named by a sandbox temp dir's name, when it is one of ours.
-fn temp_dir_owner(name: &str) -> Option<crate::owner::Owner> {
+fn temp_dir_owner(name: &str) -> Option<crate::support::owner::Owner> {
     let rest = name.strip_prefix(TEMP_PREFIX)?;
     let parts: Vec<&str> = rest.split('.').collect();
     match parts.as_slice() {
-        [_trial, pid, start, _random] => crate::owner::Owner::parse(&format!("{pid}.{start}")),
+        [_trial, pid, start, _random] => {
+            crate::support::owner::Owner::parse(&format!("{pid}.{start}"))
+        }
         _ => None,
     }
 }
@@ -280,11 +282,14 @@ pub fn sweep_temp_dirs(root: &Path) -> usize {
 /// Remove this process's own sandbox temp dirs under `root`: only once none is in use (an
 /// aborted command, after its runtime and blocking tasks are gone).
 pub fn sweep_own_temp_dirs(root: &Path) -> usize {
-    let me = crate::owner::Owner::me();
+    let me = crate::support::owner::Owner::me();
     sweep_temp_dirs_where(root, |o| o == me)
 }
 
-fn sweep_temp_dirs_where(root: &Path, pick: impl Fn(crate::owner::Owner) -> bool) -> usize {
+fn sweep_temp_dirs_where(
+    root: &Path,
+    pick: impl Fn(crate::support::owner::Owner) -> bool,
+) -> usize {
     let Ok(rd) = std::fs::read_dir(root) else {
         return 0;
     };

@@ -650,7 +650,7 @@ fn load_tb1(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
         return None;
     };
     let get = |k: &str| map.get(serde_yaml::Value::String(k.into()));
-    let line = |k: &str| crate::yaml::line_of(&text, k);
+    let line = |k: &str| crate::support::yaml::line_of(&text, k);
     let instruction = match get("instruction") {
         Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(serde_yaml::Value::String(_)) => {

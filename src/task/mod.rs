@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub mod builtin;
 mod load;
 pub mod local_gaps;
-pub mod verify;
 
 pub use load::{TaskProblem, load_suite, load_suite_lenient, load_task, parse_memory_mb};
 pub use local_gaps::{LocalGap, local_gaps, local_remedy};
-pub use verify::{VerifyOptions, verify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

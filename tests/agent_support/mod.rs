@@ -69,11 +69,12 @@ pub fn suite() -> Suite {
 
 /// A harness from a bundled template, with files replaced (`Some`) or removed (`None`).
 pub fn harness(template: &str, changes: &[(&str, Option<&str>)]) -> Harness {
-    let mut files: BTreeMap<String, String> = git_harness::assets::harness_template(template)
-        .unwrap()
-        .into_iter()
-        .map(|(p, c)| (p, c.to_string()))
-        .collect();
+    let mut files: BTreeMap<String, String> =
+        git_harness::support::assets::harness_template(template)
+            .unwrap()
+            .into_iter()
+            .map(|(p, c)| (p, c.to_string()))
+            .collect();
     for (path, content) in changes {
         match content {
             Some(c) => files.insert(path.to_string(), c.to_string()),

@@ -144,7 +144,7 @@ pub struct TaskScript {
 impl Scenario {
     /// Parse and check a scenario; errors name `file:line: field`.
     pub fn parse(text: &str, file: &Path) -> Result<Self> {
-        let s: Scenario = crate::yaml::from_str(text, file)?;
+        let s: Scenario = crate::support::yaml::from_str(text, file)?;
         s.validate(text, file)?;
         Ok(s)
     }
@@ -153,7 +153,7 @@ impl Scenario {
         let err = |key: &str, field: String, msg: String| {
             Err(Error::config(
                 file,
-                crate::yaml::line_of(text, key),
+                crate::support::yaml::line_of(text, key),
                 field,
                 msg,
             ))

@@ -5,12 +5,18 @@
 //! runs of the same trial each get the recorded conversation in order.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{ChatRequest, ChatResponse, Model, ModelError, Role};
 use crate::agent::trace::{Event, Trace};
 use crate::error::Result;
+use crate::model::{ChatRequest, ChatResponse, Model, ModelError, Role};
+
+/// The replay provider's model for the trace at `path` (see [`crate::model::ConnectContext`]).
+pub fn open(path: &Path) -> Result<Arc<dyn Model>> {
+    Ok(Arc::new(ReplayModel::from_path(path)?))
+}
 
 pub struct ReplayModel {
     recorded_model: String,

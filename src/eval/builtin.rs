@@ -11,11 +11,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::verify::{VerifyOptions, verify_trial};
-use super::{Task, TaskFormat, VerifierOutcome};
 use crate::error::{Error, Result};
 use crate::sandbox::{
     CreateOptions, ExecOutput, ExecRequest, InfraClass, Sandbox, SandboxProvider,
 };
+use crate::task::{Task, TaskFormat, VerifierOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

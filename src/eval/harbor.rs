@@ -483,10 +483,10 @@ fn trial_result(
         .find_map(|n| std::fs::read_to_string(vdir.join(n)).ok())
         .unwrap_or_default();
     let mut failed_tests = std::fs::read(vdir.join("ctrf.json"))
-        .map(|b| crate::task::verify::ctrf_failed(&b))
+        .map(|b| crate::eval::verify::ctrf_failed(&b))
         .unwrap_or_default();
     if failed_tests.is_empty() {
-        failed_tests = crate::task::verify::failed_from_output(&output);
+        failed_tests = crate::eval::verify::failed_from_output(&output);
     }
     let tail: String = {
         let lines: Vec<&str> = output.lines().collect();

@@ -3,59 +3,19 @@
 //! so a re-run after a crash resumes without paying twice (trials come from the cache).
 
 use crate::error::Result;
-use crate::eval::run::{EvalContext, RunRequest, evaluate};
+use crate::eval::run::EvalContext;
 use crate::eval::schedule::Observer;
-use crate::experiment::Split;
 use crate::lineage;
-use crate::mine::{BUNDLE_FILE, Bundle, mine_run};
 use crate::workspace::Workspace;
 
-/// Evaluate `rev` on held_in (cached when possible), mine its failures, store the bundle with
-/// the run.
-pub async fn mine_rev(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    rev: &str,
-    observer: &mut dyn Observer,
-) -> Result<Bundle> {
-    let req = RunRequest::new(rev.to_string(), vec![Split::HeldIn]);
-    let run = evaluate(ws, ctx, &req, observer, None, None).await?;
-    if let Some(e) = crate::eval::no_evidence(&run.id, &run.results) {
-        return Err(e);
-    }
-    let mut bundle = mine_run(&ws.repo, &ctx.state_dir, &run.id, &ctx.fixed.splits.held_in)?;
-    if ctx.fixed.experiment.mine.diagnose == crate::experiment::Diagnose::Model
-        && let Some(model) = ctx.model.as_deref()
-    {
-        let d = &ctx.fixed.experiment.decoding;
-        crate::mine::diagnose::rediagnose(
-            &mut bundle,
-            model,
-            crate::model::Decoding {
-                temperature: d.temperature,
-                max_tokens: d.max_tokens,
-            },
-            &ctx.fixed.experiment.prices,
-        )
-        .await?;
-    }
-    let json = serde_json::to_vec_pretty(&bundle).expect("bundle serializes");
-    lineage::add_run_files(
-        &ws.repo,
-        &run.id,
-        &[(BUNDLE_FILE.to_string(), json)],
-        "Mined failure clusters\n",
-    )?;
-    Ok(bundle)
-}
-
+use super::mine_rev;
 use crate::experiment::{GateRule, ProposerKind};
 use crate::gate::Verdict;
 use crate::lineage::trailers::CommitMessage;
 use crate::lineage::{Proposal, ProposalState, keys};
+use crate::method::validate::{Validation, existing, validate};
 use crate::model::{Decoding, Model};
 use crate::propose::{RoundOptions, propose_round};
-use crate::validate::{Validation, existing, validate};
 
 pub struct EvolveOptions<'a> {
     pub rounds: u32,

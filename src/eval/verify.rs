@@ -8,9 +8,9 @@
 
 use regex::Regex;
 
-use super::{Task, TaskFormat, VerifierOutcome};
 use crate::error::{Error, Result};
 use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider};
+use crate::task::{Task, TaskFormat, VerifierOutcome};
 
 /// Characters of the verifier's output kept in the outcome.
 pub const OUTPUT_TAIL_CHARS: usize = 4000;

@@ -51,7 +51,7 @@ fn collect(dir: &'static Dir<'static>, base: &Path, out: &mut Vec<(String, &'sta
 }
 
 /// The default `.harness/experiment.yaml`, with `{{ suite }}` and `{{ model }}` to fill in.
-pub const EXPERIMENT_TEMPLATE: &str = include_str!("../templates/experiment.yaml");
+pub const EXPERIMENT_TEMPLATE: &str = include_str!("../../templates/experiment.yaml");
 
 /// The model of the bundled demo suite: the simulated model and its scenario.
 pub const MODEL_SIM: &str = "\
@@ -82,7 +82,7 @@ pub const MODEL_UNSET: &str = "\
   provider: unset
   name: unset";
 /// The initial `.harness/splits.yaml`.
-pub const SPLITS_TEMPLATE: &str = include_str!("../templates/splits.yaml");
+pub const SPLITS_TEMPLATE: &str = include_str!("../../templates/splits.yaml");
 
 /// A prompt template of the tool itself (`propose.md`, `diagnose.md`).
 pub fn prompt(name: &str) -> Option<&'static str> {

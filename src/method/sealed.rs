@@ -36,7 +36,7 @@ pub async fn open_test_split(
     let main = lineage::main_commit(repo)?;
     let mut base_results = Vec::new();
     for name in baselines {
-        let files: Vec<(String, String)> = crate::assets::harness_template(name)?
+        let files: Vec<(String, String)> = crate::support::assets::harness_template(name)?
             .into_iter()
             .map(|(p, c)| (p, c.to_string()))
             .collect();

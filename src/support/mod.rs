@@ -1,0 +1,7 @@
+//! Support code the pipeline shares: YAML with located errors, the embedded assets, secret
+//! redaction at the storage boundary, and process-owner marks for sweeping leftovers.
+
+pub mod assets;
+pub mod owner;
+pub mod secrets;
+pub mod yaml;

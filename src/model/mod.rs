@@ -143,6 +143,9 @@ pub trait Model: Send + Sync {
 }
 
 /// What [`connect`] needs besides the model config.
+/// Opens a recorded trace as a model (see [`ConnectContext::replay`]).
+pub type OpenReplay = fn(&Path) -> Result<Arc<dyn Model>>;
+
 pub struct ConnectContext<'a> {
     /// The harness repository's root: a relative sim scenario path is resolved against it.
     pub repo_root: &'a Path,
@@ -152,7 +155,7 @@ pub struct ConnectContext<'a> {
     pub builtin_scenario: fn(&str) -> Option<&'static str>,
     /// Opens a recorded trace as a model for the replay provider. Replaying reads traces, which
     /// belong to the agent layer above this one, so the caller supplies it.
-    pub replay: Option<fn(&Path) -> Result<Arc<dyn Model>>>,
+    pub replay: Option<OpenReplay>,
 }
 
 impl<'a> ConnectContext<'a> {

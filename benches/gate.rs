@@ -265,8 +265,8 @@ fn sequential(
         let n = look.trials as usize;
         let (p, t) = (truncate(parent, n), truncate(truth, n));
         let mut partial = p.pending_like();
-        let mut decision = try_settled_at(cfg, look, &p, &partial, SettleMode::CoverageSoFar)
-            .unwrap();
+        let mut decision =
+            try_settled_at(cfg, look, &p, &partial, SettleMode::CoverageSoFar).unwrap();
         if decision.is_none() {
             for (split, task, trial) in git_harness::gate::trial_order(&p) {
                 partial
@@ -367,12 +367,7 @@ fn sequential_figures() {
         println!(
             "{:<26} {:>20} {:>8} {:>8} {:>8} {:>15} {:>15} {:>14} {:>14}",
             name,
-            format!(
-                "{} [{:.1}, {:.1}]",
-                pct(acc[0]),
-                100.0 * lo,
-                100.0 * hi
-            ),
+            format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
             pct(acc[1]),
             pct(acc[2]),
             pct(acc[3]),

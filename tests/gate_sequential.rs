@@ -46,7 +46,14 @@ fn eval(t: Table) -> Evaluation {
 
 /// Run the whole sequential procedure under the null `reps` times; the fraction accepted.
 /// `broken`: test every look at the full alpha (the naive design).
-fn null_accept_rate(cfg: &GateConfig, probs: &[f64], base: u32, reps: u32, seed: u64, broken: bool) -> f64 {
+fn null_accept_rate(
+    cfg: &GateConfig,
+    probs: &[f64],
+    base: u32,
+    reps: u32,
+    seed: u64,
+    broken: bool,
+) -> f64 {
     let design = looks(cfg, base);
     let max = design.last().unwrap().trials;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -105,7 +112,10 @@ fn adaptive(alpha: f64, max_trials: u32, continue_p: f64) -> GateConfig {
 fn levels_sum_to_alpha_and_grow_towards_the_last_look() {
     let cfg = adaptive(0.05, 16, 0.25);
     let l = looks(&cfg, 2);
-    assert_eq!(l.iter().map(|l| l.trials).collect::<Vec<_>>(), [2, 4, 8, 16]);
+    assert_eq!(
+        l.iter().map(|l| l.trials).collect::<Vec<_>>(),
+        [2, 4, 8, 16]
+    );
     let sum: f64 = l.iter().map(|l| l.alpha).sum();
     assert!((sum - 0.05).abs() < 1e-12, "{sum}");
     assert!(l.windows(2).all(|w| w[0].alpha < w[1].alpha));

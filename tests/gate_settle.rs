@@ -71,10 +71,20 @@ fn case() -> impl Strategy<Value = Case> {
                 0usize..5,
                 any::<bool>(),
             ),
-            (0usize..4, 0usize..3, prop::collection::vec((0u32..4, 0u32..4), 5)),
+            (
+                0usize..4,
+                0usize..3,
+                prop::collection::vec((0u32..4, 0u32..4), 5),
+            ),
         )
             .prop_map(
-                move |(po, co, pend, (strict, alpha, allow_broke, cov, adaptive), (broke_alpha, cont, extra))| {
+                move |(
+                    po,
+                    co,
+                    pend,
+                    (strict, alpha, allow_broke, cov, adaptive),
+                    (broke_alpha, cont, extra),
+                )| {
                     let mut parent = Evaluation::default();
                     let mut partial = Evaluation::default();
                     let mut k = 0;
@@ -99,7 +109,10 @@ fn case() -> impl Strategy<Value = Case> {
                             if b > 0 {
                                 parent.evidence.insert(
                                     id.clone(),
-                                    git_harness::gate::Evidence { passes: a.min(b), trials: b },
+                                    git_harness::gate::Evidence {
+                                        passes: a.min(b),
+                                        trials: b,
+                                    },
                                 );
                             }
                             pt.insert(id, pv);

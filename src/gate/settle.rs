@@ -472,8 +472,7 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
 ///
 /// The parent must be run on the new trial ids too: the gate compares the same trial ids.
 pub fn wants_more_trials(cfg: &GateConfig, decision: &Decision, base: u32) -> Option<u32> {
-    if cfg.rule != GateRule::Strict || decision.verdict != Verdict::Reject || !decision.promising
-    {
+    if cfg.rule != GateRule::Strict || decision.verdict != Verdict::Reject || !decision.promising {
         return None;
     }
     let look = decision.look?;

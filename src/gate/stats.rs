@@ -227,7 +227,11 @@ fn ln_choose(n: u64, k: u64) -> f64 {
         return f64::NEG_INFINITY;
     }
     let k = k.min(n - k);
-    (1..=k)
-        .map(|i| ((n - k + i) as f64 / i as f64).ln())
-        .sum()
+    (1..=k).map(|i| ((n - k + i) as f64 / i as f64).ln()).sum()
+}
+
+/// A significance level for people: four significant digits at most.
+pub fn fmt_level(a: f64) -> String {
+    let s = format!("{a:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -344,6 +344,22 @@ fn sequential_figures() {
                 ..cfg(GateRule::Strict)
             },
         ),
+        (
+            "seq. 2→4→8, continue 0.5".into(),
+            GateConfig {
+                max_trials: Some(8),
+                continue_p: 0.5,
+                ..cfg(GateRule::Strict)
+            },
+        ),
+        (
+            "seq. 2→…→16, continue 0.5".into(),
+            GateConfig {
+                max_trials: Some(16),
+                continue_p: 0.5,
+                ..cfg(GateRule::Strict)
+            },
+        ),
     ];
     for (name, c) in designs {
         let base = if name == "fixed 4" { 4 } else { 2 };

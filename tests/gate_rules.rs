@@ -423,10 +423,14 @@ fn wants_more_trials_only_when_promising() {
     assert!(!d.promising);
     assert_eq!(wants_more_trials(&adaptive, &d, 2), None);
 
-    // A trade-off is never promising.
+    // A trade-off between splits on two trials is looked at again (the paper rule only stands
+    // in the way of an accept); at the last look it is a plain rejection.
     let pt = ev(&refs(&many("h", 6, "FF")), &[("v", "PP")]);
     let ct = ev(&refs(&many("h", 6, "PP")), &[("v", "PF")]);
     let d = decide(&adaptive, &pt, &ct).unwrap();
+    assert_eq!(d.verdict, Verdict::Reject);
+    assert!(d.promising, "{}", d.reason);
+    let d = decide(&strict(), &pt, &ct).unwrap();
     assert!(!d.promising);
     // An accept does not want more trials. The first of the looks 2, 4, 6 spends
     // alpha · (2/6)² = 0.0056: 8 improved tasks (p = 1/256) reach it.

@@ -107,9 +107,8 @@ pub struct Decision {
     pub statistic: PairedTest,
     pub margin: Margin,
     pub coverage: Coverage,
-    /// Strict rule before the last look of the sequential design: not accepted, but neither the
-    /// paper rule nor a significant break rejects it and p is at most `continue_p`, so the next
-    /// look could accept it. See [`super::wants_more_trials`].
+    /// Strict rule before the last look of the sequential design: not accepted, no significant
+    /// break and p at most `continue_p`, so the next look could accept it. See [`super::wants_more_trials`].
     pub promising: bool,
     /// The look of the sequential design this decision was taken at ([`super::design`]);
     /// `statistic.alpha` is the level spent at it.
@@ -394,13 +393,13 @@ impl Assessment {
     pub fn significant(&self) -> bool {
         self.test.p_value <= self.look.alpha
     }
-    /// Not accepted before the last look, with neither the paper rule nor a significant break
-    /// against it and p up to the futility bound: the next look could accept it.
+    /// Not accepted before the last look, no significant break and p up to the futility bound:
+    /// the next look could accept it. A paper-rule failure on few trials is noise as often as
+    /// not, so it only stands in the way of an accept, not of the next look.
     pub fn promising(&self, cfg: &GateConfig) -> bool {
         !self.look.last()
             && cfg.rule == GateRule::Strict
             && self.coverage_ok
-            && self.paper_ok
             && self.broke_ok(cfg)
             && self.verdict(cfg) != Verdict::Accept
             && self.test.p_value <= promising_threshold(cfg)

@@ -226,9 +226,11 @@ pub fn try_settled_at(
             } else {
                 promising_threshold(cfg)
             };
-            if !hi.paper_ok || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
+            // Before the last look a paper-rule failure does not reject (more trials may undo
+            // it); at the last look it does.
+            if (last && !hi.paper_ok) || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
                 let mut why = Vec::new();
-                if !hi.paper_ok {
+                if last && !hi.paper_ok {
                     why.push(paper_failure(&hi));
                 }
                 if !hi.broke_ok(cfg) {
@@ -267,10 +269,9 @@ pub fn try_settled_at(
             // Promising in every completion: nothing rejects it and none accepts it (the best
             // completion has the smallest p and the fewest suspected breaks).
             if !last
-                && lo.paper_ok
                 && !break_risk
                 && lo.test.p_value <= promising_threshold(cfg)
-                && (hi.test.p_value > look.alpha || !hi.suspect_ok(cfg))
+                && (!hi.paper_ok || hi.test.p_value > look.alpha || !hi.suspect_ok(cfg))
             {
                 return Ok(stop(
                     Verdict::Reject,
@@ -466,8 +467,8 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
 }
 
 /// Adaptive trials: the trial count of the next look of the sequential design
-/// ([`super::design`]) when the decision was promising (not accepted before the last look,
-/// nothing rejects it and p is at most `continue_p`), `None` otherwise. `base` is the first
+/// ([`super::design`]) when the decision was promising (not accepted before the last look, no
+/// significant break and p at most `continue_p`), `None` otherwise. `base` is the first
 /// look's trial count (the experiment's `trials`).
 ///
 /// The parent must be run on the new trial ids too: the gate compares the same trial ids.

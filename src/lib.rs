@@ -11,6 +11,8 @@ pub mod exit;
 pub mod experiment;
 pub mod gate;
 pub mod harness;
+#[cfg(test)]
+mod layering;
 pub mod lineage;
 pub mod method;
 pub mod mine;

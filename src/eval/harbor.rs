@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Digest;
 
 use crate::agent::trace::{Ending, Event, ResponseEvent, ToolEvent, Totals as TraceTotals, Trace};
 use crate::error::{Error, IoContext, Result};
@@ -215,16 +214,16 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
     parsed.sort_by(|a, b| (&a.3, &a.2.trial_name).cmp(&(&b.3, &b.2.trial_name)));
 
     // The same job on the same commit and experiment is the same run.
-    let mut h = sha2::Sha256::default();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(commit.id().as_bytes());
     h.update(fingerprint.as_bytes());
     for (_, bytes, _, _, _, atif) in &parsed {
-        h.update(sha2::Sha256::digest(bytes));
+        h.update(crate::support::digest::sha256(bytes));
         if let Some((_, b)) = atif {
-            h.update(sha2::Sha256::digest(b));
+            h.update(crate::support::digest::sha256(b));
         }
     }
-    let digest = hex::encode(h.finalize());
+    let digest = h.hex();
     let id = format!("harbor-{}", &digest[..16]);
 
     let mut out = ImportOutcome {

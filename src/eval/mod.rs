@@ -15,10 +15,13 @@ pub mod verify;
 pub use verify::{VerifyOptions, verify};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::model::Usage;
 use crate::task::VerifierOutcome;
+
+/// The files of a run record (the tree of `refs/harness/runs/<id>`).
+pub const RUN_FILE: &str = "run.yaml";
+pub const RESULTS_FILE: &str = "results.jsonl";
 
 /// Which agent plays the trials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -208,11 +211,11 @@ pub struct TrialId {
 /// The per-trial seed: a function of the experiment seed, the task and the trial index only, so
 /// repeated and resumed runs give the same trial the same seed.
 pub fn trial_seed(run_seed: u64, task: &str, trial: u32) -> u64 {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(run_seed.to_le_bytes());
     h.update(task.as_bytes());
     h.update(trial.to_le_bytes());
-    let d = h.finalize();
+    let d = h.finish();
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 

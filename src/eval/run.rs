@@ -436,7 +436,7 @@ fn covering_run(
     let mut best: Option<(String, Oid, RunRecord, usize)> = None;
     for (id, oid, _) in lineage::list_runs(repo)? {
         // run.yaml alone decides most candidates; results are read only for those it admits.
-        let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RUN_FILE)? else {
+        let Some(bytes) = lineage::read_run_file(repo, &id, super::RUN_FILE)? else {
             continue;
         };
         let Ok(record) = serde_yaml::from_slice::<RunRecord>(&bytes) else {

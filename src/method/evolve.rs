@@ -251,7 +251,7 @@ async fn promote_round(
     if accepted.is_empty() {
         return Ok(None);
     }
-    let report = |v: &Validation| crate::report::gate_report(&v.record);
+    let report = |v: &Validation| v.record.gate_report();
     if accepted.len() >= 2 {
         let mut surfaces: Vec<&str> = Vec::new();
         let parts: Vec<&Validation> = accepted

@@ -294,11 +294,7 @@ fn record_of(
             GateRule::Paper => "paper".into(),
             GateRule::Strict => "strict".into(),
         },
-        verdict: match d.verdict {
-            Verdict::Accept => lineage::Verdict::Accept,
-            Verdict::Reject => lineage::Verdict::Reject,
-            Verdict::Indecisive => lineage::Verdict::Indecisive,
-        },
+        verdict: d.verdict,
         reason: d.reason.clone(),
         held_in: cmp(&d.held_in),
         validation: cmp(&d.validation),

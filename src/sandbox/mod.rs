@@ -16,7 +16,8 @@ use crate::task::Task;
 mod auto;
 pub mod docker;
 pub mod image;
-pub mod image_map;
+/// Image map patterns are configured with the experiment.
+pub use crate::experiment::image_map;
 pub mod local;
 mod output;
 pub mod view;

@@ -24,7 +24,7 @@ pub mod support;
 pub mod task;
 pub mod workspace;
 
-pub use error::{Error, Result};
+pub use error::{Error, InfraClass, Result};
 
 /// The version recorded in run records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::agent::trace::{Ending, Event, ResponseEvent, ToolEvent, Totals as TraceTotals, Trace};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::journal::{Journal, RunMeta};
-use crate::eval::{AgentKind, Durations, InfraKind, Outcome, TrialResult};
+use crate::eval::{AgentKind, Durations, InfraClass, Outcome, TrialResult};
 use crate::experiment::Split;
 use crate::lineage;
 use crate::model::{ToolCall, Usage};
@@ -424,7 +424,7 @@ fn reward_of(t: &TrialFile, file: &Path) -> Result<Option<f64>> {
 
 /// How a Harbor exception counts: an infrastructure class, or the agent's own ending.
 enum Exception {
-    Infra(InfraKind),
+    Infra(InfraClass),
     Agent(Ending),
 }
 
@@ -444,7 +444,7 @@ fn classify(exception_type: &str) -> Exception {
     }
     let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
     if t.starts_with("RewardFile") || has(&["Verifier", "Parse"]) {
-        Exception::Infra(InfraKind::Verifier)
+        Exception::Infra(InfraClass::Verifier)
     } else if has(&[
         "RateLimit",
         "API",
@@ -453,11 +453,11 @@ fn classify(exception_type: &str) -> Exception {
         "Model",
         "Provider",
     ]) {
-        Exception::Infra(InfraKind::Model)
+        Exception::Infra(InfraClass::Model)
     } else {
         // Environment start, Docker, builds, cancellation and anything unknown: the trial
         // says nothing about the harness.
-        Exception::Infra(InfraKind::Sandbox)
+        Exception::Infra(InfraClass::Sandbox)
     }
 }
 

@@ -257,6 +257,7 @@ pub fn update_note(
         return Err(super::locked(repo, NOTES_REF));
     }
     Err(Error::Infra {
+        class: crate::InfraClass::Other,
         message: format!("could not update {NOTES_REF}: too many concurrent writers"),
         hint: Some("re-run the command".into()),
     })

@@ -155,6 +155,7 @@ pub async fn evolve(
                 // Undecided for want of a single clean pair: the evidence is all infrastructure
                 // errors, and going on would only spend more.
                 return Err(crate::Error::Infra {
+                    class: crate::InfraClass::Other,
                     message: format!(
                         "no evidence: every trial pair of the validation of {} hit an infrastructure error",
                         p.name()

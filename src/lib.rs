@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod exit;
 pub mod experiment;
+pub mod gateway;
 pub mod gate;
 pub mod harness;
 pub mod lineage;

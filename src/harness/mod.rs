@@ -8,7 +8,7 @@ mod manifest;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use manifest::{Bounds, Manifest, Protocol, Surface, SurfaceKind};
+pub use manifest::{AgentApi, AgentSpec, Bounds, Manifest, Protocol, Surface, SurfaceKind};
 
 use crate::error::{Error, GitContext, IoContext, Result};
 

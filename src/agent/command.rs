@@ -37,6 +37,19 @@ pub async fn run_command_episode(
     model: &dyn Model,
     agent_paths: &[std::path::PathBuf],
 ) -> Result<Episode> {
+    let r = run_agent(spec, sandbox, gateway, model, agent_paths).await;
+    // Whatever happened, the verifier sees none of the agent's mounts.
+    sandbox.hide_read_only().await;
+    r
+}
+
+async fn run_agent(
+    spec: &EpisodeSpec<'_>,
+    sandbox: &dyn Sandbox,
+    gateway: &Gateway,
+    model: &dyn Model,
+    agent_paths: &[std::path::PathBuf],
+) -> Result<Episode> {
     let agent: &AgentSpec = spec.harness.manifest.agent.as_ref().ok_or_else(|| {
         Error::Internal("a command harness without an agent section was run".into())
     })?;
@@ -57,9 +70,7 @@ pub async fn run_command_episode(
     }
     let harness_dir = sandbox.show_read_only(files.path(), HARNESS_DIR).await?;
     for p in agent_paths {
-        sandbox
-            .show_read_only(p, &p.to_string_lossy())
-            .await?;
+        sandbox.show_read_only(p, &p.to_string_lossy()).await?;
     }
     let route = sandbox
         .gateway_route(&GatewayEndpoints {
@@ -97,7 +108,10 @@ pub async fn run_command_episode(
         ("HARNESS_MAX_TOKENS", spec.budgets.max_tokens.to_string()),
         ("HARNESS_MODEL", pin.model.clone()),
         ("HARNESS_TEMPERATURE", pin.decoding.temperature.to_string()),
-        ("HARNESS_MAX_OUTPUT_TOKENS", pin.decoding.max_tokens.to_string()),
+        (
+            "HARNESS_MAX_OUTPUT_TOKENS",
+            pin.decoding.max_tokens.to_string(),
+        ),
         ("OPENAI_BASE_URL", format!("{base}/v1")),
         ("OPENAI_API_BASE", format!("{base}/v1")),
         ("ANTHROPIC_BASE_URL", base.clone()),

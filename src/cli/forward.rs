@@ -19,6 +19,9 @@ pub fn run(_ui: &mut Ui, args: Args) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(git_harness::gateway::forward::forward(&args.socket, args.port))?;
+    rt.block_on(git_harness::gateway::forward::forward(
+        &args.socket,
+        args.port,
+    ))?;
     Ok(0)
 }

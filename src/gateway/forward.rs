@@ -14,7 +14,11 @@ use crate::error::{Error, Result};
 pub async fn forward(socket: &Path, port: u16) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|e| Error::infra(format!("sandbox: forwarder cannot listen on port {port}: {e}")))?;
+        .map_err(|e| {
+            Error::infra(format!(
+                "sandbox: forwarder cannot listen on port {port}: {e}"
+            ))
+        })?;
     loop {
         let (mut tcp, _) = match listener.accept().await {
             Ok(c) => c,

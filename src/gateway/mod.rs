@@ -409,7 +409,9 @@ async fn handle(s: Arc<Shared>, api: Api, headers: HeaderMap, body: Bytes) -> Re
         (Api::Anthropic, true) => {
             let events = wire::anthropic_stream(&id, model, &r)
                 .into_iter()
-                .map(|(e, d)| Ok::<_, std::convert::Infallible>(SseEvent::default().event(e).data(d)));
+                .map(|(e, d)| {
+                    Ok::<_, std::convert::Infallible>(SseEvent::default().event(e).data(d))
+                });
             Sse::new(futures_util::stream::iter(events)).into_response()
         }
     }

@@ -37,7 +37,9 @@ fn text_of(v: &Value) -> Option<String> {
                 .filter_map(|p| match p {
                     Value::String(s) => Some(s.clone()),
                     _ => match p.get("type").and_then(Value::as_str) {
-                        Some("text") | None => p.get("text").and_then(Value::as_str).map(String::from),
+                        Some("text") | None => {
+                            p.get("text").and_then(Value::as_str).map(String::from)
+                        }
                         Some("tool_result") => p.get("content").and_then(text_of),
                         Some(other) => Some(format!("[{other}]")),
                     },
@@ -50,7 +52,10 @@ fn text_of(v: &Value) -> Option<String> {
 }
 
 fn str_field(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn common(v: &Value) -> Result<Parsed, String> {
@@ -116,7 +121,12 @@ pub fn openai_request(v: &Value) -> Result<Parsed, String> {
                 .map(String::from),
         });
     }
-    for t in v.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for t in v
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let f = t.get("function").unwrap_or(t);
         p.tools.push(ToolSpec {
             name: str_field(f, "name"),
@@ -160,7 +170,11 @@ pub fn anthropic_request(v: &Value) -> Result<Parsed, String> {
                 Some("tool_use") => calls.push(ToolCall {
                     id: str_field(b, "id"),
                     name: str_field(b, "name"),
-                    arguments: b.get("input").cloned().unwrap_or_else(|| json!({})).to_string(),
+                    arguments: b
+                        .get("input")
+                        .cloned()
+                        .unwrap_or_else(|| json!({}))
+                        .to_string(),
                 }),
                 Some("tool_result") => {
                     let id = str_field(b, "tool_use_id");
@@ -190,7 +204,12 @@ pub fn anthropic_request(v: &Value) -> Result<Parsed, String> {
             });
         }
     }
-    for t in v.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for t in v
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         p.tools.push(ToolSpec {
             name: str_field(t, "name"),
             description: str_field(t, "description"),
@@ -260,7 +279,10 @@ pub fn openai_stream(id: &str, model: &str, r: &ChatResponse, include_usage: boo
         })
         .to_string()
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(c) = r.content.as_deref().filter(|c| !c.is_empty()) {
         out.push(chunk(json!({"content": c}), Value::Null));
     }

@@ -827,6 +827,12 @@ impl Sandbox for LocalSandbox {
         Ok(at.to_string())
     }
 
+    async fn hide_read_only(&self) {
+        if let Ok(mut extra) = self.extra_ro.lock() {
+            extra.clear();
+        }
+    }
+
     async fn gateway_route(&self, gw: &super::GatewayEndpoints) -> Result<super::GatewayRoute> {
         if !self.bwrap || self.network {
             // The host's network namespace: the gateway's loopback port is right there.

@@ -147,6 +147,9 @@ pub trait Sandbox: Send + Sync {
         self.copy_dir_in(host_dir, at).await?;
         Ok(at.to_string())
     }
+    /// Stop showing what [`Sandbox::show_read_only`] and [`Sandbox::gateway_route`] bound in:
+    /// the agent's phase is over, and the verifier sees none of it.
+    async fn hide_read_only(&self) {}
     /// How later commands reach the model gateway, and nothing else: the base URL (no path)
     /// and a shell prelude to run first (e.g. a forwarder). Sandboxes without a route say so.
     async fn gateway_route(&self, gateway: &GatewayEndpoints) -> Result<GatewayRoute> {

@@ -185,6 +185,21 @@ pub fn path_problem(path: &str) -> Option<String> {
     None
 }
 
+/// Check that a `.yaml`/`.yml`/`.json` file parses (the files of agent programs).
+pub fn validate_yaml(path: &str, content: &str) -> Result<()> {
+    if path.ends_with(".yaml") || path.ends_with(".yml") || path.ends_with(".json") {
+        serde_yaml::from_str::<serde_yaml::Value>(content).map_err(|e| {
+            Error::config(
+                path,
+                e.location().map(|l| l.line()),
+                "(document)",
+                e.to_string(),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Check that a harness file parses as what its location says it is (YAML of tools, middleware,
 /// checks; prompt templates compile). Used by `init` and by the proposal checker.
 pub fn validate_file(path: &str, content: &str) -> Result<()> {

@@ -116,6 +116,17 @@ fn command_repo(
     base_url: &str,
     pydeps: &std::path::Path,
 ) -> Repo {
+    command_repo_on("local", agent, api, env, base_url, pydeps)
+}
+
+fn command_repo_on(
+    runner: &str,
+    agent: &str,
+    api: &str,
+    env: &str,
+    base_url: &str,
+    pydeps: &std::path::Path,
+) -> Repo {
     let repo = Repo::init_split();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/agents")
@@ -130,7 +141,7 @@ fn command_repo(
     let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     exp["model"] = json!({"provider": "openai", "name": "stub", "base_url": base_url,
                           "api_key_env": KEY_VAR, "timeout_sec": 30, "max_retries": 0});
-    exp["runner"] = json!({"kind": "local", "concurrency": 1, "agent_paths": [pydeps]});
+    exp["runner"] = json!({"kind": runner, "concurrency": 1, "agent_paths": [pydeps]});
     exp["trials"] = json!(1);
     std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
     repo.git(&["add", "-A"]);
@@ -309,4 +320,57 @@ fn only_the_gateway_is_reachable_and_other_models_are_refused() {
     assert_eq!(events.iter().filter(|e| e["type"] == "refused").count(), 2);
     // Refused requests never reached the model.
     assert_eq!(reported.lock().unwrap().requests.len(), 2);
+}
+
+/// Docker is reachable and has the base image; outside CI a missing engine skips loudly.
+fn docker_or_skip(test: &str) -> bool {
+    let ok = std::process::Command::new("docker")
+        .args(["image", "inspect", git_harness::sandbox::image::BASE_IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{test}: no Docker engine with {} (CI is set, Docker tests must run)",
+            git_harness::sandbox::image::BASE_IMAGE
+        );
+        eprintln!("\n!!!!! SKIPPING {test}: no Docker engine with the base image !!!!!\n");
+    }
+    ok
+}
+
+#[test]
+fn in_docker_the_tunnel_reaches_only_the_gateway() {
+    let test = "in_docker_the_tunnel_reaches_only_the_gateway";
+    let Some(deps) = pydeps(test) else { return };
+    if !docker_or_skip(test) {
+        return;
+    }
+    let (base_url, reported) = serve();
+    let stand_in = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let env = format!("PROBE={stand_in},1.1.1.1:80");
+    let repo = command_repo_on(
+        "docker",
+        "openai_agent.py",
+        "openai",
+        &env,
+        &base_url,
+        &deps,
+    );
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
+    let output = trace["command"]["output"].as_str().unwrap();
+    assert!(
+        output.contains(&format!("REACH {stand_in} failed")),
+        "{output}"
+    );
+    assert!(output.contains("REACH 1.1.1.1:80 failed"), "{output}");
+    let r = reported.lock().unwrap();
+    assert_eq!(r.requests.len(), 2, "{output}");
+    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
+    drop(r);
+    assert_key_stored_nowhere(&repo);
 }

@@ -25,3 +25,18 @@ pub fn run(_ui: &mut Ui, args: Args) -> Result<i32> {
     ))?;
     Ok(0)
 }
+
+/// Carry 127.0.0.1:PORT over stdin/stdout to the model gateway (used inside containers).
+#[derive(clap::Args, Debug)]
+pub struct TunnelArgs {
+    pub port: u16,
+}
+
+pub fn tunnel(_ui: &mut Ui, args: TunnelArgs) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(git_harness::gateway::forward::tunnel_serve(args.port))?;
+    Ok(0)
+}

@@ -85,6 +85,8 @@ pub enum Command {
     InstallMan(install_man::Args),
     #[command(name = "__forward", hide = true)]
     Forward(forward::Args),
+    #[command(name = "__tunnel", hide = true)]
+    Tunnel(forward::TunnelArgs),
 }
 
 pub fn main() -> i32 {
@@ -159,5 +161,6 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Why(a) => why::run(ui, a),
         Command::InstallMan(a) => install_man::run(ui, a),
         Command::Forward(a) => forward::run(ui, a),
+        Command::Tunnel(a) => forward::tunnel(ui, a),
     }
 }

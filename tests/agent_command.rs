@@ -52,11 +52,20 @@ struct Reported {
     prompt: u64,
     completion: u64,
     requests: Vec<Value>,
+    /// The command of the first tool call.
+    first_command: String,
 }
 
 /// An OpenAI-compatible stand-in: solves `word-count` in two tool calls, then says done.
 fn serve() -> (String, Arc<Mutex<Reported>>) {
-    let reported = Arc::new(Mutex::new(Reported::default()));
+    serve_with("wc -w < input.txt > count.txt")
+}
+
+fn serve_with(first_command: &str) -> (String, Arc<Mutex<Reported>>) {
+    let reported = Arc::new(Mutex::new(Reported {
+        first_command: first_command.to_string(),
+        ..Reported::default()
+    }));
     let (tx, rx) = std::sync::mpsc::channel();
     let state = reported.clone();
     std::thread::spawn(move || {
@@ -92,11 +101,7 @@ async fn answer(
             {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}]})
     };
     let message = match observations {
-        0 => call(
-            "c1",
-            "bash",
-            json!({"command": "wc -w < input.txt > count.txt"}),
-        ),
+        0 => call("c1", "bash", json!({"command": r.first_command})),
         1 => call("c2", "submit", json!({"summary": "done"})),
         _ => json!({"role": "assistant", "content": "done"}),
     };
@@ -373,4 +378,55 @@ fn in_docker_the_tunnel_reaches_only_the_gateway() {
     assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
     drop(r);
     assert_key_stored_nowhere(&repo);
+}
+
+#[test]
+fn an_exhausted_turn_budget_is_the_agents_failure_and_the_trace_is_mined_and_exported() {
+    let test = "an_exhausted_turn_budget_is_the_agents_failure_and_the_trace_is_mined_and_exported";
+    let Some(deps) = pydeps(test) else { return };
+    let (base_url, reported) = serve_with("cat missing.txt");
+    let repo = command_repo("openai_agent.py", "openai", "", &base_url, &deps);
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["budgets"]["max_turns"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["commit", "-qam", "One turn"]);
+    // The agent loops up to HARNESS_MAX_TURNS; a second request would need a second turn.
+    let manifest = std::fs::read_to_string(repo.root.join("harness.yaml"))
+        .unwrap()
+        .replace(
+            "python3 $HARNESS_DIR/agent.py",
+            "HARNESS_MAX_TURNS=5 python3 $HARNESS_DIR/agent.py",
+        );
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    repo.git(&["commit", "-qam", "Let the agent try more turns"]);
+    let (run, trace) = run_word_count(&repo);
+    // A failed trial, not an infrastructure error.
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("0/1"), "{}", run.stdout);
+    assert_eq!(trace["ending"]["reason"], "budget_turns", "{trace:#}");
+    assert_eq!(reported.lock().unwrap().requests.len(), 1);
+    let tool = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "tool_call")
+        .unwrap_or_else(|| panic!("{trace:#}"));
+    assert_eq!(tool["command"], "cat missing.txt");
+    assert_eq!(tool["ok"], false);
+
+    let run_id = repo
+        .git(&[
+            "for-each-ref",
+            "--format=%(refname:lstrip=3)",
+            "refs/harness/runs/",
+        ])
+        .trim()
+        .to_string();
+    let mined = repo.harness(&["mine", "--run", &run_id]);
+    assert_eq!(mined.code, 0, "{mined:#?}");
+    assert!(mined.stdout.contains("word-count"), "{}", mined.stdout);
+    let atif = repo.harness(&["export", "--atif", &format!("{run_id}:word-count#0")]);
+    assert_eq!(atif.code, 0, "{atif:#?}");
+    assert!(atif.stdout.contains("cat missing.txt"), "{}", atif.stdout);
 }

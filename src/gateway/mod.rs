@@ -338,6 +338,9 @@ async fn handle(s: Arc<Shared>, api: Api, headers: HeaderMap, body: Bytes) -> Re
             return error(api, StatusCode::BAD_GATEWAY, "api_error", &m);
         }
         if let Some(why) = exhausted(&mut st) {
+            // What the agent observed of its last actions still belongs to the trace.
+            let turn = st.rec.turns;
+            record_observations(&mut st, turn + 1, &parsed);
             return error(api, StatusCode::BAD_REQUEST, "budget_exhausted", &why);
         }
         st.rec.turns += 1;
@@ -455,6 +458,28 @@ fn exhausted(st: &mut SessionState) -> Option<String> {
 /// Record a request: the observations of the last answer's tool calls as tool events, the
 /// system message when it changed, and the other new messages.
 fn record_request(st: &mut SessionState, turn: u32, p: &Parsed) {
+    let (system, fresh) = record_observations(st, turn, p);
+    let t_ms = st.t_ms();
+    let changed = system.is_some() && system != st.last_system;
+    if changed {
+        st.last_system = system.clone();
+    }
+    st.rec.tools = p.tools.clone();
+    st.rec.events.push(Event::ModelRequest(RequestEvent {
+        turn,
+        t_ms,
+        system: if changed { system } else { None },
+        messages: fresh,
+    }));
+}
+
+/// Record the observations of the last answer's tool calls as tool events; returns the
+/// request's system message and its other new messages.
+fn record_observations(
+    st: &mut SessionState,
+    turn: u32,
+    p: &Parsed,
+) -> (Option<String>, Vec<Message>) {
     let system: Option<String> = {
         let parts: Vec<&str> = p
             .messages
@@ -519,17 +544,7 @@ fn record_request(st: &mut SessionState, turn: u32, p: &Parsed) {
             _ => fresh.push(m.clone()),
         }
     }
-    let changed = system.is_some() && system != st.last_system;
-    if changed {
-        st.last_system = system.clone();
-    }
-    st.rec.tools = p.tools.clone();
-    st.rec.events.push(Event::ModelRequest(RequestEvent {
-        turn,
-        t_ms,
-        system: if changed { system } else { None },
-        messages: fresh,
-    }));
+    (system, fresh)
 }
 
 fn tool_event(

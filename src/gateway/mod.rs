@@ -38,6 +38,23 @@ use wire::{Api, Parsed};
 /// The file name of the gateway's Unix socket inside its directory.
 pub const SOCKET_NAME: &str = "gateway.sock";
 
+static HELPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Name the `git-harness` binary that sandboxes run as the forwarder or tunnel, for programs
+/// that use the library but are not that binary themselves (benchmarks). Set once.
+pub fn set_helper_binary(path: PathBuf) {
+    let _ = HELPER.set(path);
+}
+
+/// The `git-harness` binary sandboxes run as the forwarder or tunnel: this program, unless
+/// [`set_helper_binary`] named another.
+pub fn helper_binary() -> std::io::Result<PathBuf> {
+    match HELPER.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
 /// Tool outputs are clipped to this many bytes in the trace.
 const MAX_OUTPUT: usize = 8 * 1024;
 

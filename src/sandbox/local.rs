@@ -843,7 +843,7 @@ impl Sandbox for LocalSandbox {
         }
         // A network namespace of its own with only a loopback: the gateway's socket and this
         // binary go in read-only, and a forwarder relays the loopback port to the socket.
-        let exe = std::env::current_exe()
+        let exe = crate::gateway::helper_binary()
             .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
         let dir = "/run/git-harness";
         let socket = format!("{dir}/{}", crate::gateway::SOCKET_NAME);

@@ -430,3 +430,59 @@ fn an_exhausted_turn_budget_is_the_agents_failure_and_the_trace_is_mined_and_exp
     assert_eq!(atif.code, 0, "{atif:#?}");
     assert!(atif.stdout.contains("cat missing.txt"), "{}", atif.stdout);
 }
+
+#[test]
+fn the_simulated_model_answers_a_command_harness_offline() {
+    let test = "the_simulated_model_answers_a_command_harness_offline";
+    let Some(deps) = pydeps(test) else { return };
+    // The repository's own model: the sim on the demo suite, reached through the gateway.
+    let repo = Repo::init_split();
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/openai_agent.py");
+    std::fs::copy(&src, repo.root.join("agent.py")).unwrap();
+    let manifest = format!(
+        "name: sdk-agent\nprotocol: command\nagent:\n  command: PYTHONPATH={deps} python3 $HARNESS_DIR/agent.py\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n  - path: agent.py\n    kind: file\n",
+        deps = deps.display()
+    );
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"] = json!({"kind": "local", "concurrency": 2, "agent_paths": [deps]});
+    exp["trials"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "Run an SDK agent on the sim"]);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout.contains("infra") && !run.stderr.contains("infrastructure"),
+        "{run:#?}"
+    );
+    assert!(
+        trace["model"].as_str().unwrap().starts_with("sim"),
+        "{trace:#}"
+    );
+    assert_eq!(trace["ending"]["reason"], "exited", "{trace:#}");
+    let tools: Vec<&Value> = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "tool_call")
+        .collect();
+    assert!(tools.iter().any(|t| t["tool"] == "bash"), "{trace:#}");
+    // Every answer's call is in the trace, the last one (no request came after it) without
+    // an observation.
+    let answered: usize = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "model_response")
+        .map(|e| e["tool_calls"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(tools.len(), answered, "{trace:#}");
+    assert_eq!(
+        tools.last().unwrap()["output"],
+        git_harness::gateway::NO_OBSERVATION
+    );
+    assert!(trace["totals"]["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}

@@ -55,6 +55,9 @@ pub fn helper_binary() -> std::io::Result<PathBuf> {
     }
 }
 
+/// The output of a tool call the agent never reported back.
+pub const NO_OBSERVATION: &str = "[no observation: the agent ended after this call]";
+
 /// Tool outputs are clipped to this many bytes in the trace.
 const MAX_OUTPUT: usize = 8 * 1024;
 
@@ -186,7 +189,18 @@ impl Session {
     /// Close the session and take what it recorded.
     pub fn finish(self) -> Recording {
         self.close();
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        // The last answer's calls had no request after them (the agent ended, e.g. on a
+        // `submit`): recorded without an observation, so the trace still shows them.
+        let pending = std::mem::take(&mut st.pending);
+        let (turn, t_ms) = (st.rec.turns, st.t_ms());
+        for c in pending {
+            let mut ev = tool_event(turn, t_ms, &c.id, &c.name, &c.arguments, "", false);
+            ev.output = NO_OBSERVATION.to_string();
+            ev.exit_code = None;
+            st.rec.tool_calls += 1;
+            st.rec.events.push(Event::ToolCall(ev));
+        }
         st.rec.clone()
     }
 

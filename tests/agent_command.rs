@@ -54,6 +54,8 @@ struct Reported {
     requests: Vec<Value>,
     /// The command of the first tool call.
     first_command: String,
+    /// Answer every request with HTTP 500.
+    down: bool,
 }
 
 /// An OpenAI-compatible stand-in: solves `word-count` in two tool calls, then says done.
@@ -85,9 +87,18 @@ fn serve_with(first_command: &str) -> (String, Arc<Mutex<Reported>>) {
 async fn answer(
     State(r): State<Arc<Mutex<Reported>>>,
     body: axum::body::Bytes,
-) -> axum::Json<Value> {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let body: Value = serde_json::from_slice(&body).unwrap();
     let mut r = r.lock().unwrap();
+    if r.down {
+        r.requests.push(body);
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "upstream is down",
+        )
+            .into_response();
+    }
     let n = r.requests.len();
     let observations = body["messages"]
         .as_array()
@@ -110,6 +121,7 @@ async fn answer(
         "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
     }))
+    .into_response()
 }
 
 /// A repository whose harness is `agent` (a file of tests/fixtures/agents/) run through the
@@ -485,4 +497,27 @@ fn the_simulated_model_answers_a_command_harness_offline() {
         git_harness::gateway::NO_OBSERVATION
     );
     assert!(trace["totals"]["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn an_upstream_failure_is_an_infrastructure_error_not_the_agents() {
+    let test = "an_upstream_failure_is_an_infrastructure_error_not_the_agents";
+    let Some(deps) = pydeps(test) else { return };
+    let (base_url, reported) = serve();
+    reported.lock().unwrap().down = true;
+    let repo = command_repo("openai_agent.py", "openai", "", &base_url, &deps);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(trace["ending"]["reason"], "model_error", "{trace:#}");
+    assert!(run.stdout.contains("infra"), "{run:#?}");
+    let results = repo.git(&[
+        "show",
+        &format!(
+            "{}:results.jsonl",
+            repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"])
+                .trim()
+        ),
+    ]);
+    let r: Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    assert_eq!(r["outcome"], "infra-error", "{r}");
+    assert_eq!(r["infra"], "model", "{r}");
 }

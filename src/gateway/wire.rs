@@ -195,7 +195,9 @@ pub fn anthropic_request(v: &Value) -> Result<Parsed, String> {
                 }
             }
         }
-        if !texts.is_empty() || !calls.is_empty() {
+        // An assistant turn is kept even when empty: the gateway counts the messages a client
+        // repeats to find what is new.
+        if !texts.is_empty() || !calls.is_empty() || role == Role::Assistant {
             p.messages.push(Message {
                 role,
                 content: (!texts.is_empty()).then(|| texts.join("\n")),

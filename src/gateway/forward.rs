@@ -15,9 +15,8 @@ pub async fn forward(socket: &Path, port: u16) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| {
-            Error::infra(format!(
-                "sandbox: forwarder cannot listen on port {port}: {e}"
-            ))
+            crate::error::InfraClass::Sandbox
+                .error(format!("forwarder cannot listen on port {port}: {e}"))
         })?;
     loop {
         let (mut tcp, _) = match listener.accept().await {
@@ -125,7 +124,10 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|e| Error::infra(format!("sandbox: tunnel cannot listen on port {port}: {e}")))?;
+        .map_err(|e| {
+            crate::error::InfraClass::Sandbox
+                .error(format!("tunnel cannot listen on port {port}: {e}"))
+        })?;
     let (frames, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<(u32, u8, Vec<u8>)>();
     let conns: Conns = Default::default();
     let writer = tokio::spawn(async move {
@@ -258,9 +260,8 @@ where
         Ok(Ok(())) => Ok(task),
         _ => {
             task.abort();
-            Err(Error::infra(
-                "sandbox: the gateway tunnel inside the sandbox did not start",
-            ))
+            Err(crate::error::InfraClass::Sandbox
+                .error("the gateway tunnel inside the sandbox did not start"))
         }
     }
 }

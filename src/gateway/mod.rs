@@ -30,7 +30,7 @@ use axum::routing::post;
 use serde_json::Value;
 
 use crate::agent::trace::{Ending, Event, RequestEvent, ResponseEvent, ToolEvent};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::experiment::{Budgets, DecodingConfig, Prices};
 use crate::model::{ChatRequest, Decoding, Message, Model, Role, ToolCall, ToolSpec, Usage};
 use wire::{Api, Parsed};
@@ -236,10 +236,14 @@ impl Gateway {
             .with_state(shared.clone());
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| Error::infra(format!("sandbox: cannot start the model gateway: {e}")))?;
-        let addr = tcp
-            .local_addr()
-            .map_err(|e| Error::infra(format!("sandbox: the model gateway has no address: {e}")))?;
+            .map_err(|e| {
+                crate::error::InfraClass::Sandbox
+                    .error(format!("cannot start the model gateway: {e}"))
+            })?;
+        let addr = tcp.local_addr().map_err(|e| {
+            crate::error::InfraClass::Sandbox
+                .error(format!("the model gateway has no address: {e}"))
+        })?;
         let dir = tempfile::Builder::new()
             .prefix("git-harness-gateway.")
             .tempdir()

@@ -118,15 +118,21 @@ async fn three_replies_without_a_tool_call_end_with_format_errors() {
 
 #[tokio::test]
 async fn cancel_ends_with_cancelled() {
-    let server = StandIn::start(vec![openai_bash("1", "sleep 5"), openai_submit("2")]).await;
+    let server = std::sync::Arc::new(
+        StandIn::start(vec![openai_bash("1", "sleep 5"), openai_submit("2")]).await,
+    );
     let h = harness("minimal", &[]);
     let sb = TestSandbox::new();
     let m = openai_model(&server.base_url, None);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut run = Run::new(&h);
     run.cancel = Some(rx);
+    // Cancel once the model has asked for the long command, not after a guessed delay.
+    let seen = server.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        while seen.received().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let _ = tx.send(true);
     });
     let ep = run.episode("t", "x", &sb, &m).await;

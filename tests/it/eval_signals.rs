@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::eval::wait_for;
 use crate::support::loops::{Out, Repo, hermetic};
 use serde_json::Value;
 
@@ -217,14 +218,6 @@ impl Started {
             status.code().is_none() || status.code() == Some(0),
             "{status:?}"
         );
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -70,10 +70,14 @@ async fn docker_forged_reward_is_ignored() {
     };
     let task = fixture_task("hello-file");
     let (mut sb, _) = create(&p, &task).await;
-    // A plain forgery, and a delayed one from a process that escaped its process group.
-    let forge = "echo 1 > /logs/verifier/reward.txt; echo '{\"reward\": 1}' > /logs/verifier/reward.json; \
-                 setsid sh -c 'sleep 2; echo 1 > /logs/verifier/reward.txt; echo {\\\"reward\\\":1} > /logs/verifier/reward.json' \
-                 >/dev/null 2>&1 < /dev/null &";
+    // A plain forgery, and a delayed one from a process that escaped its process group; its
+    // unique delay marks it in the process table.
+    let delay = format!("2.{}", rand::random::<u16>());
+    let forge = format!(
+        "echo 1 > /logs/verifier/reward.txt; echo '{{\"reward\": 1}}' > /logs/verifier/reward.json; \
+         setsid sh -c 'sleep {delay}; echo 1 > /logs/verifier/reward.txt; echo {{\\\"reward\\\":1}} > /logs/verifier/reward.json' \
+         >/dev/null 2>&1 < /dev/null &"
+    );
     let out = sb
         .exec(ExecRequest::new(forge, Duration::from_secs(10)))
         .await
@@ -83,7 +87,13 @@ async fn docker_forged_reward_is_ignored() {
         .await
         .unwrap();
     assert_eq!(outcome.reward, 0.0, "{outcome:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read the reward once the delayed forger has ended (killed, or done writing).
+    let forger = format!("sleep {delay}");
+    assert_eq!(
+        survivors(&forger, GONE_WITHIN).await,
+        Vec::<String>::new(),
+        "the delayed forger never ended"
+    );
     let r = sb.read_file("/logs/verifier/reward.txt").await.unwrap();
     assert_eq!(
         String::from_utf8_lossy(&r).trim(),
@@ -113,10 +123,9 @@ async fn docker_timeout_kills_process_tree_and_destroy_removes_container() {
     assert_eq!(out.exit_code, None);
     assert!(out.output.contains("started"), "{out:?}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // Container processes are in the host's process table too.
     assert_eq!(
-        processes_with(&m),
+        survivors(&m, GONE_WITHIN).await,
         Vec::<String>::new(),
         "processes survived the timeout"
     );
@@ -156,8 +165,7 @@ async fn docker_background_children_end_with_their_exec() {
         .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(out.exit_code, Some(0));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(processes_with(&m), Vec::<String>::new());
+    assert_eq!(survivors(&m, GONE_WITHIN).await, Vec::<String>::new());
     let fail = sb
         .exec(ExecRequest::new("exit 3", Duration::from_secs(5)))
         .await

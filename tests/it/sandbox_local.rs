@@ -115,9 +115,8 @@ async fn timeout_kills_process_tree(provider: Arc<dyn SandboxProvider>) {
     assert_eq!(out.exit_code, None);
     assert!(out.output.contains("started"), "{out:?}");
     // The process table: nothing of that exec survives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        processes_with(&m),
+        survivors(&m, GONE_WITHIN).await,
         Vec::<String>::new(),
         "processes survived the timeout"
     );
@@ -161,8 +160,7 @@ async fn background_children_end_with_their_exec(provider: Arc<dyn SandboxProvid
     );
     assert_eq!(out.exit_code, Some(0));
     assert!(out.output.contains("done"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(processes_with(&m), Vec::<String>::new());
+    assert_eq!(survivors(&m, GONE_WITHIN).await, Vec::<String>::new());
     sb.destroy().await.unwrap();
 }
 
@@ -207,8 +205,7 @@ async fn dropped_sandbox_cleans_up(provider: Arc<dyn SandboxProvider>) {
             .is_err()
     );
     drop(sb);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(processes_with(&m), Vec::<String>::new());
+    assert_eq!(survivors(&m, GONE_WITHIN).await, Vec::<String>::new());
     assert!(
         !host_dirs[0].exists(),
         "temp dir left behind: {}",

@@ -166,3 +166,19 @@ pub fn docker_engine_or_skip(test: &str) -> bool {
         .block_on(docker_or_skip(test))
         .is_some()
 }
+
+/// The live processes that carry `marker`, once none is left or after `limit`: a killed process
+/// can take a moment to leave the process table on a loaded machine, so poll rather than sleep.
+pub async fn survivors(marker: &str, limit: std::time::Duration) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a killed process may take to disappear before a test calls it a survivor.
+pub const GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

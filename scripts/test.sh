@@ -5,7 +5,8 @@
 #
 # The tests run under cargo-nextest when it is installed (the machines and CI have it): every
 # test in its own process, the long loop tests started first and overlapping with the short
-# ones (.config/nextest.toml). nextest does not run doc tests, so `cargo test --doc` follows.
+# ones (.config/nextest.toml). The two modules whose tests share one expensive fixture run in
+# one process with cargo test, and nextest does not run doc tests, so `cargo test --doc` follows.
 # Without nextest, plain `cargo test` runs the same tests, one binary after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   profile=default
   if [ "${CI:-}" = true ]; then profile=ci; fi
   cargo nextest run --profile "$profile"
+  cargo test --test it -- report:: mine_demo::
   cargo test --doc
 else
   echo "test.sh: cargo-nextest is not installed; running cargo test" >&2

@@ -147,6 +147,9 @@ pub struct Durations {
 /// One trial's result, as stored in `results.jsonl` and in the cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub task: String,
     pub split: String,
     pub trial: u32,
@@ -182,6 +185,15 @@ pub struct TrialResult {
     /// The run whose trial this result was reused from, when it came from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
+}
+
+/// A line of `results.jsonl` or `journal.jsonl`, or a cache entry's result.
+impl crate::support::format::Versioned for TrialResult {
+    const RECORD: &'static str = "trial result";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl TrialResult {

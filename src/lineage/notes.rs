@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::promote::ValidationRecord;
 use super::{NOTES_REF, signature};
 use crate::error::{Error, GitContext, Result};
+use crate::support::format;
 
 /// Pass counts of one run of this commit on one split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,12 +39,34 @@ impl RunSummary {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HarnessNote {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validations: Vec<ValidationRecord>,
+}
+
+/// The YAML note of a harness commit under `refs/notes/harness`.
+impl crate::support::format::Versioned for HarnessNote {
+    const RECORD: &'static str = "harness note";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl Default for HarnessNote {
+    fn default() -> Self {
+        HarnessNote {
+            format: <Self as crate::support::format::Versioned>::FORMAT,
+            runs: Vec::new(),
+            validations: Vec::new(),
+        }
+    }
 }
 
 impl HarnessNote {
@@ -77,14 +100,7 @@ impl HarnessNote {
 
 pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
     match repo.find_note(Some(NOTES_REF), commit) {
-        Ok(note) => {
-            let text = note.message().unwrap_or_default();
-            serde_yaml::from_str(text).map_err(|e| {
-                Error::Internal(format!(
-                    "note on {commit} under {NOTES_REF} is not a harness note: {e}"
-                ))
-            })
-        }
+        Ok(note) => parse_note(note.message().unwrap_or_default().as_bytes(), commit),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(HarnessNote::default()),
         Err(e) => Err(e).git(format!("read note of {commit}")),
     }
@@ -106,6 +122,8 @@ pub fn update_note(
         if note == before {
             return Ok(());
         }
+        // Written in this build's format, whatever version it was read in.
+        note.format = <HarnessNote as format::Versioned>::FORMAT;
         let text = crate::support::yaml::to_string(&note);
         let blob = repo.store_blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {
@@ -275,11 +293,22 @@ fn read_note_at(repo: &Repository, notes_commit: Option<Oid>, commit: Oid) -> Re
         return Ok(HarnessNote::default());
     };
     let blob = repo.find_blob(id).git("read note blob")?;
-    serde_yaml::from_slice(blob.content()).map_err(|e| {
+    parse_note(blob.content(), commit)
+}
+
+/// A note's YAML, its version and the versions of its validation records checked.
+fn parse_note(text: &[u8], commit: Oid) -> Result<HarnessNote> {
+    let note: HarnessNote = serde_yaml::from_slice(text).map_err(|e| {
         Error::Internal(format!(
             "note on {commit} under {NOTES_REF} is not a harness note: {e}"
         ))
-    })
+    })?;
+    let place = format!("{NOTES_REF} on {commit}");
+    format::check(&note, &place)?;
+    for v in &note.validations {
+        format::check(v, &place)?;
+    }
+    Ok(note)
 }
 
 /// A little jitter without pulling an RNG through: the clock's nanoseconds.

@@ -62,6 +62,9 @@ impl SplitComparison {
 /// tree against exactly this parent tree under exactly this experiment fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationRecord {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub candidate: String,
     pub candidate_tree: String,
     pub parent: String,
@@ -85,9 +88,32 @@ pub struct ValidationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<String>,
     pub created_at: String,
-    /// The gate's full decision (per-task flips etc.), kept for reports.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub decision: serde_json::Value,
+    /// The gate's full decision (per-task flips etc.), kept for reports and for reusing the
+    /// validation. A decision of a shape this build does not know (written by an older build
+    /// before the shape settled) reads as absent: the rest of the record still counts.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "decision_or_none"
+    )]
+    pub decision: Option<Box<crate::gate::Decision>>,
+}
+
+fn decision_or_none<'de, D>(d: D) -> Result<Option<Box<crate::gate::Decision>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = <serde_json::Value as Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok().map(Box::new))
+}
+
+/// A validation in a harness note.
+impl crate::support::format::Versioned for ValidationRecord {
+    const RECORD: &'static str = "validation record";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl ValidationRecord {

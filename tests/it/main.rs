@@ -17,6 +17,7 @@ mod eval_crash;
 mod eval_infra;
 mod eval_secrets;
 mod eval_signals;
+mod formats;
 mod gate_rules;
 mod gate_settle;
 mod gate_stats;

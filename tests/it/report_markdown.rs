@@ -52,6 +52,7 @@ fn validation(verdict: &str) -> Validation {
         candidate_trials: t,
     };
     let record = ValidationRecord {
+        format: 1,
         candidate: oid('c').to_string(),
         candidate_tree: oid('d').to_string(),
         parent: oid('a').to_string(),
@@ -71,7 +72,7 @@ fn validation(verdict: &str) -> Validation {
         runs: vec!["run-parent".into(), "run-candidate".into()],
         early_stop: None,
         created_at: "2026-01-01T00:00:00Z".into(),
-        decision: serde_json::to_value(&decision).unwrap(),
+        decision: Some(Box::new(decision.clone())),
     };
     Validation {
         proposal,

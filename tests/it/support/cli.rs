@@ -206,6 +206,7 @@ impl Repo {
         let main = lineage::main_commit(&repo).expect("main");
         let candidate = repo.find_commit(proposal.commit).expect("candidate");
         let record = ValidationRecord {
+            format: 1,
             candidate: proposal.commit.to_string(),
             candidate_tree: candidate.tree_id().to_string(),
             parent: main.id().to_string(),
@@ -231,7 +232,7 @@ impl Repo {
             runs: vec![],
             early_stop: None,
             created_at: "2023-11-14T22:13:20Z".into(),
-            decision: serde_json::Value::Null,
+            decision: None,
         };
         let r = record.clone();
         lineage::update_note(&repo, proposal.commit, move |n| {

@@ -175,12 +175,8 @@ impl Cache {
                 continue;
             }
             if let Some(bytes) = lineage::read_run_file(repo, &id, super::RESULTS_FILE)? {
-                let place = format!(
-                    "{}{id}:{}",
-                    lineage::RUNS_PREFIX,
-                    super::RESULTS_FILE
-                );
-                for r in super::record::parse_results(&bytes, &place)? {
+                let place = format!("{}{id}:{}", lineage::RUNS_PREFIX, super::RESULTS_FILE);
+                for r in super::parse_results(&bytes, &place)? {
                     if r.cached_from.is_some() {
                         continue;
                     }

@@ -314,3 +314,23 @@ impl Totals {
         }
     }
 }
+
+/// The lines of a stored `results.jsonl`: a line that does not read is an error naming it,
+/// never a trial silently left out of the counts.
+pub fn parse_results(bytes: &[u8], place: &str) -> crate::error::Result<Vec<TrialResult>> {
+    let mut out = Vec::new();
+    for (n, line) in bytes.split(|c| *c == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let r: TrialResult = serde_json::from_slice(line).map_err(|e| {
+            crate::error::Error::Internal(format!(
+                "{place}: line {} is not a trial result: {e}",
+                n + 1
+            ))
+        })?;
+        crate::support::format::check(&r, &format!("{place}:{}", n + 1))?;
+        out.push(r);
+    }
+    Ok(out)
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::Cache;
 use super::journal::{Journal, RunMeta};
-use super::{RESULTS_FILE, RUN_FILE, Totals, TrialResult};
+use super::{RESULTS_FILE, RUN_FILE, Totals, TrialResult, parse_results};
 use crate::error::{Error, IoContext, Result};
 use crate::lineage::{self, RunSummary};
 use crate::support::format;
@@ -264,26 +264,6 @@ pub fn parse_run_record(bytes: &[u8], id: &str) -> Result<RunRecord> {
         &format!("{}{id}:{RUN_FILE}", lineage::RUNS_PREFIX),
     )?;
     Ok(record)
-}
-
-/// The lines of a stored `results.jsonl`: a line that does not read is an error naming it,
-/// never a trial silently left out of the counts.
-pub fn parse_results(bytes: &[u8], place: &str) -> Result<Vec<TrialResult>> {
-    let mut out = Vec::new();
-    for (n, line) in bytes.split(|c| *c == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let r: TrialResult = serde_json::from_slice(line).map_err(|e| {
-            Error::Internal(format!(
-                "{place}: line {} is not a trial result: {e}",
-                n + 1
-            ))
-        })?;
-        format::check(&r, &format!("{place}:{}", n + 1))?;
-        out.push(r);
-    }
-    Ok(out)
 }
 
 /// A trial's trace bytes: from the run that executed it.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{NOTES_REF, signature};
 use crate::error::{Error, GitContext, Result};
-use crate::support::format;
 use crate::gate::Verdict;
+use crate::support::format;
 
 /// Parent vs candidate on one split, as counted by the gate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

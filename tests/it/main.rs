@@ -5,6 +5,7 @@
 mod support;
 
 mod agent_budgets;
+mod agent_command;
 mod agent_middleware;
 mod agent_prompts;
 mod agent_sim_quirks;

@@ -277,6 +277,7 @@ pub async fn evaluate(
         }
         None => (
             RunMeta {
+                format: <RunMeta as crate::support::format::Versioned>::FORMAT,
                 id: new_run_id(commit.id()),
                 harness_commit: commit.id().to_string(),
                 harness_tree: commit.tree_id().to_string(),
@@ -447,9 +448,7 @@ fn covering_run(
         let Some(bytes) = lineage::read_run_file(repo, &id, super::RUN_FILE)? else {
             continue;
         };
-        let Ok(record) = serde_yaml::from_slice::<RunRecord>(&bytes) else {
-            continue;
-        };
+        let record = super::record::parse_run_record(&bytes, &id)?;
         let m = &record.meta;
         if m.harness_commit != meta.harness_commit
             || m.fingerprint != meta.fingerprint

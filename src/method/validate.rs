@@ -66,7 +66,7 @@ pub fn existing(
     }) else {
         return Ok(None);
     };
-    let Ok(decision) = serde_json::from_value::<Decision>(record.decision.clone()) else {
+    let Some(decision) = record.decision.as_deref().cloned() else {
         return Ok(None);
     };
     let mut runs = record.runs.clone();
@@ -302,6 +302,7 @@ fn record_of(
     let mut runs = vec![parent_run.to_string()];
     runs.extend(candidate_runs.iter().cloned());
     ValidationRecord {
+        format: <ValidationRecord as crate::support::format::Versioned>::FORMAT,
         candidate: candidate.id().to_string(),
         candidate_tree: candidate.tree_id().to_string(),
         parent: parent.id().to_string(),
@@ -328,6 +329,6 @@ fn record_of(
             )
         }),
         created_at: crate::eval::record::now(),
-        decision: serde_json::to_value(d).unwrap_or(serde_json::Value::Null),
+        decision: Some(Box::new(d.clone())),
     }
 }

@@ -557,7 +557,7 @@ pub async fn cached_trials(
                     agent: AgentKind::Harness,
                 }
                 .digest();
-                if let Some(hit) = cache.lookup(&digest, id, t) {
+                if let Some(hit) = cache.lookup(&digest, id, t)? {
                     out.push(hit.result);
                 }
             }

@@ -1,9 +1,7 @@
 //! `git harness noise`: per-task flakiness of main and the gate's minimum detectable effect,
 //! through the binary on a hermetic repository.
 
-mod common_loop;
-
-use common_loop::*;
+use crate::support::loops::*;
 
 #[test]
 fn noise_prints_flakiness_per_held_in_task_and_the_minimum_detectable_effect() {

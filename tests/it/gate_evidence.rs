@@ -2,9 +2,7 @@
 //! towards its per-task pass rates, so a real regression of one task is a significant break,
 //! while the same 2/2 → 0/2 without that evidence is only a suspected one.
 
-mod common_loop;
-
-use common_loop::*;
+use crate::support::loops::*;
 use serde_json::Value;
 
 /// The candidate blocks the one command that solves `number-lines`: that task fails every trial,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use git_harness::agent::EpisodeSpec;
+use git_harness::agent::gateway::{Gateway, Pin, SessionSpec};
 use git_harness::experiment::{Budgets, DecodingConfig, Prices};
-use git_harness::gateway::{Gateway, Pin, SessionSpec};
 use git_harness::harness::Harness;
 use git_harness::model::openai::OpenAiModel;
 use git_harness::model::{Model, RetryPolicy};
@@ -82,7 +82,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
-    git_harness::gateway::set_helper_binary(env!("CARGO_BIN_EXE_git-harness").into());
+    git_harness::sandbox::tunnel::set_helper_binary(env!("CARGO_BIN_EXE_git-harness").into());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let base = stand_in().await;

@@ -10,7 +10,6 @@ pub mod eval;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
-pub mod gateway;
 pub mod harness;
 #[cfg(test)]
 mod layering;

@@ -1,5 +1,5 @@
 //! `protocol: command`: the harness is an agent program. It runs inside the sandbox, in the
-//! task's workdir, and reaches the model only through the [gateway](crate::gateway), which
+//! task's workdir, and reaches the model only through the [gateway](crate::agent::gateway), which
 //! records its model calls as the trial's trace.
 //!
 //! The contract (also in `docs/architecture.md`): the instruction on stdin and in
@@ -12,10 +12,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::agent::gateway::{Gateway, SessionSpec};
 use crate::agent::trace::{CommandRecord, Ending, TRACE_FORMAT, Totals, Trace};
 use crate::agent::{Episode, EpisodeSpec};
 use crate::error::{Error, IoContext, Result};
-use crate::gateway::{Gateway, SessionSpec};
 use crate::harness::{AgentApi, AgentSpec, Protocol};
 use crate::model::Model;
 use crate::sandbox::{ExecRequest, GatewayEndpoints, Sandbox};
@@ -204,7 +204,7 @@ fn finish(
     model: &dyn Model,
     started_at: chrono::DateTime<chrono::Utc>,
     start: Instant,
-    rec: crate::gateway::Recording,
+    rec: crate::agent::gateway::Recording,
     ending: Ending,
     command: Option<CommandRecord>,
     tokens: &[String],

@@ -13,6 +13,7 @@
 pub mod atif;
 pub mod checks;
 pub mod command;
+pub mod gateway;
 pub mod middleware;
 pub mod prompts;
 pub mod protocol;

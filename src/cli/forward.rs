@@ -19,7 +19,7 @@ pub fn run(_ui: &mut Ui, args: Args) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(git_harness::gateway::forward::forward(
+    rt.block_on(git_harness::sandbox::tunnel::forward(
         &args.socket,
         args.port,
     ))?;
@@ -37,6 +37,6 @@ pub fn tunnel(_ui: &mut Ui, args: TunnelArgs) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(git_harness::gateway::forward::tunnel_serve(args.port))?;
+    rt.block_on(git_harness::sandbox::tunnel::tunnel_serve(args.port))?;
     Ok(0)
 }

@@ -31,12 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule::{Executed, PlannedTrial, TrialEnd};
 use super::{Durations, InfraClass, Outcome, TrialResult};
+use crate::agent::gateway::{Gateway, Pin};
 use crate::agent::{Episode, EpisodeSpec};
 use crate::error::Error;
 use crate::eval::builtin::BuiltinAgent;
 use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
-use crate::gateway::{Gateway, Pin};
 use crate::model::Model;
 use crate::sandbox::{CreateOptions, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;

@@ -843,10 +843,10 @@ impl Sandbox for LocalSandbox {
         }
         // A network namespace of its own with only a loopback: the gateway's socket and this
         // binary go in read-only, and a forwarder relays the loopback port to the socket.
-        let exe = crate::gateway::helper_binary()
+        let exe = crate::sandbox::tunnel::helper_binary()
             .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
         let dir = "/run/git-harness";
-        let socket = format!("{dir}/{}", crate::gateway::SOCKET_NAME);
+        let socket = format!("{dir}/{}", crate::sandbox::tunnel::SOCKET_NAME);
         let bin = format!("{dir}/git-harness");
         self.bind_ro(&gw.socket, &socket);
         self.bind_ro(&exe, &bin);

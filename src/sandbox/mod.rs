@@ -20,6 +20,7 @@ pub mod image;
 pub use crate::experiment::image_map;
 pub mod local;
 mod output;
+pub mod tunnel;
 pub mod view;
 
 pub use auto::AutoProvider;

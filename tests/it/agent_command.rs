@@ -469,7 +469,7 @@ fn the_simulated_model_answers_a_command_harness_offline() {
     assert_eq!(tools.len(), answered, "{trace:#}");
     assert_eq!(
         tools.last().unwrap()["output"],
-        git_harness::gateway::NO_OBSERVATION
+        git_harness::agent::gateway::NO_OBSERVATION
     );
     assert!(trace["totals"]["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 }

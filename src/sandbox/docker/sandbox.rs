@@ -335,7 +335,7 @@ impl Sandbox for DockerSandbox {
         // The container's only link to the host is an exec: this binary goes in and, as
         // `__tunnel`, carries the connections to its loopback port over the exec's
         // stdin/stdout to the gateway's socket. Nothing else becomes reachable.
-        let exe = crate::gateway::helper_binary()
+        let exe = crate::sandbox::tunnel::helper_binary()
             .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
         let bin = format!("{TUNNEL_DIR}/git-harness");
         let data = std::fs::read(&exe).at(&exe)?;
@@ -388,7 +388,7 @@ impl Sandbox for DockerSandbox {
             }
         }));
         let task =
-            crate::gateway::forward::tunnel_client(incoming, input, gw.socket.clone()).await?;
+            crate::sandbox::tunnel::tunnel_client(incoming, input, gw.socket.clone()).await?;
         if let Ok(mut t) = self.tunnel.lock()
             && let Some(old) = t.replace(task)
         {

@@ -11,7 +11,6 @@
 //! failure), and records every exchange as trace events: tool calls from the assistant's
 //! answers, their observations from the request that follows.
 
-pub mod forward;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -35,25 +34,7 @@ use crate::experiment::{Budgets, DecodingConfig, Prices};
 use crate::model::{ChatRequest, Decoding, Message, Model, Role, ToolCall, ToolSpec, Usage};
 use wire::{Api, Parsed};
 
-/// The file name of the gateway's Unix socket inside its directory.
-pub const SOCKET_NAME: &str = "gateway.sock";
-
-static HELPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Name the `git-harness` binary that sandboxes run as the forwarder or tunnel, for programs
-/// that use the library but are not that binary themselves (benchmarks). Set once.
-pub fn set_helper_binary(path: PathBuf) {
-    let _ = HELPER.set(path);
-}
-
-/// The `git-harness` binary sandboxes run as the forwarder or tunnel: this program, unless
-/// [`set_helper_binary`] named another.
-pub fn helper_binary() -> std::io::Result<PathBuf> {
-    match HELPER.get() {
-        Some(p) => Ok(p.clone()),
-        None => std::env::current_exe(),
-    }
-}
+pub use crate::sandbox::tunnel::SOCKET_NAME;
 
 /// The output of a tool call the agent never reported back.
 pub const NO_OBSERVATION: &str = "[no observation: the agent ended after this call]";

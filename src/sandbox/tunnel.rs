@@ -1,3 +1,6 @@
+//! Transport into a sandbox: the forwarder (bubblewrap) and the exec tunnel (Docker) that carry an
+//! agent's loopback connections to the model gateway's Unix socket, and the binary they run.
+//!
 //! The forwarder that carries a sandbox's loopback connections to the gateway's Unix socket.
 //!
 //! A sandbox without a network has only its own loopback. Bubblewrap binds the gateway's
@@ -6,9 +9,29 @@
 //! sandbox's network namespace and relays every connection to the socket. Nothing else is
 //! reachable: the namespace has no other interface.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// The file name of the gateway's Unix socket inside its directory.
+pub const SOCKET_NAME: &str = "gateway.sock";
+
+static HELPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Name the `git-harness` binary that sandboxes run as the forwarder or tunnel, for programs
+/// that use the library but are not that binary themselves (benchmarks). Set once.
+pub fn set_helper_binary(path: PathBuf) {
+    let _ = HELPER.set(path);
+}
+
+/// The `git-harness` binary sandboxes run as the forwarder or tunnel: this program, unless
+/// [`set_helper_binary`] named another.
+pub fn helper_binary() -> std::io::Result<PathBuf> {
+    match HELPER.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe(),
+    }
+}
 
 /// Listen on `127.0.0.1:port` and relay each connection to `socket` until killed.
 pub async fn forward(socket: &Path, port: u16) -> Result<()> {

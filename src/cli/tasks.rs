@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use git_harness::eval::VerifyOptions;
 use git_harness::eval::builtin::check_tasks;
-use git_harness::experiment::{Experiment, RunnerConfig, RunnerKind};
+use git_harness::experiment::{Experiment, NetworkChoice, RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ProviderOptions};
 use git_harness::task;
 use git_harness::{Error, Result, exit};
@@ -57,6 +57,20 @@ pub struct CheckArgs {
     /// Check only these tasks (repeatable).
     #[arg(long = "task", short = 't', value_name = "ID")]
     pub tasks: Vec<String>,
+    /// The agent phase's network: the task's `network_mode` or none (default: runner.agent_network).
+    #[arg(long, value_name = "task|none", value_parser = ["task", "none"])]
+    pub agent_network: Option<String>,
+    /// The verifier phase's network: the task's `network_mode` or none (default: runner.verifier_network).
+    #[arg(long, value_name = "task|none", value_parser = ["task", "none"])]
+    pub verifier_network: Option<String>,
+}
+
+fn network_choice(arg: &Option<String>, current: NetworkChoice) -> NetworkChoice {
+    match arg.as_deref() {
+        Some("none") => NetworkChoice::None,
+        Some("task") => NetworkChoice::Task,
+        _ => current,
+    }
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
@@ -154,6 +168,8 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         _ => {}
     }
     git_harness::sandbox::image_map::extend_from_args(&mut cfg.image_map, &a.image_map)?;
+    cfg.agent_network = network_choice(&a.agent_network, cfg.agent_network);
+    cfg.verifier_network = network_choice(&a.verifier_network, cfg.verifier_network);
     let opts = ProviderOptions {
         bwrap: if a.no_bwrap {
             Bwrap::Never

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
@@ -46,6 +48,8 @@ pub const OWNER_LABEL: &str = "git-harness.owner";
 pub const HOST_LABEL: &str = "git-harness.host";
 /// Processes per container.
 pub const PIDS_LIMIT: i64 = 4096;
+/// The engine's default network: a phase with the network has it (Harbor's `public`).
+const BRIDGE: &str = "bridge";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long output is still read after a timeout kill.
@@ -109,6 +113,8 @@ pub struct DockerProvider {
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The experiment's choices for the phases' network.
+    network: super::NetworkPolicy,
 }
 
 impl DockerProvider {
@@ -127,7 +133,14 @@ impl DockerProvider {
             labels,
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
+            network: super::NetworkPolicy::default(),
         })
+    }
+
+    /// The experiment's network choices for the phases of every sandbox this provider makes.
+    pub fn with_network(mut self, network: super::NetworkPolicy) -> Self {
+        self.network = network;
+        self
     }
 
     /// The client, with the API version negotiated with the daemon.
@@ -388,12 +401,15 @@ impl DockerProvider {
         );
         labels.insert(HOST_LABEL.into(), crate::support::owner::host_id());
         let env = &task.environment;
+        // One container for all phases: on the default bridge when any phase has the network,
+        // disconnected from it (only loopback left) during the phases that have none.
+        let phases = self.network.phases(env);
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
             memory: env.memory_mb.map(|m| (m * 1024 * 1024) as i64),
             pids_limit: Some(PIDS_LIMIT),
-            network_mode: Some(if env.needs_network() {
-                "bridge".into()
+            network_mode: Some(if phases.any() {
+                BRIDGE.into()
             } else {
                 "none".into()
             }),
@@ -443,6 +459,8 @@ impl DockerProvider {
             destroyed: false,
             keeper: 0,
             path_env,
+            phases,
+            connected: tokio::sync::Mutex::new(phases.any()),
         };
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;
@@ -467,6 +485,10 @@ impl DockerProvider {
             .filter_map(|p| p.parse::<i64>().ok())
             .min()
             .unwrap_or(0);
+        if let Err(e) = sb.set_phase(super::Phase::Setup).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
         if seed {
             if let Some(ws) = &task.workspace_dir {
                 sb.copy_dir_in(ws, &env.workdir).await?;
@@ -488,6 +510,10 @@ impl DockerProvider {
                     )));
                 }
             }
+        }
+        if let Err(e) = sb.set_phase(super::Phase::Agent).await {
+            sb.destroy().await?;
+            return Err(e);
         }
         Ok(sb)
     }
@@ -605,6 +631,10 @@ pub struct DockerSandbox {
     keeper: i64,
     /// The image's PATH: the verifier's, whatever the agent did.
     path_env: String,
+    /// Which phases have the network.
+    phases: super::PhaseNetworks,
+    /// Whether the container is on the bridge now.
+    connected: tokio::sync::Mutex<bool>,
 }
 
 impl DockerSandbox {
@@ -900,6 +930,51 @@ impl Sandbox for DockerSandbox {
 
     fn trial_id(&self) -> &str {
         &self.trial
+    }
+
+    /// On the bridge or off it: a container made without any network (`none`) stays so.
+    async fn set_phase(&self, phase: super::Phase) -> Result<()> {
+        if !self.phases.any() {
+            return Ok(());
+        }
+        let want = self.phases.get(phase);
+        let mut connected = self.connected.lock().await;
+        if *connected == want {
+            return Ok(());
+        }
+        let r = if want {
+            self.docker
+                .connect_network(
+                    BRIDGE,
+                    NetworkConnectRequest {
+                        container: self.id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await
+        } else {
+            self.docker
+                .disconnect_network(
+                    BRIDGE,
+                    NetworkDisconnectRequest {
+                        container: self.id.clone(),
+                        force: Some(true),
+                    },
+                )
+                .await
+        };
+        r.map_err(|e| {
+            docker_err(
+                &format!(
+                    "{} the container {} the {BRIDGE} network",
+                    if want { "connect" } else { "disconnect" },
+                    if want { "to" } else { "from" }
+                ),
+                e,
+            )
+        })?;
+        *connected = want;
+        Ok(())
     }
 
     fn verifier_path(&self) -> Option<String> {

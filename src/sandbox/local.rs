@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub struct LocalOptions {
     /// Host paths the sandbox must never show (the suite, the harness repository), also when
     /// they lie inside a directory it shows.
     pub hidden: Vec<PathBuf>,
+    /// The experiment's choices for the phases' network.
+    pub network: super::NetworkPolicy,
 }
 
 impl Default for LocalOptions {
@@ -86,6 +89,7 @@ impl Default for LocalOptions {
             temp_root: None,
             max_processes: Some(4096),
             hidden: Vec::new(),
+            network: super::NetworkPolicy::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl LocalProvider {
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .at(root.join("tmp"))?;
         let task_workdir = task.environment.workdir.clone();
+        let phases = self.opts.network.phases(&task.environment);
         let (workdir, tests, logs, solution) = if self.opts.bwrap {
             (
                 task_workdir.clone(),
@@ -202,7 +207,8 @@ impl LocalProvider {
             tests,
             logs,
             solution,
-            network: task.environment.needs_network(),
+            phases,
+            network: AtomicBool::new(phases.setup),
             memory_mb: task.environment.memory_mb,
             cpus: task.environment.cpus,
             max_processes: self.opts.max_processes,
@@ -255,6 +261,7 @@ impl LocalProvider {
                 )));
             }
         }
+        sb.network.store(sb.phases.agent, Ordering::SeqCst);
         Ok(sb)
     }
 }
@@ -378,7 +385,9 @@ pub struct LocalSandbox {
     tests: String,
     logs: String,
     solution: String,
-    network: bool,
+    /// Which phases have the network, and whether the current one has.
+    phases: super::PhaseNetworks,
+    network: AtomicBool,
     memory_mb: Option<u64>,
     cpus: Option<f64>,
     max_processes: Option<u64>,
@@ -525,7 +534,7 @@ impl LocalSandbox {
                 "--unshare-ipc",
                 "--unshare-uts",
             ]);
-            if !self.network {
+            if !self.network.load(Ordering::SeqCst) {
                 cmd.arg("--unshare-net");
             }
             cmd.args(&self.bwrap_root);
@@ -808,6 +817,13 @@ impl Sandbox for LocalSandbox {
     }
     fn trial_id(&self) -> &str {
         &self.id
+    }
+    /// Each exec is a new bubblewrap: the next ones get the phase's network namespace (the
+    /// host's, or one of their own with only loopback). Without bubblewrap commands always have
+    /// the host's network.
+    async fn set_phase(&self, phase: super::Phase) -> Result<()> {
+        self.network.store(self.phases.get(phase), Ordering::SeqCst);
+        Ok(())
     }
 }
 

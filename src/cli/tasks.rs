@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use git_harness::eval::VerifyOptions;
-use git_harness::eval::builtin::check_tasks;
+use git_harness::eval::builtin::check_tasks_with;
 use git_harness::experiment::{Experiment, NetworkChoice, RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ProviderOptions};
 use git_harness::task;
@@ -197,10 +197,37 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let vopts = VerifyOptions::default();
     let mut interrupt = super::signal::interrupts();
+    let (broken, setup) = (
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    );
+    let shown = std::sync::Mutex::new(&mut *ui);
+    // Each task as soon as both its trials ended, with their wall time.
+    let report = |c: &git_harness::eval::builtin::TaskCheck| {
+        let Ok(mut ui) = shown.lock() else { return };
+        let secs = format!("({:.1}s)", c.elapsed_ms as f64 / 1000.0);
+        let problems = c.problems();
+        if problems.is_empty() {
+            ui.out(format!("ok      {}  {secs}", c.task));
+            return;
+        }
+        // A setup problem says nothing about the task: it could not be tried here.
+        let label = if c.setup {
+            setup.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "SETUP "
+        } else {
+            broken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "BROKEN"
+        };
+        ui.out(format!("{label}  {}  {secs}", c.task));
+        for p in problems {
+            ui.out(format!("        {p}"));
+        }
+    };
     let checks = rt.block_on(async {
         let _ = provider.sweep().await;
         let _busy = super::signal::Busy::new();
-        let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
+        let work = check_tasks_with(Arc::clone(&provider), &tasks, concurrency, &vopts, &report);
         // Checks are short: the first interrupt drops them, and their sandboxes with them.
         tokio::select! {
             c = work => Ok(c),
@@ -210,26 +237,8 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             }
         }
     })?;
-    let (mut broken, mut setup) = (0, 0);
-    for c in &checks {
-        let problems = c.problems();
-        if problems.is_empty() {
-            ui.out(format!("ok      {}", c.task));
-            continue;
-        }
-        // A setup problem says nothing about the task: it could not be tried here.
-        let label = if c.setup {
-            setup += 1;
-            "SETUP "
-        } else {
-            broken += 1;
-            "BROKEN"
-        };
-        ui.out(format!("{label}  {}", c.task));
-        for p in problems {
-            ui.out(format!("        {p}"));
-        }
-    }
+    drop(shown);
+    let (broken, setup) = (broken.into_inner(), setup.into_inner());
     let mut summary = format!(
         "{} task{} checked, {broken} broken",
         checks.len(),

@@ -1,14 +1,21 @@
-//! The base image `git-harness/base:bookworm`: imported from a root-filesystem tarball, which
-//! `debootstrap` can make. Nothing is pulled from a registry.
+//! Images: the base image `git-harness/base:bookworm` (imported from a root-filesystem tarball,
+//! which `debootstrap` can make), image names through the image map, task Dockerfiles and their
+//! deterministic build contexts, the tar helpers the Docker runner uploads with, and the offline
+//! verifier image (`image verifier`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
+use sha2::{Digest, Sha256};
+
 use super::InfraClass;
+use super::docker::{docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
+use crate::task::Task;
 
 /// The image that task Dockerfiles start `FROM` and that tasks without a Dockerfile run on.
 pub const BASE_IMAGE: &str = "git-harness/base:bookworm";
@@ -28,28 +35,17 @@ pub enum RootfsSource {
     },
 }
 
-/// Whether `image` exists in the daemon.
+/// Whether `image` exists in the daemon (a 404 is "no"; any other failure is infrastructure).
 pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(false),
-        Err(e) => Err(InfraClass::Sandbox.error(format!("inspect image {image}: {e}"))),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(docker_err(&format!("inspect image {image}"), e)),
     }
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
-pub async fn connect() -> Result<Docker> {
-    let d = Docker::connect_with_defaults()
-        .map_err(|e| InfraClass::Sandbox.error(format!("connect to Docker: {e}")))?;
-    d.negotiate_version().await.map_err(|e| {
-        InfraClass::Sandbox.error_hint(
-            format!("reach the Docker daemon: {e}"),
-            "start dockerd (see .ci/docker.sh) or set DOCKER_HOST",
-        )
-    })
-}
+pub use super::docker::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
 pub fn debootstrap_rootfs(
@@ -189,6 +185,206 @@ pub async fn build_base(
     Ok(true)
 }
 
+/// The PATH an image's containers start with (Docker's default when the image sets none).
+pub(crate) async fn image_path_env(docker: &Docker, image: &str) -> Result<String> {
+    let info = docker
+        .inspect_image(image)
+        .await
+        .map_err(|e| docker_err(&format!("inspect image {image}"), e))?;
+    Ok(info
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|v| v.strip_prefix("PATH=").map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_PATH.to_string()))
+}
+
+/// The PATH Docker gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `image_map` applied to one image name: exact key, then the longest prefix pattern, then `*`
+/// (see `sandbox::image_map`).
+pub fn map_image(map: &BTreeMap<String, String>, image: &str) -> String {
+    super::image_map::apply(map, image)
+}
+
+/// A Dockerfile with the images of its `FROM` lines replaced through `map`.
+pub fn rewrite_from(dockerfile: &str, map: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(dockerfile.len());
+    for line in dockerfile.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.len() > 5 && t[..5].eq_ignore_ascii_case("FROM ") {
+            let words: Vec<&str> = t[5..].split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| !w.starts_with("--")) {
+                let mapped = map_image(map, words[i]);
+                if mapped != words[i] {
+                    let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+                    w[i] = mapped;
+                    out.push_str(&format!("FROM {}\n", w.join(" ")));
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The external images a Dockerfile starts from: `FROM` images that are not earlier stages,
+/// `scratch`, or build-arg expressions.
+pub fn from_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for line in dockerfile.lines() {
+        let t = line.trim_start();
+        if t.len() <= 5 || !t[..5].eq_ignore_ascii_case("FROM ") {
+            continue;
+        }
+        let words: Vec<&str> = t[5..]
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let Some(image) = words.first() else { continue };
+        let lower = image.to_ascii_lowercase();
+        if lower != "scratch"
+            && !image.contains('$')
+            && !stages.contains(&lower)
+            && !images.contains(&image.to_string())
+        {
+            images.push(image.to_string());
+        }
+        if words.len() >= 3 && words[1].eq_ignore_ascii_case("as") {
+            stages.push(words[2].to_ascii_lowercase());
+        }
+    }
+    images
+}
+
+/// The task's verifier and reference solution on the host: never part of an image, since the
+/// agent runs in it (a TB1 task's build context is the whole task directory). They are copied
+/// in for their own phase only.
+pub fn verifier_and_solution_files(task: &Task) -> Vec<std::path::PathBuf> {
+    let mut v = vec![task.test_script.clone(), task.dir.join("solution.yaml")];
+    v.extend(task.tests_dir.clone());
+    match (task.format, &task.solution_script) {
+        (crate::task::TaskFormat::Harbor, Some(s)) => v.extend(s.parent().map(Path::to_path_buf)),
+        (_, Some(s)) => v.push(s.clone()),
+        (_, None) => {}
+    }
+    v
+}
+
+/// The build context of `dir` as a deterministic tar (sorted, mtime 0, uid 0), with the
+/// Dockerfile's FROM lines rewritten through the image map and the `excluded` paths left out.
+pub fn build_context(
+    dir: &Path,
+    dockerfile: Option<&Path>,
+    map: &BTreeMap<String, String>,
+    excluded: &[std::path::PathBuf],
+) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_tree(&mut b, dir, "", dockerfile, map, excluded)?;
+    b.into_inner().at(dir)
+}
+
+pub(crate) fn tar_dir(dir: &Path, prefix: &str) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_tree(&mut b, dir, prefix, None, &BTreeMap::new(), &[])?;
+    b.into_inner().at(dir)
+}
+
+fn append_tree(
+    b: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    prefix: &str,
+    dockerfile: Option<&Path>,
+    map: &BTreeMap<String, String>,
+    excluded: &[std::path::PathBuf],
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if excluded.contains(&p) {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let meta = std::fs::symlink_metadata(&p).at(&p)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).at(&p)?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, &rel, &target).at(&p)?;
+        } else if meta.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(meta.permissions().mode() & 0o7777);
+            b.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                .at(&p)?;
+            append_tree(b, &p, &rel, dockerfile, map, excluded)?;
+        } else if meta.is_file() {
+            let mut data = std::fs::read(&p).at(&p)?;
+            if dockerfile == Some(p.as_path()) && !map.is_empty() {
+                data = rewrite_from(&String::from_utf8_lossy(&data), map).into_bytes();
+            }
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            h.set_mode(meta.permissions().mode() & 0o7777);
+            b.append_data(&mut h, &rel, &data[..]).at(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every task image's name starts so.
+pub const TASK_IMAGE_PREFIX: &str = "git-harness/task-";
+
+/// A task image's tag: its build context and the ids of its FROM images, so a rebuilt FROM
+/// image makes another task image.
+pub(crate) fn task_image_tag(task_id: &str, context: &[u8], base_ids: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(context);
+    for id in base_ids {
+        h.update([0]);
+        h.update(id.as_bytes());
+    }
+    let hash = hex::encode(h.finalize());
+    format!("{TASK_IMAGE_PREFIX}{}:{}", tag_safe(task_id), &hash[..12])
+}
+
+/// A Docker-tag-safe form of a task id.
+pub(crate) fn tag_safe(s: &str) -> String {
+    let t: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    let t = t.trim_start_matches(['-', '.', '_']).to_string();
+    if t.is_empty() { "task".into() } else { t }
+}
+
 /// The image `git harness image verifier` makes by default.
 pub const VERIFIER_IMAGE: &str = "git-harness/verifier:bookworm";
 /// What TB2 verifiers fetch at run time (`uvx -w pytest==8.4.1 -w pytest-json-ctrf==0.3.5`).
@@ -280,7 +476,7 @@ pub async fn build_verifier(
     let p = ctx.path().join("Dockerfile");
     std::fs::write(&p, dockerfile).at(&p)?;
     progress(&format!("building {} on {}", spec.tag, spec.base));
-    build_context(docker, ctx.path(), &spec.tag).await?;
+    build_dir_image(docker, ctx.path(), &spec.tag).await?;
     Ok(true)
 }
 
@@ -387,7 +583,7 @@ async fn run_once(docker: &Docker, image: &str, command: &str) -> Result<String>
 }
 
 /// `docker build` of a directory as `tag`, labelled as ours; the build log's tail on failure.
-async fn build_context(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
+async fn build_dir_image(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
     use bollard::query_parameters::BuildImageOptionsBuilder;
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
@@ -427,4 +623,35 @@ async fn build_context(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_lines_are_mapped() {
+        let map = BTreeMap::from([(
+            "ubuntu:24.04".to_string(),
+            "git-harness/base:bookworm".to_string(),
+        )]);
+        let d = "FROM --platform=linux/amd64 ubuntu:24.04 AS build\nRUN true\nfrom python:3\n";
+        let r = rewrite_from(d, &map);
+        assert!(r.starts_with("FROM --platform=linux/amd64 git-harness/base:bookworm AS build\n"));
+        assert!(r.ends_with("from python:3\n"));
+    }
+
+    #[test]
+    fn from_images_skip_stages_and_scratch() {
+        let d = "FROM base:1 AS build\nRUN x\nFROM build\nFROM scratch\nFROM --platform=x other:2\nFROM ${IMG}\n";
+        assert_eq!(
+            from_images(d),
+            vec!["base:1".to_string(), "other:2".to_string()]
+        );
+    }
+
+    #[test]
+    fn tags_are_safe() {
+        assert_eq!(tag_safe("My Task!"), "my-task-");
+    }
 }

@@ -1,0 +1,540 @@
+//! Images and containers: which image a task runs on (building it when needed), container
+//! creation, and the sweep of leftovers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::sandbox::DockerSandbox;
+use super::{
+    BRIDGE, HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::sandbox::image::{
+    BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, from_images, image_exists, image_path_env,
+    map_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
+};
+use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider};
+use crate::task::Task;
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub struct DockerProvider {
+    raw: Docker,
+    client: tokio::sync::OnceCell<Docker>,
+    image_map: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Container creations in flight, on tasks of their own (see `create_docker`).
+    creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The experiment's choices for the phases' network.
+    network: crate::sandbox::NetworkPolicy,
+}
+
+impl DockerProvider {
+    /// Connect from `DOCKER_HOST` or the default socket. The API version is negotiated on first
+    /// use (see [`DockerProvider::client`]).
+    pub fn connect(
+        image_map: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let raw =
+            Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
+        Ok(DockerProvider {
+            raw,
+            client: tokio::sync::OnceCell::new(),
+            image_map,
+            labels,
+            build_locks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(Vec::new()),
+            network: crate::sandbox::NetworkPolicy::default(),
+        })
+    }
+
+    /// The experiment's network choices for the phases of every sandbox this provider makes.
+    pub fn with_network(mut self, network: crate::sandbox::NetworkPolicy) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The client, with the API version negotiated with the daemon.
+    pub async fn client(&self) -> Result<Docker> {
+        self.client
+            .get_or_try_init(|| async {
+                self.raw
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| docker_err("reach the Docker daemon", e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `image_map` applied to one image name.
+    pub fn map_image(&self, image: &str) -> String {
+        map_image(&self.image_map, image)
+    }
+
+    /// The ids of the external images a task's Dockerfile starts `FROM` (after the image map),
+    /// in order. None is pulled: a missing one is an infrastructure error with a hint.
+    async fn base_image_ids(&self, docker: &Docker, task: &Task) -> Result<Vec<String>> {
+        let Some(dockerfile) = &task.dockerfile else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(dockerfile).at(dockerfile)?;
+        let mut ids = Vec::new();
+        for from in from_images(&rewrite_from(&text, &self.image_map)) {
+            match docker.inspect_image(&from).await {
+                Ok(info) => ids.push(info.id.unwrap_or_default()),
+                Err(e) if is_not_found(&e) => {
+                    return Err(InfraClass::Sandbox.error_hint(
+                        format!(
+                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally; nothing is pulled",
+                            task.id
+                        ),
+                        format!(
+                            "build or load it, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(docker_err(&format!("inspect image {from}"), e)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// What a task's environment is built on, as image ids: the FROM images of its Dockerfile,
+    /// else its `docker_image`, else the base image. Part of the cache key, so results on an
+    /// image that has since been rebuilt are not reused.
+    pub async fn environment_id(&self, task: &Task) -> Result<String> {
+        let docker = self.client().await?;
+        if let Some(img) = &task.environment.docker_image {
+            let mapped = self.map_image(img);
+            if let Ok(info) = docker.inspect_image(&mapped).await {
+                return Ok(info.id.unwrap_or_default());
+            }
+        }
+        if task.dockerfile.is_some() && task.environment_dir.is_some() {
+            return Ok(self.base_image_ids(&docker, task).await?.join(","));
+        }
+        let base = self.map_image(BASE_IMAGE);
+        match docker.inspect_image(&base).await {
+            Ok(info) => Ok(info.id.unwrap_or_default()),
+            Err(e) => Err(docker_err(&format!("inspect image {base}"), e)),
+        }
+    }
+
+    /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now: stale
+    /// images of these tasks, and with `all` also the images of tasks not in `tasks`.
+    pub async fn unused_task_images(&self, tasks: &[Task], all: bool) -> Result<Vec<String>> {
+        let docker = self.client().await?;
+        let mut wanted = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for t in tasks {
+            names.insert(format!("{TASK_IMAGE_PREFIX}{}:", tag_safe(&t.id)));
+            if let Some(tag) = self.current_task_tag(&docker, t).await {
+                wanted.insert(tag);
+            }
+        }
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .all(false)
+            .build();
+        let images = docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| docker_err("list images", e))?;
+        let mut unused = Vec::new();
+        for img in images {
+            for tag in &img.repo_tags {
+                let ours = all || names.iter().any(|n| tag.starts_with(n.as_str()));
+                if tag.starts_with(TASK_IMAGE_PREFIX) && ours && !wanted.contains(tag) {
+                    unused.push(tag.clone());
+                }
+            }
+        }
+        unused.sort();
+        Ok(unused)
+    }
+
+    /// Remove an image by tag (the image goes when its last tag does). `Ok(false)` when a
+    /// container still uses it: it is kept.
+    pub async fn remove_image(&self, tag: &str) -> Result<bool> {
+        let docker = self.client().await?;
+        match docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_err(&format!("remove image {tag}"), e)),
+        }
+    }
+
+    /// The tag a task's image has when built from its files and FROM images as they are now.
+    async fn current_task_tag(&self, docker: &Docker, task: &Task) -> Option<String> {
+        let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) else {
+            return None;
+        };
+        let ctx = build_context(
+            ctx_dir,
+            task.dockerfile.as_deref(),
+            &self.image_map,
+            &verifier_and_solution_files(task),
+        )
+        .ok()?;
+        let base_ids = self.base_image_ids(docker, task).await.ok()?;
+        Some(task_image_tag(&task.id, &ctx, &base_ids))
+    }
+
+    /// The image a task's container runs, building it when needed, and whether the container
+    /// must be seeded from `environment/workspace/` + `setup.sh` (no Dockerfile, no image).
+    pub async fn image_for(&self, task: &Task) -> Result<(String, bool)> {
+        let docker = self.client().await?;
+        if let Some(img) = &task.environment.docker_image {
+            let mapped = self.map_image(img);
+            if image_exists(&docker, &mapped).await? {
+                return Ok((mapped, false));
+            }
+            if task.dockerfile.is_none() {
+                return Err(InfraClass::Sandbox.error_hint(
+                    format!("image {mapped} of task `{}` is not present locally (nothing is pulled)", task.id),
+                    "build or load it, or map it to a local image in runner.image_map of experiment.yaml",
+                ));
+            }
+        }
+        if let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) {
+            let ctx = build_context(
+                ctx_dir,
+                task.dockerfile.as_deref(),
+                &self.image_map,
+                &verifier_and_solution_files(task),
+            )?;
+            let tag = task_image_tag(&task.id, &ctx, &self.base_image_ids(&docker, task).await?);
+            let lock = {
+                let mut m = self
+                    .build_locks
+                    .lock()
+                    .map_err(|_| Error::Internal("build lock poisoned".into()))?;
+                m.entry(tag.clone()).or_default().clone()
+            };
+            let _held = lock.lock().await;
+            if image_exists(&docker, &tag).await? {
+                return Ok((tag, false));
+            }
+            let timeout = task
+                .environment
+                .build_timeout_sec
+                .map(Duration::from_secs)
+                .unwrap_or(BUILD_TIMEOUT);
+            let opts = BuildImageOptionsBuilder::default()
+                .dockerfile("Dockerfile")
+                .t(&tag)
+                .rm(true)
+                .forcerm(true)
+                .labels(&HashMap::from([(LABEL.to_string(), "1".to_string())]))
+                .build();
+            let mut log = String::new();
+            let mut failure = None;
+            let build = async {
+                let mut stream =
+                    docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(info) => {
+                            if let Some(s) = info.stream {
+                                log.push_str(&s);
+                            }
+                            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                                failure = Some(e);
+                            }
+                        }
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                }
+            };
+            if tokio::time::timeout(timeout, build).await.is_err() {
+                failure = Some(format!("timed out after {}s", timeout.as_secs()));
+            }
+            if let Some(f) = failure {
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(InfraClass::Sandbox.error_hint(
+                    format!("image build of task `{}` failed: {f}\n{tail}", task.id),
+                    "a FROM image must exist locally: build the base with `git harness image base`, or map it in runner.image_map",
+                ));
+            }
+            return Ok((tag, false));
+        }
+        let base = self.map_image(BASE_IMAGE);
+        if image_exists(&docker, &base).await? {
+            Ok((base, true))
+        } else {
+            Err(InfraClass::Sandbox.error_hint(
+                format!("task `{}` has no Dockerfile and no docker_image, and the base image {base} is missing", task.id),
+                "build it with `git harness image base --debootstrap bookworm --include python3`",
+            ))
+        }
+    }
+
+    pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
+        let docker = self.client().await?;
+        let (image, seed) = self.image_for(task).await?;
+        let mut labels: HashMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(LABEL.into(), "1".into());
+        labels.insert(TRIAL_LABEL.into(), trial_id.into());
+        labels.insert("git-harness.task".into(), task.id.clone());
+        labels.insert(
+            OWNER_LABEL.into(),
+            crate::support::owner::Owner::me().to_string(),
+        );
+        labels.insert(HOST_LABEL.into(), crate::support::owner::host_id());
+        let env = &task.environment;
+        // One container for all phases: on the default bridge when any phase has the network,
+        // disconnected from it (only loopback left) during the phases that have none.
+        let phases = self.network.phases(env);
+        let host = HostConfig {
+            nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
+            memory: env.memory_mb.map(|m| (m * 1024 * 1024) as i64),
+            pids_limit: Some(PIDS_LIMIT),
+            network_mode: Some(if phases.any() {
+                BRIDGE.into()
+            } else {
+                "none".into()
+            }),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            entrypoint: Some(vec![]),
+            working_dir: Some(env.workdir.clone()),
+            labels: Some(labels),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let path_env = image_path_env(&docker, &image).await?;
+        let name = format!("git-harness-{}", tag_safe(trial_id));
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        // The daemon finishes a creation whose request was cut short (an aborted trial), so
+        // the request runs on a task of its own: if nobody waits for the container any more,
+        // that task removes it, and `sweep_own` waits for such tasks.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let d = docker.clone();
+        let creation = tokio::spawn(async move {
+            let r = d.create_container(Some(opts), body).await;
+            if let Err(Ok(created)) = tx.send(r) {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = d.remove_container(&created.id, Some(opts)).await;
+            }
+        });
+        if let Ok(mut c) = self.creating.lock() {
+            c.retain(|t| !t.is_finished());
+            c.push(creation);
+        }
+        let created = rx
+            .await
+            .map_err(|_| InfraClass::Sandbox.error("the container creation task ended early"))?
+            .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
+        let mut sb = DockerSandbox {
+            docker: docker.clone(),
+            id: created.id,
+            trial: trial_id.to_string(),
+            workdir: env.workdir.clone(),
+            destroyed: false,
+            keeper: 0,
+            path_env,
+            phases,
+            connected: tokio::sync::Mutex::new(phases.any()),
+        };
+        if let Err(e) = docker.start_container(&sb.id, None).await {
+            sb.destroy().await?;
+            return Err(docker_err(&format!("start a container from {image}"), e));
+        }
+        let prep = format!(
+            "mkdir -p /tests /logs/verifier /logs/agent /solution /tmp '{}' && cat /proc/1/task/1/children",
+            env.workdir
+        );
+        let out = sb
+            .exec_raw(&prep, Duration::from_secs(60), "/", &[])
+            .await?;
+        if !out.success() {
+            sb.destroy().await?;
+            return Err(
+                InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim()))
+            );
+        }
+        sb.keeper = out
+            .output
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i64>().ok())
+            .min()
+            .unwrap_or(0);
+        if let Err(e) = sb.set_phase(crate::sandbox::Phase::Setup).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
+        if seed {
+            if let Some(ws) = &task.workspace_dir {
+                sb.copy_dir_in(ws, &env.workdir).await?;
+            }
+            if let Some(setup) = &task.setup_script {
+                let script = std::fs::read_to_string(setup).at(setup)?;
+                let timeout = env
+                    .build_timeout_sec
+                    .map(Duration::from_secs)
+                    .unwrap_or(SETUP_TIMEOUT);
+                let out = sb.exec(ExecRequest::new(script, timeout)).await?;
+                if !out.success() {
+                    sb.destroy().await?;
+                    return Err(InfraClass::Sandbox.error(format!(
+                        "environment/setup.sh of task `{}` failed ({}):\n{}",
+                        task.id,
+                        crate::exit::describe(out.exit_code, out.timed_out),
+                        out.output
+                    )));
+                }
+            }
+        }
+        if let Err(e) = sb.set_phase(crate::sandbox::Phase::Agent).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
+        Ok(sb)
+    }
+
+    /// Containers carrying our label (and `extra` labels), for leftover checks.
+    pub async fn list_ours(&self, extra: &[(&str, &str)]) -> Result<Vec<String>> {
+        let docker = self.client().await?;
+        let mut filters = vec![format!("{LABEL}=1")];
+        filters.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label".to_string(), filters)]))
+            .build();
+        let list = docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+}
+
+impl DockerProvider {
+    /// Remove the containers of this host whose owner satisfies `pick`.
+    async fn remove_owned(
+        &self,
+        pick: impl Fn(crate::support::owner::Owner) -> bool,
+    ) -> Result<usize> {
+        let docker = self.client().await?;
+        let host = crate::support::owner::host_id();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL}=1"), format!("{HOST_LABEL}={host}")],
+            )]))
+            .build();
+        let list = docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_err("list containers", e))?;
+        let mut removed = 0;
+        for c in list {
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_LABEL))
+                .and_then(|o| crate::support::owner::Owner::parse(o));
+            let (Some(id), Some(owner)) = (c.id, owner) else {
+                continue;
+            };
+            if !pick(owner) {
+                continue;
+            }
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(docker_err(&format!("remove container {id}"), e)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for DockerProvider {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    async fn sweep(&self) -> Result<usize> {
+        self.remove_owned(|o| !o.is_alive()).await
+    }
+
+    async fn sweep_own(&self) -> Result<usize> {
+        // Creations in flight when their trial was aborted remove what they made.
+        let tasks: Vec<_> = self
+            .creating
+            .lock()
+            .map(|mut c| c.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        // Anything else of this process left (no sandbox holds one any more): by its label.
+        let me = crate::support::owner::Owner::me();
+        self.remove_owned(|o| o == me).await
+    }
+
+    async fn create(&self, task: &Task) -> Result<Box<dyn Sandbox>> {
+        self.create_with(task, &CreateOptions::default()).await
+    }
+
+    async fn create_with(&self, task: &Task, opts: &CreateOptions) -> Result<Box<dyn Sandbox>> {
+        let id = opts
+            .trial_id
+            .clone()
+            .unwrap_or_else(crate::sandbox::new_trial_id);
+        Ok(Box::new(self.create_docker(task, &id).await?))
+    }
+
+    async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
+        DockerProvider::environment_id(self, task).await.map(Some)
+    }
+}

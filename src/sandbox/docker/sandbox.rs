@@ -1,0 +1,639 @@
+//! One trial's container: commands through the exec API, files through the archive API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{BRIDGE, archive_err, docker_err, is_not_found};
+use crate::error::{Error, IoContext, Result};
+use crate::sandbox::image::tar_dir;
+use crate::sandbox::output::Capture;
+use crate::sandbox::{ExecOutput, ExecRequest, InfraClass, Sandbox, normalize};
+use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
+
+/// How long output is still read after a timeout kill.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the command read from stdin in `$1` as a new session (`setsid`), so a group kill ends
+/// its background children too; `$2` keys its script and pid files. The command travels on
+/// stdin, never in argv, so its size is not bounded by the kernel's argument limit; it runs in
+/// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
+/// ignored, and programs must see the default dispositions (as under the local runner). The
+/// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
+const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"
+mkdir -p "$d" 2>/dev/null
+if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
+cd "$1" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $1" >&2; exit 126; }
+sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
+ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
+$ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
+rc=$?
+p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
+rm -f "$f.sh" "$f.pid"
+exit "$rc""#;
+
+/// One trial's container. Dropping it without `destroy` still removes the container (force).
+pub struct DockerSandbox {
+    pub(super) docker: Docker,
+    pub(super) id: String,
+    pub(super) trial: String,
+    pub(super) workdir: String,
+    pub(super) destroyed: bool,
+    /// The pid of the container's `sleep infinity` (kept by `kill_strays`).
+    pub(super) keeper: i64,
+    /// The image's PATH: the verifier's, whatever the agent did.
+    pub(super) path_env: String,
+    /// Which phases have the network.
+    pub(super) phases: crate::sandbox::PhaseNetworks,
+    /// Whether the container is on the bridge now.
+    pub(super) connected: tokio::sync::Mutex<bool>,
+}
+
+impl DockerSandbox {
+    pub fn container_id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) async fn exec_raw(
+        &self,
+        command: &str,
+        timeout: Duration,
+        cwd: &str,
+        env: &[(String, String)],
+    ) -> Result<ExecOutput> {
+        let started = Instant::now();
+        let key = format!("{:016x}", rand::random::<u64>());
+        let mut envs = vec![
+            format!("HARNESS_WORKDIR={}", self.workdir),
+            "HARNESS_TESTS_DIR=/tests".to_string(),
+            "HARNESS_LOGS_DIR=/logs".to_string(),
+            "HARNESS_SOLUTION_DIR=/solution".to_string(),
+        ];
+        envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        let cmd = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            WRAPPER.to_string(),
+            "git-harness-exec".to_string(),
+            cwd.to_string(),
+            key.clone(),
+        ];
+        let created = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    env: Some(envs),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    working_dir: Some("/".to_string()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        // Only the agent's commands run in the container: when it stopped (its main process
+        // was killed, or it ran out of memory), that is the agent's doing, and the command fails
+        // like one killed by a signal.
+        let stopped = || ExecOutput {
+            exit_code: None,
+            output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        };
+        let created = match created {
+            Ok(c) => c,
+            Err(_) if self.stopped().await => return Ok(stopped()),
+            Err(e) => return Err(docker_err("create an exec", e)),
+        };
+        let started_exec = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await;
+        let started_exec = match started_exec {
+            Ok(s) => s,
+            Err(_) if self.stopped().await => return Ok(stopped()),
+            Err(e) => return Err(docker_err("start an exec", e)),
+        };
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started_exec
+        else {
+            return Err(InfraClass::Sandbox.error("exec started detached"));
+        };
+        let mut cap = Capture::default();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timed_out = false;
+        // The wrapper reads the whole command before it prints anything; closing stdin ends it.
+        let sent = tokio::time::timeout_at(deadline, async {
+            input.write_all(command.as_bytes()).await?;
+            input.shutdown().await
+        })
+        .await;
+        drop(input);
+        match sent {
+            Ok(Ok(())) => {}
+            // The wrapper exits early (e.g. it could not store the command): its output says why.
+            Ok(Err(_)) => {}
+            Err(_) => timed_out = true,
+        }
+        while !timed_out {
+            match tokio::time::timeout_at(deadline, output.next()).await {
+                Ok(Some(Ok(chunk))) => cap.push(&chunk.into_bytes()),
+                Ok(Some(Err(e))) => return Err(docker_err("read exec output", e)),
+                Ok(None) => break,
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        if timed_out {
+            self.kill_exec(&key).await;
+            let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+            while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(grace, output.next()).await {
+                cap.push(&chunk.into_bytes());
+            }
+        }
+        drop(output);
+        let mut exit_code = None;
+        for _ in 0..50 {
+            let info = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| docker_err("inspect an exec", e))?;
+            if info.running != Some(true) {
+                exit_code = info.exit_code.map(|c| c as i32);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (output, truncated) = cap.finish();
+        Ok(ExecOutput {
+            exit_code: if timed_out { None } else { exit_code },
+            output,
+            truncated,
+            timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Kill the process group of the exec whose pid file is keyed `key` (a second exec).
+    async fn kill_exec(&self, key: &str) {
+        let script = format!(
+            "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
+             if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
+             sleep 0.2; done; exit 1"
+        );
+        let Ok(created) = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), script]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+        else {
+            return;
+        };
+        if let Ok(StartExecResults::Attached { mut output, .. }) =
+            self.docker.start_exec(&created.id, None).await
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while output.next().await.is_some() {}
+            })
+            .await;
+        }
+    }
+
+    async fn remove(&mut self) -> Result<()> {
+        if self.destroyed {
+            return Ok(());
+        }
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(&self.id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(docker_err(&format!("remove container {}", self.id), e)),
+        }
+        self.destroyed = true;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput> {
+        if self.destroyed {
+            return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
+        }
+        let cwd = normalize(
+            &self.workdir,
+            req.workdir.as_deref().unwrap_or(&self.workdir),
+        );
+        self.exec_raw(&req.command, req.timeout, &cwd, &req.env)
+            .await
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let p = normalize(&self.workdir, path);
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(&p)
+            .build();
+        let mut stream = self.docker.download_from_container(&self.id, Some(opts));
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => tar_bytes.extend_from_slice(&c),
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::io(
+                        &p,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no such file in the sandbox",
+                        ),
+                    ));
+                }
+                Err(e) => return Err(archive_err(&p, e)),
+            }
+        }
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = ar.entries().at(&p)?;
+        let Some(entry) = entries.next() else {
+            return Err(Error::io(
+                &p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "empty archive"),
+            ));
+        };
+        let mut entry = entry.at(&p)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(Error::io(&p, std::io::Error::other("not a regular file")));
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).at(&p)?;
+        Ok(data)
+    }
+
+    async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let p = normalize(&self.workdir, path);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, p.trim_start_matches('/'), data)
+            .at(&p)?;
+        let tar = b.into_inner().at(&p)?;
+        self.upload(tar, &p).await
+    }
+
+    async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
+        let d = normalize(&self.workdir, dest);
+        let tar = tar_dir(host_dir, d.trim_start_matches('/'))?;
+        self.upload(tar, &d).await
+    }
+
+    async fn destroy(&mut self) -> Result<()> {
+        self.remove().await
+    }
+
+    async fn kill_strays(&self) -> Result<()> {
+        if self.stopped().await {
+            return Ok(());
+        }
+        // Keep docker-init (1), the container's `sleep infinity`, and this exec's own processes.
+        let script = format!(
+            "keep=\" 1 {k} $$ $PPID \"; for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
+             case \"$keep\" in *\" $p \"*) continue;; esac; kill -KILL \"$p\" 2>/dev/null; done; exit 0",
+            k = self.keeper
+        );
+        let out = self
+            .exec_raw(&script, Duration::from_secs(30), "/", &[])
+            .await?;
+        if !out.success() {
+            return Err(
+                InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim()))
+            );
+        }
+        Ok(())
+    }
+
+    fn trial_id(&self) -> &str {
+        &self.trial
+    }
+
+    /// On the bridge or off it: a container made without any network (`none`) stays so.
+    async fn set_phase(&self, phase: crate::sandbox::Phase) -> Result<()> {
+        if !self.phases.any() {
+            return Ok(());
+        }
+        let want = self.phases.get(phase);
+        let mut connected = self.connected.lock().await;
+        if *connected == want {
+            return Ok(());
+        }
+        let r = if want {
+            self.docker
+                .connect_network(
+                    BRIDGE,
+                    NetworkConnectRequest {
+                        container: self.id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await
+        } else {
+            self.docker
+                .disconnect_network(
+                    BRIDGE,
+                    NetworkDisconnectRequest {
+                        container: self.id.clone(),
+                        force: Some(true),
+                    },
+                )
+                .await
+        };
+        r.map_err(|e| {
+            docker_err(
+                &format!(
+                    "{} the container {} the {BRIDGE} network",
+                    if want { "connect" } else { "disconnect" },
+                    if want { "to" } else { "from" }
+                ),
+                e,
+            )
+        })?;
+        *connected = want;
+        Ok(())
+    }
+
+    fn verifier_path(&self) -> Option<String> {
+        Some(self.path_env.clone())
+    }
+
+    async fn toolchain_changes(&self) -> Result<Vec<String>> {
+        if self.stopped().await {
+            return Ok(vec![STOPPED.to_string()]);
+        }
+        let changes = self
+            .docker
+            .container_changes(&self.id)
+            .await
+            .map_err(|e| docker_err("read the container's filesystem changes", e))?
+            .unwrap_or_default();
+        let changes: Vec<(Change, String)> = changes
+            .into_iter()
+            .map(|c| {
+                let kind = match c.kind {
+                    bollard::models::ChangeType::_1 => Change::Added,
+                    bollard::models::ChangeType::_2 => Change::Deleted,
+                    _ => Change::Modified,
+                };
+                (kind, c.path)
+            })
+            .collect();
+        let mut found = toolchain_tampering(&changes, &[]);
+        if !found.is_empty() {
+            // The shell below could be the agent's: report without running anything.
+            return Ok(found);
+        }
+        // The PATH directories as the container resolves them (only shell builtins run here).
+        let script = format!(
+            "p={}; IFS=:; for e in $p; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done",
+            q(&self.path_env)
+        );
+        let out = self
+            .exec_raw(&script, Duration::from_secs(30), "/", &[])
+            .await?;
+        let dirs: Vec<String> = out.output.lines().map(|l| l.trim().to_string()).collect();
+        found = toolchain_tampering(&changes, &dirs);
+        // An added command earlier on PATH than one of the same name shadows it.
+        let mut probes: Vec<(String, String)> = Vec::new();
+        for (kind, path) in &changes {
+            let Some((dir, name)) = path.rsplit_once('/') else {
+                continue;
+            };
+            if *kind != Change::Added || name.is_empty() {
+                continue;
+            }
+            let Some(i) = dirs.iter().position(|d| d == dir) else {
+                continue;
+            };
+            for later in dirs[i + 1..].iter().filter(|d| !d.is_empty() && *d != dir) {
+                probes.push((path.clone(), format!("{later}/{name}")));
+            }
+        }
+        if !probes.is_empty() {
+            let script: String = probes
+                .iter()
+                .map(|(added, other)| format!("[ -e {} ] && echo {};\n", q(other), q(added)))
+                .collect::<String>()
+                + "exit 0";
+            let out = self
+                .exec_raw(&script, Duration::from_secs(30), "/", &[])
+                .await?;
+            for line in out.output.lines() {
+                let entry = format!("added {line} (shadows a command on PATH)");
+                if !line.is_empty() && !found.contains(&entry) {
+                    found.push(entry);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// How a file differs from the container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Modified,
+    Added,
+    Deleted,
+}
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Changes of a container's filesystem that touch what the verifier runs on: a command in a
+/// PATH directory (`path_dirs`, resolved) changed or removed, a shared library changed or
+/// removed, the dynamic loader's preload or configuration touched, a file of Python's standard
+/// library changed or removed, or a Python startup hook (`sitecustomize.py`,
+/// `usercustomize.py`) added. Installing new commands, libraries or Python packages is not
+/// tampering; an added command that shadows an existing one is found by the caller.
+pub fn toolchain_tampering(changes: &[(Change, String)], path_dirs: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    // Directories listed because something inside them changed are not changes themselves.
+    let parents: std::collections::HashSet<&str> = changes
+        .iter()
+        .filter_map(|(_, p)| p.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    for (kind, path) in changes {
+        if *kind == Change::Modified && parents.contains(path.as_str()) {
+            continue;
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        let lib = [
+            "/lib/",
+            "/lib64/",
+            "/usr/lib/",
+            "/usr/lib64/",
+            "/usr/local/lib/",
+        ]
+        .iter()
+        .any(|l| path.starts_with(l));
+        let python_stdlib = ["/usr/lib/python3", "/usr/local/lib/python3"]
+            .iter()
+            .any(|l| path.starts_with(l))
+            && !path.contains("/site-packages/")
+            && !path.contains("/dist-packages/");
+        let suspect = match kind {
+            Change::Modified | Change::Deleted => {
+                path_dirs.iter().any(|d| d == dir)
+                    || ["/bin", "/usr/bin"].contains(&dir) && !name.is_empty()
+                    || lib && (name.ends_with(".so") || name.contains(".so."))
+                    || python_stdlib && name.ends_with(".py")
+            }
+            Change::Added => name == "sitecustomize.py" || name == "usercustomize.py",
+        } || path == "/etc/ld.so.preload"
+            || path.starts_with("/etc/ld.so.conf");
+        if suspect {
+            let what = match kind {
+                Change::Modified => "changed",
+                Change::Added => "added",
+                Change::Deleted => "removed",
+            };
+            found.push(format!("{what} {path}"));
+        }
+    }
+    found
+}
+
+/// Why nothing runs in a container the agent stopped.
+const STOPPED: &str = "the sandbox's container stopped during the trial (its main process was killed, or it ran out of memory)";
+
+impl DockerSandbox {
+    /// Whether the container exists but no longer runs.
+    async fn stopped(&self) -> bool {
+        match self.docker.inspect_container(&self.id, None).await {
+            Ok(info) => info.state.and_then(|s| s.running) == Some(false),
+            Err(_) => false,
+        }
+    }
+
+    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| archive_err(what, e))
+    }
+}
+
+impl Drop for DockerSandbox {
+    fn drop(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        // Synchronous cleanup on its own thread and runtime: this may run inside a runtime
+        // (dropped future, panic) or after it.
+        let docker = self.docker.clone();
+        let id = self.id.clone();
+        let t = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    docker.remove_container(&id, Some(opts)),
+                )
+                .await;
+            });
+        });
+        let _ = t.join();
+        self.destroyed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toolchain_tampering_rules() {
+        let c = |k: Change, p: &str| (k, p.to_string());
+        let changes = vec![
+            c(Change::Modified, "/usr/bin"),
+            c(Change::Modified, "/usr/bin/bash"),
+            c(Change::Added, "/usr/bin/rg"),
+            c(Change::Modified, "/usr/local/bin"),
+            c(Change::Added, "/usr/local/bin/tool"),
+            c(Change::Deleted, "/usr/sbin/ldconfig"),
+            c(Change::Modified, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            c(Change::Added, "/usr/lib/x86_64-linux-gnu/libnew.so.1"),
+            c(Change::Modified, "/usr/lib/python3.11/os.py"),
+            c(Change::Modified, "/usr/lib/python3/dist-packages/six.py"),
+            c(
+                Change::Added,
+                "/usr/local/lib/python3.11/site-packages/sitecustomize.py",
+            ),
+            c(Change::Added, "/etc/ld.so.preload"),
+            c(Change::Modified, "/app/answer.txt"),
+        ];
+        let dirs = vec![
+            "/usr/local/bin".to_string(),
+            "/usr/sbin".to_string(),
+            "/usr/bin".to_string(),
+        ];
+        assert_eq!(
+            toolchain_tampering(&changes, &dirs),
+            vec![
+                "changed /usr/bin/bash",
+                "removed /usr/sbin/ldconfig",
+                "changed /usr/lib/x86_64-linux-gnu/libc.so.6",
+                "changed /usr/lib/python3.11/os.py",
+                "added /usr/local/lib/python3.11/site-packages/sitecustomize.py",
+                "added /etc/ld.so.preload",
+            ]
+        );
+    }
+}

@@ -237,7 +237,6 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             }
         }
     })?;
-    drop(shown);
     let (broken, setup) = (broken.into_inner(), setup.into_inner());
     let mut summary = format!(
         "{} task{} checked, {broken} broken",

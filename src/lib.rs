@@ -11,6 +11,8 @@ pub mod exit;
 pub mod experiment;
 pub mod gate;
 pub mod harness;
+#[cfg(test)]
+mod layering;
 pub mod lineage;
 pub mod method;
 pub mod mine;
@@ -22,7 +24,7 @@ pub mod support;
 pub mod task;
 pub mod workspace;
 
-pub use error::{Error, Result};
+pub use error::{Error, InfraClass, Result};
 
 /// The version recorded in run records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -29,15 +29,15 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::schedule::{Executed, PlannedTrial};
-use super::{Durations, InfraKind, Outcome, TrialResult};
+use super::schedule::{Executed, PlannedTrial, TrialEnd};
+use super::{Durations, InfraClass, Outcome, TrialResult};
 use crate::agent::{Episode, EpisodeSpec};
 use crate::error::Error;
 use crate::eval::builtin::BuiltinAgent;
 use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
 use crate::model::Model;
-use crate::sandbox::{CreateOptions, InfraClass, Sandbox, SandboxProvider};
+use crate::sandbox::{CreateOptions, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
 
 /// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
@@ -84,7 +84,7 @@ struct TrialExecutor {
 /// What one attempt produced before classification.
 struct Attempt {
     verifier: Option<VerifierOutcome>,
-    infra: Option<(InfraKind, String)>,
+    infra: Option<(InfraClass, String)>,
     episode: Option<Episode>,
     durations: Durations,
     cancelled: bool,
@@ -174,6 +174,11 @@ impl Executor for TrialExecutor {
             cached_from: None,
         };
         Executed {
+            end: if attempt.cancelled {
+                TrialEnd::Cancelled
+            } else {
+                TrialEnd::Finished
+            },
             result,
             trace,
             requests,
@@ -194,7 +199,7 @@ impl TrialExecutor {
             Err(e) => {
                 return Attempt {
                     verifier: None,
-                    infra: Some((InfraKind::Sandbox, e.to_string())),
+                    infra: Some((InfraClass::Sandbox, e.to_string())),
                     episode: None,
                     durations: d,
                     cancelled: false,
@@ -211,7 +216,7 @@ impl TrialExecutor {
         if let Err(e) = destroyed
             && out.infra.is_none()
         {
-            out.infra = Some((InfraKind::Sandbox, format!("teardown failed: {e}")));
+            out.infra = Some((InfraClass::Sandbox, format!("teardown failed: {e}")));
         }
         out.durations = d;
         out
@@ -265,10 +270,10 @@ impl TrialExecutor {
                         cancelled = matches!(ep.ending, crate::agent::trace::Ending::Cancelled);
                         let infra = match &ep.ending {
                             crate::agent::trace::Ending::ModelError { message } => {
-                                Some((InfraKind::Model, message.clone()))
+                                Some((InfraClass::Model, message.clone()))
                             }
                             crate::agent::trace::Ending::SandboxError { message } => {
-                                Some((InfraKind::Sandbox, message.clone()))
+                                Some((InfraClass::Sandbox, message.clone()))
                             }
                             _ => None,
                         };
@@ -342,9 +347,9 @@ impl TrialExecutor {
     }
 }
 
-fn classify(e: &Error) -> InfraKind {
+fn classify(e: &Error) -> InfraClass {
     match InfraClass::of(e) {
-        Some(InfraClass::Verifier) => InfraKind::Verifier,
-        _ => InfraKind::Sandbox,
+        Some(InfraClass::Verifier) => InfraClass::Verifier,
+        _ => InfraClass::Sandbox,
     }
 }

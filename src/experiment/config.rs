@@ -348,16 +348,6 @@ pub struct Prices {
     pub cached_input_per_mtok: f64,
 }
 
-impl Prices {
-    pub fn cost(&self, usage: &crate::model::Usage) -> f64 {
-        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens) as f64;
-        (uncached * self.input_per_mtok
-            + usage.cached_tokens as f64 * self.cached_input_per_mtok
-            + usage.completion_tokens as f64 * self.output_per_mtok)
-            / 1e6
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Diagnose {
@@ -393,7 +383,7 @@ impl Experiment {
             return err("concurrency", "model.concurrency", "must be at least 1");
         }
         for (k, v) in &self.runner.image_map {
-            if let Some(p) = crate::sandbox::image_map::key_problem(k, v) {
+            if let Some(p) = super::image_map::key_problem(k, v) {
                 return err("image_map", "runner.image_map", &p);
             }
         }

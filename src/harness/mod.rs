@@ -13,8 +13,7 @@ pub use manifest::{Bounds, Manifest, Protocol, Surface, SurfaceKind};
 use crate::error::{Error, GitContext, IoContext, Result};
 
 pub const MANIFEST: &str = "harness.yaml";
-/// Fixed experiment state; never an editable surface.
-pub const FIXED_DIR: &str = ".harness";
+pub use crate::lineage::FIXED_DIR;
 
 /// A harness as committed (or as in a worktree): manifest plus every file outside `.harness/`.
 #[derive(Debug, Clone)]

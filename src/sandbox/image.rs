@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::InfraClass;
-use super::docker::{docker_err, is_not_found};
+use super::engine::{docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -45,7 +45,7 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
-pub use super::docker::connect;
+pub use super::engine::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
 pub fn debootstrap_rootfs(
@@ -385,6 +385,9 @@ pub(crate) fn tag_safe(s: &str) -> String {
     if t.is_empty() { "task".into() } else { t }
 }
 
+/// The label of everything the Docker runner makes (`docker::LABEL`, which names this module).
+const OUR_LABEL: &str = "git-harness";
+
 /// The image `git harness image verifier` makes by default.
 pub const VERIFIER_IMAGE: &str = "git-harness/verifier:bookworm";
 /// What TB2 verifiers fetch at run time (`uvx -w pytest==8.4.1 -w pytest-json-ctrf==0.3.5`).
@@ -526,7 +529,7 @@ async fn run_once(docker: &Docker, image: &str, command: &str) -> Result<String>
         cmd: Some(vec!["sh".into(), "-c".into(), command.to_string()]),
         entrypoint: Some(vec![]),
         labels: Some(std::collections::HashMap::from([(
-            super::docker::LABEL.to_string(),
+            OUR_LABEL.to_string(),
             "1".to_string(),
         )])),
         host_config: Some(HostConfig {
@@ -595,7 +598,7 @@ async fn build_dir_image(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
         .rm(true)
         .forcerm(true)
         .labels(&std::collections::HashMap::from([(
-            super::docker::LABEL.to_string(),
+            OUR_LABEL.to_string(),
             "1".to_string(),
         )]))
         .build();

@@ -17,8 +17,10 @@ pub use crate::task::Phase;
 
 mod auto;
 pub mod docker;
+mod engine;
 pub mod image;
-pub mod image_map;
+/// Image map patterns are configured with the experiment.
+pub use crate::experiment::image_map;
 pub mod local;
 mod output;
 pub mod view;
@@ -239,53 +241,7 @@ pub trait SandboxProvider: Send + Sync {
     }
 }
 
-/// Which part of the infrastructure failed. `Error::Infra` messages start with `sandbox: ` or
-/// `verifier: `, so the class survives wherever the error travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfraClass {
-    /// Image build, container start, exec transport, setup.
-    Sandbox,
-    /// Verifier timed out or crashed, no reward file, unparseable reward.
-    Verifier,
-}
-
-impl InfraClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InfraClass::Sandbox => "sandbox",
-            InfraClass::Verifier => "verifier",
-        }
-    }
-
-    /// An `Error::Infra` of this class.
-    pub fn error(self, message: impl AsRef<str>) -> Error {
-        Error::Infra {
-            message: format!("{}: {}", self.as_str(), message.as_ref()),
-            hint: None,
-        }
-    }
-
-    pub fn error_hint(self, message: impl AsRef<str>, hint: impl Into<String>) -> Error {
-        Error::Infra {
-            message: format!("{}: {}", self.as_str(), message.as_ref()),
-            hint: Some(hint.into()),
-        }
-    }
-
-    /// The class of an infrastructure error, when it has one.
-    pub fn of(err: &Error) -> Option<InfraClass> {
-        match err {
-            Error::Infra { message, .. } if message.starts_with("sandbox: ") => {
-                Some(InfraClass::Sandbox)
-            }
-            Error::Infra { message, .. } if message.starts_with("verifier: ") => {
-                Some(InfraClass::Verifier)
-            }
-            _ => None,
-        }
-    }
-}
+pub use crate::error::InfraClass;
 
 /// Whether the local runner uses bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,12 +8,14 @@ mod demo;
 mod estimate;
 mod evolve;
 mod export;
+mod forward;
 mod image;
 mod import;
 mod init;
 mod install_man;
 mod log;
 mod mine;
+mod noise;
 mod output;
 mod progress;
 mod promote;
@@ -72,6 +74,7 @@ pub enum Command {
     Evolve(evolve::Args),
     Estimate(estimate::Args),
     Check(check::Args),
+    Noise(noise::Args),
     Ci(ci::Args),
     Bisect(bisect::Args),
     Demo(demo::Args),
@@ -82,6 +85,10 @@ pub enum Command {
     Report(report::Args),
     Why(why::Args),
     InstallMan(install_man::Args),
+    #[command(name = "__forward", hide = true)]
+    Forward(forward::Args),
+    #[command(name = "__tunnel", hide = true)]
+    Tunnel(forward::TunnelArgs),
 }
 
 pub fn main() -> i32 {
@@ -151,6 +158,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Evolve(a) => evolve::run(ui, a),
         Command::Estimate(a) => estimate::run(ui, a),
         Command::Check(a) => check::run(ui, a),
+        Command::Noise(a) => noise::run(ui, a),
         Command::Ci(a) => ci::run(ui, a),
         Command::Bisect(a) => bisect::run(ui, a),
         Command::Demo(a) => demo::run(ui, a),
@@ -161,5 +169,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Report(a) => report::run(ui, a),
         Command::Why(a) => why::run(ui, a),
         Command::InstallMan(a) => install_man::run(ui, a),
+        Command::Forward(a) => forward::run(ui, a),
+        Command::Tunnel(a) => forward::tunnel(ui, a),
     }
 }

@@ -377,6 +377,7 @@ impl DockerProvider {
             path_env,
             phases,
             connected: tokio::sync::Mutex::new(phases.any()),
+            tunnel: std::sync::Mutex::new(None),
         };
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;

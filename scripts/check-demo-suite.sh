@@ -180,7 +180,7 @@ def check_layout(tid, d, problems):
         need(env.get("workdir") == "/app", '[environment] workdir != "/app"')
         need("docker_image" not in env, "[environment] docker_image is set")
         need(env.get("cpus") == 1 and env.get("memory_mb") == 512, "[environment] cpus/memory_mb")
-        need(env.get("network_mode") == "none", '[environment] network_mode != "none"')
+        need(env.get("network_mode") == "no-network", '[environment] network_mode != "no-network"')
         meta = cfg.get("metadata", {})
         need(meta.get("category") and meta.get("difficulty"), "[metadata] category/difficulty missing")
     except (OSError, tomllib.TOMLDecodeError) as e:

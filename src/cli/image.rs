@@ -19,10 +19,31 @@ pub struct Args {
 pub enum Sub {
     /// Build the base image from a root-filesystem tarball or with debootstrap.
     Base(BaseArgs),
+    /// Build the offline verifier image: uv/uvx, a Python, pytest and pytest-json-ctrf (what
+    /// TB2 verifiers fetch when they run), from wheels downloaded on this host, so their
+    /// test.sh runs unchanged with no network. Map task images to it with `--image-map '*=TAG'`.
+    Verifier(VerifierArgs),
     /// Remove stale task images: images of the current suite's tasks that no task runs on
     /// now (changed tasks, images built on a FROM image since rebuilt). Images a container
     /// still uses are kept.
     Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifierArgs {
+    /// The image to build on (it needs python3).
+    #[arg(long, default_value = BASE_IMAGE)]
+    pub base: String,
+    /// The image name.
+    #[arg(long, default_value = image::VERIFIER_IMAGE)]
+    pub tag: String,
+    /// Another package to install (`NAME==VERSION`, repeatable), besides pytest==8.4.1 and
+    /// pytest-json-ctrf==0.3.5.
+    #[arg(long = "with", value_name = "REQUIREMENT")]
+    pub with: Vec<String>,
+    /// Rebuild even when the image exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,7 +88,39 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     match args.command {
         Sub::Base(a) => base(ui, a),
         Sub::Prune(a) => prune(ui, a),
+        Sub::Verifier(a) => verifier(ui, a),
     }
+}
+
+fn verifier(ui: &mut Ui, a: VerifierArgs) -> Result<i32> {
+    let mut packages: Vec<String> = image::VERIFIER_PACKAGES
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    packages.extend(a.with);
+    let spec = image::VerifierImage {
+        base: a.base,
+        tag: a.tag,
+        packages,
+        force: a.force,
+    };
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let built = rt.block_on(async {
+        let docker = image::connect().await?;
+        let mut progress = |s: &str| eprintln!("{s}");
+        image::build_verifier(&docker, &spec, &mut progress).await
+    })?;
+    if built {
+        ui.out(format!("built {} ({})", spec.tag, spec.packages.join(" ")));
+    } else {
+        ui.out(format!("{} exists", spec.tag));
+    }
+    ui.note(format!(
+        "run TB2-style suites on it offline: --image-map '*={}'",
+        spec.tag
+    ));
+    Ok(exit::SUCCESS)
 }
 
 fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {

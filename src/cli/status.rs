@@ -31,6 +31,11 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
         )),
         Err(e) => ui.out(format!("experiment (fingerprint unavailable: {e})")),
     }
+    let r = &fixed.experiment.runner;
+    ui.out(format!(
+        "runner    {}  network: agent {}, verifier {}",
+        r.kind, r.agent_network, r.verifier_network
+    ));
     let s = &fixed.splits;
     if s.is_empty() {
         ui.out("splits    none yet: run `git harness split`");

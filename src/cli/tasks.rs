@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use git_harness::eval::VerifyOptions;
-use git_harness::eval::builtin::check_tasks;
-use git_harness::experiment::{Experiment, RunnerConfig, RunnerKind};
+use git_harness::eval::builtin::check_tasks_with;
+use git_harness::experiment::{Experiment, NetworkChoice, RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ProviderOptions};
 use git_harness::task;
 use git_harness::{Error, Result, exit};
@@ -57,6 +57,20 @@ pub struct CheckArgs {
     /// Check only these tasks (repeatable).
     #[arg(long = "task", short = 't', value_name = "ID")]
     pub tasks: Vec<String>,
+    /// The agent phase's network: the task's `network_mode` or none (default: runner.agent_network).
+    #[arg(long, value_name = "task|none", value_parser = ["task", "none"])]
+    pub agent_network: Option<String>,
+    /// The verifier phase's network: the task's `network_mode` or none (default: runner.verifier_network).
+    #[arg(long, value_name = "task|none", value_parser = ["task", "none"])]
+    pub verifier_network: Option<String>,
+}
+
+fn network_choice(arg: &Option<String>, current: NetworkChoice) -> NetworkChoice {
+    match arg.as_deref() {
+        Some("none") => NetworkChoice::None,
+        Some("task") => NetworkChoice::Task,
+        _ => current,
+    }
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
@@ -154,6 +168,8 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         _ => {}
     }
     git_harness::sandbox::image_map::extend_from_args(&mut cfg.image_map, &a.image_map)?;
+    cfg.agent_network = network_choice(&a.agent_network, cfg.agent_network);
+    cfg.verifier_network = network_choice(&a.verifier_network, cfg.verifier_network);
     let opts = ProviderOptions {
         bwrap: if a.no_bwrap {
             Bwrap::Never
@@ -181,10 +197,37 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
     let vopts = VerifyOptions::default();
     let mut interrupt = super::signal::interrupts();
+    let (broken, setup) = (
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    );
+    let shown = std::sync::Mutex::new(&mut *ui);
+    // Each task as soon as both its trials ended, with their wall time.
+    let report = |c: &git_harness::eval::builtin::TaskCheck| {
+        let Ok(mut ui) = shown.lock() else { return };
+        let secs = format!("({:.1}s)", c.elapsed_ms as f64 / 1000.0);
+        let problems = c.problems();
+        if problems.is_empty() {
+            ui.out(format!("ok      {}  {secs}", c.task));
+            return;
+        }
+        // A setup problem says nothing about the task: it could not be tried here.
+        let label = if c.setup {
+            setup.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "SETUP "
+        } else {
+            broken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "BROKEN"
+        };
+        ui.out(format!("{label}  {}  {secs}", c.task));
+        for p in problems {
+            ui.out(format!("        {p}"));
+        }
+    };
     let checks = rt.block_on(async {
         let _ = provider.sweep().await;
         let _busy = super::signal::Busy::new();
-        let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);
+        let work = check_tasks_with(Arc::clone(&provider), &tasks, concurrency, &vopts, &report);
         // Checks are short: the first interrupt drops them, and their sandboxes with them.
         tokio::select! {
             c = work => Ok(c),
@@ -194,26 +237,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
             }
         }
     })?;
-    let (mut broken, mut setup) = (0, 0);
-    for c in &checks {
-        let problems = c.problems();
-        if problems.is_empty() {
-            ui.out(format!("ok      {}", c.task));
-            continue;
-        }
-        // A setup problem says nothing about the task: it could not be tried here.
-        let label = if c.setup {
-            setup += 1;
-            "SETUP "
-        } else {
-            broken += 1;
-            "BROKEN"
-        };
-        ui.out(format!("{label}  {}", c.task));
-        for p in problems {
-            ui.out(format!("        {p}"));
-        }
-    }
+    let (broken, setup) = (broken.into_inner(), setup.into_inner());
     let mut summary = format!(
         "{} task{} checked, {broken} broken",
         checks.len(),

@@ -173,14 +173,22 @@ pub struct TaskCheck {
     pub oracle: std::result::Result<TrialResult, String>,
     pub nop: std::result::Result<TrialResult, String>,
     /// A trial could not run for a reason outside the task (an infrastructure error: the
-    /// runner, an image, the engine): a setup problem, not evidence that the task is broken.
+    /// runner, an image, the engine), or the oracle failed for one (see [`setup_cause`]): a
+    /// setup problem, not evidence that the task is broken.
     pub setup: bool,
+    /// Why the oracle's failure is a setup problem, with the remedy.
+    pub setup_cause: Option<String>,
+    /// Wall time of the task's trials, from the first start to the last end.
+    pub elapsed_ms: u64,
 }
 
 impl TaskCheck {
-    /// Why the task is broken; empty when it is fine.
+    /// Why the task is broken or could not be tried; empty when it is fine.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if let Some(c) = &self.setup_cause {
+            p.push(c.clone());
+        }
         match &self.oracle {
             Err(e) => p.push(format!("oracle trial failed: {e}")),
             Ok(r) if !r.verifier.passed => {
@@ -246,6 +254,17 @@ pub async fn check_tasks(
     concurrency: usize,
     verify_opts: &VerifyOptions,
 ) -> Vec<TaskCheck> {
+    check_tasks_with(provider, tasks, concurrency, verify_opts, &|_| {}).await
+}
+
+/// [`check_tasks`], calling `done` with each task's check as soon as both its trials ended.
+pub async fn check_tasks_with(
+    provider: Arc<dyn SandboxProvider>,
+    tasks: &[Task],
+    concurrency: usize,
+    verify_opts: &VerifyOptions,
+    done: &(dyn Fn(&TaskCheck) + Sync),
+) -> Vec<TaskCheck> {
     let jobs = tasks.iter().enumerate().flat_map(|(i, t)| {
         [BuiltinAgent::Oracle, BuiltinAgent::Nop]
             .into_iter()
@@ -254,27 +273,145 @@ pub async fn check_tasks(
     let provider = &provider;
     // A failed trial: its description and whether it was an infrastructure error.
     type Tried = std::result::Result<TrialResult, (String, bool)>;
-    let mut results: Vec<(usize, BuiltinAgent, Tried)> = futures_util::stream::iter(jobs)
+    let mut trials = futures_util::stream::iter(jobs)
         .map(|(i, t, a)| async move {
+            let start = Instant::now();
             let r = run_trial(provider.as_ref(), t, a, verify_opts)
                 .await
                 .map_err(|e| (describe(&e), InfraClass::of(&e).is_some()));
-            (i, a, r)
+            (i, a, r, start, Instant::now())
         })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    results.sort_by_key(|(i, a, _)| (*i, *a == BuiltinAgent::Nop));
-    let mut checks = Vec::new();
-    let mut it = results.into_iter();
-    while let (Some((i, _, oracle)), Some((_, _, nop))) = (it.next(), it.next()) {
-        let setup = [&oracle, &nop].iter().any(|r| matches!(r, Err((_, true))));
-        checks.push(TaskCheck {
+        .buffer_unordered(concurrency.max(1));
+    // The first trial of a task to end waits here for the other.
+    let mut half: std::collections::HashMap<usize, (BuiltinAgent, Tried, Instant, Instant)> =
+        std::collections::HashMap::new();
+    let mut checks: Vec<(usize, TaskCheck)> = Vec::new();
+    while let Some((i, a, r, start, end)) = trials.next().await {
+        let Some((a2, r2, start2, end2)) = half.remove(&i) else {
+            half.insert(i, (a, r, start, end));
+            continue;
+        };
+        let (oracle, nop) = if a == BuiltinAgent::Oracle {
+            (r, r2)
+        } else {
+            (r2, r)
+        };
+        let elapsed_ms = end.max(end2).duration_since(start.min(start2)).as_millis() as u64;
+        let _ = a2;
+        let infra = [&oracle, &nop].iter().any(|r| matches!(r, Err((_, true))));
+        let cause = match &oracle {
+            Ok(r) if !r.verifier.passed && !infra => setup_cause(&r.verifier.output_tail),
+            _ => None,
+        };
+        let check = TaskCheck {
             task: tasks[i].id.clone(),
             oracle: oracle.map_err(|(e, _)| e),
             nop: nop.map_err(|(e, _)| e),
-            setup,
-        });
+            setup: infra || cause.is_some(),
+            setup_cause: cause,
+            elapsed_ms,
+        };
+        done(&check);
+        checks.push((i, check));
     }
-    checks
+    checks.sort_by_key(|(i, _)| *i);
+    checks.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Programs whose absence from an image is a setup problem when a verifier runs them.
+const INTERPRETERS: &[&str] = &[
+    "python", "python3", "pip", "pip3", "uv", "uvx", "pytest", "node", "npm", "npx", "ruby",
+    "perl", "java", "go", "cargo", "rustc", "Rscript", "php", "curl", "wget",
+];
+
+/// Why a failed oracle verification is the setup's fault, not the task's, with the remedy: the
+/// verifier needed the network (name resolution or connection errors of a download: the first
+/// cause, as a missing tool often follows from a failed install) or ran an interpreter the
+/// image lacks. `None` when its output shows neither.
+pub fn setup_cause(verifier_output: &str) -> Option<String> {
+    const NETWORK: &[&str] = &[
+        "Temporary failure resolving",
+        "Temporary failure in name resolution",
+        "Could not resolve host",
+        "Name or service not known",
+        "Network is unreachable",
+        "getaddrinfo failed",
+        "Failed to establish a new connection",
+        "No address associated with hostname",
+        "dns error",
+    ];
+    let remedy_image = "build the offline verifier image (`git harness image verifier`) and run the suite on it (`--image-map '*=git-harness/verifier:bookworm'`)";
+    // The verifier image's own stand-ins name their remedy.
+    if let Some(line) = verifier_output
+        .lines()
+        .find(|l| l.contains("is not in this image") && l.contains("git harness image verifier"))
+    {
+        return Some(format!("setup: {}", line.trim()));
+    }
+    if let Some(line) = verifier_output
+        .lines()
+        .find(|l| NETWORK.iter().any(|n| l.contains(n)))
+    {
+        return Some(format!(
+            "setup: the verifier needs the network, which it cannot reach here ({}); {remedy_image}, or give the verifier the network (`[verifier] network_mode = \"public\"`, no `--verifier-network none`)",
+            line.trim()
+        ));
+    }
+    for line in verifier_output.lines() {
+        let Some(cmd) = missing_command(line) else {
+            continue;
+        };
+        if INTERPRETERS.contains(&cmd)
+            || (cmd.starts_with("python3.") && cmd[8..].chars().all(|c| c.is_ascii_digit()))
+        {
+            return Some(format!(
+                "setup: the verifier runs `{cmd}`, which this image lacks ({}); {remedy_image}, or install it in the task's image",
+                line.trim()
+            ));
+        }
+    }
+    None
+}
+
+/// The command a shell or `env` could not find, from one line of output.
+fn missing_command(line: &str) -> Option<&str> {
+    // bash: `/tests/test.sh: line 19: uvx: command not found`; sh: `uvx: not found`.
+    if let Some(head) = line
+        .strip_suffix(": command not found")
+        .or_else(|| line.strip_suffix(": not found"))
+    {
+        return head.rsplit(": ").next().map(str::trim);
+    }
+    // `#!/usr/bin/env python3` without python3: `/usr/bin/env: 'python3': No such file or directory`.
+    let rest = line.split("env: ").nth(1)?;
+    let rest = rest.strip_suffix(": No such file or directory")?;
+    Some(rest.trim_matches(|c| c == '\'' || c == '"' || c == '‘' || c == '’'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::setup_cause;
+
+    #[test]
+    fn setup_causes_are_told_from_task_failures() {
+        let net = "Err:1 http://deb.debian.org bookworm InRelease\n  Temporary failure resolving 'deb.debian.org'\n/tests/test.sh: line 8: curl: command not found";
+        assert!(setup_cause(net).unwrap().contains("needs the network"));
+        let py = "/tests/test.sh: line 3: python3.13: command not found";
+        assert!(setup_cause(py).unwrap().contains("`python3.13`"));
+        let env = "/usr/bin/env: 'python3': No such file or directory";
+        assert!(setup_cause(env).unwrap().contains("`python3`"));
+        let shim = "git-harness verifier image: uvx: pytest==9.0 is not in this image (it has pytest==8.4.1); rebuild it with `git harness image verifier --with pytest==9.0`";
+        assert!(setup_cause(shim).unwrap().contains("--with pytest==9.0"));
+        // What the task's own check says is the task's business.
+        assert_eq!(
+            setup_cause("FAILED test_outputs.py::test_count - assert 3 == 4"),
+            None
+        );
+        assert_eq!(setup_cause("./build/app: No such file or directory"), None);
+        assert_eq!(setup_cause("mytool: command not found"), None);
+        assert_eq!(
+            setup_cause("curl: (7) Failed to connect to localhost port 8080: Connection refused"),
+            None
+        );
+    }
 }

@@ -179,6 +179,8 @@ pub async fn verify(
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
     sandbox.kill_strays().await?;
+    // The verifier's network from here on: no agent process is left to use it.
+    sandbox.set_phase(crate::sandbox::Phase::Verifier).await?;
     // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
     // replaced interpreter could forge any reward.
     let tampered = sandbox.toolchain_changes().await?;

@@ -224,10 +224,44 @@ pub struct RunnerConfig {
     /// keys win over patterns, longer prefixes over shorter.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub image_map: BTreeMap<String, String>,
+    /// The agent phase's network: the task's policy (`task`, the default) or none at all.
+    #[serde(default, skip_serializing_if = "NetworkChoice::is_task")]
+    pub agent_network: NetworkChoice,
+    /// The verifier phase's network: the task's policy (`task`, the default) or none at all.
+    #[serde(default, skip_serializing_if = "NetworkChoice::is_task")]
+    pub verifier_network: NetworkChoice,
     /// Host directories shown read-only, under their own paths, to `protocol: command` agents
     /// (e.g. a directory their Python packages were installed into).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_paths: Vec<std::path::PathBuf>,
+}
+
+/// What the experiment does with a phase's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkChoice {
+    /// Follow the task's `network_mode` for that phase.
+    #[default]
+    Task,
+    /// No network in that phase, whatever the task says.
+    None,
+}
+
+impl NetworkChoice {
+    pub fn is_task(&self) -> bool {
+        *self == NetworkChoice::Task
+    }
+
+    /// Whether the phase gets the network, given what the task's policy says.
+    pub fn allows(self, task_says: bool) -> bool {
+        task_says && self == NetworkChoice::Task
+    }
+}
+
+impl std::fmt::Display for NetworkChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::support::yaml::name_of(self))
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -240,6 +274,8 @@ impl Default for RunnerConfig {
             kind: RunnerKind::Local,
             concurrency: default_concurrency(),
             image_map: BTreeMap::new(),
+            agent_network: NetworkChoice::Task,
+            verifier_network: NetworkChoice::Task,
             agent_paths: Vec::new(),
         }
     }
@@ -454,6 +490,17 @@ impl Experiment {
     /// does. Concurrency, timeouts of the client, trial counts, gate, proposer and prices do not
     /// change a trial's outcome, so changing them keeps cached results valid.
     pub fn canonical(&self) -> serde_json::Value {
+        let mut runner =
+            serde_json::json!({ "kind": self.runner.kind, "image_map": self.runner.image_map });
+        // Only a pinned phase enters: fingerprints of experiments that follow the tasks stay.
+        for (key, choice) in [
+            ("agent_network", self.runner.agent_network),
+            ("verifier_network", self.runner.verifier_network),
+        ] {
+            if !choice.is_task() {
+                runner[key] = serde_json::json!(choice);
+            }
+        }
         serde_json::json!({
             "model": {
                 "provider": self.model.provider,
@@ -463,7 +510,7 @@ impl Experiment {
             },
             "decoding": self.decoding,
             "budgets": self.budgets,
-            "runner": { "kind": self.runner.kind, "image_map": self.runner.image_map },
+            "runner": runner,
             "suite": self.suite,
             "seed": self.seed,
         })

@@ -1,6 +1,7 @@
 //! Images: the base image `git-harness/base:bookworm` (imported from a root-filesystem tarball,
 //! which `debootstrap` can make), image names through the image map, task Dockerfiles and their
-//! deterministic build contexts, and the tar helpers the Docker runner uploads with.
+//! deterministic build contexts, the tar helpers the Docker runner uploads with, and the offline
+//! verifier image (`image verifier`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::InfraClass;
-use super::docker::{docker_err, is_not_found};
+use super::engine::{docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -44,7 +45,7 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
-pub use super::docker::connect;
+pub use super::engine::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
 pub fn debootstrap_rootfs(
@@ -382,6 +383,249 @@ pub(crate) fn tag_safe(s: &str) -> String {
         .collect();
     let t = t.trim_start_matches(['-', '.', '_']).to_string();
     if t.is_empty() { "task".into() } else { t }
+}
+
+/// The label of everything the Docker runner makes (`docker::LABEL`, which names this module).
+const OUR_LABEL: &str = "git-harness";
+
+/// The image `git harness image verifier` makes by default.
+pub const VERIFIER_IMAGE: &str = "git-harness/verifier:bookworm";
+/// What TB2 verifiers fetch at run time (`uvx -w pytest==8.4.1 -w pytest-json-ctrf==0.3.5`).
+pub const VERIFIER_PACKAGES: &[&str] = &["pytest==8.4.1", "pytest-json-ctrf==0.3.5"];
+
+/// The files of the verifier image's build context besides the wheels.
+const VERIFIER_FILES: &[(&str, &str)] = &[
+    (
+        "install.sh",
+        include_str!("../../templates/verifier-image/install.sh"),
+    ),
+    (
+        "run.py",
+        include_str!("../../templates/verifier-image/run.py"),
+    ),
+    ("uv", include_str!("../../templates/verifier-image/uv")),
+    ("uvx", include_str!("../../templates/verifier-image/uvx")),
+    ("curl", include_str!("../../templates/verifier-image/curl")),
+    ("env", include_str!("../../templates/verifier-image/env")),
+];
+
+/// What to build the verifier image from.
+#[derive(Debug, Clone)]
+pub struct VerifierImage {
+    pub base: String,
+    pub tag: String,
+    /// Requirements (`pytest==8.4.1`), downloaded as wheels on the host.
+    pub packages: Vec<String>,
+    pub force: bool,
+}
+
+/// Build the offline verifier image: on `base`, the wheels of `packages` (downloaded on the
+/// host with `pip download`, for the base image's Python), unpacked into a private site dir,
+/// and `uv`/`uvx`/`curl` stand-ins plus uv's `env` file, so that a TB2 `test.sh` (`curl
+/// astral.sh/uv/.../install.sh | sh; source $HOME/.local/bin/env; uvx -p 3.13 -w ... pytest`)
+/// runs unchanged with no network. Returns false when the image already existed.
+pub async fn build_verifier(
+    docker: &Docker,
+    spec: &VerifierImage,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<bool> {
+    if !spec.force && image_exists(docker, &spec.tag).await? {
+        progress(&format!("{} already exists", spec.tag));
+        return Ok(false);
+    }
+    if !image_exists(docker, &spec.base).await? {
+        return Err(InfraClass::Sandbox.error_hint(
+            format!("the base image {} is missing", spec.base),
+            "build it with `git harness image base --debootstrap bookworm --include python3`",
+        ));
+    }
+    let python = run_once(
+        docker,
+        &spec.base,
+        "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
+    )
+    .await?;
+    let python = python.trim().to_string();
+    if !python.chars().all(|c| c.is_ascii_digit() || c == '.') || python.is_empty() {
+        return Err(InfraClass::Sandbox.error_hint(
+            format!(
+                "the base image {} has no working python3: {python}",
+                spec.base
+            ),
+            "build the base with `git harness image base --debootstrap bookworm --include python3`",
+        ));
+    }
+    let ctx = tempfile::Builder::new()
+        .prefix("git-harness-verifier-")
+        .tempdir()
+        .at(std::env::temp_dir())?;
+    let wheels = ctx.path().join("wheels");
+    progress(&format!(
+        "downloading wheels for Python {python} on this host: {}",
+        spec.packages.join(" ")
+    ));
+    let (py, pk, w) = (python.clone(), spec.packages.clone(), wheels.clone());
+    tokio::task::spawn_blocking(move || download_wheels(&py, &pk, &w))
+        .await
+        .map_err(|e| Error::Internal(format!("pip download task panicked: {e}")))??;
+    for (name, text) in VERIFIER_FILES {
+        let p = ctx.path().join(name);
+        std::fs::write(&p, text).at(&p)?;
+    }
+    let dockerfile = format!(
+        "FROM {}\nCOPY . /opt/git-harness/verifier/\nRUN sh /opt/git-harness/verifier/install.sh\n",
+        spec.base
+    );
+    let p = ctx.path().join("Dockerfile");
+    std::fs::write(&p, dockerfile).at(&p)?;
+    progress(&format!("building {} on {}", spec.tag, spec.base));
+    build_dir_image(docker, ctx.path(), &spec.tag).await?;
+    Ok(true)
+}
+
+/// `pip download` of pure-Python or manylinux wheels for `python` (`3.11`) into `out`.
+fn download_wheels(python: &str, packages: &[String], out: &Path) -> Result<()> {
+    let arch = std::env::consts::ARCH;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"]);
+    cmd.args(["--python-version", python, "--implementation", "cp"]);
+    for plat in [
+        format!("manylinux2014_{arch}"),
+        format!("manylinux_2_28_{arch}"),
+        format!("linux_{arch}"),
+    ] {
+        cmd.args(["--platform", &plat]);
+    }
+    cmd.arg("-d").arg(out).args(packages);
+    let o = cmd.output().map_err(|e| {
+        Error::usage_hint(
+            format!("cannot run `python3 -m pip`: {e}"),
+            "install Python's pip on this host (the wheels are downloaded here, not in the image)",
+        )
+    })?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        return Err(InfraClass::Sandbox.error_hint(
+            format!(
+                "pip download {} failed:\n{}",
+                packages.join(" "),
+                lines[lines.len().saturating_sub(10)..].join("\n")
+            ),
+            "the host needs the package index (PyPI or a mirror pip is configured for)",
+        ));
+    }
+    Ok(())
+}
+
+/// Run `sh -c command` once in a fresh container of `image` (no network) and return its output.
+async fn run_once(docker: &Docker, image: &str, command: &str) -> Result<String> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["sh".into(), "-c".into(), command.to_string()]),
+        entrypoint: Some(vec![]),
+        labels: Some(std::collections::HashMap::from([(
+            OUR_LABEL.to_string(),
+            "1".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .map_err(|e| InfraClass::Sandbox.error(format!("create a container from {image}: {e}")))?;
+    let id = created.id;
+    let result = async {
+        docker.start_container(&id, None).await.map_err(|e| {
+            InfraClass::Sandbox.error(format!("start a container from {image}: {e}"))
+        })?;
+        let mut wait =
+            docker.wait_container(&id, Some(WaitContainerOptionsBuilder::default().build()));
+        while let Some(w) = wait.next().await {
+            // A non-zero exit arrives as an error here; the output says what happened.
+            if w.is_err() {
+                break;
+            }
+        }
+        let mut logs = docker.logs(
+            &id,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        let mut out = String::new();
+        while let Some(chunk) = logs.next().await {
+            match chunk {
+                Ok(c) => out.push_str(&c.to_string()),
+                Err(e) => return Err(InfraClass::Sandbox.error(format!("read the output: {e}"))),
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    let _ = docker.remove_container(&id, Some(opts)).await;
+    result
+}
+
+/// `docker build` of a directory as `tag`, labelled as ours; the build log's tail on failure.
+async fn build_dir_image(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
+    use bollard::query_parameters::BuildImageOptionsBuilder;
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", dir).at(dir)?;
+    let body = tar.into_inner().at(dir)?;
+    let opts = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(&std::collections::HashMap::from([(
+            OUR_LABEL.to_string(),
+            "1".to_string(),
+        )]))
+        .build();
+    let mut log = String::new();
+    let mut failure = None;
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(body.into())));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(s) = info.stream {
+                    log.push_str(&s);
+                }
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    failure = Some(e);
+                }
+            }
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    if let Some(f) = failure {
+        let lines: Vec<&str> = log.lines().collect();
+        return Err(InfraClass::Sandbox.error(format!(
+            "build {tag}: {f}\n{}",
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub struct LocalOptions {
     /// Host paths the sandbox must never show (the suite, the harness repository), also when
     /// they lie inside a directory it shows.
     pub hidden: Vec<PathBuf>,
+    /// The experiment's choices for the phases' network.
+    pub network: super::NetworkPolicy,
 }
 
 impl Default for LocalOptions {
@@ -86,6 +89,7 @@ impl Default for LocalOptions {
             temp_root: None,
             max_processes: Some(4096),
             hidden: Vec::new(),
+            network: super::NetworkPolicy::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl LocalProvider {
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .at(root.join("tmp"))?;
         let task_workdir = task.environment.workdir.clone();
+        let phases = self.opts.network.phases(&task.environment);
         let (workdir, tests, logs, solution) = if self.opts.bwrap {
             (
                 task_workdir.clone(),
@@ -202,7 +207,8 @@ impl LocalProvider {
             tests,
             logs,
             solution,
-            network: task.environment.needs_network(),
+            phases,
+            network: AtomicBool::new(phases.setup),
             memory_mb: task.environment.memory_mb,
             cpus: task.environment.cpus,
             max_processes: self.opts.max_processes,
@@ -256,6 +262,7 @@ impl LocalProvider {
                 )));
             }
         }
+        sb.network.store(sb.phases.agent, Ordering::SeqCst);
         Ok(sb)
     }
 }
@@ -379,7 +386,9 @@ pub struct LocalSandbox {
     tests: String,
     logs: String,
     solution: String,
-    network: bool,
+    /// Which phases have the network, and whether the current one has.
+    phases: super::PhaseNetworks,
+    network: AtomicBool,
     memory_mb: Option<u64>,
     cpus: Option<f64>,
     max_processes: Option<u64>,
@@ -528,7 +537,7 @@ impl LocalSandbox {
                 "--unshare-ipc",
                 "--unshare-uts",
             ]);
-            if !self.network {
+            if !self.network.load(Ordering::SeqCst) {
                 cmd.arg("--unshare-net");
             }
             cmd.args(&self.bwrap_root);
@@ -817,6 +826,13 @@ impl Sandbox for LocalSandbox {
     fn trial_id(&self) -> &str {
         &self.id
     }
+    /// Each exec is a new bubblewrap: the next ones get the phase's network namespace (the
+    /// host's, or one of their own with only loopback). Without bubblewrap commands always have
+    /// the host's network.
+    async fn set_phase(&self, phase: super::Phase) -> Result<()> {
+        self.network.store(self.phases.get(phase), Ordering::SeqCst);
+        Ok(())
+    }
 
     async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
         if !self.bwrap {
@@ -834,7 +850,7 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn gateway_route(&self, gw: &super::GatewayEndpoints) -> Result<super::GatewayRoute> {
-        if !self.bwrap || self.network {
+        if !self.bwrap || self.network.load(Ordering::SeqCst) {
             // The host's network namespace: the gateway's loopback port is right there.
             return Ok(super::GatewayRoute {
                 base_url: format!("http://{}", gw.tcp),

@@ -10,11 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::experiment::{RunnerConfig, RunnerKind};
-use crate::task::Task;
+use crate::experiment::{NetworkChoice, RunnerConfig, RunnerKind};
+use crate::task::{EnvironmentSpec, Task};
+
+pub use crate::task::Phase;
 
 mod auto;
 pub mod docker;
+mod engine;
 pub mod image;
 /// Image map patterns are configured with the experiment.
 pub use crate::experiment::image_map;
@@ -143,6 +146,12 @@ pub trait Sandbox: Send + Sync {
     fn trial_id(&self) -> &str {
         ""
     }
+    /// Give the commands that follow the network of `phase` (see [`PhaseNetworks`]). A new
+    /// sandbox is already in its agent phase; the verifier enters its own.
+    async fn set_phase(&self, phase: Phase) -> Result<()> {
+        let _ = phase;
+        Ok(())
+    }
     /// Show a host directory read-only to later commands at `at` (the path it is seen under
     /// is returned; sandboxes that cannot bind copy it in).
     async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
@@ -177,6 +186,54 @@ pub struct GatewayRoute {
     pub base_url: String,
     /// Shell lines to run before the agent's command (start a forwarder and wait for it).
     pub prelude: Option<String>,
+}
+
+/// The experiment's choices for the phases' network, over each task's own policy
+/// (`runner.agent_network`, `runner.verifier_network`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    pub agent: NetworkChoice,
+    pub verifier: NetworkChoice,
+}
+
+impl NetworkPolicy {
+    pub fn of(cfg: &RunnerConfig) -> Self {
+        NetworkPolicy {
+            agent: cfg.agent_network,
+            verifier: cfg.verifier_network,
+        }
+    }
+
+    /// Which phases of a sandbox made from `env` have the network.
+    pub fn phases(&self, env: &EnvironmentSpec) -> PhaseNetworks {
+        PhaseNetworks {
+            setup: env.phase_network(Phase::Setup),
+            agent: self.agent.allows(env.phase_network(Phase::Agent)),
+            verifier: self.verifier.allows(env.phase_network(Phase::Verifier)),
+        }
+    }
+}
+
+/// Whether each phase of one sandbox has the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseNetworks {
+    pub setup: bool,
+    pub agent: bool,
+    pub verifier: bool,
+}
+
+impl PhaseNetworks {
+    pub fn get(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Setup => self.setup,
+            Phase::Agent => self.agent,
+            Phase::Verifier => self.verifier,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.setup || self.agent || self.verifier
+    }
 }
 
 /// What a sandbox is made for, beyond the task.
@@ -250,7 +307,12 @@ pub struct ProviderOptions {
 /// overridden), Docker (connected from `DOCKER_HOST` or the default socket; the version is
 /// negotiated on first use), or auto (Docker for the tasks that need an image, local otherwise).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
-    let docker = || DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone());
+    let network = NetworkPolicy::of(cfg);
+    let docker = || {
+        DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())
+            .map(|d| d.with_network(network))
+    };
+    let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
         RunnerKind::Docker => Ok(Arc::new(docker()?)),
@@ -263,7 +325,10 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
     }
 }
 
-fn local_provider(opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
+fn local_provider(
+    opts: &ProviderOptions,
+    network: NetworkPolicy,
+) -> Result<Arc<dyn SandboxProvider>> {
     let use_bwrap = match opts.bwrap {
         Bwrap::Never => false,
         Bwrap::Auto => local::bwrap_available(),
@@ -281,6 +346,7 @@ fn local_provider(opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
         bwrap: use_bwrap,
         temp_root: opts.temp_root.clone(),
         hidden: opts.hidden.clone(),
+        network,
         ..LocalOptions::default()
     };
     Ok(Arc::new(LocalProvider::new(lo)))

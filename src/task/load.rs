@@ -370,12 +370,19 @@ fn load_harbor(dir: &Path, id: &str, pr: &mut Problems) -> Option<Task> {
                 }
                 artifacts = parse_artifacts(&table, text, &toml_path, pr);
                 verifier_environment = parse_verifier_mode(&verifier, &env, text, &toml_path, pr);
-                // `[agent].network_mode` asks for the network during the agent phase too.
-                if env.network_mode.is_none()
-                    && let Some(toml::Value::String(m)) =
-                        agent.as_ref().and_then(|a| a.get("network_mode"))
-                {
-                    env.network_mode = Some(m.clone());
+                // `[agent]` / `[verifier]` `network_mode`: that phase's own mode.
+                let (m, hosts) = parse_network(&agent, "agent", text, &toml_path, pr);
+                env.agent_network_mode = m;
+                env.allowed_hosts.extend(hosts);
+                let (m, hosts) = parse_network(&verifier, "verifier", text, &toml_path, pr);
+                env.verifier_network_mode = m;
+                env.allowed_hosts.extend(hosts);
+                env.allowed_hosts.sort();
+                env.allowed_hosts.dedup();
+                if let Some(v) = verifier_environment.as_mut() {
+                    v.agent_network_mode = env.agent_network_mode.clone();
+                    v.verifier_network_mode = env.verifier_network_mode.clone();
+                    v.allowed_hosts = env.allowed_hosts.clone();
                 }
             }
         }
@@ -500,6 +507,59 @@ fn parse_verifier_mode(
     Some(env)
 }
 
+/// `network_mode` and `allowed_hosts` of one table (`[environment]`, `[agent]`, `[verifier]`),
+/// checked against Harbor's values (and the older aliases the loader reads).
+fn parse_network(
+    t: &Option<toml::Table>,
+    tname: &str,
+    text: &str,
+    file: &Path,
+    pr: &mut Problems,
+) -> (Option<String>, Vec<String>) {
+    let Some(t) = t else {
+        return (None, Vec::new());
+    };
+    let mode = match t.get("network_mode") {
+        None => None,
+        Some(toml::Value::String(m)) if crate::task::NETWORK_MODES.contains(&m.as_str()) => {
+            Some(m.clone())
+        }
+        Some(o) => {
+            pr.add(
+                file,
+                toml_line(text, tname, "network_mode"),
+                &format!("{tname}.network_mode"),
+                format!("unknown mode {o} (expected \"public\", \"no-network\" or \"allowlist\")"),
+            );
+            None
+        }
+    };
+    let mut hosts = Vec::new();
+    match t.get("allowed_hosts") {
+        None => {}
+        Some(toml::Value::Array(list)) => {
+            for h in list {
+                match h.as_str() {
+                    Some(s) if !s.trim().is_empty() => hosts.push(s.trim().to_string()),
+                    _ => pr.add(
+                        file,
+                        toml_line(text, tname, "allowed_hosts"),
+                        &format!("{tname}.allowed_hosts"),
+                        format!("must be a list of host names, found {h}"),
+                    ),
+                }
+            }
+        }
+        Some(o) => pr.add(
+            file,
+            toml_line(text, tname, "allowed_hosts"),
+            &format!("{tname}.allowed_hosts"),
+            format!("must be a list of host names, found {}", o.type_str()),
+        ),
+    }
+    (mode, hosts)
+}
+
 fn parse_environment(
     e: &toml::Table,
     text: &str,
@@ -540,32 +600,14 @@ fn parse_environment(
             );
         }
     }
-    if let Some(m) = string("network_mode", pr) {
-        env.network_mode = Some(m);
+    let (m, hosts) = parse_network(&Some(e.clone()), "environment", text, file, pr);
+    if m.is_some() {
+        env.network_mode = m;
     }
-    if let Some(m) = &env.network_mode
-        && ![
-            "none",
-            "no-network",
-            "public",
-            "bridge",
-            "host",
-            "allowlist",
-        ]
-        .contains(&m.as_str())
-    {
-        pr.add(
-            file,
-            line("network_mode"),
-            &field("network_mode"),
-            format!(
-                "unknown mode `{m}` (expected none, no-network, public, bridge, host or allowlist)"
-            ),
-        );
-    }
+    env.allowed_hosts.extend(hosts);
     match e.get("allow_internet") {
         None => {}
-        Some(toml::Value::Boolean(b)) => env.allow_internet = *b,
+        Some(toml::Value::Boolean(b)) => env.allow_internet = Some(*b),
         Some(o) => pr.add(
             file,
             line("allow_internet"),

@@ -31,26 +31,75 @@ pub struct EnvironmentSpec {
     pub memory_mb: Option<u64>,
     /// Working directory inside the sandbox (default `/app`).
     pub workdir: String,
-    /// `none` (default) or `bridge`/`host` when the task needs the network.
+    /// Harbor's `[environment].network_mode`: `public` (the default when unset), `no-network`
+    /// or `allowlist`; the older `none` (= `no-network`) and `bridge`/`host` (= `public`) are
+    /// read too. It is the mode of every phase that does not set its own.
     pub network_mode: Option<String>,
     pub build_timeout_sec: Option<u64>,
-    /// Harbor's deprecated `allow_internet = true`.
+    /// Harbor's deprecated `allow_internet` (`true` = `public`, `false` = `no-network`), read
+    /// when `network_mode` is unset.
     #[serde(default)]
-    pub allow_internet: bool,
+    pub allow_internet: Option<bool>,
+    /// `[agent].network_mode`: the agent phase's own mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_network_mode: Option<String>,
+    /// `[verifier].network_mode`: the verifier phase's own mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_network_mode: Option<String>,
+    /// `allowed_hosts` of an `allowlist` mode (`[environment]`, `[agent]` or `[verifier]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A phase of a trial, each with its own network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Image build and `environment/setup.sh`: `[environment].network_mode`.
+    Setup,
+    /// The agent: `[agent].network_mode`, else the environment's.
+    Agent,
+    /// The verifier: `[verifier].network_mode`, else the environment's.
+    Verifier,
+}
+
+/// The network modes Harbor's `task.toml` accepts, and the older names read as aliases.
+pub const NETWORK_MODES: &[&str] = &[
+    "public",
+    "no-network",
+    "allowlist",
+    "none",
+    "bridge",
+    "host",
+];
+
+/// Whether a network mode gives the phase a network: everything but `no-network` / `none`.
+/// Unset is Harbor's default, `public`.
+fn mode_has_network(mode: Option<&str>) -> bool {
+    !matches!(mode, Some("none" | "no-network"))
 }
 
 impl EnvironmentSpec {
-    /// Whether the task's commands need the network. Unset means no network: a sandbox is
-    /// offline unless the task asks (`network_mode = "public"|"bridge"|"host"|"allowlist"`, or
-    /// `allow_internet = true`).
+    /// Whether `phase` has the network under the task's own policy, with Harbor's precedence:
+    /// the phase's own mode, then `[environment].network_mode`, then the deprecated
+    /// `allow_internet`, then the default `public`.
+    pub fn phase_network(&self, phase: Phase) -> bool {
+        let own = match phase {
+            Phase::Setup => None,
+            Phase::Agent => self.agent_network_mode.as_deref(),
+            Phase::Verifier => self.verifier_network_mode.as_deref(),
+        };
+        match (own.or(self.network_mode.as_deref()), self.allow_internet) {
+            (Some(m), _) => mode_has_network(Some(m)),
+            (None, Some(allow)) => allow,
+            (None, None) => true,
+        }
+    }
+
+    /// Whether any phase of the task has the network under its own policy.
     pub fn needs_network(&self) -> bool {
-        if self.allow_internet {
-            return true;
-        }
-        match self.network_mode.as_deref() {
-            None => false,
-            Some(m) => !matches!(m, "none" | "no-network" | ""),
-        }
+        [Phase::Setup, Phase::Agent, Phase::Verifier]
+            .into_iter()
+            .any(|p| self.phase_network(p))
     }
 }
 

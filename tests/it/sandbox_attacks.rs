@@ -472,8 +472,9 @@ impl Fixture {
         .unwrap();
         std::fs::write(
             t.join("task.toml"),
+            // Offline: a `public` local sandbox shares the host's network (docs/tasks.md).
             "version = \"1.0\"\n[agent]\ntimeout_sec = 60.0\n[verifier]\ntimeout_sec = 30.0\n\
-             [environment]\ncpus = 1\nmemory = \"1G\"\n",
+             [environment]\ncpus = 1\nmemory = \"1G\"\nnetwork_mode = \"no-network\"\n",
         )
         .unwrap();
         std::fs::write(

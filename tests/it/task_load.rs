@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git_harness::Error;
-use git_harness::task::{TaskFormat, load_suite, load_task};
+use git_harness::task::{Phase, TaskFormat, load_suite, load_task};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tasks")
@@ -59,7 +59,11 @@ fn tb2_shaped_task_loads() {
     assert_eq!(t.environment.build_timeout_sec, Some(600));
     assert_eq!(t.agent_timeout, Duration::from_secs(900));
     assert_eq!(t.verifier_timeout, Duration::from_secs(900));
-    assert!(!t.environment.needs_network());
+    // Harbor's default network mode is `public`, in every phase.
+    assert!(t.environment.needs_network());
+    for phase in [Phase::Setup, Phase::Agent, Phase::Verifier] {
+        assert!(t.environment.phase_network(phase), "{phase:?}");
+    }
     assert_eq!(t.checksum.len(), 64);
 }
 
@@ -187,4 +191,65 @@ fn memory_sizes_parse() {
 fn missing_suite_is_a_usage_error() {
     let err = load_suite(&fixtures().join("no-such-suite")).unwrap_err();
     assert_eq!(err.exit_code(), git_harness::exit::USAGE, "{err}");
+}
+
+fn harbor_task(dir: &Path, toml: &str) {
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    std::fs::write(dir.join("instruction.md"), "Do it.\n").unwrap();
+    std::fs::write(dir.join("tests/test.sh"), "#!/bin/bash\n").unwrap();
+    std::fs::write(dir.join("task.toml"), toml).unwrap();
+}
+
+#[test]
+fn network_mode_per_phase_reads_harbor_values_and_old_aliases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("t");
+    let net = |toml: &str| {
+        harbor_task(&d, toml);
+        let t = load_task(&d).unwrap();
+        [Phase::Setup, Phase::Agent, Phase::Verifier].map(|p| t.environment.phase_network(p))
+    };
+    // Unset is Harbor's `public`.
+    assert_eq!(net(""), [true, true, true]);
+    assert_eq!(
+        net("[environment]\nnetwork_mode = \"no-network\"\n"),
+        [false, false, false]
+    );
+    // The old `none` still reads as no network.
+    assert_eq!(
+        net("[environment]\nnetwork_mode = \"none\"\n"),
+        [false, false, false]
+    );
+    // The deprecated `allow_internet` counts only without a network_mode.
+    assert_eq!(
+        net("[environment]\nallow_internet = false\n"),
+        [false, false, false]
+    );
+    assert_eq!(
+        net("[environment]\nallow_internet = true\nnetwork_mode = \"no-network\"\n"),
+        [false, false, false]
+    );
+    // A phase's own mode wins over the environment's.
+    assert_eq!(
+        net("[environment]\nnetwork_mode = \"no-network\"\n[agent]\nnetwork_mode = \"public\"\n"),
+        [false, true, false]
+    );
+    assert_eq!(
+        net("[verifier]\nnetwork_mode = \"no-network\"\n"),
+        [true, true, false]
+    );
+    harbor_task(
+        &d,
+        "[agent]\nnetwork_mode = \"allowlist\"\nallowed_hosts = [\"pypi.org\"]\n",
+    );
+    let t = load_task(&d).unwrap();
+    assert_eq!(t.environment.allowed_hosts, vec!["pypi.org".to_string()]);
+    assert!(t.environment.phase_network(Phase::Agent));
+
+    harbor_task(&d, "[verifier]\nnetwork_mode = \"offline\"\n");
+    let msg = load_task(&d).unwrap_err().to_string();
+    assert!(
+        msg.contains("verifier.network_mode") && msg.contains("no-network"),
+        "{msg}"
+    );
 }

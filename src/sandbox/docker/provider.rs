@@ -15,7 +15,9 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::sandbox::DockerSandbox;
-use super::{HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found};
+use super::{
+    BRIDGE, HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::{
     BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, from_images, image_exists, image_path_env,
@@ -35,6 +37,8 @@ pub struct DockerProvider {
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The experiment's choices for the phases' network.
+    network: crate::sandbox::NetworkPolicy,
 }
 
 impl DockerProvider {
@@ -53,7 +57,14 @@ impl DockerProvider {
             labels,
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
+            network: crate::sandbox::NetworkPolicy::default(),
         })
+    }
+
+    /// The experiment's network choices for the phases of every sandbox this provider makes.
+    pub fn with_network(mut self, network: crate::sandbox::NetworkPolicy) -> Self {
+        self.network = network;
+        self
     }
 
     /// The client, with the API version negotiated with the daemon.
@@ -306,12 +317,15 @@ impl DockerProvider {
         );
         labels.insert(HOST_LABEL.into(), crate::support::owner::host_id());
         let env = &task.environment;
+        // One container for all phases: on the default bridge when any phase has the network,
+        // disconnected from it (only loopback left) during the phases that have none.
+        let phases = self.network.phases(env);
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),
             memory: env.memory_mb.map(|m| (m * 1024 * 1024) as i64),
             pids_limit: Some(PIDS_LIMIT),
-            network_mode: Some(if env.needs_network() {
-                "bridge".into()
+            network_mode: Some(if phases.any() {
+                BRIDGE.into()
             } else {
                 "none".into()
             }),
@@ -361,6 +375,8 @@ impl DockerProvider {
             destroyed: false,
             keeper: 0,
             path_env,
+            phases,
+            connected: tokio::sync::Mutex::new(phases.any()),
             tunnel: std::sync::Mutex::new(None),
         };
         if let Err(e) = docker.start_container(&sb.id, None).await {
@@ -386,6 +402,10 @@ impl DockerProvider {
             .filter_map(|p| p.parse::<i64>().ok())
             .min()
             .unwrap_or(0);
+        if let Err(e) = sb.set_phase(crate::sandbox::Phase::Setup).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
         if seed {
             if let Some(ws) = &task.workspace_dir {
                 sb.copy_dir_in(ws, &env.workdir).await?;
@@ -407,6 +427,10 @@ impl DockerProvider {
                     )));
                 }
             }
+        }
+        if let Err(e) = sb.set_phase(crate::sandbox::Phase::Agent).await {
+            sb.destroy().await?;
+            return Err(e);
         }
         Ok(sb)
     }

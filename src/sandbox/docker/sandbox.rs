@@ -13,11 +13,12 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{archive_err, docker_err, is_not_found};
+use super::{BRIDGE, archive_err, docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::tar_dir;
 use crate::sandbox::output::Capture;
 use crate::sandbox::{ExecOutput, ExecRequest, InfraClass, Sandbox, normalize};
+use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
 
 /// How long output is still read after a timeout kill.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -54,6 +55,10 @@ pub struct DockerSandbox {
     pub(super) keeper: i64,
     /// The image's PATH: the verifier's, whatever the agent did.
     pub(super) path_env: String,
+    /// Which phases have the network.
+    pub(super) phases: crate::sandbox::PhaseNetworks,
+    /// Whether the container is on the bridge now.
+    pub(super) connected: tokio::sync::Mutex<bool>,
     /// The host side of the model gateway's tunnel, while an agent may use it.
     pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -439,6 +444,51 @@ impl Sandbox for DockerSandbox {
 
     fn trial_id(&self) -> &str {
         &self.trial
+    }
+
+    /// On the bridge or off it: a container made without any network (`none`) stays so.
+    async fn set_phase(&self, phase: crate::sandbox::Phase) -> Result<()> {
+        if !self.phases.any() {
+            return Ok(());
+        }
+        let want = self.phases.get(phase);
+        let mut connected = self.connected.lock().await;
+        if *connected == want {
+            return Ok(());
+        }
+        let r = if want {
+            self.docker
+                .connect_network(
+                    BRIDGE,
+                    NetworkConnectRequest {
+                        container: self.id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await
+        } else {
+            self.docker
+                .disconnect_network(
+                    BRIDGE,
+                    NetworkDisconnectRequest {
+                        container: self.id.clone(),
+                        force: Some(true),
+                    },
+                )
+                .await
+        };
+        r.map_err(|e| {
+            docker_err(
+                &format!(
+                    "{} the container {} the {BRIDGE} network",
+                    if want { "connect" } else { "disconnect" },
+                    if want { "to" } else { "from" }
+                ),
+                e,
+            )
+        })?;
+        *connected = want;
+        Ok(())
     }
 
     fn verifier_path(&self) -> Option<String> {

@@ -1,5 +1,13 @@
 //! Middleware triggers and actions, observed through what a stand-in model server received.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod agent_support;
 
 use agent_support::*;

@@ -1,6 +1,14 @@
 //! Conditional instructions appear exactly when they should, checked on the requests a
 //! stand-in server received.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod agent_support;
 
 use agent_support::*;

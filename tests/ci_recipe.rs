@@ -4,6 +4,14 @@
 //! pull request, created on the first push and updated on the next, through a stand-in of the
 //! GitHub and GitLab comment APIs on loopback.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::net::SocketAddr;

@@ -1,6 +1,14 @@
 //! The foundation commands as a user runs them: init, split, status, log, show, and the exit
 //! codes of the binary. stdout, stderr and the exit code are snapshotted.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common;
 
 use common::{Repo, bin};

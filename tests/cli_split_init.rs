@@ -2,6 +2,14 @@
 //! `split` (deterministic, refuses to re-split once results exist unless --force, which the
 //! commit records).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common;
 
 use common::Repo;

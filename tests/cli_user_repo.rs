@@ -2,6 +2,14 @@
 //! under its worktree, and every name the tool prints (versions, promoted proposals, also those
 //! a merged candidate combined) resolves in `show` and `why`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common;
 
 use common::Repo;

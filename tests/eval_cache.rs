@@ -2,6 +2,14 @@
 //! sim model: repeated runs, reworded commits, clones that fetched the harness refs, worktree
 //! runs, and the sealed test split.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_eval;
 
 use common_eval::{FAST, Repo, executed, git_in, outcomes, results, scores};

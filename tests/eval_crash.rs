@@ -2,6 +2,14 @@
 //! (every journaled trial is reused, and the results equal an uninterrupted run's), and two
 //! runs started at once on one repository both complete with valid refs and notes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_eval;
 
 use std::collections::BTreeSet;

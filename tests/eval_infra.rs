@@ -2,6 +2,14 @@
 //! that fails one task's requests with 500 beyond the retry count. The trial is reported as an
 //! infra error, left out of the pass rate, and never cached.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_eval;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,14 @@
 //! argument, JSON-escaped in the raw arguments, in a proposal's file and rationale) leaves the
 //! key in no git object and no file under `.git/harness/`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_propose;
 
 use std::process::Command;

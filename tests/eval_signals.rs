@@ -4,6 +4,14 @@
 //! command it prints finishes it. `kill -9` at many moments of `run`, `validate` and `promote`:
 //! the next command loses nothing, executes nothing twice and leaves nothing behind.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::collections::BTreeMap;

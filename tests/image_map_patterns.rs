@@ -2,6 +2,14 @@
 //! (`python:3.13*`), exact names winning over prefixes, from `tasks check --image-map`,
 //! `init --image-map` and `run --image-map` without editing YAML.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::path::Path;

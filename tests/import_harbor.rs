@@ -5,6 +5,14 @@
 //! documented job layout and trial `result.json` schema (Harbor from PyPI needs Python >= 3.12,
 //! which CI machines may lack); it is not output of Harbor itself.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::path::{Path, PathBuf};

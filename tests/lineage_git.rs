@@ -1,6 +1,14 @@
 //! What git-harness writes is plain git: trailers that real git parses, and refs and notes that
 //! travel with `git push` / `git clone` + `git fetch` of the documented refspecs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common;
 
 use common::Repo;

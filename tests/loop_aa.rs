@@ -7,6 +7,14 @@
 //! identical outcomes: every difference printed here comes from the environment (timeouts under
 //! load), not from the harness.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::collections::BTreeMap;

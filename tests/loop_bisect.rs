@@ -1,6 +1,14 @@
 //! `git harness bisect` finds a planted regression in a lineage of six promotions, driving
 //! `git bisect run git-harness check`, and leaves the repository as it found it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use common_loop::*;

@@ -2,6 +2,14 @@
 //! least one accepted edit, ends with higher held-in and validation pass rates than it started
 //! with, and prints test figures for the lineage and the checklist baseline. Takes minutes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::time::Instant;

@@ -1,6 +1,14 @@
 //! `promote` refuses a candidate whose accepting validation was made against a main that has
 //! moved since, with a hint that leads to a valid promotion.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use common_loop::*;

@@ -2,6 +2,14 @@
 //! trial of a test task; only `report --final` does, and each call appends exactly one entry to
 //! `refs/harness/test-log` and says how often the split was opened before.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use common_loop::*;

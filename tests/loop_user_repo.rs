@@ -3,6 +3,14 @@
 //! nothing, uncommitted surface edits are named, a new suite starts with the model unset, and
 //! stored records carry no Rust debug text.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::path::Path;

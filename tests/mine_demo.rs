@@ -2,6 +2,14 @@
 //! `minimal` template: the clusters name the sim quirks that fired, and each catalog proposal is
 //! one branch on one surface whose evidence `git harness show` and the trailers carry.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_propose;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,13 @@
 //! The OpenAI provider against a stand-in Chat Completions server on loopback.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod agent_support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,14 @@
 //! experiment; `--force --reason` overrides and says so; a dirty worktree is refused; two
 //! promotes racing on one main never lose a merge.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common;
 
 use std::sync::{Arc, Barrier};

@@ -1,6 +1,14 @@
 //! The model proposer against a stand-in OpenAI-compatible server: every bad answer is refused
 //! (or declined) with its reason, no branch is made for it, and every exchange is logged.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_propose;
 
 use common_propose::*;

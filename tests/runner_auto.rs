@@ -3,6 +3,14 @@
 //! `runner.kind: auto` (the default of new repositories) runs such tasks in Docker and the rest
 //! locally.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use std::path::PathBuf;

@@ -16,6 +16,14 @@
 //! test listens, `{SCRATCH}` the test's temp dir on the host (which holds
 //! `{HOME}`, `{REPO}` and `{SUITE}`), `{TASK}` the row's task id, `{CANARY}` the canaries' text.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "common_eval/mod.rs"]
 mod common_eval;
 #[path = "sandbox_support/mod.rs"]

@@ -4,6 +4,14 @@
 //! an infrastructure error the agent could use to drop trials from the gate), the tool results
 //! the model saw are checked, and no container is left.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "common_loop/mod.rs"]
 mod common_loop;
 #[path = "sandbox_support/mod.rs"]

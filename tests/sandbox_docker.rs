@@ -1,6 +1,14 @@
 //! The Docker sandbox against a real daemon. Skips loudly only when no daemon answers and CI is
 //! unset; in CI it must run (the base image comes from .ci/docker.sh).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "sandbox_support/mod.rs"]
 mod support;
 

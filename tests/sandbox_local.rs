@@ -1,6 +1,14 @@
 //! The local sandbox, with and without bubblewrap: tasks check, reward forgery, timeouts that
 //! kill whole process trees, cleanup on every path, the documented environment.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "sandbox_support/mod.rs"]
 mod support;
 

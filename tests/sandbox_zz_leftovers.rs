@@ -1,6 +1,14 @@
 //! Runs after the other sandbox test binaries (cargo runs them in name order): no container
 //! made by the tests remains. CI also checks this with `.ci/docker.sh`'s leftover check.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "sandbox_support/mod.rs"]
 mod support;
 

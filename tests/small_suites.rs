@@ -2,6 +2,14 @@
 //! could never accept on so few tasks, and a strict rejection that comes from too few tasks
 //! says so with the remedy instead of a bare p-value.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod common_loop;
 
 use common_loop::*;

@@ -1,6 +1,14 @@
 //! Harbor's `[verifier] environment_mode = "separate"`: the verifier runs in a fresh sandbox with
 //! only the declared artifacts copied over from the agent's, under bubblewrap and Docker.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 #[path = "sandbox_support/mod.rs"]
 mod support;
 

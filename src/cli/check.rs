@@ -79,6 +79,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 }
 
 /// Totals of REV on a split (cached trials reused); `None` when nothing countable ran.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the panic fault injection is switched by the environment"
+)]
 pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result<Option<Totals>> {
     let ws = method::open_workspace()?;
     let rt = runtime();

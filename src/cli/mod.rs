@@ -1,6 +1,12 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line is the one place that prints"
+)]
+
 mod bisect;
 mod check;
 mod ci;

@@ -47,6 +47,10 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 pub use super::docker::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "building the base image drives debootstrap"
+)]
 pub fn debootstrap_rootfs(
     suite: &str,
     include: &[String],
@@ -85,6 +89,10 @@ pub fn debootstrap_rootfs(
 }
 
 /// Tar a root filesystem with numeric owners (system `tar`: device nodes, hard links, xattrs).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "system tar keeps device nodes, hard links and xattrs"
+)]
 pub fn tar_rootfs(root: &Path, out: &Path) -> Result<()> {
     let o = std::process::Command::new("tar")
         .arg("--numeric-owner")

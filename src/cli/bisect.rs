@@ -6,7 +6,8 @@ use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
-use super::check::{SplitArg, rate};
+use super::args::SplitArg;
+use super::check::rate;
 
 /// Find the first promotion on main's first-parent history that made REV worse.
 ///

@@ -8,6 +8,7 @@ use git_harness::method;
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::SplitArg;
 use super::progress::{Bar, runtime};
 
 /// Tell whether a revision is good enough, for `git bisect run`.
@@ -26,22 +27,6 @@ pub struct Args {
     /// Good when the pass rate is at least this (0..1).
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    #[value(name = "held_in", alias = "held-in")]
-    HeldIn,
-    Validation,
-}
-
-impl SplitArg {
-    pub fn split(self) -> Split {
-        match self {
-            SplitArg::HeldIn => Split::HeldIn,
-            SplitArg::Validation => Split::Validation,
-        }
-    }
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {

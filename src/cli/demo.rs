@@ -114,10 +114,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             budget_usd: None,
             patience: 2,
             model: None,
-            decoding: Decoding {
-                temperature: e.decoding.temperature,
-                max_tokens: e.decoding.max_tokens,
-            },
+            decoding: Decoding::from(&e.decoding),
         };
         let mut bar = Bar::new(ui.progress, "evolve");
         let mut log = |line: String| eprintln!("   {line}");

@@ -25,8 +25,8 @@ pub use promote::{
     PromoteOutcome, promote, recover_promotion, update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals, next_round,
-    reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
+    MERGED_SLUG, Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals,
+    next_round, reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,

@@ -84,7 +84,9 @@ pub async fn evolve(
         let open: Vec<Proposal> = lineage::list_proposals(repo)?
             .into_iter()
             .filter(|p| {
-                p.state == ProposalState::Open && p.parent == Some(main.id()) && p.slug != "merged"
+                p.state == ProposalState::Open
+                    && p.parent == Some(main.id())
+                    && p.slug != lineage::MERGED_SLUG
             })
             .collect();
         let (round, proposals) = if !open.is_empty() {
@@ -298,7 +300,7 @@ async fn promote_round(
             .trailer(keys::ROUND, round.to_string());
             let merged = match lineage::list_proposals(repo)?
                 .into_iter()
-                .find(|p| p.round == round && p.slug == "merged")
+                .find(|p| p.round == round && p.slug == lineage::MERGED_SLUG)
             {
                 Some(p) => Some(p),
                 None => lineage::create_merged_proposal(repo, main, round, &props, &msg)?,

@@ -75,6 +75,15 @@ pub struct Decoding {
     pub max_tokens: u32,
 }
 
+impl From<&crate::experiment::DecodingConfig> for Decoding {
+    fn from(d: &crate::experiment::DecodingConfig) -> Self {
+        Decoding {
+            temperature: d.temperature,
+            max_tokens: d.max_tokens,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,

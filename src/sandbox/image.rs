@@ -9,10 +9,8 @@ use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
-use sha2::{Digest, Sha256};
-
 use super::InfraClass;
-use super::docker::{docker_err, is_not_found};
+use super::daemon::{docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -44,7 +42,7 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
-pub use super::docker::connect;
+pub use super::daemon::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
 #[allow(
@@ -364,13 +362,13 @@ pub const TASK_IMAGE_PREFIX: &str = "git-harness/task-";
 /// A task image's tag: its build context and the ids of its FROM images, so a rebuilt FROM
 /// image makes another task image.
 pub(crate) fn task_image_tag(task_id: &str, context: &[u8], base_ids: &[String]) -> String {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(context);
     for id in base_ids {
         h.update([0]);
         h.update(id.as_bytes());
     }
-    let hash = hex::encode(h.finalize());
+    let hash = h.hex();
     format!("{TASK_IMAGE_PREFIX}{}:{}", tag_safe(task_id), &hash[..12])
 }
 

@@ -14,6 +14,7 @@ use crate::experiment::{RunnerConfig, RunnerKind};
 use crate::task::Task;
 
 mod auto;
+mod daemon;
 pub mod docker;
 pub mod image;
 /// Image map patterns are configured with the experiment.

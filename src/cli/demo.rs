@@ -116,9 +116,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             model: None,
             decoding: Decoding::from(&e.decoding),
         };
-        let mut bar = Bar::new(ui.progress, "evolve");
-        let mut log = |line: String| eprintln!("   {line}");
-        let evo = evolve(&ws, &ctx, &opts, &mut bar, &mut log).await?;
+        let mut bar = Bar::new(ui.progress, "evolve").indented("   ");
+        let evo = evolve(&ws, &ctx, &opts, &mut bar).await?;
         bar.finish();
         ui.out("3. opening the sealed test split once (lineage and the checklist baseline)");
         let mut bar = Bar::new(ui.progress, "test");

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use git_harness::eval::schedule::Observer;
 use git_harness::eval::{InfraClass, Outcome, TrialResult};
+use git_harness::method::evolve::{LoopEvent, LoopObserver};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::signal::Busy;
@@ -21,6 +22,8 @@ pub struct Bar {
     infra_seen: Vec<(InfraClass, u32)>,
     /// Held while a scheduler runs, so an abort waits for its sandboxes to be torn down.
     busy: Option<Busy>,
+    /// Put before each line of the loop's events.
+    indent: &'static str,
 }
 
 impl Bar {
@@ -37,6 +40,7 @@ impl Bar {
             label: label.into(),
             infra_seen: Vec::new(),
             busy: None,
+            indent: "",
         }
     }
 
@@ -86,6 +90,20 @@ impl Bar {
             Some(b) => b.println(text),
             None => eprintln!("{text}"),
         }
+    }
+}
+
+impl Bar {
+    /// The loop's events are printed with `indent` before them.
+    pub fn indented(mut self, indent: &'static str) -> Self {
+        self.indent = indent;
+        self
+    }
+}
+
+impl LoopObserver for Bar {
+    fn event(&mut self, event: &LoopEvent) {
+        eprintln!("{}{}", self.indent, super::evolve::describe(event));
     }
 }
 

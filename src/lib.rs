@@ -10,6 +10,7 @@ pub mod eval;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
+pub mod gateway;
 pub mod harness;
 #[cfg(test)]
 mod layering;

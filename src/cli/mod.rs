@@ -15,6 +15,7 @@ mod demo;
 mod estimate;
 mod evolve;
 mod export;
+mod forward;
 mod image;
 mod import;
 mod init;
@@ -93,6 +94,10 @@ pub enum Command {
     Report(report::Args),
     Why(why::Args),
     InstallMan(install_man::Args),
+    #[command(name = "__forward", hide = true)]
+    Forward(forward::Args),
+    #[command(name = "__tunnel", hide = true)]
+    Tunnel(forward::TunnelArgs),
 }
 
 pub fn main() -> i32 {
@@ -192,5 +197,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Report(a) => report::run(ui, a),
         Command::Why(a) => why::run(ui, a),
         Command::InstallMan(a) => install_man::run(ui, a),
+        Command::Forward(a) => forward::run(ui, a),
+        Command::Tunnel(a) => forward::tunnel(ui, a),
     }
 }

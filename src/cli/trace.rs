@@ -166,6 +166,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             }
             Event::BudgetNotice { message, .. } => ui.out(format!("budget: {message}")),
             Event::FormatError { message, .. } => ui.out(format!("format error: {message}")),
+            Event::Refused { message, .. } => ui.out(format!("refused by the gateway: {message}")),
         }
     }
     ui.out("");

@@ -713,6 +713,7 @@ fn to_trace(atif: &Value, t: &TrialFile, task: &str, trial: u32, r: &TrialResult
             duration_ms: r.durations.agent_ms,
         },
         ending,
+        command: None,
     }
 }
 

@@ -36,6 +36,7 @@ use crate::error::Error;
 use crate::eval::builtin::BuiltinAgent;
 use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
+use crate::gateway::{Gateway, Pin};
 use crate::model::Model;
 use crate::sandbox::{CreateOptions, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
@@ -45,6 +46,23 @@ pub struct Factory {
     pub provider: Arc<dyn SandboxProvider>,
     pub model: Option<Arc<dyn Model>>,
     pub experiment: Experiment,
+    /// The model gateway of `protocol: command` harnesses, started on first use.
+    pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+}
+
+impl Factory {
+    pub fn new(
+        provider: Arc<dyn SandboxProvider>,
+        model: Option<Arc<dyn Model>>,
+        experiment: Experiment,
+    ) -> Self {
+        Factory {
+            provider,
+            model,
+            experiment,
+            gateway: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -59,8 +77,23 @@ impl ExecutorFactory for Factory {
                 "the harness agent needs a connected model".into(),
             ));
         }
+        let gateway = match (&self.model, agent, harness.manifest.protocol) {
+            (Some(model), AgentKind::Harness, crate::harness::Protocol::Command) => {
+                let e = &self.experiment;
+                let gw = self
+                    .gateway
+                    .get_or_try_init(|| async {
+                        let pin = Pin::new(model.as_ref(), &e.decoding, &e.prices);
+                        Gateway::start(model.clone(), pin).await.map(Arc::new)
+                    })
+                    .await?;
+                Some(gw.clone())
+            }
+            _ => None,
+        };
         Ok(Arc::new(TrialExecutor {
             provider: self.provider.clone(),
+            gateway,
             model: self.model.clone(),
             harness: Arc::new(harness.clone()),
             experiment: self.experiment.clone(),
@@ -75,6 +108,7 @@ impl ExecutorFactory for Factory {
 
 struct TrialExecutor {
     provider: Arc<dyn SandboxProvider>,
+    gateway: Option<Arc<Gateway>>,
     model: Option<Arc<dyn Model>>,
     harness: Arc<Harness>,
     experiment: Experiment,
@@ -253,7 +287,19 @@ impl TrialExecutor {
                     prices: &e.prices,
                     cancel: Some(rx),
                 };
-                let res = crate::agent::run_episode(&spec, sb, model.as_ref()).await;
+                let res = match &self.gateway {
+                    Some(gw) => {
+                        crate::agent::command::run_command_episode(
+                            &spec,
+                            sb,
+                            gw,
+                            model.as_ref(),
+                            &e.runner.agent_paths,
+                        )
+                        .await
+                    }
+                    None => crate::agent::run_episode(&spec, sb, model.as_ref()).await,
+                };
                 bridge.abort();
                 match res {
                     Ok(ep) => {

@@ -224,6 +224,10 @@ pub struct RunnerConfig {
     /// keys win over patterns, longer prefixes over shorter.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub image_map: BTreeMap<String, String>,
+    /// Host directories shown read-only, under their own paths, to `protocol: command` agents
+    /// (e.g. a directory their Python packages were installed into).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_paths: Vec<std::path::PathBuf>,
 }
 
 fn default_concurrency() -> usize {
@@ -236,6 +240,7 @@ impl Default for RunnerConfig {
             kind: RunnerKind::Local,
             concurrency: default_concurrency(),
             image_map: BTreeMap::new(),
+            agent_paths: Vec::new(),
         }
     }
 }

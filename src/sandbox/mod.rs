@@ -143,6 +143,40 @@ pub trait Sandbox: Send + Sync {
     fn trial_id(&self) -> &str {
         ""
     }
+    /// Show a host directory read-only to later commands at `at` (the path it is seen under
+    /// is returned; sandboxes that cannot bind copy it in).
+    async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
+        self.copy_dir_in(host_dir, at).await?;
+        Ok(at.to_string())
+    }
+    /// Stop showing what [`Sandbox::show_read_only`] and [`Sandbox::gateway_route`] bound in:
+    /// the agent's phase is over, and the verifier sees none of it.
+    async fn hide_read_only(&self) {}
+    /// How later commands reach the model gateway, and nothing else: the base URL (no path)
+    /// and a shell prelude to run first (e.g. a forwarder). Sandboxes without a route say so.
+    async fn gateway_route(&self, gateway: &GatewayEndpoints) -> Result<GatewayRoute> {
+        let _ = gateway;
+        Err(Error::usage_hint(
+            "this runner cannot reach the model gateway yet, so `protocol: command` harnesses cannot run on it",
+            "use `runner: local` (bubblewrap) for command harnesses",
+        ))
+    }
+}
+
+/// Where the model gateway listens on the host.
+#[derive(Debug, Clone)]
+pub struct GatewayEndpoints {
+    pub tcp: std::net::SocketAddr,
+    pub socket: std::path::PathBuf,
+}
+
+/// How a sandbox's commands reach the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayRoute {
+    /// `http://127.0.0.1:PORT`, as seen from inside.
+    pub base_url: String,
+    /// Shell lines to run before the agent's command (start a forwarder and wait for it).
+    pub prelude: Option<String>,
 }
 
 /// What a sandbox is made for, beyond the task.

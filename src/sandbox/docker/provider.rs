@@ -361,6 +361,7 @@ impl DockerProvider {
             destroyed: false,
             keeper: 0,
             path_env,
+            tunnel: std::sync::Mutex::new(None),
         };
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;

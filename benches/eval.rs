@@ -16,6 +16,14 @@
 //!   journaling (one fsync per trial), caching and writing the run record. With more slots than
 //!   cores this also counts waiting for a CPU.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

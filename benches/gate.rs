@@ -6,6 +6,14 @@
 //! each trial hits an infrastructure error with probability 1% on either side. The candidate's
 //! pass probability is the base plus the effect (0 = A/A, +0.10 = "+10 points"), capped at 1.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::collections::BTreeMap;
 
 use git_harness::experiment::{GateConfig, GateRule, Split};

@@ -6,6 +6,14 @@
 //! `cargo bench --profile dev --bench gateway`. N from BENCH_N (requests, default 400; trials
 //! are N/20 per concurrency level). Prints figures; asserts nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;

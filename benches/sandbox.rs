@@ -6,6 +6,14 @@
 //! overhead measured is dominated by processes and the Docker daemon, not by our code).
 //! N from BENCH_N, default 15. Prints figures; asserts nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

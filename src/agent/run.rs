@@ -366,10 +366,7 @@ impl<'a> Runner<'a> {
             } else {
                 self.tool_specs.clone()
             },
-            decoding: Decoding {
-                temperature: self.spec.decoding.temperature,
-                max_tokens: self.spec.decoding.max_tokens,
-            },
+            decoding: Decoding::from(self.spec.decoding),
             seed: Some(self.spec.seed),
         };
         let new_user: Vec<Message> = self.history[self.recorded_upto..]

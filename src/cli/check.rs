@@ -8,6 +8,7 @@ use git_harness::method;
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::SplitArg;
 use super::progress::{Bar, runtime};
 
 /// Tell whether a revision is good enough, for `git bisect run`.
@@ -26,22 +27,6 @@ pub struct Args {
     /// Good when the pass rate is at least this (0..1).
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    #[value(name = "held_in", alias = "held-in")]
-    HeldIn,
-    Validation,
-}
-
-impl SplitArg {
-    pub fn split(self) -> Split {
-        match self {
-            SplitArg::HeldIn => Split::HeldIn,
-            SplitArg::Validation => Split::Validation,
-        }
-    }
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
@@ -79,6 +64,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 }
 
 /// Totals of REV on a split (cached trials reused); `None` when nothing countable ran.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the panic fault injection is switched by the environment"
+)]
 pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result<Option<Totals>> {
     let ws = method::open_workspace()?;
     let rt = runtime();

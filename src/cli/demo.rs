@@ -114,14 +114,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             budget_usd: None,
             patience: 2,
             model: None,
-            decoding: Decoding {
-                temperature: e.decoding.temperature,
-                max_tokens: e.decoding.max_tokens,
-            },
+            decoding: Decoding::from(&e.decoding),
         };
-        let mut bar = Bar::new(ui.progress, "evolve");
-        let mut log = |line: String| eprintln!("   {line}");
-        let evo = evolve(&ws, &ctx, &opts, &mut bar, &mut log).await?;
+        let mut bar = Bar::new(ui.progress, "evolve").indented("   ");
+        let evo = evolve(&ws, &ctx, &opts, &mut bar).await?;
         bar.finish();
         ui.out("3. opening the sealed test split once (lineage and the checklist baseline)");
         let mut bar = Bar::new(ui.progress, "test");

@@ -7,6 +7,7 @@ use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_run};
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::Format;
 use super::progress::runtime;
 
 /// Predict trials, tokens, cost and time of a run or an evolve from the per-task averages of
@@ -34,12 +35,6 @@ pub enum What {
         #[arg(short = 'k')]
         k: Option<usize>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {

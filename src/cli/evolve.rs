@@ -1,7 +1,6 @@
 //! `git harness evolve`: the improvement loop.
 
 use git_harness::eval::context::open_context;
-use git_harness::experiment::{GateRule, ProposerKind};
 use git_harness::lineage::{self, history::versions};
 use git_harness::method;
 use git_harness::method::evolve::{EvolveOptions, EvolveOutcome, evolve};
@@ -10,6 +9,7 @@ use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::{GateArg, ProposerArg};
 use super::progress::{Bar, runtime};
 
 /// Repeat mine → propose → validate → promote, round by round.
@@ -25,9 +25,9 @@ pub struct Args {
     #[arg(short = 'k')]
     pub k: Option<usize>,
     #[arg(long, value_enum)]
-    pub proposer: Option<super::propose::ProposerArg>,
+    pub proposer: Option<ProposerArg>,
     #[arg(long, value_enum)]
-    pub gate: Option<super::validate::GateArg>,
+    pub gate: Option<GateArg>,
     /// Stop once this many trials were executed (cached trials are free).
     #[arg(long)]
     pub budget_trials: Option<u64>,
@@ -51,27 +51,16 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         let opts = EvolveOptions {
             rounds: args.rounds,
             k: args.k.unwrap_or(e.proposer.k),
-            proposer: match args.proposer {
-                Some(super::propose::ProposerArg::Model) => ProposerKind::Model,
-                Some(super::propose::ProposerArg::Catalog) => ProposerKind::Catalog,
-                None => e.proposer.kind,
-            },
-            rule: args.gate.map(|g| match g {
-                super::validate::GateArg::Paper => GateRule::Paper,
-                super::validate::GateArg::Strict => GateRule::Strict,
-            }),
+            proposer: args.proposer.map_or(e.proposer.kind, ProposerArg::kind),
+            rule: args.gate.map(GateArg::rule),
             budget_trials: args.budget_trials,
             budget_usd: args.budget_usd,
             patience: args.patience,
             model: ctx.model(),
-            decoding: Decoding {
-                temperature: e.decoding.temperature,
-                max_tokens: e.decoding.max_tokens,
-            },
+            decoding: Decoding::from(&e.decoding),
         };
         let mut bar = Bar::new(ui.progress, "evolve");
-        let mut log = |line: String| eprintln!("{line}");
-        let out = evolve(&ws, &ctx, &opts, &mut bar, &mut log).await;
+        let out = evolve(&ws, &ctx, &opts, &mut bar).await;
         bar.finish();
         out
     })?;

@@ -25,7 +25,7 @@ pub struct Args {
     pub suite: String,
     /// Runner for the new experiment: `auto`, `local` or `docker` [default: auto].
     #[arg(long, value_enum)]
-    pub runner: Option<super::run::RunnerArg>,
+    pub runner: Option<super::args::RunnerArg>,
     /// Docker image substitution, `FROM=TO` (repeatable; written to runner.image_map). FROM may
     /// end in `*` (`python:3.13*`, `ghcr.io/org/*`) or be `*` alone.
     #[arg(long = "image-map", value_name = "FROM=TO")]
@@ -38,9 +38,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     git_harness::sandbox::image_map::extend_from_args(&mut image_map, &args.image_map)?;
     let runner = args.runner.map(|r| {
         match r {
-            super::run::RunnerArg::Local => "local",
-            super::run::RunnerArg::Docker => "docker",
-            super::run::RunnerArg::Auto => "auto",
+            super::args::RunnerArg::Local => "local",
+            super::args::RunnerArg::Docker => "docker",
+            super::args::RunnerArg::Auto => "auto",
         }
         .to_string()
     });

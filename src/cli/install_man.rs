@@ -21,6 +21,10 @@ pub struct Args {
     pub prefix: Option<PathBuf>,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the default prefix is under the user's HOME, which only the CLI reads"
+)]
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let prefix = match args.prefix {
         Some(p) => p,

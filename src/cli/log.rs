@@ -7,6 +7,7 @@ use git_harness::{Result, exit};
 use serde::Serialize;
 
 use super::Ui;
+use super::args::Format;
 
 /// Show the lineage of main: each version, each promotion's surface and per-split pass rates.
 ///
@@ -23,12 +24,6 @@ pub struct Args {
     pub all: bool,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Serialize)]

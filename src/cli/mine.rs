@@ -7,6 +7,7 @@ use git_harness::mine::{mine_run, render};
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::ReportFormat;
 use super::progress::{Bar, runtime};
 
 /// Cluster the failed held-in trials of a harness revision by verifier-grounded signature.
@@ -22,14 +23,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "rev")]
     pub run: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-    Markdown,
+    pub format: ReportFormat,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
@@ -58,9 +52,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         }
     };
     match args.format {
-        Format::Text => ui.out(render::text(&bundle)),
-        Format::Markdown => ui.out(render::markdown(&bundle)),
-        Format::Json => ui.out(serde_json::to_string_pretty(&bundle).expect("json")),
+        ReportFormat::Text => ui.out(render::text(&bundle)),
+        ReportFormat::Markdown => ui.out(render::markdown(&bundle)),
+        ReportFormat::Json => ui.out(serde_json::to_string_pretty(&bundle).expect("json")),
     }
     Ok(exit::SUCCESS)
 }

@@ -1,6 +1,13 @@
 //! The command line. One file per subcommand: an `Args` struct and a `run` function. All
 //! printing lives here.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line is the one place that prints"
+)]
+
+mod args;
 mod bisect;
 mod check;
 mod ci;
@@ -54,6 +61,10 @@ pub struct Cli {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto)]
     pub color: output::ColorChoice,
+    /// Diagnostics on stderr: -v the library's debug messages (model retries among them), -vv
+    /// everything. RUST_LOG, when set, decides instead.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +115,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    diagnostics(cli.verbose);
     let mut ui = Ui::new(cli.color);
     if let Some(dir) = &cli.chdir
         && let Err(e) = std::env::set_current_dir(dir)
@@ -140,6 +152,25 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// The library's `tracing` events on stderr: off unless asked for, so output stays the same.
+fn diagnostics(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => EnvFilter::new(match verbose {
+            0 => "off",
+            1 => "git_harness=debug",
+            _ => "trace",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {

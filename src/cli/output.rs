@@ -18,6 +18,10 @@ pub struct Ui {
 }
 
 impl Ui {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "NO_COLOR and CI are the terminal's settings, read by the CLI"
+    )]
     pub fn new(choice: ColorChoice) -> Self {
         let stdout_tty = std::io::stdout().is_terminal();
         let color = match choice {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use git_harness::eval::schedule::Observer;
 use git_harness::eval::{InfraClass, Outcome, TrialResult};
+use git_harness::lineage;
+use git_harness::method::evolve::{LoopEvent, LoopObserver};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::signal::Busy;
@@ -21,6 +23,8 @@ pub struct Bar {
     infra_seen: Vec<(InfraClass, u32)>,
     /// Held while a scheduler runs, so an abort waits for its sandboxes to be torn down.
     busy: Option<Busy>,
+    /// Put before each line of the loop's events.
+    indent: &'static str,
 }
 
 impl Bar {
@@ -37,6 +41,7 @@ impl Bar {
             label: label.into(),
             infra_seen: Vec::new(),
             busy: None,
+            indent: "",
         }
     }
 
@@ -86,6 +91,20 @@ impl Bar {
             Some(b) => b.println(text),
             None => eprintln!("{text}"),
         }
+    }
+}
+
+impl Bar {
+    /// The loop's events are printed with `indent` before them.
+    pub fn indented(mut self, indent: &'static str) -> Self {
+        self.indent = indent;
+        self
+    }
+}
+
+impl LoopObserver for Bar {
+    fn event(&mut self, event: &LoopEvent) {
+        eprintln!("{}{}", self.indent, describe(event));
     }
 }
 
@@ -165,4 +184,53 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime starts")
+}
+
+/// One line for an event of the loop.
+pub fn describe(event: &LoopEvent) -> String {
+    match event {
+        LoopEvent::Resuming { round, open } => {
+            format!("round {round}: resuming {open} open proposal(s) on main")
+        }
+        LoopEvent::Mining { round, main } => format!(
+            "round {round}: evaluating main {} on held_in and mining",
+            lineage::short(*main)
+        ),
+        LoopEvent::Refused { title, reason } => format!("  refused: {title} — {reason}"),
+        LoopEvent::Proposed { round, count } => format!("round {round}: {count} proposal(s)"),
+        LoopEvent::Validated { name, decision: d } => format!(
+            "  {name} {}: held_in {:+}, validation {:+}, p={:.4}{}",
+            d.verdict,
+            d.held_in.delta,
+            d.validation.delta,
+            d.statistic.p_value,
+            d.early_stopped
+                .as_ref()
+                .map(|e| format!(
+                    " (stopped after {}/{} trials)",
+                    e.trials_run, e.trials_total
+                ))
+                .unwrap_or_default()
+        ),
+        LoopEvent::GatingMerge { parts } => {
+            format!("  gating the merge of {parts} accepted edits against main")
+        }
+        LoopEvent::MergeValidated { name, decision: d } => format!(
+            "  {name} {}: held_in {:+}, validation {:+}",
+            d.verdict, d.held_in.delta, d.validation.delta
+        ),
+        LoopEvent::MergeRejected => {
+            "  the merge did not pass the gate; promoting the single best edit".into()
+        }
+        LoopEvent::MergeConflicts => {
+            "  the accepted edits conflict; promoting the single best edit".into()
+        }
+        LoopEvent::Promoted { round, name, merge } => {
+            format!(
+                "round {round}: promoted {name} -> main {}",
+                lineage::short(*merge)
+            )
+        }
+        LoopEvent::NothingAccepted { round } => format!("round {round}: no edit accepted"),
+    }
 }

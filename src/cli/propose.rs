@@ -1,7 +1,6 @@
 //! `git harness propose`: bounded edits as evidence branches.
 
 use git_harness::eval::context::open_context;
-use git_harness::experiment::ProposerKind;
 use git_harness::lineage::{self, keys};
 use git_harness::method;
 use git_harness::method::mine_rev;
@@ -10,6 +9,7 @@ use git_harness::propose::{ProposeOutcome, RoundOptions, propose_round};
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::ProposerArg;
 use super::progress::{Bar, runtime};
 
 /// Propose K distinct, minimal edits for the most actionable failure clusters of main.
@@ -35,12 +35,6 @@ pub struct Args {
     pub run: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProposerArg {
-    Model,
-    Catalog,
-}
-
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = method::open_workspace()?;
     let rt = runtime();
@@ -50,11 +44,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             ui.warn(w);
         }
         let e = &ctx.fixed.experiment;
-        let proposer = match args.proposer {
-            Some(ProposerArg::Model) => ProposerKind::Model,
-            Some(ProposerArg::Catalog) => ProposerKind::Catalog,
-            None => e.proposer.kind,
-        };
+        let proposer = args.proposer.map_or(e.proposer.kind, ProposerArg::kind);
         let mut bar = Bar::new(ui.progress, "held_in");
         let main = lineage::main_branch(&ws.repo);
         let bundle = match &args.run {
@@ -83,10 +73,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             proposer,
             cluster: args.cluster.clone(),
             model: ctx.model(),
-            decoding: Decoding {
-                temperature: e.decoding.temperature,
-                max_tokens: e.decoding.max_tokens,
-            },
+            decoding: Decoding::from(&e.decoding),
             task_names: names,
             prices: e.prices.clone(),
         };

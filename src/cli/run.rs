@@ -3,11 +3,11 @@
 use git_harness::eval::context::{Overrides, open_context};
 use git_harness::eval::run::{RunOutcome, RunRequest, evaluate};
 use git_harness::eval::{AgentKind, Totals};
-use git_harness::experiment::{RunnerKind, Split};
 use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
+use super::args::{Format, RunnerArg, SplitsArg};
 use super::progress::{Bar, runtime};
 
 /// Evaluate the harness as committed at REV on a split, N trials per task.
@@ -20,7 +20,7 @@ pub struct Args {
     /// Harness revision [default: HEAD].
     pub rev: Option<String>,
     #[arg(long, value_enum, default_value = "all")]
-    pub split: SplitArg,
+    pub split: SplitsArg,
     /// Trials per task [default: the experiment's].
     #[arg(long)]
     pub trials: Option<u32>,
@@ -52,35 +52,9 @@ pub struct Args {
     pub format: Format,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SplitArg {
-    #[value(name = "held_in", alias = "held-in")]
-    HeldIn,
-    Validation,
-    All,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RunnerArg {
-    Local,
-    Docker,
-    /// Docker for tasks whose environment needs an image, local otherwise.
-    Auto,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = method::open_workspace()?;
-    let splits = match args.split {
-        SplitArg::HeldIn => vec![Split::HeldIn],
-        SplitArg::Validation => vec![Split::Validation],
-        SplitArg::All => vec![Split::HeldIn, Split::Validation],
-    };
+    let splits = args.split.splits();
     let mut req = RunRequest::new(args.rev.clone().unwrap_or_else(|| "HEAD".into()), splits);
     req.worktree = args.worktree;
     req.trials = args.trials;
@@ -124,11 +98,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     git_harness::sandbox::image_map::extend_from_args(&mut image_map, &args.image_map)?;
     let overrides = Overrides {
         image_map,
-        runner: args.runner.map(|r| match r {
-            RunnerArg::Local => RunnerKind::Local,
-            RunnerArg::Docker => RunnerKind::Docker,
-            RunnerArg::Auto => RunnerKind::Auto,
-        }),
+        runner: args.runner.map(RunnerArg::kind),
         // The reference solution and the empty agent need no model (also when it is unset).
         no_model: !git_harness::eval::context::needs_model(args.agent),
         ..super::signal::overrides()

@@ -6,6 +6,7 @@ use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
+use super::args::Format;
 
 /// Print a trial's trace: what the model was told and answered, each tool call with its
 /// output, middleware firings, checks, the verifier's verdict and how the episode ended.
@@ -22,15 +23,9 @@ pub struct Args {
     /// Print at most this many characters of each tool output and message (0: all).
     #[arg(long, default_value_t = 2000)]
     pub clip: usize,
+    /// `json`: the stored trace as it is.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    /// The stored trace as it is.
-    Json,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {

@@ -1,7 +1,6 @@
 //! `git harness validate`: gate candidates against their parent.
 
 use git_harness::eval::context::open_context;
-use git_harness::experiment::GateRule;
 use git_harness::gate::Verdict;
 use git_harness::lineage;
 use git_harness::method;
@@ -9,6 +8,7 @@ use git_harness::method::validate::{Validation, validate};
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::{GateArg, ReportFormat};
 use super::progress::{Bar, runtime};
 
 /// Evaluate proposals and their parent on held_in and validation and apply the gate.
@@ -26,28 +26,12 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub gate: Option<GateArg>,
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GateArg {
-    Paper,
-    Strict,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-    Markdown,
+    pub format: ReportFormat,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let ws = method::open_workspace()?;
-    let rule = args.gate.map(|g| match g {
-        GateArg::Paper => GateRule::Paper,
-        GateArg::Strict => GateRule::Strict,
-    });
+    let rule = args.gate.map(GateArg::rule);
     let proposals = args
         .proposals
         .iter()
@@ -71,9 +55,9 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let mut code = exit::SUCCESS;
     for v in &results {
         match args.format {
-            Format::Text => print_text(ui, v),
-            Format::Markdown => ui.out(git_harness::report::markdown::validation(v)),
-            Format::Json => ui.out(serde_json::to_string_pretty(&v.record).expect("json")),
+            ReportFormat::Text => print_text(ui, v),
+            ReportFormat::Markdown => ui.out(git_harness::report::markdown::validation(v)),
+            ReportFormat::Json => ui.out(serde_json::to_string_pretty(&v.record).expect("json")),
         }
         code = code.max(match v.decision.verdict {
             Verdict::Accept => exit::SUCCESS,

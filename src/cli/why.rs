@@ -5,6 +5,7 @@ use git_harness::report::why::{Explanation, explain};
 use git_harness::{Result, exit};
 
 use super::Ui;
+use super::args::Format;
 use super::show::print_gated;
 
 /// Explain a promotion: the proposal and evidence it came from, the effect the proposer
@@ -17,12 +18,6 @@ pub struct Args {
     pub promotion: String,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {

@@ -296,6 +296,16 @@ pub enum GateRule {
     Strict,
 }
 
+impl GateRule {
+    /// The rule's name, as `experiment.yaml`, `--gate` and validation records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateRule::Paper => "paper",
+            GateRule::Strict => "strict",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {

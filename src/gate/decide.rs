@@ -139,7 +139,7 @@ impl Decision {
     /// A few lines of plain text (no colour, no table layout) for logs, commit messages and
     /// notes. The CLI formats its own tables.
     pub fn summary_lines(&self) -> Vec<String> {
-        let mut lines = vec![format!("gate ({}): {}", rule_name(self.rule), self.reason)];
+        let mut lines = vec![format!("gate ({}): {}", self.rule.as_str(), self.reason)];
         for s in [&self.held_in, &self.validation] {
             let mut line = format!(
                 "{}: parent {}/{}, candidate {}/{}, Δ {:+}",
@@ -190,13 +190,6 @@ impl Decision {
             ));
         }
         lines
-    }
-}
-
-pub(crate) fn rule_name(rule: GateRule) -> &'static str {
-    match rule {
-        GateRule::Paper => "paper",
-        GateRule::Strict => "strict",
     }
 }
 

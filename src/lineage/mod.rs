@@ -2,6 +2,7 @@
 //! rejected refs, the test log, and compare-and-swap promotion merges. This is the only module
 //! that writes to the repository.
 
+pub mod bisect;
 mod checkout;
 mod commit;
 pub mod history;
@@ -24,8 +25,8 @@ pub use promote::{
     PromoteOutcome, promote, recover_promotion, update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals, next_round,
-    reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
+    MERGED_SLUG, Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals,
+    next_round, reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,
@@ -206,6 +207,10 @@ pub fn run_harness_commit(repo: &Repository, id: &str) -> Result<Option<Oid>> {
 /// The signature for commits we make: the repository's user, or a fixed identity of the tool.
 /// Like git, `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL` win over the configured user (libgit2
 /// does not read them), and `GIT_COMMITTER_DATE` is honoured so tests can fix dates.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "commits honour git's own committer environment"
+)]
 pub fn signature(repo: &Repository) -> Result<Signature<'static>> {
     let base = repo
         .signature()

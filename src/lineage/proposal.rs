@@ -313,6 +313,9 @@ pub(crate) fn mark_promoted(repo: &Repository, proposal: &Proposal) -> Result<Op
     retire_to(repo, proposal, PROMOTED_PREFIX, "git-harness: promoted").map(Some)
 }
 
+/// The slug of a round's merged candidate (`harness/proposals/<round>/merged`).
+pub const MERGED_SLUG: &str = "merged";
+
 /// A candidate combining several proposals of one round on `main`: their trees merged in
 /// memory, one commit whose parents are main and every proposal (so promoting it keeps each
 /// proposal in main's history). `Ok(None)` when the proposals conflict.
@@ -351,7 +354,7 @@ pub fn create_merged_proposal(
     let commit = repo
         .store_commit(None, &sig, &sig, &message.render(), &tree, &parents)
         .git("write merged candidate")?;
-    let slug = "merged".to_string();
+    let slug = MERGED_SLUG.to_string();
     let refname = format!("{PROPOSALS_PREFIX}{round}/{slug}");
     create_ref(repo, &refname, commit, "git-harness: merged candidate")?;
     Ok(Some(Proposal {

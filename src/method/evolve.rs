@@ -10,12 +10,65 @@ use crate::workspace::Workspace;
 
 use super::mine_rev;
 use crate::experiment::{GateRule, ProposerKind};
-use crate::gate::Verdict;
+use crate::gate::{Decision, Verdict};
 use crate::lineage::trailers::CommitMessage;
 use crate::lineage::{Proposal, ProposalState, keys};
 use crate::method::validate::{Validation, existing, validate};
 use crate::model::{Decoding, Model};
 use crate::propose::{RoundOptions, propose_round};
+
+/// What the loop reports, one event per phase of a round; the CLI words them.
+#[derive(Debug, Clone)]
+pub enum LoopEvent {
+    /// Open proposals on main are validated before anything new is mined.
+    Resuming {
+        round: u32,
+        open: usize,
+    },
+    /// Main is evaluated on held_in and its failures mined.
+    Mining {
+        round: u32,
+        main: git2::Oid,
+    },
+    /// The proposer's candidate that a check refused.
+    Refused {
+        title: String,
+        reason: String,
+    },
+    Proposed {
+        round: u32,
+        count: usize,
+    },
+    /// A proposal's gate decision.
+    Validated {
+        name: String,
+        decision: Box<Decision>,
+    },
+    /// Several accepted edits: their merge is gated against main.
+    GatingMerge {
+        parts: usize,
+    },
+    MergeValidated {
+        name: String,
+        decision: Box<Decision>,
+    },
+    /// The merge failed the gate, or the edits conflict: the single best edit is promoted.
+    MergeRejected,
+    MergeConflicts,
+    Promoted {
+        round: u32,
+        name: String,
+        merge: git2::Oid,
+    },
+    NothingAccepted {
+        round: u32,
+    },
+}
+
+/// The loop's observer: the trials' progress, and the loop's own events.
+pub trait LoopObserver: Observer {
+    fn event(&mut self, _event: &LoopEvent) {}
+}
 
 pub struct EvolveOptions<'a> {
     pub rounds: u32,
@@ -47,13 +100,12 @@ pub struct EvolveOutcome {
     pub cost_usd: f64,
 }
 
-/// Run the loop. `log` receives one line per phase.
+/// Run the loop; `observer` is told of every trial and every phase.
 pub async fn evolve(
     ws: &Workspace,
     ctx: &EvalContext,
     opts: &EvolveOptions<'_>,
-    observer: &mut dyn Observer,
-    log: &mut dyn FnMut(String),
+    observer: &mut dyn LoopObserver,
 ) -> Result<EvolveOutcome> {
     let repo = &ws.repo;
     let rule = opts.rule.unwrap_or(ctx.fixed.experiment.gate.rule);
@@ -84,22 +136,22 @@ pub async fn evolve(
         let open: Vec<Proposal> = lineage::list_proposals(repo)?
             .into_iter()
             .filter(|p| {
-                p.state == ProposalState::Open && p.parent == Some(main.id()) && p.slug != "merged"
+                p.state == ProposalState::Open
+                    && p.parent == Some(main.id())
+                    && p.slug != lineage::MERGED_SLUG
             })
             .collect();
         let (round, proposals) = if !open.is_empty() {
-            log(format!(
-                "round {}: resuming {} open proposal(s) on main",
-                open[0].round,
-                open.len()
-            ));
+            observer.event(&LoopEvent::Resuming {
+                round: open[0].round,
+                open: open.len(),
+            });
             (open[0].round, open)
         } else {
-            log(format!(
-                "round {}: evaluating main {} on held_in and mining",
-                lineage::next_round(repo)?,
-                lineage::short(main.id())
-            ));
+            observer.event(&LoopEvent::Mining {
+                round: lineage::next_round(repo)?,
+                main: main.id(),
+            });
             let bundle = mine_rev(ws, ctx, &main.id().to_string(), observer).await?;
             if bundle.clusters.is_empty() {
                 stopped = "no failure left to mine on held_in".into();
@@ -118,13 +170,15 @@ pub async fn evolve(
             // Mining's diagnosis and the proposer's calls are spent like trials.
             cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
             for r in &out.refused {
-                log(format!("  refused: {} — {}", r.title, r.reason));
+                observer.event(&LoopEvent::Refused {
+                    title: r.title.clone(),
+                    reason: r.reason.clone(),
+                });
             }
-            log(format!(
-                "round {}: {} proposal(s)",
-                out.round,
-                out.created.len()
-            ));
+            observer.event(&LoopEvent::Proposed {
+                round: out.round,
+                count: out.created.len(),
+            });
             (out.round, out.created)
         };
         let mut report = RoundReport {
@@ -166,22 +220,10 @@ pub async fn evolve(
                     ),
                 });
             }
-            log(format!(
-                "  {} {}: held_in {:+}, validation {:+}, p={:.4}{}",
-                p.name(),
-                v.decision.verdict,
-                v.decision.held_in.delta,
-                v.decision.validation.delta,
-                v.decision.statistic.p_value,
-                v.decision
-                    .early_stopped
-                    .as_ref()
-                    .map(|e| format!(
-                        " (stopped after {}/{} trials)",
-                        e.trials_run, e.trials_total
-                    ))
-                    .unwrap_or_default()
-            ));
+            observer.event(&LoopEvent::Validated {
+                name: p.name(),
+                decision: Box::new(v.decision.clone()),
+            });
             report
                 .proposals
                 .push((p.name(), v.decision.verdict, v.record.margin));
@@ -198,7 +240,6 @@ pub async fn evolve(
             &main,
             &accepted,
             observer,
-            log,
             &mut executed,
             &mut cost,
         )
@@ -206,16 +247,17 @@ pub async fn evolve(
         match promoted {
             Some((name, merge)) => {
                 dry = 0;
-                log(format!(
-                    "round {round}: promoted {name} -> main {}",
-                    lineage::short(merge)
-                ));
+                observer.event(&LoopEvent::Promoted {
+                    round,
+                    name: name.clone(),
+                    merge,
+                });
                 report.promoted = Some((name, merge));
             }
             None => {
                 dry += 1;
                 report.note = "nothing accepted".into();
-                log(format!("round {round}: no edit accepted"));
+                observer.event(&LoopEvent::NothingAccepted { round });
             }
         }
         reports.push(report);
@@ -243,8 +285,7 @@ async fn promote_round(
     round: u32,
     main: &git2::Commit<'_>,
     accepted: &[Validation],
-    observer: &mut dyn Observer,
-    log: &mut dyn FnMut(String),
+    observer: &mut dyn LoopObserver,
     executed: &mut u64,
     cost: &mut f64,
 ) -> Result<Option<(String, git2::Oid)>> {
@@ -298,30 +339,24 @@ async fn promote_round(
             .trailer(keys::ROUND, round.to_string());
             let merged = match lineage::list_proposals(repo)?
                 .into_iter()
-                .find(|p| p.round == round && p.slug == "merged")
+                .find(|p| p.round == round && p.slug == lineage::MERGED_SLUG)
             {
                 Some(p) => Some(p),
                 None => lineage::create_merged_proposal(repo, main, round, &props, &msg)?,
             };
             match merged {
                 Some(m) => {
-                    log(format!(
-                        "  gating the merge of {} accepted edits against main",
-                        parts.len()
-                    ));
+                    observer.event(&LoopEvent::GatingMerge { parts: parts.len() });
                     let v = match existing(ws, ctx, &m, rule)? {
                         Some(v) => v,
                         None => validate(ws, ctx, &m, Some(rule), observer).await?,
                     };
                     *executed += v.trials_executed as u64;
                     *cost += v.cost_usd;
-                    log(format!(
-                        "  {} {}: held_in {:+}, validation {:+}",
-                        m.name(),
-                        v.decision.verdict,
-                        v.decision.held_in.delta,
-                        v.decision.validation.delta
-                    ));
+                    observer.event(&LoopEvent::MergeValidated {
+                        name: m.name(),
+                        decision: Box::new(v.decision.clone()),
+                    });
                     if v.decision.verdict == Verdict::Accept {
                         let m = lineage::resolve_proposal(repo, &m.name())?;
                         let out = lineage::promote(repo, &m, &ctx.fingerprint, &report(&v), None)?;
@@ -330,9 +365,9 @@ async fn promote_round(
                         }
                         return Ok(Some((m.name(), out.merge)));
                     }
-                    log("  the merge did not pass the gate; promoting the single best edit".into());
+                    observer.event(&LoopEvent::MergeRejected);
                 }
-                None => log("  the accepted edits conflict; promoting the single best edit".into()),
+                None => observer.event(&LoopEvent::MergeConflicts),
             }
         }
     }

@@ -30,10 +30,7 @@ pub async fn mine_rev(
         crate::mine::diagnose::rediagnose(
             &mut bundle,
             model,
-            crate::model::Decoding {
-                temperature: d.temperature,
-                max_tokens: d.max_tokens,
-            },
+            d.into(),
             &ctx.fixed.experiment.prices,
         )
         .await?;

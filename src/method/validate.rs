@@ -57,10 +57,7 @@ pub fn existing(
         return Ok(None);
     };
     let note = lineage::read_note(repo, proposal.commit)?;
-    let rule_name = match rule {
-        GateRule::Paper => "paper",
-        GateRule::Strict => "strict",
-    };
+    let rule_name = rule.as_str();
     let Some(record) = note.validations.iter().rev().find(|r| {
         r.matches(candidate.tree_id(), parent.tree_id(), &ctx.fingerprint) && r.gate == rule_name
     }) else {
@@ -308,10 +305,7 @@ fn record_of(
         parent: parent.id().to_string(),
         parent_tree: parent.tree_id().to_string(),
         fingerprint: ctx.fingerprint.clone(),
-        gate: match cfg.rule {
-            GateRule::Paper => "paper".into(),
-            GateRule::Strict => "strict".into(),
-        },
+        gate: cfg.rule.as_str().into(),
         verdict: d.verdict,
         reason: d.reason.clone(),
         held_in: cmp(&d.held_in),

@@ -75,6 +75,15 @@ pub struct Decoding {
     pub max_tokens: u32,
 }
 
+impl From<&crate::experiment::DecodingConfig> for Decoding {
+    fn from(d: &crate::experiment::DecodingConfig) -> Self {
+        Decoding {
+            temperature: d.temperature,
+            max_tokens: d.max_tokens,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
@@ -284,6 +293,10 @@ fn scenario_text(reference: &str, ctx: &ConnectContext<'_>) -> Result<(String, S
 
 /// The API key from the environment variable the config names; `None` when it names none
 /// (local OpenAI-compatible servers need no key).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the API key is read where the model is connected, and registered as a secret"
+)]
 fn api_key(cfg: &ModelConfig) -> Result<Option<String>> {
     let Some(var) = &cfg.api_key_env else {
         return Ok(None);

@@ -10,8 +10,6 @@ use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
-use sha2::{Digest, Sha256};
-
 use super::InfraClass;
 use super::engine::{docker_err, is_not_found};
 use crate::error::{Error, IoContext, Result};
@@ -48,6 +46,10 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 pub use super::engine::connect;
 
 /// Run debootstrap into a temp dir under `work` and tar the result to `out`. Needs root.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "building the base image drives debootstrap"
+)]
 pub fn debootstrap_rootfs(
     suite: &str,
     include: &[String],
@@ -86,6 +88,10 @@ pub fn debootstrap_rootfs(
 }
 
 /// Tar a root filesystem with numeric owners (system `tar`: device nodes, hard links, xattrs).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "system tar keeps device nodes, hard links and xattrs"
+)]
 pub fn tar_rootfs(root: &Path, out: &Path) -> Result<()> {
     let o = std::process::Command::new("tar")
         .arg("--numeric-owner")
@@ -357,13 +363,13 @@ pub const TASK_IMAGE_PREFIX: &str = "git-harness/task-";
 /// A task image's tag: its build context and the ids of its FROM images, so a rebuilt FROM
 /// image makes another task image.
 pub(crate) fn task_image_tag(task_id: &str, context: &[u8], base_ids: &[String]) -> String {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(context);
     for id in base_ids {
         h.update([0]);
         h.update(id.as_bytes());
     }
-    let hash = hex::encode(h.finalize());
+    let hash = h.hex();
     format!("{TASK_IMAGE_PREFIX}{}:{}", tag_safe(task_id), &hash[..12])
 }
 
@@ -484,6 +490,10 @@ pub async fn build_verifier(
 }
 
 /// `pip download` of pure-Python or manylinux wheels for `python` (`3.11`) into `out`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the verifier image's wheels come from the package index through the host's pip"
+)]
 fn download_wheels(python: &str, packages: &[String], out: &Path) -> Result<()> {
     let arch = std::env::consts::ARCH;
     let mut cmd = std::process::Command::new("python3");

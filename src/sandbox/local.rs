@@ -104,6 +104,10 @@ pub fn bwrap_available() -> bool {
 /// user namespace in which no further namespace can be made and no capability is held
 /// (`--unshare-user --disable-userns --cap-drop ALL`), else `--cap-drop ALL` alone (no user
 /// namespaces here, so `unshare -r` cannot work either). `None` when bubblewrap cannot run.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the sandbox starts its processes: probing bubblewrap"
+)]
 fn privilege_args() -> Option<&'static [&'static str]> {
     static ARGS: OnceLock<Option<&'static [&'static str]>> = OnceLock::new();
     *ARGS.get_or_init(|| {
@@ -491,6 +495,10 @@ impl LocalSandbox {
         (PathBuf::from(p), false)
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "without bubblewrap a trial runs on the host's PATH"
+    )]
     fn env(&self, cwd: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
         let path = if self.bwrap {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()
@@ -520,6 +528,10 @@ impl LocalSandbox {
         env
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the sandbox starts its processes: the trial's command"
+    )]
     fn command(&self, req: &ExecRequest) -> Result<tokio::process::Command> {
         let cwd = normalize(
             &self.workdir,

@@ -97,6 +97,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods, reason = "a test starts a child to reap")]
     fn a_reaped_child_is_dead() {
         let mut c = std::process::Command::new("true").spawn().expect("spawn");
         let o = Owner {

@@ -157,6 +157,22 @@ fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
 }
 
 #[test]
+fn verbose_shows_the_model_retries() {
+    let repo = Repo::demo();
+    let (addr, _seen) = stand_in();
+    use_stand_in(&repo, addr);
+    let args = ["run", "--tasks", BROKEN.0, "--trials", "1"];
+    let quiet = repo.harness(&args);
+    let quiet = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!quiet.contains("retrying model request"), "{quiet}");
+    let verbose = repo.harness(&[&["-v"], &args[..]].concat());
+    assert_eq!(verbose.status.code(), Some(125), "{verbose:?}");
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(stderr.contains("retrying model request"), "{stderr}");
+    assert!(stderr.contains("500"), "{stderr}");
+}
+
+#[test]
 fn a_run_where_every_trial_is_an_infra_error_cannot_test() {
     let repo = Repo::demo();
     let (addr, _seen) = stand_in();

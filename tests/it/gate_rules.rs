@@ -1,5 +1,13 @@
 //! Truth tables of the gate's rules.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use git_harness::experiment::{GateConfig, GateRule, Split};
 use git_harness::gate::{
     Evaluation, GateError, Outcome, Table, Verdict, decide, promising_threshold, wants_more_trials,

@@ -1,6 +1,14 @@
 //! Exact early stopping: `settled` against brute force over every completion of the pending
 //! trials, and how many trials it saves.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::collections::BTreeSet;
 
 use git_harness::experiment::{GateConfig, GateRule, Split};

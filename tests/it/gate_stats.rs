@@ -1,6 +1,14 @@
 //! The sign-flip permutation test against brute-force enumeration, and its monotonicity (which
 //! exact early stopping relies on).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use git_harness::gate::stats::{
     Method, min_changed_tasks, sign_flip_p_value, tail_count_dp, tail_count_enumerate,
     tail_probability_dp_f64,

@@ -2,6 +2,14 @@
 //! Run one area with `cargo test --test it cli_commands::` (or `cargo nextest run -E
 //! 'test(/^cli_commands::/)'`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 mod support;
 
 mod agent_budgets;

@@ -1,6 +1,14 @@
 //! The deterministic signature extractor on hand-made traces: one trace per mechanism it
 //! recognises, the terminal causes, and the misclassifications found on real traces.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use git_harness::agent::trace::Trace;
 use git_harness::eval::TrialResult;
 use git_harness::mine::{CausalStatus, MECHANISMS, Signature, extract, signature::terminal_cause};

@@ -3,6 +3,14 @@
 //! sandbox. Round 1 is validated (two proposals under the paper rule, one under strict), the
 //! first accepted one promoted, another promoted by override, and main evaluated after each.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

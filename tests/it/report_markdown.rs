@@ -1,6 +1,14 @@
 //! The markdown of a validation record (`git harness validate --format markdown`): verdict,
 //! per-split table, fixed/broke counts, statistic and evidence, as a snapshot.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use git_harness::gate::Decision;
 use git_harness::lineage::trailers::CommitMessage;
 use git_harness::lineage::{Proposal, ProposalState, SplitComparison, ValidationRecord, Verdict};

@@ -1,5 +1,13 @@
 //! Loading task suites: Harbor / TB2 and TB1 layouts, malformed tasks, checksums.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "tests drive the binary and other processes, and panic on what they did not expect"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

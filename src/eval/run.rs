@@ -213,7 +213,7 @@ pub async fn evaluate(
                 )
             })?;
             if !environments.contains_key(id) {
-                let env = match ctx.executors.environment_id(task).await {
+                let env = match ctx.executors.prepare(task, &mut |n| observer.note(n)).await {
                     Ok(e) => Some(e.unwrap_or_default()),
                     Err(_) => None,
                 };

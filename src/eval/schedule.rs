@@ -52,6 +52,8 @@ pub trait Observer: Send {
     fn interrupted(&mut self, _running: &[String]) {}
     /// The scheduler is done (finished, stopped or aborted): no trial of it runs any more.
     fn ended(&mut self) {}
+    /// Progress of what comes before trials (image pulls), one short line each.
+    fn note(&mut self, _text: &str) {}
 }
 
 /// The stop reason of a run that was interrupted.

@@ -167,6 +167,12 @@ pub trait SandboxProvider: Send + Sync {
         let _ = task;
         Ok(None)
     }
+    /// [`SandboxProvider::environment_id`] once what the task's sandbox needs is there (Docker:
+    /// images pulled as `runner.pull` says); `notes` gets progress. Called before trials start.
+    async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        let _ = notes;
+        self.environment_id(task).await
+    }
     /// Remove what sandboxes of dead processes left behind (temp dirs, containers), never
     /// what a live process uses. Returns how many were removed.
     async fn sweep(&self) -> Result<usize> {
@@ -231,6 +237,9 @@ impl InfraClass {
     }
 }
 
+/// Where progress notes go (one short line each; the CLI shows them through the `Observer`).
+pub type Notes<'a> = dyn FnMut(&str) + Send + 'a;
+
 /// Whether the local runner uses bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Bwrap {
@@ -260,7 +269,10 @@ pub struct ProviderOptions {
 /// overridden), Docker (connected from `DOCKER_HOST` or the default socket; the version is
 /// negotiated on first use), or auto (Docker for the tasks that need an image, local otherwise).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
-    let docker = || DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone());
+    let docker = || {
+        DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())
+            .map(|d| d.with_pull(cfg.pull))
+    };
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
         RunnerKind::Docker => Ok(Arc::new(docker()?)),

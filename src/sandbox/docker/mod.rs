@@ -9,7 +9,7 @@
 //! its `environment/Dockerfile`, built once per content hash as `git-harness/task-<id>:<hash12>`
 //! with `FROM` lines rewritten through the image map; a task with neither runs on the base image
 //! `git-harness/base:bookworm`, seeded from `environment/workspace/` and `environment/setup.sh`
-//! like the local sandbox. Nothing is ever pulled.
+//! like the local sandbox. An image that is not local is pulled as `runner.pull` says.
 //!
 //! Every exec runs its command as the leader of a new process group (`setsid`) under a small `sh`
 //! wrapper that kills the group when the command ends; at a timeout a second exec kills the

@@ -229,7 +229,11 @@ pub async fn verify(
             task.verifier_timeout.as_secs()
         )));
     }
-    let reward = match read_reward(sandbox, &vdir).await {
+    let files = match verifier_files(sandbox, &vdir).await {
+        Ok(f) => f,
+        Err(e) => return agent_or_infra(sandbox, e).await,
+    };
+    let reward = match read_reward(&files) {
         Err(e) => return agent_or_infra(sandbox, e).await,
         Ok(Some(r)) => r,
         Ok(None) if task.format == TaskFormat::Tb1 && run.exit_code.is_some() => {
@@ -251,9 +255,9 @@ pub async fn verify(
             .await;
         }
     };
-    let mut failed_tests = match sandbox.read_file(&format!("{vdir}/ctrf.json")).await {
-        Ok(b) => ctrf_failed(&b),
-        Err(_) => Vec::new(),
+    let mut failed_tests = match &files.ctrf {
+        Some(b) => ctrf_failed(b),
+        None => Vec::new(),
     };
     if failed_tests.is_empty() {
         failed_tests = failed_from_output(&run.output);
@@ -333,18 +337,40 @@ pub fn full_filesystems(df: &str) -> Vec<String> {
 
 /// `reward.json` first (a flat map of numbers; its `reward` key, else its only value, else the
 /// mean), then `reward.txt` (one number). `None` when neither exists.
-async fn read_reward(sandbox: &dyn Sandbox, vdir: &str) -> Result<Option<f64>> {
-    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.json")).await {
-        return parse_reward_json(&b)
+fn read_reward(files: &VerifierFiles) -> Result<Option<f64>> {
+    let vdir = &files.dir;
+    if let Some(b) = &files.reward_json {
+        return parse_reward_json(b)
             .map(Some)
             .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.json: {m}")));
     }
-    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.txt")).await {
-        return parse_reward_txt(&b)
+    if let Some(b) = &files.reward_txt {
+        return parse_reward_txt(b)
             .map(Some)
             .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.txt: {m}")));
     }
     Ok(None)
+}
+
+/// What the verifier wrote to its log dir, read in one go.
+struct VerifierFiles {
+    dir: String,
+    reward_json: Option<Vec<u8>>,
+    reward_txt: Option<Vec<u8>>,
+    ctrf: Option<Vec<u8>>,
+}
+
+async fn verifier_files(sandbox: &dyn Sandbox, vdir: &str) -> Result<VerifierFiles> {
+    let mut got = sandbox
+        .read_dir_files(vdir, &["reward.json", "reward.txt", "ctrf.json"])
+        .await?
+        .into_iter();
+    Ok(VerifierFiles {
+        dir: vdir.to_string(),
+        reward_json: got.next().flatten(),
+        reward_txt: got.next().flatten(),
+        ctrf: got.next().flatten(),
+    })
 }
 
 pub fn parse_reward_txt(b: &[u8]) -> std::result::Result<f64, String> {

@@ -119,6 +119,15 @@ pub trait Sandbox: Send + Sync {
         }
         Ok(())
     }
+    /// The files `names` of directory `dir`, `None` for one that is missing or not a regular
+    /// file. Sandboxes that can read the directory in one go.
+    async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.read_file(&format!("{dir}/{n}")).await.ok());
+        }
+        Ok(out)
+    }
     /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
     /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
     async fn kill_strays(&self) -> Result<()> {

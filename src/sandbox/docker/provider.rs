@@ -27,6 +27,14 @@ use crate::task::Task;
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// The directories of the runtime in every container.
+const RUNTIME_DIRS: &[&str] = &[
+    "/logs",
+    "/logs/verifier",
+    "/logs/agent",
+    "/tests",
+    "/solution",
+];
 
 pub struct DockerProvider {
     raw: Docker,
@@ -464,32 +472,20 @@ impl DockerProvider {
             trial: trial_id.to_string(),
             workdir: env.workdir.clone(),
             destroyed: false,
-            keeper: 0,
             path_env,
+            pending: Mutex::new(None),
+            after_kill: Mutex::new(None),
         };
+        // The runtime's directories come with an upload, not an exec of their own (the daemon
+        // makes the working directory itself).
+        if let Err(e) = sb.upload_dirs(RUNTIME_DIRS).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;
             return Err(docker_err(&format!("start a container from {image}"), e));
         }
-        let prep = format!(
-            "mkdir -p /tests /logs/verifier /logs/agent /solution /tmp '{}' && cat /proc/1/task/1/children",
-            env.workdir
-        );
-        let out = sb
-            .exec_raw(&prep, Duration::from_secs(60), "/", &[])
-            .await?;
-        if !out.success() {
-            sb.destroy().await?;
-            return Err(
-                InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim()))
-            );
-        }
-        sb.keeper = out
-            .output
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i64>().ok())
-            .min()
-            .unwrap_or(0);
         if seed {
             if let Some(ws) = &task.workspace_dir {
                 sb.copy_dir_in(ws, &env.workdir).await?;

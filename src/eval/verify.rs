@@ -180,33 +180,39 @@ pub async fn verify(
     let vdir = format!("{logs}/verifier");
     sandbox.kill_strays().await?;
     // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
-    // replaced interpreter could forge any reward.
-    let tampered = sandbox.toolchain_changes().await?;
+    // replaced interpreter could forge any reward. The tests are copied in meanwhile (no process
+    // of the agent is left to read them), and nothing runs if the check finds a change.
+    let tb1_script = match task.format {
+        TaskFormat::Harbor => None,
+        TaskFormat::Tb1 => {
+            Some(std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?)
+        }
+    };
+    let copy_tests = async {
+        sandbox.reset_dirs(&[&vdir, &tests]).await?;
+        if let Some(dir) = &task.tests_dir {
+            sandbox.copy_dir_in(dir, &tests).await?;
+        }
+        match &tb1_script {
+            None => Ok(format!("{tests}/test.sh")),
+            Some(data) => {
+                let p = format!("{tests}/run-tests.sh");
+                sandbox.write_file(&p, data).await?;
+                Ok::<_, Error>(p)
+            }
+        }
+    };
+    let (tampered, script) = tokio::join!(sandbox.toolchain_changes(), copy_tests);
+    let tampered = tampered?;
     if !tampered.is_empty() {
         return Ok(broken(
             "the verifier did not run: the agent changed its toolchain",
             tampered,
         ));
     }
-    if let Err(e) = sandbox.reset_dirs(&[&vdir, &tests]).await {
-        return agent_or_infra(sandbox, e).await;
-    }
-    if let Some(dir) = &task.tests_dir
-        && let Err(e) = sandbox.copy_dir_in(dir, &tests).await
-    {
-        return agent_or_infra(sandbox, e).await;
-    }
-    let script = match task.format {
-        TaskFormat::Harbor => format!("{tests}/test.sh"),
-        TaskFormat::Tb1 => {
-            let data =
-                std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
-            let p = format!("{tests}/run-tests.sh");
-            if let Err(e) = sandbox.write_file(&p, &data).await {
-                return agent_or_infra(sandbox, e).await;
-            }
-            p
-        }
+    let script = match script {
+        Ok(s) => s,
+        Err(e) => return agent_or_infra(sandbox, e).await,
     };
     // A fixed interpreter and PATH: the image's, never one the agent put first.
     let mut req = ExecRequest::new(

@@ -128,6 +128,12 @@ pub trait Sandbox: Send + Sync {
         }
         Ok(out)
     }
+    /// A fingerprint of the working tree (paths, sizes, mtimes of its files, to depth 6, without
+    /// `.git` and `node_modules`), read without running anything in the sandbox; `None` where
+    /// the runtime cannot see the tree from outside (the caller then runs `find` inside).
+    async fn workdir_fingerprint(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
     /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
     async fn kill_strays(&self) -> Result<()> {

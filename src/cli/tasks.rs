@@ -193,9 +193,14 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     let checks = rt.block_on(async {
         let _ = provider.sweep().await;
         // Images are pulled before the checks, with progress; a failure is reported by the
-        // check of its task.
+        // check of its task, unless it is the user's to fix (e.g. TLS certificates that do not
+        // match): then nothing is tried.
         for t in &tasks {
-            let _ = provider.prepare(t, &mut |n| eprintln!("{n}")).await;
+            if let Err(e) = provider.prepare(t, &mut |n| eprintln!("{n}")).await
+                && e.kind() == git_harness::error::Kind::Usage
+            {
+                return Err(e);
+            }
         }
         let _busy = super::signal::Busy::new();
         let work = check_tasks(Arc::clone(&provider), &tasks, concurrency, &vopts);

@@ -37,6 +37,7 @@ const RUNTIME_DIRS: &[&str] = &[
 ];
 
 pub struct DockerProvider {
+    endpoint: super::Endpoint,
     raw: Docker,
     client: tokio::sync::OnceCell<Docker>,
     image_map: BTreeMap<String, String>,
@@ -57,9 +58,10 @@ impl DockerProvider {
         image_map: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let raw =
-            Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
+        let endpoint = super::Endpoint::from_env()?;
+        let raw = endpoint.client()?;
         Ok(DockerProvider {
+            endpoint,
             raw,
             client: tokio::sync::OnceCell::new(),
             image_map,
@@ -122,13 +124,7 @@ impl DockerProvider {
     /// The client, with the API version negotiated with the daemon.
     pub async fn client(&self) -> Result<Docker> {
         self.client
-            .get_or_try_init(|| async {
-                self.raw
-                    .clone()
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| docker_err("reach the Docker daemon", e))
-            })
+            .get_or_try_init(|| async { self.endpoint.negotiate(self.raw.clone()).await })
             .await
             .cloned()
     }

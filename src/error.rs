@@ -31,8 +31,68 @@ impl Kind {
             Kind::Indecisive => exit::INDECISIVE,
             Kind::Infra => exit::CANNOT_TEST,
             Kind::Interrupted => exit::INTERRUPTED,
-            // Internal failures are "could not test" for bisect; never >= 128.
-            Kind::Internal => exit::CANNOT_TEST,
+            Kind::Internal => exit::INTERNAL,
+        }
+    }
+}
+
+/// Which part of the infrastructure failed. Trial results store it (`infra: sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfraClass {
+    /// The model API: connection, HTTP status, timeouts, the local sim server.
+    Model,
+    /// Image build, container start, exec transport, setup.
+    Sandbox,
+    /// Verifier timed out or crashed, no reward file, unparseable reward.
+    Verifier,
+    /// None of a trial's parts: the repository's refs under contention, a tool a command
+    /// drives, an evaluation that produced no evidence at all.
+    Other,
+}
+
+impl InfraClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfraClass::Model => "model",
+            InfraClass::Sandbox => "sandbox",
+            InfraClass::Verifier => "verifier",
+            InfraClass::Other => "other",
+        }
+    }
+
+    /// An `Error::Infra` of this class; sandbox and verifier messages say which it is.
+    pub fn error(self, message: impl AsRef<str>) -> Error {
+        Error::Infra {
+            class: self,
+            message: format!("{}{}", self.prefix(), message.as_ref()),
+            hint: None,
+        }
+    }
+
+    pub fn error_hint(self, message: impl AsRef<str>, hint: impl Into<String>) -> Error {
+        Error::Infra {
+            class: self,
+            message: format!("{}{}", self.prefix(), message.as_ref()),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// The class of an infrastructure error; `None` for every other error.
+    pub fn of(err: &Error) -> Option<InfraClass> {
+        match err {
+            Error::Infra { class, .. } => Some(*class),
+            _ => None,
+        }
+    }
+
+    /// What a message made by [`InfraClass::error`] starts with: trial results store sandbox
+    /// and verifier messages with it, so a reader of a result sees the class too.
+    fn prefix(self) -> &'static str {
+        match self {
+            InfraClass::Sandbox => "sandbox: ",
+            InfraClass::Verifier => "verifier: ",
+            InfraClass::Model | InfraClass::Other => "",
         }
     }
 }
@@ -71,6 +131,7 @@ pub enum Error {
     /// Infrastructure failure (sandbox, model API, verifier).
     #[error("{message}")]
     Infra {
+        class: InfraClass,
         message: String,
         hint: Option<String>,
     },
@@ -162,11 +223,10 @@ impl Error {
         }
     }
 
-    pub fn infra(message: impl Into<String>) -> Self {
-        Error::Infra {
-            message: message.into(),
-            hint: None,
-        }
+    /// An infrastructure error outside a trial's parts (class `other`); a model, sandbox or
+    /// verifier error is made by its class: `InfraClass::Sandbox.error(..)`.
+    pub fn infra(message: impl AsRef<str>) -> Self {
+        InfraClass::Other.error(message)
     }
 
     pub fn config(
@@ -217,5 +277,23 @@ impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
             path: path.into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_infrastructure_class_is_a_field_not_a_prefix() {
+        let e = InfraClass::Verifier.error("no reward file");
+        assert_eq!(InfraClass::of(&e), Some(InfraClass::Verifier));
+        assert_eq!(e.to_string(), "verifier: no reward file");
+        // A message that merely starts like another class keeps its own.
+        let e = InfraClass::Model.error("sandbox: a model message");
+        assert_eq!(InfraClass::of(&e), Some(InfraClass::Model));
+        assert_eq!(InfraClass::of(&Error::Internal("x".into())), None);
+        assert_eq!(e.exit_code(), exit::CANNOT_TEST);
+        assert_eq!(Error::Internal("x".into()).exit_code(), exit::INTERNAL);
     }
 }

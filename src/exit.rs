@@ -8,6 +8,10 @@ pub const NEGATIVE: i32 = 1;
 pub const USAGE: i32 = 2;
 /// The gate could not decide (too little coverage, statistic undefined).
 pub const INDECISIVE: i32 = 3;
+/// An internal error: a bug, or an unexpected condition of the environment (I/O, the git object
+/// store). BSD's EX_SOFTWARE; apart from 125, so CI does not read a bug as flaky infrastructure.
+/// `check` speaks `git bisect run`'s contract and turns it into 125 (cannot test) there.
+pub const INTERNAL: i32 = 70;
 /// Could not test: infrastructure failed (sandbox, model API, verifier).
 pub const CANNOT_TEST: i32 = 125;
 /// Interrupted by Ctrl-C.
@@ -20,6 +24,7 @@ Exit codes:
     1    a negative answer (rejected; check: below --threshold, bisect's bad; refused promotion)
     2    usage or configuration error
     3    indecisive (the gate could not decide)
+   70    internal error (a bug, or unexpected I/O or git object store trouble)
   125    could not test (infrastructure error)
   130    interrupted";
 

@@ -10,7 +10,10 @@ pub mod eval;
 pub mod exit;
 pub mod experiment;
 pub mod gate;
+pub mod gateway;
 pub mod harness;
+#[cfg(test)]
+mod layering;
 pub mod lineage;
 pub mod method;
 pub mod mine;
@@ -22,7 +25,7 @@ pub mod support;
 pub mod task;
 pub mod workspace;
 
-pub use error::{Error, Result};
+pub use error::{Error, InfraClass, Result};
 
 /// The version recorded in run records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use git2::Repository;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, GitContext, IoContext, Result};
 use crate::experiment::{EXPERIMENT_FILE, Experiment, SPLITS_FILE, Splits};
@@ -22,16 +21,12 @@ pub struct Fixed {
 }
 
 impl Workspace {
-    /// Open the repository of the current directory and finish what a killed earlier command
-    /// left half done (a promotion whose checkout did not follow, journals of runs that were
-    /// recorded or adopted). Best effort: what cannot be repaired is reported where it matters.
+    /// Open the repository of the current directory as it is; commands open it through
+    /// `method::open_workspace`, which also finishes what a killed earlier command left.
     pub fn open() -> Result<Self> {
-        let ws = Workspace {
+        Ok(Workspace {
             repo: lineage::open_repo()?,
-        };
-        let _ = lineage::recover_promotion(&ws.repo);
-        let _ = crate::eval::record::sweep_journals(&ws.repo, &ws.state_dir(), false);
-        Ok(ws)
+        })
     }
 
     pub fn from_repo(repo: Repository) -> Self {
@@ -171,11 +166,6 @@ pub fn resolve_suite(spec: &str, root: &Path, state_dir: &Path) -> Result<PathBu
         ));
     }
     Ok(dir)
-}
-
-/// sha256 of a byte string, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl Workspace {

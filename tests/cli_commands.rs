@@ -202,6 +202,29 @@ fn help_lists_the_exit_codes() {
 }
 
 #[test]
+fn an_internal_error_exits_70_not_125() {
+    // 125 is "could not test", which CI reads as flaky infrastructure; a filesystem that refuses
+    // a write is neither the sandbox nor the model.
+    let r = Repo::empty();
+    let file = r.tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let run = r.harness_in(
+        r.tmp.path(),
+        &["install-man", "--prefix", file.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 70, "{run:#?}");
+    assert_eq!(run.code, git_harness::exit::INTERNAL);
+    assert!(run.stderr.contains("not-a-dir"), "{}", run.stderr);
+    let help = r.harness_in(r.tmp.path(), &["--help"]).ok();
+    let line = help
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("70 "))
+        .unwrap_or_else(|| panic!("no exit code 70 in --help"));
+    assert!(line.contains("internal"), "{line}");
+}
+
+#[test]
 fn version_exits_0() {
     let r = Repo::empty();
     let run = r.harness_in(r.tmp.path(), &["--version"]).ok();

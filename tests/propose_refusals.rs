@@ -329,3 +329,44 @@ fn the_proposers_tokens_are_logged_and_reported() {
     // The held-in trials came from the cache; only the proposer's tokens were added.
     assert_eq!(reported_tokens(&repo), before + 22);
 }
+
+#[test]
+fn an_edit_whose_surface_check_fails_is_refused_with_the_checks_output() {
+    let server = StandIn::start(vec![]);
+    let repo = Repo::init("minimal");
+    repo.small_splits();
+    let manifest = repo.read("harness.yaml").replace(
+        "    description: Shown on every model call.\n",
+        "    description: Shown on every model call.\n    check: \"if grep -n TODO {}; then echo 'unfinished advice' >&2; exit 3; fi\"\n",
+    );
+    assert!(manifest.contains("check: "), "{manifest}");
+    repo.write("harness.yaml", &manifest);
+    repo.commit_all("Check execution prompt edits");
+    repo.use_openai_model(&server.base_url);
+    let execution = repo.read("prompts/execution.md");
+    let unfinished = format!("{execution}TODO: say what to verify.\n");
+    let good = format!("{execution}Do every change the task asks for before you submit.\n");
+    server.script(vec![
+        proposal("Leave a note", "prompts/execution.md", &unfinished),
+        proposal(
+            "Do the work before submitting",
+            "prompts/execution.md",
+            &good,
+        ),
+    ]);
+    let out = repo.harness(&["propose", "--proposer", "model", "-n", "2"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let line = refused_line(&out.stdout, "Leave a note");
+    assert!(line.contains("its check `if grep -n TODO"), "{line}");
+    assert!(line.contains("exit 3"), "{line}");
+    let s = &out.stdout;
+    // The check's own output (grep's match, the message) is the reason given.
+    assert!(
+        s.contains("TODO: say what to verify.") && s.contains("unfinished advice"),
+        "{s}"
+    );
+    assert_eq!(
+        repo.proposal_branches(),
+        vec!["harness/proposals/1/do-the-work-before-submitting".to_string()]
+    );
+}

@@ -96,7 +96,8 @@ pub fn to_atif(trace: &Trace) -> Value {
             Event::Middleware(_)
             | Event::Check(_)
             | Event::BudgetNotice { .. }
-            | Event::FormatError { .. } => {}
+            | Event::FormatError { .. }
+            | Event::Refused { .. } => {}
         }
     }
     // Text protocol: the reply carries no native call; attach the parsed call to its step.

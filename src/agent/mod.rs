@@ -12,6 +12,7 @@
 
 pub mod atif;
 pub mod checks;
+pub mod command;
 pub mod middleware;
 pub mod prompts;
 pub mod protocol;

@@ -708,6 +708,7 @@ impl<'a> Runner<'a> {
                 duration_ms: self.start.elapsed().as_millis() as u64,
             },
             ending,
+            command: None,
         };
         trace.redact(&self.model.secrets());
         Episode {

@@ -73,6 +73,10 @@ impl Runtime {
 /// prompt rendered), so that a broken file is a configuration error said once, before any
 /// trial, rather than an infrastructure error in every trial.
 pub fn preflight(h: &Harness, budgets: &crate::experiment::Budgets) -> Result<()> {
+    if h.manifest.protocol == crate::harness::Protocol::Command {
+        // The agent program reads its own files; the built-in runtime loads none of them.
+        return Ok(());
+    }
     let rt = Runtime::load(h)?;
     let mut vars = PromptVars::example();
     vars.tools = rt

@@ -44,6 +44,26 @@ pub struct Trace {
     pub events: Vec<Event>,
     pub totals: Totals,
     pub ending: Ending,
+    /// A `protocol: command` agent's program: how it exited, the tail of its output, the ATIF
+    /// trajectory it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandRecord>,
+}
+
+/// What a `protocol: command` agent's program left besides its model calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// The tail of its stdout and stderr.
+    pub output: String,
+    /// The ATIF trajectory it wrote to `$HARNESS_ATIF_FILE`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atif: Option<Value>,
+    /// Requests the gateway refused (another model, another temperature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,6 +100,10 @@ pub enum Ending {
     /// Three consecutive replies without a usable action.
     FormatErrors,
     Cancelled,
+    /// A `protocol: command` agent exited by itself (`code` is `None` when it was killed).
+    Exited {
+        code: Option<i32>,
+    },
 }
 
 impl Ending {
@@ -104,6 +128,7 @@ impl Ending {
             Ending::SandboxError { .. } => "sandbox_error",
             Ending::FormatErrors => "format_errors",
             Ending::Cancelled => "cancelled",
+            Ending::Exited { .. } => "exited",
         }
     }
 }
@@ -124,6 +149,13 @@ pub enum Event {
         message: String,
     },
     FormatError {
+        turn: u32,
+        t_ms: u64,
+        message: String,
+    },
+    /// The model gateway refused a request that broke the fixed-model invariant (another
+    /// model name, another temperature).
+    Refused {
         turn: u32,
         t_ms: u64,
         message: String,

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use git_harness::lineage;
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     if !lineage::worktree_is_clean(&ws.repo)? {
         return Err(Error::usage_hint(
             "the worktree has uncommitted changes",

@@ -4,7 +4,7 @@ use git_harness::eval::Totals;
 use git_harness::eval::context::open_context;
 use git_harness::eval::run::{RunRequest, evaluate};
 use git_harness::experiment::Split;
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -80,7 +80,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 
 /// Totals of REV on a split (cached trials reused); `None` when nothing countable ran.
 pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result<Option<Totals>> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rt = runtime();
     let t = rt.block_on(async {
         let ctx = open_context(&ws, &super::signal::overrides()).await?;

@@ -2,7 +2,7 @@
 
 use git_harness::Result;
 use git_harness::harness::ci::{CiKind, write_recipe};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 
 use super::Ui;
 
@@ -31,7 +31,7 @@ pub enum Kind {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let kind = match args.kind {
         Kind::Github => CiKind::Github,
         Kind::Gitlab => CiKind::Gitlab,

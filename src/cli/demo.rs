@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use git_harness::eval::context::open_context;
 use git_harness::experiment::{EXPERIMENT_FILE, ProposerKind, SPLITS_FILE, Splits};
 use git_harness::harness::init::{InitOptions, init};
+use git_harness::method;
 use git_harness::method::evolve::{EvolveOptions, evolve};
 use git_harness::method::sealed::open_test_split;
 use git_harness::model::Decoding;
-use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit, lineage};
 
 use super::Ui;
@@ -61,7 +61,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         image_map: Default::default(),
     })?;
     std::env::set_current_dir(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let main = lineage::main_commit(&ws.repo)?;
     let fixed = ws.fixed_at(&main)?;
     let exp_text = std::fs::read_to_string(out.dir.join(EXPERIMENT_FILE))

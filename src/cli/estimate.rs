@@ -2,8 +2,8 @@
 
 use git_harness::eval::context::{Overrides, open_context};
 use git_harness::experiment::Split;
+use git_harness::method;
 use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_run};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -43,7 +43,7 @@ pub enum Format {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rt = runtime();
     let est = rt.block_on(async {
         let ctx = open_context(

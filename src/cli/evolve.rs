@@ -3,6 +3,7 @@
 use git_harness::eval::context::open_context;
 use git_harness::experiment::{GateRule, ProposerKind};
 use git_harness::lineage::{self, history::versions};
+use git_harness::method;
 use git_harness::method::evolve::{EvolveOptions, EvolveOutcome, evolve};
 use git_harness::model::Decoding;
 use git_harness::workspace::Workspace;
@@ -39,7 +40,7 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rt = runtime();
     let out = rt.block_on(async {
         let ctx = open_context(&ws, &super::signal::overrides()).await?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use git_harness::agent::{Trace, atif};
 use git_harness::error::IoContext;
 use git_harness::eval::record::{TrialRef, trial_trace};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -46,7 +46,7 @@ fn load(source: &str) -> Result<Trace> {
         return Trace::read(path);
     }
     if let Some(at) = TrialRef::parse(source) {
-        let ws = Workspace::open()?;
+        let ws = method::open_workspace()?;
         return trial_trace(&ws.repo, &ws.state_dir(), &at).map(|(_, t)| t);
     }
     Err(Error::usage_hint(

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use git_harness::method;
 use git_harness::sandbox::image::{self, BASE_IMAGE, DEFAULT_MIRROR, RootfsSource};
 use git_harness::{Error, Result, exit};
 
@@ -70,7 +71,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
 }
 
 fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
-    let ws = git_harness::workspace::Workspace::open()?;
+    let ws = method::open_workspace()?;
     let fixed = ws.fixed_on_main()?;
     let suite = git_harness::task::load_suite(&ws.suite_dir(&fixed.experiment)?)?;
     let provider = git_harness::sandbox::DockerProvider::connect(

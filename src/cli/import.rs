@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use git_harness::eval::harbor::{ImportOptions, import};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Result, exit, lineage};
 
 use super::Ui;
@@ -30,7 +30,7 @@ pub enum What {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let What::Harbor { job_dir, rev } = args.what;
     let rev = rev.unwrap_or_else(|| lineage::main_branch(&ws.repo));
     let out = import(&ws, &ImportOptions { job_dir, rev })?;

@@ -2,7 +2,7 @@
 
 use git_harness::lineage::history::{Version, versions, versions_to};
 use git_harness::lineage::{self, NOTES_REF, RunSummary};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Result, exit};
 use serde::Serialize;
 
@@ -42,7 +42,7 @@ struct ProposalRow {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     // Pass rates are only shown under the current experiment fingerprint.
     let fingerprint = ws.fixed_on_main().and_then(|f| ws.fingerprint(&f)).ok();
     let (versions, label) = match &args.name {

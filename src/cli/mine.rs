@@ -1,9 +1,9 @@
 //! `git harness mine`: failure clusters of the held-in split.
 
 use git_harness::eval::context::open_context;
+use git_harness::method;
 use git_harness::method::mine_rev;
 use git_harness::mine::{mine_run, render};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -33,7 +33,7 @@ pub enum Format {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let bundle = match &args.run {
         Some(id) => {
             let fixed = ws.fixed_on_main()?;

@@ -8,6 +8,7 @@ mod demo;
 mod estimate;
 mod evolve;
 mod export;
+mod forward;
 mod image;
 mod import;
 mod init;
@@ -82,6 +83,10 @@ pub enum Command {
     Report(report::Args),
     Why(why::Args),
     InstallMan(install_man::Args),
+    #[command(name = "__forward", hide = true)]
+    Forward(forward::Args),
+    #[command(name = "__tunnel", hide = true)]
+    Tunnel(forward::TunnelArgs),
 }
 
 pub fn main() -> i32 {
@@ -104,15 +109,21 @@ pub fn main() -> i32 {
         ui.error(&Error::io(dir, e));
         return exit::USAGE;
     }
-    // A panic is an internal error: "cannot test" (125) like every other one, never Rust's 101,
-    // which `git bisect run` would read as a bad revision. The hook has printed the message.
+    // A panic is an internal error (70), never Rust's 101; under `check`, which `git bisect
+    // run` drives, "cannot test" (125) like every other failure to evaluate, since bisect would
+    // read any other code as a bad revision. The hook has printed the message.
+    let bisect_contract = matches!(cli.command, Command::Check(_));
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         dispatch(&mut ui, cli.command)
     })) {
         Ok(r) => r,
         Err(_) => {
             ui.error(&Error::Internal("the command panicked".into()));
-            return exit::CANNOT_TEST;
+            return if bisect_contract {
+                exit::CANNOT_TEST
+            } else {
+                exit::INTERNAL
+            };
         }
     };
     if matches!(result, Err(Error::Interrupted { .. })) {
@@ -155,5 +166,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Report(a) => report::run(ui, a),
         Command::Why(a) => why::run(ui, a),
         Command::InstallMan(a) => install_man::run(ui, a),
+        Command::Forward(a) => forward::run(ui, a),
+        Command::Tunnel(a) => forward::tunnel(ui, a),
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use git_harness::eval::schedule::Observer;
-use git_harness::eval::{InfraKind, Outcome, TrialResult};
+use git_harness::eval::{InfraClass, Outcome, TrialResult};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::signal::Busy;
@@ -18,7 +18,7 @@ pub struct Bar {
     cost: f64,
     label: String,
     /// Infrastructure errors per class, in the order first seen.
-    infra_seen: Vec<(InfraKind, u32)>,
+    infra_seen: Vec<(InfraClass, u32)>,
     /// Held while a scheduler runs, so an abort waits for its sandboxes to be torn down.
     busy: Option<Busy>,
 }

@@ -1,7 +1,7 @@
 //! `git harness promote`: merge an accepted proposal into main.
 
 use git_harness::lineage;
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -27,7 +27,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if args.reason.is_some() && !args.force {
         return Err(Error::usage("--reason is only meaningful with --force"));
     }
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let proposal = lineage::resolve_proposal(&ws.repo, &args.proposal)?;
     let fixed = ws.fixed_on_main()?;
     let fingerprint = ws.fingerprint(&fixed)?;
@@ -47,7 +47,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         .rev()
         .find(|r| r.matches(candidate_tree, main.tree_id(), &fingerprint));
     let report = record
-        .map(git_harness::report::gate_report)
+        .map(git_harness::lineage::ValidationRecord::gate_report)
         .unwrap_or_else(|| "No validation record.".into());
     let force = if args.force {
         args.reason.as_deref()

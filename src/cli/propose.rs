@@ -3,10 +3,10 @@
 use git_harness::eval::context::open_context;
 use git_harness::experiment::ProposerKind;
 use git_harness::lineage::{self, keys};
+use git_harness::method;
 use git_harness::method::mine_rev;
 use git_harness::model::Decoding;
 use git_harness::propose::{ProposeOutcome, RoundOptions, propose_round};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -42,7 +42,7 @@ pub enum ProposerArg {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rt = runtime();
     let out = rt.block_on(async {
         let ctx = open_context(&ws, &super::signal::overrides()).await?;

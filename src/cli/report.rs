@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use git_harness::method;
 use git_harness::report::{self, ReportOptions};
-use git_harness::workspace::Workspace;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -42,7 +42,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     if args.final_ {
         return super::report_final::run_final(ui, args.rev, &args.baseline);
     }
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let opts = ReportOptions {
         since: args.since.clone(),
     };

@@ -2,8 +2,8 @@
 
 use git_harness::eval::Totals;
 use git_harness::eval::context::open_context;
+use git_harness::method;
 use git_harness::method::sealed::{FinalReport, open_test_split};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit, lineage};
 
 use super::Ui;
@@ -12,7 +12,7 @@ use super::progress::{Bar, runtime};
 /// Evaluate REV (default main) on the sealed test split, log the opening, print the result and
 /// how many times the test split was opened before.
 pub fn run_final(ui: &mut Ui, rev: Option<String>, baselines: &[String]) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rev = rev.unwrap_or_else(|| lineage::main_branch(&ws.repo));
     let rt = runtime();
     let out = rt.block_on(async {

@@ -4,7 +4,7 @@ use git_harness::eval::context::{Overrides, open_context};
 use git_harness::eval::run::{RunOutcome, RunRequest, evaluate};
 use git_harness::eval::{AgentKind, Totals};
 use git_harness::experiment::{RunnerKind, Split};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -75,7 +75,7 @@ pub enum Format {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let splits = match args.split {
         SplitArg::HeldIn => vec![Split::HeldIn],
         SplitArg::Validation => vec![Split::Validation],

@@ -3,9 +3,9 @@
 use git_harness::lineage::history::tree_diff;
 use git_harness::lineage::trailers::CommitMessage;
 use git_harness::lineage::{self, Named};
+use git_harness::method;
 use git_harness::report::data::{Gated, RunCache, gated};
 use git_harness::report::{self, why};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let repo = &ws.repo;
     let (commit, named) = lineage::resolve_named(repo, &args.proposal)?;
     let label = match &named {

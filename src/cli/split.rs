@@ -1,7 +1,7 @@
 //! `git harness split`: fix the task splits.
 
 use git_harness::experiment::{GateConfig, SPLITS_FILE, Splits};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit, lineage};
 
 use super::Ui;
@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let fixed = ws.fixed_on_main()?;
     let ratios = parse_ratios(&args.ratios)?;
     let has_results = !lineage::list_runs(&ws.repo)?.is_empty();

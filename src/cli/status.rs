@@ -2,7 +2,7 @@
 
 use git_harness::eval::journal::Journal;
 use git_harness::lineage::{self, ProposalState};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -13,7 +13,7 @@ use super::Ui;
 pub struct Args {}
 
 pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let main = lineage::main_commit(&ws.repo)?;
     let fixed = ws.fixed_at(&main)?;
     ui.out(format!(

@@ -2,7 +2,7 @@
 
 use git_harness::agent::trace::Event;
 use git_harness::eval::record::{TrialRef, trial_trace};
-use git_harness::workspace::Workspace;
+use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -55,7 +55,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             )
         })?,
     };
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let (result, trace) = trial_trace(&ws.repo, &ws.state_dir(), &at)?;
     if args.format == Format::Json {
         ui.out(trace.to_json());
@@ -171,6 +171,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             }
             Event::BudgetNotice { message, .. } => ui.out(format!("budget: {message}")),
             Event::FormatError { message, .. } => ui.out(format!("format error: {message}")),
+            Event::Refused { message, .. } => ui.out(format!("refused by the gateway: {message}")),
         }
     }
     ui.out("");

@@ -4,8 +4,8 @@ use git_harness::eval::context::open_context;
 use git_harness::experiment::GateRule;
 use git_harness::gate::Verdict;
 use git_harness::lineage;
+use git_harness::method;
 use git_harness::method::validate::{Validation, validate};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -43,7 +43,7 @@ pub enum Format {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let rule = args.gate.map(|g| match g {
         GateArg::Paper => GateRule::Paper,
         GateArg::Strict => GateRule::Strict,

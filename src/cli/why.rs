@@ -1,7 +1,7 @@
 //! `git harness why`: explain one promotion on main.
 
+use git_harness::method;
 use git_harness::report::why::{Explanation, explain};
-use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
@@ -26,7 +26,7 @@ pub enum Format {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = Workspace::open()?;
+    let ws = method::open_workspace()?;
     let e = explain(&ws, &args.promotion)?;
     match args.format {
         Format::Json => ui.out(serde_json::to_string_pretty(&e).expect("json")),

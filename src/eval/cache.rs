@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use git2::Repository;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::journal::Journal;
 use super::{AgentKind, TrialResult};
@@ -32,7 +31,7 @@ pub struct CacheKey {
 
 impl CacheKey {
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = crate::support::digest::Hasher::new();
         h.update(b"git-harness cache key v2\0");
         for part in [
             self.surface_tree.as_str(),
@@ -51,7 +50,7 @@ impl CacheKey {
             h.update(self.environment.as_bytes());
             h.update([0]);
         }
-        hex::encode(h.finalize())
+        h.hex()
     }
 }
 
@@ -140,7 +139,7 @@ impl Cache {
             if mark.exists() {
                 continue;
             }
-            if let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RESULTS_FILE)? {
+            if let Some(bytes) = lineage::read_run_file(repo, &id, super::RESULTS_FILE)? {
                 for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                     let Ok(r) = serde_json::from_slice::<TrialResult>(line) else {
                         continue;

@@ -99,11 +99,11 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             .await?,
         )
     };
-    let factory = Factory {
+    let factory = Factory::new(
         provider,
-        model: connected.as_ref().map(|c| c.model.clone()),
-        experiment: fixed.experiment.clone(),
-    };
+        connected.as_ref().map(|c| c.model.clone()),
+        fixed.experiment.clone(),
+    );
     Ok(Context {
         eval: EvalContext {
             fixed,

@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Digest;
 
 use crate::agent::trace::{Ending, Event, ResponseEvent, ToolEvent, Totals as TraceTotals, Trace};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::journal::{Journal, RunMeta};
-use crate::eval::{AgentKind, Durations, InfraKind, Outcome, TrialResult};
+use crate::eval::{AgentKind, Durations, InfraClass, Outcome, TrialResult};
 use crate::experiment::Split;
 use crate::lineage;
 use crate::model::{ToolCall, Usage};
@@ -215,16 +214,16 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
     parsed.sort_by(|a, b| (&a.3, &a.2.trial_name).cmp(&(&b.3, &b.2.trial_name)));
 
     // The same job on the same commit and experiment is the same run.
-    let mut h = sha2::Sha256::default();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(commit.id().as_bytes());
     h.update(fingerprint.as_bytes());
     for (_, bytes, _, _, _, atif) in &parsed {
-        h.update(sha2::Sha256::digest(bytes));
+        h.update(crate::support::digest::sha256(bytes));
         if let Some((_, b)) = atif {
-            h.update(sha2::Sha256::digest(b));
+            h.update(crate::support::digest::sha256(b));
         }
     }
-    let digest = hex::encode(h.finalize());
+    let digest = h.hex();
     let id = format!("harbor-{}", &digest[..16]);
 
     let mut out = ImportOutcome {
@@ -425,7 +424,7 @@ fn reward_of(t: &TrialFile, file: &Path) -> Result<Option<f64>> {
 
 /// How a Harbor exception counts: an infrastructure class, or the agent's own ending.
 enum Exception {
-    Infra(InfraKind),
+    Infra(InfraClass),
     Agent(Ending),
 }
 
@@ -445,7 +444,7 @@ fn classify(exception_type: &str) -> Exception {
     }
     let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
     if t.starts_with("RewardFile") || has(&["Verifier", "Parse"]) {
-        Exception::Infra(InfraKind::Verifier)
+        Exception::Infra(InfraClass::Verifier)
     } else if has(&[
         "RateLimit",
         "API",
@@ -454,11 +453,11 @@ fn classify(exception_type: &str) -> Exception {
         "Model",
         "Provider",
     ]) {
-        Exception::Infra(InfraKind::Model)
+        Exception::Infra(InfraClass::Model)
     } else {
         // Environment start, Docker, builds, cancellation and anything unknown: the trial
         // says nothing about the harness.
-        Exception::Infra(InfraKind::Sandbox)
+        Exception::Infra(InfraClass::Sandbox)
     }
 }
 
@@ -714,6 +713,7 @@ fn to_trace(atif: &Value, t: &TrialFile, task: &str, trial: u32, r: &TrialResult
             duration_ms: r.durations.agent_ms,
         },
         ending,
+        command: None,
     }
 }
 

@@ -15,10 +15,13 @@ pub mod verify;
 pub use verify::{VerifyOptions, verify};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::model::Usage;
 use crate::task::VerifierOutcome;
+
+/// The files of a run record (the tree of `refs/harness/runs/<id>`).
+pub const RUN_FILE: &str = "run.yaml";
+pub const RESULTS_FILE: &str = "results.jsonl";
 
 /// Which agent plays the trials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -51,35 +54,23 @@ pub enum Outcome {
     InfraError,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfraKind {
-    Sandbox,
-    Model,
-    Verifier,
-}
+/// The class of a trial's infrastructure error, as its result stores it.
+pub use crate::error::InfraClass;
 
-impl InfraKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InfraKind::Sandbox => "sandbox",
-            InfraKind::Model => "model",
-            InfraKind::Verifier => "verifier",
-        }
-    }
-
+impl InfraClass {
     /// The settings to look at when trials fail with an error of this class.
     pub fn hint(self) -> &'static str {
         match self {
-            InfraKind::Model => {
+            InfraClass::Model => {
                 "check `model.base_url` and `model.api_key_env` in .harness/experiment.yaml (and that the variable holds a valid key)"
             }
-            InfraKind::Sandbox => {
+            InfraClass::Sandbox => {
                 "check `runner.kind` in .harness/experiment.yaml and that its sandbox works: `git harness tasks check`"
             }
-            InfraKind::Verifier => {
+            InfraClass::Verifier => {
                 "the task's verifier could not run on an untouched environment: `git harness tasks check` shows which"
             }
+            InfraClass::Other => "re-run the command",
         }
     }
 }
@@ -98,6 +89,7 @@ pub fn no_evidence(run: &str, results: &[TrialResult]) -> Option<crate::error::E
         .map(|s| format!("{} ({}): {}", s.kind.as_str(), s.count, s.first))
         .collect();
     Some(crate::error::Error::Infra {
+        class: first.kind,
         message: format!(
             "no evidence: every trial of run {run} hit an infrastructure error; {}",
             detail.join("; ")
@@ -109,7 +101,7 @@ pub fn no_evidence(run: &str, results: &[TrialResult]) -> Option<crate::error::E
 /// The infrastructure errors of some results, per class: how many, and the first, verbatim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InfraSummary {
-    pub kind: InfraKind,
+    pub kind: InfraClass,
     pub count: u32,
     pub first: String,
 }
@@ -153,7 +145,7 @@ pub struct TrialResult {
     pub seed: u64,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub infra: Option<InfraKind>,
+    pub infra: Option<InfraClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub reward: f64,
@@ -208,11 +200,11 @@ pub struct TrialId {
 /// The per-trial seed: a function of the experiment seed, the task and the trial index only, so
 /// repeated and resumed runs give the same trial the same seed.
 pub fn trial_seed(run_seed: u64, task: &str, trial: u32) -> u64 {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(run_seed.to_le_bytes());
     h.update(task.as_bytes());
     h.update(trial.to_le_bytes());
-    let d = h.finalize();
+    let d = h.finish();
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 

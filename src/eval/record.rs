@@ -9,12 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::Cache;
 use super::journal::{Journal, RunMeta};
-use super::{Totals, TrialResult};
+use super::{RESULTS_FILE, RUN_FILE, Totals, TrialResult};
 use crate::error::{Error, IoContext, Result};
 use crate::lineage::{self, RunSummary};
-
-pub const RUN_FILE: &str = "run.yaml";
-pub const RESULTS_FILE: &str = "results.jsonl";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::cache::{Cache, CacheKey};
 use super::journal::{Journal, RunMeta};
 use super::record::{RunRecord, now, write_record};
-use super::schedule::{self, Executor, Observer, PlannedTrial, Stopper};
+use super::schedule::{self, Executor, Observer, PlannedTrial, Stop, Stopper};
 use super::{AgentKind, TrialResult, trial_seed};
 use crate::error::{Error, Result};
 use crate::experiment::Split;
@@ -74,6 +74,8 @@ pub struct RunOutcome {
     pub results: Vec<TrialResult>,
     pub executed: usize,
     pub stopped: Option<String>,
+    /// The gate's decision when a stopper settled it before every trial ran.
+    pub settled: Option<crate::gate::Decision>,
     /// Wall-clock time of this evaluation (trials run concurrently: less than their sum).
     pub wall_ms: u64,
 }
@@ -215,6 +217,8 @@ pub async fn evaluate(
             if !environments.contains_key(id) {
                 let env = match ctx.executors.prepare(task, &mut |n| observer.note(n)).await {
                     Ok(e) => Some(e.unwrap_or_default()),
+                    // The user's to fix (the engine refuses our certificates): no trial can run.
+                    Err(e) if e.kind() == crate::error::Kind::Usage => return Err(e),
                     Err(_) => None,
                 };
                 environments.insert(id.clone(), env);
@@ -332,9 +336,10 @@ pub async fn evaluate(
         }
         Err(e) => return Err(e),
     };
-    if let Some(t) = &finished.tripped {
+    if let Some(Stop::Tripped(t)) = &finished.stopped {
         // No record: the journal keeps what ran, so nothing is lost and nothing is counted.
         return Err(Error::Infra {
+            class: t.kind,
             message: format!(
                 "stopped run {} after {} trials in a row failed with the same {} error: {}",
                 meta.id,
@@ -350,7 +355,7 @@ pub async fn evaluate(
         });
     }
     // An interrupted run is not recorded: its journal keeps what finished, for `--resume`.
-    if finished.interrupted && finished.stopped.as_deref() == Some(schedule::INTERRUPTED) {
+    if finished.interrupted && matches!(finished.stopped, Some(Stop::Interrupted)) {
         return Err(interrupted(&ctx.state_dir, &meta.id));
     }
     let mut results = finished.results;
@@ -383,6 +388,7 @@ pub async fn evaluate(
             results,
             executed: 0,
             stopped: None,
+            settled: None,
             wall_ms: started.elapsed().as_millis() as u64,
         });
     }
@@ -392,7 +398,7 @@ pub async fn evaluate(
         &meta,
         &mut results,
         partial,
-        finished.stopped.clone(),
+        finished.stopped.as_ref().map(ToString::to_string),
         finished.cancelled,
     )?;
     let (record, _) = super::record::read_run(repo, &meta.id)?;
@@ -403,7 +409,11 @@ pub async fn evaluate(
         record,
         results,
         executed: finished.executed,
-        stopped: finished.stopped,
+        stopped: finished.stopped.as_ref().map(ToString::to_string),
+        settled: match finished.stopped {
+            Some(Stop::Settled(d)) => Some(*d),
+            _ => None,
+        },
         wall_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -436,7 +446,7 @@ fn covering_run(
     let mut best: Option<(String, Oid, RunRecord, usize)> = None;
     for (id, oid, _) in lineage::list_runs(repo)? {
         // run.yaml alone decides most candidates; results are read only for those it admits.
-        let Some(bytes) = lineage::read_run_file(repo, &id, super::record::RUN_FILE)? else {
+        let Some(bytes) = lineage::read_run_file(repo, &id, super::RUN_FILE)? else {
             continue;
         };
         let Ok(record) = serde_yaml::from_slice::<RunRecord>(&bytes) else {
@@ -490,6 +500,7 @@ fn finish_resumed(ws: &Workspace, ctx: &EvalContext, id: &str) -> Result<RunOutc
         results,
         executed: 0,
         stopped,
+        settled: None,
         wall_ms: 0,
     })
 }

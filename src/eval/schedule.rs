@@ -15,6 +15,7 @@ use super::cache::Cache;
 use super::journal::Journal;
 use crate::error::{Error, Result};
 use crate::experiment::Split;
+use crate::gate::Decision;
 use crate::task::Task;
 
 /// One trial to run.
@@ -31,10 +32,21 @@ pub struct PlannedTrial {
 /// What executing a trial produced: the result and the trace bytes to store.
 pub struct Executed {
     pub result: TrialResult,
+    pub end: TrialEnd,
     pub trace: Option<Vec<u8>>,
     /// Model requests of the trial, and how many were cut off before an answer.
     pub requests: u32,
     pub unanswered: u32,
+}
+
+/// How a trial's execution ended, as the scheduler counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialEnd {
+    /// It ran to its end: its result counts.
+    Finished,
+    /// Cancelled because the verdict was settled or the user interrupted: not a result, but
+    /// what it spent is counted.
+    Cancelled,
 }
 
 /// Runs one trial; implemented by the harness agent and by the built-in agents.
@@ -56,15 +68,43 @@ pub trait Observer: Send {
     fn note(&mut self, _text: &str) {}
 }
 
-/// The stop reason of a run that was interrupted.
-pub const INTERRUPTED: &str = "interrupted";
+/// Why a run stopped before every planned trial had a result. The run record stores its text
+/// (`stop_reason`).
+#[derive(Debug, Clone)]
+pub enum Stop {
+    /// The user interrupted before every trial had run.
+    Interrupted,
+    /// The circuit breaker: trials in a row failed with the same infrastructure error.
+    Tripped(Tripped),
+    /// The gate's verdict is settled whatever the remaining trials give.
+    Settled(Box<Decision>),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Interrupted => f.write_str("interrupted"),
+            Stop::Tripped(t) => write!(
+                f,
+                "{} trials in a row failed with the same {} error",
+                t.count,
+                t.kind.as_str()
+            ),
+            Stop::Settled(d) => {
+                let reason = d.early_stopped.as_ref().map_or(&d.reason, |e| &e.reason);
+                write!(f, "verdict settled: {reason}")
+            }
+        }
+    }
+}
 
 /// An observer that ignores everything.
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Decides after each result whether the rest of the trials can still matter.
-pub type Stopper<'a> = Box<dyn FnMut(&[TrialResult]) -> Option<String> + Send + 'a>;
+/// Decides after each result whether the rest of the trials can still matter: the gate's
+/// decision when it is settled.
+pub type Stopper<'a> = Box<dyn FnMut(&[TrialResult]) -> Option<Decision> + Send + 'a>;
 
 pub struct Options<'a> {
     pub run_id: String,
@@ -83,7 +123,7 @@ pub struct Options<'a> {
 /// Why the circuit breaker stopped a run: the repeated error, verbatim, and how often.
 #[derive(Debug, Clone)]
 pub struct Tripped {
-    pub kind: super::InfraKind,
+    pub kind: super::InfraClass,
     pub error: String,
     pub count: u32,
 }
@@ -91,7 +131,7 @@ pub struct Tripped {
 /// Counts trials in a row that ended with the same infrastructure error.
 #[derive(Default)]
 struct Breaker {
-    last: Option<(super::InfraKind, String)>,
+    last: Option<(super::InfraClass, String)>,
     count: u32,
 }
 
@@ -121,11 +161,9 @@ impl Breaker {
 pub struct Finished {
     pub results: Vec<TrialResult>,
     /// Why the run stopped before every planned trial had a result.
-    pub stopped: Option<String>,
+    pub stopped: Option<Stop>,
     pub interrupted: bool,
     pub executed: usize,
-    /// Set when the circuit breaker stopped the run.
-    pub tripped: Option<Tripped>,
     /// What the trials cancelled before their end spent.
     pub cancelled: super::Overhead,
 }
@@ -182,9 +220,9 @@ async fn run_plan(
     for r in &results {
         observer.finished(r);
     }
-    let mut stopped = opts.stopper.as_mut().and_then(|s| s(&results));
-    if let Some(reason) = &stopped {
-        observer.stopping(reason);
+    let mut stopped = settled(&mut opts.stopper, &results);
+    if let Some(stop) = &stopped {
+        observer.stopping(&stop.to_string());
     }
 
     let cancel = CancellationToken::new();
@@ -195,7 +233,6 @@ async fn run_plan(
     let mut interrupt = opts.interrupt.take();
     let mut grace_deadline: Option<tokio::time::Instant> = None;
     let mut breaker = Breaker::default();
-    let mut tripped = None;
     let mut cancelled = super::Overhead::default();
     let concurrency = opts.concurrency.max(1);
     // Trials in flight, as `task#trial`, to say what an interrupt waits for.
@@ -233,7 +270,7 @@ async fn run_plan(
                 }
                 // Trials cancelled because the verdict was settled or the user interrupted
                 // are not results, but what they spent is counted.
-                if done.result.ending == "cancelled" {
+                if done.end == TrialEnd::Cancelled {
                     cancelled_any = true;
                     cancelled += super::Overhead {
                         requests: done.requests,
@@ -254,22 +291,17 @@ async fn run_plan(
                 if stopped.is_none()
                     && let Some(t) = trip
                 {
-                    let reason = format!(
-                        "{} trials in a row failed with the same {} error",
-                        t.count,
-                        t.kind.as_str()
-                    );
-                    observer.stopping(&reason);
-                    stopped = Some(reason);
-                    tripped = Some(t);
+                    let stop = Stop::Tripped(t);
+                    observer.stopping(&stop.to_string());
+                    stopped = Some(stop);
                     // The trials still running hit the same wall: do not wait for them.
                     cancel.cancel();
                 }
                 if stopped.is_none()
-                    && let Some(reason) = opts.stopper.as_mut().and_then(|s| s(&results))
+                    && let Some(stop) = settled(&mut opts.stopper, &results)
                 {
-                    observer.stopping(&reason);
-                    stopped = Some(reason);
+                    observer.stopping(&stop.to_string());
+                    stopped = Some(stop);
                     // The remaining trials cannot change the verdict: do not wait for them.
                     cancel.cancel();
                 }
@@ -307,14 +339,37 @@ async fn run_plan(
     // Interrupted after the last trial had started and before any was cancelled: complete.
     let incomplete = queue.len() > 0 || cancelled_any;
     if interrupted && stopped.is_none() && incomplete {
-        stopped = Some(INTERRUPTED.into());
+        stopped = Some(Stop::Interrupted);
     }
     Ok(Finished {
         results,
         stopped,
         interrupted,
         executed,
-        tripped,
         cancelled,
     })
+}
+
+fn settled(stopper: &mut Option<Stopper<'_>>, results: &[TrialResult]) -> Option<Stop> {
+    let decision = stopper.as_mut().and_then(|s| s(results))?;
+    Some(Stop::Settled(Box::new(decision)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_reads_as_the_run_record_stores_it() {
+        assert_eq!(Stop::Interrupted.to_string(), "interrupted");
+        let t = Tripped {
+            kind: super::super::InfraClass::Model,
+            error: "connection refused".into(),
+            count: 3,
+        };
+        assert_eq!(
+            Stop::Tripped(t).to_string(),
+            "3 trials in a row failed with the same model error"
+        );
+    }
 }

@@ -39,15 +39,16 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::schedule::{Executed, PlannedTrial};
-use super::{Durations, InfraKind, Outcome, TrialResult};
+use super::schedule::{Executed, PlannedTrial, TrialEnd};
+use super::{Durations, InfraClass, Outcome, TrialResult};
 use crate::agent::{Episode, EpisodeSpec};
 use crate::error::Error;
 use crate::eval::builtin::BuiltinAgent;
 use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
+use crate::gateway::{Gateway, Pin};
 use crate::model::Model;
-use crate::sandbox::{CreateOptions, InfraClass, Notes, Sandbox, SandboxProvider};
+use crate::sandbox::{CreateOptions, Notes, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
 
 /// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
@@ -55,6 +56,23 @@ pub struct Factory {
     pub provider: Arc<dyn SandboxProvider>,
     pub model: Option<Arc<dyn Model>>,
     pub experiment: Experiment,
+    /// The model gateway of `protocol: command` harnesses, started on first use.
+    pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+}
+
+impl Factory {
+    pub fn new(
+        provider: Arc<dyn SandboxProvider>,
+        model: Option<Arc<dyn Model>>,
+        experiment: Experiment,
+    ) -> Self {
+        Factory {
+            provider,
+            model,
+            experiment,
+            gateway: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -69,8 +87,23 @@ impl ExecutorFactory for Factory {
                 "the harness agent needs a connected model".into(),
             ));
         }
+        let gateway = match (&self.model, agent, harness.manifest.protocol) {
+            (Some(model), AgentKind::Harness, crate::harness::Protocol::Command) => {
+                let e = &self.experiment;
+                let gw = self
+                    .gateway
+                    .get_or_try_init(|| async {
+                        let pin = Pin::new(model.as_ref(), &e.decoding, &e.prices);
+                        Gateway::start(model.clone(), pin).await.map(Arc::new)
+                    })
+                    .await?;
+                Some(gw.clone())
+            }
+            _ => None,
+        };
         Ok(Arc::new(TrialExecutor {
             provider: self.provider.clone(),
+            gateway,
             model: self.model.clone(),
             harness: Arc::new(harness.clone()),
             experiment: self.experiment.clone(),
@@ -93,6 +126,7 @@ impl ExecutorFactory for Factory {
 
 struct TrialExecutor {
     provider: Arc<dyn SandboxProvider>,
+    gateway: Option<Arc<Gateway>>,
     model: Option<Arc<dyn Model>>,
     harness: Arc<Harness>,
     experiment: Experiment,
@@ -102,7 +136,7 @@ struct TrialExecutor {
 /// What one attempt produced before classification.
 struct Attempt {
     verifier: Option<VerifierOutcome>,
-    infra: Option<(InfraKind, String)>,
+    infra: Option<(InfraClass, String)>,
     episode: Option<Episode>,
     durations: Durations,
     cancelled: bool,
@@ -192,6 +226,11 @@ impl Executor for TrialExecutor {
             cached_from: None,
         };
         Executed {
+            end: if attempt.cancelled {
+                TrialEnd::Cancelled
+            } else {
+                TrialEnd::Finished
+            },
             result,
             trace,
             requests,
@@ -212,7 +251,7 @@ impl TrialExecutor {
             Err(e) => {
                 return Attempt {
                     verifier: None,
-                    infra: Some((InfraKind::Sandbox, e.to_string())),
+                    infra: Some((InfraClass::Sandbox, e.to_string())),
                     episode: None,
                     durations: d,
                     cancelled: false,
@@ -229,7 +268,7 @@ impl TrialExecutor {
         if let Err(e) = destroyed
             && out.infra.is_none()
         {
-            out.infra = Some((InfraKind::Sandbox, format!("teardown failed: {e}")));
+            out.infra = Some((InfraClass::Sandbox, format!("teardown failed: {e}")));
         }
         out.durations = d;
         out
@@ -266,7 +305,19 @@ impl TrialExecutor {
                     prices: &e.prices,
                     cancel: Some(rx),
                 };
-                let res = crate::agent::run_episode(&spec, sb, model.as_ref()).await;
+                let res = match &self.gateway {
+                    Some(gw) => {
+                        crate::agent::command::run_command_episode(
+                            &spec,
+                            sb,
+                            gw,
+                            model.as_ref(),
+                            &e.runner.agent_paths,
+                        )
+                        .await
+                    }
+                    None => crate::agent::run_episode(&spec, sb, model.as_ref()).await,
+                };
                 bridge.abort();
                 match res {
                     Ok(ep) => {
@@ -283,10 +334,10 @@ impl TrialExecutor {
                         cancelled = matches!(ep.ending, crate::agent::trace::Ending::Cancelled);
                         let infra = match &ep.ending {
                             crate::agent::trace::Ending::ModelError { message } => {
-                                Some((InfraKind::Model, message.clone()))
+                                Some((InfraClass::Model, message.clone()))
                             }
                             crate::agent::trace::Ending::SandboxError { message } => {
-                                Some((InfraKind::Sandbox, message.clone()))
+                                Some((InfraClass::Sandbox, message.clone()))
                             }
                             _ => None,
                         };
@@ -360,9 +411,9 @@ impl TrialExecutor {
     }
 }
 
-fn classify(e: &Error) -> InfraKind {
+fn classify(e: &Error) -> InfraClass {
     match InfraClass::of(e) {
-        Some(InfraClass::Verifier) => InfraKind::Verifier,
-        _ => InfraKind::Sandbox,
+        Some(InfraClass::Verifier) => InfraClass::Verifier,
+        _ => InfraClass::Sandbox,
     }
 }

@@ -224,6 +224,10 @@ pub struct RunnerConfig {
     /// keys win over patterns, longer prefixes over shorter.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub image_map: BTreeMap<String, String>,
+    /// Host directories shown read-only, under their own paths, to `protocol: command` agents
+    /// (e.g. a directory their Python packages were installed into).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_paths: Vec<std::path::PathBuf>,
     /// Docker: when an image a task names (its `docker_image`, a Dockerfile's `FROM`, after the
     /// image map) is pulled from its registry. Not in the fingerprint: the pulled image's id is
     /// in the cache key.
@@ -267,6 +271,7 @@ impl Default for RunnerConfig {
             concurrency: default_concurrency(),
             image_map: BTreeMap::new(),
             pull: PullPolicy::default(),
+            agent_paths: Vec::new(),
         }
     }
 }
@@ -343,16 +348,6 @@ pub struct Prices {
     pub cached_input_per_mtok: f64,
 }
 
-impl Prices {
-    pub fn cost(&self, usage: &crate::model::Usage) -> f64 {
-        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens) as f64;
-        (uncached * self.input_per_mtok
-            + usage.cached_tokens as f64 * self.cached_input_per_mtok
-            + usage.completion_tokens as f64 * self.output_per_mtok)
-            / 1e6
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Diagnose {
@@ -388,7 +383,7 @@ impl Experiment {
             return err("concurrency", "model.concurrency", "must be at least 1");
         }
         for (k, v) in &self.runner.image_map {
-            if let Some(p) = crate::sandbox::image_map::key_problem(k, v) {
+            if let Some(p) = super::image_map::key_problem(k, v) {
                 return err("image_map", "runner.image_map", &p);
             }
         }

@@ -2,12 +2,11 @@
 //! changes, and the experiment fingerprint over it.
 
 mod config;
+pub mod image_map;
 mod splits;
 
 pub use config::*;
 pub use splits::{Split, Splits};
-
-use sha2::{Digest, Sha256};
 
 pub const EXPERIMENT_FILE: &str = ".harness/experiment.yaml";
 pub const SPLITS_FILE: &str = ".harness/splits.yaml";
@@ -19,7 +18,7 @@ pub fn fingerprint(
     splits: &Splits,
     task_checksums: &[(String, String)],
 ) -> String {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(b"git-harness experiment v1\n");
     // Canonical forms: serde_json of our structs has a fixed field order.
     h.update(serde_json::to_vec(&experiment.canonical()).expect("experiment serializes"));
@@ -34,5 +33,5 @@ pub fn fingerprint(
         h.update(sum.as_bytes());
         h.update(b"\n");
     }
-    hex::encode(h.finalize())[..16].to_string()
+    h.hex()[..16].to_string()
 }

@@ -15,6 +15,31 @@ pub enum Protocol {
     Tools,
     /// A JSON action parsed from the message text.
     Text,
+    /// The harness is an agent program (`agent.command`) that reaches the model only through
+    /// the model gateway.
+    Command,
+}
+
+/// The wire format a `protocol: command` agent speaks to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentApi {
+    #[default]
+    Openai,
+    Anthropic,
+}
+
+/// The agent program of a `protocol: command` harness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Run with `bash -c` inside the sandbox, in the task's workdir; the instruction on stdin.
+    pub command: String,
+    #[serde(default)]
+    pub api: AgentApi,
+    /// Run once before the agent (e.g. `pip install -r $HARNESS_DIR/requirements.txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +49,8 @@ pub enum SurfaceKind {
     Tools,
     Middleware,
     Checks,
+    /// Any file of a `protocol: command` agent (code, YAML/JSON/TOML config).
+    File,
 }
 
 impl std::fmt::Display for SurfaceKind {
@@ -33,6 +60,7 @@ impl std::fmt::Display for SurfaceKind {
             SurfaceKind::Tools => "tools",
             SurfaceKind::Middleware => "middleware",
             SurfaceKind::Checks => "checks",
+            SurfaceKind::File => "file",
         })
     }
 }
@@ -70,6 +98,10 @@ pub struct Surface {
     pub bounds: Bounds,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A command that must pass on an edited file before the edit counts; `{}` is replaced by
+    /// the path of a copy of the new content (e.g. `python3 -m py_compile {}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 impl Surface {
@@ -94,6 +126,9 @@ pub struct Manifest {
     pub description: Option<String>,
     #[serde(default)]
     pub protocol: Protocol,
+    /// The agent program, for `protocol: command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
     pub surfaces: Vec<Surface>,
 }
 
@@ -112,6 +147,33 @@ impl Manifest {
                 "name",
                 "must not be empty",
             ));
+        }
+        match (&self.protocol, &self.agent) {
+            (Protocol::Command, None) => {
+                return Err(Error::config(
+                    file,
+                    crate::support::yaml::line_of(text, "protocol"),
+                    "agent",
+                    "`protocol: command` needs an `agent:` section with `command:` (and `api: openai|anthropic`)",
+                ));
+            }
+            (Protocol::Command, Some(a)) if a.command.trim().is_empty() => {
+                return Err(Error::config(
+                    file,
+                    crate::support::yaml::line_of(text, "command"),
+                    "agent.command",
+                    "must not be empty",
+                ));
+            }
+            (Protocol::Tools | Protocol::Text, Some(_)) => {
+                return Err(Error::config(
+                    file,
+                    crate::support::yaml::line_of(text, "agent"),
+                    "agent",
+                    "an `agent:` section belongs to `protocol: command` only",
+                ));
+            }
+            _ => {}
         }
         if self.surfaces.is_empty() {
             return Err(Error::config(

@@ -8,13 +8,12 @@ mod manifest;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use manifest::{Bounds, Manifest, Protocol, Surface, SurfaceKind};
+pub use manifest::{AgentApi, AgentSpec, Bounds, Manifest, Protocol, Surface, SurfaceKind};
 
 use crate::error::{Error, GitContext, IoContext, Result};
 
 pub const MANIFEST: &str = "harness.yaml";
-/// Fixed experiment state; never an editable surface.
-pub const FIXED_DIR: &str = ".harness";
+pub use crate::lineage::FIXED_DIR;
 
 /// A harness as committed (or as in a worktree): manifest plus every file outside `.harness/`.
 #[derive(Debug, Clone)]
@@ -183,6 +182,21 @@ pub fn path_problem(path: &str) -> Option<String> {
         return Some(format!("`{path}` has {why}; give the file's normal path"));
     }
     None
+}
+
+/// Check that a `.yaml`/`.yml`/`.json` file parses (the files of agent programs).
+pub fn validate_yaml(path: &str, content: &str) -> Result<()> {
+    if path.ends_with(".yaml") || path.ends_with(".yml") || path.ends_with(".json") {
+        serde_yaml::from_str::<serde_yaml::Value>(content).map_err(|e| {
+            Error::config(
+                path,
+                e.location().map(|l| l.line()),
+                "(document)",
+                e.to_string(),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Check that a harness file parses as what its location says it is (YAML of tools, middleware,

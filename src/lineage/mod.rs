@@ -13,12 +13,15 @@ pub mod trailers;
 
 use git2::{Oid, Repository, Signature};
 
+/// The gate's verdict, as validation records store it.
+pub use crate::gate::Verdict;
 pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
-pub use notes::{HarnessNote, RunSummary, read_note, update_note};
+pub use notes::{
+    HarnessNote, RunSummary, SplitComparison, ValidationRecord, read_note, update_note,
+};
 pub use promote::{
-    PromoteOutcome, SplitComparison, ValidationRecord, Verdict, promote, recover_promotion,
-    update_checked_out_worktree, worktree_is_clean,
+    PromoteOutcome, promote, recover_promotion, update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
     Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals, next_round,
@@ -33,6 +36,9 @@ pub use runs::{
 use crate::error::{Error, GitContext, Result};
 
 pub const DEFAULT_MAIN: &str = "main";
+/// Fixed experiment state; never an editable surface, and left out of the tree that identifies
+/// a harness.
+pub const FIXED_DIR: &str = ".harness";
 pub const PROPOSALS_PREFIX: &str = "refs/heads/harness/proposals/";
 pub const REJECTED_PREFIX: &str = "refs/harness/rejected/";
 pub const PROMOTED_PREFIX: &str = "refs/harness/promoted/";
@@ -378,12 +384,8 @@ pub fn short(oid: Oid) -> String {
 pub fn surface_tree(repo: &Repository, commit: &git2::Commit<'_>) -> Result<Oid> {
     let tree = commit.tree().git("read tree")?;
     let mut tb = repo.treebuilder(Some(&tree)).git("build surface tree")?;
-    if tb
-        .get(crate::harness::FIXED_DIR)
-        .git("read tree entry")?
-        .is_some()
-    {
-        tb.remove(crate::harness::FIXED_DIR).git("drop .harness")?;
+    if tb.get(FIXED_DIR).git("read tree entry")?.is_some() {
+        tb.remove(FIXED_DIR).git("drop .harness")?;
     }
     tb.write().git("write surface tree")
 }

@@ -6,9 +6,94 @@ use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use super::promote::ValidationRecord;
 use super::{NOTES_REF, signature};
 use crate::error::{Error, GitContext, Result};
+use crate::gate::Verdict;
+
+/// Parent vs candidate on one split, as counted by the gate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitComparison {
+    pub parent_passes: u32,
+    pub parent_trials: u32,
+    pub candidate_passes: u32,
+    pub candidate_trials: u32,
+}
+
+impl SplitComparison {
+    pub fn delta(&self) -> i64 {
+        i64::from(self.candidate_passes) - i64::from(self.parent_passes)
+    }
+
+    /// `7/24 -> 11/24 (+4)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{} -> {}/{} ({:+})",
+            self.parent_passes,
+            self.parent_trials,
+            self.candidate_passes,
+            self.candidate_trials,
+            self.delta()
+        )
+    }
+}
+
+/// What `validate` records and `promote` requires: the gate's verdict for exactly this candidate
+/// tree against exactly this parent tree under exactly this experiment fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub candidate: String,
+    pub candidate_tree: String,
+    pub parent: String,
+    pub parent_tree: String,
+    pub fingerprint: String,
+    /// `paper` or `strict`.
+    pub gate: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub held_in: SplitComparison,
+    pub validation: SplitComparison,
+    /// The statistic behind the verdict, e.g. `sign-flip p=0.031 (m=6) <= 0.05`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<String>,
+    /// Used to rank accepted candidates of one round.
+    #[serde(default)]
+    pub margin: f64,
+    /// Run refs the comparison read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<String>,
+    pub created_at: String,
+    /// The gate's full decision (per-task flips etc.), kept for reports.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub decision: serde_json::Value,
+}
+
+impl ValidationRecord {
+    /// The gate report carried by a promotion's merge message.
+    pub fn gate_report(&self) -> String {
+        let r = self;
+        let mut s = format!("Gate ({}): {} — {}\n\n", r.gate, r.verdict, r.reason);
+        s.push_str(&format!("  held_in     {}\n", r.held_in.describe()));
+        s.push_str(&format!("  validation  {}\n", r.validation.describe()));
+        if let Some(st) = &r.statistic {
+            s.push_str(&format!("  statistic   {st}\n"));
+        }
+        if let Some(e) = &r.early_stop {
+            s.push_str(&format!("  early stop  {e}\n"));
+        }
+        if !r.runs.is_empty() {
+            s.push_str(&format!("  runs        {}\n", r.runs.join(", ")));
+        }
+        s
+    }
+
+    pub fn matches(&self, candidate_tree: Oid, parent_tree: Oid, fingerprint: &str) -> bool {
+        self.candidate_tree == candidate_tree.to_string()
+            && self.parent_tree == parent_tree.to_string()
+            && self.fingerprint == fingerprint
+    }
+}
 
 /// Pass counts of one run of this commit on one split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +257,7 @@ pub fn update_note(
         return Err(super::locked(repo, NOTES_REF));
     }
     Err(Error::Infra {
+        class: crate::InfraClass::Other,
         message: format!("could not update {NOTES_REF}: too many concurrent writers"),
         hint: Some("re-run the command".into()),
     })

@@ -7,96 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::keys;
-use super::notes::read_note;
+use super::notes::{ValidationRecord, read_note};
 use super::proposal::{Proposal, ProposalState, mark_promoted};
 use super::trailers::CommitMessage;
 use super::{cas_ref, main_ref, short, signature};
 use crate::error::{Error, GitContext, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Accept,
-    Reject,
-    Indecisive,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Verdict::Accept => "accept",
-            Verdict::Reject => "reject",
-            Verdict::Indecisive => "indecisive",
-        })
-    }
-}
-
-/// Parent vs candidate on one split, as counted by the gate.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SplitComparison {
-    pub parent_passes: u32,
-    pub parent_trials: u32,
-    pub candidate_passes: u32,
-    pub candidate_trials: u32,
-}
-
-impl SplitComparison {
-    pub fn delta(&self) -> i64 {
-        i64::from(self.candidate_passes) - i64::from(self.parent_passes)
-    }
-
-    /// `7/24 -> 11/24 (+4)`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{}/{} -> {}/{} ({:+})",
-            self.parent_passes,
-            self.parent_trials,
-            self.candidate_passes,
-            self.candidate_trials,
-            self.delta()
-        )
-    }
-}
-
-/// What `validate` records and `promote` requires: the gate's verdict for exactly this candidate
-/// tree against exactly this parent tree under exactly this experiment fingerprint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidationRecord {
-    pub candidate: String,
-    pub candidate_tree: String,
-    pub parent: String,
-    pub parent_tree: String,
-    pub fingerprint: String,
-    /// `paper` or `strict`.
-    pub gate: String,
-    pub verdict: Verdict,
-    pub reason: String,
-    pub held_in: SplitComparison,
-    pub validation: SplitComparison,
-    /// The statistic behind the verdict, e.g. `sign-flip p=0.031 (m=6) <= 0.05`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statistic: Option<String>,
-    /// Used to rank accepted candidates of one round.
-    #[serde(default)]
-    pub margin: f64,
-    /// Run refs the comparison read.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub runs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stop: Option<String>,
-    pub created_at: String,
-    /// The gate's full decision (per-task flips etc.), kept for reports.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub decision: serde_json::Value,
-}
-
-impl ValidationRecord {
-    pub fn matches(&self, candidate_tree: Oid, parent_tree: Oid, fingerprint: &str) -> bool {
-        self.candidate_tree == candidate_tree.to_string()
-            && self.parent_tree == parent_tree.to_string()
-            && self.fingerprint == fingerprint
-    }
-}
+use crate::gate::Verdict;
 
 #[derive(Debug, Clone)]
 pub struct PromoteOutcome {

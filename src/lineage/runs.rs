@@ -295,7 +295,7 @@ pub fn baseline_commit(
     let refname = format!("refs/harness/baselines/{name}");
     let main_tree = main.tree().git("read main tree")?;
     let fixed = main_tree
-        .get_name(crate::harness::FIXED_DIR)
+        .get_name(super::FIXED_DIR)
         .ok_or_else(|| Error::usage("main has no .harness/ directory"))?
         .id();
     let empty = repo
@@ -317,7 +317,7 @@ pub fn baseline_commit(
     let mut tb = repo
         .treebuilder(Some(&repo.find_tree(tree_id).git("read tree")?))
         .git("build tree")?;
-    tb.insert(crate::harness::FIXED_DIR, fixed, 0o040000)
+    tb.insert(super::FIXED_DIR, fixed, 0o040000)
         .git("add .harness")?;
     let tree_id = tb.write().git("write baseline tree")?;
     if let Ok(old) = repo.refname_to_id(&refname)

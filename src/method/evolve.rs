@@ -155,6 +155,7 @@ pub async fn evolve(
                 // Undecided for want of a single clean pair: the evidence is all infrastructure
                 // errors, and going on would only spend more.
                 return Err(crate::Error::Infra {
+                    class: crate::InfraClass::Other,
                     message: format!(
                         "no evidence: every trial pair of the validation of {} hit an infrastructure error",
                         p.name()
@@ -251,7 +252,7 @@ async fn promote_round(
     if accepted.is_empty() {
         return Ok(None);
     }
-    let report = |v: &Validation| crate::report::gate_report(&v.record);
+    let report = |v: &Validation| v.record.gate_report();
     if accepted.len() >= 2 {
         let mut surfaces: Vec<&str> = Vec::new();
         let parts: Vec<&Validation> = accepted

@@ -9,3 +9,16 @@ pub mod sealed;
 pub mod validate;
 
 pub use mine_rev::mine_rev;
+
+use crate::error::Result;
+use crate::workspace::Workspace;
+
+/// Open the repository of the current directory and finish what a killed earlier command left
+/// half done (a promotion whose checkout did not follow, journals of runs that were recorded or
+/// adopted). Best effort: what cannot be repaired is reported where it matters.
+pub fn open_workspace() -> Result<Workspace> {
+    let ws = Workspace::open()?;
+    let _ = crate::lineage::recover_promotion(&ws.repo);
+    let _ = crate::eval::record::sweep_journals(&ws.repo, &ws.state_dir(), false);
+    Ok(ws)
+}

@@ -3,8 +3,6 @@
 //! settled, apply the gate, record the verdict on the candidate, and move rejected candidates to
 //! `refs/harness/rejected/`.
 
-use std::sync::{Arc, Mutex};
-
 use git2::Oid;
 
 use crate::error::{Error, Result};
@@ -165,13 +163,11 @@ pub async fn validate(
         let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
         let parent_eval = evaluation(ctx, &parent_out.results, trials);
         let order = gate::trial_order(&parent_eval);
-        let settled: Arc<Mutex<Option<Decision>>> = Arc::new(Mutex::new(None));
-        let slot = settled.clone();
         let cfg_s = cfg.clone();
         let pe = parent_eval.clone();
         let s_ref = ctx.fixed.splits.clone();
         let fp = ctx.fingerprint.clone();
-        let stopper = Box::new(move |results: &[TrialResult]| -> Option<String> {
+        let stopper = Box::new(move |results: &[TrialResult]| -> Option<Decision> {
             if !cfg_s.early_stop {
                 return None;
             }
@@ -185,18 +181,9 @@ pub async fn validate(
             if pending == 0 {
                 return None;
             }
-            match gate::try_settled(&cfg_s, &pe, &cand, SettleMode::CoverageSoFar) {
-                Ok(Some(d)) => {
-                    let reason = d
-                        .early_stopped
-                        .as_ref()
-                        .map(|e| e.reason.clone())
-                        .unwrap_or_else(|| d.reason.clone());
-                    *slot.lock().expect("settle slot") = Some(d);
-                    Some(format!("verdict settled: {reason}"))
-                }
-                _ => None,
-            }
+            gate::try_settled(&cfg_s, &pe, &cand, SettleMode::CoverageSoFar)
+                .ok()
+                .flatten()
         });
         let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
         req.trials = Some(trials);
@@ -216,8 +203,7 @@ pub async fn validate(
         planned +=
             (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
         candidate_runs.push(cand_out.id.clone());
-        let early = settled.lock().expect("settle slot").take();
-        let decision = match early {
+        let decision = match cand_out.settled.clone() {
             Some(d) => d,
             None => {
                 let cand_eval = evaluation(ctx, &cand_out.results, trials);
@@ -294,11 +280,7 @@ fn record_of(
             GateRule::Paper => "paper".into(),
             GateRule::Strict => "strict".into(),
         },
-        verdict: match d.verdict {
-            Verdict::Accept => lineage::Verdict::Accept,
-            Verdict::Reject => lineage::Verdict::Reject,
-            Verdict::Indecisive => lineage::Verdict::Indecisive,
-        },
+        verdict: d.verdict,
         reason: d.reason.clone(),
         held_in: cmp(&d.held_in),
         validation: cmp(&d.validation),

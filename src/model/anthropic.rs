@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::retry::{RetryPolicy, clip, post_json};
 use super::{ChatRequest, ChatResponse, Model, ModelError, Role, ToolCall, Usage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
 pub const API_VERSION: &str = "2023-06-01";
@@ -30,7 +30,7 @@ impl AnthropicModel {
     ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| Error::infra(format!("build the HTTP client: {e}")))?;
+            .map_err(|e| crate::InfraClass::Model.error(format!("build the HTTP client: {e}")))?;
         Ok(AnthropicModel {
             client,
             url: format!("{}/messages", base_url.trim_end_matches('/')),

@@ -99,6 +99,17 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// Prices are configured with the experiment; what a usage costs is the model's arithmetic.
+impl crate::experiment::Prices {
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens) as f64;
+        (uncached * self.input_per_mtok
+            + usage.cached_tokens as f64 * self.cached_input_per_mtok
+            + usage.completion_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     pub content: Option<String>,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::retry::{RetryPolicy, clip, post_json};
 use super::{ChatRequest, ChatResponse, Message, Model, ModelError, Role, ToolCall, Usage};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -30,7 +30,7 @@ impl OpenAiModel {
     ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| Error::infra(format!("build the HTTP client: {e}")))?;
+            .map_err(|e| crate::InfraClass::Model.error(format!("build the HTTP client: {e}")))?;
         Ok(OpenAiModel {
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),

@@ -26,7 +26,9 @@ pub fn check(
             "`{path}` is fixed experiment state, never an editable surface"
         ));
     }
-    if let Some(why) = crate::harness::ignored_by_runtime(path) {
+    let command_harness = harness.manifest.protocol == crate::harness::Protocol::Command;
+    // The built-in runtime's layout means nothing to an agent program, which reads its own files.
+    if !command_harness && let Some(why) = crate::harness::ignored_by_runtime(path) {
         return Some(why);
     }
     let Some(surface) = harness.surface_for(path) else {
@@ -57,11 +59,22 @@ pub fn check(
             surface.path, surface.bounds.max_lines_added, surface.bounds.max_lines_removed
         ));
     }
-    if let Err(e) = crate::harness::validate_file(path, &candidate.content) {
-        return Some(format!("does not parse: {e}"));
+    if command_harness {
+        if let Err(e) = crate::harness::validate_yaml(path, &candidate.content) {
+            return Some(format!("does not parse: {e}"));
+        }
+    } else {
+        if let Err(e) = crate::harness::validate_file(path, &candidate.content) {
+            return Some(format!("does not parse: {e}"));
+        }
+        if let Err(e) = crate::agent::validate_surface(path, &candidate.content) {
+            return Some(format!("does not parse: {e}"));
+        }
     }
-    if let Err(e) = crate::agent::validate_surface(path, &candidate.content) {
-        return Some(format!("does not parse: {e}"));
+    if let Some(cmd) = &surface.check
+        && let Err(why) = run_surface_check(cmd, path, &candidate.content)
+    {
+        return Some(format!("its check `{cmd}` failed: {why}"));
     }
     let blob = Oid::hash_object(git2::ObjectType::Blob, candidate.content.as_bytes()).ok()?;
     if earlier.contains(&(path.to_string(), blob)) {
@@ -126,4 +139,61 @@ pub fn earlier_contents(repo: &Repository) -> crate::error::Result<HashSet<(Stri
         });
     }
     Ok(out)
+}
+
+/// How long a surface's `check` may run.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Run a surface's `check` on a copy of the new content (same file name, in a fresh temp dir
+/// that is also its working directory); `{}` in the command is that copy's path. The error is
+/// the check's output, for the refusal.
+fn run_surface_check(cmd: &str, path: &str, content: &str) -> Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("git-harness-check.")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temp dir: {e}"))?;
+    let name = path.rsplit('/').next().unwrap_or("surface");
+    let file = dir.path().join(name);
+    std::fs::write(&file, content).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let quoted = format!("'{}'", file.to_string_lossy().replace('\'', "'\\''"));
+    let script = cmd.replace("{}", &quoted);
+    let out_path = dir.path().join(".check-output");
+    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if started.elapsed() < CHECK_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let output = crate::model::clip_for_message(output.trim(), 2000);
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(format!(
+            "exit {}:\n{output}",
+            s.code()
+                .map_or("by a signal".to_string(), |c| c.to_string())
+        )),
+        None => Err(format!(
+            "gave up after {} s:\n{output}",
+            CHECK_TIMEOUT.as_secs()
+        )),
+    }
 }

@@ -100,6 +100,7 @@ pub async fn ask(
         seed: Some(0),
     };
     let resp = model.chat(&req).await.map_err(|e| Error::Infra {
+        class: crate::InfraClass::Model,
         message: format!("the proposer model failed: {e}"),
         hint: Some("check the model endpoint, or use --proposer catalog offline".into()),
     })?;

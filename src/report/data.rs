@@ -772,7 +772,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     let mut spent = Spend::default();
     let all_runs = lineage::list_runs(repo)?;
     for (id, _, _) in &all_runs {
-        if let Some(bytes) = lineage::read_run_file(repo, id, crate::eval::record::RUN_FILE)?
+        if let Some(bytes) = lineage::read_run_file(repo, id, crate::eval::RUN_FILE)?
             && let Ok(rec) = serde_yaml::from_slice::<crate::eval::record::RunRecord>(&bytes)
         {
             for t in rec.totals.values() {

@@ -6,26 +6,7 @@ pub mod html;
 pub mod markdown;
 pub mod why;
 
-use crate::lineage::ValidationRecord;
-
 pub use data::{LineageReport, ReportOptions, collect};
-
-/// The gate report carried by a promotion's merge message.
-pub fn gate_report(r: &ValidationRecord) -> String {
-    let mut s = format!("Gate ({}): {} — {}\n\n", r.gate, r.verdict, r.reason);
-    s.push_str(&format!("  held_in     {}\n", r.held_in.describe()));
-    s.push_str(&format!("  validation  {}\n", r.validation.describe()));
-    if let Some(st) = &r.statistic {
-        s.push_str(&format!("  statistic   {st}\n"));
-    }
-    if let Some(e) = &r.early_stop {
-        s.push_str(&format!("  early stop  {e}\n"));
-    }
-    if !r.runs.is_empty() {
-        s.push_str(&format!("  runs        {}\n", r.runs.join(", ")));
-    }
-    s
-}
 
 /// The plain-text summary a reader sees first: current main against the first measured
 /// version on each split, the test split's openings, what was promoted, rejected and spent.

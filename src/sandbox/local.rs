@@ -209,6 +209,7 @@ impl LocalProvider {
             live: Arc::new(Mutex::new(HashSet::new())),
             bwrap_root: Vec::new(),
             view: View::default(),
+            extra_ro: Mutex::new(Vec::new()),
         };
         let mut hidden: Vec<String> = self
             .opts
@@ -388,6 +389,8 @@ pub struct LocalSandbox {
     bwrap_root: Vec<String>,
     /// What the sandbox shows; the file tools resolve paths in it.
     view: View,
+    /// Host paths bound read-only into later commands (`host`, `at`), under bubblewrap.
+    extra_ro: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl LocalSandbox {
@@ -536,6 +539,11 @@ impl LocalSandbox {
             cmd.args(["--bind", &r("tests"), "/tests"]);
             cmd.args(["--bind", &r("logs"), "/logs"]);
             cmd.args(["--bind", &r("solution"), "/solution"]);
+            if let Ok(extra) = self.extra_ro.lock() {
+                for (host, at) in extra.iter() {
+                    cmd.arg("--ro-bind").arg(host).arg(at);
+                }
+            }
             cmd.args(["--remount-ro", "/"]);
             cmd.args(["--chdir", &cwd]);
             cmd.args(["bash", "-c", &req.command]);
@@ -815,6 +823,62 @@ impl Sandbox for LocalSandbox {
     }
     fn trial_id(&self) -> &str {
         &self.id
+    }
+
+    async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
+        if !self.bwrap {
+            // Commands see the host anyway; they read the directory where it is.
+            return Ok(host_dir.to_string_lossy().into_owned());
+        }
+        self.bind_ro(host_dir, at);
+        Ok(at.to_string())
+    }
+
+    async fn hide_read_only(&self) {
+        if let Ok(mut extra) = self.extra_ro.lock() {
+            extra.clear();
+        }
+    }
+
+    async fn gateway_route(&self, gw: &super::GatewayEndpoints) -> Result<super::GatewayRoute> {
+        if !self.bwrap || self.network {
+            // The host's network namespace: the gateway's loopback port is right there.
+            return Ok(super::GatewayRoute {
+                base_url: format!("http://{}", gw.tcp),
+                prelude: None,
+            });
+        }
+        // A network namespace of its own with only a loopback: the gateway's socket and this
+        // binary go in read-only, and a forwarder relays the loopback port to the socket.
+        let exe = crate::gateway::helper_binary()
+            .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
+        let dir = "/run/git-harness";
+        let socket = format!("{dir}/{}", crate::gateway::SOCKET_NAME);
+        let bin = format!("{dir}/git-harness");
+        self.bind_ro(&gw.socket, &socket);
+        self.bind_ro(&exe, &bin);
+        let port = FORWARD_PORT;
+        let prelude = format!(
+            "{bin} __forward {socket} {port} </dev/null >/dev/null 2>&1 &\n\
+             for _ in $(seq 1000); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.01; done"
+        );
+        Ok(super::GatewayRoute {
+            base_url: format!("http://127.0.0.1:{port}"),
+            prelude: Some(prelude),
+        })
+    }
+}
+
+/// The loopback port the gateway forwarder listens on inside a sandbox without a network.
+pub const FORWARD_PORT: u16 = 4100;
+
+impl LocalSandbox {
+    fn bind_ro(&self, host: &Path, at: &str) {
+        if let Ok(mut extra) = self.extra_ro.lock()
+            && !extra.iter().any(|(_, a)| a == at)
+        {
+            extra.push((host.to_path_buf(), at.to_string()));
+        }
     }
 }
 

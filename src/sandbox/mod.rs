@@ -16,7 +16,8 @@ use crate::task::Task;
 mod auto;
 pub mod docker;
 pub mod image;
-pub mod image_map;
+/// Image map patterns are configured with the experiment.
+pub use crate::experiment::image_map;
 pub mod local;
 mod output;
 pub mod view;
@@ -156,6 +157,40 @@ pub trait Sandbox: Send + Sync {
     fn trial_id(&self) -> &str {
         ""
     }
+    /// Show a host directory read-only to later commands at `at` (the path it is seen under
+    /// is returned; sandboxes that cannot bind copy it in).
+    async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
+        self.copy_dir_in(host_dir, at).await?;
+        Ok(at.to_string())
+    }
+    /// Stop showing what [`Sandbox::show_read_only`] and [`Sandbox::gateway_route`] bound in:
+    /// the agent's phase is over, and the verifier sees none of it.
+    async fn hide_read_only(&self) {}
+    /// How later commands reach the model gateway, and nothing else: the base URL (no path)
+    /// and a shell prelude to run first (e.g. a forwarder). Sandboxes without a route say so.
+    async fn gateway_route(&self, gateway: &GatewayEndpoints) -> Result<GatewayRoute> {
+        let _ = gateway;
+        Err(Error::usage_hint(
+            "this runner cannot reach the model gateway yet, so `protocol: command` harnesses cannot run on it",
+            "use `runner: local` (bubblewrap) for command harnesses",
+        ))
+    }
+}
+
+/// Where the model gateway listens on the host.
+#[derive(Debug, Clone)]
+pub struct GatewayEndpoints {
+    pub tcp: std::net::SocketAddr,
+    pub socket: std::path::PathBuf,
+}
+
+/// How a sandbox's commands reach the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayRoute {
+    /// `http://127.0.0.1:PORT`, as seen from inside.
+    pub base_url: String,
+    /// Shell lines to run before the agent's command (start a forwarder and wait for it).
+    pub prelude: Option<String>,
 }
 
 /// What a sandbox is made for, beyond the task.
@@ -204,53 +239,7 @@ pub trait SandboxProvider: Send + Sync {
     }
 }
 
-/// Which part of the infrastructure failed. `Error::Infra` messages start with `sandbox: ` or
-/// `verifier: `, so the class survives wherever the error travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfraClass {
-    /// Image build, container start, exec transport, setup.
-    Sandbox,
-    /// Verifier timed out or crashed, no reward file, unparseable reward.
-    Verifier,
-}
-
-impl InfraClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InfraClass::Sandbox => "sandbox",
-            InfraClass::Verifier => "verifier",
-        }
-    }
-
-    /// An `Error::Infra` of this class.
-    pub fn error(self, message: impl AsRef<str>) -> Error {
-        Error::Infra {
-            message: format!("{}: {}", self.as_str(), message.as_ref()),
-            hint: None,
-        }
-    }
-
-    pub fn error_hint(self, message: impl AsRef<str>, hint: impl Into<String>) -> Error {
-        Error::Infra {
-            message: format!("{}: {}", self.as_str(), message.as_ref()),
-            hint: Some(hint.into()),
-        }
-    }
-
-    /// The class of an infrastructure error, when it has one.
-    pub fn of(err: &Error) -> Option<InfraClass> {
-        match err {
-            Error::Infra { message, .. } if message.starts_with("sandbox: ") => {
-                Some(InfraClass::Sandbox)
-            }
-            Error::Infra { message, .. } if message.starts_with("verifier: ") => {
-                Some(InfraClass::Verifier)
-            }
-            _ => None,
-        }
-    }
-}
+pub use crate::error::InfraClass;
 
 /// Where progress notes go (one short line each; the CLI shows them through the `Observer`).
 pub type Notes<'a> = dyn FnMut(&str) + Send + 'a;

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use include_dir::{Dir, include_dir};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -122,14 +121,14 @@ pub fn suite_digest(name: &str) -> Option<String> {
     let mut files = Vec::new();
     walk(dir, &mut files);
     files.sort_by_key(|f| f.path());
-    let mut h = Sha256::new();
+    let mut h = super::digest::Hasher::new();
     for f in files {
         h.update(f.path().to_string_lossy().as_bytes());
         h.update([0]);
         h.update(f.contents());
         h.update([0]);
     }
-    Some(hex::encode(h.finalize()))
+    Some(h.hex())
 }
 
 fn walk(dir: &'static Dir<'static>, out: &mut Vec<&'static include_dir::File<'static>>) {

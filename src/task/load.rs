@@ -4,8 +4,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::{EnvironmentSpec, Suite, Task, TaskFormat};
 use crate::error::{Error, IoContext, Result};
 
@@ -778,7 +776,7 @@ fn checksum(task: &Task, config: &str) -> Result<String> {
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(b"git-harness task v1\n");
     for (path, data) in &entries {
         h.update(path.as_bytes());
@@ -786,7 +784,7 @@ fn checksum(task: &Task, config: &str) -> Result<String> {
         h.update((data.len() as u64).to_le_bytes());
         h.update(data);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.hex())
 }
 
 /// Files under `dir` as (`prefix/relative/path`, content); symlinks as their target text.

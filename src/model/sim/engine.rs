@@ -7,7 +7,6 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use regex::Regex;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::scenario::{Action, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
 use crate::task::Suite;
@@ -288,14 +287,11 @@ fn rejected(result: &str) -> bool {
 
 /// ChaCha seeded by sha256(seed, task id): the same trial of the same task always draws alike.
 fn trial_rng(seed: u64, task: &str) -> ChaCha8Rng {
-    let mut h = Sha256::new();
+    let mut h = crate::support::digest::Hasher::new();
     h.update(seed.to_le_bytes());
     h.update(b"\0");
     h.update(task.as_bytes());
-    let digest = h.finalize();
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&digest);
-    ChaCha8Rng::from_seed(key)
+    ChaCha8Rng::from_seed(h.finish())
 }
 
 /// A quirk neutralised at `step`: before the quirk's own actions began, the plain script from

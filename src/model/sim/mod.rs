@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 pub use scenario::{Action, Defaults, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::task::Suite;
 
 /// A running sim server. Dropping it stops the server.
@@ -43,10 +43,12 @@ impl SimServer {
         let model_name = engine.model_name();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| Error::infra(format!("start the sim server on 127.0.0.1: {e}")))?;
+            .map_err(|e| {
+                crate::InfraClass::Model.error(format!("start the sim server on 127.0.0.1: {e}"))
+            })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::infra(format!("sim server address: {e}")))?;
+            .map_err(|e| crate::InfraClass::Model.error(format!("sim server address: {e}")))?;
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/chat/completions", post(chat))

@@ -471,6 +471,7 @@ impl DockerProvider {
             path_env,
             pending: Mutex::new(None),
             after_kill: Mutex::new(None),
+            tunnel: std::sync::Mutex::new(None),
         };
         // The runtime's directories come with an upload, not an exec of their own (the daemon
         // makes the working directory itself).

@@ -29,6 +29,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
 /// ignored, and programs must see the default dispositions (as under the local runner). The
 /// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
+/// Where the gateway tunnel's binary goes inside a container.
+const TUNNEL_DIR: &str = "/run/git-harness";
+
 const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"
 mkdir -p "$d" 2>/dev/null
 if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
@@ -54,6 +57,8 @@ pub struct DockerSandbox {
     pub(super) pending: Mutex<Option<Pending>>,
     /// What the exec of `kill_strays` learned, for `toolchain_changes`.
     pub(super) after_kill: Mutex<Option<AfterKill>>,
+    /// The host side of the model gateway's tunnel, while an agent may use it.
+    pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A reset of directories folded into the next exec, so that it costs no exec of its own:
@@ -361,6 +366,94 @@ impl Sandbox for DockerSandbox {
 
     async fn destroy(&mut self) -> Result<()> {
         self.remove().await
+    }
+
+    async fn gateway_route(
+        &self,
+        gw: &crate::sandbox::GatewayEndpoints,
+    ) -> Result<crate::sandbox::GatewayRoute> {
+        // The container's only link to the host is an exec: this binary goes in and, as
+        // `__tunnel`, carries the connections to its loopback port over the exec's
+        // stdin/stdout to the gateway's socket. Nothing else becomes reachable.
+        let exe = crate::gateway::helper_binary()
+            .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
+        let bin = format!("{TUNNEL_DIR}/git-harness");
+        let data = std::fs::read(&exe).at(&exe)?;
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, bin.trim_start_matches('/'), data.as_slice())
+            .at(&exe)?;
+        drop(data);
+        let tar = b.into_inner().at(&exe)?;
+        self.upload(tar, &bin).await?;
+        let port = crate::sandbox::local::FORWARD_PORT;
+        let created = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(vec![bin.clone(), "__tunnel".into(), port.to_string()]),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    working_dir: Some("/".to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker_err("create the gateway tunnel", e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| docker_err("start the gateway tunnel", e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(InfraClass::Sandbox.error("the gateway tunnel started detached"));
+        };
+        let incoming = Box::pin(output.filter_map(|r| async move {
+            match r {
+                Ok(bollard::container::LogOutput::StdOut { message }) => Some(message.to_vec()),
+                _ => None,
+            }
+        }));
+        let task =
+            crate::gateway::forward::tunnel_client(incoming, input, gw.socket.clone()).await?;
+        if let Ok(mut t) = self.tunnel.lock()
+            && let Some(old) = t.replace(task)
+        {
+            old.abort();
+        }
+        Ok(crate::sandbox::GatewayRoute {
+            base_url: format!("http://127.0.0.1:{port}"),
+            prelude: None,
+        })
+    }
+
+    async fn hide_read_only(&self) {
+        let task = self.tunnel.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            // Dropping the exec's stdin ends the tunnel inside.
+            t.abort();
+            let _ = self
+                .exec_raw(
+                    &format!("rm -rf {TUNNEL_DIR}"),
+                    Duration::from_secs(30),
+                    "/",
+                    &[],
+                )
+                .await;
+        }
     }
 
     async fn kill_strays(&self) -> Result<()> {

@@ -158,6 +158,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A stored record of a format version newer than this build reads.
+    #[error("{record} at {place} has format {found}; this git-harness reads formats up to {known}")]
+    Format {
+        record: &'static str,
+        place: String,
+        found: u32,
+        known: u32,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -165,7 +173,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Config { .. } | Error::Usage { .. } => Kind::Usage,
+            Error::Config { .. } | Error::Usage { .. } | Error::Format { .. } => Kind::Usage,
             Error::Negative { .. } | Error::RefMoved { .. } => Kind::Negative,
             Error::Indecisive { .. } => Kind::Indecisive,
             Error::Infra { .. } => Kind::Infra,
@@ -194,6 +202,9 @@ impl Error {
                 "resume it with `git harness run --resume {r}`; running the same command again \
                  also reuses its finished trials"
             )),
+            Error::Format { .. } => Some(
+                "it was written by a newer git-harness; use that version (or newer) here".into(),
+            ),
             Error::Git { .. } => None,
             Error::Io { .. } => None,
             Error::Internal(_) => {

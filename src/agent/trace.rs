@@ -66,6 +66,15 @@ pub struct CommandRecord {
     pub refused: Vec<String>,
 }
 
+/// `traces/<task>/<trial>.json` of a run ref or journal.
+impl crate::support::format::Versioned for Trace {
+    const RECORD: &'static str = "trace";
+    const FORMAT: u32 = TRACE_FORMAT;
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     pub turns: u32,
@@ -252,14 +261,16 @@ pub struct CheckEvent {
 impl Trace {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        serde_json::from_str(&text).map_err(|e| {
+        let trace: Trace = serde_json::from_str(&text).map_err(|e| {
             Error::config(
                 path,
                 Some(e.line()),
                 "(trace)",
                 format!("not a git-harness trace: {e}"),
             )
-        })
+        })?;
+        crate::support::format::check(&trace, &path.display().to_string())?;
+        Ok(trace)
     }
 
     pub fn to_json(&self) -> String {

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Journal;
 use super::{AgentKind, TrialResult};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::lineage;
+use crate::support::format;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {
@@ -56,9 +57,21 @@ impl CacheKey {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedTrial {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     /// The run (ref or journal) that executed the trial.
     pub run: String,
     pub result: TrialResult,
+}
+
+/// A file under `.git/harness/cache/`.
+impl crate::support::format::Versioned for CachedTrial {
+    const RECORD: &'static str = "cache entry";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 pub struct Cache {
@@ -78,17 +91,38 @@ impl Cache {
             .join(format!("{}.json", &digest[2..]))
     }
 
-    pub fn get(&self, digest: &str) -> Option<CachedTrial> {
-        let bytes = std::fs::read(self.path(digest)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// The entry under `digest`, if any. An entry that does not read, or of a newer format, is
+    /// an error naming the file: the cache is rebuilt from the run refs once it is removed.
+    pub fn get(&self, digest: &str) -> Result<Option<CachedTrial>> {
+        let path = self.path(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let rebuild = || {
+            format!(
+                "remove {} (the cache is rebuilt from the run refs)",
+                self.dir.display()
+            )
+        };
+        let entry: CachedTrial = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::usage_hint(
+                format!("cache entry {} does not read: {e}", path.display()),
+                rebuild(),
+            )
+        })?;
+        format::check(&entry, &path.display().to_string())?;
+        Ok(Some(entry))
     }
 
     /// The cached result of trial `trial` of `task` under `digest`. An entry that holds
     /// another trial's result (stored under an older key that did not name the task, or a
     /// copied index) is a miss: a hit is never relabelled.
-    pub fn lookup(&self, digest: &str, task: &str, trial: u32) -> Option<CachedTrial> {
-        self.get(digest)
-            .filter(|c| c.result.task == task && c.result.trial == trial)
+    pub fn lookup(&self, digest: &str, task: &str, trial: u32) -> Result<Option<CachedTrial>> {
+        Ok(self
+            .get(digest)?
+            .filter(|c| c.result.task == task && c.result.trial == trial))
     }
 
     /// Store a result; infrastructure errors are never cached.
@@ -100,6 +134,7 @@ impl Cache {
         let parent = path.parent().expect("cache path has a parent");
         std::fs::create_dir_all(parent).at(parent)?;
         let entry = CachedTrial {
+            format: <CachedTrial as crate::support::format::Versioned>::FORMAT,
             run: run.to_string(),
             result: result.clone(),
         };
@@ -120,7 +155,7 @@ impl Cache {
                 if let Some(d) = &r.cache_key
                     && r.cached_from.is_none()
                     && !r.is_infra()
-                    && self.get(d).is_none()
+                    && self.get(d)?.is_none()
                 {
                     self.put(d, &id, &r)?;
                     n += 1;
@@ -140,15 +175,13 @@ impl Cache {
                 continue;
             }
             if let Some(bytes) = lineage::read_run_file(repo, &id, super::RESULTS_FILE)? {
-                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let Ok(r) = serde_json::from_slice::<TrialResult>(line) else {
-                        continue;
-                    };
+                let place = format!("{}{id}:{}", lineage::RUNS_PREFIX, super::RESULTS_FILE);
+                for r in super::parse_results(&bytes, &place)? {
                     if r.cached_from.is_some() {
                         continue;
                     }
                     if let Some(d) = r.cache_key.clone()
-                        && self.get(&d).is_none()
+                        && self.get(&d)?.is_none()
                     {
                         self.put(&d, &id, &r)?;
                     }

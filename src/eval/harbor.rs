@@ -326,6 +326,7 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
     }
     let trials = index.values().copied().max().unwrap_or(1);
     let meta = RunMeta {
+        format: <RunMeta as crate::support::format::Versioned>::FORMAT,
         id: id.clone(),
         harness_commit: commit.id().to_string(),
         harness_tree: commit.tree_id().to_string(),
@@ -526,6 +527,7 @@ fn trial_result(
     let (turns, tool_calls) = atif.map(step_counts).unwrap_or((0, 0));
     let reward = reward.unwrap_or(0.0);
     TrialResult {
+        format: <TrialResult as crate::support::format::Versioned>::FORMAT,
         task: task.to_string(),
         split: split.to_string(),
         trial,

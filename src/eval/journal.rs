@@ -13,6 +13,9 @@ use crate::support::owner::Owner;
 /// What a run was asked to do, so `--resume <id>` can continue it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub id: String,
     pub harness_commit: String,
     pub harness_tree: String,
@@ -30,6 +33,15 @@ pub struct RunMeta {
     /// Started with `--no-cache`: a resume executes every missing trial too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+}
+
+/// `run.yaml` of a run ref and `meta.yaml` of a journal.
+impl crate::support::format::Versioned for RunMeta {
+    const RECORD: &'static str = "run record";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 /// The file of a journal that names the process writing it (see [`crate::support::owner`]).
@@ -104,7 +116,9 @@ impl Journal {
                 "list runs with `git harness status`",
             )
         })?;
-        crate::support::yaml::from_str(&text, &path)
+        let meta: RunMeta = crate::support::yaml::from_str(&text, &path)?;
+        crate::support::format::check(&meta, &path.display().to_string())?;
+        Ok(meta)
     }
 
     /// The results journaled so far (a torn last line from a crash is ignored).

@@ -139,6 +139,9 @@ pub struct Durations {
 /// One trial's result, as stored in `results.jsonl` and in the cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub task: String,
     pub split: String,
     pub trial: u32,
@@ -174,6 +177,15 @@ pub struct TrialResult {
     /// The run whose trial this result was reused from, when it came from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
+}
+
+/// A line of `results.jsonl` or `journal.jsonl`, or a cache entry's result.
+impl crate::support::format::Versioned for TrialResult {
+    const RECORD: &'static str = "trial result";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl TrialResult {
@@ -301,4 +313,24 @@ impl Totals {
             f64::from(self.passes) / f64::from(self.trials)
         }
     }
+}
+
+/// The lines of a stored `results.jsonl`: a line that does not read is an error naming it,
+/// never a trial silently left out of the counts.
+pub fn parse_results(bytes: &[u8], place: &str) -> crate::error::Result<Vec<TrialResult>> {
+    let mut out = Vec::new();
+    for (n, line) in bytes.split(|c| *c == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let r: TrialResult = serde_json::from_slice(line).map_err(|e| {
+            crate::error::Error::Internal(format!(
+                "{place}: line {} is not a trial result: {e}",
+                n + 1
+            ))
+        })?;
+        crate::support::format::check(&r, &format!("{place}:{}", n + 1))?;
+        out.push(r);
+    }
+    Ok(out)
 }

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::Cache;
 use super::journal::{Journal, RunMeta};
-use super::{RESULTS_FILE, RUN_FILE, Totals, TrialResult};
+use super::{RESULTS_FILE, RUN_FILE, Totals, TrialResult, parse_results};
 use crate::error::{Error, IoContext, Result};
 use crate::lineage::{self, RunSummary};
+use crate::support::format;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -171,7 +172,7 @@ pub fn finish_recorded(repo: &Repository, state_dir: &Path, id: &str) -> Result<
     let cache = Cache::new(state_dir);
     for r in results.iter().filter(|r| r.cached_from.is_none()) {
         if let Some(d) = &r.cache_key
-            && cache.get(d).is_none_or(|c| c.run != id)
+            && cache.get(d)?.is_none_or(|c| c.run != id)
         {
             cache.put(d, id, r)?;
         }
@@ -206,7 +207,8 @@ pub fn sweep_journal(
         r.is_infra()
             || r.cache_key
                 .as_deref()
-                .and_then(|d| cache.get(d))
+                // An entry that does not read proves nothing: the journal stays.
+                .and_then(|d| cache.get(d).ok().flatten())
                 .is_some_and(|c| {
                     c.run != id
                         && repo
@@ -244,17 +246,24 @@ pub fn read_run(repo: &Repository, id: &str) -> Result<(RunRecord, Vec<TrialResu
             "list runs with `git harness status`",
         )
     })?;
-    let record: RunRecord = serde_yaml::from_slice(&run)
-        .map_err(|e| Error::Internal(format!("run {id}: unreadable {RUN_FILE}: {e}")))?;
-    let results = lineage::read_run_file(repo, id, RESULTS_FILE)?
-        .map(|b| {
-            b.split(|c| *c == b'\n')
-                .filter(|l| !l.is_empty())
-                .filter_map(|l| serde_json::from_slice(l).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let record = parse_run_record(&run, id)?;
+    let results = match lineage::read_run_file(repo, id, RESULTS_FILE)? {
+        Some(b) => parse_results(&b, &format!("{}{id}:{RESULTS_FILE}", lineage::RUNS_PREFIX))?,
+        None => Vec::new(),
+    };
     Ok((record, results))
+}
+
+/// A stored `run.yaml` of run `id`: one that does not read, or of a newer format, is an error
+/// naming it.
+pub fn parse_run_record(bytes: &[u8], id: &str) -> Result<RunRecord> {
+    let record: RunRecord = serde_yaml::from_slice(bytes)
+        .map_err(|e| Error::Internal(format!("run {id}: unreadable {RUN_FILE}: {e}")))?;
+    format::check(
+        &record.meta,
+        &format!("{}{id}:{RUN_FILE}", lineage::RUNS_PREFIX),
+    )?;
+    Ok(record)
 }
 
 /// A trial's trace bytes: from the run that executed it.
@@ -349,6 +358,7 @@ pub fn trial_trace(
     let trace: crate::agent::Trace = serde_json::from_slice(&bytes).map_err(|e| {
         Error::Internal(format!("the trace of {at} is not a git-harness trace: {e}"))
     })?;
+    format::check(&trace, &format!("the trace of {at}"))?;
     Ok((result.clone(), trace))
 }
 

@@ -279,6 +279,7 @@ pub async fn evaluate(
         }
         None => (
             RunMeta {
+                format: <RunMeta as crate::support::format::Versioned>::FORMAT,
                 id: new_run_id(commit.id()),
                 harness_commit: commit.id().to_string(),
                 harness_tree: commit.tree_id().to_string(),
@@ -449,9 +450,7 @@ fn covering_run(
         let Some(bytes) = lineage::read_run_file(repo, &id, super::RUN_FILE)? else {
             continue;
         };
-        let Ok(record) = serde_yaml::from_slice::<RunRecord>(&bytes) else {
-            continue;
-        };
+        let record = super::record::parse_run_record(&bytes, &id)?;
         let m = &record.meta;
         if m.harness_commit != meta.harness_commit
             || m.fingerprint != meta.fingerprint
@@ -519,4 +518,52 @@ fn new_run_id(commit: Oid) -> String {
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
         &commit.to_string()[..7]
     )
+}
+
+/// Trials of `commit` on `splits` with trial ids in `from..to` that the cache already holds
+/// (same surface tree, fingerprint, task checksum and environment): evidence about the
+/// harness's per-task pass rates that costs nothing to read. Runs no trial and records nothing.
+pub async fn cached_trials(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    splits: &[Split],
+    from: u32,
+    to: u32,
+) -> Result<Vec<TrialResult>> {
+    let repo = &ws.repo;
+    let commit = repo.find_commit(commit).map_err(|e| Error::Git {
+        context: "read commit".into(),
+        source: e,
+    })?;
+    let surface_tree = lineage::surface_tree(repo, &commit)?.to_string();
+    let cache = Cache::new(&ctx.state_dir);
+    let mut out = Vec::new();
+    for split in splits {
+        for id in ctx.fixed.splits.get(*split) {
+            let Some(task) = ctx.suite.get(id) else {
+                continue;
+            };
+            let Ok(env) = ctx.executors.environment_id(task).await else {
+                continue;
+            };
+            let env = env.unwrap_or_default();
+            for t in from..to {
+                let digest = CacheKey {
+                    surface_tree: surface_tree.clone(),
+                    fingerprint: ctx.fingerprint.clone(),
+                    task_id: task.id.clone(),
+                    task_checksum: task.checksum.clone(),
+                    environment: env.clone(),
+                    trial: t,
+                    agent: AgentKind::Harness,
+                }
+                .digest();
+                if let Some(hit) = cache.lookup(&digest, id, t)? {
+                    out.push(hit.result);
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -203,7 +203,7 @@ async fn run_plan(
             continue;
         }
         let hit = match (&p.cache_key, opts.no_cache) {
-            (Some(k), false) => cache.lookup(k, &p.task.id, p.trial),
+            (Some(k), false) => cache.lookup(k, &p.task.id, p.trial)?,
             _ => None,
         };
         match hit {

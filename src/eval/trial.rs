@@ -201,6 +201,7 @@ impl Executor for TrialExecutor {
             ending
         };
         let result = TrialResult {
+            format: <TrialResult as crate::support::format::Versioned>::FORMAT,
             task: p.task.id.clone(),
             split: p.split.to_string(),
             trial: p.trial,

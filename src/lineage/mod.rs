@@ -47,7 +47,7 @@ pub const TEST_LOG_REF: &str = "refs/harness/test-log";
 pub const NOTES_REF: &str = "refs/notes/harness";
 pub const PROPOSER_LOG_REF: &str = "refs/harness/proposer-log";
 
-/// Trailer keys of design.md §3.
+/// Trailer keys of proposals and promotions (docs/formats.md).
 pub mod keys {
     pub const SURFACE: &str = "Harness-Surface";
     pub const CLUSTER: &str = "Harness-Cluster";

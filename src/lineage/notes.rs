@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{NOTES_REF, signature};
 use crate::error::{Error, GitContext, Result};
 use crate::gate::Verdict;
+use crate::support::format;
 
 /// Parent vs candidate on one split, as counted by the gate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,9 @@ impl SplitComparison {
 /// tree against exactly this parent tree under exactly this experiment fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidationRecord {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub candidate: String,
     pub candidate_tree: String,
     pub parent: String,
@@ -64,9 +68,32 @@ pub struct ValidationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<String>,
     pub created_at: String,
-    /// The gate's full decision (per-task flips etc.), kept for reports.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub decision: serde_json::Value,
+    /// The gate's full decision (per-task flips etc.), kept for reports and for reusing the
+    /// validation. A decision of a shape this build does not know (written by an older build
+    /// before the shape settled) reads as absent: the rest of the record still counts.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "decision_or_none"
+    )]
+    pub decision: Option<Box<crate::gate::Decision>>,
+}
+
+fn decision_or_none<'de, D>(d: D) -> Result<Option<Box<crate::gate::Decision>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = <serde_json::Value as Deserialize>::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok().map(Box::new))
+}
+
+/// A validation in a harness note.
+impl format::Versioned for ValidationRecord {
+    const RECORD: &'static str = "validation record";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl ValidationRecord {
@@ -123,12 +150,34 @@ impl RunSummary {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HarnessNote {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validations: Vec<ValidationRecord>,
+}
+
+/// The YAML note of a harness commit under `refs/notes/harness`.
+impl crate::support::format::Versioned for HarnessNote {
+    const RECORD: &'static str = "harness note";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl Default for HarnessNote {
+    fn default() -> Self {
+        HarnessNote {
+            format: <Self as crate::support::format::Versioned>::FORMAT,
+            runs: Vec::new(),
+            validations: Vec::new(),
+        }
+    }
 }
 
 impl HarnessNote {
@@ -162,14 +211,7 @@ impl HarnessNote {
 
 pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
     match repo.find_note(Some(NOTES_REF), commit) {
-        Ok(note) => {
-            let text = note.message().unwrap_or_default();
-            serde_yaml::from_str(text).map_err(|e| {
-                Error::Internal(format!(
-                    "note on {commit} under {NOTES_REF} is not a harness note: {e}"
-                ))
-            })
-        }
+        Ok(note) => parse_note(note.message().unwrap_or_default().as_bytes(), commit),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(HarnessNote::default()),
         Err(e) => Err(e).git(format!("read note of {commit}")),
     }
@@ -191,6 +233,8 @@ pub fn update_note(
         if note == before {
             return Ok(());
         }
+        // Written in this build's format, whatever version it was read in.
+        note.format = <HarnessNote as format::Versioned>::FORMAT;
         let text = crate::support::yaml::to_string(&note);
         let blob = repo.store_blob(text.as_bytes()).git("write note blob")?;
         let base_tree = match current {
@@ -361,11 +405,22 @@ fn read_note_at(repo: &Repository, notes_commit: Option<Oid>, commit: Oid) -> Re
         return Ok(HarnessNote::default());
     };
     let blob = repo.find_blob(id).git("read note blob")?;
-    serde_yaml::from_slice(blob.content()).map_err(|e| {
+    parse_note(blob.content(), commit)
+}
+
+/// A note's YAML, its version and the versions of its validation records checked.
+fn parse_note(text: &[u8], commit: Oid) -> Result<HarnessNote> {
+    let note: HarnessNote = serde_yaml::from_slice(text).map_err(|e| {
         Error::Internal(format!(
             "note on {commit} under {NOTES_REF} is not a harness note: {e}"
         ))
-    })
+    })?;
+    let place = format!("{NOTES_REF} on {commit}");
+    format::check(&note, &place)?;
+    for v in &note.validations {
+        format::check(v, &place)?;
+    }
+    Ok(note)
 }
 
 /// A little jitter without pulling an RNG through: the clock's nanoseconds.

@@ -115,7 +115,7 @@ pub async fn estimate_run(
                 }
                 .digest();
                 est.trials += 1;
-                if cache.lookup(&key, id, t).is_some() {
+                if cache.lookup(&key, id, t)?.is_some() {
                     est.cached += 1;
                 } else {
                     add(&mut est, per.get(id), &all);

@@ -71,6 +71,9 @@ pub struct Attempt {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
+    /// The record's format version (docs/formats.md); absent in records written before: 1.
+    #[serde(default = "crate::support::format::v1")]
+    pub format: u32,
     pub run: String,
     pub harness_commit: String,
     pub fingerprint: String,
@@ -86,6 +89,15 @@ pub struct Bundle {
     /// What re-diagnosing the failures with the model spent.
     #[serde(default, skip_serializing_if = "crate::eval::Overhead::is_empty")]
     pub diagnosis: crate::eval::Overhead,
+}
+
+/// `mine/bundle.json` of a run ref.
+impl crate::support::format::Versioned for Bundle {
+    const RECORD: &'static str = "mined bundle";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl Bundle {
@@ -140,6 +152,7 @@ pub fn mine_run(
     passing.sort();
     let clusters = cluster(failed.clone());
     Ok(Bundle {
+        format: <Bundle as crate::support::format::Versioned>::FORMAT,
         run: run_id.to_string(),
         harness_commit: record.meta.harness_commit.clone(),
         fingerprint: record.meta.fingerprint.clone(),

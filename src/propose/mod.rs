@@ -104,7 +104,7 @@ pub fn catalog_candidates(
 }
 
 /// The commit message of a proposal: subject, rationale, Evidence, expected effect, regression
-/// risk, and the trailers of design.md §3. Held-in evidence only.
+/// risk, and the trailers of docs/formats.md. Held-in evidence only.
 pub fn message(
     c: &Candidate,
     cluster: Option<&Cluster>,

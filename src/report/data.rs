@@ -388,7 +388,7 @@ impl RunCache {
 
 /// A validation record with its decision, cost and flips.
 pub fn gated(repo: &Repository, cache: &mut RunCache, r: &ValidationRecord) -> Gated {
-    let decision = serde_json::from_value::<Decision>(r.decision.clone()).ok();
+    let decision = r.decision.as_deref().cloned();
     let mut cost = Spend::default();
     for run in &r.runs {
         if let Some((_, results)) = cache.get(repo, run) {
@@ -772,9 +772,8 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     let mut spent = Spend::default();
     let all_runs = lineage::list_runs(repo)?;
     for (id, _, _) in &all_runs {
-        if let Some(bytes) = lineage::read_run_file(repo, id, crate::eval::RUN_FILE)?
-            && let Ok(rec) = serde_yaml::from_slice::<crate::eval::record::RunRecord>(&bytes)
-        {
+        if let Some(bytes) = lineage::read_run_file(repo, id, crate::eval::RUN_FILE)? {
+            let rec = crate::eval::record::parse_run_record(&bytes, id)?;
             for t in rec.totals.values() {
                 spent.tokens += t.tokens;
                 spent.cost_usd += t.cost_usd;
@@ -787,12 +786,25 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         // And so did the model's diagnosis of the run's failures.
         #[derive(serde::Deserialize)]
         struct Diagnosed {
+            #[serde(default = "crate::support::format::v1")]
+            format: u32,
             #[serde(default)]
             diagnosis: crate::eval::Overhead,
         }
-        if let Some(bytes) = lineage::read_run_file(repo, id, crate::mine::BUNDLE_FILE)?
-            && let Ok(b) = serde_json::from_slice::<Diagnosed>(&bytes)
-        {
+        impl crate::support::format::Versioned for Diagnosed {
+            const RECORD: &'static str =
+                <crate::mine::Bundle as crate::support::format::Versioned>::RECORD;
+            const FORMAT: u32 = <crate::mine::Bundle as crate::support::format::Versioned>::FORMAT;
+            fn format(&self) -> u32 {
+                self.format
+            }
+        }
+        if let Some(bytes) = lineage::read_run_file(repo, id, crate::mine::BUNDLE_FILE)? {
+            let place = format!("{}{id}:{}", lineage::RUNS_PREFIX, crate::mine::BUNDLE_FILE);
+            let b = serde_json::from_slice::<Diagnosed>(&bytes).map_err(|e| {
+                crate::error::Error::Internal(format!("{place}: not a mined bundle: {e}"))
+            })?;
+            crate::support::format::check(&b, &place)?;
             spent.tokens += b.diagnosis.tokens();
             spent.cost_usd += b.diagnosis.cost_usd;
         }

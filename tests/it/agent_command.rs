@@ -1,0 +1,498 @@
+//! `protocol: command` harnesses: agent programs on the official `openai` and `anthropic`
+//! Python SDKs run inside bubblewrap and reach a stand-in model only through the gateway. The
+//! tokens in the record are the stand-in's, the real key is in no sandbox environment and no
+//! stored object, nothing but the gateway is reachable, and requests for another model or
+//! temperature are refused and recorded.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::support::cli::Repo;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-real-7d41c09be2a6f358";
+const KEY_VAR: &str = "GIT_HARNESS_TEST_KEY";
+
+/// The directory the SDKs are installed in (`pip install --target`), prepared by `.ci/run`.
+/// Outside CI a missing directory skips the test loudly; in CI it fails.
+fn pydeps(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("GIT_HARNESS_PYDEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pydeps"));
+    let ok = dir.join("openai").is_dir() && dir.join("anthropic").is_dir();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !ok {
+        assert!(
+            !ci,
+            "{test}: the Python SDKs are missing from {} (pip install --target it openai anthropic)",
+            dir.display()
+        );
+        eprintln!(
+            "\n!!!!! SKIPPING {test}: no openai/anthropic SDKs in {} (pip install --target {} openai anthropic) !!!!!\n",
+            dir.display(),
+            dir.display()
+        );
+        return None;
+    }
+    if !git_harness::sandbox::local::bwrap_available() {
+        assert!(!ci, "{test}: bubblewrap is not available");
+        eprintln!("\n!!!!! SKIPPING {test}: bubblewrap is not available !!!!!\n");
+        return None;
+    }
+    Some(dir)
+}
+
+/// What the stand-in reported: prompt and completion tokens summed, and the requests it saw.
+#[derive(Default)]
+struct Reported {
+    prompt: u64,
+    completion: u64,
+    requests: Vec<Value>,
+    /// The command of the first tool call.
+    first_command: String,
+    /// Answer every request with HTTP 500.
+    down: bool,
+}
+
+/// An OpenAI-compatible stand-in: solves `word-count` in two tool calls, then says done.
+fn serve() -> (String, Arc<Mutex<Reported>>) {
+    serve_with("wc -w < input.txt > count.txt")
+}
+
+fn serve_with(first_command: &str) -> (String, Arc<Mutex<Reported>>) {
+    let reported = Arc::new(Mutex::new(Reported {
+        first_command: first_command.to_string(),
+        ..Reported::default()
+    }));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(answer))
+        .with_state(reported.clone());
+    let server = crate::support::serve::start(app);
+    let url = server.base_url();
+    // The server lives as long as the test process, as each test holds its own.
+    std::mem::forget(server);
+    (url, reported)
+}
+
+async fn answer(
+    State(r): State<Arc<Mutex<Reported>>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let mut r = r.lock().unwrap();
+    if r.down {
+        r.requests.push(body);
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "upstream is down",
+        )
+            .into_response();
+    }
+    let n = r.requests.len();
+    let observations = body["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+    r.requests.push(body);
+    let (prompt, completion) = (100 + 10 * n as u64, 7 + n as u64);
+    r.prompt += prompt;
+    r.completion += completion;
+    let call = |id: &str, name: &str, args: Value| {
+        json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}]})
+    };
+    let message = match observations {
+        0 => call("c1", "bash", json!({"command": r.first_command})),
+        1 => call("c2", "submit", json!({"summary": "done"})),
+        _ => json!({"role": "assistant", "content": "done"}),
+    };
+    axum::Json(json!({
+        "id": format!("s{n}"), "object": "chat.completion", "model": "stub",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
+    }))
+    .into_response()
+}
+
+/// A repository whose harness is `agent` (a file of tests/fixtures/agents/) run through the
+/// gateway on the stand-in at `base_url`.
+fn command_repo(
+    agent: &str,
+    api: &str,
+    env: &str,
+    base_url: &str,
+    pydeps: &std::path::Path,
+) -> Repo {
+    command_repo_on("local", agent, api, env, base_url, pydeps)
+}
+
+fn command_repo_on(
+    runner: &str,
+    agent: &str,
+    api: &str,
+    env: &str,
+    base_url: &str,
+    pydeps: &std::path::Path,
+) -> Repo {
+    let repo = Repo::init_split();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/agents")
+        .join(agent);
+    std::fs::copy(&src, repo.root.join("agent.py")).unwrap();
+    let manifest = format!(
+        "name: sdk-agent\nprotocol: command\nagent:\n  command: {env} PYTHONPATH={deps} python3 $HARNESS_DIR/agent.py\n  api: {api}\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n  - path: agent.py\n    kind: file\n    check: python3 -m py_compile {{}}\n",
+        deps = pydeps.display()
+    );
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["model"] = json!({"provider": "openai", "name": "stub", "base_url": base_url,
+                          "api_key_env": KEY_VAR, "timeout_sec": 30, "max_retries": 0});
+    exp["runner"] = json!({"kind": runner, "concurrency": 1, "agent_paths": [pydeps]});
+    exp["trials"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "Run an SDK agent as the harness"]);
+    repo
+}
+
+/// Run `word-count` once and return the run's stdout and the trial's trace.
+fn run_word_count(repo: &Repo) -> (crate::support::cli::Run, Value) {
+    let run = repo
+        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    let run = crate::support::cli::Run {
+        code: run.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&run.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
+    };
+    let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"]);
+    let run_ref = refs
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no run ref: {run:#?}"));
+    let files = repo.git(&["ls-tree", "-r", "--name-only", run_ref]);
+    let trace_path = files
+        .lines()
+        .find(|f| f.starts_with("traces/word-count/"))
+        .unwrap_or_else(|| panic!("no trace in {files}: {run:#?}"));
+    let trace = repo.git(&["show", &format!("{run_ref}:{trace_path}")]);
+    (run, serde_json::from_str(&trace).unwrap())
+}
+
+/// No object of the repository and no file under `.git/harness/` holds the real key.
+fn assert_key_stored_nowhere(repo: &Repo) {
+    let objects = repo.git(&[
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ]);
+    for id in objects.lines() {
+        let content = repo.git(&["cat-file", "-p", id]);
+        assert!(!content.contains(KEY), "object {id} holds the key");
+    }
+    for e in walk(&repo.root.join(".git/harness")) {
+        let bytes = std::fs::read(&e).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY),
+            "{} holds the key",
+            e.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn usage_of(trace: &Value) -> (u64, u64) {
+    let u = &trace["totals"]["usage"];
+    (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["completion_tokens"].as_u64().unwrap(),
+    )
+}
+
+fn check_sdk_run(repo: &Repo, reported: &Arc<Mutex<Reported>>) -> Value {
+    let (run, trace) = run_word_count(repo);
+    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
+    let output = trace["command"]["output"].as_str().unwrap().to_string();
+    let r = reported.lock().unwrap();
+    assert_eq!(r.requests.len(), 2, "{output}");
+    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
+    // The agent summed the usage the SDK gave it: the same figures.
+    assert!(
+        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
+        "{output}"
+    );
+    // The agent's environment holds the gateway token (redacted in the record), not the key.
+    let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
+    assert!(env_line.contains("_API_KEY=[REDACTED]"), "{env_line}");
+    assert!(!env_line.contains(KEY), "{env_line}");
+    assert!(!r.requests.iter().any(|q| q.to_string().contains("ghs-")));
+    // Mining reads the tool call and its observation from the recorded exchange.
+    let tool = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
+    assert_eq!(tool["tool"], "bash");
+    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
+    assert_eq!(tool["exit_code"], 0);
+    assert_eq!(trace["protocol"], "command");
+    assert!(
+        run.stdout.contains("1/1") || run.stdout.contains("pass"),
+        "{}",
+        run.stdout
+    );
+    drop(r);
+    assert_key_stored_nowhere(repo);
+    trace
+}
+
+#[test]
+fn openai_sdk_agent_streams_and_calls_tools_through_the_gateway() {
+    let Some(deps) = pydeps("openai_sdk_agent_streams_and_calls_tools_through_the_gateway") else {
+        return;
+    };
+    let (base_url, reported) = serve();
+    let repo = command_repo("openai_agent.py", "openai", "", &base_url, &deps);
+    let trace = check_sdk_run(&repo, &reported);
+    assert_eq!(trace["ending"]["reason"], "exited");
+}
+
+#[test]
+fn anthropic_sdk_agent_runs_through_the_gateway() {
+    let Some(deps) = pydeps("anthropic_sdk_agent_runs_through_the_gateway") else {
+        return;
+    };
+    let (base_url, reported) = serve();
+    let repo = command_repo("anthropic_agent.py", "anthropic", "", &base_url, &deps);
+    check_sdk_run(&repo, &reported);
+}
+
+#[test]
+fn only_the_gateway_is_reachable_and_other_models_are_refused() {
+    let Some(deps) = pydeps("only_the_gateway_is_reachable_and_other_models_are_refused") else {
+        return;
+    };
+    let (base_url, reported) = serve();
+    // The stand-in's own port and an outside address must fail from inside the sandbox.
+    let stand_in = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let env = format!(
+        "PROBE={stand_in},1.1.1.1:80,127.0.0.1:{port} REFUSE=gpt-other,temperature=0.7",
+        port = git_harness::sandbox::local::FORWARD_PORT
+    );
+    let repo = command_repo("openai_agent.py", "openai", &env, &base_url, &deps);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let output = trace["command"]["output"].as_str().unwrap();
+    assert!(
+        output.contains(&format!("REACH {stand_in} failed")),
+        "{output}"
+    );
+    assert!(output.contains("REACH 1.1.1.1:80 failed"), "{output}");
+    assert!(
+        output.contains(&format!(
+            "REACH 127.0.0.1:{} ok",
+            git_harness::sandbox::local::FORWARD_PORT
+        )),
+        "{output}"
+    );
+    assert!(output.contains("REFUSED gpt-other yes: 400"), "{output}");
+    assert!(
+        output.contains("REFUSED temperature=0.7 yes: 400"),
+        "{output}"
+    );
+    let refused = trace["command"]["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].as_str().unwrap().contains("gpt-other"));
+    assert!(refused[1].as_str().unwrap().contains("temperature 0.7"));
+    let events = trace["events"].as_array().unwrap();
+    assert_eq!(events.iter().filter(|e| e["type"] == "refused").count(), 2);
+    // Refused requests never reached the model.
+    assert_eq!(reported.lock().unwrap().requests.len(), 2);
+}
+
+#[test]
+fn in_docker_the_tunnel_reaches_only_the_gateway() {
+    let test = "in_docker_the_tunnel_reaches_only_the_gateway";
+    let Some(deps) = pydeps(test) else { return };
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let (base_url, reported) = serve();
+    let stand_in = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let env = format!("PROBE={stand_in},1.1.1.1:80");
+    let repo = command_repo_on(
+        "docker",
+        "openai_agent.py",
+        "openai",
+        &env,
+        &base_url,
+        &deps,
+    );
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
+    let output = trace["command"]["output"].as_str().unwrap();
+    assert!(
+        output.contains(&format!("REACH {stand_in} failed")),
+        "{output}"
+    );
+    assert!(output.contains("REACH 1.1.1.1:80 failed"), "{output}");
+    let r = reported.lock().unwrap();
+    assert_eq!(r.requests.len(), 2, "{output}");
+    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
+    drop(r);
+    assert_key_stored_nowhere(&repo);
+}
+
+#[test]
+fn an_exhausted_turn_budget_is_the_agents_failure_and_the_trace_is_mined_and_exported() {
+    let test = "an_exhausted_turn_budget_is_the_agents_failure_and_the_trace_is_mined_and_exported";
+    let Some(deps) = pydeps(test) else { return };
+    let (base_url, reported) = serve_with("cat missing.txt");
+    let repo = command_repo("openai_agent.py", "openai", "", &base_url, &deps);
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["budgets"]["max_turns"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["commit", "-qam", "One turn"]);
+    // The agent loops up to HARNESS_MAX_TURNS; a second request would need a second turn.
+    let manifest = std::fs::read_to_string(repo.root.join("harness.yaml"))
+        .unwrap()
+        .replace(
+            "python3 $HARNESS_DIR/agent.py",
+            "HARNESS_MAX_TURNS=5 python3 $HARNESS_DIR/agent.py",
+        );
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    repo.git(&["commit", "-qam", "Let the agent try more turns"]);
+    let (run, trace) = run_word_count(&repo);
+    // A failed trial, not an infrastructure error.
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("0/1"), "{}", run.stdout);
+    assert_eq!(trace["ending"]["reason"], "budget_turns", "{trace:#}");
+    assert_eq!(reported.lock().unwrap().requests.len(), 1);
+    let tool = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "tool_call")
+        .unwrap_or_else(|| panic!("{trace:#}"));
+    assert_eq!(tool["command"], "cat missing.txt");
+    assert_eq!(tool["ok"], false);
+
+    let run_id = repo
+        .git(&[
+            "for-each-ref",
+            "--format=%(refname:lstrip=3)",
+            "refs/harness/runs/",
+        ])
+        .trim()
+        .to_string();
+    let mined = repo.harness(&["mine", "--run", &run_id]);
+    assert_eq!(mined.code, 0, "{mined:#?}");
+    assert!(mined.stdout.contains("word-count"), "{}", mined.stdout);
+    let atif = repo.harness(&["export", "--atif", &format!("{run_id}:word-count#0")]);
+    assert_eq!(atif.code, 0, "{atif:#?}");
+    assert!(atif.stdout.contains("cat missing.txt"), "{}", atif.stdout);
+}
+
+#[test]
+fn the_simulated_model_answers_a_command_harness_offline() {
+    let test = "the_simulated_model_answers_a_command_harness_offline";
+    let Some(deps) = pydeps(test) else { return };
+    // The repository's own model: the sim on the demo suite, reached through the gateway.
+    let repo = Repo::init_split();
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/openai_agent.py");
+    std::fs::copy(&src, repo.root.join("agent.py")).unwrap();
+    let manifest = format!(
+        "name: sdk-agent\nprotocol: command\nagent:\n  command: PYTHONPATH={deps} python3 $HARNESS_DIR/agent.py\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n  - path: agent.py\n    kind: file\n",
+        deps = deps.display()
+    );
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"] = json!({"kind": "local", "concurrency": 2, "agent_paths": [deps]});
+    exp["trials"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "Run an SDK agent on the sim"]);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout.contains("infra") && !run.stderr.contains("infrastructure"),
+        "{run:#?}"
+    );
+    assert!(
+        trace["model"].as_str().unwrap().starts_with("sim"),
+        "{trace:#}"
+    );
+    assert_eq!(trace["ending"]["reason"], "exited", "{trace:#}");
+    let tools: Vec<&Value> = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "tool_call")
+        .collect();
+    assert!(tools.iter().any(|t| t["tool"] == "bash"), "{trace:#}");
+    // Every answer's call is in the trace, the last one (no request came after it) without
+    // an observation.
+    let answered: usize = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "model_response")
+        .map(|e| e["tool_calls"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(tools.len(), answered, "{trace:#}");
+    assert_eq!(
+        tools.last().unwrap()["output"],
+        git_harness::gateway::NO_OBSERVATION
+    );
+    assert!(trace["totals"]["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn an_upstream_failure_is_an_infrastructure_error_not_the_agents() {
+    let test = "an_upstream_failure_is_an_infrastructure_error_not_the_agents";
+    let Some(deps) = pydeps(test) else { return };
+    let (base_url, reported) = serve();
+    reported.lock().unwrap().down = true;
+    let repo = command_repo("openai_agent.py", "openai", "", &base_url, &deps);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(trace["ending"]["reason"], "model_error", "{trace:#}");
+    assert!(run.stdout.contains("infra"), "{run:#?}");
+    let results = repo.git(&[
+        "show",
+        &format!(
+            "{}:results.jsonl",
+            repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"])
+                .trim()
+        ),
+    ]);
+    let r: Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    assert_eq!(r["outcome"], "infra-error", "{r}");
+    assert_eq!(r["infra"], "model", "{r}");
+}

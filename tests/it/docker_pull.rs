@@ -2,13 +2,11 @@
 //! real registry on loopback (Debian's `docker-registry`, started here on a free port and
 //! stopped by pid). dockerd allows plain HTTP to 127.0.0.0/8 registries by default.
 
-mod common_loop;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common_loop::*;
+use crate::support::loops::*;
 
 const BASE: &str = "git-harness/base:bookworm";
 const REGISTRY: &str = "/usr/bin/docker-registry";

@@ -5,6 +5,12 @@
 //! `cargo bench --profile dev --bench sandbox` (the dev profile reuses the debug build; the
 //! overhead measured is dominated by processes and the Docker daemon, not by our code).
 //! N from BENCH_N, default 15. Prints figures; asserts nothing.
+//!
+//! Then one whole oracle trial on Docker (create, copy the solution, run it, verify, destroy)
+//! beside two floors doing the least the same trial needs: an Engine-API floor (bollard:
+//! create + start, one upload, one exec for the solution, one for the verifier, one download of
+//! `/logs/verifier`, delete) and a docker-CLI floor (`docker run -d`, `docker cp` in, two
+//! `docker exec`, `docker cp` out, `docker rm -f`), with the ratios.
 
 #![allow(
     clippy::unwrap_used,
@@ -128,6 +134,220 @@ fn bare_docker_run(n: usize) -> Result<f64, String> {
     Ok(median(&mut v))
 }
 
+/// A Harbor task with a solution, built FROM the base image.
+fn oracle_task(dir: &std::path::Path) -> Task {
+    let t = dir.join("oracle");
+    for sub in ["environment", "tests", "solution"] {
+        std::fs::create_dir_all(t.join(sub)).expect("mkdir");
+    }
+    std::fs::write(t.join("instruction.md"), "Write ok to /app/out.txt.").expect("write");
+    std::fs::write(
+        t.join("task.toml"),
+        "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        t.join("environment/Dockerfile"),
+        "FROM git-harness/base:bookworm\nWORKDIR /app\n",
+    )
+    .expect("write");
+    std::fs::write(t.join("solution/solve.sh"), "echo ok > /app/out.txt\n").expect("write");
+    std::fs::write(
+        t.join("tests/test.sh"),
+        "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
+    )
+    .expect("write");
+    task::load_task(&t).expect("oracle task loads")
+}
+
+/// The trial's files as the floors copy them in: `solution/`, `tests/`, `logs/verifier/`.
+fn floor_tree(task: &Task, root: &std::path::Path) {
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    };
+    copy(&task.dir.join("solution"), &root.join("solution"));
+    copy(&task.dir.join("tests"), &root.join("tests"));
+    std::fs::create_dir_all(root.join("logs/verifier")).expect("mkdir");
+}
+
+fn tar_of(root: &std::path::Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", root).expect("tar");
+    b.into_inner().expect("tar")
+}
+
+async fn api_exec(docker: &bollard::Docker, id: &str, cmd: &str) -> Result<(), String> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    let e = docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(vec!["bash".to_string(), "-c".to_string(), cmd.to_string()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&e.id, None)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        while output.next().await.is_some() {}
+    }
+    Ok(())
+}
+
+/// One oracle trial at the Engine-API floor; returns the reward file's archive size.
+async fn api_floor_trial(
+    docker: &bollard::Docker,
+    image: &str,
+    tar: &[u8],
+) -> Result<usize, String> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+        UploadToContainerOptionsBuilder,
+    };
+    use futures_util::StreamExt;
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = async {
+        docker
+            .start_container(&c.id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        docker
+            .upload_to_container(
+                &c.id,
+                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+                bollard::body_full(tar.to_vec().into()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        api_exec(docker, &c.id, "bash /solution/solve.sh").await?;
+        api_exec(docker, &c.id, "bash /tests/test.sh").await?;
+        let mut s = docker.download_from_container(
+            &c.id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path("/logs/verifier")
+                    .build(),
+            ),
+        );
+        let mut n = 0;
+        while let Some(chunk) = s.next().await {
+            n += chunk.map_err(|e| e.to_string())?.len();
+        }
+        Ok::<_, String>(n)
+    }
+    .await;
+    docker
+        .remove_container(
+            &c.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    run
+}
+
+fn cli_floor_trial(image: &str, tree: &std::path::Path) -> Result<(), String> {
+    let docker = |args: &[&str]| -> Result<String, String> {
+        let o = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let id = docker(&[
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "none",
+        image,
+        "sleep",
+        "infinity",
+    ])?;
+    let src = format!("{}/.", tree.display());
+    let run = (|| {
+        docker(&["cp", &src, &format!("{id}:/")])?;
+        docker(&["exec", &id, "bash", "/solution/solve.sh"])?;
+        docker(&["exec", &id, "bash", "/tests/test.sh"])?;
+        docker(&["cp", &format!("{id}:/logs/verifier"), "-"])?;
+        Ok(())
+    })();
+    docker(&["rm", "-f", &id])?;
+    run
+}
+
+/// Median ms of one oracle trial: git-harness, the Engine-API floor, the docker-CLI floor.
+fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f64), String> {
+    use git_harness::eval::builtin::{BuiltinAgent, run_trial};
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let task = oracle_task(tmp.path());
+    let tree = tmp.path().join("tree");
+    floor_tree(&task, &tree);
+    let tar = tar_of(&tree);
+    let provider = sandbox::DockerProvider::connect(Default::default(), Default::default())
+        .map_err(|e| e.to_string())?;
+    let (image, _) = rt
+        .block_on(provider.image_for(&task))
+        .map_err(|e| e.to_string())?;
+    let docker = rt
+        .block_on(git_harness::sandbox::docker::connect())
+        .map_err(|e| e.to_string())?;
+    let (mut gh, mut api, mut cli) = (vec![], vec![], vec![]);
+    let opts = VerifyOptions::default();
+    // Interleaved, so that a slow phase of the machine weighs on all three alike; the first
+    // round warms up and is not counted.
+    for i in 0..=n {
+        let t0 = Instant::now();
+        let r = rt
+            .block_on(run_trial(&provider, &task, BuiltinAgent::Oracle, &opts))
+            .map_err(|e| e.to_string())?;
+        assert!(r.verifier.passed, "{r:?}");
+        let t1 = Instant::now();
+        rt.block_on(api_floor_trial(&docker, &image, &tar))?;
+        let t2 = Instant::now();
+        cli_floor_trial(&image, &tree)?;
+        let t3 = Instant::now();
+        if i > 0 {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+            gh.push(ms(t0, t1));
+            api.push(ms(t1, t2));
+            cli.push(ms(t2, t3));
+        }
+    }
+    Ok((median(&mut gh), median(&mut api), median(&mut cli)))
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_N")
         .ok()
@@ -191,6 +411,20 @@ fn main() {
     match bare {
         Ok(ms) => println!("{:<22} {:>44.1}", "docker run --rm true", ms),
         Err(e) => notes.push(format!("docker run --rm: {e}")),
+    }
+    match oracle_trials(&rt, n) {
+        Ok((gh, api, cli)) => {
+            println!("\none oracle trial on Docker, median of {n} (ms)");
+            println!("{:<22} {:>8.1}", "git-harness", gh);
+            println!("{:<22} {:>8.1}", "Engine-API floor", api);
+            println!("{:<22} {:>8.1}", "docker-CLI floor", cli);
+            println!(
+                "git-harness / Engine-API floor = {:.2} (target <= 1.2); / docker-CLI floor = {:.2} (target <= 1.0)",
+                gh / api,
+                gh / cli
+            );
+        }
+        Err(e) => notes.push(format!("oracle trial on Docker: {e}")),
     }
     for n in notes {
         println!("note: {n}");

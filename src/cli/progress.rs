@@ -149,6 +149,13 @@ impl Observer for Bar {
         self.busy = None;
     }
 
+    fn note(&mut self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     fn interrupted(&mut self, running: &[String]) {
         // Said whether or not a bar is drawn: the user needs to know what the command waits for.
         let line = if running.is_empty() {

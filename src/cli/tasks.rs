@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use git_harness::eval::VerifyOptions;
 use git_harness::eval::builtin::check_tasks_with;
-use git_harness::experiment::{Experiment, NetworkChoice, RunnerConfig, RunnerKind};
+use git_harness::experiment::{Experiment, NetworkChoice, PullPolicy, RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ProviderOptions};
 use git_harness::task;
 use git_harness::{Error, Result, exit};
@@ -54,6 +54,9 @@ pub struct CheckArgs {
     /// longest prefix, then `*`.
     #[arg(long = "image-map", value_name = "FROM=TO")]
     pub image_map: Vec<String>,
+    /// When images are pulled from their registry (default: runner.pull, else missing).
+    #[arg(long, value_parser = ["missing", "never", "always"])]
+    pub pull: Option<String>,
     /// Check only these tasks (repeatable).
     #[arg(long = "task", short = 't', value_name = "ID")]
     pub tasks: Vec<String>,
@@ -170,6 +173,12 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     git_harness::sandbox::image_map::extend_from_args(&mut cfg.image_map, &a.image_map)?;
     cfg.agent_network = network_choice(&a.agent_network, cfg.agent_network);
     cfg.verifier_network = network_choice(&a.verifier_network, cfg.verifier_network);
+    match a.pull.as_deref() {
+        Some("missing") => cfg.pull = PullPolicy::Missing,
+        Some("never") => cfg.pull = PullPolicy::Never,
+        Some("always") => cfg.pull = PullPolicy::Always,
+        _ => {}
+    }
     let opts = ProviderOptions {
         bwrap: if a.no_bwrap {
             Bwrap::Never
@@ -226,6 +235,16 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     };
     let checks = rt.block_on(async {
         let _ = provider.sweep().await;
+        // Images are pulled before the checks, with progress; a failure is reported by the
+        // check of its task, unless it is the user's to fix (e.g. TLS certificates that do not
+        // match): then nothing is tried.
+        for t in &tasks {
+            if let Err(e) = provider.prepare(t, &mut |n| eprintln!("{n}")).await
+                && e.kind() == git_harness::error::Kind::Usage
+            {
+                return Err(e);
+            }
+        }
         let _busy = super::signal::Busy::new();
         let work = check_tasks_with(Arc::clone(&provider), &tasks, concurrency, &vopts, &report);
         // Checks are short: the first interrupt drops them, and their sandboxes with them.

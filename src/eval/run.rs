@@ -215,8 +215,10 @@ pub async fn evaluate(
                 )
             })?;
             if !environments.contains_key(id) {
-                let env = match ctx.executors.environment_id(task).await {
+                let env = match ctx.executors.prepare(task, &mut |n| observer.note(n)).await {
                     Ok(e) => Some(e.unwrap_or_default()),
+                    // The user's to fix (the engine refuses our certificates): no trial can run.
+                    Err(e) if e.kind() == crate::error::Kind::Usage => return Err(e),
                     Err(_) => None,
                 };
                 environments.insert(id.clone(), env);

@@ -64,6 +64,8 @@ pub trait Observer: Send {
     fn interrupted(&mut self, _running: &[String]) {}
     /// The scheduler is done (finished, stopped or aborted): no trial of it runs any more.
     fn ended(&mut self) {}
+    /// Progress of what comes before trials (image pulls), one short line each.
+    fn note(&mut self, _text: &str) {}
 }
 
 /// Why a run stopped before every planned trial had a result. The run record stores its text

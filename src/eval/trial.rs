@@ -21,6 +21,16 @@ pub trait ExecutorFactory: Send + Sync {
         let _ = task;
         Ok(None)
     }
+    /// [`Executors::environment_id`] once the task's environment is there (see
+    /// [`SandboxProvider::prepare`]); `notes` gets progress (image pulls).
+    async fn prepare(
+        &self,
+        task: &crate::task::Task,
+        notes: &mut Notes<'_>,
+    ) -> Result<Option<String>> {
+        let _ = notes;
+        self.environment_id(task).await
+    }
     /// After an abort, remove what the aborted trials' sandboxes may have left.
     async fn after_abort(&self) {}
 }
@@ -38,7 +48,7 @@ use crate::eval::builtin::BuiltinAgent;
 use crate::eval::verify::{VerifyOptions, verify_trial};
 use crate::experiment::Experiment;
 use crate::model::Model;
-use crate::sandbox::{CreateOptions, Sandbox, SandboxProvider};
+use crate::sandbox::{CreateOptions, Notes, Sandbox, SandboxProvider};
 use crate::task::VerifierOutcome;
 
 /// The executor factory of a real run: a sandbox provider and (for the harness agent) a model.
@@ -103,6 +113,14 @@ impl ExecutorFactory for Factory {
 
     async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
         self.provider.environment_id(task).await
+    }
+
+    async fn prepare(
+        &self,
+        task: &crate::task::Task,
+        notes: &mut Notes<'_>,
+    ) -> Result<Option<String>> {
+        self.provider.prepare(task, notes).await
     }
 }
 

@@ -182,33 +182,39 @@ pub async fn verify(
     // The verifier's network from here on: no agent process is left to use it.
     sandbox.set_phase(crate::sandbox::Phase::Verifier).await?;
     // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
-    // replaced interpreter could forge any reward.
-    let tampered = sandbox.toolchain_changes().await?;
+    // replaced interpreter could forge any reward. The tests are copied in meanwhile (no process
+    // of the agent is left to read them), and nothing runs if the check finds a change.
+    let tb1_script = match task.format {
+        TaskFormat::Harbor => None,
+        TaskFormat::Tb1 => {
+            Some(std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?)
+        }
+    };
+    let copy_tests = async {
+        sandbox.reset_dirs(&[&vdir, &tests]).await?;
+        if let Some(dir) = &task.tests_dir {
+            sandbox.copy_dir_in(dir, &tests).await?;
+        }
+        match &tb1_script {
+            None => Ok(format!("{tests}/test.sh")),
+            Some(data) => {
+                let p = format!("{tests}/run-tests.sh");
+                sandbox.write_file(&p, data).await?;
+                Ok::<_, Error>(p)
+            }
+        }
+    };
+    let (tampered, script) = tokio::join!(sandbox.toolchain_changes(), copy_tests);
+    let tampered = tampered?;
     if !tampered.is_empty() {
         return Ok(broken(
             "the verifier did not run: the agent changed its toolchain",
             tampered,
         ));
     }
-    if let Err(e) = sandbox.reset_dirs(&[&vdir, &tests]).await {
-        return agent_or_infra(sandbox, e).await;
-    }
-    if let Some(dir) = &task.tests_dir
-        && let Err(e) = sandbox.copy_dir_in(dir, &tests).await
-    {
-        return agent_or_infra(sandbox, e).await;
-    }
-    let script = match task.format {
-        TaskFormat::Harbor => format!("{tests}/test.sh"),
-        TaskFormat::Tb1 => {
-            let data =
-                std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?;
-            let p = format!("{tests}/run-tests.sh");
-            if let Err(e) = sandbox.write_file(&p, &data).await {
-                return agent_or_infra(sandbox, e).await;
-            }
-            p
-        }
+    let script = match script {
+        Ok(s) => s,
+        Err(e) => return agent_or_infra(sandbox, e).await,
     };
     // A fixed interpreter and PATH: the image's, never one the agent put first.
     let mut req = ExecRequest::new(
@@ -231,7 +237,11 @@ pub async fn verify(
             task.verifier_timeout.as_secs()
         )));
     }
-    let reward = match read_reward(sandbox, &vdir).await {
+    let files = match verifier_files(sandbox, &vdir).await {
+        Ok(f) => f,
+        Err(e) => return agent_or_infra(sandbox, e).await,
+    };
+    let reward = match read_reward(&files) {
         Err(e) => return agent_or_infra(sandbox, e).await,
         Ok(Some(r)) => r,
         Ok(None) if task.format == TaskFormat::Tb1 && run.exit_code.is_some() => {
@@ -253,9 +263,9 @@ pub async fn verify(
             .await;
         }
     };
-    let mut failed_tests = match sandbox.read_file(&format!("{vdir}/ctrf.json")).await {
-        Ok(b) => ctrf_failed(&b),
-        Err(_) => Vec::new(),
+    let mut failed_tests = match &files.ctrf {
+        Some(b) => ctrf_failed(b),
+        None => Vec::new(),
     };
     if failed_tests.is_empty() {
         failed_tests = failed_from_output(&run.output);
@@ -335,18 +345,40 @@ pub fn full_filesystems(df: &str) -> Vec<String> {
 
 /// `reward.json` first (a flat map of numbers; its `reward` key, else its only value, else the
 /// mean), then `reward.txt` (one number). `None` when neither exists.
-async fn read_reward(sandbox: &dyn Sandbox, vdir: &str) -> Result<Option<f64>> {
-    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.json")).await {
-        return parse_reward_json(&b)
+fn read_reward(files: &VerifierFiles) -> Result<Option<f64>> {
+    let vdir = &files.dir;
+    if let Some(b) = &files.reward_json {
+        return parse_reward_json(b)
             .map(Some)
             .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.json: {m}")));
     }
-    if let Ok(b) = sandbox.read_file(&format!("{vdir}/reward.txt")).await {
-        return parse_reward_txt(&b)
+    if let Some(b) = &files.reward_txt {
+        return parse_reward_txt(b)
             .map(Some)
             .map_err(|m| InfraClass::Verifier.error(format!("{vdir}/reward.txt: {m}")));
     }
     Ok(None)
+}
+
+/// What the verifier wrote to its log dir, read in one go.
+struct VerifierFiles {
+    dir: String,
+    reward_json: Option<Vec<u8>>,
+    reward_txt: Option<Vec<u8>>,
+    ctrf: Option<Vec<u8>>,
+}
+
+async fn verifier_files(sandbox: &dyn Sandbox, vdir: &str) -> Result<VerifierFiles> {
+    let mut got = sandbox
+        .read_dir_files(vdir, &["reward.json", "reward.txt", "ctrf.json"])
+        .await?
+        .into_iter();
+    Ok(VerifierFiles {
+        dir: vdir.to_string(),
+        reward_json: got.next().flatten(),
+        reward_txt: got.next().flatten(),
+        ctrf: got.next().flatten(),
+    })
 }
 
 pub fn parse_reward_txt(b: &[u8]) -> std::result::Result<f64, String> {

@@ -234,6 +234,36 @@ pub struct RunnerConfig {
     /// (e.g. a directory their Python packages were installed into).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_paths: Vec<std::path::PathBuf>,
+    /// Docker: when an image a task names (its `docker_image`, a Dockerfile's `FROM`, after the
+    /// image map) is pulled from its registry. Not in the fingerprint: the pulled image's id is
+    /// in the cache key.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
+    pub pull: PullPolicy,
+}
+
+/// When the Docker runner pulls an image (as `docker run --pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull an image that is not present locally.
+    #[default]
+    Missing,
+    /// Never pull: a missing image is an error with a hint.
+    Never,
+    /// Pull every image once per run, even when present (a moved tag is followed).
+    Always,
+}
+
+impl PullPolicy {
+    fn is_default(&self) -> bool {
+        *self == PullPolicy::Missing
+    }
+}
+
+impl std::fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::support::yaml::name_of(self))
+    }
 }
 
 /// What the experiment does with a phase's network.
@@ -276,6 +306,7 @@ impl Default for RunnerConfig {
             image_map: BTreeMap::new(),
             agent_network: NetworkChoice::Task,
             verifier_network: NetworkChoice::Task,
+            pull: PullPolicy::default(),
             agent_paths: Vec::new(),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{CreateOptions, DockerProvider, InfraClass, Sandbox, SandboxProvider};
+use super::{CreateOptions, DockerProvider, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::error::Result;
 use crate::task::{Task, local_gaps, local_remedy};
 
@@ -65,6 +65,16 @@ impl SandboxProvider for AutoProvider {
         match &self.docker {
             Ok(docker) => docker.environment_id(task).await.map(Some),
             // The trial reports the missing engine; its result is not cached.
+            Err(e) => Err(InfraClass::Sandbox.error(e)),
+        }
+    }
+
+    async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        if local_gaps(task).is_empty() {
+            return self.local.prepare(task, notes).await;
+        }
+        match &self.docker {
+            Ok(docker) => docker.prepare(task, notes).await.map(Some),
             Err(e) => Err(InfraClass::Sandbox.error(e)),
         }
     }

@@ -1,5 +1,7 @@
 //! The Docker engine's client and its errors, shared by the Docker runner (`docker/`) and the
-//! image helpers (`image.rs`), which both talk to the daemon.
+//! image helpers (`image.rs`), which both talk to the daemon: where the engine is (`DOCKER_HOST`,
+//! with TLS from `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH` as the docker CLI reads them), and what
+//! its errors mean.
 
 use bollard::Docker;
 
@@ -38,20 +40,172 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Where the engine is when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// Seconds a request to the engine may take (bollard's default).
+const TIMEOUT_SECS: u64 = 120;
+
+/// How to reach an engine, as the docker CLI reads it from `DOCKER_HOST`, `DOCKER_TLS_VERIFY`
+/// and `DOCKER_CERT_PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    /// TLS with the client certificates of `cert_path` (`ca.pem`, `cert.pem`, `key.pem`).
+    pub tls: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    /// The endpoint of the environment: `DOCKER_TLS_VERIFY` set to anything non-empty asks for
+    /// TLS (as the docker CLI reads it); `https://` always does.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the engine's address is the docker CLI's environment"
+    )]
+    pub fn from_env() -> Result<Endpoint> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
+        let cert_path = std::env::var_os("DOCKER_CERT_PATH")
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+            });
+        Endpoint::new(&host, verify, cert_path)
+    }
+
+    /// `host` with TLS when `verify` (or `https://`), refusing what cannot be honoured.
+    pub fn new(
+        host: &str,
+        verify: bool,
+        cert_path: Option<std::path::PathBuf>,
+    ) -> Result<Endpoint> {
+        let tcp = host.starts_with("tcp://") || host.starts_with("http://");
+        let https = host.starts_with("https://");
+        if host.starts_with("ssh://") {
+            return Err(Error::usage_hint(
+                format!("DOCKER_HOST={host}: ssh:// engines are not supported by this build"),
+                "forward the engine's socket (`ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock",
+            ));
+        }
+        if verify && !(tcp || https) {
+            return Err(Error::usage_hint(
+                format!(
+                    "DOCKER_TLS_VERIFY is set, but DOCKER_HOST={host} is not a TCP address: the connection cannot be verified with TLS"
+                ),
+                "unset DOCKER_TLS_VERIFY for a local socket, or point DOCKER_HOST at the engine's TLS port (tcp://HOST:2376)",
+            ));
+        }
+        if verify && host.starts_with("http://") {
+            return Err(Error::usage_hint(
+                format!("DOCKER_TLS_VERIFY is set, but DOCKER_HOST={host} asks for plain HTTP"),
+                "use tcp:// or https:// with DOCKER_TLS_VERIFY, or unset it",
+            ));
+        }
+        let tls = if verify || https {
+            let Some(dir) = cert_path else {
+                return Err(Error::usage_hint(
+                    format!("DOCKER_HOST={host} needs TLS, but no certificate directory is known"),
+                    "set DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem",
+                ));
+            };
+            for f in ["ca.pem", "cert.pem", "key.pem"] {
+                if !dir.join(f).is_file() {
+                    return Err(Error::usage_hint(
+                        format!(
+                            "DOCKER_HOST={host} needs TLS, but {} is missing",
+                            dir.join(f).display()
+                        ),
+                        "set DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem",
+                    ));
+                }
+            }
+            Some(dir)
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            host: host.to_string(),
+            tls,
+        })
+    }
+
+    /// A client for this endpoint; the API version is not negotiated yet.
+    pub fn client(&self) -> Result<Docker> {
+        let made = match &self.tls {
+            Some(dir) => {
+                // Two TLS providers are linked in; bollard needs a process default chosen.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                // bollard wants https:// for TLS.
+                let addr = match self.host.strip_prefix("tcp://") {
+                    Some(rest) => format!("https://{rest}"),
+                    None => self.host.clone(),
+                };
+                Docker::connect_with_ssl(
+                    &addr,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| {
+                    Error::usage_hint(
+                        format!("the TLS client certificates in {}: {e}", dir.display()),
+                        "DOCKER_CERT_PATH must hold the engine's ca.pem and this client's cert.pem and key.pem",
+                    )
+                })?
+            }
+            None if self.host.starts_with("tcp://") || self.host.starts_with("http://") => {
+                Docker::connect_with_http(&self.host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| docker_err("connect to Docker", e))?
+            }
+            None => Docker::connect_with_host(&self.host)
+                .map_err(|e| docker_err("connect to Docker", e))?,
+        };
+        Ok(made)
+    }
+
+    /// `docker` (a client of this endpoint) with the API version negotiated. Over TLS, a
+    /// handshake the engine or this client refuses is a usage error: the certificates do not
+    /// match, and retrying cannot help.
+    pub async fn negotiate(&self, docker: Docker) -> Result<Docker> {
+        docker.negotiate_version().await.map_err(|e| {
+            let text = e.to_string();
+            let lower = format!("{text} {e:?}").to_ascii_lowercase();
+            let tls_refused = self.tls.is_some()
+                && ["certificate", "handshake", "alert", "tls", "unknownissuer", "unknown ca"]
+                    .iter()
+                    .any(|w| lower.contains(w));
+            match &self.tls {
+                Some(dir) if tls_refused => Error::usage_hint(
+                    format!("the TLS handshake with the Docker engine at {} failed: {text}", self.host),
+                    format!(
+                        "DOCKER_CERT_PATH ({}) must hold the CA that signed the engine's certificate (ca.pem) and a client certificate the engine accepts (cert.pem, key.pem)",
+                        dir.display()
+                    ),
+                ),
+                _ => docker_err("reach the Docker daemon", e),
+            }
+        })
+    }
+}
+
 /// A client for `DOCKER_HOST` or the default socket; the API version is not negotiated yet.
 pub fn client_from_env() -> Result<Docker> {
-    Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))
+    Endpoint::from_env()?.client()
 }
 
 /// A client for `DOCKER_HOST` or the default socket, with the API version negotiated.
 pub async fn connect() -> Result<Docker> {
-    negotiate(client_from_env()?).await
+    let e = Endpoint::from_env()?;
+    let client = e.client()?;
+    e.negotiate(client).await
 }
 
-/// `docker` with the API version negotiated with its daemon.
+/// `docker` with the API version negotiated, for a client of the environment's endpoint.
 pub async fn negotiate(docker: Docker) -> Result<Docker> {
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| docker_err("reach the Docker daemon", e))
+    Endpoint::from_env()?.negotiate(docker).await
 }

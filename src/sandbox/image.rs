@@ -3,15 +3,15 @@
 //! deterministic build contexts, the tar helpers the Docker runner uploads with, and the offline
 //! verifier image (`image verifier`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 
-use super::InfraClass;
 use super::engine::{docker_err, is_not_found};
+use super::{InfraClass, Notes};
 use crate::error::{Error, IoContext, Result};
 use crate::task::Task;
 
@@ -40,6 +40,50 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(docker_err(&format!("inspect image {image}"), e)),
     }
+}
+
+/// The id of `image` in the daemon, `None` when it is absent (the same 404 rule).
+pub async fn image_id(docker: &Docker, image: &str) -> Result<Option<String>> {
+    match docker.inspect_image(image).await {
+        Ok(info) => Ok(Some(info.id.unwrap_or_default())),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(docker_err(&format!("inspect image {image}"), e)),
+    }
+}
+
+/// Pull `image` (`name[:tag]`, `name@digest`, with its registry) through the daemon; `notes`
+/// gets each change of status (`Pulling fs layer`, `Download complete`, ...), once per layer
+/// and status, not every progress tick.
+pub async fn pull_image(docker: &Docker, image: &str, notes: &mut Notes<'_>) -> Result<()> {
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
+    notes(&format!("pulling {image}"));
+    let mut stream = docker.create_image(Some(opts), None, None);
+    let mut last: HashMap<String, String> = HashMap::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| {
+            InfraClass::Sandbox.error_hint(
+                format!("pull {image}: {e}"),
+                "check the image name and that its registry is reachable (or set runner.pull: never and load the image)",
+            )
+        })?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(InfraClass::Sandbox.error(format!("pull {image}: {e}")));
+        }
+        let (Some(status), id) = (info.status, info.id.unwrap_or_default()) else {
+            continue;
+        };
+        if last.get(&id) != Some(&status) {
+            notes(&if id.is_empty() {
+                format!("{image}: {status}")
+            } else {
+                format!("{image}: {id}: {status}")
+            });
+            last.insert(id, status);
+        }
+    }
+    Ok(())
 }
 
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
@@ -149,7 +193,7 @@ pub async fn build_base(
     source: &RootfsSource,
     tag: &str,
     force: bool,
-    progress: &mut (dyn FnMut(&str) + Send),
+    progress: &mut Notes<'_>,
 ) -> Result<bool> {
     if !force && image_exists(docker, tag).await? {
         progress(&format!("{tag} already exists"));

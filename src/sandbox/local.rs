@@ -670,6 +670,13 @@ impl Sandbox for LocalSandbox {
         &self.workdir
     }
 
+    async fn workdir_fingerprint(&self) -> Result<Option<String>> {
+        let dir = self.root.join("work");
+        tokio::task::spawn_blocking(move || tree_fingerprint(&dir).map(Some))
+            .await
+            .map_err(|e| Error::Internal(format!("fingerprint task panicked: {e}")))?
+    }
+
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutput> {
         if self.tmp.is_none() {
             return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
@@ -1029,6 +1036,60 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The most entries a working-tree fingerprint reads: past it the tree counts as changed
+/// whenever its first entries do.
+const FINGERPRINT_ENTRIES: usize = 200_000;
+
+/// Paths, sizes and mtimes of the regular files under `dir` (as `find . -xdev -maxdepth 6` with
+/// `.git` and `node_modules` pruned, links not followed), hashed.
+pub fn tree_fingerprint(dir: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(dir).at(dir)?.dev();
+    let mut lines = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if lines.len() >= FINGERPRINT_ENTRIES {
+                break;
+            }
+            let name = e.file_name();
+            if name == ".git" || name == "node_modules" {
+                continue;
+            }
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            let rel = e.path();
+            let rel = rel
+                .strip_prefix(dir)
+                .unwrap_or(&rel)
+                .to_string_lossy()
+                .into_owned();
+            if m.is_file() {
+                lines.push(format!(
+                    "{rel} {} {}.{}",
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                ));
+            } else if m.is_dir() && depth + 1 < 6 && m.dev() == dev {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    lines.sort();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

@@ -124,6 +124,21 @@ pub trait Sandbox: Send + Sync {
         }
         Ok(())
     }
+    /// The files `names` of directory `dir`, `None` for one that is missing or not a regular
+    /// file. Sandboxes that can read the directory in one go.
+    async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.read_file(&format!("{dir}/{n}")).await.ok());
+        }
+        Ok(out)
+    }
+    /// A fingerprint of the working tree (paths, sizes, mtimes of its files, to depth 6, without
+    /// `.git` and `node_modules`), read without running anything in the sandbox; `None` where
+    /// the runtime cannot see the tree from outside (the caller then runs `find` inside).
+    async fn workdir_fingerprint(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Kill processes that outlived their exec (e.g. a `setsid` escapee that could forge a
     /// reward later). Runs before the verifier. Nothing to do where execs cannot leave any.
     async fn kill_strays(&self) -> Result<()> {
@@ -260,6 +275,12 @@ pub trait SandboxProvider: Send + Sync {
         let _ = task;
         Ok(None)
     }
+    /// [`SandboxProvider::environment_id`] once what the task's sandbox needs is there (Docker:
+    /// images pulled as `runner.pull` says); `notes` gets progress. Called before trials start.
+    async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        let _ = notes;
+        self.environment_id(task).await
+    }
     /// Remove what sandboxes of dead processes left behind (temp dirs, containers), never
     /// what a live process uses. Returns how many were removed.
     async fn sweep(&self) -> Result<usize> {
@@ -277,6 +298,9 @@ pub trait SandboxProvider: Send + Sync {
 }
 
 pub use crate::error::InfraClass;
+
+/// Where progress notes go (one short line each; the CLI shows them through the `Observer`).
+pub type Notes<'a> = dyn FnMut(&str) + Send + 'a;
 
 /// Whether the local runner uses bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -310,7 +334,7 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
     let network = NetworkPolicy::of(cfg);
     let docker = || {
         DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())
-            .map(|d| d.with_network(network))
+            .map(|d| d.with_network(network).with_pull(cfg.pull))
     };
     let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
     match cfg.kind {

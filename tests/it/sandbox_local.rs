@@ -480,3 +480,46 @@ async fn file_tools_stay_inside_with_bwrap() {
 async fn file_tools_stay_inside_without_bwrap() {
     file_tools_stay_inside(local(false)).await;
 }
+
+/// The working-tree fingerprint of the agent loop's change detection is read from the host:
+/// it sees what a command changed and ignores what `find` inside would prune.
+async fn workdir_fingerprint_is_read_from_outside(provider: Arc<dyn SandboxProvider>) {
+    let task = fixture_task("hello-file");
+    let mut sb = provider.create(&task).await.unwrap();
+    let run = |cmd: &str| ExecRequest::new(cmd, Duration::from_secs(10));
+    let fp = || async {
+        sb.workdir_fingerprint()
+            .await
+            .unwrap()
+            .expect("local: from outside")
+    };
+    let first = fp().await;
+    sb.exec(run("ls -la > /dev/null; cat /etc/hostname > /dev/null"))
+        .await
+        .unwrap();
+    assert_eq!(fp().await, first, "a command that changes nothing");
+    sb.exec(run("mkdir -p .git node_modules/x && echo a > .git/HEAD && echo b > node_modules/x/y && echo t > /tmp/scratch"))
+        .await
+        .unwrap();
+    assert_eq!(fp().await, first, "pruned directories and /tmp");
+    sb.exec(run("mkdir -p a/b && echo one > a/b/c.txt"))
+        .await
+        .unwrap();
+    let second = fp().await;
+    assert_ne!(second, first, "a new file");
+    sb.exec(run("echo two > a/b/c.txt")).await.unwrap();
+    assert_ne!(fp().await, second, "a file rewritten");
+    sb.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn workdir_fingerprint_is_read_from_outside_with_bwrap() {
+    if bwrap_or_skip("workdir_fingerprint_is_read_from_outside_with_bwrap") {
+        workdir_fingerprint_is_read_from_outside(local(true)).await;
+    }
+}
+
+#[tokio::test]
+async fn workdir_fingerprint_is_read_from_outside_without_bwrap() {
+    workdir_fingerprint_is_read_from_outside(local(false)).await;
+}

@@ -9,7 +9,7 @@
 //! its `environment/Dockerfile`, built once per content hash as `git-harness/task-<id>:<hash12>`
 //! with `FROM` lines rewritten through the image map; a task with neither runs on the base image
 //! `git-harness/base:bookworm`, seeded from `environment/workspace/` and `environment/setup.sh`
-//! like the local sandbox. Nothing is ever pulled.
+//! like the local sandbox. An image that is not local is pulled as `runner.pull` says.
 //!
 //! Every exec runs its command as the leader of a new process group (`setsid`) under a small `sh`
 //! wrapper that kills the group when the command ends; at a timeout a second exec kills the
@@ -35,5 +35,5 @@ pub const PIDS_LIMIT: i64 = 4096;
 /// The engine's default network: a phase with the network has it (Harbor's `public`).
 pub(crate) const BRIDGE: &str = "bridge";
 
+pub use super::engine::{DEFAULT_HOST, Endpoint, client_from_env, connect, negotiate};
 pub(crate) use super::engine::{archive_err, docker_err, is_not_found};
-pub use super::engine::{client_from_env, connect, negotiate};

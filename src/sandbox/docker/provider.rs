@@ -1,7 +1,7 @@
 //! Images and containers: which image a task runs on (building it when needed), container
 //! creation, and the sweep of leftovers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,21 +19,35 @@ use super::{
     BRIDGE, HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::experiment::PullPolicy;
 use crate::sandbox::image::{
-    BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, from_images, image_exists, image_path_env,
-    map_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
+    BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, from_images, image_id, image_path_env, map_image,
+    pull_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
 };
-use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider};
+use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::task::Task;
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// The directories of the runtime in every container.
+const RUNTIME_DIRS: &[&str] = &[
+    "/logs",
+    "/logs/verifier",
+    "/logs/agent",
+    "/tests",
+    "/solution",
+];
 
 pub struct DockerProvider {
+    endpoint: super::Endpoint,
     raw: Docker,
     client: tokio::sync::OnceCell<Docker>,
     image_map: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
+    /// When images are pulled.
+    pull: PullPolicy,
+    /// Images pulled by this provider (under `always`, each is pulled once).
+    pulled: Mutex<HashSet<String>>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -48,13 +62,16 @@ impl DockerProvider {
         image_map: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let raw =
-            Docker::connect_with_defaults().map_err(|e| docker_err("connect to Docker", e))?;
+        let endpoint = super::Endpoint::from_env()?;
+        let raw = endpoint.client()?;
         Ok(DockerProvider {
+            endpoint,
             raw,
             client: tokio::sync::OnceCell::new(),
             image_map,
             labels,
+            pull: PullPolicy::default(),
+            pulled: Mutex::new(HashSet::new()),
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
             network: crate::sandbox::NetworkPolicy::default(),
@@ -67,16 +84,58 @@ impl DockerProvider {
         self
     }
 
+    /// The same provider with another pull policy.
+    pub fn with_pull(mut self, pull: PullPolicy) -> Self {
+        self.pull = pull;
+        self
+    }
+
+    fn lock_for(&self, key: &str) -> Result<Arc<tokio::sync::Mutex<()>>> {
+        let mut m = self
+            .build_locks
+            .lock()
+            .map_err(|_| Error::Internal("build lock poisoned".into()))?;
+        Ok(m.entry(key.to_string()).or_default().clone())
+    }
+
+    /// The id of `image`, pulling it when the policy says so (`pull` false: never, whatever the
+    /// policy). `Ok(None)`: not present and not pulled.
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        image: &str,
+        pull: bool,
+        notes: &mut Notes<'_>,
+    ) -> Result<Option<String>> {
+        let policy = if pull { self.pull } else { PullPolicy::Never };
+        let lock = self.lock_for(&format!("pull {image}"))?;
+        let _held = lock.lock().await;
+        let done = self.pulled.lock().is_ok_and(|p| p.contains(image));
+        let id = image_id(docker, image).await?;
+        let wanted = match policy {
+            PullPolicy::Never => false,
+            PullPolicy::Missing => id.is_none(),
+            PullPolicy::Always => !done,
+        };
+        if !wanted {
+            return Ok(id);
+        }
+        pull_image(docker, image, notes).await?;
+        if let Ok(mut p) = self.pulled.lock() {
+            p.insert(image.to_string());
+        }
+        match image_id(docker, image).await? {
+            Some(id) => Ok(Some(id)),
+            None => {
+                Err(InfraClass::Sandbox.error(format!("pull {image}: the image did not appear")))
+            }
+        }
+    }
+
     /// The client, with the API version negotiated with the daemon.
     pub async fn client(&self) -> Result<Docker> {
         self.client
-            .get_or_try_init(|| async {
-                self.raw
-                    .clone()
-                    .negotiate_version()
-                    .await
-                    .map_err(|e| docker_err("reach the Docker daemon", e))
-            })
+            .get_or_try_init(|| async { self.endpoint.negotiate(self.raw.clone()).await })
             .await
             .cloned()
     }
@@ -87,52 +146,110 @@ impl DockerProvider {
     }
 
     /// The ids of the external images a task's Dockerfile starts `FROM` (after the image map),
-    /// in order. None is pulled: a missing one is an infrastructure error with a hint.
-    async fn base_image_ids(&self, docker: &Docker, task: &Task) -> Result<Vec<String>> {
+    /// in order, pulling missing ones when `pull` and the policy allow; one still missing is an
+    /// infrastructure error with a hint.
+    async fn base_image_ids(
+        &self,
+        docker: &Docker,
+        task: &Task,
+        pull: bool,
+        notes: &mut Notes<'_>,
+    ) -> Result<Vec<String>> {
         let Some(dockerfile) = &task.dockerfile else {
             return Ok(Vec::new());
         };
         let text = std::fs::read_to_string(dockerfile).at(dockerfile)?;
         let mut ids = Vec::new();
         for from in from_images(&rewrite_from(&text, &self.image_map)) {
-            match docker.inspect_image(&from).await {
-                Ok(info) => ids.push(info.id.unwrap_or_default()),
-                Err(e) if is_not_found(&e) => {
+            match self.ensure_image(docker, &from, pull, notes).await? {
+                Some(id) => ids.push(id),
+                None => {
                     return Err(InfraClass::Sandbox.error_hint(
                         format!(
-                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally; nothing is pulled",
-                            task.id
+                            "image {from} (FROM in the Dockerfile of task `{}`) is not present locally{}",
+                            task.id,
+                            self.not_pulled()
                         ),
                         format!(
-                            "build or load it, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
+                            "pull or load it, set runner.pull: missing, or map it in runner.image_map (e.g. `{from}: {BASE_IMAGE}`, or --image-map {from}={BASE_IMAGE})"
                         ),
                     ));
                 }
-                Err(e) => return Err(docker_err(&format!("inspect image {from}"), e)),
             }
         }
         Ok(ids)
     }
 
+    /// Why a missing image was not pulled.
+    fn not_pulled(&self) -> &'static str {
+        match self.pull {
+            PullPolicy::Never => " and runner.pull is never",
+            _ => "",
+        }
+    }
+
     /// What a task's environment is built on, as image ids: the FROM images of its Dockerfile,
     /// else its `docker_image`, else the base image. Part of the cache key, so results on an
-    /// image that has since been rebuilt are not reused.
+    /// image that has since been rebuilt are not reused. Nothing is pulled: an image that the
+    /// policy would pull is an error (its id is not known yet).
     pub async fn environment_id(&self, task: &Task) -> Result<String> {
+        self.identify(task, false, &mut |_| {}).await
+    }
+
+    /// [`DockerProvider::environment_id`], pulling what the policy says first; `notes` gets
+    /// the pull's progress.
+    pub async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<String> {
+        self.identify(task, true, notes).await
+    }
+
+    async fn identify(&self, task: &Task, pull: bool, notes: &mut Notes<'_>) -> Result<String> {
         let docker = self.client().await?;
         if let Some(img) = &task.environment.docker_image {
             let mapped = self.map_image(img);
-            if let Ok(info) = docker.inspect_image(&mapped).await {
-                return Ok(info.id.unwrap_or_default());
+            let found = self.ensure_image(&docker, &mapped, pull, notes).await;
+            match found {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) if !pull && self.pull != PullPolicy::Never => {
+                    return Err(InfraClass::Sandbox.error(format!(
+                        "image {mapped} of task `{}` is not pulled yet",
+                        task.id
+                    )));
+                }
+                // Harbor's rule: without the image, the Dockerfile builds it.
+                Ok(None) | Err(_) if task.dockerfile.is_some() => {}
+                Ok(None) => return Err(self.missing_image(&mapped, task)),
+                Err(e) => return Err(e),
             }
         }
         if task.dockerfile.is_some() && task.environment_dir.is_some() {
-            return Ok(self.base_image_ids(&docker, task).await?.join(","));
+            return Ok(self
+                .base_image_ids(&docker, task, pull, notes)
+                .await?
+                .join(","));
         }
         let base = self.map_image(BASE_IMAGE);
-        match docker.inspect_image(&base).await {
-            Ok(info) => Ok(info.id.unwrap_or_default()),
-            Err(e) => Err(docker_err(&format!("inspect image {base}"), e)),
+        match self.ensure_image(&docker, &base, pull, notes).await? {
+            Some(id) => Ok(id),
+            None => Err(self.missing_base(&base, task)),
         }
+    }
+
+    fn missing_image(&self, mapped: &str, task: &Task) -> Error {
+        InfraClass::Sandbox.error_hint(
+            format!(
+                "image {mapped} of task `{}` is not present locally{}",
+                task.id,
+                self.not_pulled()
+            ),
+            "pull or load it, set runner.pull: missing, or map it to a local image in runner.image_map of experiment.yaml",
+        )
+    }
+
+    fn missing_base(&self, base: &str, task: &Task) -> Error {
+        InfraClass::Sandbox.error_hint(
+            format!("task `{}` has no Dockerfile and no docker_image, and the base image {base} is missing", task.id),
+            "build it with `git harness image base --debootstrap bookworm --include python3`",
+        )
     }
 
     /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now: stale
@@ -199,7 +316,10 @@ impl DockerProvider {
             &verifier_and_solution_files(task),
         )
         .ok()?;
-        let base_ids = self.base_image_ids(docker, task).await.ok()?;
+        let base_ids = self
+            .base_image_ids(docker, task, false, &mut |_| {})
+            .await
+            .ok()?;
         Some(task_image_tag(&task.id, &ctx, &base_ids))
     }
 
@@ -207,16 +327,14 @@ impl DockerProvider {
     /// must be seeded from `environment/workspace/` + `setup.sh` (no Dockerfile, no image).
     pub async fn image_for(&self, task: &Task) -> Result<(String, bool)> {
         let docker = self.client().await?;
+        let notes = &mut |_: &str| {};
         if let Some(img) = &task.environment.docker_image {
             let mapped = self.map_image(img);
-            if image_exists(&docker, &mapped).await? {
-                return Ok((mapped, false));
-            }
-            if task.dockerfile.is_none() {
-                return Err(InfraClass::Sandbox.error_hint(
-                    format!("image {mapped} of task `{}` is not present locally (nothing is pulled)", task.id),
-                    "build or load it, or map it to a local image in runner.image_map of experiment.yaml",
-                ));
+            match self.ensure_image(&docker, &mapped, true, notes).await {
+                Ok(Some(_)) => return Ok((mapped, false)),
+                Ok(None) | Err(_) if task.dockerfile.is_some() => {}
+                Ok(None) => return Err(self.missing_image(&mapped, task)),
+                Err(e) => return Err(e),
             }
         }
         if let (Some(_), Some(ctx_dir)) = (&task.dockerfile, &task.environment_dir) {
@@ -226,16 +344,11 @@ impl DockerProvider {
                 &self.image_map,
                 &verifier_and_solution_files(task),
             )?;
-            let tag = task_image_tag(&task.id, &ctx, &self.base_image_ids(&docker, task).await?);
-            let lock = {
-                let mut m = self
-                    .build_locks
-                    .lock()
-                    .map_err(|_| Error::Internal("build lock poisoned".into()))?;
-                m.entry(tag.clone()).or_default().clone()
-            };
+            let base_ids = self.base_image_ids(&docker, task, true, notes).await?;
+            let tag = task_image_tag(&task.id, &ctx, &base_ids);
+            let lock = self.lock_for(&tag)?;
             let _held = lock.lock().await;
-            if image_exists(&docker, &tag).await? {
+            if image_id(&docker, &tag).await?.is_some() {
                 return Ok((tag, false));
             }
             let timeout = task
@@ -290,13 +403,9 @@ impl DockerProvider {
             return Ok((tag, false));
         }
         let base = self.map_image(BASE_IMAGE);
-        if image_exists(&docker, &base).await? {
-            Ok((base, true))
-        } else {
-            Err(InfraClass::Sandbox.error_hint(
-                format!("task `{}` has no Dockerfile and no docker_image, and the base image {base} is missing", task.id),
-                "build it with `git harness image base --debootstrap bookworm --include python3`",
-            ))
+        match self.ensure_image(&docker, &base, true, notes).await? {
+            Some(_) => Ok((base, true)),
+            None => Err(self.missing_base(&base, task)),
         }
     }
 
@@ -373,35 +482,23 @@ impl DockerProvider {
             trial: trial_id.to_string(),
             workdir: env.workdir.clone(),
             destroyed: false,
-            keeper: 0,
             path_env,
             phases,
             connected: tokio::sync::Mutex::new(phases.any()),
+            pending: Mutex::new(None),
+            after_kill: Mutex::new(None),
             tunnel: std::sync::Mutex::new(None),
         };
+        // The runtime's directories come with an upload, not an exec of their own (the daemon
+        // makes the working directory itself).
+        if let Err(e) = sb.upload_dirs(RUNTIME_DIRS).await {
+            sb.destroy().await?;
+            return Err(e);
+        }
         if let Err(e) = docker.start_container(&sb.id, None).await {
             sb.destroy().await?;
             return Err(docker_err(&format!("start a container from {image}"), e));
         }
-        let prep = format!(
-            "mkdir -p /tests /logs/verifier /logs/agent /solution /tmp '{}' && cat /proc/1/task/1/children",
-            env.workdir
-        );
-        let out = sb
-            .exec_raw(&prep, Duration::from_secs(60), "/", &[])
-            .await?;
-        if !out.success() {
-            sb.destroy().await?;
-            return Err(
-                InfraClass::Sandbox.error(format!("prepare the container: {}", out.output.trim()))
-            );
-        }
-        sb.keeper = out
-            .output
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i64>().ok())
-            .min()
-            .unwrap_or(0);
         if let Err(e) = sb.set_phase(crate::sandbox::Phase::Setup).await {
             sb.destroy().await?;
             return Err(e);
@@ -537,5 +634,9 @@ impl SandboxProvider for DockerProvider {
 
     async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
         DockerProvider::environment_id(self, task).await.map(Some)
+    }
+
+    async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        DockerProvider::prepare(self, task, notes).await.map(Some)
     }
 }

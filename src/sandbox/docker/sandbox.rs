@@ -1,6 +1,7 @@
 //! One trial's container: commands through the exec API, files through the archive API.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -51,17 +52,55 @@ pub struct DockerSandbox {
     pub(super) trial: String,
     pub(super) workdir: String,
     pub(super) destroyed: bool,
-    /// The pid of the container's `sleep infinity` (kept by `kill_strays`).
-    pub(super) keeper: i64,
     /// The image's PATH: the verifier's, whatever the agent did.
     pub(super) path_env: String,
     /// Which phases have the network.
     pub(super) phases: crate::sandbox::PhaseNetworks,
     /// Whether the container is on the bridge now.
     pub(super) connected: tokio::sync::Mutex<bool>,
+    /// Directories `reset_dirs` asked for, reset by the next exec (see [`Pending`]).
+    pub(super) pending: Mutex<Option<Pending>>,
+    /// What the exec of `kill_strays` learned, for `toolchain_changes`.
+    pub(super) after_kill: Mutex<Option<AfterKill>>,
     /// The host side of the model gateway's tunnel, while an agent may use it.
     pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// A reset of directories folded into the next exec, so that it costs no exec of its own:
+/// files copied into them meanwhile wait under `stage` (a fresh random path at the root) and
+/// are moved in when the directories are reset.
+pub(super) struct Pending {
+    dirs: Vec<String>,
+    stage: String,
+}
+
+/// What the exec that ended the stray processes found.
+pub(super) enum AfterKill {
+    /// The container no longer runs.
+    Stopped,
+    /// The PATH directories as the container resolved them, by the image's shell builtins
+    /// after the strays were gone (trusted only when no fixed toolchain path changed).
+    PathDirs(Vec<String>),
+}
+
+/// Starts the `kill_strays` script: the process to keep besides docker-init (1) and this
+/// exec is the container's `sleep infinity`, the child of 1 that started first (field 22 of
+/// `/proc/PID/stat`; orphans the agent left are also children of 1, but started later). Only
+/// builtins run until every other process is killed.
+const KILL_STRAYS: &str = r#"keep=" 1 $$ $PPID "; k=; ks=
+for d in /proc/[0-9]*; do p=${d#/proc/}
+  case "$keep" in *" $p "*) continue;; esac
+  read -r st < "$d/stat" 2>/dev/null || continue
+  set -- ${st##*) }
+  [ "$2" = 1 ] || continue
+  if [ -z "$k" ] || [ "${20}" -lt "$ks" ]; then k=$p; ks=${20}; fi
+done
+for d in /proc/[0-9]*; do p=${d#/proc/}
+  case "$keep$k " in *" $p "*) continue;; esac
+  kill -KILL "$p" 2>/dev/null
+done
+echo '--- path'
+"#;
 
 impl DockerSandbox {
     pub fn container_id(&self) -> &str {
@@ -266,11 +305,12 @@ impl Sandbox for DockerSandbox {
             &self.workdir,
             req.workdir.as_deref().unwrap_or(&self.workdir),
         );
-        self.exec_raw(&req.command, req.timeout, &cwd, &req.env)
-            .await
+        let command = self.with_pending(&req.command)?;
+        self.exec_raw(&command, req.timeout, &cwd, &req.env).await
     }
 
     async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        self.flush_pending().await?;
         let p = normalize(&self.workdir, path);
         let opts = DownloadFromContainerOptionsBuilder::default()
             .path(&p)
@@ -310,7 +350,7 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
-        let p = normalize(&self.workdir, path);
+        let p = self.staged(&normalize(&self.workdir, path));
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
@@ -324,7 +364,7 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
-        let d = normalize(&self.workdir, dest);
+        let d = self.staged(&normalize(&self.workdir, dest));
         let tar = tar_dir(host_dir, d.trim_start_matches('/'))?;
         self.upload(tar, &d).await
     }
@@ -422,24 +462,95 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn kill_strays(&self) -> Result<()> {
-        if self.stopped().await {
-            return Ok(());
-        }
-        // Keep docker-init (1), the container's `sleep infinity`, and this exec's own processes.
-        let script = format!(
-            "keep=\" 1 {k} $$ $PPID \"; for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
-             case \"$keep\" in *\" $p \"*) continue;; esac; kill -KILL \"$p\" 2>/dev/null; done; exit 0",
-            k = self.keeper
-        );
+        // One exec ends the strays and resolves the PATH directories for `toolchain_changes`.
+        let script = format!("{KILL_STRAYS}{}exit 0\n", resolve_path_dirs(&self.path_env));
+        let script = self.with_pending(&script)?;
         let out = self
             .exec_raw(&script, Duration::from_secs(30), "/", &[])
             .await?;
-        if !out.success() {
+        let found = if out.success() {
+            let dirs = out
+                .output
+                .split_once("--- path\n")
+                .map(|(_, d)| d.lines().map(|l| l.trim().to_string()).collect())
+                .unwrap_or_default();
+            AfterKill::PathDirs(dirs)
+        } else if out.output.contains(STOPPED) || self.stopped().await {
+            AfterKill::Stopped
+        } else {
             return Err(
                 InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim()))
             );
+        };
+        if let Ok(mut a) = self.after_kill.lock() {
+            *a = Some(found);
         }
         Ok(())
+    }
+
+    async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending reset poisoned".into()))?;
+        let p = pending.get_or_insert_with(|| Pending {
+            dirs: Vec::new(),
+            stage: format!("/.git-harness-stage-{:016x}", rand::random::<u64>()),
+        });
+        for d in dirs {
+            let d = normalize(&self.workdir, d);
+            if d != "/" && !p.dirs.contains(&d) {
+                p.dirs.push(d);
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.flush_pending().await?;
+        let d = normalize(&self.workdir, dir);
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(&d)
+            .build();
+        let mut stream = self.docker.download_from_container(&self.id, Some(opts));
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => tar_bytes.extend_from_slice(&c),
+                Err(e) if is_not_found(&e) => return Ok(vec![None; names.len()]),
+                Err(e) => return Err(archive_err(&d, e)),
+            }
+            if tar_bytes.len() > DIR_DOWNLOAD_CAP {
+                // A directory this large is read file by file.
+                drop(stream);
+                let mut out = Vec::new();
+                for n in names {
+                    out.push(self.read_file(&format!("{d}/{n}")).await.ok());
+                }
+                return Ok(out);
+            }
+        }
+        // The archive's entries are named after the directory's last component.
+        let base = d.rsplit('/').next().unwrap_or_default();
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        for entry in ar.entries().at(&d)? {
+            let mut entry = entry.at(&d)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().at(&d)?.to_string_lossy().into_owned();
+            let Some(i) = names
+                .iter()
+                .position(|n| path.trim_end_matches('/') == format!("{base}/{n}"))
+            else {
+                continue;
+            };
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).at(&d)?;
+            found[i] = Some(data);
+        }
+        Ok(found)
     }
 
     fn trial_id(&self) -> &str {
@@ -496,9 +607,13 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn toolchain_changes(&self) -> Result<Vec<String>> {
-        if self.stopped().await {
-            return Ok(vec![STOPPED.to_string()]);
-        }
+        let after_kill = self.after_kill.lock().ok().and_then(|mut a| a.take());
+        let known_dirs = match after_kill {
+            Some(AfterKill::Stopped) => return Ok(vec![STOPPED.to_string()]),
+            Some(AfterKill::PathDirs(d)) => Some(d),
+            None if self.stopped().await => return Ok(vec![STOPPED.to_string()]),
+            None => None,
+        };
         let changes = self
             .docker
             .container_changes(&self.id)
@@ -521,15 +636,18 @@ impl Sandbox for DockerSandbox {
             // The shell below could be the agent's: report without running anything.
             return Ok(found);
         }
-        // The PATH directories as the container resolves them (only shell builtins run here).
-        let script = format!(
-            "p={}; IFS=:; for e in $p; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done",
-            q(&self.path_env)
-        );
-        let out = self
-            .exec_raw(&script, Duration::from_secs(30), "/", &[])
-            .await?;
-        let dirs: Vec<String> = out.output.lines().map(|l| l.trim().to_string()).collect();
+        // The PATH directories as the container resolves them (only shell builtins run here),
+        // as the stray kill found them when it ran.
+        let dirs: Vec<String> = match known_dirs {
+            Some(d) => d,
+            None => {
+                let script = self.with_pending(&resolve_path_dirs(&self.path_env))?;
+                let out = self
+                    .exec_raw(&script, Duration::from_secs(30), "/", &[])
+                    .await?;
+                out.output.lines().map(|l| l.trim().to_string()).collect()
+            }
+        };
         found = toolchain_tampering(&changes, &dirs);
         // An added command earlier on PATH than one of the same name shadows it.
         let mut probes: Vec<(String, String)> = Vec::new();
@@ -537,7 +655,8 @@ impl Sandbox for DockerSandbox {
             let Some((dir, name)) = path.rsplit_once('/') else {
                 continue;
             };
-            if *kind != Change::Added || name.is_empty() {
+            // Docker's own init, bind-mounted by `--init`, is no command of the agent's.
+            if *kind != Change::Added || name.is_empty() || DOCKER_INIT.contains(&path.as_str()) {
                 continue;
             }
             let Some(i) = dirs.iter().position(|d| d == dir) else {
@@ -577,6 +696,21 @@ pub enum Change {
 
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Where `--init` mounts Docker's init.
+const DOCKER_INIT: [&str; 2] = ["/sbin/docker-init", "/usr/sbin/docker-init"];
+
+/// A download of a directory larger than this is read file by file instead.
+const DIR_DOWNLOAD_CAP: usize = 64 << 20;
+
+/// A script printing each directory of `path` resolved (`pwd -P`), an empty line for one that
+/// does not exist; builtins only.
+fn resolve_path_dirs(path: &str) -> String {
+    format!(
+        "p={}; IFS=:; for e in $p; do (cd \"$e\" 2>/dev/null && pwd -P) || echo; done\n",
+        q(path)
+    )
 }
 
 /// Changes of a container's filesystem that touch what the verifier runs on: a command in a
@@ -637,12 +771,92 @@ pub fn toolchain_tampering(changes: &[(Change, String)], path_dirs: &[String]) -
 const STOPPED: &str = "the sandbox's container stopped during the trial (its main process was killed, or it ran out of memory)";
 
 impl DockerSandbox {
+    /// Where a file for `path` goes now: under the stage while its directory waits for a reset.
+    fn staged(&self, path: &str) -> String {
+        match self.pending.lock().ok().as_deref().and_then(|p| p.as_ref()) {
+            Some(p)
+                if p.dirs
+                    .iter()
+                    .any(|d| path == d || path.starts_with(&format!("{d}/"))) =>
+            {
+                format!("{}{path}", p.stage)
+            }
+            _ => path.to_string(),
+        }
+    }
+
+    /// `command` preceded by the pending reset, if any (which it then no longer is).
+    fn with_pending(&self, command: &str) -> Result<String> {
+        let pending = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending reset poisoned".into()))?
+            .take();
+        let Some(p) = pending else {
+            return Ok(command.to_string());
+        };
+        let mut s = String::new();
+        for d in &p.dirs {
+            let staged = format!("{}{d}", p.stage);
+            let parent = d
+                .rsplit_once('/')
+                .map_or("/", |(a, _)| if a.is_empty() { "/" } else { a });
+            s.push_str(&format!(
+                "rm -rf {d} && if [ -d {st} ]; then mkdir -p {pa} && mv {st} {d}; else mkdir -p {d}; fi \
+                 || {{ echo \"git-harness: cannot clear {d}\" >&2; exit 125; }}\n",
+                d = q(d),
+                st = q(&staged),
+                pa = q(parent),
+            ));
+        }
+        s.push_str(&format!("rm -rf {}\n", q(&p.stage)));
+        Ok(s + command)
+    }
+
+    /// Run a pending reset now (before a read that must see it).
+    async fn flush_pending(&self) -> Result<()> {
+        let script = self.with_pending("")?;
+        if script.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .exec_raw(&script, Duration::from_secs(60), "/", &[])
+            .await?;
+        if !out.success() {
+            return Err(InfraClass::Sandbox.error(format!(
+                "clear the verifier's directories: {}",
+                out.output.trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the container exists but no longer runs.
     async fn stopped(&self) -> bool {
         match self.docker.inspect_container(&self.id, None).await {
             Ok(info) => info.state.and_then(|s| s.running) == Some(false),
             Err(_) => false,
         }
+    }
+
+    /// Make the directories `dirs` (absolute, parents first) with one upload.
+    pub(super) async fn upload_dirs(&self, dirs: &[&str]) -> Result<()> {
+        let mut b = tar::Builder::new(Vec::new());
+        for d in dirs {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.set_mtime(0);
+            b.append_data(
+                &mut h,
+                format!("{}/", d.trim_start_matches('/')),
+                std::io::empty(),
+            )
+            .at(d)?;
+        }
+        let tar = b.into_inner().at("/")?;
+        self.upload(tar, "the runtime's directories").await
     }
 
     async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {

@@ -1,7 +1,7 @@
-//! `git harness init --template mini-swe-agent`: the real mini-swe-agent from PyPI runs the
-//! demo suite under bubblewrap on the simulated model, reaching it only through the gateway;
-//! the trials the sim solves pass, the traces hold its commands, and the loop (mine, propose,
-//! validate, promote) works on the result.
+//! `git harness init --template mini-swe-agent`: the real mini-swe-agent from PyPI runs a demo
+//! task under bubblewrap on the simulated model, reaching it only through the gateway; the
+//! system-prompt surface reaches the model, the sim solves the task and the trace holds the
+//! commands mini-swe-agent ran.
 
 mod common;
 
@@ -38,17 +38,21 @@ fn mini_swe_agent(test: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
-/// The traces of a run, by trial name (`task#n`), with the run's rows.
-fn traces(repo: &Repo) -> Vec<(String, Value)> {
+/// The latest run's result rows, each with its trial's trace.
+fn trials(repo: &Repo) -> Vec<(Value, Value)> {
     let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"]);
     let run_ref = refs.lines().last().expect("a run ref").to_string();
-    let files = repo.git(&["ls-tree", "-r", "--name-only", &run_ref]);
-    files
-        .lines()
-        .filter(|f| f.starts_with("traces/") && f.ends_with(".json"))
-        .map(|f| {
-            let text = repo.git(&["show", &format!("{run_ref}:{f}")]);
-            (f.to_string(), serde_json::from_str(&text).unwrap())
+    let rows = repo.git(&["show", &format!("{run_ref}:results.jsonl")]);
+    rows.lines()
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            let path = format!(
+                "traces/{}/{}.json",
+                row["task"].as_str().unwrap(),
+                row["trial"]
+            );
+            let text = repo.git(&["show", &format!("{run_ref}:{path}")]);
+            (row, serde_json::from_str(&text).unwrap())
         })
         .collect()
 }
@@ -70,24 +74,9 @@ fn tool_commands(trace: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The first state note of the sim (`(sim state: MODE STEP)`): `normal` plays the task's plain
-/// script, which solves it.
-fn first_sim_mode(trace: &Value) -> Option<String> {
-    let re = regex::Regex::new(r"\(sim state: ([a-z-]+) \d+\)").unwrap();
-    trace["events"]
-        .as_array()?
-        .iter()
-        .filter(|e| e["type"] == "model_response")
-        .find_map(|e| {
-            let text = e.to_string();
-            re.captures(&text).map(|c| c[1].to_string())
-        })
-}
-
 #[test]
-fn mini_swe_agent_runs_the_demo_suite_on_the_sim_through_the_gateway_and_the_loop_works() {
-    let test =
-        "mini_swe_agent_runs_the_demo_suite_on_the_sim_through_the_gateway_and_the_loop_works";
+fn mini_swe_agent_runs_a_demo_task_on_the_sim_through_the_gateway() {
+    let test = "mini_swe_agent_runs_a_demo_task_on_the_sim_through_the_gateway";
     let Some(deps) = mini_swe_agent(test) else {
         return;
     };
@@ -118,39 +107,53 @@ fn mini_swe_agent_runs_the_demo_suite_on_the_sim_through_the_gateway_and_the_loo
         "mini-swe-agent from the host's package dir",
     ]);
     assert_eq!(repo.harness(&["split"]).code, 0);
+    // The sim's late-artifact quirk (word-count's) yields to this phrase in a system message:
+    // the surface reaches the model as mini-swe-agent's system template, and the sim solves
+    // the task instead of stalling.
+    let system = repo.root.join("prompts/system.md");
+    let mut text = std::fs::read_to_string(&system).unwrap();
+    text.push_str(
+        "Identify the required output artifact and create a first version of it early.\n",
+    );
+    std::fs::write(&system, text).unwrap();
+    repo.git(&["commit", "-qam", "Ask for the artifact early"]);
 
-    let run = repo.harness(&["run", "--split", "held_in", "--tasks", TASKS]);
+    let run = repo.harness(&["run", "--split", "held_in", "--tasks", "word-count"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let traces = traces(&repo);
-    assert!(traces.len() >= 2, "{traces:?}");
-    let mut passed = 0;
-    for (name, trace) in &traces {
-        assert_eq!(trace["harness"]["protocol"], "command", "{name}: {trace:#}");
-        let cmds = tool_commands(trace);
-        // The sim's script opens with `ls -la`; mini-swe-agent ran it as a bash tool call.
-        assert_eq!(
-            cmds.first().map(String::as_str),
-            Some("ls -la"),
-            "{name}: {trace:#}"
-        );
-        let reward = trace["verifier"]["reward"].as_f64().unwrap_or(0.0);
-        if first_sim_mode(trace).as_deref() == Some("normal") {
-            assert_eq!(reward, 1.0, "{name}: the sim solved it: {trace:#}");
-            // It submitted the way mini-swe-agent's instructions say, and mini-swe-agent
-            // exited on it.
-            assert_eq!(
-                cmds.last().map(String::as_str),
-                Some("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"),
-                "{name}: {trace:#}"
-            );
-            assert_eq!(trace["ending"]["reason"], "exited", "{name}: {trace:#}");
-        }
-        if reward == 1.0 {
-            passed += 1;
-        }
-    }
-    assert!(passed >= 1, "no trial passed: {run:#?}");
+    let trials = trials(&repo);
+    assert_eq!(trials.len(), 1, "{run:#?}");
+    let (row, trace) = &trials[0];
+    assert_eq!(row["outcome"], "pass", "{row:#} {trace:#}");
+    assert_eq!(trace["protocol"], "command", "{trace:#}");
+    let system_seen = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "model_request")
+        .and_then(|e| e["system"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        system_seen.contains("required output artifact"),
+        "{system_seen}"
+    );
+    // mini-swe-agent ran the sim's commands as bash tool calls, in order, and submitted the
+    // way its instructions say; it exited on the submit.
+    let cmds = tool_commands(trace);
+    assert_eq!(
+        cmds.first().map(String::as_str),
+        Some("ls -la"),
+        "{trace:#}"
+    );
+    assert!(
+        cmds.iter().any(|c| c == "wc -w < input.txt > count.txt"),
+        "{cmds:?}"
+    );
+    assert_eq!(
+        cmds.last().map(String::as_str),
+        Some("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"),
+        "{cmds:?}"
+    );
+    assert_eq!(trace["ending"]["reason"], "exited", "{trace:#}");
+    assert!(trace["totals"]["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 }
-
-/// Held-in tasks of the demo suite (split seed 1) whose trials include plain solves.
-const TASKS: &str = "w*";

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use git_harness::experiment::{GateConfig, GateRule, Split};
 use git_harness::gate::{
-    Evaluation, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, trial_order_with,
-    try_settled, wants_more_trials,
+    Evaluation, Look, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, looks,
+    trial_order_with, try_settled, try_settled_at, wants_more_trials,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 const HELD_IN: usize = 20;
 const VALIDATION: usize = 10;
 const INFRA: f64 = 0.01;
-const MAX_TRIALS: usize = 4;
+const MAX_TRIALS: usize = 16;
 
 /// Parent and candidate tables with `MAX_TRIALS` trials; truncate for fewer.
 fn draw(seed: u64, effect: f64) -> (Evaluation, Evaluation) {
@@ -58,11 +58,7 @@ fn truncate(e: &Evaluation, trials: usize) -> Evaluation {
             .map(|(k, v)| (k.clone(), v[..trials].to_vec()))
             .collect(),
     };
-    Evaluation {
-        fingerprint: None,
-        held_in: cut(&e.held_in),
-        validation: cut(&e.validation),
-    }
+    Evaluation::new(cut(&e.held_in), cut(&e.validation))
 }
 
 /// Run the candidate in `order`, calling settled after each trial. Returns (verdict, trials run).
@@ -121,6 +117,8 @@ fn main() {
         INFRA * 100.0
     );
 
+    sequential_figures();
+
     // (b) False-accept rate (A/A) and power (+10 points).
     println!();
     println!("(b) accept rate over {reps} seeded repetitions (full evaluations)");
@@ -145,47 +143,9 @@ fn main() {
             rows.push((rule_name(rule).to_string(), trials, acc, indecisive));
         }
     }
-    // Strict with adaptive trials: 2 trials, 4 when promising (alpha < p ≤ 2·alpha).
-    {
-        let adaptive = GateConfig {
-            max_trials: Some(4),
-            ..cfg(GateRule::Strict)
-        };
-        let mut acc = [0u64; 2];
-        let mut indecisive = 0;
-        let mut extended = 0;
-        for (k, effect) in [0.0, 0.10].into_iter().enumerate() {
-            for rep in 0..reps {
-                let (p4, c4) = draw(rep * 2 + k as u64 + 2_000_000, effect);
-                let (p, c) = (truncate(&p4, 2), truncate(&c4, 2));
-                let mut d = decide(&adaptive, &p, &c).unwrap();
-                if let Some(n) = wants_more_trials(&adaptive, &d, 2) {
-                    extended += 1;
-                    d = decide(
-                        &adaptive,
-                        &truncate(&p4, n as usize),
-                        &truncate(&c4, n as usize),
-                    )
-                    .unwrap();
-                }
-                acc[k] += (d.verdict == Verdict::Accept) as u64;
-                indecisive += (d.verdict == Verdict::Indecisive) as u64;
-            }
-        }
-        rows.push((
-            format!("strict adaptive ({extended} ext.)"),
-            2,
-            acc,
-            indecisive,
-        ));
-    }
     for (name, trials, acc, ind) in &rows {
         let pct = |x: u64, n: u64| format!("{:.1}%", 100.0 * x as f64 / n as f64);
-        let tr = if name.starts_with("strict adaptive") {
-            "2→4".to_string()
-        } else {
-            trials.to_string()
-        };
+        let tr = trials.to_string();
         println!(
             "{:<22} {:>7} {:>14} {:>14} {:>12}",
             name,
@@ -287,4 +247,153 @@ fn main() {
             cells[1]
         );
     }
+}
+
+/// The whole validation of one candidate under a design: every look it reaches, early stopping
+/// (coverage so far, default order) within each look, candidate trials of earlier looks reused
+/// (cached). Returns (verdict, candidate trials run, parent trials evaluated).
+fn sequential(
+    cfg: &GateConfig,
+    base: u32,
+    parent: &Evaluation,
+    truth: &Evaluation,
+) -> (Verdict, usize, usize) {
+    let design: Vec<Look> = looks(cfg, base);
+    let mut ran = std::collections::BTreeSet::new();
+    let mut look = design[0];
+    loop {
+        let n = look.trials as usize;
+        let (p, t) = (truncate(parent, n), truncate(truth, n));
+        let mut partial = p.pending_like();
+        let mut decision =
+            try_settled_at(cfg, look, &p, &partial, SettleMode::CoverageSoFar).unwrap();
+        if decision.is_none() {
+            for (split, task, trial) in git_harness::gate::trial_order(&p) {
+                partial
+                    .set(split, &task, trial, t.get(split, &task, trial).unwrap())
+                    .unwrap();
+                ran.insert((split, task, trial));
+                decision =
+                    try_settled_at(cfg, look, &p, &partial, SettleMode::CoverageSoFar).unwrap();
+                if decision.is_some() {
+                    break;
+                }
+            }
+        }
+        let d = decision.expect("settled once nothing is pending");
+        match wants_more_trials(cfg, &d, base) {
+            Some(next) => look = *design.iter().find(|l| l.trials == next).unwrap(),
+            None => return (d.verdict, ran.len(), p.cells()),
+        }
+    }
+}
+
+/// Wilson 95% interval of x successes in n.
+fn wilson(x: u64, n: u64) -> (f64, f64) {
+    let (n, p, z) = (n as f64, x as f64 / n as f64, 1.96f64);
+    let c = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let h = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    ((c - h).max(0.0), (c + h).min(1.0))
+}
+
+/// (c) The strict gate's designs: A/A accept rate with its 95% interval, power at +5/+10/+20
+/// points, trials per decision, and the cost of a mix of 80% A/A and 20% +10-point candidates
+/// against the paper's budget (2 trials × tasks × 2 sides).
+fn sequential_figures() {
+    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let tasks = HELD_IN + VALIDATION;
+    let budget = 2 * tasks * 2;
+    println!();
+    println!(
+        "(c) strict gate designs, {reps} repetitions per cell, early stopping within each look; budget (paper: 2 trials × {tasks} tasks × 2 sides) = {budget} trials"
+    );
+    println!(
+        "{:<26} {:>20} {:>8} {:>8} {:>8} {:>15} {:>15} {:>14} {:>14}",
+        "design",
+        "A/A accept [95% CI]",
+        "+5pt",
+        "+10pt",
+        "+20pt",
+        "trials A/A c+p",
+        "trials +10 c+p",
+        "mix 80/20 c+p",
+        "mix, p cached"
+    );
+    let designs: Vec<(String, GateConfig)> = vec![
+        ("fixed 2".into(), cfg(GateRule::Strict)),
+        (
+            "fixed 4".into(),
+            GateConfig {
+                ..cfg(GateRule::Strict)
+            },
+        ),
+        (
+            "sequential 2→4→8".into(),
+            GateConfig {
+                max_trials: Some(8),
+                ..cfg(GateRule::Strict)
+            },
+        ),
+        (
+            "sequential 2→4→8→16".into(),
+            GateConfig {
+                max_trials: Some(16),
+                ..cfg(GateRule::Strict)
+            },
+        ),
+        (
+            "seq. 2→4→8, continue 0.5".into(),
+            GateConfig {
+                max_trials: Some(8),
+                continue_p: 0.5,
+                ..cfg(GateRule::Strict)
+            },
+        ),
+        (
+            "seq. 2→…→16, continue 0.5".into(),
+            GateConfig {
+                max_trials: Some(16),
+                continue_p: 0.5,
+                ..cfg(GateRule::Strict)
+            },
+        ),
+    ];
+    for (name, c) in designs {
+        let base = if name == "fixed 4" { 4 } else { 2 };
+        let mut acc = [0u64; 4];
+        let mut cand = [0usize; 4];
+        let mut par = [0usize; 4];
+        for (k, effect) in [0.0, 0.05, 0.10, 0.20].into_iter().enumerate() {
+            for rep in 0..reps {
+                let (p, t) = draw(rep + 5_000_000 + k as u64 * 1_000_003, effect);
+                let (v, cr, pr) = sequential(&c, base, &p, &t);
+                acc[k] += (v == Verdict::Accept) as u64;
+                cand[k] += cr;
+                par[k] += pr;
+            }
+        }
+        let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
+        let (lo, hi) = wilson(acc[0], reps);
+        let per = |v: usize| v as f64 / reps as f64;
+        let mix = 0.8 * per(cand[0] + par[0]) + 0.2 * per(cand[2] + par[2]);
+        let mix_cached = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
+        println!(
+            "{:<26} {:>20} {:>8} {:>8} {:>8} {:>15} {:>15} {:>14} {:>14}",
+            name,
+            format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
+            pct(acc[1]),
+            pct(acc[2]),
+            pct(acc[3]),
+            format!("{:.0}+{:.0}", per(cand[0]), per(par[0])),
+            format!("{:.0}+{:.0}", per(cand[2]), per(par[2])),
+            format!("{mix:.0}"),
+            format!("{mix_cached:.0}")
+        );
+    }
+    println!(
+        "  (c+p: candidate trials run + parent trials evaluated per decision; 'p cached': the parent's trials come from the cache, as when main has been evaluated before in the round)"
+    );
 }

@@ -71,9 +71,20 @@ fn case() -> impl Strategy<Value = Case> {
                 0usize..5,
                 any::<bool>(),
             ),
+            (
+                0usize..4,
+                0usize..3,
+                prop::collection::vec((0u32..4, 0u32..4), 5),
+            ),
         )
             .prop_map(
-                move |(po, co, pend, (strict, alpha, allow_broke, cov, adaptive))| {
+                move |(
+                    po,
+                    co,
+                    pend,
+                    (strict, alpha, allow_broke, cov, adaptive),
+                    (broke_alpha, cont, extra),
+                )| {
                     let mut parent = Evaluation::default();
                     let mut partial = Evaluation::default();
                     let mut k = 0;
@@ -92,22 +103,37 @@ fn case() -> impl Strategy<Value = Case> {
                                 }
                                 k += 1;
                             }
-                            pt.insert(format!("{}{t}", &split.as_str()[..1]), pv);
+                            let id = format!("{}{t}", &split.as_str()[..1]);
+                            // Earlier parent trials beyond the table (parent evidence).
+                            let (a, b) = extra[parent.evidence.len() % extra.len()];
+                            if b > 0 {
+                                parent.evidence.insert(
+                                    id.clone(),
+                                    git_harness::gate::Evidence {
+                                        passes: a.min(b),
+                                        trials: b,
+                                    },
+                                );
+                            }
+                            pt.insert(id, pv);
                             ct.insert(format!("{}{t}", &split.as_str()[..1]), cv);
                         }
                         *parent.table_mut(split).unwrap() = pt;
                         *partial.table_mut(split).unwrap() = ct;
                     }
+                    let alpha = [0.05, 0.125, 0.25, 0.5][alpha];
                     let cfg = GateConfig {
                         rule: if strict {
                             GateRule::Strict
                         } else {
                             GateRule::Paper
                         },
-                        alpha: [0.05, 0.125, 0.25, 0.5][alpha],
+                        alpha,
                         allow_broke,
                         min_coverage: [0.0, 0.5, 0.75, 0.9, 1.0][cov],
                         max_trials: adaptive.then_some(trials as u32 + 1),
+                        continue_p: [alpha, 0.6, 1.0][cont],
+                        broke_alpha: [0.05, 0.3, 0.6, 0.95][broke_alpha],
                         early_stop: true,
                     };
                     Case {

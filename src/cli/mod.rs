@@ -15,6 +15,7 @@ mod init;
 mod install_man;
 mod log;
 mod mine;
+mod noise;
 mod output;
 mod progress;
 mod promote;
@@ -73,6 +74,7 @@ pub enum Command {
     Evolve(evolve::Args),
     Estimate(estimate::Args),
     Check(check::Args),
+    Noise(noise::Args),
     Ci(ci::Args),
     Bisect(bisect::Args),
     Demo(demo::Args),
@@ -156,6 +158,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Evolve(a) => evolve::run(ui, a),
         Command::Estimate(a) => estimate::run(ui, a),
         Command::Check(a) => check::run(ui, a),
+        Command::Noise(a) => noise::run(ui, a),
         Command::Ci(a) => ci::run(ui, a),
         Command::Bisect(a) => bisect::run(ui, a),
         Command::Demo(a) => demo::run(ui, a),

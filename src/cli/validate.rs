@@ -135,10 +135,25 @@ pub fn print_text(ui: &mut Ui, v: &Validation) {
             d.held_in.broke.join(", ")
         ));
     }
+    if !d.held_in.suspect.is_empty() {
+        ui.out(format!(
+            "  suspected (not significant) on held_in: {}",
+            d.held_in.suspect.join(", ")
+        ));
+    }
     ui.out(format!(
         "  statistic: {}",
         v.record.statistic.clone().unwrap_or_default()
     ));
+    if let Some(l) = d.look.filter(|l| l.of > 1) {
+        ui.out(format!(
+            "  look {} of {} ({} trials per task, alpha spent here {})",
+            l.index,
+            l.of,
+            l.trials,
+            git_harness::gate::stats::fmt_level(l.alpha)
+        ));
+    }
     ui.out(format!("  reason: {}", d.reason));
     if let Some(e) = &d.early_stopped {
         ui.out(format!(

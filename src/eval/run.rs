@@ -518,3 +518,51 @@ fn new_run_id(commit: Oid) -> String {
         &commit.to_string()[..7]
     )
 }
+
+/// Trials of `commit` on `splits` with trial ids in `from..to` that the cache already holds
+/// (same surface tree, fingerprint, task checksum and environment): evidence about the
+/// harness's per-task pass rates that costs nothing to read. Runs no trial and records nothing.
+pub async fn cached_trials(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    splits: &[Split],
+    from: u32,
+    to: u32,
+) -> Result<Vec<TrialResult>> {
+    let repo = &ws.repo;
+    let commit = repo.find_commit(commit).map_err(|e| Error::Git {
+        context: "read commit".into(),
+        source: e,
+    })?;
+    let surface_tree = lineage::surface_tree(repo, &commit)?.to_string();
+    let cache = Cache::new(&ctx.state_dir);
+    let mut out = Vec::new();
+    for split in splits {
+        for id in ctx.fixed.splits.get(*split) {
+            let Some(task) = ctx.suite.get(id) else {
+                continue;
+            };
+            let Ok(env) = ctx.executors.environment_id(task).await else {
+                continue;
+            };
+            let env = env.unwrap_or_default();
+            for t in from..to {
+                let digest = CacheKey {
+                    surface_tree: surface_tree.clone(),
+                    fingerprint: ctx.fingerprint.clone(),
+                    task_id: task.id.clone(),
+                    task_checksum: task.checksum.clone(),
+                    environment: env.clone(),
+                    trial: t,
+                    agent: AgentKind::Harness,
+                }
+                .digest();
+                if let Some(hit) = cache.lookup(&digest, id, t) {
+                    out.push(hit.result);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -268,15 +268,26 @@ pub struct GateConfig {
     /// Significance level of the strict rule's paired test.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
-    /// Accept even when a task broke (passed every trial before, fails every trial now).
+    /// Accept even when a task broke (its regression is significant, see `broke_alpha`).
     #[serde(default)]
     pub allow_broke: bool,
     /// Below this fraction of trials free of infrastructure errors, the verdict is indecisive.
     #[serde(default = "default_coverage")]
     pub min_coverage: f64,
     /// Adaptive trials: up to this many trials per task when the strict test is promising.
+    /// The looks are `trials`, doubling up to `max_trials`; alpha is spent over them so that
+    /// the false-accept rate over all looks stays at most `alpha` (see `docs/gate.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_trials: Option<u32>,
+    /// Adaptive trials: a strict rejection before the last look asks for more trials only when
+    /// p is at most this (futility bound; stopping hopeless candidates costs no error control).
+    #[serde(default = "default_continue_p")]
+    pub continue_p: f64,
+    /// Family-wise level of the "broke" claim: a task counts as broken only when its regression
+    /// (one-sided exact test on the task's passes, parent vs candidate) is significant at
+    /// `broke_alpha` divided by the number of tasks the parent ever passed.
+    #[serde(default = "default_broke_alpha")]
+    pub broke_alpha: f64,
     /// Stop evaluating a candidate as soon as its verdict cannot change.
     #[serde(default = "default_true")]
     pub early_stop: bool,
@@ -287,6 +298,12 @@ fn default_alpha() -> f64 {
 }
 fn default_coverage() -> f64 {
     0.9
+}
+fn default_continue_p() -> f64 {
+    0.25
+}
+fn default_broke_alpha() -> f64 {
+    0.05
 }
 fn default_true() -> bool {
     true
@@ -300,6 +317,8 @@ impl Default for GateConfig {
             allow_broke: false,
             min_coverage: default_coverage(),
             max_trials: None,
+            continue_p: default_continue_p(),
+            broke_alpha: default_broke_alpha(),
             early_stop: true,
         }
     }
@@ -360,6 +379,20 @@ impl Experiment {
             return err(
                 "alpha",
                 "gate.alpha",
+                "must be between 0 and 1 (exclusive), e.g. 0.05",
+            );
+        }
+        if !(self.gate.continue_p >= self.gate.alpha && self.gate.continue_p <= 1.0) {
+            return err(
+                "continue_p",
+                "gate.continue_p",
+                "must be between alpha and 1, e.g. 0.25",
+            );
+        }
+        if !(self.gate.broke_alpha > 0.0 && self.gate.broke_alpha < 1.0) {
+            return err(
+                "broke_alpha",
+                "gate.broke_alpha",
                 "must be between 0 and 1 (exclusive), e.g. 0.05",
             );
         }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::{GateConfig, GateRule, Split};
 
 use super::GateError;
+use super::design::{Look, look_at};
 use super::stats::{self, PairedTest};
 use super::table::{Evaluation, Outcome, Table};
 
@@ -51,8 +52,14 @@ pub struct SplitSummary {
     pub delta: i64,
     /// Tasks the parent failed in every kept trial and the candidate passed in every kept trial.
     pub fixed: Vec<String>,
-    /// Tasks the parent passed in every kept trial and the candidate failed in every kept trial.
+    /// Tasks whose regression is significant ([`stats::regression_p`] at the family-wise
+    /// `broke_alpha`, Bonferroni over the tasks the parent ever passed).
     pub broke: Vec<String>,
+    /// Tasks the parent passed in every kept trial and the candidate failed in every kept
+    /// trial, without that being significant (yet): before the last look they ask for more
+    /// trials instead of an accept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect: Vec<String>,
 }
 
 /// How well the candidate did, to rank accepted candidates: higher is better.
@@ -100,23 +107,24 @@ pub struct Decision {
     pub statistic: PairedTest,
     pub margin: Margin,
     pub coverage: Coverage,
-    /// Strict rule with adaptive trials on (`max_trials` above the trials evaluated, see
-    /// [`is_adaptive`]): rejected only because p is above alpha, with p at most the promising
-    /// threshold ([`promising_threshold`]), so more trials could change it. See
-    /// [`super::wants_more_trials`].
+    /// Strict rule before the last look of the sequential design: not accepted, no significant
+    /// break and p at most `continue_p`, so the next look could accept it. See [`super::wants_more_trials`].
     pub promising: bool,
+    /// The look of the sequential design this decision was taken at ([`super::design`]);
+    /// `statistic.alpha` is the level spent at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look: Option<Look>,
     /// Set when the candidate's evaluation stopped early; then the numbers above are over the
     /// trials that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopped: Option<EarlyStop>,
 }
 
-/// The p-value up to which a strict rejection counts as promising (adaptive trials): 2·alpha.
-/// Re-testing after more trials is a second look at the data; in the worst case it raises the
-/// false-accept rate from alpha to at most 2·alpha (the first look accepts with probability
-/// ≤ alpha, the second is only taken when alpha < p ≤ 2·alpha, a set of probability ≤ alpha).
-pub fn promising_threshold(alpha: f64) -> f64 {
-    (2.0 * alpha).min(1.0)
+/// The p-value up to which a strict rejection before the last look counts as promising: the
+/// futility bound `continue_p`. It does not enter the error control: more looks are paid for by
+/// the alpha spent at each ([`super::design`]).
+pub fn promising_threshold(cfg: &GateConfig) -> f64 {
+    cfg.continue_p.max(cfg.alpha).min(1.0)
 }
 
 impl Decision {
@@ -146,15 +154,25 @@ impl Decision {
             if !s.broke.is_empty() {
                 line.push_str(&format!(", broke: {}", s.broke.join(" ")));
             }
+            if !s.suspect.is_empty() {
+                line.push_str(&format!(
+                    ", suspected (not significant): {}",
+                    s.suspect.join(" ")
+                ));
+            }
             lines.push(line);
         }
         let t = &self.statistic;
+        let look = match &self.look {
+            Some(l) if l.of > 1 => format!(" (look {} of {}, {} trials)", l.index, l.of, l.trials),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "paired test: {} changed task(s), Σd {:+}, p = {}, alpha {}",
+            "paired test: {} changed task(s), Σd {:+}, p = {}, alpha {}{look}",
             t.m,
             t.observed,
             fmt_p(t.p_value),
-            t.alpha
+            fmt_p(t.alpha)
         ));
         lines.push(format!(
             "coverage {}/{} ({:.1}%, min {:.0}%); margin {:+} passes ({:+.1} points)",
@@ -202,11 +220,22 @@ pub fn decide(
     parent: &Evaluation,
     candidate: &Evaluation,
 ) -> Result<Decision, GateError> {
+    let trials = parent.max_trials();
+    decide_at(cfg, look_at(cfg, trials, trials), parent, candidate)
+}
+
+/// [`decide`] at a given look of the sequential design ([`super::design::look_at`]).
+pub fn decide_at(
+    cfg: &GateConfig,
+    look: Look,
+    parent: &Evaluation,
+    candidate: &Evaluation,
+) -> Result<Decision, GateError> {
     check_comparable(parent, candidate)?;
     check_complete(parent, "parent")?;
     check_complete(candidate, "candidate")?;
-    let counts = Counts::of(parent, candidate);
-    Ok(counts.decide(cfg, is_adaptive(cfg, parent.max_trials())))
+    let counts = Counts::of(cfg, parent, candidate);
+    Ok(counts.decide(cfg, &look))
 }
 
 /// Adaptive trials are on: strict rule and `max_trials` above the trials per task evaluated.
@@ -295,14 +324,35 @@ pub(crate) struct TaskCounts {
     pub pend_pp: u32,
     pub pend_pf: u32,
     pub pend_pi: u32,
+    /// Unpaired evidence for the broke test: the parent's trials free of infrastructure errors
+    /// (the table's and any earlier ones), the candidate's (whatever its parent trial gave).
+    pub ev_parent_pass: u32,
+    pub ev_parent_n: u32,
+    pub cand_all_pass: u32,
+    pub cand_all_n: u32,
+    /// The level the task's regression test is held to (family-wise `broke_alpha`, Bonferroni).
+    pub broke_level: f64,
 }
 
 impl TaskCounts {
     pub fn diff(&self) -> i64 {
         self.cand_pass as i64 - self.parent_pass as i64
     }
+    /// The regression is significant given the task's measured pass rates.
     pub fn broke(&self) -> bool {
-        self.kept > 0 && self.parent_pass == self.kept && self.cand_pass == 0
+        self.regression_p() <= self.broke_level
+    }
+    pub fn regression_p(&self) -> f64 {
+        stats::regression_p(
+            self.ev_parent_pass,
+            self.ev_parent_n,
+            self.cand_all_pass,
+            self.cand_all_n,
+        )
+    }
+    /// Passed every kept trial before and fails every one now, significant or not.
+    pub fn suspect(&self) -> bool {
+        self.kept > 0 && self.parent_pass == self.kept && self.cand_pass == 0 && !self.broke()
     }
     pub fn fixed(&self) -> bool {
         self.kept > 0 && self.parent_pass == 0 && self.cand_pass == self.kept
@@ -327,26 +377,32 @@ pub(crate) struct Assessment {
     pub delta_val: i64,
     pub paper_ok: bool,
     pub broke: Vec<String>,
+    pub suspect: Vec<String>,
     pub test: PairedTest,
+    pub look: Look,
 }
 
 impl Assessment {
     pub fn broke_ok(&self, cfg: &GateConfig) -> bool {
         cfg.allow_broke || self.broke.is_empty()
     }
-    pub fn significant(&self, cfg: &GateConfig) -> bool {
-        self.test.p_value <= cfg.alpha
+    /// No suspected break stands in the way: at the last look only significant breaks count.
+    pub fn suspect_ok(&self, cfg: &GateConfig) -> bool {
+        cfg.allow_broke || self.look.last() || self.suspect.is_empty()
     }
-    /// Rejected only for want of significance, with p up to the promising threshold, while
-    /// adaptive trials are on (`adaptive`, see [`is_adaptive`]).
-    pub fn promising(&self, cfg: &GateConfig, adaptive: bool) -> bool {
-        adaptive
+    pub fn significant(&self) -> bool {
+        self.test.p_value <= self.look.alpha
+    }
+    /// Not accepted before the last look, no significant break and p up to the futility bound:
+    /// the next look could accept it. A paper-rule failure on few trials is noise as often as
+    /// not, so it only stands in the way of an accept, not of the next look.
+    pub fn promising(&self, cfg: &GateConfig) -> bool {
+        !self.look.last()
             && cfg.rule == GateRule::Strict
             && self.coverage_ok
-            && self.paper_ok
             && self.broke_ok(cfg)
-            && !self.significant(cfg)
-            && self.test.p_value <= promising_threshold(cfg.alpha)
+            && self.verdict(cfg) != Verdict::Accept
+            && self.test.p_value <= promising_threshold(cfg)
     }
     pub fn verdict(&self, cfg: &GateConfig) -> Verdict {
         if !self.coverage_ok {
@@ -354,7 +410,9 @@ impl Assessment {
         }
         let accept = match cfg.rule {
             GateRule::Paper => self.paper_ok,
-            GateRule::Strict => self.paper_ok && self.broke_ok(cfg) && self.significant(cfg),
+            GateRule::Strict => {
+                self.paper_ok && self.broke_ok(cfg) && self.suspect_ok(cfg) && self.significant()
+            }
         };
         if accept {
             Verdict::Accept
@@ -374,7 +432,7 @@ pub(crate) fn paper_ok(delta_in: i64, delta_val: i64) -> bool {
 
 impl Counts {
     /// Counts of a comparable pair of evaluations; pending candidate trials are not kept.
-    pub fn of(parent: &Evaluation, candidate: &Evaluation) -> Self {
+    pub fn of(cfg: &GateConfig, parent: &Evaluation, candidate: &Evaluation) -> Self {
         let mut tasks = Vec::new();
         for split in [Split::HeldIn, Split::Validation] {
             let (p, c): (&Table, &Table) = (
@@ -388,8 +446,19 @@ impl Counts {
                     task: task.clone(),
                     ..Default::default()
                 };
+                let extra = parent.evidence.get(task).copied().unwrap_or_default();
+                t.ev_parent_pass = extra.passes;
+                t.ev_parent_n = extra.trials;
                 for (a, b) in po.iter().zip(co) {
                     t.pairs += 1;
+                    if matches!(a, Outcome::Pass | Outcome::Fail) {
+                        t.ev_parent_n += 1;
+                        t.ev_parent_pass += (*a == Outcome::Pass) as u32;
+                    }
+                    if matches!(b, Outcome::Pass | Outcome::Fail) {
+                        t.cand_all_n += 1;
+                        t.cand_all_pass += (*b == Outcome::Pass) as u32;
+                    }
                     match (a, b) {
                         (Outcome::Pass, Outcome::Pending) => t.pend_pp += 1,
                         (Outcome::Fail, Outcome::Pending) => t.pend_pf += 1,
@@ -405,6 +474,13 @@ impl Counts {
                 tasks.push(t);
             }
         }
+        // Only a task the parent ever passed can regress; the level does not depend on the
+        // candidate, so it is the same in every completion of a partial evaluation.
+        let can_regress = tasks.iter().filter(|t| t.ev_parent_pass > 0).count().max(1);
+        let level = cfg.broke_alpha / can_regress as f64;
+        for t in &mut tasks {
+            t.broke_level = level;
+        }
         Counts { tasks }
     }
 
@@ -412,7 +488,7 @@ impl Counts {
         self.tasks.iter().map(|t| t.pairs).sum()
     }
 
-    pub fn assess(&self, cfg: &GateConfig, total: u32) -> Assessment {
+    pub fn assess(&self, cfg: &GateConfig, look: &Look, total: u32) -> Assessment {
         let kept: u32 = self.tasks.iter().map(|t| t.kept).sum();
         let delta = |s: Split| {
             self.tasks
@@ -436,25 +512,24 @@ impl Counts {
                 .filter(|t| t.broke())
                 .map(|t| t.task.clone())
                 .collect(),
-            test: stats::paired_test(&diffs, cfg.alpha),
+            suspect: self
+                .tasks
+                .iter()
+                .filter(|t| t.suspect())
+                .map(|t| t.task.clone())
+                .collect(),
+            test: stats::paired_test(&diffs, look.alpha),
+            look: *look,
         }
     }
 
     /// The decision over complete counts.
-    pub fn decide(&self, cfg: &GateConfig, adaptive: bool) -> Decision {
+    pub fn decide(&self, cfg: &GateConfig, look: &Look) -> Decision {
         let total = self.total_pairs();
-        let a = self.assess(cfg, total);
+        let a = self.assess(cfg, look, total);
         let verdict = a.verdict(cfg);
         let reason = reason(cfg, &a, verdict);
-        self.decision(
-            cfg,
-            &a,
-            total,
-            verdict,
-            reason,
-            a.promising(cfg, adaptive),
-            None,
-        )
+        self.decision(cfg, &a, total, verdict, reason, a.promising(cfg), None)
     }
 
     /// A decision record from these counts, with the given verdict. `total` is the number of
@@ -498,6 +573,11 @@ impl Counts {
                     .filter(|t| t.broke())
                     .map(|t| t.task.clone())
                     .collect(),
+                suspect: ts
+                    .iter()
+                    .filter(|t| t.suspect())
+                    .map(|t| t.task.clone())
+                    .collect(),
             }
         };
         let (held_in, validation) = (summary(Split::HeldIn), summary(Split::Validation));
@@ -534,8 +614,18 @@ impl Counts {
             margin,
             coverage,
             promising,
+            look: Some(a.look),
             early_stopped,
         }
+    }
+}
+
+/// " at look k of K" when the design has more than one look.
+pub(crate) fn look_words(l: &Look) -> String {
+    if l.of > 1 {
+        format!(" at look {} of {} ({} trials)", l.index, l.of, l.trials)
+    } else {
+        String::new()
     }
 }
 
@@ -555,18 +645,25 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
     if cfg.rule == GateRule::Strict {
         if !a.broke_ok(cfg) {
             why.push(format!(
-                "broke {} (passed every trial before, fails every trial now; allow_broke is off)",
-                a.broke.join(", ")
+                "broke {} (a significant regression at broke_alpha {}; allow_broke is off)",
+                a.broke.join(", "),
+                cfg.broke_alpha
             ));
         }
-        if a.paper_ok && !a.significant(cfg) {
+        if !a.suspect_ok(cfg) {
+            why.push(format!(
+                "suspected break of {} (passed every trial before, fails every trial now, not yet significant): more trials decide",
+                a.suspect.join(", ")
+            ));
+        }
+        if a.paper_ok && !a.significant() {
             let mut s = format!(
                 "not significant: p = {} > alpha {} over {} changed task(s)",
                 fmt_p(a.test.p_value),
-                cfg.alpha,
+                fmt_p(a.look.alpha),
                 a.test.m
             );
-            if let Some(words) = super::too_few_changes(a.test.m, cfg.alpha, true) {
+            if let Some(words) = super::too_few_changes(a.test.m, a.look.alpha, true) {
                 s.push_str(&format!(" ({words})"));
             }
             why.push(s);
@@ -576,11 +673,12 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
         Verdict::Accept => match cfg.rule {
             GateRule::Paper => format!("accept: {}", deltas(a)),
             GateRule::Strict => format!(
-                "accept: {}, p = {} ≤ alpha {} over {} changed task(s)",
+                "accept: {}, p = {} ≤ alpha {} over {} changed task(s){}",
                 deltas(a),
                 fmt_p(a.test.p_value),
-                cfg.alpha,
-                a.test.m
+                fmt_p(a.look.alpha),
+                a.test.m,
+                look_words(&a.look)
             ),
         },
         _ => format!("reject: {}", why.join("; ")),

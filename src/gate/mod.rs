@@ -18,20 +18,22 @@
 //! *indecisive*, never reject.
 
 mod decide;
+pub mod design;
 mod settle;
 pub mod stats;
 mod table;
 
 pub use decide::{
     Coverage, Decision, EarlyStop, Margin, SplitSummary, Verdict, check_comparable, decide,
-    is_adaptive, promising_threshold,
+    decide_at, is_adaptive, promising_threshold,
 };
+pub use design::{Look, look_at, looks};
 pub use settle::{
     DEFAULT_ORDER, SettleMode, TrialOrder, settled, trial_order, trial_order_with, try_settled,
-    wants_more_trials,
+    try_settled_at, wants_more_trials,
 };
 pub use stats::PairedTest;
-pub use table::{Evaluation, Outcome, Table};
+pub use table::{Evaluation, Evidence, Outcome, Table};
 
 use crate::experiment::Split;
 

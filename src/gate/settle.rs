@@ -47,8 +47,9 @@ use crate::experiment::{GateConfig, GateRule, Split};
 use super::GateError;
 use super::decide::{
     Assessment, Counts, Decision, EarlyStop, Verdict, check_comparable, check_complete,
-    coverage_ok, fmt_p, indecisive_reason, is_adaptive, paper_failure, promising_threshold,
+    coverage_ok, fmt_p, indecisive_reason, paper_failure, promising_threshold,
 };
+use super::design::{Look, look_at, next_look};
 use super::table::{Evaluation, Outcome};
 
 /// The verdict if it is the same for every possible completion of the candidate's pending
@@ -92,13 +93,30 @@ pub fn try_settled(
     candidate_partial: &Evaluation,
     mode: SettleMode,
 ) -> Result<Option<Decision>, GateError> {
+    let trials = parent.max_trials();
+    try_settled_at(
+        cfg,
+        look_at(cfg, trials, trials),
+        parent,
+        candidate_partial,
+        mode,
+    )
+}
+
+/// [`try_settled`] at a given look of the sequential design.
+pub fn try_settled_at(
+    cfg: &GateConfig,
+    look: Look,
+    parent: &Evaluation,
+    candidate_partial: &Evaluation,
+    mode: SettleMode,
+) -> Result<Option<Decision>, GateError> {
     check_comparable(parent, candidate_partial)?;
     check_complete(parent, "parent")?;
-    let counts = Counts::of(parent, candidate_partial);
-    let adaptive = is_adaptive(cfg, parent.max_trials());
+    let counts = Counts::of(cfg, parent, candidate_partial);
     let pending: u32 = counts.tasks.iter().map(|t| t.pending()).sum();
     if pending == 0 {
-        return Ok(Some(counts.decide(cfg, adaptive)));
+        return Ok(Some(counts.decide(cfg, &look)));
     }
     if !cfg.early_stop {
         return Ok(None);
@@ -114,7 +132,7 @@ pub fn try_settled(
 
     let stop = |verdict: Verdict, promising: bool, why: String| {
         let run_pairs = total - pending;
-        let partial = counts.assess(cfg, run_pairs);
+        let partial = counts.assess(cfg, &look, run_pairs);
         let early = EarlyStop {
             trials_run: candidate_partial.cells() as u32
                 - candidate_partial.count(Outcome::Pending) as u32,
@@ -158,8 +176,8 @@ pub fn try_settled(
     }
 
     let (best, worst) = completions(&counts);
-    let hi = best.assess(cfg, total);
-    let lo = worst.assess(cfg, total);
+    let hi = best.assess(cfg, &look, total);
+    let lo = worst.assess(cfg, &look, total);
 
     match cfg.rule {
         GateRule::Paper => {
@@ -186,41 +204,47 @@ pub fn try_settled(
             Ok(None)
         }
         GateRule::Strict => {
-            let can_break: Vec<&str> = counts
+            // Breaks are judged per task and are monotone in the task's candidate passes: a
+            // task can break in some completion iff it breaks when its pending trials fail
+            // (worst), and breaks in every completion iff it breaks when they pass (best).
+            let can_break: Vec<&str> = worst
                 .tasks
                 .iter()
-                .filter(|t| {
-                    t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0)
-                })
+                .filter(|t| t.broke())
                 .map(|t| t.task.as_str())
                 .collect();
             let break_risk = !cfg.allow_broke && !can_break.is_empty();
-            let reject_above = if adaptive {
-                promising_threshold(cfg.alpha)
+            // A suspected break (not significant) only matters before the last look.
+            let can_suspect = !cfg.allow_broke
+                && !look.last()
+                && counts.tasks.iter().any(|t| {
+                    t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0)
+                });
+            let last = look.last();
+            let reject_above = if last {
+                look.alpha
             } else {
-                cfg.alpha
+                promising_threshold(cfg)
             };
-            if !hi.paper_ok || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
+            // Before the last look a paper-rule failure does not reject (more trials may undo
+            // it); at the last look it does.
+            if (last && !hi.paper_ok) || !hi.broke_ok(cfg) || hi.test.p_value > reject_above {
                 let mut why = Vec::new();
-                if !hi.paper_ok {
+                if last && !hi.paper_ok {
                     why.push(paper_failure(&hi));
                 }
                 if !hi.broke_ok(cfg) {
                     why.push(format!("broke {}", hi.broke.join(", ")));
                 }
                 if hi.test.p_value > reject_above
-                    && let Some(words) = super::too_few_changes(hi.test.m, cfg.alpha, false)
+                    && let Some(words) = super::too_few_changes(hi.test.m, reject_above, false)
                 {
                     why.push(words);
                 } else if hi.test.p_value > reject_above {
                     why.push(format!(
                         "p ≥ {} > {} {}",
                         fmt_p(hi.test.p_value),
-                        if adaptive {
-                            "the promising threshold"
-                        } else {
-                            "alpha"
-                        },
+                        if last { "alpha" } else { "the futility bound" },
                         fmt_p(reject_above)
                     ));
                 }
@@ -230,7 +254,7 @@ pub fn try_settled(
                     format!("even if every remaining trial passes: {}", why.join("; ")),
                 ));
             }
-            if lo.paper_ok && !break_risk && lo.test.p_value <= cfg.alpha {
+            if lo.paper_ok && !break_risk && !can_suspect && lo.test.p_value <= look.alpha {
                 return Ok(stop(
                     Verdict::Accept,
                     false,
@@ -238,24 +262,24 @@ pub fn try_settled(
                         "even if every remaining trial fails: {}, p ≤ {} ≤ alpha {}, no task can break",
                         deltas_at_least(&lo),
                         fmt_p(lo.test.p_value),
-                        cfg.alpha
+                        fmt_p(look.alpha)
                     ),
                 ));
             }
-            if adaptive
-                && lo.paper_ok
+            // Promising in every completion: nothing rejects it and none accepts it (the best
+            // completion has the smallest p and the fewest suspected breaks).
+            if !last
                 && !break_risk
-                && hi.test.p_value > cfg.alpha
-                && lo.test.p_value <= promising_threshold(cfg.alpha)
+                && lo.test.p_value <= promising_threshold(cfg)
+                && (!hi.paper_ok || hi.test.p_value > look.alpha || !hi.suspect_ok(cfg))
             {
                 return Ok(stop(
                     Verdict::Reject,
                     true,
                     format!(
-                        "whatever the remaining trials give, {} ≤ p ≤ {}: above alpha {} but promising",
-                        fmt_p(hi.test.p_value),
+                        "whatever the remaining trials give, it is not accepted at this look and p ≤ {} ≤ the futility bound {}: promising",
                         fmt_p(lo.test.p_value),
-                        cfg.alpha
+                        fmt_p(promising_threshold(cfg))
                     ),
                 ));
             }
@@ -279,11 +303,14 @@ fn completions(counts: &Counts) -> (Counts, Counts) {
         t.kept += t.pend_pp + t.pend_pf;
         t.parent_pass += t.pend_pp;
         t.cand_pass += t.pend_pp + t.pend_pf;
+        t.cand_all_n += t.pending();
+        t.cand_all_pass += t.pending();
         (t.pend_pp, t.pend_pf, t.pend_pi) = (0, 0, 0);
     }
     for t in &mut worst.tasks {
         t.kept += t.pend_pp + t.pend_pf;
         t.parent_pass += t.pend_pp;
+        t.cand_all_n += t.pending();
         (t.pend_pp, t.pend_pf, t.pend_pi) = (0, 0, 0);
     }
     (best, worst)
@@ -439,23 +466,16 @@ pub fn trial_order_with(parent: &Evaluation, order: TrialOrder) -> Vec<(Split, S
         .collect()
 }
 
-/// Adaptive trials: the trial count to re-evaluate parent and candidate at, when the strict
-/// rule rejected only for want of significance with a promising p-value
-/// (`alpha < p ≤ 2·alpha`, [`promising_threshold`]) and `max_trials` allows more than
-/// `current_trials`. Doubles the count, capped at `max_trials`. `None` otherwise.
+/// Adaptive trials: the trial count of the next look of the sequential design
+/// ([`super::design`]) when the decision was promising (not accepted before the last look, no
+/// significant break and p at most `continue_p`), `None` otherwise. `base` is the first
+/// look's trial count (the experiment's `trials`).
 ///
 /// The parent must be run on the new trial ids too: the gate compares the same trial ids.
-pub fn wants_more_trials(
-    cfg: &GateConfig,
-    decision: &Decision,
-    current_trials: u32,
-) -> Option<u32> {
-    let max = cfg.max_trials?;
-    if cfg.rule != GateRule::Strict || max <= current_trials {
+pub fn wants_more_trials(cfg: &GateConfig, decision: &Decision, base: u32) -> Option<u32> {
+    if cfg.rule != GateRule::Strict || decision.verdict != Verdict::Reject || !decision.promising {
         return None;
     }
-    if decision.verdict != Verdict::Reject || !decision.promising {
-        return None;
-    }
-    Some(max.min((current_trials * 2).max(current_trials + 1)))
+    let look = decision.look?;
+    next_look(cfg, base, &look).map(|l| l.trials)
 }

@@ -189,3 +189,49 @@ pub fn min_changed_tasks(alpha: f64) -> u32 {
     }
     m
 }
+
+/// The one-sided p-value that a task regressed: the exact conditional (Fisher) test of the
+/// candidate's passes against the parent's on that task. Under the null hypothesis (the edit
+/// does nothing, every trial of the task passes with the same probability) and given the total
+/// number of passes `K = parent_pass + cand_pass`, the candidate's passes are hypergeometric:
+/// `cand_n` draws from `parent_n + cand_n` trials of which `K` passed. p = P(X ≤ cand_pass).
+/// With no trial on either side, p = 1.
+///
+/// p is non-decreasing when a candidate trial passes and non-increasing when one fails (what
+/// early stopping relies on; the brute-force property test of `settled` checks it).
+pub fn regression_p(parent_pass: u32, parent_n: u32, cand_pass: u32, cand_n: u32) -> f64 {
+    if parent_n == 0 || cand_n == 0 {
+        return 1.0;
+    }
+    let n = (parent_n + cand_n) as u64;
+    let k = (parent_pass + cand_pass) as u64;
+    let draws = cand_n as u64;
+    let lo = (k + draws).saturating_sub(n);
+    let denom = ln_choose(n, draws);
+    let mut p = 0.0;
+    for x in lo..=(cand_pass as u64).min(k) {
+        p += (ln_choose(k, x) + ln_choose(n - k, draws - x) - denom).exp();
+    }
+    p.min(1.0)
+}
+
+/// The smallest p-value [`regression_p`] can give a task with `parent_pass` of `parent_n`
+/// parent passes and `cand_n` candidate trials: every candidate trial fails.
+pub fn regression_p_min(parent_pass: u32, parent_n: u32, cand_n: u32) -> f64 {
+    regression_p(parent_pass, parent_n, 0, cand_n)
+}
+
+/// ln C(n, k).
+fn ln_choose(n: u64, k: u64) -> f64 {
+    if k > n {
+        return f64::NEG_INFINITY;
+    }
+    let k = k.min(n - k);
+    (1..=k).map(|i| ((n - k + i) as f64 / i as f64).ln()).sum()
+}
+
+/// A significance level for people: four significant digits at most.
+pub fn fmt_level(a: f64) -> String {
+    let s = format!("{a:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}

@@ -104,6 +104,18 @@ pub struct Evaluation {
     pub fingerprint: Option<String>,
     pub held_in: Table,
     pub validation: Table,
+    /// Parent side only: more trials of the same tree under the same fingerprint than the
+    /// tables hold (earlier runs with more trials), per task id. They count towards the task's
+    /// pass rate where rates are compared unpaired (the "broke" test), never in the paired test.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, Evidence>,
+}
+
+/// Trials of a task beyond the ones in the table: passes of trials free of infrastructure errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub passes: u32,
+    pub trials: u32,
 }
 
 impl Evaluation {
@@ -112,6 +124,7 @@ impl Evaluation {
             fingerprint: None,
             held_in,
             validation,
+            evidence: BTreeMap::new(),
         }
     }
 
@@ -139,6 +152,7 @@ impl Evaluation {
             fingerprint: self.fingerprint.clone(),
             held_in: self.held_in.pending_like(),
             validation: self.validation.pending_like(),
+            evidence: BTreeMap::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod estimate;
 pub mod evolve;
 pub mod mine_rev;
+pub mod noise;
 pub mod sealed;
 pub mod validate;
 

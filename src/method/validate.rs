@@ -6,7 +6,7 @@
 use git2::Oid;
 
 use crate::error::{Error, Result};
-use crate::eval::run::{EvalContext, RunOutcome, RunRequest, evaluate};
+use crate::eval::run::{EvalContext, RunOutcome, RunRequest, cached_trials, evaluate};
 use crate::eval::schedule::Observer;
 use crate::eval::{Outcome as TrialOutcome, TrialResult};
 use crate::experiment::{GateConfig, GateRule, Split};
@@ -16,6 +16,11 @@ use crate::workspace::Workspace;
 
 /// The gate's splits: validation never leaves this module as anything but aggregates.
 const GATED: [Split; 2] = [Split::HeldIn, Split::Validation];
+
+/// Trial ids up to which cached trials of the parent beyond the compared ones are read as
+/// evidence of its per-task pass rates (`noise --trials N` and earlier adaptive looks leave
+/// them).
+pub const EVIDENCE_TRIALS: u32 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -112,6 +117,29 @@ pub fn evaluation(ctx: &EvalContext, results: &[TrialResult], trials: u32) -> Ev
     e
 }
 
+/// The parent's cached trials with ids from `trials` on, per task: evidence for the unpaired
+/// per-task comparisons of the gate (the broke test).
+pub async fn parent_evidence(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+) -> Result<std::collections::BTreeMap<String, gate::Evidence>> {
+    let mut ev = std::collections::BTreeMap::<String, gate::Evidence>::new();
+    for r in cached_trials(ws, ctx, commit, &GATED, trials, EVIDENCE_TRIALS).await? {
+        let e = ev.entry(r.task.clone()).or_default();
+        match r.outcome {
+            TrialOutcome::Pass => {
+                e.passes += 1;
+                e.trials += 1;
+            }
+            TrialOutcome::Fail => e.trials += 1,
+            TrialOutcome::InfraError => {}
+        }
+    }
+    Ok(ev)
+}
+
 /// Evaluate a harness commit on the gated splits (from cache where possible).
 pub async fn evaluate_parent(
     ws: &Workspace,
@@ -154,14 +182,17 @@ pub async fn validate(
             proposal.name()
         ))
     })?;
-    let mut trials = ctx.fixed.experiment.trials;
+    let base = ctx.fixed.experiment.trials;
+    let mut trials = base;
     let mut candidate_runs = Vec::new();
     let mut executed = 0;
     let mut planned = 0;
     let mut cost = 0.0;
     let (decision, parent_run) = loop {
         let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
-        let parent_eval = evaluation(ctx, &parent_out.results, trials);
+        let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
+        parent_eval.evidence = parent_evidence(ws, ctx, parent.id(), trials).await?;
+        let look = gate::look_at(&cfg, base, trials);
         let order = gate::trial_order(&parent_eval);
         let cfg_s = cfg.clone();
         let pe = parent_eval.clone();
@@ -181,7 +212,7 @@ pub async fn validate(
             if pending == 0 {
                 return None;
             }
-            gate::try_settled(&cfg_s, &pe, &cand, SettleMode::CoverageSoFar)
+            gate::try_settled_at(&cfg_s, look, &pe, &cand, SettleMode::CoverageSoFar)
                 .ok()
                 .flatten()
         });
@@ -207,13 +238,13 @@ pub async fn validate(
             Some(d) => d,
             None => {
                 let cand_eval = evaluation(ctx, &cand_out.results, trials);
-                gate::decide(&cfg, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
+                gate::decide_at(&cfg, look, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
                     message: format!("the gate refuses to compare: {e}"),
                     hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
                 })?
             }
         };
-        match gate::wants_more_trials(&cfg, &decision, trials) {
+        match gate::wants_more_trials(&cfg, &decision, base) {
             Some(n) if n > trials => trials = n,
             _ => break (decision, parent_out.id),
         }

@@ -185,7 +185,7 @@ pub fn rule_text(gate: &str, alpha: Option<f64>) -> String {
     match gate {
         "paper" => "paper: accept iff Δheld_in ≥ 0 and Δvalidation ≥ 0 and at least one is > 0 (pass counts over trials, against the parent)".into(),
         "strict" => format!(
-            "strict: the paper rule (Δheld_in ≥ 0, Δvalidation ≥ 0, one > 0), plus a one-sided paired sign-flip test over the tasks of held_in ∪ validation with p ≤ alpha{}, plus no task broken (passed every trial before, failed every trial after); indecisive when infrastructure errors leave too little coverage",
+            "strict: the paper rule (Δheld_in ≥ 0, Δvalidation ≥ 0, one > 0), plus a one-sided paired sign-flip test over the tasks of held_in ∪ validation with p ≤ the look's alpha{}, plus no task broken (a regression significant against the parent's per-task evidence, family-wise at broke_alpha); with max_trials, looks at more trials with alpha spent over them; indecisive when infrastructure errors leave too little coverage",
             alpha.map(|a| format!(" = {a}")).unwrap_or_default()
         ),
         other => other.to_string(),

@@ -1,0 +1,170 @@
+//! The noise floor of main: per-task pass rates over repeated trials of an unchanged harness,
+//! which tasks flip (flaky), and the minimum detectable effect of the configured gate.
+
+use git2::Oid;
+
+use crate::error::Result;
+use crate::eval::run::{EvalContext, RunRequest, evaluate};
+use crate::eval::schedule::Observer;
+use crate::eval::{Outcome, TrialResult};
+use crate::experiment::{GateConfig, Split};
+use crate::gate::{self, stats};
+use crate::workspace::Workspace;
+
+/// One task's repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskNoise {
+    pub split: Split,
+    pub task: String,
+    pub passes: u32,
+    /// Trials free of infrastructure errors.
+    pub trials: u32,
+}
+
+impl TaskNoise {
+    pub fn rate(&self) -> f64 {
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.passes as f64 / self.trials as f64
+        }
+    }
+    /// The outcome flips across repeats of the unchanged harness.
+    pub fn flaky(&self) -> bool {
+        self.passes > 0 && self.passes < self.trials
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Noise {
+    pub tasks: Vec<TaskNoise>,
+    pub run: String,
+    pub executed: usize,
+    /// The look the minimum detectable effect is computed for (the design's last).
+    pub look: gate::Look,
+    /// Minimum detectable effect at 80% power, in percentage points of pass rate.
+    pub mde_points: f64,
+}
+
+/// Per-task repeats from run results (gated splits).
+pub fn per_task(results: &[TrialResult]) -> Vec<TaskNoise> {
+    let mut out: Vec<TaskNoise> = Vec::new();
+    for r in results {
+        let Ok(split) = r.split.parse::<Split>() else {
+            continue;
+        };
+        let i = match out
+            .iter()
+            .position(|t| t.split == split && t.task == r.task)
+        {
+            Some(i) => i,
+            None => {
+                out.push(TaskNoise {
+                    split,
+                    task: r.task.clone(),
+                    passes: 0,
+                    trials: 0,
+                });
+                out.len() - 1
+            }
+        };
+        match r.outcome {
+            Outcome::Pass => {
+                out[i].passes += 1;
+                out[i].trials += 1;
+            }
+            Outcome::Fail => out[i].trials += 1,
+            Outcome::InfraError => {}
+        }
+    }
+    out.sort_by(|a, b| (a.split, &a.task).cmp(&(b.split, &b.task)));
+    out
+}
+
+/// The smallest uniform gain in pass rate (points) the strict test detects with 80% power at
+/// `look`, for tasks with pass rates `rates` (normal approximation of the paired sum: each task's
+/// difference over `n` trial pairs has variance `2·n·p(1−p)`), and never below what the
+/// discrete test needs: `min_changed_tasks` tasks that change.
+pub fn minimum_detectable_effect(rates: &[f64], look: &gate::Look) -> f64 {
+    let t = rates.len().max(1) as f64;
+    let n = look.trials.max(1) as f64;
+    let var: f64 = rates.iter().map(|p| 2.0 * p * (1.0 - p)).sum();
+    let z = normal_quantile(1.0 - look.alpha) + normal_quantile(0.8);
+    let approx = z * (var / n).sqrt() / t;
+    let floor = stats::min_changed_tasks(look.alpha) as f64 / t;
+    100.0 * approx.max(floor).min(1.0)
+}
+
+/// Φ⁻¹ by bisection on Φ (erfc by Abramowitz–Stegun 7.1.26, error below 1.5e-7).
+fn normal_quantile(q: f64) -> f64 {
+    let phi = |x: f64| {
+        let z = x.abs() / std::f64::consts::SQRT_2;
+        let t = 1.0 / (1.0 + 0.3275911 * z);
+        let poly = t
+            * (0.254829592
+                + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+        let erfc = poly * (-z * z).exp();
+        if x >= 0.0 {
+            1.0 - 0.5 * erfc
+        } else {
+            0.5 * erfc
+        }
+    };
+    let (mut lo, mut hi) = (-10.0, 10.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if phi(mid) < q { lo = mid } else { hi = mid }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Evaluate `commit` with `trials` trials per task on held_in and validation (cached trials
+/// reused; the new ones become parent evidence for later validations) and measure its noise.
+pub async fn measure(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+    observer: &mut dyn Observer,
+) -> Result<Noise> {
+    let mut req = RunRequest::new(commit.to_string(), vec![Split::HeldIn, Split::Validation]);
+    req.trials = Some(trials);
+    let out = evaluate(ws, ctx, &req, observer, None, None).await?;
+    let tasks = per_task(&out.results);
+    let cfg: &GateConfig = &ctx.fixed.experiment.gate;
+    let base = ctx.fixed.experiment.trials;
+    let look = *gate::looks(cfg, base)
+        .last()
+        .unwrap_or(&gate::Look::fixed(cfg.alpha, base));
+    let rates: Vec<f64> = tasks.iter().map(TaskNoise::rate).collect();
+    Ok(Noise {
+        mde_points: minimum_detectable_effect(&rates, &look),
+        tasks,
+        run: out.id,
+        executed: out.executed,
+        look,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        assert!((normal_quantile(0.975) - 1.95996).abs() < 1e-3);
+        assert!((normal_quantile(0.8) - 0.84162).abs() < 1e-3);
+    }
+
+    #[test]
+    fn more_trials_or_tasks_detect_smaller_effects_down_to_the_discrete_floor() {
+        let look = |trials| gate::Look::fixed(0.05, trials);
+        let half = vec![0.5; 30];
+        let two = minimum_detectable_effect(&half, &look(2));
+        let eight = minimum_detectable_effect(&half, &look(8));
+        assert!(eight < two, "{eight} vs {two}");
+        // A deterministic model: no variance, only the floor of 5 changed tasks out of 30.
+        let det = minimum_detectable_effect(&[1.0; 30], &look(2));
+        assert!((det - 100.0 * 5.0 / 30.0).abs() < 1e-9, "{det}");
+    }
+}

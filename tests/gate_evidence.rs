@@ -1,0 +1,91 @@
+//! Parent evidence through `validate`: the parent's cached trials beyond the compared ones count
+//! towards its per-task pass rates, so a real regression of one task is a significant break,
+//! while the same 2/2 → 0/2 without that evidence is only a suspected one.
+
+mod common_loop;
+
+use common_loop::*;
+use serde_json::Value;
+
+/// The candidate blocks the one command that solves `number-lines`: that task fails every trial,
+/// nothing else changes.
+fn breaking_middleware(note: &str) -> String {
+    format!(
+        "# Blocks numbering ({note}).\nenabled: true\nrules:\n  - name: no-awk-numbering\n    on: tool_call\n    when: {{ command_matches: \"print NR\" }}\n    action: block\n    message: Not allowed.\n"
+    )
+}
+
+fn decision(out: &Out) -> Value {
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "validate json: {e}\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        )
+    });
+    let d = if v.is_array() { v[0].clone() } else { v };
+    d.get("decision").cloned().unwrap_or(d)
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn cached_parent_trials_make_a_real_single_task_regression_significant() {
+    let repo = Repo::init("minimal");
+    repo.splits(
+        &["number-lines", "count-errors"],
+        &["top-ips", "sort-scores"],
+        TEST,
+    );
+    // The no-verify tasks pass when the system prompt says the phrase that neutralises the
+    // quirk; the sim's occasional slips keep them below 100%.
+    let system = format!(
+        "{}\nVerify final files against the instruction before you submit.\n",
+        repo.read("prompts/system.md")
+    );
+    repo.write("prompts/system.md", &system);
+    repo.commit_all("A system prompt that asks to verify");
+    repo.edit_experiment(|t| {
+        t.replace("max_turns: 30", "max_turns: 16")
+            .replace("max_tool_calls: 40", "max_tool_calls: 24")
+            .replace("command_timeout_sec: 60", "command_timeout_sec: 20")
+            // Four tasks can never reach the strict test's alpha; without early stopping the
+            // whole table is there to read.
+            .replace("early_stop: true", "early_stop: false")
+    });
+
+    // Only the compared trials (2 per task): 2/2 → 0/2 is suspected, not broken.
+    let a = repo.proposal(
+        1,
+        "block-a",
+        "main",
+        &[("middleware/runtime_control.yaml", &breaking_middleware("a"))],
+    );
+    let out = repo.harness(&["validate", "--format", "json", &a]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let d = decision(&out);
+    assert_eq!(names(&d["held_in"]["suspect"]), ["number-lines"], "{d}");
+    assert!(names(&d["held_in"]["broke"]).is_empty(), "{d}");
+
+    // main has been evaluated with more trials since (as `run --trials` or earlier looks
+    // leave them): the same regression is now significant.
+    repo.harness(&["run", "main", "--split", "held_in", "--trials", "24"])
+        .ok();
+    let b = repo.proposal(
+        1,
+        "block-b",
+        "main",
+        &[("middleware/runtime_control.yaml", &breaking_middleware("b"))],
+    );
+    let out = repo.harness(&["validate", "--format", "json", &b]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let d = decision(&out);
+    assert_eq!(names(&d["held_in"]["broke"]), ["number-lines"], "{d}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("broke number-lines"),
+        "{d}"
+    );
+}

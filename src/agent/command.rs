@@ -120,6 +120,8 @@ async fn run_agent(
         ("ANTHROPIC_API_KEY", token.clone()),
         ("LLM_API_KEY", token.clone()),
         ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+        // The agent's own package dirs, `:`-joined, for PYTHONPATH and the like.
+        ("HARNESS_AGENT_PATHS", agent_paths_var(agent_paths)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -252,4 +254,13 @@ fn tail(s: &str, max: usize) -> String {
         at += 1;
     }
     format!("[...]\n{}", &s[at..])
+}
+
+/// `runner.agent_paths` as one `:`-separated value (they are shown under their own paths).
+fn agent_paths_var(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -16,8 +16,9 @@ use super::Ui;
 pub struct Args {
     /// Directory to create or adopt [default: the current directory].
     pub dir: Option<PathBuf>,
-    /// Harness template: `minimal` (the Self-Harness initial harness) or `checklist` (a generic
-    /// human-written checklist, the cheap baseline).
+    /// Harness template: `minimal` (the Self-Harness initial harness), `checklist` (a generic
+    /// human-written checklist, the cheap baseline) or `mini-swe-agent` (PyPI mini-swe-agent as a
+    /// command harness; set `runner.agent_paths` to where it is installed).
     #[arg(long, short, default_value = "minimal")]
     pub template: String,
     /// Task suite: a directory of task directories, or `builtin:demo` (the bundled demo suite).

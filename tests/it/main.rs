@@ -17,6 +17,7 @@ mod agent_command;
 mod agent_middleware;
 mod agent_prompts;
 mod agent_sim_quirks;
+mod agent_templates;
 mod ci_recipe;
 mod cli_commands;
 mod cli_noise;

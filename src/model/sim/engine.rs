@@ -24,6 +24,7 @@ pub(crate) struct Engine {
     /// (task id, trimmed instruction), longest instruction first so the most specific wins.
     tasks: Vec<(String, String)>,
     state_re: Regex,
+    submit_re: Regex,
 }
 
 /// Where in its script the sim is. `step` indexes the mode's action list.
@@ -111,10 +112,14 @@ impl Engine {
         tasks.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
         let state_re =
             Regex::new(r"\(sim state: ([a-z-]+) (\d+)\)").expect("a valid literal regex");
+        // How instructions name a submit command (mini-swe-agent's
+        // `echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT`).
+        let submit_re = Regex::new(r"`(echo [A-Z][A-Z0-9_]*)`").expect("a valid literal regex");
         Engine {
             scenario,
             tasks,
             state_re,
+            submit_re,
         }
     }
 
@@ -189,7 +194,8 @@ impl Engine {
             state
         };
         let act = act_at(script, mode, step);
-        Ok(render(act, mode, step, &offered, text_mode))
+        let submit = self.submit_command(&seen);
+        Ok(render(act, mode, step, &offered, text_mode, submit))
     }
 
     fn read<'a>(&self, messages: &'a [Value], text_mode: bool) -> Seen<'a> {
@@ -237,6 +243,17 @@ impl Engine {
             }
         }
         seen
+    }
+
+    /// The submit command the instructions name, for a harness that offers no `submit` tool.
+    fn submit_command<'a>(&self, seen: &Seen<'a>) -> Option<&'a str> {
+        seen.system
+            .iter()
+            .copied()
+            .chain(seen.first_user)
+            .find_map(|t| self.submit_re.captures(t))
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str())
     }
 
     /// The task whose instruction occurs in the first user or the first system message.
@@ -365,11 +382,20 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The tool call for an action, falling back to `bash` when the harness lacks the tool.
-fn tool_call(act: &Act, offered: &[&str], text_mode: bool) -> (String, Value) {
+/// The tool call for an action, falling back to `bash` when the harness lacks the tool (a
+/// submit without a `submit` tool runs the submit command the instructions name, if any).
+fn tool_call(
+    act: &Act,
+    offered: &[&str],
+    text_mode: bool,
+    submit: Option<&str>,
+) -> (String, Value) {
     let has = |t: &str| text_mode || offered.contains(&t);
     match act {
-        Act::Submit => ("submit".into(), json!({"summary": "done"})),
+        Act::Submit => match submit {
+            Some(cmd) if !has("submit") => ("bash".into(), json!({"command": cmd})),
+            _ => ("submit".into(), json!({"summary": "done"})),
+        },
         Act::Do(Action::Bash(c)) => ("bash".into(), json!({"command": c})),
         Act::Do(Action::WriteFile { path, content }) if has("write_file") => (
             "write_file".into(),
@@ -407,8 +433,15 @@ fn tool_call(act: &Act, offered: &[&str], text_mode: bool) -> (String, Value) {
     }
 }
 
-fn render(act: Act, mode: Mode, step: usize, offered: &[&str], text_mode: bool) -> Reply {
-    let (name, args) = tool_call(&act, offered, text_mode);
+fn render(
+    act: Act,
+    mode: Mode,
+    step: usize,
+    offered: &[&str],
+    text_mode: bool,
+    submit: Option<&str>,
+) -> Reply {
+    let (name, args) = tool_call(&act, offered, text_mode, submit);
     let what = match (&act, mode) {
         (Act::Submit, _) => "The task is done; submitting.".to_string(),
         (_, Mode::Finish | Mode::Fix | Mode::Careful) => format!("Next: {name}."),

@@ -1,15 +1,14 @@
 //! `git harness check`: is a revision good? The `git bisect run` contract.
 
 use git_harness::eval::Totals;
-use git_harness::eval::context::open_context;
 use git_harness::eval::run::{RunRequest, evaluate};
 use git_harness::experiment::Split;
-use git_harness::method;
 use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::SplitArg;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Tell whether a revision is good enough, for `git bisect run`.
 ///
@@ -69,13 +68,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     reason = "the panic fault injection is switched by the environment"
 )]
 pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result<Option<Totals>> {
-    let ws = method::open_workspace()?;
-    let rt = runtime();
-    let t = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let s = Session::open()?;
+    let ws = &s.ws;
+    let t = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         // Fault injection for the test of the panic exit code; absent from release builds.
         #[cfg(debug_assertions)]
         if std::env::var_os("GIT_HARNESS_DEBUG_PANIC").is_some() {
@@ -84,7 +80,7 @@ pub fn rate(ui: &mut Ui, rev: &str, split: Split, tasks: Option<&str>) -> Result
         let mut req = RunRequest::new(rev.to_string(), vec![split]);
         req.tasks = tasks.map(str::to_string);
         let mut bar = Bar::new(ui.progress, "check");
-        let out = evaluate(&ws, &ctx, &req, &mut bar, None, None).await;
+        let out = evaluate(ws, &ctx, &req, &mut bar, None, None).await;
         bar.finish();
         out.map(|o| Totals::of(&o.results))
     })?;

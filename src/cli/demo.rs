@@ -2,17 +2,16 @@
 
 use std::path::PathBuf;
 
-use git_harness::eval::context::open_context;
 use git_harness::experiment::{EXPERIMENT_FILE, ProposerKind, SPLITS_FILE, Splits};
 use git_harness::harness::init::{InitOptions, init};
-use git_harness::method;
 use git_harness::method::evolve::{EvolveOptions, evolve};
 use git_harness::method::sealed::open_test_split;
 use git_harness::model::Decoding;
 use git_harness::{Error, Result, exit, lineage};
 
 use super::Ui;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Run the method end to end on the bundled demo suite, offline.
 ///
@@ -61,7 +60,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         image_map: Default::default(),
     })?;
     std::env::set_current_dir(&out.dir).map_err(|e| Error::io(&out.dir, e))?;
-    let ws = method::open_workspace()?;
+    let s = Session::open()?;
+    let ws = &s.ws;
     let main = lineage::main_commit(&ws.repo)?;
     let fixed = ws.fixed_at(&main)?;
     let exp_text = std::fs::read_to_string(out.dir.join(EXPERIMENT_FILE))
@@ -94,12 +94,8 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         splits.validation.len(),
         splits.test.len()
     ));
-    let rt = runtime();
-    let result = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let result = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         ui.out(format!(
             "2. evolving for {} rounds (catalog proposer, strict gate)",
             args.rounds
@@ -117,18 +113,18 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             decoding: Decoding::from(&e.decoding),
         };
         let mut bar = Bar::new(ui.progress, "evolve").indented("   ");
-        let evo = evolve(&ws, &ctx, &opts, &mut bar).await?;
+        let evo = evolve(ws, &ctx, &opts, &mut bar).await?;
         bar.finish();
         ui.out("3. opening the sealed test split once (lineage and the checklist baseline)");
         let mut bar = Bar::new(ui.progress, "test");
         let main_name = lineage::main_branch(&ws.repo);
         let fin =
-            open_test_split(&ws, &ctx, &main_name, &["checklist".to_string()], &mut bar).await?;
+            open_test_split(ws, &ctx, &main_name, &["checklist".to_string()], &mut bar).await?;
         bar.finish();
         Ok::<_, Error>((evo, fin))
     })?;
     let (evo, fin) = result;
-    super::evolve::print_lineage(ui, &ws, &evo)?;
+    super::evolve::print_lineage(ui, ws, &evo)?;
     super::report_final::print_final(ui, "main", &fin);
     ui.out(format!(
         "Done in {:.0} s. Look around:",

@@ -1,14 +1,13 @@
 //! `git harness estimate`: what a run or an evolve will cost, before anything is spent.
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::Overrides;
 use git_harness::experiment::Split;
-use git_harness::method;
 use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_run};
 use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::Format;
-use super::progress::runtime;
+use super::session::Session;
 
 /// Predict trials, tokens, cost and time of a run or an evolve from the per-task averages of
 /// trials already recorded; cached trials are free.
@@ -38,21 +37,19 @@ pub enum What {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
-    let rt = runtime();
-    let est = rt.block_on(async {
-        let ctx = open_context(
-            &ws,
-            &Overrides {
+    let s = Session::open()?;
+    let ws = &s.ws;
+    let est = s.block_on(async {
+        let ctx = s
+            .quiet_context(&Overrides {
                 no_model: true,
                 ..Default::default()
-            },
-        )
-        .await?;
+            })
+            .await?;
         match &args.what {
             What::Run { rev, trials } => {
                 estimate_run(
-                    &ws,
+                    ws,
                     &ctx,
                     rev.as_deref().unwrap_or("HEAD"),
                     &[Split::HeldIn, Split::Validation],
@@ -61,7 +58,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 .await
             }
             What::Evolve { rounds, k } => estimate_evolve(
-                &ws,
+                ws,
                 &ctx,
                 *rounds,
                 k.unwrap_or(ctx.fixed.experiment.proposer.k),

@@ -1,8 +1,6 @@
 //! `git harness evolve`: the improvement loop.
 
-use git_harness::eval::context::open_context;
 use git_harness::lineage::{self, history::versions};
-use git_harness::method;
 use git_harness::method::evolve::{EvolveOptions, EvolveOutcome, evolve};
 use git_harness::model::Decoding;
 use git_harness::workspace::Workspace;
@@ -10,7 +8,8 @@ use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::{GateArg, ProposerArg};
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Repeat mine → propose → validate → promote, round by round.
 ///
@@ -40,13 +39,10 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
-    let rt = runtime();
-    let out = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let s = Session::open()?;
+    let ws = &s.ws;
+    let out = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         let e = &ctx.fixed.experiment;
         let opts = EvolveOptions {
             rounds: args.rounds,
@@ -60,11 +56,11 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             decoding: Decoding::from(&e.decoding),
         };
         let mut bar = Bar::new(ui.progress, "evolve");
-        let out = evolve(&ws, &ctx, &opts, &mut bar).await;
+        let out = evolve(ws, &ctx, &opts, &mut bar).await;
         bar.finish();
         out
     })?;
-    print_lineage(ui, &ws, &out)?;
+    print_lineage(ui, ws, &out)?;
     Ok(exit::SUCCESS)
 }
 

@@ -1,14 +1,13 @@
 //! `git harness mine`: failure clusters of the held-in split.
 
-use git_harness::eval::context::open_context;
-use git_harness::method;
 use git_harness::method::mine_rev;
 use git_harness::mine::{mine_run, render};
 use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::ReportFormat;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Cluster the failed held-in trials of a harness revision by verifier-grounded signature.
 ///
@@ -27,7 +26,8 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
+    let s = Session::open()?;
+    let ws = &s.ws;
     let bundle = match &args.run {
         Some(id) => {
             let fixed = ws.fixed_on_main()?;
@@ -38,14 +38,10 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                 .rev
                 .clone()
                 .unwrap_or_else(|| git_harness::lineage::main_branch(&ws.repo));
-            let rt = runtime();
-            rt.block_on(async {
-                let ctx = open_context(&ws, &super::signal::overrides()).await?;
-                for w in &ctx.warnings {
-                    ui.warn(w);
-                }
+            s.block_on(async {
+                let ctx = s.context(ui, &Session::interruptible()).await?;
                 let mut bar = Bar::new(ui.progress, "held_in");
-                let b = mine_rev(&ws, &ctx, &rev, &mut bar).await;
+                let b = mine_rev(ws, &ctx, &rev, &mut bar).await;
                 bar.finish();
                 b
             })?

@@ -30,6 +30,7 @@ mod propose;
 mod report;
 mod report_final;
 mod run;
+mod session;
 mod show;
 mod signal;
 mod split;

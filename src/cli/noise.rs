@@ -1,6 +1,5 @@
 //! `git harness noise`: per-task flakiness of main and the gate's minimum detectable effect.
 
-use git_harness::eval::context::open_context;
 use git_harness::experiment::Split;
 use git_harness::lineage;
 use git_harness::method::noise;
@@ -8,7 +7,8 @@ use git_harness::workspace::Workspace;
 use git_harness::{Result, exit};
 
 use super::Ui;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Measure the noise floor: run REV (default main) N times per task on held_in and validation
 /// (cached trials reused), show each held-in task's pass rate and whether it flips across
@@ -32,17 +32,14 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             "--trials must be at least 2: flakiness needs repeats",
         ));
     }
-    let ws = Workspace::open()?;
+    let s = Session::with(Workspace::open()?)?;
+    let ws = &s.ws;
     let rev = args.rev.unwrap_or_else(|| "main".to_string());
     let commit = lineage::resolve_commit(&ws.repo, &rev)?.id();
-    let rt = runtime();
-    let n = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let n = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         let mut bar = Bar::new(ui.progress, "noise");
-        let out = noise::measure(&ws, &ctx, commit, args.trials, &mut bar).await;
+        let out = noise::measure(ws, &ctx, commit, args.trials, &mut bar).await;
         bar.finish();
         out.map(|n| (n, ctx.fixed.experiment.gate.clone()))
     })?;

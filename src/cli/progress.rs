@@ -185,14 +185,6 @@ impl Observer for Bar {
     }
 }
 
-/// The multi-threaded runtime commands run on.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts")
-}
-
 /// One line for an event of the loop.
 pub fn describe(event: &LoopEvent) -> String {
     match event {

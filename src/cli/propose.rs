@@ -1,8 +1,6 @@
 //! `git harness propose`: bounded edits as evidence branches.
 
-use git_harness::eval::context::open_context;
 use git_harness::lineage::{self, keys};
-use git_harness::method;
 use git_harness::method::mine_rev;
 use git_harness::model::Decoding;
 use git_harness::propose::{ProposeOutcome, RoundOptions, propose_round};
@@ -10,7 +8,8 @@ use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::ProposerArg;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Propose K distinct, minimal edits for the most actionable failure clusters of main.
 ///
@@ -36,13 +35,10 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
-    let rt = runtime();
-    let out = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let s = Session::open()?;
+    let ws = &s.ws;
+    let out = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         let e = &ctx.fixed.experiment;
         let proposer = args.proposer.map_or(e.proposer.kind, ProposerArg::kind);
         let mut bar = Bar::new(ui.progress, "held_in");
@@ -62,7 +58,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                     &ctx.fixed.splits.held_in,
                 )?
             }
-            None => mine_rev(&ws, &ctx, &main, &mut bar).await?,
+            None => mine_rev(ws, &ctx, &main, &mut bar).await?,
         };
         bar.finish();
         let mut names = ctx.fixed.splits.held_in.clone();

@@ -1,27 +1,23 @@
 //! `git harness report --final`: the only command that opens the sealed test split.
 
 use git_harness::eval::Totals;
-use git_harness::eval::context::open_context;
-use git_harness::method;
 use git_harness::method::sealed::{FinalReport, open_test_split};
 use git_harness::{Result, exit, lineage};
 
 use super::Ui;
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Evaluate REV (default main) on the sealed test split, log the opening, print the result and
 /// how many times the test split was opened before.
 pub fn run_final(ui: &mut Ui, rev: Option<String>, baselines: &[String]) -> Result<i32> {
-    let ws = method::open_workspace()?;
+    let s = Session::open()?;
+    let ws = &s.ws;
     let rev = rev.unwrap_or_else(|| lineage::main_branch(&ws.repo));
-    let rt = runtime();
-    let out = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let out = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         let mut bar = Bar::new(ui.progress, "test");
-        let r = open_test_split(&ws, &ctx, &rev, baselines, &mut bar).await;
+        let r = open_test_split(ws, &ctx, &rev, baselines, &mut bar).await;
         bar.finish();
         r
     })?;

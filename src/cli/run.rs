@@ -1,14 +1,14 @@
 //! `git harness run`: evaluate a harness revision.
 
-use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::context::Overrides;
 use git_harness::eval::run::{RunOutcome, RunRequest, evaluate};
 use git_harness::eval::{AgentKind, Totals};
-use git_harness::method;
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
 use super::args::{Format, RunnerArg, SplitsArg};
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Evaluate the harness as committed at REV on a split, N trials per task.
 ///
@@ -53,7 +53,8 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
+    let s = Session::open()?;
+    let ws = &s.ws;
     let splits = args.split.splits();
     let mut req = RunRequest::new(args.rev.clone().unwrap_or_else(|| "HEAD".into()), splits);
     req.worktree = args.worktree;
@@ -101,16 +102,12 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         runner: args.runner.map(RunnerArg::kind),
         // The reference solution and the empty agent need no model (also when it is unset).
         no_model: !git_harness::eval::context::needs_model(args.agent),
-        ..super::signal::overrides()
+        ..Session::interruptible()
     };
-    let rt = runtime();
-    let outcome = rt.block_on(async {
-        let ctx = open_context(&ws, &overrides).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let outcome = s.block_on(async {
+        let ctx = s.context(ui, &overrides).await?;
         let mut bar = Bar::new(ui.progress, "run");
-        let out = evaluate(&ws, &ctx, &req, &mut bar, None, None).await;
+        let out = evaluate(ws, &ctx, &req, &mut bar, None, None).await;
         bar.finish();
         out
     })?;

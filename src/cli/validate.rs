@@ -1,15 +1,14 @@
 //! `git harness validate`: gate candidates against their parent.
 
-use git_harness::eval::context::open_context;
 use git_harness::gate::Verdict;
 use git_harness::lineage;
-use git_harness::method;
 use git_harness::method::validate::{Validation, validate};
 use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::{GateArg, ReportFormat};
-use super::progress::{Bar, runtime};
+use super::progress::Bar;
+use super::session::Session;
 
 /// Evaluate proposals and their parent on held_in and validation and apply the gate.
 ///
@@ -30,23 +29,20 @@ pub struct Args {
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
-    let ws = method::open_workspace()?;
+    let s = Session::open()?;
+    let ws = &s.ws;
     let rule = args.gate.map(GateArg::rule);
     let proposals = args
         .proposals
         .iter()
         .map(|p| lineage::resolve_proposal(&ws.repo, p))
         .collect::<Result<Vec<_>>>()?;
-    let rt = runtime();
-    let results = rt.block_on(async {
-        let ctx = open_context(&ws, &super::signal::overrides()).await?;
-        for w in &ctx.warnings {
-            ui.warn(w);
-        }
+    let results = s.block_on(async {
+        let ctx = s.context(ui, &Session::interruptible()).await?;
         let mut out = Vec::new();
         for p in &proposals {
             let mut bar = Bar::new(ui.progress, p.name());
-            let v = validate(&ws, &ctx, p, rule, &mut bar).await;
+            let v = validate(ws, &ctx, p, rule, &mut bar).await;
             bar.finish();
             out.push(v?);
         }

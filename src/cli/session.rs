@@ -11,8 +11,10 @@ use git_harness::{Error, Result, method};
 use super::Ui;
 
 pub struct Session {
-    pub ws: Workspace,
+    // Declared first so it is dropped first: the runtime's tasks (and their sandboxes' drop
+    // guards) end before the workspace they use goes.
     rt: tokio::runtime::Runtime,
+    pub ws: Workspace,
 }
 
 impl Session {
@@ -28,7 +30,7 @@ impl Session {
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
-        Ok(Session { ws, rt })
+        Ok(Session { rt, ws })
     }
 
     /// Overrides that hand the context the interrupt channel, installing the SIGINT/SIGTERM

@@ -104,8 +104,7 @@ fn verifier(ui: &mut Ui, a: VerifierArgs) -> Result<i32> {
         packages,
         force: a.force,
     };
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = super::session::runtime()?;
     let built = rt.block_on(async {
         let docker = image::connect().await?;
         let mut progress = |s: &str| eprintln!("{s}");
@@ -131,8 +130,7 @@ fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
         fixed.experiment.runner.image_map.clone(),
         Default::default(),
     )?;
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = super::session::runtime()?;
     let (removed, kept) = rt.block_on(async {
         let unused = provider.unused_task_images(&suite.tasks, a.all).await?;
         if a.dry_run {
@@ -183,8 +181,7 @@ fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {
             ));
         }
     };
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = super::session::runtime()?;
     let built = rt.block_on(async {
         let docker = image::connect().await?;
         // Progress goes to stderr; the result line goes to stdout.

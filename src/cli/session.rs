@@ -26,11 +26,7 @@ impl Session {
 
     /// A session on a workspace opened by the caller (without the recovery `open` does).
     pub fn with(ws: Workspace) -> Result<Session> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
-        Ok(Session { rt, ws })
+        Ok(Session { rt: runtime()?, ws })
     }
 
     /// Overrides that hand the context the interrupt channel, installing the SIGINT/SIGTERM
@@ -58,4 +54,12 @@ impl Session {
     pub async fn quiet_context(&self, overrides: &Overrides) -> Result<Context> {
         open_context(&self.ws, overrides).await
     }
+}
+
+/// The multi-threaded runtime commands run on, also for those that need no workspace.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))
 }

@@ -202,8 +202,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         provider.name(),
         concurrency
     ));
-    let rt = tokio::runtime::Runtime::new()
-        .map_err(|e| Error::Internal(format!("start the async runtime: {e}")))?;
+    let rt = super::session::runtime()?;
     let vopts = VerifyOptions::default();
     let mut interrupt = super::signal::interrupts();
     let (broken, setup) = (

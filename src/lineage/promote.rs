@@ -387,8 +387,10 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
 fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
     // A ref lock that holds this promotion's merge was taken by the dead process (nobody else
     // knows that commit): the move never happened, and the lock goes.
+    // git creates the lock empty and then writes the id: a kill in between leaves it empty or
+    // holding a prefix of this promotion's id, and that lock is the dead process's too.
     let ref_lock = repo.path().join(format!("{}.lock", p.refname));
-    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| t.trim() == p.to) {
+    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| p.to.starts_with(t.trim())) {
         let _ = std::fs::remove_file(&ref_lock);
     }
     let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
@@ -462,6 +464,36 @@ mod tests {
         assert!(Pending::files(&repo).is_empty());
         // Idempotent: nothing left to do.
         assert!(!recover_promotion(&repo).unwrap());
+    }
+
+    /// A ref lock the dead promotion had only created (empty) or half written goes; one that
+    /// holds another commit is someone else's and stays.
+    #[test]
+    fn a_ref_lock_the_dead_promotion_left_empty_or_half_written_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path()).unwrap();
+        let old = commit_file(&repo, "old\n", None);
+        repo.reference("refs/heads/main", old, true, "t").unwrap();
+        let new = commit_file(&repo, "new\n", Some(old));
+        let lock = repo.path().join("refs/heads/main.lock");
+        for (content, removed) in [
+            (String::new(), true),
+            (new.to_string()[..7].to_string(), true),
+            (format!("{new}\n"), true),
+            (format!("{old}\n"), false),
+        ] {
+            let pending = Pending {
+                owner: "4194305.1".into(),
+                refname: "refs/heads/main".into(),
+                from: old.to_string(),
+                to: new.to_string(),
+            };
+            pending.write(&repo).unwrap();
+            std::fs::write(&lock, &content).unwrap();
+            recover_promotion(&repo).unwrap();
+            assert_eq!(!lock.exists(), removed, "lock holding {content:?}");
+            let _ = std::fs::remove_file(&lock);
+        }
     }
 
     /// A live owner's promotion is left alone.

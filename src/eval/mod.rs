@@ -6,6 +6,7 @@ pub mod cache;
 pub mod context;
 pub mod harbor;
 pub mod journal;
+pub mod plan;
 pub mod record;
 pub mod run;
 pub mod schedule;

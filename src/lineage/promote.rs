@@ -66,6 +66,75 @@ pub fn promote(
     gate_report: &str,
     force_reason: Option<&str>,
 ) -> Result<PromoteOutcome> {
+    ensure_promotable_state(proposal, force_reason)?;
+    let main_name = main_ref(repo);
+    let main = repo
+        .find_reference(&main_name)
+        .and_then(|r| r.peel_to_commit())
+        .git(format!("read {main_name}"))?;
+    let candidate = repo
+        .find_commit(proposal.commit)
+        .git("read proposal commit")?;
+    let record = accepting_record(
+        repo,
+        proposal,
+        &main_name,
+        &main,
+        &candidate,
+        fingerprint,
+        force_reason,
+    )?;
+
+    let checked_out = is_checked_out(repo, &main_name);
+    if checked_out {
+        ensure_worktree_clean(repo, &main_name, main.id())?;
+    }
+    // The proposal's branch is retired below; refuse now rather than after main moved.
+    if proposal.state == ProposalState::Open {
+        ensure_can_leave(repo, &proposal.refname)?;
+    }
+
+    let tree_id = merge_tree(repo, proposal, &main, &candidate)?;
+    let tree = repo.find_tree(tree_id).git("read merge tree")?;
+    let msg = promotion_message(
+        proposal,
+        gate_report,
+        main.id(),
+        record.as_ref(),
+        force_reason,
+    );
+    let sig = signature(repo)?;
+    let merge = repo
+        .store_commit(None, &sig, &sig, &msg, &tree, &[&main, &candidate])
+        .git("write merge commit")?;
+    let marker = move_main(repo, proposal, &main_name, main.id(), merge)?;
+
+    // The proposal lives on as main's second parent; its branch moves to
+    // refs/harness/promoted/ (a checkout of it switches to the new main first).
+    // Main has moved: a branch that cannot be retired now stays where it is (nothing is lost)
+    // and is reported, rather than failing a promotion that happened.
+    let proposal_here = where_checked_out(repo, &proposal.refname) == CheckedOut::Here;
+    let (retired, kept_branch) = match mark_promoted(repo, proposal) {
+        Ok(r) => (r.is_some(), None),
+        Err(e) => (false, Some(e.to_string())),
+    };
+    let worktree_updated = if checked_out {
+        update_checked_out_worktree(repo)?
+    } else {
+        proposal_here && retired
+    };
+    let _ = std::fs::remove_file(&marker);
+    Ok(PromoteOutcome {
+        merge,
+        main_before: main.id(),
+        worktree_updated,
+        record,
+        kept_branch,
+    })
+}
+
+/// A promoted proposal is never promoted again; a rejected one only with a reason.
+fn ensure_promotable_state(proposal: &Proposal, force_reason: Option<&str>) -> Result<()> {
     if proposal.state == ProposalState::Promoted {
         return Err(Error::negative(
             format!(
@@ -85,14 +154,20 @@ pub fn promote(
             Some("a rejected proposal can only be promoted with --force --reason TEXT".into()),
         ));
     }
-    let main_name = main_ref(repo);
-    let main = repo
-        .find_reference(&main_name)
-        .and_then(|r| r.peel_to_commit())
-        .git(format!("read {main_name}"))?;
-    let candidate = repo
-        .find_commit(proposal.commit)
-        .git("read proposal commit")?;
+    Ok(())
+}
+
+/// The newest validation record of this candidate against main under `fingerprint`; without a
+/// force reason it must exist and accept.
+fn accepting_record(
+    repo: &Repository,
+    proposal: &Proposal,
+    main_name: &str,
+    main: &git2::Commit<'_>,
+    candidate: &git2::Commit<'_>,
+    fingerprint: &str,
+    force_reason: Option<&str>,
+) -> Result<Option<ValidationRecord>> {
     let note = read_note(repo, proposal.commit)?;
     let record = note
         .validations
@@ -118,115 +193,147 @@ pub fn promote(
             ));
         }
         (None, None) => {
-            let candidate_tree = candidate.tree_id().to_string();
-            let stale = note
-                .validations
-                .iter()
-                .any(|r| r.candidate_tree == candidate_tree);
-            // Validated under this experiment, but main has moved since (e.g. another promote).
-            let moved_from = note
-                .validations
-                .iter()
-                .rev()
-                .find(|r| {
-                    r.candidate_tree == candidate_tree
-                        && r.fingerprint == fingerprint
-                        && r.parent != main.id().to_string()
-                })
-                .map(|r| r.parent.chars().take(10).collect::<String>());
-            let on_main = candidate.parent_id(0).ok() == Some(main.id());
-            let hint = if stale && !on_main {
-                // Validation compares with the candidate's parent: re-validating the same commit
-                // would compare with the old main again.
-                format!(
-                    "main moved since it was validated; rebase it onto main (`git rebase {} {} && git checkout {}`) and run `git harness validate {}` again",
-                    main_name.trim_start_matches("refs/heads/"),
-                    proposal.display_ref(),
-                    main_name.trim_start_matches("refs/heads/"),
-                    proposal.name()
-                )
-            } else if stale {
-                format!(
-                    "it was validated under another experiment; run `git harness validate {}` again",
-                    proposal.name()
-                )
-            } else {
-                format!("run `git harness validate {}` first", proposal.name())
-            };
-            let message = match moved_from {
-                Some(from) => format!(
-                    "no accepting validation record for {} against main ({}): main moved from {from} since it was validated",
-                    proposal.name(),
-                    short(main.id())
-                ),
-                None => format!(
-                    "no accepting validation record for {} against main ({}) under experiment {fingerprint}",
-                    proposal.name(),
-                    short(main.id())
-                ),
-            };
-            return Err(Error::negative(message, Some(hint)));
+            return Err(no_record(
+                proposal,
+                &note.validations,
+                main_name,
+                main.id(),
+                candidate,
+                fingerprint,
+            ));
         }
         (_, Some(_)) => {}
     }
+    Ok(record)
+}
 
-    let checked_out = is_checked_out(repo, &main_name);
-    if checked_out && !worktree_is_clean(repo)? {
-        // A concurrent promote that moved main and is updating the checkout looks like local
-        // changes; report the race, not a dirty worktree.
-        if let Ok(now) = repo.refname_to_id(&main_name)
-            && now != main.id()
-        {
-            return Err(Error::RefMoved {
-                refname: main_name,
-                expected: main.id().to_string(),
-                actual: now.to_string(),
-            });
-        }
-        return Err(Error::usage_hint(
+/// Why no record admits the promotion, with the step that would make one.
+fn no_record(
+    proposal: &Proposal,
+    validations: &[ValidationRecord],
+    main_name: &str,
+    main: Oid,
+    candidate: &git2::Commit<'_>,
+    fingerprint: &str,
+) -> Error {
+    let candidate_tree = candidate.tree_id().to_string();
+    let stale = validations
+        .iter()
+        .any(|r| r.candidate_tree == candidate_tree);
+    // Validated under this experiment, but main has moved since (e.g. another promote).
+    let moved_from = validations
+        .iter()
+        .rev()
+        .find(|r| {
+            r.candidate_tree == candidate_tree
+                && r.fingerprint == fingerprint
+                && r.parent != main.to_string()
+        })
+        .map(|r| r.parent.chars().take(10).collect::<String>());
+    let on_main = candidate.parent_id(0).ok() == Some(main);
+    let hint = if stale && !on_main {
+        // Validation compares with the candidate's parent: re-validating the same commit
+        // would compare with the old main again.
+        format!(
+            "main moved since it was validated; rebase it onto main (`git rebase {} {} && git checkout {}`) and run `git harness validate {}` again",
+            main_name.trim_start_matches("refs/heads/"),
+            proposal.display_ref(),
+            main_name.trim_start_matches("refs/heads/"),
+            proposal.name()
+        )
+    } else if stale {
+        format!(
+            "it was validated under another experiment; run `git harness validate {}` again",
+            proposal.name()
+        )
+    } else {
+        format!("run `git harness validate {}` first", proposal.name())
+    };
+    let message = match moved_from {
+        Some(from) => format!(
+            "no accepting validation record for {} against main ({}): main moved from {from} since it was validated",
+            proposal.name(),
+            short(main)
+        ),
+        None => format!(
+            "no accepting validation record for {} against main ({}) under experiment {fingerprint}",
+            proposal.name(),
+            short(main)
+        ),
+    };
+    Error::negative(message, Some(hint))
+}
+
+/// Promote updates the checked-out files of main, so they must hold no local changes.
+fn ensure_worktree_clean(repo: &Repository, main_name: &str, main: Oid) -> Result<()> {
+    if worktree_is_clean(repo)? {
+        return Ok(());
+    }
+    // A concurrent promote that moved main and is updating the checkout looks like local
+    // changes; report the race, not a dirty worktree.
+    if let Ok(now) = repo.refname_to_id(main_name)
+        && now != main
+    {
+        return Err(Error::RefMoved {
+            refname: main_name.to_string(),
+            expected: main.to_string(),
+            actual: now.to_string(),
+        });
+    }
+    Err(Error::usage_hint(
+        format!(
+            "the worktree has uncommitted changes on {}",
+            main_name.trim_start_matches("refs/heads/")
+        ),
+        "commit or stash them; promote moves main and updates the checked-out files",
+    ))
+}
+
+/// The promoted tree: the candidate's own when it sits on main, else the merge of both (a
+/// conflict refuses the promotion).
+fn merge_tree(
+    repo: &Repository,
+    proposal: &Proposal,
+    main: &git2::Commit<'_>,
+    candidate: &git2::Commit<'_>,
+) -> Result<Oid> {
+    if candidate.parent_id(0).ok() == Some(main.id()) {
+        return Ok(candidate.tree_id());
+    }
+    let mut index = repo
+        .merge_commits(main, candidate, None)
+        .git("merge proposal into main")?;
+    if index.has_conflicts() {
+        let paths: Vec<String> = index
+            .conflicts()
+            .git("list conflicts")?
+            .filter_map(|c| c.ok())
+            .filter_map(|c| {
+                c.our
+                    .or(c.their)
+                    .and_then(|e| String::from_utf8(e.path).ok())
+            })
+            .collect();
+        return Err(Error::negative(
             format!(
-                "the worktree has uncommitted changes on {}",
-                main_name.trim_start_matches("refs/heads/")
+                "{} conflicts with main in {}",
+                proposal.name(),
+                paths.join(", ")
             ),
-            "commit or stash them; promote moves main and updates the checked-out files",
+            Some("propose again on the current main".into()),
         ));
     }
+    index.write_tree_to(repo).git("write merge tree")
+}
 
-    // The proposal's branch is retired below; refuse now rather than after main moved.
-    if proposal.state == ProposalState::Open {
-        ensure_can_leave(repo, &proposal.refname)?;
-    }
-
-    let tree_id = if candidate.parent_id(0).ok() == Some(main.id()) {
-        candidate.tree_id()
-    } else {
-        let mut index = repo
-            .merge_commits(&main, &candidate, None)
-            .git("merge proposal into main")?;
-        if index.has_conflicts() {
-            let paths: Vec<String> = index
-                .conflicts()
-                .git("list conflicts")?
-                .filter_map(|c| c.ok())
-                .filter_map(|c| {
-                    c.our
-                        .or(c.their)
-                        .and_then(|e| String::from_utf8(e.path).ok())
-                })
-                .collect();
-            return Err(Error::negative(
-                format!(
-                    "{} conflicts with main in {}",
-                    proposal.name(),
-                    paths.join(", ")
-                ),
-                Some("propose again on the current main".into()),
-            ));
-        }
-        index.write_tree_to(repo).git("write merge tree")?
-    };
-    let tree = repo.find_tree(tree_id).git("read merge tree")?;
-
+/// The merge commit's message: the gate report and the trailers that tie it to its evidence.
+fn promotion_message(
+    proposal: &Proposal,
+    gate_report: &str,
+    main: Oid,
+    record: Option<&ValidationRecord>,
+    force_reason: Option<&str>,
+) -> String {
     let mut msg = CommitMessage::new(format!(
         "Promote {}: {}",
         proposal.name(),
@@ -239,8 +346,8 @@ pub fn promote(
             msg = msg.trailer(key, v);
         }
     }
-    msg = msg.trailer(keys::PARENT, main.id().to_string());
-    if let Some(r) = &record {
+    msg = msg.trailer(keys::PARENT, main.to_string());
+    if let Some(r) = record {
         msg = msg
             .trailer(keys::VERDICT, r.verdict.to_string())
             .trailer(keys::GATE, &r.gate)
@@ -252,53 +359,39 @@ pub fn promote(
     if let Some(reason) = force_reason {
         msg = msg.trailer(keys::OVERRIDE, reason);
     }
-    let sig = signature(repo)?;
-    let merge = repo
-        .store_commit(None, &sig, &sig, &msg.render(), &tree, &[&main, &candidate])
-        .git("write merge commit")?;
+    msg.render()
+}
+
+/// Move main to `merge` compare-and-swap, under a pending marker whose path is returned (the
+/// caller removes it once the checkout followed).
+fn move_main(
+    repo: &Repository,
+    proposal: &Proposal,
+    main_name: &str,
+    main: Oid,
+    merge: Oid,
+) -> Result<std::path::PathBuf> {
     // Between moving main and updating the checkout, a kill would leave the index and files of
     // the old main under the new one (committing them would revert the promotion): say what is
     // under way, so the next command finishes it.
     let pending = Pending {
         owner: crate::support::owner::Owner::me().to_string(),
-        refname: main_name.clone(),
-        from: main.id().to_string(),
+        refname: main_name.to_string(),
+        from: main.to_string(),
         to: merge.to_string(),
     };
     let marker = pending.write(repo)?;
     if let Err(e) = cas_ref(
         repo,
-        &main_name,
-        main.id(),
+        main_name,
+        main,
         merge,
         &format!("git-harness: promote {}", proposal.name()),
     ) {
         let _ = std::fs::remove_file(&marker);
         return Err(e);
     }
-
-    // The proposal lives on as main's second parent; its branch moves to
-    // refs/harness/promoted/ (a checkout of it switches to the new main first).
-    // Main has moved: a branch that cannot be retired now stays where it is (nothing is lost)
-    // and is reported, rather than failing a promotion that happened.
-    let proposal_here = where_checked_out(repo, &proposal.refname) == CheckedOut::Here;
-    let (retired, kept_branch) = match mark_promoted(repo, proposal) {
-        Ok(r) => (r.is_some(), None),
-        Err(e) => (false, Some(e.to_string())),
-    };
-    let worktree_updated = if checked_out {
-        update_checked_out_worktree(repo)?
-    } else {
-        proposal_here && retired
-    };
-    let _ = std::fs::remove_file(&marker);
-    Ok(PromoteOutcome {
-        merge,
-        main_before: main.id(),
-        worktree_updated,
-        record,
-        kept_branch,
-    })
+    Ok(marker)
 }
 
 /// A promotion under way: main moves from `from` to `to`, then the checkout follows. Kept in

@@ -119,28 +119,13 @@ pub async fn evolve(
     names.extend(ctx.fixed.splits.test.iter().cloned());
 
     for _ in 0..opts.rounds {
-        if let Some(b) = opts.budget_trials
-            && executed >= b
-        {
-            stopped = format!("trial budget spent ({executed} >= {b})");
-            break;
-        }
-        if let Some(b) = opts.budget_usd
-            && cost >= b
-        {
-            stopped = format!("cost budget spent (${cost:.4} >= ${b})");
+        if let Some(why) = budget_spent(opts, executed, cost) {
+            stopped = why;
             break;
         }
         let main = lineage::main_commit(repo)?;
         // Resume: open proposals on the current main are this round's, already paid for.
-        let open: Vec<Proposal> = lineage::list_proposals(repo)?
-            .into_iter()
-            .filter(|p| {
-                p.state == ProposalState::Open
-                    && p.parent == Some(main.id())
-                    && p.slug != lineage::MERGED_SLUG
-            })
-            .collect();
+        let open = open_on(repo, main.id())?;
         let (round, proposals) = if !open.is_empty() {
             observer.event(&LoopEvent::Resuming {
                 round: open[0].round,
@@ -148,38 +133,13 @@ pub async fn evolve(
             });
             (open[0].round, open)
         } else {
-            observer.event(&LoopEvent::Mining {
-                round: lineage::next_round(repo)?,
-                main: main.id(),
-            });
-            let bundle = mine_rev(ws, ctx, &main.id().to_string(), observer).await?;
-            if bundle.clusters.is_empty() {
-                stopped = "no failure left to mine on held_in".into();
-                break;
+            match mine_and_propose(ws, ctx, opts, &main, &names, observer, &mut cost).await? {
+                Some(new) => new,
+                None => {
+                    stopped = "no failure left to mine on held_in".into();
+                    break;
+                }
             }
-            let ro = RoundOptions {
-                k: opts.k,
-                proposer: opts.proposer,
-                cluster: None,
-                model: opts.model,
-                decoding: opts.decoding.clone(),
-                task_names: names.clone(),
-                prices: ctx.fixed.experiment.prices.clone(),
-            };
-            let out = propose_round(repo, &bundle, &ro).await?;
-            // Mining's diagnosis and the proposer's calls are spent like trials.
-            cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
-            for r in &out.refused {
-                observer.event(&LoopEvent::Refused {
-                    title: r.title.clone(),
-                    reason: r.reason.clone(),
-                });
-            }
-            observer.event(&LoopEvent::Proposed {
-                round: out.round,
-                count: out.created.len(),
-            });
-            (out.round, out.created)
         };
         let mut report = RoundReport {
             round,
@@ -197,41 +157,17 @@ pub async fn evolve(
             }
             continue;
         }
-        let mut accepted: Vec<Validation> = Vec::new();
-        for p in &proposals {
-            let v = match existing(ws, ctx, p, rule)? {
-                Some(v) => v,
-                None => validate(ws, ctx, p, Some(rule), observer).await?,
-            };
-            executed += v.trials_executed as u64;
-            cost += v.cost_usd;
-            if v.decision.verdict == Verdict::Indecisive && v.decision.coverage.kept == 0 {
-                // Undecided for want of a single clean pair: the evidence is all infrastructure
-                // errors, and going on would only spend more.
-                return Err(crate::Error::Infra {
-                    class: crate::InfraClass::Other,
-                    message: format!(
-                        "no evidence: every trial pair of the validation of {} hit an infrastructure error",
-                        p.name()
-                    ),
-                    hint: Some(
-                        "the first error of each class is shown above with the setting to check; fix it and re-run (finished trials come from the cache)"
-                            .into(),
-                    ),
-                });
-            }
-            observer.event(&LoopEvent::Validated {
-                name: p.name(),
-                decision: Box::new(v.decision.clone()),
-            });
-            report
-                .proposals
-                .push((p.name(), v.decision.verdict, v.record.margin));
-            if v.decision.verdict == Verdict::Accept {
-                accepted.push(v);
-            }
-        }
-        accepted.sort_by(|a, b| b.record.margin.total_cmp(&a.record.margin));
+        let accepted = validate_all(
+            ws,
+            ctx,
+            rule,
+            &proposals,
+            &mut report,
+            observer,
+            &mut executed,
+            &mut cost,
+        )
+        .await?;
         let promoted = promote_round(
             ws,
             ctx,
@@ -272,6 +208,129 @@ pub async fn evolve(
         trials_executed: executed,
         cost_usd: cost,
     })
+}
+
+/// Why the loop stops before another round, when a budget is spent.
+fn budget_spent(opts: &EvolveOptions<'_>, executed: u64, cost: f64) -> Option<String> {
+    if let Some(b) = opts.budget_trials
+        && executed >= b
+    {
+        return Some(format!("trial budget spent ({executed} >= {b})"));
+    }
+    if let Some(b) = opts.budget_usd
+        && cost >= b
+    {
+        return Some(format!("cost budget spent (${cost:.4} >= ${b})"));
+    }
+    None
+}
+
+/// The open proposals made on `main` (a merge candidate is not one of them).
+fn open_on(repo: &git2::Repository, main: git2::Oid) -> Result<Vec<Proposal>> {
+    Ok(lineage::list_proposals(repo)?
+        .into_iter()
+        .filter(|p| {
+            p.state == ProposalState::Open
+                && p.parent == Some(main)
+                && p.slug != lineage::MERGED_SLUG
+        })
+        .collect())
+}
+
+/// Mine main's held_in failures and propose a round of edits: the round and its proposals, or
+/// `None` when no failure is left to mine. What mining and proposing spent is added to `cost`.
+async fn mine_and_propose(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    opts: &EvolveOptions<'_>,
+    main: &git2::Commit<'_>,
+    names: &[String],
+    observer: &mut dyn LoopObserver,
+    cost: &mut f64,
+) -> Result<Option<(u32, Vec<Proposal>)>> {
+    let repo = &ws.repo;
+    observer.event(&LoopEvent::Mining {
+        round: lineage::next_round(repo)?,
+        main: main.id(),
+    });
+    let bundle = mine_rev(ws, ctx, &main.id().to_string(), observer).await?;
+    if bundle.clusters.is_empty() {
+        return Ok(None);
+    }
+    let ro = RoundOptions {
+        k: opts.k,
+        proposer: opts.proposer,
+        cluster: None,
+        model: opts.model,
+        decoding: opts.decoding.clone(),
+        task_names: names.to_vec(),
+        prices: ctx.fixed.experiment.prices.clone(),
+    };
+    let out = propose_round(repo, &bundle, &ro).await?;
+    // Mining's diagnosis and the proposer's calls are spent like trials.
+    *cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
+    for r in &out.refused {
+        observer.event(&LoopEvent::Refused {
+            title: r.title.clone(),
+            reason: r.reason.clone(),
+        });
+    }
+    observer.event(&LoopEvent::Proposed {
+        round: out.round,
+        count: out.created.len(),
+    });
+    Ok(Some((out.round, out.created)))
+}
+
+/// Validate each proposal (an existing record counts), noting its verdict in `report`: the
+/// accepted ones, best margin first.
+#[allow(clippy::too_many_arguments)]
+async fn validate_all(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    rule: GateRule,
+    proposals: &[Proposal],
+    report: &mut RoundReport,
+    observer: &mut dyn LoopObserver,
+    executed: &mut u64,
+    cost: &mut f64,
+) -> Result<Vec<Validation>> {
+    let mut accepted: Vec<Validation> = Vec::new();
+    for p in proposals {
+        let v = match existing(ws, ctx, p, rule)? {
+            Some(v) => v,
+            None => validate(ws, ctx, p, Some(rule), observer).await?,
+        };
+        *executed += v.trials_executed as u64;
+        *cost += v.cost_usd;
+        if v.decision.verdict == Verdict::Indecisive && v.decision.coverage.kept == 0 {
+            // Undecided for want of a single clean pair: the evidence is all infrastructure
+            // errors, and going on would only spend more.
+            return Err(crate::Error::Infra {
+                class: crate::InfraClass::Other,
+                message: format!(
+                    "no evidence: every trial pair of the validation of {} hit an infrastructure error",
+                    p.name()
+                ),
+                hint: Some(
+                    "the first error of each class is shown above with the setting to check; fix it and re-run (finished trials come from the cache)"
+                        .into(),
+                ),
+            });
+        }
+        observer.event(&LoopEvent::Validated {
+            name: p.name(),
+            decision: Box::new(v.decision.clone()),
+        });
+        report
+            .proposals
+            .push((p.name(), v.decision.verdict, v.record.margin));
+        if v.decision.verdict == Verdict::Accept {
+            accepted.push(v);
+        }
+    }
+    accepted.sort_by(|a, b| b.record.margin.total_cmp(&a.record.margin));
+    Ok(accepted)
 }
 
 /// Promote the round's winner: when several accepted edits touch different surfaces, their

@@ -433,6 +433,9 @@ pub fn record_for(
     exact.cloned()
 }
 
+/// A measured run per gated split: (run id, where it came from).
+type Picked = BTreeMap<&'static str, (String, &'static str)>;
+
 /// Collect the lineage report of main.
 pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     let repo = &ws.repo;
@@ -440,8 +443,119 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
     let fixed = ws.fixed_on_main().ok();
     let computed = fixed.as_ref().and_then(|f| ws.fingerprint(f).ok());
 
-    // Main's first-parent chain, oldest first, with absolute indices.
     let main = lineage::main_commit(repo)?;
+    let (chain, first_shown) = main_chain(repo, &main, opts.since.as_deref())?;
+    let notes: Vec<HarnessNote> = chain
+        .iter()
+        .map(|c| read_note(repo, c.id()))
+        .collect::<Result<_>>()?;
+    let fingerprint = shown_fingerprint(computed, &notes, &mut warnings);
+    let fp = fingerprint.as_deref();
+
+    let mut cache = RunCache::default();
+    let mut versions = Vec::new();
+    let mut promotions = Vec::new();
+    let mut measured_runs: Vec<Picked> = Vec::new();
+    let mut flips_at: Vec<Option<Flips>> = Vec::new();
+    for (i, c) in chain.iter().enumerate().skip(first_shown) {
+        let v: Version = version_of(repo, c, fp)?;
+        let gate_info = promotion_gate(repo, &mut cache, c, &v, fp)?;
+        let picked = pick_runs(&notes[i], gate_info.as_ref(), c.tree_id(), fp);
+        let mut row = version_row(i, &v);
+        measure(repo, &mut cache, &mut row, &picked);
+        flips_at.push(
+            gate_info
+                .as_ref()
+                .and_then(|g| g.decision.as_ref().map(Flips::of)),
+        );
+        measured_runs.push(picked);
+        if let Some(proposal_ref) = &v.proposal {
+            promotions.push(promotion_row(i, c, &v, &row, proposal_ref, gate_info));
+        }
+        versions.push(row);
+    }
+
+    let index_of: HashMap<String, usize> = versions
+        .iter()
+        .map(|v| (v.commit.clone(), v.index))
+        .collect();
+    let test_openings = test_openings(repo, &index_of, opts.since.is_some())?;
+    for t in &test_openings {
+        if let Some(v) = t
+            .version
+            .and_then(|i| versions.iter_mut().find(|v| v.index == i))
+        {
+            v.test = Some(t.rate.clone());
+        }
+    }
+    let proposals = proposal_rows(repo, &mut cache, &index_of, opts.since.is_some(), fp)?;
+
+    let (held_in_tasks, validation_tasks, test_count) = match &fixed {
+        Some(f) => (
+            f.splits.held_in.clone(),
+            f.splits.validation.clone(),
+            f.splits.test.len(),
+        ),
+        None => (Vec::new(), Vec::new(), 0),
+    };
+    let tasks = task_matrix(
+        repo,
+        &mut cache,
+        [
+            ("held_in", &held_in_tasks),
+            ("validation", &validation_tasks),
+        ],
+        &measured_runs,
+        &flips_at,
+        versions.len(),
+    );
+
+    let all_runs = lineage::list_runs(repo)?;
+    let spent = spent_overall(repo, &all_runs)?;
+
+    let baseline = versions
+        .iter()
+        .find(|v| v.held_in.is_some() || v.validation.is_some())
+        .map(|v| v.index);
+    let headline = Headline {
+        current: versions.last().map(|v| v.index).unwrap_or_default(),
+        baseline,
+        promotions: promotions.len(),
+        overrides: promotions.iter().filter(|p| p.overridden.is_some()).count(),
+        rejected: proposals.iter().filter(|p| p.state == "rejected").count(),
+        open: proposals.iter().filter(|p| p.state == "open").count(),
+        test_openings: test_openings.len(),
+    };
+    Ok(LineageReport {
+        tool_version: crate::VERSION.to_string(),
+        main_branch: lineage::main_branch(repo),
+        main_commit: main.id().to_string(),
+        fingerprint,
+        since: opts.since.clone(),
+        warnings,
+        splits: SplitSizes {
+            held_in: held_in_tasks.len(),
+            validation: validation_tasks.len(),
+            test: test_count,
+        },
+        versions,
+        promotions,
+        proposals,
+        test_openings,
+        tasks,
+        spent,
+        runs: all_runs.len(),
+        headline,
+    })
+}
+
+/// Main's first-parent chain, oldest first (indices are absolute), and the index of the first
+/// version shown (`since`, when given).
+fn main_chain<'r>(
+    repo: &'r Repository,
+    main: &git2::Commit<'r>,
+    since: Option<&str>,
+) -> Result<(Vec<git2::Commit<'r>>, usize)> {
     let mut chain: Vec<git2::Commit<'_>> = Vec::new();
     let mut cur = Some(main.clone());
     while let Some(c) = cur {
@@ -449,7 +563,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         chain.push(c);
     }
     chain.reverse();
-    let first_shown = match &opts.since {
+    let first_shown = match since {
         Some(rev) => {
             let since = lineage::resolve_commit(repo, rev)?;
             chain
@@ -464,13 +578,16 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         }
         None => 0,
     };
-    let notes: Vec<HarnessNote> = chain
-        .iter()
-        .map(|c| read_note(repo, c.id()))
-        .collect::<Result<_>>()?;
+    Ok((chain, first_shown))
+}
 
-    // Which experiment's results to show: the current one, or the latest recorded one when the
-    // current one cannot be computed or has no results.
+/// Which experiment's results to show: the current one, or the latest recorded one when the
+/// current one cannot be computed or has no results (with a warning saying so).
+fn shown_fingerprint(
+    computed: Option<String>,
+    notes: &[HarnessNote],
+    warnings: &mut Vec<String>,
+) -> Option<String> {
     let has_results = |fp: &str| {
         notes
             .iter()
@@ -482,7 +599,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         .flat_map(|n| n.runs.iter().rev())
         .map(|r| r.fingerprint.clone())
         .next();
-    let fingerprint = match (&computed, &latest_recorded) {
+    match (&computed, &latest_recorded) {
         (Some(c), _) if has_results(c) => Some(c.clone()),
         (Some(c), Some(l)) => {
             warnings.push(format!(
@@ -497,144 +614,158 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
             Some(l.clone())
         }
         (c, None) => c.clone(),
-    };
-    let fp = fingerprint.as_deref();
-
-    let mut cache = RunCache::default();
-    let mut versions = Vec::new();
-    let mut promotions = Vec::new();
-    let mut measured_runs: Vec<BTreeMap<&'static str, (String, &'static str)>> = Vec::new();
-    let mut flips_at: Vec<Option<Flips>> = Vec::new();
-    for (i, c) in chain.iter().enumerate().skip(first_shown) {
-        let v: Version = version_of(repo, c, fp)?;
-        let note = &notes[i];
-        // The promotion's validation record, on its second parent.
-        let mut gate_info = None;
-        if v.proposal.is_some()
-            && let Ok(candidate) = c.parent(1)
-        {
-            let cnote = read_note(repo, candidate.id())?;
-            let parent_tree = c.parent(0).ok().map(|p| p.tree_id());
-            if let Some(r) = record_for(&cnote, candidate.tree_id(), parent_tree, fp) {
-                gate_info = Some(gated(repo, &mut cache, &r));
-            }
-        }
-        // Measurements: runs of this commit, else the validation's candidate run (same tree).
-        let mut picked: BTreeMap<&'static str, (String, &'static str)> = BTreeMap::new();
-        for split in GATED_SPLITS {
-            let from_note = note
-                .runs
-                .iter()
-                .rev()
-                .filter(|r| r.split == split && fp.is_none_or(|f| r.fingerprint == f))
-                .min_by_key(|r| r.partial)
-                .map(|r| r.run.clone());
-            let from_validation = gate_info.as_ref().and_then(|g| {
-                let same_tree = g
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| r.candidate_tree == c.tree_id().to_string());
-                same_tree.then(|| g.runs.last().cloned()).flatten()
-            });
-            if let Some(run) = from_note {
-                picked.insert(split, (run, "run"));
-            } else if let Some(run) = from_validation {
-                picked.insert(split, (run, "validation"));
-            }
-        }
-        let mut row = VersionRow {
-            index: i,
-            label: format!("v{i}"),
-            commit: v.commit.clone(),
-            short: lineage::short(v.oid),
-            subject: v.subject.clone(),
-            date: chrono::DateTime::from_timestamp(v.time, 0)
-                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_default(),
-            kind: if v.proposal.is_some() {
-                if v.overridden.is_some() {
-                    "override"
-                } else {
-                    "promotion"
-                }
-            } else {
-                "commit"
-            },
-            proposal: v.proposal.clone(),
-            held_in: None,
-            validation: None,
-            test: None,
-            evaluation: Spend::default(),
-        };
-        for (split, (run, source)) in &picked {
-            if let Some((partial, results)) = cache.get(repo, run) {
-                let mut passes = 0;
-                let mut trials = 0;
-                let mut infra = 0;
-                for r in results.iter().filter(|r| r.split == *split) {
-                    row.evaluation.add(r);
-                    if r.is_infra() {
-                        infra += 1;
-                    } else {
-                        trials += 1;
-                        passes += u32::from(r.passed());
-                    }
-                }
-                let m = Measurement {
-                    rate: Rate::new(passes, trials),
-                    infra_errors: infra,
-                    run: run.clone(),
-                    source,
-                    partial: *partial,
-                };
-                match *split {
-                    "held_in" => row.held_in = Some(m),
-                    _ => row.validation = Some(m),
-                }
-            }
-        }
-        flips_at.push(
-            gate_info
-                .as_ref()
-                .and_then(|g| g.decision.as_ref().map(Flips::of)),
-        );
-        measured_runs.push(picked);
-        if let Some(proposal_ref) = &v.proposal {
-            let candidate = c.parent(1).ok();
-            let pmsg = candidate
-                .as_ref()
-                .and_then(|p| CommitMessage::parse(p.message().unwrap_or_default()).ok());
-            promotions.push(Promotion {
-                version: i,
-                label: format!("v{i}"),
-                commit: v.commit.clone(),
-                short: row.short.clone(),
-                subject: v.subject.clone(),
-                proposal_ref: proposal_ref.clone(),
-                proposal_commit: candidate.map(|p| p.id().to_string()).unwrap_or_default(),
-                surface: v.surface.clone(),
-                cluster: v.cluster.clone(),
-                round: v.message.get(keys::ROUND).map(str::to_string),
-                evidence: pmsg
-                    .as_ref()
-                    .and_then(|m| m.get(keys::EVIDENCE).map(str::to_string)),
-                verdict: v.verdict.clone().unwrap_or_else(|| "none".into()),
-                overridden: v.overridden.clone(),
-                gated: gate_info,
-            });
-        }
-        versions.push(row);
     }
+}
 
-    // Test-split openings.
-    let index_of: HashMap<String, usize> = versions
-        .iter()
-        .map(|v| (v.commit.clone(), v.index))
-        .collect();
+/// The promotion's validation record, on its second parent.
+fn promotion_gate(
+    repo: &Repository,
+    cache: &mut RunCache,
+    c: &git2::Commit<'_>,
+    v: &Version,
+    fp: Option<&str>,
+) -> Result<Option<Gated>> {
+    if v.proposal.is_some()
+        && let Ok(candidate) = c.parent(1)
+    {
+        let cnote = read_note(repo, candidate.id())?;
+        let parent_tree = c.parent(0).ok().map(|p| p.tree_id());
+        if let Some(r) = record_for(&cnote, candidate.tree_id(), parent_tree, fp) {
+            return Ok(Some(gated(repo, cache, &r)));
+        }
+    }
+    Ok(None)
+}
+
+/// Measurements: runs of this commit, else the validation's candidate run (same tree).
+fn pick_runs(note: &HarnessNote, gate_info: Option<&Gated>, tree: Oid, fp: Option<&str>) -> Picked {
+    let mut picked = Picked::new();
+    for split in GATED_SPLITS {
+        let from_note = note
+            .runs
+            .iter()
+            .rev()
+            .filter(|r| r.split == split && fp.is_none_or(|f| r.fingerprint == f))
+            .min_by_key(|r| r.partial)
+            .map(|r| r.run.clone());
+        let from_validation = gate_info.and_then(|g| {
+            let same_tree = g
+                .record
+                .as_ref()
+                .is_some_and(|r| r.candidate_tree == tree.to_string());
+            same_tree.then(|| g.runs.last().cloned()).flatten()
+        });
+        if let Some(run) = from_note {
+            picked.insert(split, (run, "run"));
+        } else if let Some(run) = from_validation {
+            picked.insert(split, (run, "validation"));
+        }
+    }
+    picked
+}
+
+/// A version's row before its measurements.
+fn version_row(i: usize, v: &Version) -> VersionRow {
+    VersionRow {
+        index: i,
+        label: format!("v{i}"),
+        commit: v.commit.clone(),
+        short: lineage::short(v.oid),
+        subject: v.subject.clone(),
+        date: chrono::DateTime::from_timestamp(v.time, 0)
+            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default(),
+        kind: if v.proposal.is_some() {
+            if v.overridden.is_some() {
+                "override"
+            } else {
+                "promotion"
+            }
+        } else {
+            "commit"
+        },
+        proposal: v.proposal.clone(),
+        held_in: None,
+        validation: None,
+        test: None,
+        evaluation: Spend::default(),
+    }
+}
+
+/// Fill the row's per-split rates and evaluation cost from the picked runs.
+fn measure(repo: &Repository, cache: &mut RunCache, row: &mut VersionRow, picked: &Picked) {
+    for (split, (run, source)) in picked {
+        if let Some((partial, results)) = cache.get(repo, run) {
+            let mut passes = 0;
+            let mut trials = 0;
+            let mut infra = 0;
+            for r in results.iter().filter(|r| r.split == *split) {
+                row.evaluation.add(r);
+                if r.is_infra() {
+                    infra += 1;
+                } else {
+                    trials += 1;
+                    passes += u32::from(r.passed());
+                }
+            }
+            let m = Measurement {
+                rate: Rate::new(passes, trials),
+                infra_errors: infra,
+                run: run.clone(),
+                source,
+                partial: *partial,
+            };
+            match *split {
+                "held_in" => row.held_in = Some(m),
+                _ => row.validation = Some(m),
+            }
+        }
+    }
+}
+
+/// The promotion a version of main records, with the evidence its proposal cited.
+fn promotion_row(
+    i: usize,
+    c: &git2::Commit<'_>,
+    v: &Version,
+    row: &VersionRow,
+    proposal_ref: &str,
+    gate_info: Option<Gated>,
+) -> Promotion {
+    let candidate = c.parent(1).ok();
+    let pmsg = candidate
+        .as_ref()
+        .and_then(|p| CommitMessage::parse(p.message().unwrap_or_default()).ok());
+    Promotion {
+        version: i,
+        label: format!("v{i}"),
+        commit: v.commit.clone(),
+        short: row.short.clone(),
+        subject: v.subject.clone(),
+        proposal_ref: proposal_ref.to_string(),
+        proposal_commit: candidate.map(|p| p.id().to_string()).unwrap_or_default(),
+        surface: v.surface.clone(),
+        cluster: v.cluster.clone(),
+        round: v.message.get(keys::ROUND).map(str::to_string),
+        evidence: pmsg
+            .as_ref()
+            .and_then(|m| m.get(keys::EVIDENCE).map(str::to_string)),
+        verdict: v.verdict.clone().unwrap_or_else(|| "none".into()),
+        overridden: v.overridden.clone(),
+        gated: gate_info,
+    }
+}
+
+/// Test-split openings (with `since`, only those of a shown version).
+fn test_openings(
+    repo: &Repository,
+    index_of: &HashMap<String, usize>,
+    since: bool,
+) -> Result<Vec<TestOpening>> {
     let mut test_openings = Vec::new();
     for e in lineage::test_log_entries(repo)? {
         let version = index_of.get(&e.harness).copied();
-        if opts.since.is_some() && version.is_none() {
+        if since && version.is_none() {
             continue;
         }
         test_openings.push(TestOpening {
@@ -655,16 +786,17 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
             at: e.at.clone(),
         });
     }
-    for t in &test_openings {
-        if let Some(v) = t
-            .version
-            .and_then(|i| versions.iter_mut().find(|v| v.index == i))
-        {
-            v.test = Some(t.rate.clone());
-        }
-    }
+    Ok(test_openings)
+}
 
-    // Open and rejected proposals made on a shown version (all of them without --since).
+/// Open and rejected proposals made on a shown version (all of them without `since`).
+fn proposal_rows(
+    repo: &Repository,
+    cache: &mut RunCache,
+    index_of: &HashMap<String, usize>,
+    since: bool,
+    fp: Option<&str>,
+) -> Result<Vec<ProposalRow>> {
     let mut proposals = Vec::new();
     // Promoted proposals are shown as the versions they made.
     for p in lineage::list_proposals(repo)?
@@ -672,14 +804,14 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         .filter(|p| p.state != ProposalState::Promoted)
     {
         let parent_version = p.parent.and_then(|o| index_of.get(&o.to_string()).copied());
-        if opts.since.is_some() && parent_version.is_none() {
+        if since && parent_version.is_none() {
             continue;
         }
         let note = read_note(repo, p.commit)?;
         let commit = repo.find_commit(p.commit).git("read proposal")?;
         let parent_tree = commit.parent(0).ok().map(|c| c.tree_id());
-        let gated_row = record_for(&note, commit.tree_id(), parent_tree, fp)
-            .map(|r| gated(repo, &mut cache, &r));
+        let gated_row =
+            record_for(&note, commit.tree_id(), parent_tree, fp).map(|r| gated(repo, cache, &r));
         proposals.push(ProposalRow {
             name: p.name(),
             state: p.state.as_str(),
@@ -694,28 +826,28 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
             gated: gated_row,
         });
     }
+    Ok(proposals)
+}
 
-    // Task × version matrix over held_in ∪ validation.
-    let (held_in_tasks, validation_tasks, test_count) = match &fixed {
-        Some(f) => (
-            f.splits.held_in.clone(),
-            f.splits.validation.clone(),
-            f.splits.test.len(),
-        ),
-        None => (Vec::new(), Vec::new(), 0),
-    };
+/// Task × version matrix over held_in ∪ validation: each cell's measured trials and the gate's
+/// flips at that version.
+fn task_matrix(
+    repo: &Repository,
+    cache: &mut RunCache,
+    splits: [(&str, &Vec<String>); 2],
+    measured_runs: &[Picked],
+    flips_at: &[Option<Flips>],
+    versions: usize,
+) -> Vec<TaskRow> {
     let mut tasks: Vec<TaskRow> = Vec::new();
     let mut row_of: HashMap<(String, String), usize> = HashMap::new();
-    for (split, list) in [
-        ("held_in", &held_in_tasks),
-        ("validation", &validation_tasks),
-    ] {
+    for (split, list) in splits {
         for t in list {
             row_of.insert((split.to_string(), t.clone()), tasks.len());
             tasks.push(TaskRow {
                 task: t.clone(),
                 split: split.to_string(),
-                cells: vec![Cell::default(); versions.len()],
+                cells: vec![Cell::default(); versions],
             });
         }
     }
@@ -734,7 +866,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
                         tasks.push(TaskRow {
                             task: r.task.clone(),
                             split: split.to_string(),
-                            cells: vec![Cell::default(); versions.len()],
+                            cells: vec![Cell::default(); versions],
                         });
                         tasks.len() - 1
                     }
@@ -767,11 +899,14 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
             }
         }
     }
+    tasks
+}
 
-    // Everything executed, over every run record.
+/// Everything executed, over every run record, plus the model's diagnoses and the proposer's
+/// calls.
+fn spent_overall(repo: &Repository, all_runs: &[(String, Oid, i64)]) -> Result<Spend> {
     let mut spent = Spend::default();
-    let all_runs = lineage::list_runs(repo)?;
-    for (id, _, _) in &all_runs {
+    for (id, _, _) in all_runs {
         if let Some(bytes) = lineage::read_run_file(repo, id, crate::eval::RUN_FILE)? {
             let rec = crate::eval::record::parse_run_record(&bytes, id)?;
             for t in rec.totals.values() {
@@ -818,40 +953,7 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         }
     }
 
-    let baseline = versions
-        .iter()
-        .find(|v| v.held_in.is_some() || v.validation.is_some())
-        .map(|v| v.index);
-    let headline = Headline {
-        current: versions.last().map(|v| v.index).unwrap_or_default(),
-        baseline,
-        promotions: promotions.len(),
-        overrides: promotions.iter().filter(|p| p.overridden.is_some()).count(),
-        rejected: proposals.iter().filter(|p| p.state == "rejected").count(),
-        open: proposals.iter().filter(|p| p.state == "open").count(),
-        test_openings: test_openings.len(),
-    };
-    Ok(LineageReport {
-        tool_version: crate::VERSION.to_string(),
-        main_branch: lineage::main_branch(repo),
-        main_commit: main.id().to_string(),
-        fingerprint,
-        since: opts.since.clone(),
-        warnings,
-        splits: SplitSizes {
-            held_in: held_in_tasks.len(),
-            validation: validation_tasks.len(),
-            test: test_count,
-        },
-        versions,
-        promotions,
-        proposals,
-        test_openings,
-        tasks,
-        spent,
-        runs: all_runs.len(),
-        headline,
-    })
+    Ok(spent)
 }
 
 /// `refs/harness/runs/<id>`.

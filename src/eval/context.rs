@@ -62,7 +62,11 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         .image_map
         .extend(o.image_map.clone());
     let fingerprint = ws.fingerprint(&effective)?;
-    let mut runner = effective.experiment.runner.clone();
+    let mut runner = effective
+        .experiment
+        .runner
+        .clone()
+        .with_hosts_under(&ws.root());
     if let Some(k) = o.runner {
         runner.kind = k;
     }

@@ -565,6 +565,7 @@ fn trial_result(
         trace_bytes: 0,
         cache_key: None,
         cached_from: None,
+        host: None,
     }
 }
 

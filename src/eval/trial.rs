@@ -135,6 +135,8 @@ struct TrialExecutor {
 
 /// What one attempt produced before classification.
 struct Attempt {
+    /// The engine the sandbox ran on (a pool of hosts).
+    host: Option<String>,
     verifier: Option<VerifierOutcome>,
     infra: Option<(InfraClass, String)>,
     episode: Option<Episode>,
@@ -225,6 +227,7 @@ impl Executor for TrialExecutor {
                 p.cache_key.clone()
             },
             cached_from: None,
+            host: attempt.host.clone(),
         };
         Executed {
             end: if attempt.cancelled {
@@ -251,6 +254,7 @@ impl TrialExecutor {
             Ok(s) => s,
             Err(e) => {
                 return Attempt {
+                    host: None,
                     verifier: None,
                     infra: Some((InfraClass::Sandbox, e.to_string())),
                     episode: None,
@@ -260,6 +264,7 @@ impl TrialExecutor {
             }
         };
         d.setup_ms = t0.elapsed().as_millis() as u64;
+        let host = sandbox.placement().map(str::to_string);
         let out = self
             .play_and_verify(p, sandbox.as_ref(), cancel, &mut d)
             .await;
@@ -272,6 +277,7 @@ impl TrialExecutor {
             out.infra = Some((InfraClass::Sandbox, format!("teardown failed: {e}")));
         }
         out.durations = d;
+        out.host = host;
         out
     }
 
@@ -345,6 +351,7 @@ impl TrialExecutor {
                         if infra.is_some() || cancelled {
                             d.agent_ms = t1.elapsed().as_millis() as u64;
                             return Attempt {
+                                host: None,
                                 verifier: None,
                                 infra,
                                 episode: Some(ep),
@@ -356,6 +363,7 @@ impl TrialExecutor {
                     }
                     Err(e) => {
                         return Attempt {
+                            host: None,
                             verifier: None,
                             infra: Some((classify(&e), e.to_string())),
                             episode: None,
@@ -373,6 +381,7 @@ impl TrialExecutor {
                 };
                 if let Err(e) = b.run(sb, &p.task).await {
                     return Attempt {
+                        host: None,
                         verifier: None,
                         infra: Some((classify(&e), e.to_string())),
                         episode: None,
@@ -395,6 +404,7 @@ impl TrialExecutor {
         d.sandbox_ms += d.verify_ms + d.setup_ms;
         match v {
             Ok(v) => Attempt {
+                host: None,
                 verifier: Some(v),
                 infra: None,
                 episode,
@@ -402,6 +412,7 @@ impl TrialExecutor {
                 cancelled,
             },
             Err(e) => Attempt {
+                host: None,
                 verifier: None,
                 infra: Some((classify(&e), e.to_string())),
                 episode,

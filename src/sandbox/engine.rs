@@ -132,6 +132,12 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint of one engine of `runner.hosts`: TLS when it names a certificate directory
+    /// (or says `https://`).
+    pub fn of_host(h: &crate::experiment::DockerHost) -> Result<Endpoint> {
+        Endpoint::new(&h.host, h.tls.is_some(), h.tls.clone())
+    }
+
     /// A client for this endpoint; the API version is not negotiated yet.
     pub fn client(&self) -> Result<Docker> {
         let made = match &self.tls {
@@ -183,7 +189,7 @@ impl Endpoint {
                 Some(dir) if tls_refused => Error::usage_hint(
                     format!("the TLS handshake with the Docker engine at {} failed: {text}", self.host),
                     format!(
-                        "DOCKER_CERT_PATH ({}) must hold the CA that signed the engine's certificate (ca.pem) and a client certificate the engine accepts (cert.pem, key.pem)",
+                        "the certificate directory ({}; DOCKER_CERT_PATH, or `tls` of the host in runner.hosts) must hold the CA that signed the engine's certificate (ca.pem) and a client certificate the engine accepts (cert.pem, key.pem)",
                         dir.display()
                     ),
                 ),

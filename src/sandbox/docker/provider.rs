@@ -62,7 +62,15 @@ impl DockerProvider {
         image_map: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let endpoint = super::Endpoint::from_env()?;
+        Self::connect_to(super::Endpoint::from_env()?, image_map, labels)
+    }
+
+    /// Connect to `endpoint` (the version is negotiated on first use, as for `connect`).
+    pub fn connect_to(
+        endpoint: super::Endpoint,
+        image_map: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let raw = endpoint.client()?;
         Ok(DockerProvider {
             endpoint,
@@ -138,6 +146,24 @@ impl DockerProvider {
             .get_or_try_init(|| async { self.endpoint.negotiate(self.raw.clone()).await })
             .await
             .cloned()
+    }
+
+    /// Whether the engine answers a ping within a few seconds (a host that does not is lost).
+    pub async fn answers(&self) -> bool {
+        let ping = async {
+            match self.client().await {
+                Ok(d) => d.ping().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), ping)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Where this provider's engine is.
+    pub fn endpoint(&self) -> &super::Endpoint {
+        &self.endpoint
     }
 
     /// `image_map` applied to one image name.

@@ -1,0 +1,374 @@
+//! A pool of Docker hosts (`runner.hosts`) against two real engines: the one at the default
+//! socket and a second `dockerd` this test starts (its own data root, exec root, pidfile, unix
+//! socket and a loopback TCP port that requires TLS client certificates, made with `openssl`).
+//! The second engine gets the base image by `docker save | docker load`, never from a registry,
+//! and is stopped by its pid; the engine at the default socket is only used, never touched.
+//!
+//! One run over both hosts places trials on both, and its results equal a single-host run's
+//! (which reuses them from the cache: the key has no host); certificates the TLS host refuses
+//! stop the run with exit 2 and a hint; killing the second engine mid-run moves its trials to
+//! the first as infrastructure retries, and once it is back the next command leaves none of our
+//! containers on it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::hermetic::{Out, hermetic, output};
+use crate::support::repo::Repo;
+
+const DEFAULT: &str = "unix:///var/run/docker.sock";
+const BASE: &str = "git-harness/base:bookworm";
+
+fn components_or_skip(test: &str) -> bool {
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ok = crate::support::sandbox::docker_engine_or_skip(test)
+        && root
+        && ["dockerd", "openssl"].iter().all(|t| have(t));
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: root, dockerd, openssl and a Docker engine with {BASE} are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs root, dockerd, openssl and a Docker engine with {BASE}");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A second Docker engine, owned by this test: stopped by its pid when dropped.
+struct Engine {
+    dir: PathBuf,
+    certs: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Engine {
+    fn start(dir: &Path, certs: &Path) -> Engine {
+        let mut e = Engine {
+            dir: dir.to_path_buf(),
+            certs: certs.to_path_buf(),
+            port: free_port(),
+            child: None,
+        };
+        e.launch();
+        e
+    }
+
+    fn socket(&self) -> String {
+        format!("unix://{}", self.dir.join("sock").display())
+    }
+
+    fn tcp(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
+        let c = |f: &str| self.certs.join(f).display().to_string();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("pid"))
+            .args(["-H", &self.socket(), "-H", &self.tcp()])
+            .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
+            .args(["--tlscert", &c("server.pem"), "--tlskey", &c("server-key.pem")])
+            // No bridge of its own: docker0 belongs to the engine at the default socket.
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not answer:\n{}",
+                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.socket()])
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    /// The base image of the engine at the default socket, loaded from it.
+    fn load_base(&self) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker -H {DEFAULT} save {BASE} | docker -H {} load",
+                self.socket()
+            ))
+            .status()
+            .expect("docker save | docker load");
+        assert!(ok.success(), "docker save | docker load failed");
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let o = self.docker(&["ps", "-aq", "--filter", "label=git-harness"]);
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of the daemon this test started.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Wait for the daemon to exit (SIGKILL after a while).
+    fn reap(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.reap();
+    }
+}
+
+/// Four tasks without network on the base image: `ok` passes with the oracle, `wrong` fails.
+fn suite(root: &Path) -> PathBuf {
+    for (id, word) in [("ok", "ok"), ("wrong", "no"), ("v", "ok"), ("t", "ok")] {
+        let d = root.join("suite").join(id);
+        for sub in ["tests", "solution"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
+        std::fs::write(
+            d.join("task.toml"),
+            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
+        )
+        .unwrap();
+        // Long enough that the second engine is killed while its trials run.
+        std::fs::write(
+            d.join("solution/solve.sh"),
+            format!("sleep 2\necho {word} > /app/out.txt\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("tests/test.sh"),
+            "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
+        )
+        .unwrap();
+    }
+    root.join("suite")
+}
+
+fn hosts_block(second: &str, certs: &Path) -> String {
+    format!(
+        "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 2\n  - host: {second}\n    concurrency: 2\n    tls: {}\n",
+        certs.display()
+    )
+}
+
+/// `(task, trial) -> (outcome, host)` of a `run --json`.
+fn outcomes(out: &Out) -> BTreeMap<(String, u64), (String, Option<String>)> {
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", out.stdout, out.stderr));
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["task"].as_str().unwrap().to_string(),
+                    r["trial"].as_u64().unwrap(),
+                ),
+                (
+                    r["outcome"].as_str().unwrap().to_string(),
+                    r["host"].as_str().map(str::to_string),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn executed(out: &Out) -> u64 {
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    v["executed"].as_u64().unwrap()
+}
+
+const RUN: [&str; 7] = [
+    "run", "--split", "held_in", "--agent", "oracle", "--json", "--trials",
+];
+
+#[test]
+fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates() {
+    let test = "a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates";
+    if !components_or_skip(test) {
+        return;
+    }
+    // Short paths: the engine's sockets live under its exec root.
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-hosts-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let good = tmp.path().join("good");
+    let other = tmp.path().join("other");
+    crate::docker_tls::certificates(&good, "good");
+    crate::docker_tls::certificates(&other, "other");
+    let mut engine = Engine::start(&tmp.path().join("e"), &good);
+    engine.load_base();
+    let suite = suite(tmp.path());
+    output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(["init", "--runner", "docker", "--suite"])
+            .arg(&suite)
+            .arg("h")
+            .current_dir(tmp.path()),
+    )
+    .ok();
+    let repo = Repo::open(tmp.path().join("h"));
+    repo.splits(&["ok", "wrong"], &["v"], &["t"]);
+    let pool = hosts_block(&engine.tcp(), &good);
+    let single = "  concurrency: 4\n";
+    repo.edit_experiment(|t| t.replace(single, &pool));
+    let with_trials = |n: &str, extra: &[&str]| {
+        let mut a = RUN.to_vec();
+        a.push(n);
+        a.extend(extra);
+        repo.harness(&a)
+    };
+
+    // Both hosts take trials of one run, over the unix socket and over TLS.
+    let pooled = with_trials("3", &[]).ok();
+    let by_pool = outcomes(&pooled);
+    assert_eq!(by_pool.len(), 6, "{}", pooled.stdout);
+    let hosts: std::collections::BTreeSet<_> =
+        by_pool.values().filter_map(|(_, h)| h.clone()).collect();
+    assert_eq!(
+        hosts,
+        [DEFAULT.to_string(), engine.tcp()].into_iter().collect(),
+        "{}",
+        pooled.stderr
+    );
+    assert!(pooled.stderr.contains("trials per host:"), "{}", pooled.stderr);
+    for ((task, _), (outcome, _)) in &by_pool {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}: {}", pooled.stdout);
+    }
+
+    // Certificates of another CA: refused before any trial, exit 2 with a hint.
+    let wrong = hosts_block(&engine.tcp(), &other);
+    repo.edit_experiment(|t| t.replace(&pool, &wrong));
+    let refused = with_trials("1", &["--no-cache"]);
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("hint:") && refused.stderr.contains(&engine.tcp()),
+        "{}",
+        refused.stderr
+    );
+
+    // One host: the pool's results come from the cache (its key has no host), and run again
+    // they are the same.
+    repo.edit_experiment(|t| t.replace(&wrong, single));
+    let cached = with_trials("3", &[]).ok();
+    assert_eq!(executed(&cached), 0, "{}", cached.stderr);
+    let alone = with_trials("3", &["--no-cache"]).ok();
+    let by_one = outcomes(&alone);
+    let strip = |m: &BTreeMap<(String, u64), (String, Option<String>)>| {
+        m.iter()
+            .map(|(k, (o, _))| (k.clone(), o.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(strip(&by_one), strip(&by_pool));
+    assert!(by_one.values().all(|(_, h)| h.is_none()), "{}", alone.stdout);
+
+    // The second engine dies while its trials run: they finish on the first.
+    repo.edit_experiment(|t| t.replace(single, &pool));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+    hermetic(&mut cmd);
+    let mut args = RUN.to_vec();
+    args.extend(["4", "--no-cache"]);
+    let run = cmd
+        .args(&args)
+        .current_dir(&repo.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.containers().is_empty() {
+        assert!(Instant::now() < deadline, "no trial reached the second engine");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.signal(libc::SIGKILL);
+    engine.reap();
+    let o = run.wait_with_output().unwrap();
+    let lost = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_eq!(lost.code, 0, "{}\n{}", lost.stdout, lost.stderr);
+    let by_lost = outcomes(&lost);
+    assert_eq!(by_lost.len(), 8, "{}", lost.stdout);
+    for ((task, trial), (outcome, host)) in &by_lost {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}#{trial}: {}", lost.stderr);
+        // The trials placed on the second engine could not have finished there (2 s each).
+        assert_eq!(host.as_deref(), Some(DEFAULT), "{task}#{trial}");
+    }
+
+    // Back up, the engine still holds the killed trials' containers; the next command on the
+    // pool removes them (their process is gone).
+    engine.launch();
+    let again = with_trials("1", &[]).ok();
+    assert_eq!(executed(&again), 0, "{}", again.stderr);
+    assert_eq!(engine.containers(), Vec::<String>::new());
+}

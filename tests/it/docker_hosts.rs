@@ -177,6 +177,18 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.signal(libc::SIGTERM);
         self.reap();
+        // A daemon killed with -9 leaves the bind mount of its data root: undo what it mounted,
+        // so its directory can be removed.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
     }
 }
 
@@ -243,8 +255,8 @@ fn executed(out: &Out) -> u64 {
     v["executed"].as_u64().unwrap()
 }
 
-const RUN: [&str; 7] = [
-    "run", "--split", "held_in", "--agent", "oracle", "--json", "--trials",
+const RUN: [&str; 8] = [
+    "run", "--split", "held_in", "--agent", "oracle", "--format", "json", "--trials",
 ];
 
 #[test]

@@ -8,7 +8,8 @@
 //! (which reuses them from the cache: the key has no host); certificates the TLS host refuses
 //! stop the run with exit 2 and a hint; killing the second engine mid-run moves its trials to
 //! the first as infrastructure retries, and once it is back the next command leaves none of our
-//! containers on it.
+//! containers on it. An engine reached over `ssh://` (Debian's `openssh-server` on a loopback
+//! port, started by the test with its own config, keys and pidfile) takes trials as well.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,6 +221,22 @@ fn suite(root: &Path) -> PathBuf {
     root.join("suite")
 }
 
+/// A harness repository with the Docker runner on the suite of [`suite`].
+fn docker_repo(root: &Path) -> Repo {
+    let suite = suite(root);
+    output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(["init", "--runner", "docker", "--suite"])
+            .arg(&suite)
+            .arg("h")
+            .current_dir(root),
+    )
+    .ok();
+    let repo = Repo::open(root.join("h"));
+    repo.splits(&["ok", "wrong"], &["v"], &["t"]);
+    repo
+}
+
 fn hosts_block(second: &str, certs: &Path) -> String {
     format!(
         "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 2\n  - host: {second}\n    concurrency: 2\n    tls: {}\n",
@@ -276,17 +293,7 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
     crate::docker_tls::certificates(&other, "other");
     let mut engine = Engine::start(&tmp.path().join("e"), &good);
     engine.load_base();
-    let suite = suite(tmp.path());
-    output(
-        Command::new(env!("CARGO_BIN_EXE_git-harness"))
-            .args(["init", "--runner", "docker", "--suite"])
-            .arg(&suite)
-            .arg("h")
-            .current_dir(tmp.path()),
-    )
-    .ok();
-    let repo = Repo::open(tmp.path().join("h"));
-    repo.splits(&["ok", "wrong"], &["v"], &["t"]);
+    let repo = docker_repo(tmp.path());
     let pool = hosts_block(&engine.tcp(), &good);
     let single = "  concurrency: 4\n";
     repo.edit_experiment(|t| t.replace(single, &pool));
@@ -383,4 +390,162 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
     let again = with_trials("1", &[]).ok();
     assert_eq!(executed(&again), 0, "{}", again.stderr);
     assert_eq!(engine.containers(), Vec::<String>::new());
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+}
+
+/// An sshd on a loopback port that lets in one generated key; stopped by its pid when dropped.
+struct Sshd {
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start sshd in `dir` and write an `ssh` wrapper into `dir/bin` that reaches it as the host
+/// `gh-engine` (its own client config, key and known-hosts file; the user's are not read).
+fn sshd(dir: &Path) -> (Sshd, PathBuf) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    keygen(&dir.join("host_key"));
+    keygen(&dir.join("id"));
+    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        ),
+    )
+    .unwrap();
+    // sshd's privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("start sshd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        dir.join("ssh_config"),
+        format!(
+            "Host gh-engine\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {d}/id\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  BatchMode yes\n"
+        ),
+    )
+    .unwrap();
+    let wrapper = dir.join("bin/ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec /usr/bin/ssh -F {d}/ssh_config \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (Sshd { child }, dir.join("bin"))
+}
+
+#[test]
+fn a_pool_reaches_an_engine_over_ssh() {
+    let test = "a_pool_reaches_an_engine_over_ssh";
+    let tools = ["ssh", "ssh-keygen"].iter().all(|t| have(t))
+        && Path::new("/usr/sbin/sshd").exists();
+    if !tools {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: openssh-server and openssh-client are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
+        return;
+    }
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-ssh-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (_sshd, bin) = sshd(&tmp.path().join("ssh"));
+    let repo = docker_repo(tmp.path());
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            &format!(
+                "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 1\n  - host: ssh://gh-engine\n    concurrency: 1\n"
+            ),
+        )
+    });
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut args = RUN.to_vec();
+    args.push("2");
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&args)
+            .env("PATH", &path)
+            .current_dir(&repo.path),
+    )
+    .ok();
+    let by = outcomes(&out);
+    assert_eq!(by.len(), 4, "{}", out.stdout);
+    let hosts: std::collections::BTreeSet<_> = by.values().filter_map(|(_, h)| h.clone()).collect();
+    assert!(
+        hosts.contains("ssh://gh-engine"),
+        "no trial went over ssh:\n{}",
+        out.stderr
+    );
+    for ((task, trial), (outcome, _)) in &by {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}#{trial}: {}", out.stderr);
+    }
+    // The ssh connections of the run ended with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crate::support::sandbox::processes_with("gh-engine").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ssh processes left: {:?}",
+            crate::support::sandbox::processes_with("gh-engine")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A port in the address is refused with a hint (ssh would not read it).
+    repo.edit_experiment(|t| t.replace("ssh://gh-engine", "ssh://root@127.0.0.1:22"));
+    let refused = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&args)
+            .arg("--no-cache")
+            .current_dir(&repo.path),
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("~/.ssh/config"), "{}", refused.stderr);
 }

@@ -48,6 +48,10 @@ pub struct DockerProvider {
     pull: PullPolicy,
     /// Images pulled by this provider (under `always`, each is pulled once).
     pulled: Mutex<HashSet<String>>,
+    /// Images known present, with their ids and PATHs: every trial after the first skips the
+    /// look-ups (and the lock they are taken under), so trials do not queue for them.
+    known: Mutex<HashMap<String, String>>,
+    path_envs: Mutex<HashMap<String, String>>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -80,6 +84,8 @@ impl DockerProvider {
             labels,
             pull: PullPolicy::default(),
             pulled: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            path_envs: Mutex::new(HashMap::new()),
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
             network: crate::sandbox::NetworkPolicy::default(),
@@ -116,6 +122,9 @@ impl DockerProvider {
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
         let policy = if pull { self.pull } else { PullPolicy::Never };
+        if let Some(id) = self.known.lock().ok().and_then(|k| k.get(image).cloned()) {
+            return Ok(Some(id));
+        }
         let lock = self.lock_for(&format!("pull {image}"))?;
         let _held = lock.lock().await;
         let done = self.pulled.lock().is_ok_and(|p| p.contains(image));
@@ -126,6 +135,13 @@ impl DockerProvider {
             PullPolicy::Always => !done,
         };
         if !wanted {
+            // Under `always` an image is known once this provider pulled it.
+            if let Some(id) = &id
+                && (self.pull != PullPolicy::Always || done)
+                && let Ok(mut k) = self.known.lock()
+            {
+                k.insert(image.to_string(), id.clone());
+            }
             return Ok(id);
         }
         pull_image(docker, image, notes).await?;
@@ -133,7 +149,12 @@ impl DockerProvider {
             p.insert(image.to_string());
         }
         match image_id(docker, image).await? {
-            Some(id) => Ok(Some(id)),
+            Some(id) => {
+                if let Ok(mut k) = self.known.lock() {
+                    k.insert(image.to_string(), id.clone());
+                }
+                Ok(Some(id))
+            }
             None => {
                 Err(InfraClass::Sandbox.error(format!("pull {image}: the image did not appear")))
             }
@@ -476,7 +497,21 @@ impl DockerProvider {
             host_config: Some(host),
             ..Default::default()
         };
-        let path_env = image_path_env(&docker, &image).await?;
+        let cached = self
+            .path_envs
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&image).cloned());
+        let path_env = match cached {
+            Some(p) => p,
+            None => {
+                let p = image_path_env(&docker, &image).await?;
+                if let Ok(mut m) = self.path_envs.lock() {
+                    m.insert(image.clone(), p.clone());
+                }
+                p
+            }
+        };
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         // The daemon finishes a creation whose request was cut short (an aborted trial), so

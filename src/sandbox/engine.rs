@@ -86,7 +86,9 @@ impl Endpoint {
         let tcp = host.starts_with("tcp://") || host.starts_with("http://");
         let https = host.starts_with("https://");
         if let Some(rest) = host.strip_prefix("ssh://")
-            && rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && rest
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             return Err(Error::usage_hint(
                 format!("{host}: an ssh:// address cannot carry a port here"),
@@ -95,7 +97,9 @@ impl Endpoint {
         }
         if verify && host.starts_with("ssh://") {
             return Err(Error::usage_hint(
-                format!("TLS is asked for, but {host} is an ssh:// address: ssh encrypts it already"),
+                format!(
+                    "TLS is asked for, but {host} is an ssh:// address: ssh encrypts it already"
+                ),
                 "unset DOCKER_TLS_VERIFY (or drop `tls` of this host in runner.hosts)",
             ));
         }

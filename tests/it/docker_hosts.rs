@@ -101,7 +101,12 @@ impl Engine {
             .arg(self.dir.join("pid"))
             .args(["-H", &self.socket(), "-H", &self.tcp()])
             .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
-            .args(["--tlscert", &c("server.pem"), "--tlskey", &c("server-key.pem")])
+            .args([
+                "--tlscert",
+                &c("server.pem"),
+                "--tlskey",
+                &c("server-key.pem"),
+            ])
             // No bridge of its own: docker0 belongs to the engine at the default socket.
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
             .stdout(Stdio::null())
@@ -278,7 +283,8 @@ const RUN: [&str; 8] = [
 
 #[test]
 fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates() {
-    let test = "a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates";
+    let test =
+        "a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates";
     if !components_or_skip(test) {
         return;
     }
@@ -316,7 +322,11 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
         "{}",
         pooled.stderr
     );
-    assert!(pooled.stderr.contains("trials per host:"), "{}", pooled.stderr);
+    assert!(
+        pooled.stderr.contains("trials per host:"),
+        "{}",
+        pooled.stderr
+    );
     for ((task, _), (outcome, _)) in &by_pool {
         let want = if task == "ok" { "pass" } else { "fail" };
         assert_eq!(outcome, want, "{task}: {}", pooled.stdout);
@@ -346,7 +356,11 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
             .collect::<BTreeMap<_, _>>()
     };
     assert_eq!(strip(&by_one), strip(&by_pool));
-    assert!(by_one.values().all(|(_, h)| h.is_none()), "{}", alone.stdout);
+    assert!(
+        by_one.values().all(|(_, h)| h.is_none()),
+        "{}",
+        alone.stdout
+    );
 
     // The second engine dies while its trials run: they finish on the first.
     repo.edit_experiment(|t| t.replace(single, &pool));
@@ -363,7 +377,10 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while engine.containers().is_empty() {
-        assert!(Instant::now() < deadline, "no trial reached the second engine");
+        assert!(
+            Instant::now() < deadline,
+            "no trial reached the second engine"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     engine.signal(libc::SIGKILL);
@@ -474,8 +491,8 @@ fn sshd(dir: &Path) -> (Sshd, PathBuf) {
 #[test]
 fn a_pool_reaches_an_engine_over_ssh() {
     let test = "a_pool_reaches_an_engine_over_ssh";
-    let tools = ["ssh", "ssh-keygen"].iter().all(|t| have(t))
-        && Path::new("/usr/sbin/sshd").exists();
+    let tools =
+        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
     if !tools {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -547,5 +564,9 @@ fn a_pool_reaches_an_engine_over_ssh() {
             .current_dir(&repo.path),
     );
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("~/.ssh/config"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("~/.ssh/config"),
+        "{}",
+        refused.stderr
+    );
 }

@@ -23,6 +23,20 @@ use crate::support::repo::Repo;
 
 const DEFAULT: &str = "unix:///var/run/docker.sock";
 const BASE: &str = "git-harness/base:bookworm";
+/// The second engine's bridge, made by this test and removed when it ends.
+const BRIDGE: &str = "gh-hosts-br0";
+const BRIDGE_ADDR: &str = "10.213.77.1/24";
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn docker0_exists() -> bool {
+    Path::new("/sys/class/net/docker0").exists()
+}
 
 fn components_or_skip(test: &str) -> bool {
     let have = |t: &str| {
@@ -37,7 +51,7 @@ fn components_or_skip(test: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let ok = crate::support::sandbox::docker_engine_or_skip(test)
         && root
-        && ["dockerd", "openssl"].iter().all(|t| have(t));
+        && ["dockerd", "openssl", "ip"].iter().all(|t| have(t));
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -86,6 +100,12 @@ impl Engine {
 
     fn launch(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
+        if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
+            assert!(ip(&["link", "add", BRIDGE, "type", "bridge"]), "ip link add {BRIDGE}");
+            assert!(ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE]));
+            assert!(ip(&["link", "set", BRIDGE, "up"]));
+        }
+        let docker0 = docker0_exists();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,8 +127,9 @@ impl Engine {
                 "--tlskey",
                 &c("server-key.pem"),
             ])
-            // No bridge of its own: docker0 belongs to the engine at the default socket.
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            // A bridge of its own: docker0 belongs to the engine at the default socket (and
+            // `--bridge none` would make this daemon delete it).
+            .args(["--bridge", BRIDGE, "--iptables=false", "--ip-masq=false"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -123,6 +144,11 @@ impl Engine {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        assert_eq!(
+            docker0_exists(),
+            docker0,
+            "the second engine must leave the default engine's bridge alone"
+        );
     }
 
     fn docker(&self, args: &[&str]) -> std::process::Output {
@@ -195,6 +221,7 @@ impl Drop for Engine {
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
+        let _ = ip(&["link", "delete", BRIDGE]);
     }
 }
 

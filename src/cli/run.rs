@@ -118,6 +118,17 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         out
     })?;
     print_outcome(ui, &outcome, args.format);
+    // Results reused from the cache keep the workspace of the run that made them, if any.
+    let unkept = outcome
+        .results
+        .iter()
+        .filter(|r| !r.is_infra() && r.workspace.is_none())
+        .count();
+    if args.keep_workspace && unkept > 0 {
+        ui.warn(format!(
+            "{unkept} trial(s) came from the cache of runs that kept no workspace, so `regrade` cannot re-score them; re-run with --keep-workspace --no-cache to keep theirs"
+        ));
+    }
     let infra = outcome
         .record
         .totals

@@ -283,6 +283,27 @@ fn regrade_of_a_run_without_kept_workspaces_is_refused_with_the_remedy() {
     assert!(out.stderr.contains("--keep-workspace"), "{}", out.stderr);
     assert_eq!(repo.runs(), runs, "nothing recorded");
 
+    // Asking to keep workspaces of trials the cache answers says it cannot.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+    c.args([
+        "run",
+        "--split",
+        "held_in",
+        "--trials",
+        "1",
+        "--keep-workspace",
+    ])
+    .current_dir(&repo.path)
+    .env("REGRADE_TEST_KEY", "k");
+    let cached = output(&mut c).ok();
+    assert!(
+        cached
+            .stderr
+            .contains("1 trial(s) came from the cache of runs that kept no workspace"),
+        "{}",
+        cached.stderr
+    );
+
     let out = repo.harness(&["regrade", "no-such-run"]).code(2);
     assert!(
         out.stderr.contains("no run `no-such-run`"),

@@ -244,6 +244,11 @@ pub struct RunnerConfig {
     /// ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<DockerHost>,
+    /// Keep each trial's final workspace (a tar of the workdir after the agent) in the run
+    /// record, so `git harness regrade` can re-run changed verifiers on it. Not in the
+    /// fingerprint: it changes what is stored, not what a trial does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_workspace: bool,
 }
 
 /// One Docker engine of `runner.hosts`.
@@ -357,6 +362,7 @@ impl Default for RunnerConfig {
             pull: PullPolicy::default(),
             agent_paths: Vec::new(),
             hosts: Vec::new(),
+            keep_workspace: false,
         }
     }
 }

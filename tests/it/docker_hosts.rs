@@ -101,7 +101,10 @@ impl Engine {
     fn launch(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
         if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
-            assert!(ip(&["link", "add", BRIDGE, "type", "bridge"]), "ip link add {BRIDGE}");
+            assert!(
+                ip(&["link", "add", BRIDGE, "type", "bridge"]),
+                "ip link add {BRIDGE}"
+            );
             assert!(ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE]));
             assert!(ip(&["link", "set", BRIDGE, "up"]));
         }

@@ -398,3 +398,50 @@ impl Sandbox for Placed {
         self.watch(r).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(capacities: &[usize]) -> DockerPool {
+        let members = capacities
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                // A client is made without connecting: nothing here talks to an engine.
+                let host = format!("tcp://127.0.0.1:{}", 9 + i);
+                let e = crate::sandbox::docker::Endpoint::new(&host, false, None).unwrap();
+                let p =
+                    DockerProvider::connect_to(e, Default::default(), Default::default()).unwrap();
+                (host, p, c)
+            })
+            .collect();
+        DockerPool::new(members)
+    }
+
+    #[tokio::test]
+    async fn trials_go_to_the_most_free_share_and_never_to_a_drained_host() {
+        let p = pool(&[2, 1]);
+        let mut held = Vec::new();
+        let mut placed = Vec::new();
+        while let Some((i, slot)) = p.reserve("t").unwrap() {
+            placed.push(i);
+            held.push(slot);
+        }
+        // Both free (100%): the first; then 50% against 100%: the second; then the first.
+        assert_eq!(placed, vec![0, 1, 0]);
+        held.clear();
+        *p.shared.members[0].drained.lock().unwrap() = Some("gone".into());
+        let (i, _slot) = p.reserve("t").unwrap().unwrap();
+        assert_eq!(i, 1);
+        // A host that cannot make a task's environment takes none of its trials.
+        p.shared.members[1]
+            .unfit
+            .lock()
+            .unwrap()
+            .insert("other".into());
+        let e = p.reserve("other").unwrap_err().to_string();
+        assert!(e.contains("drained (gone)"), "{e}");
+        assert!(e.contains("cannot make the environment of `other`"), "{e}");
+    }
+}

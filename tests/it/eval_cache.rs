@@ -223,3 +223,49 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
         "validation leaked into mining: {text}"
     );
 }
+
+/// `run --runner X` runs under the experiment with `runner.kind: X`: its run records that kind
+/// and that experiment's fingerprint, and its results are cached for that experiment only.
+#[test]
+fn run_runner_enters_the_fingerprint_as_if_committed() {
+    let repo = Repo::demo();
+    let args = [
+        "--split",
+        "held_in",
+        "--tasks",
+        "word-frequency",
+        "--trials",
+        "1",
+    ];
+    let meta = |v: &serde_json::Value| -> serde_yaml::Value {
+        let id = v["run"].as_str().unwrap();
+        serde_yaml::from_str(&repo.git(&["show", &format!("refs/harness/runs/{id}:run.yaml")]))
+            .unwrap()
+    };
+    // The demo experiment says `kind: auto`; the run asks for the local runner.
+    let local = repo.run_json(&[&args[..], &["--runner", "local"]].concat());
+    assert_eq!(executed(&local), 1, "{local:#}");
+    let local_meta = meta(&local);
+    assert_eq!(
+        local_meta["runner"].as_str(),
+        Some("local"),
+        "{local_meta:?}"
+    );
+
+    // Under the committed runner the local run's results are another experiment's.
+    let auto = repo.run_json(&args);
+    assert_eq!(executed(&auto), 1, "{auto:#}");
+    let auto_meta = meta(&auto);
+    assert_eq!(auto_meta["runner"].as_str(), Some("auto"), "{auto_meta:?}");
+    assert_ne!(auto_meta["fingerprint"], local_meta["fingerprint"]);
+
+    // Committing `kind: local` is the experiment the `--runner local` run ran under.
+    let path = repo.root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("  kind: auto"), "{text}");
+    std::fs::write(&path, text.replacen("  kind: auto", "  kind: local", 1)).unwrap();
+    repo.git(&["commit", "-q", "-am", "Run trials locally"]);
+    let committed = repo.run_json(&args);
+    assert_eq!(executed(&committed), 0, "{committed:#}");
+    assert_eq!(meta(&committed)["fingerprint"], local_meta["fingerprint"]);
+}

@@ -249,7 +249,6 @@ pub async fn validate(
     let planned =
         2 * (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
     let record = record_of(
-        proposal,
         &candidate,
         &parent,
         ctx,
@@ -279,9 +278,7 @@ pub async fn validate(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn record_of(
-    proposal: &Proposal,
     candidate: &git2::Commit<'_>,
     parent: &git2::Commit<'_>,
     ctx: &EvalContext,
@@ -296,7 +293,6 @@ fn record_of(
         candidate_passes: s.candidate_passes,
         candidate_trials: s.trials,
     };
-    let _ = proposal;
     let mut runs = vec![parent_run.to_string()];
     runs.extend(candidate_runs.iter().cloned());
     ValidationRecord {

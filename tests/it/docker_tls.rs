@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SOCKET: &str = "/var/run/docker.sock";
 
@@ -166,11 +166,7 @@ struct Front {
 
 impl Front {
     fn start(certs: &Path) -> Front {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::serve::free_port();
         let script = certs.join("front.py");
         std::fs::write(&script, FRONT).unwrap();
         let child = Command::new("python3")
@@ -184,11 +180,7 @@ impl Front {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the TLS front did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::serve::wait_listening(port, Duration::from_secs(20), "the TLS front");
         Front { child, port }
     }
 }

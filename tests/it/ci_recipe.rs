@@ -380,7 +380,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
     let repo = Repo::small("minimal");
     repo.harness(&["ci", "github"]).ok();
     let s = ".github/git-harness/validate-pr.sh";
-    let no_base = script(&repo.path, s, &[("HARNESS_PR", "1".into())]);
+    let no_base = script(&repo.root, s, &[("HARNESS_PR", "1".into())]);
     assert_eq!(no_base.code, 1, "bash's :? exits 1: {}", no_base.stderr);
     assert!(
         no_base.stderr.contains("HARNESS_BASE"),
@@ -388,7 +388,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
         no_base.stderr
     );
     let bad_pr = script(
-        &repo.path,
+        &repo.root,
         s,
         &[
             ("HARNESS_BASE", "main".into()),
@@ -400,7 +400,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
     // The head is main itself: nothing to validate.
     repo.git(&["checkout", "-q", "--detach", "main"]);
     let nothing = script(
-        &repo.path,
+        &repo.root,
         s,
         &[("HARNESS_BASE", "main".into()), ("HARNESS_PR", "1".into())],
     )

@@ -2,7 +2,8 @@
 //! sim model: repeated runs, reworded commits, clones that fetched the harness refs, worktree
 //! runs, and the sealed test split.
 
-use crate::support::eval::{FAST, Repo, executed, git_in, outcomes, results, scores};
+use crate::support::eval::{FAST, executed, outcomes, results, scores};
+use crate::support::repo::Repo;
 
 #[test]
 fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
@@ -26,7 +27,7 @@ fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
     assert_eq!(repo.runs().len(), 1);
     let note = repo.note("HEAD");
     let noted: Vec<&str> = note["runs"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["run"].as_str().unwrap())
@@ -37,9 +38,9 @@ fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
     );
 
     // A reworded harness commit has the same tree: its results come from the cache.
-    let before = repo.git(&["rev-parse", "HEAD"]);
+    let before = repo.rev("HEAD");
     repo.git(&["commit", "--amend", "-m", "Reworded: the same harness"]);
-    let after = repo.git(&["rev-parse", "HEAD"]);
+    let after = repo.rev("HEAD");
     assert_ne!(before, after);
     let third = repo.run_json(&args);
     assert_eq!(third["harness"], after.as_str());
@@ -61,17 +62,18 @@ fn a_clone_that_fetched_the_harness_refs_answers_from_cache() {
     assert_eq!(executed(&first), 2);
 
     let clone_dir = origin.sibling("clone");
-    git_in(
-        origin.home(),
-        origin.home(),
-        &[
-            "clone",
-            "--quiet",
-            origin.root.to_str().unwrap(),
-            clone_dir.to_str().unwrap(),
-        ],
-    );
-    let clone = Repo::at(clone_dir);
+    origin
+        .git_in(
+            origin.tmp.path(),
+            &[
+                "clone",
+                "--quiet",
+                origin.root.to_str().unwrap(),
+                clone_dir.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let clone = Repo::open(clone_dir);
     clone.git(&[
         "fetch",
         "--quiet",
@@ -92,7 +94,11 @@ fn a_clone_that_fetched_the_harness_refs_answers_from_cache() {
         r["cached_from"].as_str().unwrap(),
         r["trace"].as_str().unwrap()
     );
-    let size: u64 = clone.git(&["cat-file", "-s", &path]).parse().unwrap();
+    let size: u64 = clone
+        .git(&["cat-file", "-s", &path])
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(size, r["trace_bytes"].as_u64().unwrap());
 }
 
@@ -120,13 +126,13 @@ fn worktree_runs_are_never_cached_as_a_commits_results() {
 fn the_test_split_cannot_be_run() {
     let repo = Repo::demo();
     let out = repo.harness(&["run", "--split", "test", "--tasks", "word-frequency"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(Some(out.code), Some(2));
+    let stderr = out.stderr.clone();
     assert!(stderr.contains("invalid value 'test'"), "{stderr}");
     assert!(out.stdout.is_empty());
     assert!(repo.runs().is_empty());
     // The help names the splits one may run, and not the sealed one.
-    let help = repo.ok(&["run", "--help"]);
+    let help = repo.harness(&["run", "--help"]).ok().stdout;
     assert!(help.contains("held_in"), "{help}");
     assert!(!help.contains("possible values: held_in, validation, all, test"));
 }
@@ -203,7 +209,7 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
     assert_eq!(outcomes(&second), outcomes(&first));
 
     // Mining reads the held-in trials under their own ids.
-    let mined = repo.ok(&["mine", "--format", "json"]);
+    let mined = repo.harness(&["mine", "--format", "json"]).ok().stdout;
     let bundle: serde_json::Value = serde_json::from_str(&mined).unwrap();
     let text = bundle.to_string();
     let failed_first: Vec<&str> = results(&first)

@@ -314,7 +314,7 @@ async fn docker_attacks_fail_the_trial_and_never_become_infrastructure_errors() 
     let repo = attack_repo(&suite, stand_in.addr, &ids);
 
     let out = tokio::task::spawn_blocking({
-        let path = repo.path.clone();
+        let path = repo.root.clone();
         move || {
             crate::support::loops::harness_in(
                 &path,
@@ -387,7 +387,7 @@ async fn docker_attacks_fail_the_trial_and_never_become_infrastructure_errors() 
     // `mine` names the tampering as the failures' terminal cause.
     let mined = repo.harness(&["mine"]);
     assert_eq!(mined.code, 0, "{mined:?}");
-    let bundle = std::fs::read_to_string(repo.path.join(".git/harness/mine/bundle.json"))
+    let bundle = std::fs::read_to_string(repo.root.join(".git/harness/mine/bundle.json"))
         .unwrap_or_default();
     assert!(
         mined.stdout.contains("tampered_environment"),

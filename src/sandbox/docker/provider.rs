@@ -299,6 +299,16 @@ impl DockerProvider {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => Ok(false),
+            // Removed meanwhile by someone else (the engine answers 404, or 500 "unrecognized
+            // image ID" when the tag went between its lookup and the removal): gone is gone.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            }) if status_code == 404
+                || (status_code == 500 && message.contains("unrecognized image ID")) =>
+            {
+                Ok(true)
+            }
             Err(e) => Err(docker_err(&format!("remove image {tag}"), e)),
         }
     }

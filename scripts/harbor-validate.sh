@@ -20,8 +20,8 @@
 #     --only-binary=:all:`) and installed from them. Make that image once with
 #       git harness image base --debootstrap trixie --include python3,python3-venv --tag git-harness/base:trixie
 #     (a few minutes), or pass --build-base to have this script make it;
-#   - else: a "skipped" line and exit 0 (CI runs the script on every build; it validates
-#     whenever one of the above is there).
+#   - else: a "skipped" line and exit 0, or exit 1 when HARBOR_VALIDATE_REQUIRE=1 (CI sets it
+#     and builds the trixie image while the tests run, so it cannot pass by skipping).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,14 @@ PY="${PYTHON:-python3}"
 HARBOR_VERSION="${HARBOR_VERSION:-0.26.0}"
 HARBOR_BASE="${HARBOR_BASE:-git-harness/base:trixie}"
 BUILD_BASE=0
+skip() {
+    echo "harbor-validate: skipped ($1)"
+    if [ "${HARBOR_VALIDATE_REQUIRE:-}" = 1 ]; then
+        echo "harbor-validate: HARBOR_VALIDATE_REQUIRE=1: a skip is a failure" >&2
+        exit 1
+    fi
+    exit 0
+}
 if [ "${1:-}" = "--build-base" ]; then
     BUILD_BASE=1
     shift
@@ -84,8 +92,7 @@ if "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/d
 fi
 
 if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-    echo "harbor-validate: skipped ($("$PY" --version 2>&1 || echo "no $PY"); Harbor needs Python >= 3.12, and no Docker engine answers)"
-    exit 0
+    skip "$("$PY" --version 2>&1 || echo "no $PY"); Harbor needs Python >= 3.12, and no Docker engine answers"
 fi
 if ! docker image inspect "$HARBOR_BASE" >/dev/null 2>&1; then
     if [ "$BUILD_BASE" = 1 ]; then
@@ -93,8 +100,7 @@ if ! docker image inspect "$HARBOR_BASE" >/dev/null 2>&1; then
         "$ROOT/target/debug/git-harness" image base --debootstrap trixie \
             --include python3,python3-venv --tag "$HARBOR_BASE"
     else
-        echo "harbor-validate: skipped ($("$PY" --version 2>&1); Harbor needs Python >= 3.12, and there is no $HARBOR_BASE image: make it with \`git harness image base --debootstrap trixie --include python3,python3-venv --tag $HARBOR_BASE\` or pass --build-base)"
-        exit 0
+        skip "$("$PY" --version 2>&1); Harbor needs Python >= 3.12, and there is no $HARBOR_BASE image: make it with \`git harness image base --debootstrap trixie --include python3,python3-venv --tag $HARBOR_BASE\` or pass --build-base"
     fi
 fi
 

@@ -400,7 +400,7 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
     args.extend(["4", "--no-cache"]);
     let run = cmd
         .args(&args)
-        .current_dir(&repo.path)
+        .current_dir(&repo.root)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -559,7 +559,7 @@ fn a_pool_reaches_an_engine_over_ssh() {
         Command::new(env!("CARGO_BIN_EXE_git-harness"))
             .args(&args)
             .env("PATH", &path)
-            .current_dir(&repo.path),
+            .current_dir(&repo.root),
     )
     .ok();
     let by = outcomes(&out);
@@ -591,7 +591,7 @@ fn a_pool_reaches_an_engine_over_ssh() {
         Command::new(env!("CARGO_BIN_EXE_git-harness"))
             .args(&args)
             .arg("--no-cache")
-            .current_dir(&repo.path),
+            .current_dir(&repo.root),
     );
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(

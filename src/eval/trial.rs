@@ -178,6 +178,8 @@ struct TrialExecutor {
 
 /// What one attempt produced before classification.
 struct Attempt {
+    /// The engine the sandbox ran on (a pool of hosts).
+    host: Option<String>,
     verifier: Option<VerifierOutcome>,
     /// The final workspace, kept for `regrade`.
     workspace: Option<Vec<u8>>,
@@ -275,6 +277,7 @@ impl Executor for TrialExecutor {
                 p.cache_key.clone()
             },
             cached_from: None,
+            host: attempt.host.clone(),
         };
         Executed {
             end: if attempt.cancelled {
@@ -302,6 +305,7 @@ impl TrialExecutor {
             Ok(s) => s,
             Err(e) => {
                 return Attempt {
+                    host: None,
                     workspace: None,
                     verifier: None,
                     infra: Some((InfraClass::Sandbox, e.to_string())),
@@ -312,6 +316,7 @@ impl TrialExecutor {
             }
         };
         d.setup_ms = t0.elapsed().as_millis() as u64;
+        let host = sandbox.placement().map(str::to_string);
         let out = self
             .play_and_verify(p, sandbox.as_ref(), cancel, &mut d)
             .await;
@@ -324,6 +329,7 @@ impl TrialExecutor {
             out.infra = Some((InfraClass::Sandbox, format!("teardown failed: {e}")));
         }
         out.durations = d;
+        out.host = host;
         out
     }
 
@@ -397,6 +403,7 @@ impl TrialExecutor {
                         if infra.is_some() || cancelled {
                             d.agent_ms = t1.elapsed().as_millis() as u64;
                             return Attempt {
+                                host: None,
                                 workspace: None,
                                 verifier: None,
                                 infra,
@@ -409,6 +416,7 @@ impl TrialExecutor {
                     }
                     Err(e) => {
                         return Attempt {
+                            host: None,
                             workspace: None,
                             verifier: None,
                             infra: Some((classify(&e), e.to_string())),
@@ -427,6 +435,7 @@ impl TrialExecutor {
                 };
                 if let Err(e) = b.run(sb, &p.task).await {
                     return Attempt {
+                        host: None,
                         workspace: None,
                         verifier: None,
                         infra: Some((classify(&e), e.to_string())),
@@ -463,6 +472,7 @@ impl TrialExecutor {
         d.sandbox_ms += d.verify_ms + d.setup_ms;
         match v {
             Ok(v) => Attempt {
+                host: None,
                 workspace,
                 verifier: Some(v),
                 infra: None,
@@ -471,6 +481,7 @@ impl TrialExecutor {
                 cancelled,
             },
             Err(e) => Attempt {
+                host: None,
                 workspace: None,
                 verifier: None,
                 infra: Some((classify(&e), e.to_string())),

@@ -161,6 +161,11 @@ pub trait Sandbox: Send + Sync {
     fn trial_id(&self) -> &str {
         ""
     }
+    /// The engine this sandbox runs on, when the runner has a choice of them (a pool of
+    /// hosts); recorded with the trial's result, never part of its cache key.
+    fn placement(&self) -> Option<&str> {
+        None
+    }
     /// Give the commands that follow the network of `phase` (see [`PhaseNetworks`]). A new
     /// sandbox is already in its agent phase; the verifier enters its own.
     async fn set_phase(&self, phase: Phase) -> Result<()> {
@@ -376,19 +381,35 @@ pub struct ProviderOptions {
 /// negotiated on first use), or auto (Docker for the tasks that need an image, local otherwise).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
     let network = NetworkPolicy::of(cfg);
-    let docker = || {
-        DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())
+    let one = |endpoint: docker::Endpoint| {
+        DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone())
             .map(|d| d.with_network(network).with_pull(cfg.pull))
+    };
+    let docker = || -> Result<Arc<dyn SandboxProvider>> {
+        if cfg.hosts.is_empty() {
+            return Ok(Arc::new(one(docker::Endpoint::from_env()?)?));
+        }
+        let mut members = Vec::new();
+        for (i, h) in cfg.hosts.iter().enumerate() {
+            let endpoint = docker::Endpoint::of_host(h).map_err(|e| {
+                Error::usage_hint(
+                    format!("runner.hosts[{i}] ({}): {e}", h.host),
+                    e.hint().unwrap_or_default(),
+                )
+            })?;
+            members.push((h.host.clone(), one(endpoint)?, h.concurrency));
+        }
+        Ok(Arc::new(docker::DockerPool::new(members)))
     };
     let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
-        RunnerKind::Docker => Ok(Arc::new(docker()?)),
+        RunnerKind::Docker => docker(),
         // The client only talks to the engine on first use: a suite without image tasks never
         // needs one.
         RunnerKind::Auto => Ok(Arc::new(AutoProvider::new(
             local_provider(opts)?,
-            docker().map(Arc::new).map_err(|e| e.to_string()),
+            docker().map_err(|e| e.to_string()),
         ))),
     }
 }

@@ -46,6 +46,10 @@ pub struct DockerProvider {
     pull: PullPolicy,
     /// Images pulled by this provider (under `always`, each is pulled once).
     pulled: Mutex<HashSet<String>>,
+    /// Images known present, with their ids and PATHs: every trial after the first skips the
+    /// look-ups (and the lock they are taken under), so trials do not queue for them.
+    known: Mutex<HashMap<String, String>>,
+    path_envs: Mutex<HashMap<String, String>>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -60,7 +64,15 @@ impl DockerProvider {
         image_map: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let endpoint = super::Endpoint::from_env()?;
+        Self::connect_to(super::Endpoint::from_env()?, image_map, labels)
+    }
+
+    /// Connect to `endpoint` (the version is negotiated on first use, as for `connect`).
+    pub fn connect_to(
+        endpoint: super::Endpoint,
+        image_map: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let raw = endpoint.client()?;
         Ok(DockerProvider {
             endpoint,
@@ -70,6 +82,8 @@ impl DockerProvider {
             labels,
             pull: PullPolicy::default(),
             pulled: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            path_envs: Mutex::new(HashMap::new()),
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
             network: crate::sandbox::NetworkPolicy::default(),
@@ -106,6 +120,9 @@ impl DockerProvider {
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
         let policy = if pull { self.pull } else { PullPolicy::Never };
+        if let Some(id) = self.known.lock().ok().and_then(|k| k.get(image).cloned()) {
+            return Ok(Some(id));
+        }
         let lock = self.lock_for(&format!("pull {image}"))?;
         let _held = lock.lock().await;
         let done = self.pulled.lock().is_ok_and(|p| p.contains(image));
@@ -116,6 +133,13 @@ impl DockerProvider {
             PullPolicy::Always => !done,
         };
         if !wanted {
+            // Under `always` an image is known once this provider pulled it.
+            if let Some(id) = &id
+                && (self.pull != PullPolicy::Always || done)
+                && let Ok(mut k) = self.known.lock()
+            {
+                k.insert(image.to_string(), id.clone());
+            }
             return Ok(id);
         }
         pull_image(docker, image, notes).await?;
@@ -123,7 +147,12 @@ impl DockerProvider {
             p.insert(image.to_string());
         }
         match image_id(docker, image).await? {
-            Some(id) => Ok(Some(id)),
+            Some(id) => {
+                if let Ok(mut k) = self.known.lock() {
+                    k.insert(image.to_string(), id.clone());
+                }
+                Ok(Some(id))
+            }
             None => {
                 Err(InfraClass::Sandbox.error(format!("pull {image}: the image did not appear")))
             }
@@ -136,6 +165,24 @@ impl DockerProvider {
             .get_or_try_init(|| async { self.endpoint.negotiate(self.raw.clone()).await })
             .await
             .cloned()
+    }
+
+    /// Whether the engine answers a ping within a few seconds (a host that does not is lost).
+    pub async fn answers(&self) -> bool {
+        let ping = async {
+            match self.client().await {
+                Ok(d) => d.ping().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), ping)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Where this provider's engine is.
+    pub fn endpoint(&self) -> &super::Endpoint {
+        &self.endpoint
     }
 
     /// `image_map` applied to one image name.
@@ -422,7 +469,21 @@ impl DockerProvider {
             host_config: Some(host),
             ..Default::default()
         };
-        let path_env = image_path_env(&docker, &image).await?;
+        let cached = self
+            .path_envs
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&image).cloned());
+        let path_env = match cached {
+            Some(p) => p,
+            None => {
+                let p = image_path_env(&docker, &image).await?;
+                if let Ok(mut m) = self.path_envs.lock() {
+                    m.insert(image.clone(), p.clone());
+                }
+                p
+            }
+        };
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         // The daemon finishes a creation whose request was cut short (an aborted trial), so

@@ -58,6 +58,8 @@ pub struct Factory {
     pub experiment: Experiment,
     /// The model gateway of `protocol: command` harnesses, started on first use.
     pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+    /// [`crate::support::digest::stat_tree`] of `runner.agent_paths`, taken once per run.
+    agent_paths_digest: std::sync::OnceLock<String>,
 }
 
 impl Factory {
@@ -71,6 +73,7 @@ impl Factory {
             model,
             experiment,
             gateway: tokio::sync::OnceCell::new(),
+            agent_paths_digest: std::sync::OnceLock::new(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl ExecutorFactory for Factory {
     }
 
     async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
-        self.provider.environment_id(task).await
+        Ok(self.with_agent_paths(self.provider.environment_id(task).await?))
     }
 
     async fn prepare(
@@ -120,7 +123,26 @@ impl ExecutorFactory for Factory {
         task: &crate::task::Task,
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
-        self.provider.prepare(task, notes).await
+        Ok(self.with_agent_paths(self.provider.prepare(task, notes).await?))
+    }
+}
+
+impl Factory {
+    /// The sandbox's environment and the agent's own files (`runner.agent_paths`, shown to
+    /// command harnesses): an edit to an agent file is a new environment, so cached trials
+    /// made with the old file do not hit.
+    fn with_agent_paths(&self, env: Option<String>) -> Option<String> {
+        let paths = &self.experiment.runner.agent_paths;
+        if paths.is_empty() {
+            return env;
+        }
+        let digest = self
+            .agent_paths_digest
+            .get_or_init(|| crate::support::digest::stat_tree(paths));
+        Some(match env {
+            Some(e) if !e.is_empty() => format!("{e}\0agent_paths {digest}"),
+            _ => format!("agent_paths {digest}"),
+        })
     }
 }
 

@@ -424,10 +424,14 @@ fn tool_call(
             _ => Some(("submit".into(), json!({"summary": "done"}))),
         },
         Act::Do(Action::Bash(c)) => sh(c.clone()),
-        Act::Do(Action::WriteFile { path, content }) if takes("write_file", &["path", "content"]) => Some((
-            "write_file".into(),
-            json!({"path": path, "content": content}),
-        )),
+        Act::Do(Action::WriteFile { path, content })
+            if takes("write_file", &["path", "content"]) =>
+        {
+            Some((
+                "write_file".into(),
+                json!({"path": path, "content": content}),
+            ))
+        }
         Act::Do(Action::WriteFile { path, content }) => sh(format!(
             "mkdir -p \"$(dirname {p})\" && printf '%s' {c} > {p}",
             p = quote(path),

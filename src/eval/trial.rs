@@ -104,8 +104,15 @@ impl ExecutorFactory for Factory {
             }
             _ => None,
         };
+        let agent_install = match agent {
+            AgentKind::Harness => {
+                crate::agent::command::install_spec(harness, &self.experiment.runner.agent_paths)
+            }
+            _ => None,
+        };
         Ok(Arc::new(TrialExecutor {
             provider: self.provider.clone(),
+            agent_install,
             gateway,
             model: self.model.clone(),
             harness: Arc::new(harness.clone()),
@@ -148,6 +155,8 @@ impl Factory {
 
 struct TrialExecutor {
     provider: Arc<dyn SandboxProvider>,
+    /// A command harness's `agent.install`, for runners that install once per image.
+    agent_install: Option<crate::sandbox::AgentInstall>,
     gateway: Option<Arc<Gateway>>,
     model: Option<Arc<dyn Model>>,
     harness: Arc<Harness>,
@@ -268,6 +277,7 @@ impl TrialExecutor {
         let t0 = Instant::now();
         let opts = CreateOptions {
             trial_id: Some(crate::sandbox::new_trial_id()),
+            agent_install: self.agent_install.clone(),
         };
         let mut sandbox = match self.provider.create_with(&p.task, &opts).await {
             Ok(s) => s,

@@ -351,3 +351,96 @@ fn deepagents_template_runs_the_papers_harness_and_the_loop_promotes_an_edit() {
         "{bootstrap}"
     );
 }
+
+/// mini-swe-agent's wheels (`pip download`), prepared by `.ci/run` beside its install.
+fn mini_swe_agent_wheels(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("GIT_HARNESS_MSWEA_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pywheels-msa"));
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let has_wheels = std::fs::read_dir(&dir).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("mini_swe_agent-")
+        })
+    });
+    if !has_wheels {
+        assert!(!ci, "{test}: no mini-swe-agent wheels in {}", dir.display());
+        eprintln!(
+            "\n!!!!! SKIPPING {test}: no mini-swe-agent wheels in {} (pip download -d it mini-swe-agent) !!!!!\n",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+#[test]
+fn mini_swe_agent_runs_under_docker_and_installs_once_per_image() {
+    let test = "mini_swe_agent_runs_under_docker_and_installs_once_per_image";
+    let Some(wheels) = mini_swe_agent_wheels(test) else {
+        return;
+    };
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let repo = template_repo("mini-swe-agent", &wheels);
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"]["kind"] = json!("docker");
+    // A few turns show mini-swe-agent at work; the sim's stall would go on to the budget.
+    exp["budgets"]["max_turns"] = json!(3);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    // The task image has no pip: the install unpacks the wheels (what pip does for them) into
+    // the image, and stamps it with an id of its own; the command reads the packages from
+    // there and prints the stamp.
+    let manifest = std::fs::read_to_string(repo.root.join("harness.yaml")).unwrap();
+    let manifest = manifest
+        .replace(
+            "  api: openai\n",
+            "  install: >-\n    for w in \"$HARNESS_AGENT_PATHS\"/*.whl; do python3 -m zipfile -e \"$w\" /opt/mswea || exit 1; done;\n    cat /proc/sys/kernel/random/uuid > /opt/mswea/install-id\n  api: openai\n",
+        )
+        .replace(
+            "PYTHONPATH=\"$HARNESS_AGENT_PATHS${PYTHONPATH:+:$PYTHONPATH}\"",
+            "trap 'echo \"install $(cat /opt/mswea/install-id)\"' EXIT; PYTHONPATH=/opt/mswea",
+        );
+    assert!(manifest.contains("install-id") && manifest.contains("PYTHONPATH=/opt/mswea"));
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    std::fs::write(
+        repo.root.join(".harness/splits.yaml"),
+        "held_in:\n- word-count\nvalidation:\n- decode-message\ntest:\n- extract-emails\n",
+    )
+    .unwrap();
+    repo.git(&[
+        "commit",
+        "-qam",
+        "mini-swe-agent installed into the task image",
+    ]);
+
+    let install_id = |repo: &Repo| {
+        let trials = trials(repo);
+        assert_eq!(trials.len(), 1);
+        let (row, trace) = &trials[0];
+        assert_eq!(trace["protocol"], "command", "{trace:#}");
+        // mini-swe-agent ran in the container and talked to the sim through the tunnel.
+        assert!(
+            tool_commands(trace).iter().any(|c| c == "ls -la"),
+            "{row:#} {trace:#}"
+        );
+        let output = trace["command"]["output"].as_str().unwrap().to_string();
+        output
+            .lines()
+            .find_map(|l| l.strip_prefix("install "))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no install id in {output}"))
+    };
+    let first = repo.harness(&["run", "--split", "held_in"]);
+    assert_eq!(first.code, 0, "{first:#?}");
+    let id1 = install_id(&repo);
+    assert_eq!(id1.len(), 36, "{id1}");
+    let second = repo.harness(&["run", "--split", "held_in", "--no-cache"]);
+    assert_eq!(second.code, 0, "{second:#?}");
+    // The second trial ran on the image the first install made: the install did not run again.
+    assert_eq!(install_id(&repo), id1);
+}

@@ -444,3 +444,50 @@ fn mini_swe_agent_runs_under_docker_and_installs_once_per_image() {
     // The second trial ran on the image the first install made: the install did not run again.
     assert_eq!(install_id(&repo), id1);
 }
+
+#[test]
+fn deepagents_template_runs_under_docker_through_the_tunnel() {
+    let test = "deepagents_template_runs_under_docker_through_the_tunnel";
+    let Some(deps) = deepagents(test) else {
+        return;
+    };
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let repo = template_repo("deepagents", &deps);
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"]["kind"] = json!("docker");
+    exp["budgets"]["max_turns"] = json!(4);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    std::fs::write(
+        repo.root.join(".harness/splits.yaml"),
+        "held_in:\n- word-count\nvalidation:\n- decode-message\ntest:\n- extract-emails\n",
+    )
+    .unwrap();
+    repo.git(&["commit", "-qam", "DeepAgents in a container"]);
+    let run = repo.harness(&["run", "--split", "held_in"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let trials = trials(&repo);
+    assert_eq!(trials.len(), 1, "{run:#?}");
+    let (row, trace) = &trials[0];
+    // DeepAgents ran in the container, reached the sim only through the exec tunnel, and its
+    // shell tool ran the sim's commands there; the initial harness stalls to the budget.
+    assert_eq!(trace["protocol"], "command", "{trace:#}");
+    assert_eq!(
+        trace["ending"]["reason"], "budget_turns",
+        "{row:#} {trace:#}"
+    );
+    let ran: Vec<&str> = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "tool_call" && e["tool"] == "execute")
+        .filter_map(|e| e["command"].as_str())
+        .collect();
+    assert_eq!(ran.first(), Some(&"ls -la"), "{trace:#}");
+    let systems = systems(trace);
+    assert!(systems[0].contains("Start by inspecting the workspace"));
+    assert!(!systems[1].contains("Start by inspecting the workspace"));
+    assert_eq!(row["outcome"], "fail", "{row:#}");
+}

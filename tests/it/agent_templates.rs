@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use serde_json::{Value, json};
 
 /// Where an agent's packages are installed (`pip install --target`), prepared by `.ci/run`:

@@ -20,6 +20,7 @@ mod agent_sim_quirks;
 mod agent_templates;
 mod ci_recipe;
 mod cli_commands;
+mod cli_figures;
 mod cli_noise;
 mod cli_split_init;
 mod cli_user_repo;

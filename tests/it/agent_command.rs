@@ -507,7 +507,7 @@ fn an_edit_to_an_agent_file_outside_the_repository_misses_the_trial_cache() {
     let agent_dir = tempfile::tempdir().unwrap();
     let agent = agent_dir.path().join("agent.sh");
     std::fs::write(&agent, "wc -w < input.txt > count.txt\n").unwrap();
-    let repo = Repo::init_split();
+    let repo = Repo::demo();
     let manifest = "name: sh-agent\nprotocol: command\nagent:\n  command: sh \"$HARNESS_AGENT_PATHS/agent.sh\"\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n";
     std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
     let path = repo.root.join(".harness/experiment.yaml");
@@ -543,7 +543,7 @@ fn a_bind_mount_bubblewrap_cannot_make_is_an_infrastructure_error_not_the_agents
     }
     let gone = tempfile::tempdir().unwrap();
     let missing = gone.path().join("not-installed");
-    let repo = Repo::init_split();
+    let repo = Repo::demo();
     let manifest = "name: sh-agent\nprotocol: command\nagent:\n  command: wc -w < input.txt > count.txt\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n";
     std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
     let path = repo.root.join(".harness/experiment.yaml");

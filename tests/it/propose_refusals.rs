@@ -386,7 +386,7 @@ fn a_surface_check_runs_confined_writing_nothing_outside_its_copy() {
     repo.write("harness.yaml", &manifest);
     repo.commit_all("Run execution prompt edits as their check");
     repo.use_openai_model(&server.base_url);
-    let outside = repo.path.join("written-by-the-check");
+    let outside = repo.root.join("written-by-the-check");
     let execution = repo.read("prompts/execution.md");
     let hostile = format!(
         "{execution}echo owned > '{}' || exit 9\n",

@@ -70,6 +70,8 @@ pub struct Factory {
     pub experiment: Experiment,
     /// The model gateway of `protocol: command` harnesses, started on first use.
     pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+    /// [`crate::support::digest::stat_tree`] of `runner.agent_paths`, taken once per run.
+    agent_paths_digest: std::sync::OnceLock<String>,
     /// Keep each trial's final workspace for `regrade` (`run --keep-workspace`).
     pub keep_workspace: bool,
 }
@@ -86,6 +88,7 @@ impl Factory {
             keep_workspace: experiment.runner.keep_workspace,
             experiment,
             gateway: tokio::sync::OnceCell::new(),
+            agent_paths_digest: std::sync::OnceLock::new(),
         }
     }
 }
@@ -116,8 +119,15 @@ impl ExecutorFactory for Factory {
             }
             _ => None,
         };
+        let agent_install = match agent {
+            AgentKind::Harness => {
+                crate::agent::command::install_spec(harness, &self.experiment.runner.agent_paths)
+            }
+            _ => None,
+        };
         Ok(Arc::new(TrialExecutor {
             provider: self.provider.clone(),
+            agent_install,
             gateway,
             model: self.model.clone(),
             harness: Arc::new(harness.clone()),
@@ -134,6 +144,7 @@ impl ExecutorFactory for Factory {
     ) -> Result<crate::task::VerifierOutcome> {
         let opts = CreateOptions {
             trial_id: Some(crate::sandbox::new_trial_id()),
+            ..CreateOptions::default()
         };
         let mut sb = self.provider.create_with(task, &opts).await?;
         let out = async {
@@ -154,7 +165,7 @@ impl ExecutorFactory for Factory {
     }
 
     async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
-        self.provider.environment_id(task).await
+        Ok(self.with_agent_paths(self.provider.environment_id(task).await?))
     }
 
     async fn prepare(
@@ -162,12 +173,33 @@ impl ExecutorFactory for Factory {
         task: &crate::task::Task,
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
-        self.provider.prepare(task, notes).await
+        Ok(self.with_agent_paths(self.provider.prepare(task, notes).await?))
+    }
+}
+
+impl Factory {
+    /// The sandbox's environment and the agent's own files (`runner.agent_paths`, shown to
+    /// command harnesses): an edit to an agent file is a new environment, so cached trials
+    /// made with the old file do not hit.
+    fn with_agent_paths(&self, env: Option<String>) -> Option<String> {
+        let paths = &self.experiment.runner.agent_paths;
+        if paths.is_empty() {
+            return env;
+        }
+        let digest = self
+            .agent_paths_digest
+            .get_or_init(|| crate::support::digest::stat_tree(paths));
+        Some(match env {
+            Some(e) if !e.is_empty() => format!("{e}\0agent_paths {digest}"),
+            _ => format!("agent_paths {digest}"),
+        })
     }
 }
 
 struct TrialExecutor {
     provider: Arc<dyn SandboxProvider>,
+    /// A command harness's `agent.install`, for runners that install once per image.
+    agent_install: Option<crate::sandbox::AgentInstall>,
     gateway: Option<Arc<Gateway>>,
     model: Option<Arc<dyn Model>>,
     harness: Arc<Harness>,
@@ -300,6 +332,7 @@ impl TrialExecutor {
         let t0 = Instant::now();
         let opts = CreateOptions {
             trial_id: Some(crate::sandbox::new_trial_id()),
+            agent_install: self.agent_install.clone(),
         };
         let mut sandbox = match self.provider.create_with(&p.task, &opts).await {
             Ok(s) => s,

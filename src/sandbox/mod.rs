@@ -178,6 +178,11 @@ pub trait Sandbox: Send + Sync {
         self.copy_dir_in(host_dir, at).await?;
         Ok(at.to_string())
     }
+    /// Whether this sandbox starts from an image on which the harness's `agent.install` already
+    /// ran (see [`AgentInstall`]): the episode neither installs nor copies `agent_paths` in.
+    fn agent_installed(&self) -> bool {
+        false
+    }
     /// Stop showing what [`Sandbox::show_read_only`] and [`Sandbox::gateway_route`] bound in:
     /// the agent's phase is over, and the verifier sees none of it.
     async fn hide_read_only(&self) {}
@@ -300,6 +305,28 @@ impl PhaseNetworks {
 pub struct CreateOptions {
     /// Recorded as a label / in names; a fresh id is made when `None`.
     pub trial_id: Option<String>,
+    /// A command harness's `agent.install`, for runners that install once per image (Docker:
+    /// a derived image); the others ignore it and the agent's episode installs per trial.
+    pub agent_install: Option<AgentInstall>,
+}
+
+/// A command harness's `agent.install` and what it reads: run once per image, its result kept
+/// as a derived image named by the image's id and [`AgentInstall::digest`].
+#[derive(Debug, Clone)]
+pub struct AgentInstall {
+    /// The install command (bash), run in `/` with `env`.
+    pub script: String,
+    pub env: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+    /// The commit's harness files (absolute paths in the sandbox, under `files_dir`), there while
+    /// the install runs and removed before the image is kept.
+    pub files: Vec<(String, String)>,
+    pub files_dir: String,
+    /// Host directories (`runner.agent_paths`) copied in under their own paths; they stay in the
+    /// derived image, so trials on it need no copy.
+    pub paths: Vec<std::path::PathBuf>,
+    /// Digest of the script, the environment, the files and the paths' stat tree.
+    pub digest: String,
 }
 
 /// Makes sandboxes for tasks (local, docker).

@@ -26,6 +26,8 @@ use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, San
 use crate::task::Task;
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// The images on which a command harness's `agent.install` ran (see `create_installed`).
+pub const AGENT_IMAGE_REPO: &str = "git-harness/agent";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// The directories of the runtime in every container.
 const RUNTIME_DIRS: &[&str] = &[
@@ -428,8 +430,111 @@ impl DockerProvider {
     }
 
     pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
+        let (image, seed) = self.image_for(task).await?;
+        self.create_from(task, trial_id, &image, seed, false).await
+    }
+
+    /// A trial's container on the image where the harness's `agent.install` ran: the task's
+    /// image with the install committed on top, as `git-harness/agent:<digest of the image id
+    /// and the install's inputs>`, made by the first trial that needs it (one at a time per
+    /// tag) and reused by every later one. A failed install keeps no image: the trial runs on
+    /// the task's image and installs itself, so the failure is its agent's, as without a cache.
+    pub async fn create_installed(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        install: &crate::sandbox::AgentInstall,
+    ) -> Result<DockerSandbox> {
         let docker = self.client().await?;
         let (image, seed) = self.image_for(task).await?;
+        let base = image_id(&docker, &image)
+            .await?
+            .unwrap_or_else(|| image.clone());
+        let mut h = crate::support::digest::Hasher::new();
+        h.update(b"git-harness agent image v1\0");
+        h.update(base.as_bytes());
+        h.update([0]);
+        h.update(install.digest.as_bytes());
+        let tag = format!("{AGENT_IMAGE_REPO}:{}", &h.hex()[..16]);
+        let made = {
+            let lock = self.lock_for(&tag)?;
+            let _held = lock.lock().await;
+            image_id(&docker, &tag).await?.is_some()
+                || self
+                    .install_image(task, trial_id, &image, install, &tag)
+                    .await?
+        };
+        if made {
+            self.create_from(task, trial_id, &tag, seed, true).await
+        } else {
+            self.create_from(task, trial_id, &image, seed, false).await
+        }
+    }
+
+    /// Run `install` in a fresh container of `image` (the task's workspace not copied in) and
+    /// commit it as `tag`; `Ok(false)` when the install itself failed.
+    async fn install_image(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        image: &str,
+        install: &crate::sandbox::AgentInstall,
+        tag: &str,
+    ) -> Result<bool> {
+        let docker = self.client().await?;
+        let mut helper = self
+            .create_from(task, &format!("{trial_id}-install"), image, false, false)
+            .await?;
+        let made: Result<bool> = async {
+            for (path, content) in &install.files {
+                helper.write_file(path, content.as_bytes()).await?;
+            }
+            for p in &install.paths {
+                helper.copy_dir_in(p, &p.to_string_lossy()).await?;
+            }
+            let mut req = ExecRequest::new(format!("cd /\n{}", install.script), install.timeout);
+            req.env = install.env.clone();
+            if !helper.exec(req).await?.success() {
+                return Ok(false);
+            }
+            let clean = format!("rm -rf '{}'", install.files_dir.replace('\'', "'\\''"));
+            helper
+                .exec(ExecRequest::new(clean, Duration::from_secs(60)))
+                .await?;
+            let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
+            let opts = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+                .container(&helper.id)
+                .repo(repo)
+                .tag(version)
+                .comment("git-harness: agent.install of a command harness")
+                .build();
+            let config = bollard::models::ContainerConfig {
+                labels: Some(HashMap::from([(LABEL.to_string(), "1".to_string())])),
+                ..Default::default()
+            };
+            docker
+                .commit_container(opts, config)
+                .await
+                .map_err(|e| docker_err(&format!("commit the agent install as {tag}"), e))?;
+            Ok(true)
+        }
+        .await;
+        let removed = helper.destroy().await;
+        let made = made?;
+        removed?;
+        Ok(made)
+    }
+
+    async fn create_from(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        image: &str,
+        seed: bool,
+        installed: bool,
+    ) -> Result<DockerSandbox> {
+        let docker = self.client().await?;
+        let image = image.to_string();
         let mut labels: HashMap<String, String> = self
             .labels
             .iter()
@@ -521,6 +626,7 @@ impl DockerProvider {
             pending: Mutex::new(None),
             after_kill: Mutex::new(None),
             tunnel: std::sync::Mutex::new(None),
+            installed,
         };
         // The runtime's directories come with an upload, not an exec of their own (the daemon
         // makes the working directory itself).
@@ -662,7 +768,10 @@ impl SandboxProvider for DockerProvider {
             .trial_id
             .clone()
             .unwrap_or_else(crate::sandbox::new_trial_id);
-        Ok(Box::new(self.create_docker(task, &id).await?))
+        Ok(Box::new(match &opts.agent_install {
+            Some(install) => self.create_installed(task, &id, install).await?,
+            None => self.create_docker(task, &id).await?,
+        }))
     }
 
     async fn environment_id(&self, task: &Task) -> Result<Option<String>> {

@@ -639,7 +639,7 @@ impl LocalSandbox {
             (req.timeout.as_secs_f64() * self.cpus.unwrap_or(1.0).max(1.0)).ceil() as u64 + 5;
         let address_mb = self.memory_mb.map(|m| m + ADDRESS_SPACE_SLACK_MB);
         let nproc = self.max_processes;
-        let bwrap = self.bwrap;
+        let parent = std::process::id() as libc::pid_t;
         let status_fd = status.as_ref().map(|s| {
             use std::os::fd::AsRawFd;
             s.writer.as_raw_fd()
@@ -659,9 +659,13 @@ impl LocalSandbox {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                if !bwrap {
-                    // bubblewrap has --die-with-parent; plain bash gets the same.
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                // Die with git-harness, also for bubblewrap: its --die-with-parent is set only
+                // once bubblewrap runs, and a git-harness that dies (or aborts on a second
+                // signal) between this fork and that moment would leave it running. A parent
+                // that is already gone is seen in getppid().
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if libc::getppid() != parent {
+                    libc::_exit(137);
                 }
                 set_limit(libc::RLIMIT_CPU, cpu_secs);
                 set_limit(libc::RLIMIT_CORE, 0);

@@ -311,8 +311,15 @@ fn record_of(
         held_in: cmp(&d.held_in),
         validation: cmp(&d.validation),
         statistic: Some(format!(
-            "sign-flip p={:.4} (m={}, sum {:+}) vs alpha {}",
-            d.statistic.p_value, d.statistic.m, d.statistic.observed, d.statistic.alpha
+            "{} p={:.4} (m={}, sum {:+}) vs alpha {}",
+            match cfg.statistic {
+                crate::experiment::GateStatistic::Paired => "sign-flip",
+                crate::experiment::GateStatistic::Pooled => "pooled",
+            },
+            d.statistic.p_value,
+            d.statistic.m,
+            d.statistic.observed,
+            d.statistic.alpha
         )),
         margin: d.margin.passes as f64 + d.margin.rate_points / 1000.0,
         runs,

@@ -394,6 +394,11 @@ pub struct GateConfig {
     /// The strict rule's main statistic (`paired` or `pooled`, see `docs/gate.md`).
     #[serde(default, skip_serializing_if = "is_paired")]
     pub statistic: GateStatistic,
+    /// Each evolve round also validates a null control: a byte-different, behaviour-identical
+    /// copy of main, never promoted. Its verdict and the round's minimum detectable effect go
+    /// into main's note (`docs/formats.md`). Off by default: it costs a validation per round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub null_control: bool,
 }
 
 fn is_paired(s: &GateStatistic) -> bool {
@@ -428,6 +433,7 @@ impl Default for GateConfig {
             broke_alpha: default_broke_alpha(),
             early_stop: true,
             statistic: GateStatistic::Paired,
+            null_control: false,
         }
     }
 }

@@ -149,6 +149,7 @@ fn case() -> impl Strategy<Value = Case> {
                         } else {
                             GateStatistic::Paired
                         },
+                        null_control: false,
                     };
                     Case {
                         cfg,

@@ -193,12 +193,21 @@ mod tests {
     #[test]
     fn the_parents_cache_lowers_the_pooled_effect_it_can_detect() {
         let look = gate::Look::fixed(0.05, 4);
-        let paired = minimum_detectable_effect(&[0.5; 30], &look);
         let few = minimum_detectable_effect_pooled(&[(0.5, 4); 30], &look);
         let many = minimum_detectable_effect_pooled(&[(0.5, 64); 30], &look);
-        // With as many parent trials as candidate ones, pooled and paired agree (no pairing
-        // information); a larger cache halves the variance of the parent's side.
-        assert!((few - paired).abs() < 1e-6, "{few} vs {paired}");
+        // With as many parent trials as candidate ones the variance is the paired one's
+        // (2·p(1−p)/n per task: no pairing information); a larger cache nearly halves it.
+        let z = normal_quantile(0.95) + normal_quantile(0.8);
+        let paired_approx = 100.0 * z * (30.0 * 2.0 * 0.25 / 4.0f64).sqrt() / 30.0;
+        assert!(
+            (few - paired_approx).abs() < 1e-6,
+            "{few} vs {paired_approx}"
+        );
         assert!(many < few, "{many} vs {few}");
+        // Below the paired test's discrete floor of 5 changed tasks in 30.
+        assert!(
+            many < minimum_detectable_effect(&[0.5; 30], &look),
+            "{many}"
+        );
     }
 }

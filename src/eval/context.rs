@@ -26,6 +26,12 @@ pub struct Overrides {
     /// `--image-map` additions to `runner.image_map`. Unlike the fields above, these change
     /// what a trial runs on, so they enter the fingerprint.
     pub image_map: std::collections::BTreeMap<String, String>,
+    /// Keep every trial's final workspace (`run --keep-workspace`), whatever
+    /// `runner.keep_workspace` says.
+    pub keep_workspace: bool,
+    /// Read the tasks from this suite instead of the experiment's (`regrade --suite`): its task
+    /// checksums enter the fingerprint.
+    pub suite: Option<std::path::PathBuf>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -51,7 +57,10 @@ impl Context {
 /// Open the context for main's experiment.
 pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     let fixed = ws.fixed_on_main()?;
-    let suite_dir = ws.suite_dir(&fixed.experiment)?;
+    let suite_dir = match &o.suite {
+        Some(dir) => dir.clone(),
+        None => ws.suite_dir(&fixed.experiment)?,
+    };
     let suite = crate::task::load_suite(&suite_dir)?;
     // The committed experiment stays what commits are compared against; the fingerprint (and
     // the provider) see the map as extended on the command line.
@@ -61,7 +70,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         .runner
         .image_map
         .extend(o.image_map.clone());
-    let fingerprint = ws.fingerprint(&effective)?;
+    let fingerprint = ws.fingerprint_of(&effective, &suite);
     let mut runner = effective.experiment.runner.clone();
     if let Some(k) = o.runner {
         runner.kind = k;
@@ -99,11 +108,12 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             .await?,
         )
     };
-    let factory = Factory::new(
+    let mut factory = Factory::new(
         provider,
         connected.as_ref().map(|c| c.model.clone()),
         fixed.experiment.clone(),
     );
+    factory.keep_workspace |= o.keep_workspace;
     Ok(Context {
         eval: EvalContext {
             fixed,

@@ -298,11 +298,12 @@ pub(super) fn run_meta(
         seed: ctx.fixed.experiment.seed,
         started_at: now(),
         no_cache: req.no_cache,
+        regraded_from: None,
     };
     Ok((meta, Vec::new()))
 }
 
-fn new_run_id(commit: Oid) -> String {
+pub(super) fn new_run_id(commit: Oid) -> String {
     let suffix: u16 = rand::random();
     format!(
         "{}-{}-{suffix:04x}",

@@ -239,6 +239,11 @@ pub struct RunnerConfig {
     /// in the cache key.
     #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
     pub pull: PullPolicy,
+    /// Keep each trial's final workspace (a tar of the workdir after the agent) in the run
+    /// record, so `git harness regrade` can re-run changed verifiers on it. Not in the
+    /// fingerprint: it changes what is stored, not what a trial does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_workspace: bool,
 }
 
 /// When the Docker runner pulls an image (as `docker run --pull`).
@@ -308,6 +313,7 @@ impl Default for RunnerConfig {
             verifier_network: NetworkChoice::Task,
             pull: PullPolicy::default(),
             agent_paths: Vec::new(),
+            keep_workspace: false,
         }
     }
 }

@@ -56,6 +56,7 @@ mod network_phases;
 mod promote;
 mod propose_audit;
 mod propose_refusals;
+mod regrade;
 mod report;
 mod report_markdown;
 mod runner_auto;

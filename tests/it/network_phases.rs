@@ -363,3 +363,55 @@ fn demo_suite_uses_only_harbor_keys_and_values() {
     }
     assert!(n >= 20, "the demo suite has its tasks ({n})");
 }
+
+/// `allowlist` with `allowed_hosts` is not enforced by this build: a task that would run a
+/// phase under it is refused before anything runs (exit 2, naming task.toml's line and field),
+/// never run as `public`; a phase the experiment takes the network from runs.
+#[test]
+fn allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline() {
+    if !bwrap_or_skip("allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline") {
+        return;
+    }
+    let port = pong_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    // No network but the verifier's (so that, pinned offline, the Docker runner needs no bridge).
+    let allowlist = "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n\n\
+                     [verifier]\nnetwork_mode = \"allowlist\"\nallowed_hosts = [\"example.com\"]\n";
+    // The verifier passes only when it reaches the host's loopback.
+    let verify = format!("{} | grep -q pong", fetch(port));
+    task(
+        &suite,
+        "verifier-allowlist",
+        allowlist,
+        "echo ok > /app/out.txt\n",
+        &verify,
+        false,
+    );
+    let mut runners = vec!["local"];
+    if docker_or_skip("allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline") {
+        runners.push("docker");
+    }
+    for runner in runners {
+        let out = check(&suite, runner, &[]).code(2);
+        assert!(
+            out.stderr
+                .contains("verifier-allowlist/task.toml:6: verifier.network_mode:")
+                && out.stderr.contains("`allowlist` is not enforced")
+                && out.stderr.contains("(example.com)"),
+            "{runner}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: set network_mode = \"public\""),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("ok "), "nothing ran: {}", out.stdout);
+        // Pinned offline, the verifier phase has no network at all: the task runs, and its
+        // verifier cannot reach the loopback server (so the oracle fails: no leak as public).
+        let out = check(&suite, runner, &["--verifier-network", "none"]);
+        assert_eq!(out.code, 1, "{runner}: {out:?}");
+        assert!(out.stdout.contains("BROKEN"), "{}", out.stdout);
+    }
+}

@@ -199,6 +199,7 @@ impl DockerProvider {
     /// [`DockerProvider::environment_id`], pulling what the policy says first; `notes` gets
     /// the pull's progress.
     pub async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<String> {
+        self.network.refuse_allowlist(task)?;
         self.identify(task, true, notes).await
     }
 
@@ -428,6 +429,7 @@ impl DockerProvider {
         let env = &task.environment;
         // One container for all phases: on the default bridge when any phase has the network,
         // disconnected from it (only loopback left) during the phases that have none.
+        self.network.refuse_allowlist(task)?;
         let phases = self.network.phases(env);
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),

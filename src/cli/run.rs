@@ -27,9 +27,12 @@ pub struct Args {
     /// Only tasks whose id matches this glob.
     #[arg(long, value_name = "PATTERN")]
     pub tasks: Option<String>,
-    /// Trials at once [default: the experiment's runner.concurrency].
+    /// Trials at once [default: the experiment's runner.concurrency, or the sum of runner.hosts' concurrency].
     #[arg(long, short = 'j')]
     pub concurrency: Option<usize>,
+    /// Where trials run [default: the experiment's runner.kind]. Like a committed
+    /// runner.kind, it is part of the fingerprint: results of one runner never stand for
+    /// another's.
     #[arg(long, value_enum)]
     pub runner: Option<RunnerArg>,
     /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map and so to the

@@ -711,45 +711,84 @@ async fn run_once(docker: &Docker, image: &str, command: &str) -> Result<String>
 
 /// `docker build` of a directory as `tag`, labelled as ours; the build log's tail on failure.
 async fn build_dir_image(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
-    use bollard::query_parameters::BuildImageOptionsBuilder;
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", dir).at(dir)?;
     let body = tar.into_inner().at(dir)?;
+    build_tar(docker, body, tag, None)
+        .await
+        .map_err(|f| InfraClass::Sandbox.error(format!("build {tag}: {f}")))
+}
+
+/// Why an image build failed, with the last lines of its output.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub reason: String,
+    pub tail: String,
+}
+
+impl std::fmt::Display for BuildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.reason, self.tail)
+    }
+}
+
+/// Lines of build output a failure shows.
+const BUILD_TAIL_LINES: usize = 15;
+
+/// Build the tar build context `context` (its `Dockerfile`) as `tag`, labelled as ours,
+/// within `timeout` when one is given. The engine reports a failed step in the stream, not as
+/// an error of the request: both, and the time-out, are a failure.
+pub async fn build_tar(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    timeout: Option<std::time::Duration>,
+) -> std::result::Result<(), BuildFailure> {
+    use bollard::query_parameters::BuildImageOptionsBuilder;
     let opts = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(&std::collections::HashMap::from([(
-            OUR_LABEL.to_string(),
-            "1".to_string(),
-        )]))
+        .labels(&HashMap::from([(OUR_LABEL.to_string(), "1".to_string())]))
         .build();
     let mut log = String::new();
     let mut failure = None;
-    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(body.into())));
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(s) = info.stream {
-                    log.push_str(&s);
+    let build = async {
+        let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.stream {
+                        log.push_str(&s);
+                    }
+                    if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(e);
+                    }
                 }
-                if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                    failure = Some(e);
-                }
+                Err(e) => failure = Some(e.to_string()),
             }
-            Err(e) => failure = Some(e.to_string()),
+        }
+    };
+    match timeout {
+        Some(t) => {
+            if tokio::time::timeout(t, build).await.is_err() {
+                failure = Some(format!("timed out after {}s", t.as_secs()));
+            }
+        }
+        None => build.await,
+    }
+    match failure {
+        None => Ok(()),
+        Some(reason) => {
+            let lines: Vec<&str> = log.lines().collect();
+            Err(BuildFailure {
+                reason,
+                tail: lines[lines.len().saturating_sub(BUILD_TAIL_LINES)..].join("\n"),
+            })
         }
     }
-    if let Some(f) = failure {
-        let lines: Vec<&str> = log.lines().collect();
-        return Err(InfraClass::Sandbox.error(format!(
-            "build {tag}: {f}\n{}",
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn regrade_flips_verdicts(runner: &str) {
     let run = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_git-harness"));
         c.args(args)
-            .current_dir(&repo.path)
+            .current_dir(&repo.root)
             .env("REGRADE_TEST_KEY", "k");
         output(&mut c)
     };
@@ -266,7 +266,7 @@ fn regrade_of_a_run_without_kept_workspaces_is_refused_with_the_remedy() {
     let repo = repo(tmp.path(), &server.base_url(), "local");
     let mut c = Command::new(env!("CARGO_BIN_EXE_git-harness"));
     c.args(["run", "--split", "held_in", "--trials", "1"])
-        .current_dir(&repo.path)
+        .current_dir(&repo.root)
         .env("REGRADE_TEST_KEY", "k");
     let first = output(&mut c).ok();
     assert!(!first.stdout.contains("kept"), "{}", first.stdout);
@@ -293,7 +293,7 @@ fn regrade_of_a_run_without_kept_workspaces_is_refused_with_the_remedy() {
         "1",
         "--keep-workspace",
     ])
-    .current_dir(&repo.path)
+    .current_dir(&repo.root)
     .env("REGRADE_TEST_KEY", "k");
     let cached = output(&mut c).ok();
     assert!(

@@ -16,9 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use git_harness::experiment::{GateConfig, GateRule, Split};
+use git_harness::experiment::{GateConfig, GateRule, GateStatistic, Split};
 use git_harness::gate::{
-    Evaluation, Look, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, looks,
+    Evaluation, Evidence, Look, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, looks,
     trial_order_with, try_settled, try_settled_at, wants_more_trials,
 };
 use rand::{RngExt, SeedableRng};
@@ -31,7 +31,19 @@ const MAX_TRIALS: usize = 16;
 
 /// Parent and candidate tables with `MAX_TRIALS` trials; truncate for fewer.
 fn draw(seed: u64, effect: f64) -> (Evaluation, Evaluation) {
+    let (p, c, _) = draw_with(seed, effect, 0);
+    (p, c)
+}
+
+/// [`draw`] plus `extra` more parent trials per task (earlier runs of the parent: the cache),
+/// drawn after the tables so that the tables are the same as `draw`'s.
+fn draw_with(
+    seed: u64,
+    effect: f64,
+    extra: usize,
+) -> (Evaluation, Evaluation, BTreeMap<String, Vec<Outcome>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut bases = Vec::new();
     let mut parent = Evaluation::default();
     let mut cand = Evaluation::default();
     for (split, n) in [(Split::HeldIn, HELD_IN), (Split::Validation, VALIDATION)] {
@@ -52,10 +64,26 @@ fn draw(seed: u64, effect: f64) -> (Evaluation, Evaluation) {
             let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(&mut rng, q)).collect();
             let id = format!("{}-{t:02}", split.as_str());
             parent.table_mut(split).unwrap().insert(id.clone(), po);
-            cand.table_mut(split).unwrap().insert(id, co);
+            cand.table_mut(split).unwrap().insert(id.clone(), co);
+            bases.push((id, base));
         }
     }
-    (parent, cand)
+    let mut more = BTreeMap::new();
+    for (id, base) in bases {
+        let v: Vec<Outcome> = (0..extra)
+            .map(|_| {
+                if rng.random_bool(INFRA) {
+                    Outcome::Infra
+                } else if rng.random_bool(base) {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                }
+            })
+            .collect();
+        more.insert(id, v);
+    }
+    (parent, cand, more)
 }
 
 fn truncate(e: &Evaluation, trials: usize) -> Evaluation {
@@ -125,7 +153,13 @@ fn main() {
         INFRA * 100.0
     );
 
+    // GATE_BENCH_ONLY=pooled prints only the pooled statistic's figures (d).
+    if std::env::var("GATE_BENCH_ONLY").is_ok_and(|v| v == "pooled") {
+        pooled_figures();
+        return;
+    }
     sequential_figures();
+    pooled_figures();
 
     // (b) False-accept rate (A/A) and power (+10 points).
     println!();
@@ -266,12 +300,24 @@ fn sequential(
     parent: &Evaluation,
     truth: &Evaluation,
 ) -> (Verdict, usize, usize) {
+    sequential_with(cfg, base, parent, truth, &BTreeMap::new())
+}
+
+/// [`sequential`] with the parent's earlier trials (`more`: beyond the table's) as evidence.
+fn sequential_with(
+    cfg: &GateConfig,
+    base: u32,
+    parent: &Evaluation,
+    truth: &Evaluation,
+    more: &BTreeMap<String, Vec<Outcome>>,
+) -> (Verdict, usize, usize) {
     let design: Vec<Look> = looks(cfg, base);
     let mut ran = std::collections::BTreeSet::new();
     let mut look = design[0];
     loop {
         let n = look.trials as usize;
-        let (p, t) = (truncate(parent, n), truncate(truth, n));
+        let (mut p, t) = (truncate(parent, n), truncate(truth, n));
+        p.evidence = evidence(parent, n, more);
         let mut partial = p.pending_like();
         let mut decision =
             try_settled_at(cfg, look, &p, &partial, SettleMode::CoverageSoFar).unwrap();
@@ -294,6 +340,35 @@ fn sequential(
             None => return (d.verdict, ran.len(), p.cells()),
         }
     }
+}
+
+/// The parent's trials beyond the first `n` of its table, plus `more`, as evidence per task.
+fn evidence(
+    parent: &Evaluation,
+    n: usize,
+    more: &BTreeMap<String, Vec<Outcome>>,
+) -> BTreeMap<String, Evidence> {
+    let mut ev = BTreeMap::new();
+    for t in [&parent.held_in, &parent.validation] {
+        for (id, v) in &t.tasks {
+            let rest = v[n.min(v.len())..]
+                .iter()
+                .chain(more.get(id).into_iter().flatten());
+            let mut e = Evidence::default();
+            for o in rest {
+                match o {
+                    Outcome::Pass => {
+                        e.passes += 1;
+                        e.trials += 1;
+                    }
+                    Outcome::Fail => e.trials += 1,
+                    _ => {}
+                }
+            }
+            ev.insert(id.clone(), e);
+        }
+    }
+    ev
 }
 
 /// Wilson 95% interval of x successes in n.
@@ -403,5 +478,84 @@ fn sequential_figures() {
     }
     println!(
         "  (c+p: candidate trials run + parent trials evaluated per decision; 'p cached': the parent's trials come from the cache, as when main has been evaluated before in the round)"
+    );
+}
+
+/// (d) The strict gate with the pooled statistic: the parent's side is every cached trial of its
+/// tree (`cached` per task: earlier rounds, `noise`, the candidate's trials when it was promoted),
+/// so a validation pays only for the candidate's trials. Same figures as (c); the mix's cost is
+/// candidate trials only, the parent's being in the cache.
+fn pooled_figures() {
+    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let tasks = HELD_IN + VALIDATION;
+    let budget = 2 * tasks * 2;
+    println!();
+    println!(
+        "(d) strict gate, pooled statistic (parent: every cached trial), {reps} repetitions per cell; budget {budget} trials"
+    );
+    println!(
+        "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "design",
+        "cached",
+        "A/A accept [95% CI]",
+        "+5pt",
+        "+10pt",
+        "+20pt",
+        "trials A/A",
+        "trials +10",
+        "mix 80/20"
+    );
+    let pooled = |max: Option<u32>, cont: f64| GateConfig {
+        max_trials: max,
+        continue_p: cont,
+        statistic: GateStatistic::Pooled,
+        ..cfg(GateRule::Strict)
+    };
+    let designs: Vec<(&str, u32, GateConfig)> = vec![
+        ("fixed 2", 2, pooled(None, 0.25)),
+        ("fixed 4", 4, pooled(None, 0.25)),
+        ("2→4→8, continue 0.25", 2, pooled(Some(8), 0.25)),
+        ("2→…→16, continue 0.25", 2, pooled(Some(16), 0.25)),
+        ("2→…→16, continue 0.5", 2, pooled(Some(16), 0.5)),
+        ("4→8→16, continue 0.25", 4, pooled(Some(16), 0.25)),
+    ];
+    for cached in [16usize, 32] {
+        for (name, base, c) in &designs {
+            let mut acc = [0u64; 4];
+            let mut cand = [0usize; 4];
+            for (k, effect) in [0.0, 0.05, 0.10, 0.20].into_iter().enumerate() {
+                for rep in 0..reps {
+                    // The parent's table holds MAX_TRIALS trials; `cached` counts all of them.
+                    let extra = cached.saturating_sub(MAX_TRIALS);
+                    let (p, t, more) =
+                        draw_with(rep + 7_000_000 + k as u64 * 1_000_003, effect, extra);
+                    let (v, cr, _) = sequential_with(c, *base, &p, &t, &more);
+                    acc[k] += (v == Verdict::Accept) as u64;
+                    cand[k] += cr;
+                }
+            }
+            let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
+            let (lo, hi) = wilson(acc[0], reps);
+            let per = |v: usize| v as f64 / reps as f64;
+            let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
+            println!(
+                "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
+                name,
+                cached,
+                format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
+                pct(acc[1]),
+                pct(acc[2]),
+                pct(acc[3]),
+                per(cand[0]),
+                per(cand[2]),
+                mix
+            );
+        }
+    }
+    println!(
+        "  (cached: parent trials per task in the cache, the table's included; trials: candidate trials run per decision)"
     );
 }

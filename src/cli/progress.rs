@@ -255,6 +255,23 @@ pub fn describe(event: &LoopEvent) -> String {
                 lineage::short(*merge)
             )
         }
+        LoopEvent::NullControl {
+            round,
+            decision: d,
+            mde_points,
+        } => format!(
+            "round {round}: null control (a behaviour-identical copy of main) {}{}; p = {:.4}; minimum detectable effect {}",
+            d.verdict,
+            if d.verdict == git_harness::gate::Verdict::Accept {
+                " — a false accept: the gate's noise floor is above its alpha"
+            } else {
+                ""
+            },
+            d.statistic.p_value,
+            mde_points
+                .map(|m| format!("{m:.1} points"))
+                .unwrap_or_else(|| "unknown (reused record)".into())
+        ),
         LoopEvent::NothingAccepted { round } => format!("round {round}: no edit accepted"),
     }
 }

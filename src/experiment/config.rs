@@ -392,6 +392,29 @@ impl GateRule {
     }
 }
 
+/// The strict rule's main statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateStatistic {
+    /// Paired sign-flip test on the trial pairs of equal ids: what pairing buys with a model
+    /// whose outcome follows the trial seed.
+    #[default]
+    Paired,
+    /// Stratified exact conditional test of the candidate's per-task pass rates against every
+    /// cached trial of the parent (same tree and fingerprint): with a model that ignores the
+    /// seed, the parent's earlier trials are evidence for free and the candidate gets the trials.
+    Pooled,
+}
+
+impl GateStatistic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateStatistic::Paired => "paired",
+            GateStatistic::Pooled => "pooled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
@@ -423,6 +446,18 @@ pub struct GateConfig {
     /// Stop evaluating a candidate as soon as its verdict cannot change.
     #[serde(default = "default_true")]
     pub early_stop: bool,
+    /// The strict rule's main statistic (`paired` or `pooled`, see `docs/gate.md`).
+    #[serde(default, skip_serializing_if = "is_paired")]
+    pub statistic: GateStatistic,
+    /// Each evolve round also validates a null control: a byte-different, behaviour-identical
+    /// copy of main, never promoted. Its verdict and the round's minimum detectable effect go
+    /// into main's note (`docs/formats.md`). Off by default: it costs a validation per round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub null_control: bool,
+}
+
+fn is_paired(s: &GateStatistic) -> bool {
+    *s == GateStatistic::Paired
 }
 
 fn default_alpha() -> f64 {
@@ -452,6 +487,8 @@ impl Default for GateConfig {
             continue_p: default_continue_p(),
             broke_alpha: default_broke_alpha(),
             early_stop: true,
+            statistic: GateStatistic::Paired,
+            null_control: false,
         }
     }
 }

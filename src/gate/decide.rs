@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{GateConfig, GateRule, Split};
+use crate::experiment::{GateConfig, GateRule, GateStatistic, Split};
 
 use super::GateError;
 use super::design::{Look, look_at};
@@ -353,6 +353,24 @@ impl TaskCounts {
     pub fn pending(&self) -> u32 {
         self.pend_pp + self.pend_pf + self.pend_pi
     }
+    /// The task in the pooled test: every parent trial the evidence holds against every
+    /// candidate trial that ran.
+    pub fn stratum(&self) -> stats::Stratum {
+        stats::Stratum {
+            parent_pass: self.ev_parent_pass,
+            parent_n: self.ev_parent_n,
+            cand_pass: self.cand_all_pass,
+            cand_n: self.cand_all_n,
+        }
+    }
+    /// Candidate pass rate − parent pass rate over all their trials (0 when a side has none).
+    pub fn rate_diff(&self) -> f64 {
+        if self.ev_parent_n == 0 || self.cand_all_n == 0 {
+            return 0.0;
+        }
+        self.cand_all_pass as f64 / self.cand_all_n as f64
+            - self.ev_parent_pass as f64 / self.ev_parent_n as f64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +387,9 @@ pub(crate) struct Assessment {
     pub delta_in: i64,
     pub delta_val: i64,
     pub paper_ok: bool,
+    /// Pooled statistic: Σ over each split's tasks of (candidate rate − parent rate), in tasks;
+    /// the paper rule reads these instead of the paired Δs.
+    pub pooled: Option<(f64, f64)>,
     pub broke: Vec<String>,
     pub suspect: Vec<String>,
     pub test: PairedTest,
@@ -421,6 +442,13 @@ pub(crate) fn coverage_ok(kept: u32, total: u32, min: f64) -> bool {
 
 pub(crate) fn paper_ok(delta_in: i64, delta_val: i64) -> bool {
     delta_in >= 0 && delta_val >= 0 && (delta_in > 0 || delta_val > 0)
+}
+
+/// The paper rule on rate differences (pooled statistic): no split loses, one gains. A tiny
+/// tolerance keeps rounding from turning a tie into a loss.
+pub(crate) fn rates_ok(r_in: f64, r_val: f64) -> bool {
+    const EPS: f64 = 1e-9;
+    r_in >= -EPS && r_val >= -EPS && (r_in > EPS || r_val > EPS)
 }
 
 impl Counts {
@@ -491,14 +519,37 @@ impl Counts {
                 .sum::<i64>()
         };
         let (delta_in, delta_val) = (delta(Split::HeldIn), delta(Split::Validation));
-        let diffs: Vec<i64> = self.tasks.iter().map(|t| t.diff()).collect();
+        let (test, pooled) = match cfg.statistic {
+            GateStatistic::Paired => {
+                let diffs: Vec<i64> = self.tasks.iter().map(|t| t.diff()).collect();
+                (stats::paired_test(&diffs, look.alpha), None)
+            }
+            GateStatistic::Pooled => {
+                let strata: Vec<stats::Stratum> = self.tasks.iter().map(|t| t.stratum()).collect();
+                let rate = |s: Split| {
+                    self.tasks
+                        .iter()
+                        .filter(|t| t.split == Some(s))
+                        .map(|t| t.rate_diff())
+                        .sum::<f64>()
+                };
+                (
+                    stats::pooled_test(&strata, look.alpha),
+                    Some((rate(Split::HeldIn), rate(Split::Validation))),
+                )
+            }
+        };
         Assessment {
             kept,
             total,
             coverage_ok: coverage_ok(kept, total, cfg.min_coverage),
             delta_in,
             delta_val,
-            paper_ok: paper_ok(delta_in, delta_val),
+            paper_ok: match pooled {
+                None => paper_ok(delta_in, delta_val),
+                Some((r_in, r_val)) => rates_ok(r_in, r_val),
+            },
+            pooled,
             broke: self
                 .tasks
                 .iter()
@@ -511,7 +562,7 @@ impl Counts {
                 .filter(|t| t.suspect())
                 .map(|t| t.task.clone())
                 .collect(),
-            test: stats::paired_test(&diffs, look.alpha),
+            test,
             look: *look,
         }
     }
@@ -623,7 +674,13 @@ pub(crate) fn look_words(l: &Look) -> String {
 }
 
 fn deltas(a: &Assessment) -> String {
-    format!("Δheld_in {:+}, Δvalidation {:+}", a.delta_in, a.delta_val)
+    match a.pooled {
+        None => format!("Δheld_in {:+}, Δvalidation {:+}", a.delta_in, a.delta_val),
+        Some((r_in, r_val)) => format!(
+            "Δrate held_in {:+.2} tasks, Δrate validation {:+.2} tasks",
+            r_in, r_val
+        ),
+    }
 }
 
 /// The one-line reason of a verdict on complete counts.
@@ -679,6 +736,18 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
 }
 
 pub(crate) fn paper_failure(a: &Assessment) -> String {
+    if let Some((r_in, r_val)) = a.pooled {
+        return if r_in.abs() < 1e-9 && r_val.abs() < 1e-9 {
+            format!("no improvement ({})", deltas(a))
+        } else if (r_in > 0.0) != (r_val > 0.0) && r_in.abs() > 1e-9 && r_val.abs() > 1e-9 {
+            format!(
+                "trade-off between splits ({}); a loss on either split is rejected",
+                deltas(a)
+            )
+        } else {
+            format!("regression ({})", deltas(a))
+        };
+    }
     if a.delta_in == 0 && a.delta_val == 0 {
         format!("no improvement ({})", deltas(a))
     } else if (a.delta_in > 0 && a.delta_val < 0) || (a.delta_in < 0 && a.delta_val > 0) {

@@ -104,7 +104,10 @@ impl From<GateError> for crate::Error {
 /// that change to reach `alpha`, whatever the number of trials.
 pub fn strict_infeasible(tasks: usize, cfg: &crate::experiment::GateConfig) -> Option<String> {
     let need = stats::min_changed_tasks(cfg.alpha) as usize;
-    (cfg.rule == crate::experiment::GateRule::Strict && tasks < need).then(|| {
+    (cfg.rule == crate::experiment::GateRule::Strict
+        && cfg.statistic == crate::experiment::GateStatistic::Paired
+        && tasks < need)
+        .then(|| {
         format!(
             "held_in ∪ validation has {tasks} task(s); the strict gate needs at least {need} tasks \
              that change to accept at alpha {}, so it can never accept — add tasks, or use \

@@ -289,6 +289,9 @@ pub fn try_settled_at(
 }
 
 fn deltas_at_least(a: &Assessment) -> String {
+    if let Some((r_in, r_val)) = a.pooled {
+        return format!("Δrate held_in ≥ {r_in:+.2} tasks, Δrate validation ≥ {r_val:+.2} tasks");
+    }
     format!(
         "Δheld_in ≥ {:+}, Δvalidation ≥ {:+}",
         a.delta_in, a.delta_val

@@ -235,3 +235,97 @@ pub fn fmt_level(a: f64) -> String {
     let s = format!("{a:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
+
+/// One task of the pooled test: the parent's passes of its trials free of infrastructure errors
+/// (every cached trial of its tree under the fingerprint) and the candidate's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stratum {
+    pub parent_pass: u32,
+    pub parent_n: u32,
+    pub cand_pass: u32,
+    pub cand_n: u32,
+}
+
+impl Stratum {
+    /// The task can move the statistic: both sides ran and its passes are not all on one
+    /// outcome (otherwise the candidate's passes are fixed given the total).
+    pub fn informative(&self) -> bool {
+        let k = self.parent_pass + self.cand_pass;
+        self.parent_n > 0 && self.cand_n > 0 && k > 0 && k < self.parent_n + self.cand_n
+    }
+}
+
+/// The one-sided p-value that the candidate passes more often than the parent, pooled over
+/// tasks: the exact stratified conditional test (Fisher's test per task, combined by the sum).
+///
+/// Under the null hypothesis (within a task every trial of either side passes with the same
+/// probability, whatever its seed) and given each task's total passes `K_t`, the candidate's
+/// passes `X_t` are hypergeometric (`cand_n` draws from `parent_n + cand_n` trials of which
+/// `K_t` passed) and independent across tasks, whatever the per-task rates are. The statistic
+/// is `S = Σ X_t`; `p = P(S ≥ s_observed)`, by convolving the per-task distributions (a DP over
+/// `0..=Σ cand_n`, in f64). With no informative task, p = 1.
+///
+/// **Monotonicity** (what early stopping relies on): a candidate trial that passes instead of
+/// failing raises `x_t` by 1 and `K_t` by 1. Adding one passing trial to the urn raises the
+/// drawn passes by 0 or 1 (couple the draws), so `X_t' ≤ X_t + 1` in distribution and
+/// `P(S' ≥ s + 1) ≤ P(S ≥ s)`: p is non-increasing in each candidate pass.
+pub fn pooled_p_value(strata: &[Stratum]) -> f64 {
+    let mut dist = vec![1.0f64];
+    let mut observed = 0usize;
+    for s in strata.iter().filter(|s| s.informative()) {
+        let (n, k, draws) = (
+            (s.parent_n + s.cand_n) as u64,
+            (s.parent_pass + s.cand_pass) as u64,
+            s.cand_n as u64,
+        );
+        let lo = (k + draws).saturating_sub(n);
+        let hi = k.min(draws);
+        let denom = ln_choose(n, draws);
+        let pmf: Vec<f64> = (0..=hi)
+            .map(|x| {
+                if x < lo {
+                    0.0
+                } else {
+                    (ln_choose(k, x) + ln_choose(n - k, draws - x) - denom).exp()
+                }
+            })
+            .collect();
+        let mut next = vec![0f64; dist.len() + pmf.len() - 1];
+        for (i, a) in dist.iter().enumerate() {
+            if *a == 0.0 {
+                continue;
+            }
+            for (j, b) in pmf.iter().enumerate() {
+                next[i + j] += a * b;
+            }
+        }
+        dist = next;
+        observed += s.cand_pass as usize;
+    }
+    dist.iter().skip(observed).sum::<f64>().min(1.0)
+}
+
+/// The pooled test as recorded in a decision; `m` counts the informative tasks, `observed` is
+/// the candidate's passes minus their expectation under the null, rounded.
+pub fn pooled_test(strata: &[Stratum], alpha: f64) -> PairedTest {
+    let expected: f64 = strata
+        .iter()
+        .filter(|s| s.informative())
+        .map(|s| {
+            (s.parent_pass + s.cand_pass) as f64 * s.cand_n as f64 / (s.parent_n + s.cand_n) as f64
+        })
+        .sum();
+    let passes: u32 = strata
+        .iter()
+        .filter(|s| s.informative())
+        .map(|s| s.cand_pass)
+        .sum();
+    PairedTest {
+        name: "pooled stratified conditional test on per-task rates (one-sided, exact)".to_string(),
+        m: strata.iter().filter(|s| s.informative()).count() as u32,
+        observed: (passes as f64 - expected).round() as i64,
+        p_value: pooled_p_value(strata),
+        alpha,
+        method: "convolution".to_string(),
+    }
+}

@@ -19,14 +19,16 @@ pub use crate::gate::Verdict;
 pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{
-    HarnessNote, RunSummary, SplitComparison, ValidationRecord, read_note, update_note,
+    HarnessNote, NullControlRecord, RunSummary, SplitComparison, ValidationRecord, read_note,
+    update_note,
 };
 pub use promote::{
     PromoteOutcome, promote, recover_promotion, update_checked_out_worktree, worktree_is_clean,
 };
 pub use proposal::{
-    MERGED_SLUG, Proposal, ProposalState, create_merged_proposal, create_proposal, list_proposals,
-    next_round, reject_proposal, resolve_proposal, retire_proposal, slugify as slugify_title,
+    MERGED_SLUG, NULL_CONTROL_SLUG, Proposal, ProposalState, create_merged_proposal,
+    create_proposal, list_proposals, next_round, reject_proposal, resolve_proposal,
+    retire_proposal, slugify as slugify_title,
 };
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,

@@ -159,6 +159,37 @@ pub struct HarnessNote {
     pub runs: Vec<RunSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validations: Vec<ValidationRecord>,
+    /// The null controls of the evolve rounds run on this commit as main.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub null_controls: Vec<NullControlRecord>,
+}
+
+/// An evolve round's null control: a byte-different, behaviour-identical copy of main validated
+/// like any candidate (and never promoted). An accept is a false accept of the gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NullControlRecord {
+    /// The record's format version (docs/formats.md).
+    pub format: u32,
+    pub round: u32,
+    /// The control's commit (its branch is retired whatever the verdict).
+    pub commit: String,
+    pub fingerprint: String,
+    pub verdict: crate::gate::Verdict,
+    pub p_value: f64,
+    /// The minimum detectable effect of the round's design (80% power, pass-rate points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mde_points: Option<f64>,
+    /// Candidate trials the control's validation ran.
+    pub trials: usize,
+    pub created_at: String,
+}
+
+impl crate::support::format::Versioned for NullControlRecord {
+    const RECORD: &'static str = "null control";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 /// The YAML note of a harness commit under `refs/notes/harness`.
@@ -176,6 +207,7 @@ impl Default for HarnessNote {
             format: <Self as crate::support::format::Versioned>::FORMAT,
             runs: Vec::new(),
             validations: Vec::new(),
+            null_controls: Vec::new(),
         }
     }
 }

@@ -313,6 +313,10 @@ pub(crate) fn mark_promoted(repo: &Repository, proposal: &Proposal) -> Result<Op
     retire_to(repo, proposal, PROMOTED_PREFIX, "git-harness: promoted").map(Some)
 }
 
+/// The slug of a round's null control (`harness/proposals/<round>/null-control`): validated,
+/// never promoted.
+pub const NULL_CONTROL_SLUG: &str = "null-control";
+
 /// The slug of a round's merged candidate (`harness/proposals/<round>/merged`).
 pub const MERGED_SLUG: &str = "merged";
 

@@ -44,6 +44,13 @@ pub enum LoopEvent {
         name: String,
         decision: Box<Decision>,
     },
+    /// The round's null control (a behaviour-identical copy of main) was validated; an accept is
+    /// a false accept of the gate. Never promoted.
+    NullControl {
+        round: u32,
+        decision: Box<Decision>,
+        mde_points: Option<f64>,
+    },
     /// Several accepted edits: their merge is gated against main.
     GatingMerge {
         parts: usize,
@@ -88,6 +95,8 @@ pub struct EvolveOptions<'a> {
 pub struct RoundReport {
     pub round: u32,
     pub proposals: Vec<(String, Verdict, f64)>,
+    /// The null control's verdict and the round's minimum detectable effect (points).
+    pub null_control: Option<(Verdict, Option<f64>)>,
     pub promoted: Option<(String, git2::Oid)>,
     pub note: String,
 }
@@ -147,6 +156,7 @@ pub async fn evolve(
         let mut report = RoundReport {
             round,
             proposals: Vec::new(),
+            null_control: None,
             promoted: None,
             note: String::new(),
         };
@@ -161,6 +171,9 @@ pub async fn evolve(
             continue;
         }
         let accepted = validate_all(&lp, &proposals, &mut report, observer, &mut spent).await?;
+        if ctx.fixed.experiment.gate.null_control {
+            report.null_control = null_control(&lp, round, &main, observer, &mut spent).await?;
+        }
         let promoted = promote_round(&lp, round, &main, &accepted, observer, &mut spent).await?;
         match promoted {
             Some((name, merge)) => {
@@ -250,8 +263,92 @@ fn open_on(repo: &git2::Repository, main: git2::Oid) -> Result<Vec<Proposal>> {
             p.state == ProposalState::Open
                 && p.parent == Some(main)
                 && p.slug != lineage::MERGED_SLUG
+                && p.slug != lineage::NULL_CONTROL_SLUG
         })
         .collect())
+}
+
+/// The file a null control changes by a comment: read as YAML, so the comment changes nothing
+/// the agent sees.
+const NULL_CONTROL_FILE: &str = "harness.yaml";
+
+/// Validate the round's null control: main with a comment appended to `harness.yaml`, a new tree
+/// that behaves exactly like main. Recorded in main's note whatever the verdict; its branch is
+/// retired (never promoted). `None` when main has no `harness.yaml` to comment.
+async fn null_control(
+    lp: &Loop<'_>,
+    round: u32,
+    main: &git2::Commit<'_>,
+    observer: &mut dyn LoopObserver,
+    spent: &mut Spent,
+) -> Result<Option<(Verdict, Option<f64>)>> {
+    let (repo, ctx) = (&lp.ws.repo, lp.ctx);
+    let existing_branch = lineage::list_proposals(repo)?.into_iter().find(|p| {
+        p.round == round && p.slug == lineage::NULL_CONTROL_SLUG && p.parent == Some(main.id())
+    });
+    let proposal = match existing_branch {
+        Some(p) => p,
+        None => {
+            let tree = main.tree().map_err(|e| crate::Error::Git {
+                context: "read main tree".into(),
+                source: e,
+            })?;
+            let Some(entry) = tree.get_name(NULL_CONTROL_FILE) else {
+                return Ok(None);
+            };
+            let blob = repo.find_blob(entry.id()).map_err(|e| crate::Error::Git {
+                context: "read harness.yaml".into(),
+                source: e,
+            })?;
+            let mut text = String::from_utf8_lossy(blob.content()).into_owned();
+            if !text.ends_with('\n') && !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "# null control of round {round}: a comment, behaviour-identical to main\n"
+            ));
+            let msg = CommitMessage::new(format!("Null control of round {round}"))
+                .body("A byte-different, behaviour-identical copy of main, validated like a candidate to measure the gate's noise floor. Never promoted.")
+                .trailer(keys::SURFACE, NULL_CONTROL_FILE)
+                .trailer(keys::PARENT, main.id().to_string())
+                .trailer(keys::PROPOSER, "null control")
+                .trailer(keys::ROUND, round.to_string());
+            lineage::create_proposal(
+                repo,
+                main,
+                round,
+                lineage::NULL_CONTROL_SLUG,
+                &[(NULL_CONTROL_FILE.to_string(), Some(text))],
+                &msg,
+            )?
+        }
+    };
+    let v = lp.validation(&proposal, observer, spent).await?;
+    if v.decision.verdict != Verdict::Reject {
+        // Validate retires rejected proposals; an accepted (or indecisive) control goes too.
+        let p = lineage::resolve_proposal(repo, &proposal.name())?;
+        lineage::reject_proposal(repo, &p, "null control: never promoted")?;
+    }
+    let record = lineage::NullControlRecord {
+        format: <lineage::NullControlRecord as crate::support::format::Versioned>::FORMAT,
+        round,
+        commit: proposal.commit.to_string(),
+        fingerprint: ctx.fingerprint.clone(),
+        verdict: v.decision.verdict,
+        p_value: v.decision.statistic.p_value,
+        mde_points: v.mde_points,
+        trials: v.trials_executed,
+        created_at: crate::eval::record::now(),
+    };
+    if !v.reused {
+        lineage::update_note(repo, main.id(), |n| n.null_controls.push(record.clone()))?;
+    }
+    observer.event(&LoopEvent::NullControl {
+        round,
+        decision: Box::new(v.decision.clone()),
+        mde_points: v.mde_points,
+    });
+    Ok(Some((v.decision.verdict, v.mde_points)))
 }
 
 /// Mine main's held_in failures and propose a round of edits: the round and its proposals, or

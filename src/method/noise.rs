@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::eval::run::{EvalContext, RunRequest, evaluate};
 use crate::eval::schedule::Observer;
 use crate::eval::{Outcome, TrialResult};
-use crate::experiment::{GateConfig, Split};
+use crate::experiment::{GateConfig, GateStatistic, Split};
 use crate::gate::{self, stats};
 use crate::workspace::Workspace;
 
@@ -95,6 +95,21 @@ pub fn minimum_detectable_effect(rates: &[f64], look: &gate::Look) -> f64 {
     100.0 * approx.max(floor).min(1.0)
 }
 
+/// The same for the pooled statistic: the candidate's `look.trials` trials of each task against
+/// the parent's `n_p` cached ones (`tasks`: rate and `n_p` per task); a task's rate difference
+/// has variance `p(1−p)·(1/n + 1/n_p)`. No discrete floor: the pooled test's resolution grows
+/// with the trials, not only with the tasks.
+pub fn minimum_detectable_effect_pooled(tasks: &[(f64, u32)], look: &gate::Look) -> f64 {
+    let t = tasks.len().max(1) as f64;
+    let n = look.trials.max(1) as f64;
+    let var: f64 = tasks
+        .iter()
+        .map(|(p, np)| p * (1.0 - p) * (1.0 / n + 1.0 / (*np).max(1) as f64))
+        .sum();
+    let z = normal_quantile(1.0 - look.alpha) + normal_quantile(0.8);
+    100.0 * (z * var.sqrt() / t).min(1.0)
+}
+
 /// Φ⁻¹ by bisection on Φ (erfc by Abramowitz–Stegun 7.1.26, error below 1.5e-7).
 fn normal_quantile(q: f64) -> f64 {
     let phi = |x: f64| {
@@ -137,8 +152,15 @@ pub async fn measure(
         .last()
         .unwrap_or(&gate::Look::fixed(cfg.alpha, base));
     let rates: Vec<f64> = tasks.iter().map(TaskNoise::rate).collect();
+    let mde_points = match cfg.statistic {
+        GateStatistic::Paired => minimum_detectable_effect(&rates, &look),
+        GateStatistic::Pooled => {
+            let with_n: Vec<(f64, u32)> = tasks.iter().map(|t| (t.rate(), t.trials)).collect();
+            minimum_detectable_effect_pooled(&with_n, &look)
+        }
+    };
     Ok(Noise {
-        mde_points: minimum_detectable_effect(&rates, &look),
+        mde_points,
         tasks,
         run: out.id,
         executed: out.executed,
@@ -166,5 +188,26 @@ mod tests {
         // A deterministic model: no variance, only the floor of 5 changed tasks out of 30.
         let det = minimum_detectable_effect(&[1.0; 30], &look(2));
         assert!((det - 100.0 * 5.0 / 30.0).abs() < 1e-9, "{det}");
+    }
+
+    #[test]
+    fn the_parents_cache_lowers_the_pooled_effect_it_can_detect() {
+        let look = gate::Look::fixed(0.05, 4);
+        let few = minimum_detectable_effect_pooled(&[(0.5, 4); 30], &look);
+        let many = minimum_detectable_effect_pooled(&[(0.5, 64); 30], &look);
+        // With as many parent trials as candidate ones the variance is the paired one's
+        // (2·p(1−p)/n per task: no pairing information); a larger cache nearly halves it.
+        let z = normal_quantile(0.95) + normal_quantile(0.8);
+        let paired_approx = 100.0 * z * (30.0 * 2.0 * 0.25 / 4.0f64).sqrt() / 30.0;
+        assert!(
+            (few - paired_approx).abs() < 1e-6,
+            "{few} vs {paired_approx}"
+        );
+        assert!(many < few, "{many} vs {few}");
+        // Below the paired test's discrete floor of 5 changed tasks in 30.
+        assert!(
+            many < minimum_detectable_effect(&[0.5; 30], &look),
+            "{many}"
+        );
     }
 }

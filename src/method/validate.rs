@@ -40,6 +40,9 @@ pub struct Validation {
     pub cost_usd: f64,
     /// The record existed already (no trial ran).
     pub reused: bool,
+    /// The minimum detectable effect of the design on the parent's measured pass rates
+    /// (80% power, pass-rate points); `None` for a reused record.
+    pub mde_points: Option<f64>,
 }
 
 /// A validation recorded earlier for exactly this candidate tree, parent tree and experiment.
@@ -85,6 +88,7 @@ pub fn existing(
         trials_planned: 0,
         cost_usd: 0.0,
         reused: true,
+        mde_points: None,
     }))
 }
 
@@ -185,10 +189,11 @@ pub async fn validate(
     let mut candidate_runs = Vec::new();
     let mut executed = 0;
     let mut cost = 0.0;
-    let (decision, parent_run) = loop {
+    let (decision, parent_run, mde_points) = loop {
         let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
         let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
         parent_eval.evidence = parent_evidence(ws, ctx, parent.id(), trials).await?;
+        let mde = design_mde(&cfg, base, &parent_eval);
         let look = gate::look_at(&cfg, base, trials);
         let order = gate::trial_order(&parent_eval);
         let cfg_s = cfg.clone();
@@ -241,7 +246,7 @@ pub async fn validate(
         };
         match gate::wants_more_trials(&cfg, &decision, base) {
             Some(n) if n > trials => trials = n,
-            _ => break (decision, parent_out.id),
+            _ => break (decision, parent_out.id, Some(mde)),
         }
     };
 
@@ -275,7 +280,44 @@ pub async fn validate(
         trials_planned: planned,
         cost_usd: cost,
         reused: false,
+        mde_points,
     })
+}
+
+/// The minimum detectable effect of the gate's design (its last look) on the parent's per-task
+/// pass rates: every trial of its table and its cached evidence.
+pub fn design_mde(cfg: &GateConfig, base: u32, parent: &Evaluation) -> f64 {
+    let look = *gate::looks(cfg, base)
+        .last()
+        .unwrap_or(&gate::Look::fixed(cfg.alpha, base));
+    let mut tasks: Vec<(f64, u32)> = Vec::new();
+    for split in GATED {
+        for (task, outcomes) in &parent.table(split).expect("gated split").tasks {
+            let ev = parent.evidence.get(task).copied().unwrap_or_default();
+            let passes =
+                ev.passes + outcomes.iter().filter(|o| **o == Outcome::Pass).count() as u32;
+            let n = ev.trials
+                + outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail))
+                    .count() as u32;
+            let rate = if n == 0 {
+                0.0
+            } else {
+                passes as f64 / n as f64
+            };
+            tasks.push((rate, n));
+        }
+    }
+    match cfg.statistic {
+        crate::experiment::GateStatistic::Paired => {
+            let rates: Vec<f64> = tasks.iter().map(|t| t.0).collect();
+            super::noise::minimum_detectable_effect(&rates, &look)
+        }
+        crate::experiment::GateStatistic::Pooled => {
+            super::noise::minimum_detectable_effect_pooled(&tasks, &look)
+        }
+    }
 }
 
 fn record_of(
@@ -308,8 +350,15 @@ fn record_of(
         held_in: cmp(&d.held_in),
         validation: cmp(&d.validation),
         statistic: Some(format!(
-            "sign-flip p={:.4} (m={}, sum {:+}) vs alpha {}",
-            d.statistic.p_value, d.statistic.m, d.statistic.observed, d.statistic.alpha
+            "{} p={:.4} (m={}, sum {:+}) vs alpha {}",
+            match cfg.statistic {
+                crate::experiment::GateStatistic::Paired => "sign-flip",
+                crate::experiment::GateStatistic::Pooled => "pooled",
+            },
+            d.statistic.p_value,
+            d.statistic.m,
+            d.statistic.observed,
+            d.statistic.alpha
         )),
         margin: d.margin.passes as f64 + d.margin.rate_points / 1000.0,
         runs,

@@ -257,3 +257,121 @@ fn a_real_regression_of_one_task_still_rejects() {
     assert_eq!(d.verdict, Verdict::Reject, "{}", d.reason);
     assert_eq!(d.held_in.broke, vec!["z"]);
 }
+
+/// [`null_accept_rate`] with the pooled statistic: the parent also has `cached` earlier trials
+/// per task (evidence), drawn from the same probabilities as everything else.
+fn null_accept_rate_pooled(
+    cfg: &GateConfig,
+    probs: &[f64],
+    base: u32,
+    cached: u32,
+    reps: u32,
+    seed: u64,
+) -> f64 {
+    let design = looks(cfg, base);
+    let max = design.last().unwrap().trials;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut accepts = 0;
+    for _ in 0..reps {
+        let parent = draw(&mut rng, probs, max + cached);
+        let cand = draw(&mut rng, probs, max);
+        let mut look = design[0];
+        loop {
+            let mut p = eval(cut(&parent, look.trials));
+            for (id, v) in &parent.tasks {
+                let rest = &v[look.trials as usize..];
+                let passes = rest.iter().filter(|o| **o == Outcome::Pass).count() as u32;
+                p.evidence.insert(
+                    id.clone(),
+                    Evidence {
+                        passes,
+                        trials: rest.len() as u32,
+                    },
+                );
+            }
+            let d = decide_at(cfg, look, &p, &eval(cut(&cand, look.trials))).unwrap();
+            if d.verdict == Verdict::Accept {
+                accepts += 1;
+                break;
+            }
+            match wants_more_trials(cfg, &d, base) {
+                Some(n) => look = *design.iter().find(|l| l.trials == n).unwrap(),
+                None => break,
+            }
+        }
+    }
+    accepts as f64 / reps as f64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    /// The pooled statistic (candidate's per-task rates against every cached parent trial)
+    /// keeps the false-accept rate at most alpha over looks, task counts, cache sizes and
+    /// per-task pass probabilities (near 0 and 1 included, as on agent benchmarks).
+    #[test]
+    fn pooled_false_accepts_stay_at_most_alpha(
+        tasks in 3usize..36,
+        base in 1u32..=4,
+        doublings in 0u32..=2,
+        cached in 0u32..=24,
+        continue_p in prop::sample::select(vec![0.25f64, 0.5, 1.0]),
+        alpha in prop::sample::select(vec![0.05f64, 0.1]),
+        extreme in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let probs: Vec<f64> = (0..tasks)
+            .map(|_| {
+                let u: f64 = rng.random();
+                if extreme { (std::f64::consts::FRAC_PI_2 * u).sin().powi(2) } else { 0.2 + 0.6 * u }
+            })
+            .collect();
+        let cfg = GateConfig {
+            statistic: git_harness::experiment::GateStatistic::Pooled,
+            ..adaptive(alpha, base << doublings, continue_p.max(alpha))
+        };
+        let reps = 500;
+        let rate = null_accept_rate_pooled(&cfg, &probs, base, cached, reps, seed ^ 7);
+        prop_assert!(rate <= alpha + margin(alpha, reps), "false-accept rate {} > alpha {}", rate, alpha);
+    }
+}
+
+/// The pooled statistic sees what pairing cannot: ten tasks the parent passes about half the
+/// time (8 of 16 cached trials) pass every trial of the candidate, while the compared trial
+/// pairs happen to tie. The paired test sees no change; the pooled one a significant gain.
+#[test]
+fn the_pooled_statistic_uses_the_parents_cached_trials() {
+    let rows: Vec<(String, Vec<Outcome>)> =
+        (0..10).map(|i| (format!("t{i}"), vec![P, P])).collect();
+    let mut p = Evaluation::new(table(rows.clone()), Table::new());
+    for (id, _) in &rows {
+        p.evidence.insert(
+            id.clone(),
+            Evidence {
+                passes: 6,
+                trials: 14,
+            },
+        );
+    }
+    let c = Evaluation::new(table(rows), Table::new());
+    let paired = decide(&GateConfig::default(), &p, &c).unwrap();
+    assert_eq!(paired.verdict, Verdict::Reject, "{}", paired.reason);
+    let pooled_cfg = GateConfig {
+        statistic: git_harness::experiment::GateStatistic::Pooled,
+        ..GateConfig::default()
+    };
+    let pooled = decide(&pooled_cfg, &p, &c).unwrap();
+    assert_eq!(pooled.verdict, Verdict::Accept, "{}", pooled.reason);
+    assert!(
+        pooled.statistic.name.starts_with("pooled"),
+        "{:?}",
+        pooled.statistic
+    );
+    assert!(pooled.statistic.p_value < 0.05, "{:?}", pooled.statistic);
+
+    // Without cached trials there is nothing to pool: the same tables tie.
+    let bare = Evaluation::new(p.held_in.clone(), Table::new());
+    let d = decide(&pooled_cfg, &bare, &c).unwrap();
+    assert_eq!(d.verdict, Verdict::Reject, "{}", d.reason);
+}

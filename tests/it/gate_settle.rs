@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use git_harness::experiment::{GateConfig, GateRule, Split};
+use git_harness::experiment::{GateConfig, GateRule, GateStatistic, Split};
 use git_harness::gate::{
     Evaluation, Outcome, SettleMode, Table, TrialOrder, Verdict, decide, settled, trial_order,
     trial_order_with, try_settled,
@@ -83,6 +83,7 @@ fn case() -> impl Strategy<Value = Case> {
                 0usize..4,
                 0usize..3,
                 prop::collection::vec((0u32..4, 0u32..4), 5),
+                any::<bool>(),
             ),
         )
             .prop_map(
@@ -91,7 +92,7 @@ fn case() -> impl Strategy<Value = Case> {
                     co,
                     pend,
                     (strict, alpha, allow_broke, cov, adaptive),
-                    (broke_alpha, cont, extra),
+                    (broke_alpha, cont, extra, pooled),
                 )| {
                     let mut parent = Evaluation::default();
                     let mut partial = Evaluation::default();
@@ -143,6 +144,12 @@ fn case() -> impl Strategy<Value = Case> {
                         continue_p: [alpha, 0.6, 1.0][cont],
                         broke_alpha: [0.05, 0.3, 0.6, 0.95][broke_alpha],
                         early_stop: true,
+                        statistic: if pooled {
+                            GateStatistic::Pooled
+                        } else {
+                            GateStatistic::Paired
+                        },
+                        null_control: false,
                     };
                     Case {
                         cfg,

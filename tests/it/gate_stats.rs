@@ -117,3 +117,60 @@ proptest! {
         prop_assert!(p_up <= p, "raising d[{}] raised p from {} to {}", k, p, p_up);
     }
 }
+
+/// The pooled test's p-value is exact: against brute-force enumeration of every split of each
+/// task's passes between the sides, on small cases.
+#[test]
+fn pooled_p_value_matches_brute_force() {
+    use git_harness::gate::stats::{Stratum, pooled_p_value};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    fn choose(n: u64, k: u64) -> f64 {
+        if k > n {
+            return 0.0;
+        }
+        (1..=k).map(|i| (n - k + i) as f64 / i as f64).product()
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..300 {
+        let strata: Vec<Stratum> = (0..rng.random_range(1..4))
+            .map(|_| {
+                let parent_n = rng.random_range(0..5u32);
+                let cand_n = rng.random_range(0..4u32);
+                Stratum {
+                    parent_pass: rng.random_range(0..=parent_n),
+                    parent_n,
+                    cand_pass: rng.random_range(0..=cand_n),
+                    cand_n,
+                }
+            })
+            .collect();
+        // Every assignment of candidate passes, weighted by its hypergeometric probability.
+        let observed: u32 = strata.iter().map(|s| s.cand_pass).sum();
+        let mut tail = 0.0;
+        let ranges: Vec<u32> = strata.iter().map(|s| s.cand_n + 1).collect();
+        let combos: u32 = ranges.iter().product();
+        for code in 0..combos {
+            let (mut c, mut prob, mut sum) = (code, 1.0, 0);
+            for (s, r) in strata.iter().zip(&ranges) {
+                let x = c % r;
+                c /= r;
+                let (n, k) = (
+                    (s.parent_n + s.cand_n) as u64,
+                    (s.parent_pass + s.cand_pass) as u64,
+                );
+                prob *= choose(k, x as u64) * choose(n - k, (s.cand_n - x) as u64)
+                    / choose(n, s.cand_n as u64);
+                sum += x;
+            }
+            if sum >= observed {
+                tail += prob;
+            }
+        }
+        let got = pooled_p_value(&strata);
+        assert!(
+            (got - tail.min(1.0)).abs() < 1e-9,
+            "{strata:?}: {got} vs {tail}"
+        );
+    }
+}

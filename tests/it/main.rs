@@ -45,6 +45,8 @@ mod lineage_git;
 mod loop_aa;
 mod loop_bisect;
 mod loop_demo;
+mod loop_noisy_gate;
+mod loop_null_control;
 mod loop_promote;
 mod loop_sealed;
 mod loop_user_repo;

@@ -94,6 +94,7 @@ fn validation(verdict: &str) -> Validation {
         trials_planned: 20,
         cost_usd: 0.12,
         reused: false,
+        mde_points: None,
     }
 }
 

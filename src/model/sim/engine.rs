@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use regex::Regex;
 use serde_json::{Value, json};
 
-use super::scenario::{Action, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
+use super::scenario::{Action, Draws, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
 use crate::task::Suite;
 
 /// Prefixes of the agent runtime (see `crate::agent`), by which the sim recognises events.
@@ -162,7 +162,12 @@ impl Engine {
         let seed = body.get("seed").and_then(Value::as_u64).unwrap_or(0);
 
         // The trial's draws, in the documented order: quirk activity, then slip.
-        let mut rng = trial_rng(seed, task_id);
+        // Only the first request of a conversation reads these draws (later ones follow the
+        // mode the transcript records), so fresh draws are fresh per conversation.
+        let mut rng = match self.scenario.defaults.draws {
+            Draws::Seeded => trial_rng(seed, task_id),
+            Draws::Conversation => fresh_rng(task_id),
+        };
         let p = script.p.unwrap_or(self.scenario.defaults.p);
         let active = rng.random::<f64>() < p && script.quirk.is_some();
         let slip = rng.random::<f64>() < self.scenario.defaults.slip;
@@ -317,6 +322,22 @@ fn trial_rng(seed: u64, task: &str) -> ChaCha8Rng {
     let mut h = crate::support::digest::Hasher::new();
     h.update(seed.to_le_bytes());
     h.update(b"\0");
+    h.update(task.as_bytes());
+    ChaCha8Rng::from_seed(h.finish())
+}
+
+/// ChaCha seeded by the clock, the process and a counter: draws independent of the request.
+fn fresh_rng(task: &str) -> ChaCha8Rng {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut h = crate::support::digest::Hasher::new();
+    h.update(now.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(n.to_le_bytes());
     h.update(task.as_bytes());
     ChaCha8Rng::from_seed(h.finish())
 }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-pub use scenario::{Action, Defaults, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
+pub use scenario::{Action, Defaults, Draws, Neutraliser, Quirk, Scenario, SimEvent, TaskScript};
 
 use crate::error::Result;
 use crate::task::Suite;

@@ -31,6 +31,26 @@ pub struct Defaults {
     /// Probability of an unforced mistake in a trial.
     #[serde(default = "default_slip")]
     pub slip: f64,
+    /// Where a trial's draws come from: `seeded` (hash of the request seed and the task: the
+    /// same trial always draws alike) or `conversation` (fresh per conversation, independent of
+    /// the seed, like a real model sampled at a temperature).
+    #[serde(default, skip_serializing_if = "Draws::is_seeded")]
+    pub draws: Draws,
+}
+
+/// See [`Defaults::draws`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Draws {
+    #[default]
+    Seeded,
+    Conversation,
+}
+
+impl Draws {
+    fn is_seeded(&self) -> bool {
+        *self == Draws::Seeded
+    }
 }
 
 fn default_p() -> f64 {
@@ -45,6 +65,7 @@ impl Default for Defaults {
         Defaults {
             p: default_p(),
             slip: default_slip(),
+            draws: Draws::Seeded,
         }
     }
 }

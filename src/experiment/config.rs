@@ -638,7 +638,11 @@ impl Experiment {
         // Only a pinned phase enters: fingerprints of experiments that follow the tasks stay.
         // The registry changes which image a Pod runs; cluster, context and namespace do not.
         if self.runner.kind == RunnerKind::Kubernetes
-            && let Some(r) = self.runner.kubernetes.as_ref().and_then(|k| k.registry.as_ref())
+            && let Some(r) = self
+                .runner
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.registry.as_ref())
         {
             runner["registry"] = serde_json::json!(r);
         }

@@ -1,5 +1,5 @@
-//! The Kubernetes runner. Without a cluster: the requests it makes, against kube's mock
-//! service (tower-test), and its exec and file transfer over a loopback websocket server that
+//! The Kubernetes runner. Without a cluster: the requests it makes, against a stand-in API
+//! service (a tower `Service` given to `kube::Client::new`, kube's mock pattern), and its exec and file transfer over a loopback websocket server that
 //! speaks the API's channel protocol (`v5.channel.k8s.io` and `v4`) and runs the commands in a
 //! real Docker container. With `GIT_HARNESS_TEST_KUBECONFIG`: one oracle trial on that cluster
 //! (`GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1` makes a missing cluster a failure).
@@ -13,8 +13,7 @@ use git_harness::experiment::{KubernetesConfig, PullPolicy};
 use git_harness::sandbox::kubernetes::spec::{PodPlan, pod_command};
 use git_harness::sandbox::kubernetes::{KubeSandbox, PodGuard};
 use git_harness::sandbox::{
-    CreateOptions, ExecRequest, KubeProvider, NetworkPolicy, PhaseNetworks, Sandbox,
-    SandboxProvider,
+    CreateOptions, ExecRequest, KubeProvider, PhaseNetworks, Sandbox, SandboxProvider,
 };
 use git_harness::task::Task;
 use http::{Request, Response};
@@ -22,9 +21,8 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tower_test::mock;
 
-use crate::support::loops::Repo;
+use crate::support::loops::{Repo, harness_in};
 use crate::support::sandbox::{TEST_LABEL, docker_or_skip, fixture_task, in_ci};
 
 const NS: &str = "trials";
@@ -38,6 +36,18 @@ fn kube_cfg(registry: Option<&str>) -> KubernetesConfig {
     }
 }
 
+#[test]
+fn trial_ids_become_kubernetes_names() {
+    use git_harness::sandbox::kubernetes::spec::dns_label;
+    assert_eq!(dns_label("t19a2b3c4d-verifier"), "t19a2b3c4d-verifier");
+    let odd = dns_label("Task_One/x");
+    assert!(odd.starts_with("task-one-x-") && odd.len() == 19, "{odd}");
+    let long = dns_label(&"a".repeat(100));
+    assert_eq!(long.len(), 63, "{long}");
+    assert_ne!(long, dns_label(&"a".repeat(101)));
+    assert!(dns_label("--").starts_with("x-"));
+}
+
 /// A request as the mock service saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -46,17 +56,19 @@ struct Seen {
     body: Value,
 }
 
-/// A client whose requests go to `answer` (status, JSON body); every request is recorded.
+/// A client whose requests go to `answer` (status, JSON body), a stand-in for the API server
+/// as a tower service; every request is recorded.
 fn mock_client(
-    answer: impl Fn(&Seen) -> (u16, String) + Send + 'static,
+    answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
 ) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
+    let answer = Arc::new(answer);
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let (log, answer) = (log.clone(), answer.clone());
+        async move {
             let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
+            let bytes = body.collect_bytes().await?;
             let s = Seen {
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
@@ -64,13 +76,13 @@ fn mock_client(
             };
             let (status, text) = answer(&s);
             log.lock().unwrap().push(s);
-            send.send_response(
+            Ok::<_, kube::Error>(
                 Response::builder()
                     .status(status)
                     .header("content-type", "application/json")
                     .body(Body::from(text.into_bytes()))
                     .unwrap(),
-            );
+            )
         }
     });
     (kube::Client::new(svc, NS), seen)
@@ -93,7 +105,9 @@ fn pod_with(phase: &str, waiting: Option<&str>) -> Value {
 
 /// The answers of a cluster where the Pod runs after one Pending event (or, with `waiting`,
 /// never leaves it for that reason).
-fn cluster(waiting: Option<&'static str>) -> impl Fn(&Seen) -> (u16, String) + Send + 'static {
+fn cluster(
+    waiting: Option<&'static str>,
+) -> impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static {
     move |s: &Seen| {
         let path = s.uri.split('?').next().unwrap_or_default().to_string();
         match s.method.as_str() {
@@ -182,7 +196,10 @@ async fn a_trial_pod_has_limits_no_token_labels_and_a_deny_all_policy() {
     let pod = &reqs[1].body;
     let meta = &pod["metadata"];
     assert_eq!(meta["name"], "git-harness-t1a2b");
-    assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "git-harness");
+    assert_eq!(
+        meta["labels"]["app.kubernetes.io/managed-by"],
+        "git-harness"
+    );
     assert_eq!(meta["labels"]["git-harness/trial"], "t1a2b");
     assert_eq!(meta["labels"][TEST_LABEL.0], TEST_LABEL.1);
     let owner = meta["labels"]["git-harness/owner"].as_str().unwrap();
@@ -240,8 +257,8 @@ async fn a_trial_pod_has_limits_no_token_labels_and_a_deny_all_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_cannot_pull_its_image_fails_the_start_and_is_deleted() {
     let (client, seen) = mock_client(cluster(Some("ErrImagePull")));
-    let provider = KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new())
-        .with_client(client);
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
     let err = provider
         .create(&task(Some("private/app:1"), "public"))
         .await
@@ -272,8 +289,8 @@ async fn a_pod_that_cannot_pull_its_image_fails_the_start_and_is_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_with_only_a_dockerfile_are_refused_before_any_request() {
     let (client, seen) = mock_client(cluster(None));
-    let provider = KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new())
-        .with_client(client);
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
     let mut t = task(None, "public");
     t.dockerfile = Some(t.dir.join("environment/Dockerfile"));
     let err = provider.create(&t).await.err().expect("refused");
@@ -297,10 +314,13 @@ async fn the_sweep_deletes_pods_of_dead_processes_only() {
     let (client, seen) = mock_client(move |s| match s.method.as_str() {
         "GET" if s.uri.contains("networkpolicies") => (200, policies.to_string()),
         "GET" => (200, pods.to_string()),
-        _ => (200, json!({"kind": "Status", "status": "Success"}).to_string()),
+        _ => (
+            200,
+            json!({"kind": "Status", "status": "Success"}).to_string(),
+        ),
     });
-    let provider = KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new())
-        .with_client(client);
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
     assert_eq!(provider.sweep().await.unwrap(), 1);
     let reqs = requests(&seen);
     let list = &reqs[0].uri;
@@ -354,8 +374,8 @@ impl ExecServer {
     }
 
     fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url.parse().unwrap());
-        kube::Client::try_from(config).unwrap()
+        git_harness::sandbox::kubernetes::client_for(kube::Config::new(self.url.parse().unwrap()))
+            .unwrap()
     }
 
     fn seen(&self) -> Vec<String> {
@@ -424,14 +444,21 @@ async fn serve_conn(
             .cloned()
             .unwrap_or_default();
         assert!(offered.contains(protocol), "offered: {offered}");
-        let key = headers.get("sec-websocket-key").cloned().unwrap_or_default();
+        let key = headers
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or_default();
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let resp = format!(
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
              sec-websocket-accept: {accept}\r\nsec-websocket-protocol: {protocol}\r\n\r\n"
         );
         stream.write_all(resp.as_bytes()).await?;
-        let target = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+        let target = request_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
         let argv: Vec<String> = query
             .split('&')
@@ -540,6 +567,8 @@ impl Container {
         let mut args = vec![
             "run".to_string(),
             "-d".into(),
+            "--network".into(),
+            "none".into(),
             "--label".into(),
             format!("{}={}", TEST_LABEL.0, TEST_LABEL.1),
             "--entrypoint".into(),
@@ -599,10 +628,11 @@ fn req(cmd: &str, secs: u64) -> ExecRequest {
     ExecRequest::new(cmd, Duration::from_secs(secs))
 }
 
+/// How many processes in the container run a command line starting with `marker`.
 async fn count(sb: &KubeSandbox, marker: &str) -> String {
     let script = format!(
         "n=0; for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); \
-         case \"$c\" in *'{marker}'*) n=$((n+1));; esac; done; echo $n"
+         case \"$c\" in '{marker}'*) n=$((n+1));; esac; done; echo $n"
     );
     let out = sb.exec(req(&script, 30)).await.unwrap();
     out.output.trim().to_string()
@@ -640,7 +670,10 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
             .exec(req("sleep 1001 & sleep 1001; echo never", 2))
             .await
             .unwrap();
-        assert!(out.timed_out && out.exit_code.is_none(), "{protocol}: {out:?}");
+        assert!(
+            out.timed_out && out.exit_code.is_none(),
+            "{protocol}: {out:?}"
+        );
         assert_eq!(count(&sb, "sleep 1001").await, "0", "{protocol}");
 
         // Files in and out by tar, binary-safe; a missing one is an error.
@@ -667,9 +700,11 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
 
         // A process that left its session is ended before the verifier; the pod's own
         // sleep stays.
-        sb.exec(req("setsid sleep 1002 > /dev/null 2>&1 < /dev/null &", 30))
-            .await
-            .unwrap();
+        // (The command waits until the sleep is in a session of its own, field 6 of its stat,
+        // so the group kill at its end cannot catch it first.)
+        let escape = "setsid sleep 1002 > /dev/null 2>&1 < /dev/null & p=$!\n\
+                      for i in $(seq 200); do set -- $(cat /proc/$p/stat); [ \"$6\" = \"$p\" ] && break; sleep 0.05; done";
+        sb.exec(req(escape, 30)).await.unwrap();
         assert_eq!(count(&sb, "sleep 1002").await, "1", "{protocol}");
         sb.kill_strays().await.unwrap();
         assert_eq!(count(&sb, "sleep 1002").await, "0", "{protocol}");
@@ -698,12 +733,9 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
 
         sb.destroy().await.unwrap();
         assert!(
-            server
-                .seen()
-                .iter()
-                .any(|l| l.starts_with(&format!(
-                    "DELETE /api/v1/namespaces/{NS}/pods/git-harness-tws"
-                ))),
+            server.seen().iter().any(|l| l.starts_with(&format!(
+                "DELETE /api/v1/namespaces/{NS}/pods/git-harness-tws"
+            ))),
             "{:?}",
             server.seen()
         );
@@ -714,16 +746,19 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
 // ---------------------------------------------------------------------------------------------
 // experiment.yaml
 
+/// `text` with the `kind:` line of its `runner:` section replaced by `block`.
+fn with_runner_kind(text: &str, block: &str) -> String {
+    let runner = text.find("\nrunner:\n").expect("a runner section");
+    let start = runner + text[runner..].find("\n  kind:").expect("runner.kind") + 1;
+    let end = start + text[start..].find('\n').unwrap() + 1;
+    format!("{}{block}{}", &text[..start], &text[end..])
+}
+
 #[test]
 fn kubernetes_settings_are_validated_naming_file_and_field() {
     let repo = Repo::init("minimal");
-    let set = |block: &str| {
-        repo.edit_experiment(|t| {
-            let start = t.find("  kind:").unwrap();
-            let end = start + t[start..].find('\n').unwrap() + 1;
-            format!("{}{block}{}", &t[..start], &t[end..])
-        });
-    };
+    let original = repo.read(".harness/experiment.yaml");
+    let set = |block: &str| repo.edit_experiment(|_| with_runner_kind(&original, block));
     set("  kind: kubernetes\n");
     let out = repo.harness(&["status"]).code(2);
     assert!(
@@ -738,7 +773,9 @@ fn kubernetes_settings_are_validated_naming_file_and_field() {
         "{}",
         out.stderr
     );
-    set("  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: https://r.example/\n");
+    set(
+        "  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: https://r.example/\n",
+    );
     let out = repo.harness(&["status"]).code(2);
     assert!(
         out.stderr.contains("runner.kubernetes.registry"),
@@ -748,8 +785,20 @@ fn kubernetes_settings_are_validated_naming_file_and_field() {
     set("  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    cluster: x\n");
     let out = repo.harness(&["status"]).code(2);
     assert!(out.stderr.contains("cluster"), "{}", out.stderr);
-    set("  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: r.example:5000/mirror\n");
+    set(
+        "  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: r.example:5000/mirror\n",
+    );
     repo.harness(&["status"]).ok();
+
+    // `init --runner kubernetes` writes a configuration that reads.
+    let tmp = tempfile::tempdir().unwrap();
+    harness_in(tmp.path(), &["init", "h", "--runner", "kubernetes"]).ok();
+    let text = std::fs::read_to_string(tmp.path().join("h/.harness/experiment.yaml")).unwrap();
+    assert!(
+        text.contains("kind: kubernetes") && text.contains("namespace: default"),
+        "{text}"
+    );
+    harness_in(&tmp.path().join("h"), &["status"]).ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,14 +834,17 @@ fn an_oracle_trial_on_a_real_cluster() {
     if let Some(r) = env("GIT_HARNESS_TEST_KUBE_REGISTRY") {
         block.push_str(&format!("    registry: {r}\n"));
     }
-    repo.edit_experiment(|t| {
-        let start = t.find("  kind:").unwrap();
-        let end = start + t[start..].find('\n').unwrap() + 1;
-        format!("{}{block}{}", &t[..start], &t[end..])
-    });
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
     let out = repo
         .harness(&[
-            "run", "--agent", "oracle", "--tasks", "word-count", "--trials", "1", "--format",
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+            "--format",
             "json",
         ])
         .ok();

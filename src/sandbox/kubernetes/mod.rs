@@ -20,7 +20,7 @@ mod provider;
 mod sandbox;
 pub mod spec;
 
-pub use provider::KubeProvider;
+pub use provider::{KubeProvider, client_for};
 pub use sandbox::{KubeSandbox, PodGuard};
 
 /// The standard label of the tool that manages a resource.
@@ -53,7 +53,9 @@ pub(crate) fn kube_err(what: &str, e: kube::Error) -> Error {
             "create the namespace of runner.kubernetes.namespace first"
         }
         kube::Error::Api(_) => "see the cluster's message above",
-        _ => "is the cluster reachable? check runner.kubernetes (kubeconfig, context) and `kubectl get pods -n NAMESPACE`",
+        _ => {
+            "is the cluster reachable? check runner.kubernetes (kubeconfig, context) and `kubectl get pods -n NAMESPACE`"
+        }
     };
     InfraClass::Sandbox.error_hint(format!("kubernetes: {what}: {e}"), hint)
 }

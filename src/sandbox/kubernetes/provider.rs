@@ -216,10 +216,7 @@ impl KubeProvider {
                 .is_some_and(&pick)
         };
         let mut removed = 0;
-        let list = pods
-            .list(&lp)
-            .await
-            .map_err(|e| kube_err("list pods", e))?;
+        let list = pods.list(&lp).await.map_err(|e| kube_err("list pods", e))?;
         for p in list {
             let Some(name) = p.metadata.name.as_deref() else {
                 continue;
@@ -281,6 +278,13 @@ async fn connect(cfg: &KubernetesConfig) -> Result<Client> {
             .await
             .map_err(|e| bad("find a cluster".into(), &e))?,
     };
+    client_for(config)
+}
+
+/// The client for a loaded configuration.
+pub fn client_for(config: Config) -> Result<Client> {
+    // Two TLS providers are linked in; the client's TLS needs a process default chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_from(config).map_err(|e| kube_err("make a client", e))
 }
 
@@ -322,9 +326,8 @@ async fn wait_running(
                 let pod = match ev {
                     WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
                     WatchEvent::Deleted(_) => {
-                        return Err(InfraClass::Sandbox.error(format!(
-                            "kubernetes: pod {name} was deleted before it ran"
-                        )));
+                        return Err(InfraClass::Sandbox
+                            .error(format!("kubernetes: pod {name} was deleted before it ran")));
                     }
                     WatchEvent::Bookmark(b) => {
                         version = b.metadata.resource_version;
@@ -336,10 +339,8 @@ async fn wait_running(
                         break;
                     }
                     WatchEvent::Error(s) => {
-                        return Err(InfraClass::Sandbox.error(format!(
-                            "kubernetes: watch pod {name}: {}",
-                            s.message
-                        )));
+                        return Err(InfraClass::Sandbox
+                            .error(format!("kubernetes: watch pod {name}: {}", s.message)));
                     }
                 };
                 if let Some(v) = pod.metadata.resource_version.clone() {
@@ -430,7 +431,8 @@ impl SandboxProvider for KubeProvider {
     async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
         // The image's name (after the map and the registry): the cluster resolves it, and its
         // digest is not known before a Pod runs.
-        self.image_for(task).map(|(i, _)| Some(format!("image {i}")))
+        self.image_for(task)
+            .map(|(i, _)| Some(format!("image {i}")))
     }
 
     async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {

@@ -16,7 +16,9 @@ use super::{CONTAINER, is_not_found, kube_err};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::tar_dir;
 use crate::sandbox::output::Capture;
-use crate::sandbox::{ExecOutput, ExecRequest, InfraClass, Phase, PhaseNetworks, Sandbox, normalize};
+use crate::sandbox::{
+    ExecOutput, ExecRequest, InfraClass, Phase, PhaseNetworks, Sandbox, normalize,
+};
 
 /// How long output is still read after a timeout kill.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -44,7 +46,8 @@ exit "$rc""#;
 /// Unpacks the tar of exactly `$1` bytes on stdin at `/`.
 const UNTAR: &str = r#"head -c "$1" | tar -x -f - -C / 2>&1"#;
 /// Packs `$2` of directory `$1` as a tar on stdout; exits 3 when it is missing.
-const TAR_OUT: &str = r#"cd "$1" 2>/dev/null && [ -e "$2" ] || exit 3; exec tar -c -f - "$2" 2>/dev/null"#;
+const TAR_OUT: &str =
+    r#"cd "$1" 2>/dev/null && [ -e "$2" ] || exit 3; exec tar -c -f - "$2" 2>/dev/null"#;
 
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -516,8 +519,7 @@ pub(crate) fn exit_code(
 }
 
 /// Why nothing runs in a Pod the agent stopped.
-const STOPPED: &str =
-    "the sandbox's pod stopped during the trial (its main process was killed, or it ran out of memory)";
+const STOPPED: &str = "the sandbox's pod stopped during the trial (its main process was killed, or it ran out of memory)";
 
 fn one_file(tar_bytes: &[u8], p: &str) -> Result<Vec<u8>> {
     let mut ar = tar::Archive::new(tar_bytes);

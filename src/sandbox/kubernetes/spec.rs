@@ -156,19 +156,3 @@ pub fn deny_all(plan: &PodPlan) -> NetworkPolicy {
         }),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_labels() {
-        assert_eq!(dns_label("t19a2b3c4d"), "t19a2b3c4d");
-        let odd = dns_label("Task_One/x");
-        assert!(odd.starts_with("task-one-x-"), "{odd}");
-        let long = dns_label(&"a".repeat(100));
-        assert!(long.len() <= 63, "{long}");
-        assert_ne!(dns_label(&"a".repeat(100)), dns_label(&"a".repeat(101)));
-        assert!(dns_label("--").starts_with("x-"));
-    }
-}

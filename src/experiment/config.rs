@@ -251,7 +251,7 @@ pub struct RunnerConfig {
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// The kubeconfig file (default: `$KUBECONFIG`, else `~/.kube/config`, else the in-cluster
-    /// service account). Relative paths are relative to the repository root.
+    /// service account). A relative path is read from the directory the command runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context (default: its current context).

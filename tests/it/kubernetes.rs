@@ -287,14 +287,21 @@ async fn a_pod_that_cannot_pull_its_image_fails_the_start_and_is_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_with_only_a_dockerfile_are_refused_before_any_request() {
+async fn tasks_that_need_an_image_built_are_refused_before_any_request() {
     let (client, seen) = mock_client(cluster(None));
     let provider =
         KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM python:3.13\nRUN pip install numpy\n").unwrap();
     let mut t = task(None, "public");
-    t.dockerfile = Some(t.dir.join("environment/Dockerfile"));
+    t.dockerfile = Some(dockerfile);
     let err = provider.create(&t).await.err().expect("refused");
-    assert!(err.to_string().contains("builds no images"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("builds no images") && text.contains("pip install numpy"),
+        "{text}"
+    );
     assert!(requests(&seen).is_empty());
 }
 
@@ -345,32 +352,46 @@ async fn the_sweep_deletes_pods_of_dead_processes_only() {
 // ---------------------------------------------------------------------------------------------
 // Exec over the websocket, against a loopback server speaking the channel protocol.
 
-/// A stand-in API server on loopback: exec requests (websocket upgrades) run their command in
-/// `container` through `docker exec -i`, speaking `protocol` (`v5.channel.k8s.io` or `v4`);
-/// other requests are answered with a success status. Every request line is recorded.
+/// A stand-in API server on loopback, backed by the Docker engine: a created Pod is a container
+/// of its image running its command (in its working directory, without network), deleted with
+/// it; the watch and reads of a Pod say it runs; exec requests (websocket upgrades) run their
+/// command in the Pod's container through `docker exec -i`, speaking `protocol`
+/// (`v5.channel.k8s.io` or `v4`); lists are empty, other requests succeed. Every request line
+/// is recorded.
 struct ExecServer {
     url: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    state: Arc<ServerState>,
+}
+
+struct ServerState {
+    protocol: &'static str,
+    seen: Mutex<Vec<String>>,
+    /// Pod name to container id.
+    containers: Mutex<BTreeMap<String, String>>,
 }
 
 impl ExecServer {
-    async fn start(container: String, protocol: &'static str) -> ExecServer {
+    async fn start(containers: BTreeMap<String, String>, protocol: &'static str) -> ExecServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let state = Arc::new(ServerState {
+            protocol,
+            seen: Mutex::new(Vec::new()),
+            containers: Mutex::new(containers),
+        });
+        let st = state.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, container) = (log.clone(), container.clone());
+                let st = st.clone();
                 tokio::spawn(async move {
-                    let _ = serve_conn(stream, log, container, protocol).await;
+                    let _ = serve_conn(stream, st).await;
                 });
             }
         });
-        ExecServer { url, seen }
+        ExecServer { url, state }
     }
 
     fn client(&self) -> kube::Client {
@@ -379,8 +400,79 @@ impl ExecServer {
     }
 
     fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        self.state.seen.lock().unwrap().clone()
     }
+
+    /// A kubeconfig naming this server (plain http, no credentials).
+    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+                 users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: stand-in\n    user: u\n\
+                 current-context: c\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for ExecServer {
+    fn drop(&mut self) {
+        // Containers of pods nobody deleted; the tests check that there are none.
+        let left: Vec<String> = std::mem::take(&mut *self.state.containers.lock().unwrap())
+            .into_values()
+            .collect();
+        for c in left {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &c])
+                .output();
+        }
+    }
+}
+
+fn running(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": "2"},
+        "status": {"phase": "Running"}})
+}
+
+/// The container of a pod made from `pod` (its image, command and working directory).
+fn container_for(pod: &Value) -> String {
+    let c = &pod["spec"]["containers"][0];
+    let cmd: Vec<String> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "run".to_string(),
+        "-d".into(),
+        "--network".into(),
+        "none".into(),
+        "--label".into(),
+        format!("{}={}", TEST_LABEL.0, TEST_LABEL.1),
+        "--entrypoint".into(),
+        cmd[0].clone(),
+        "-w".into(),
+        c["workingDir"].as_str().unwrap().into(),
+        c["image"].as_str().unwrap().into(),
+    ];
+    args.extend(cmd.into_iter().skip(1));
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn decode(s: &str) -> String {
@@ -401,11 +493,56 @@ fn decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// The answer to a plain (not upgraded) request: status and JSON.
+async fn answer(st: &ServerState, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+    let path = target.split('?').next().unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or_default().to_string();
+    let success = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success", "code": 200});
+    match method {
+        "POST" if path.ends_with("/pods") => {
+            let mut pod: Value = serde_json::from_slice(body).unwrap();
+            let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+            let p = pod.clone();
+            let id = tokio::task::spawn_blocking(move || container_for(&p))
+                .await
+                .unwrap();
+            st.containers.lock().unwrap().insert(name, id);
+            pod["metadata"]["resourceVersion"] = json!("1");
+            (201, pod.to_string())
+        }
+        "POST" => {
+            let mut obj: Value = serde_json::from_slice(body).unwrap();
+            obj["metadata"]["resourceVersion"] = json!("1");
+            (201, obj.to_string())
+        }
+        "GET" if target.contains("watch=true") => {
+            let name = decode(target.split("metadata.name%3D").nth(1).unwrap_or_default());
+            let name = name.split('&').next().unwrap_or_default().to_string();
+            let ev = json!({"type": "ADDED", "object": running(&name)});
+            (200, format!("{ev}\n"))
+        }
+        "GET" if path.ends_with("/pods") || path.ends_with("/networkpolicies") => (
+            200,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}).to_string(),
+        ),
+        "GET" => (200, running(&name).to_string()),
+        "DELETE" => {
+            let id = st.containers.lock().unwrap().remove(&name);
+            if let Some(id) = id {
+                let _ = tokio::process::Command::new("docker")
+                    .args(["rm", "-f", &id])
+                    .output()
+                    .await;
+            }
+            (200, success.to_string())
+        }
+        _ => (200, success.to_string()),
+    }
+}
+
 async fn serve_conn(
     mut stream: tokio::net::TcpStream,
-    log: Arc<Mutex<Vec<String>>>,
-    container: String,
-    protocol: &'static str,
+    st: Arc<ServerState>,
 ) -> std::io::Result<()> {
     loop {
         let mut head = Vec::new();
@@ -423,22 +560,26 @@ async fn serve_conn(
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        log.lock().unwrap().push(request_line.clone());
+        st.seen.lock().unwrap().push(request_line.clone());
         let len: usize = headers
             .get("content-length")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
         if headers.get("upgrade").map(|u| u.to_ascii_lowercase()) != Some("websocket".into()) {
-            let text = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success", "code": 200}).to_string();
+            let (status, text) = answer(&st, &method, &target, &body).await;
             let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                "HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
                 text.len()
             );
             stream.write_all(resp.as_bytes()).await?;
             continue;
         }
+        let protocol = st.protocol;
         let offered = headers
             .get("sec-websocket-protocol")
             .cloned()
@@ -454,12 +595,13 @@ async fn serve_conn(
              sec-websocket-accept: {accept}\r\nsec-websocket-protocol: {protocol}\r\n\r\n"
         );
         stream.write_all(resp.as_bytes()).await?;
-        let target = request_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let pod = path
+            .trim_end_matches("/exec")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let container = st.containers.lock().unwrap().get(pod).cloned();
         let argv: Vec<String> = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
@@ -472,6 +614,9 @@ async fn serve_conn(
             None,
         )
         .await;
+        let Some(container) = container else {
+            return Ok(());
+        };
         run_exec(ws, &container, argv, protocol).await;
         return Ok(());
     }
@@ -646,9 +791,11 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
     {
         return;
     }
-    let container = Container::start();
     for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
-        let server = ExecServer::start(container.0.clone(), protocol).await;
+        // Deleting the pod removes its container: one per round.
+        let container = Container::start();
+        let pods = BTreeMap::from([("git-harness-tws".to_string(), container.0.clone())]);
+        let server = ExecServer::start(pods, protocol).await;
         let mut sb = sandbox_on(server.client(), "git-harness-tws");
 
         // Output in order (stderr joined), the exit code, the environment, the directory.
@@ -801,6 +948,87 @@ fn kubernetes_settings_are_validated_naming_file_and_field() {
     harness_in(&tmp.path().join("h"), &["status"]).ok();
 }
 
+/// The totals of a `run --format json` output with trials: (passes, trials, infra errors).
+fn totals(stdout: &str) -> Vec<(u64, u64, u64)> {
+    let v: Value = serde_json::from_str(stdout).expect("run json");
+    v["totals"]
+        .as_object()
+        .expect("totals")
+        .values()
+        .map(|t| {
+            (
+                t["passes"].as_u64().unwrap(),
+                t["trials"].as_u64().unwrap(),
+                t["infra_errors"].as_u64().unwrap(),
+            )
+        })
+        .filter(|t| t.1 > 0)
+        .collect()
+}
+
+/// The whole path through the binary: the sweep, the Pod, the seeding of the base image, the
+/// oracle, the verifier, the deletion, on the stand-in cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oracle_trial_through_the_binary_on_a_stand_in_cluster() {
+    if docker_or_skip("an_oracle_trial_through_the_binary_on_a_stand_in_cluster")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let repo = Repo::small("minimal");
+    let block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {NS}\n",
+        Value::from(kubeconfig.to_string_lossy().as_ref())
+    );
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let out = tokio::task::spawn_blocking(move || {
+        repo.harness(&[
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+            "--format",
+            "json",
+        ])
+    })
+    .await
+    .unwrap()
+    .ok();
+    assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
+    let seen = server.seen();
+    let calls = |method: &str, prefix: &str| {
+        seen.iter()
+            .filter(|l| {
+                let mut parts = l.split(' ');
+                parts.next() == Some(method)
+                    && parts
+                        .next()
+                        .and_then(|t| t.split('?').next())
+                        .is_some_and(|p| p.starts_with(prefix))
+            })
+            .count()
+    };
+    let created = calls("POST", &format!("/api/v1/namespaces/{NS}/pods"));
+    let deleted = calls(
+        "DELETE",
+        &format!("/api/v1/namespaces/{NS}/pods/git-harness-"),
+    );
+    assert!(created >= 1, "{seen:#?}");
+    assert_eq!(created, deleted, "every pod is deleted: {seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("labelSelector=")),
+        "the run swept leftovers first: {seen:#?}"
+    );
+    assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A real cluster.
 
@@ -848,19 +1076,5 @@ fn an_oracle_trial_on_a_real_cluster() {
             "json",
         ])
         .ok();
-    let v: Value = serde_json::from_str(&out.stdout).expect("run json");
-    let totals: Vec<(u64, u64, u64)> = v["totals"]
-        .as_object()
-        .expect("totals")
-        .values()
-        .map(|t| {
-            (
-                t["passes"].as_u64().unwrap(),
-                t["trials"].as_u64().unwrap(),
-                t["infra_errors"].as_u64().unwrap(),
-            )
-        })
-        .filter(|t| t.1 > 0)
-        .collect();
-    assert_eq!(totals, vec![(1, 1, 0)], "{v:#}");
+    assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
 }

@@ -3,9 +3,10 @@
 //! (`v5.channel.k8s.io`, `v4` understood), files in and out by tar through exec.
 //!
 //! Images come from a registry: a task's `docker_image` after `runner.image_map`, with
-//! `runner.kubernetes.registry` put before it; a task with neither image nor Dockerfile runs
-//! on the base image (seeded from `environment/workspace/` and `setup.sh` as under Docker). The
-//! runner builds nothing: a task that only has a Dockerfile is refused with a hint.
+//! `runner.kubernetes.registry` put before it; a task without an image runs on the base image
+//! (seeded from `environment/workspace/` and `setup.sh` as under Docker) when its Dockerfile, if
+//! any, has no step only an image gives. The runner builds nothing: a task that needs an image
+//! built is refused with a hint.
 //!
 //! Every Pod carries `app.kubernetes.io/managed-by=git-harness`, its trial, the process that
 //! made it and that process's host; a [`PodGuard`] deletes it (and its NetworkPolicy) on every

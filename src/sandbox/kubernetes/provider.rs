@@ -22,7 +22,7 @@ use crate::sandbox::{
     SandboxProvider,
 };
 use crate::support::owner::{Owner, host_id};
-use crate::task::Task;
+use crate::task::{Task, local_gaps};
 
 /// How long a Pod may take to run (scheduling, the image pull) without a build timeout.
 const START_TIMEOUT: Duration = Duration::from_secs(600);
@@ -98,10 +98,13 @@ impl KubeProvider {
     pub fn image_for(&self, task: &Task) -> Result<(String, bool)> {
         let (image, seed) = match &task.environment.docker_image {
             Some(img) => (map_image(&self.image_map, img), false),
-            None if task.dockerfile.is_some() => {
+            // A Dockerfile whose steps the base image and the seeding reproduce (as the local
+            // runner does) needs no image of its own; any other needs one built and pushed.
+            None if task.dockerfile.is_some() && !local_gaps(task).is_empty() => {
+                let gap = local_gaps(task).remove(0);
                 return Err(InfraClass::Sandbox.error_hint(
                     format!(
-                        "task `{}` has a Dockerfile but no docker_image, and the Kubernetes runner builds no images",
+                        "task `{}` needs an image built from its Dockerfile ({gap}), and the Kubernetes runner builds no images",
                         task.id
                     ),
                     "build and push its image, then name it as the task's docker_image or map \
@@ -264,8 +267,7 @@ async fn connect(cfg: &KubernetesConfig) -> Result<Client> {
     };
     let config = match (&cfg.kubeconfig, &cfg.context) {
         (Some(path), _) => {
-            let path = expand_home(path);
-            let kc = Kubeconfig::read_from(&path)
+            let kc = Kubeconfig::read_from(path)
                 .map_err(|e| bad(format!("read {}", path.display()), &e))?;
             Config::from_custom_kubeconfig(kc, &opts)
                 .await
@@ -286,13 +288,6 @@ pub fn client_for(config: Config) -> Result<Client> {
     // Two TLS providers are linked in; the client's TLS needs a process default chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_from(config).map_err(|e| kube_err("make a client", e))
-}
-
-fn expand_home(p: &std::path::Path) -> std::path::PathBuf {
-    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
-        _ => p.to_path_buf(),
-    }
 }
 
 /// Watch the Pod `name` (from `version`) until it runs; fail fast when it ended or its

@@ -365,6 +365,8 @@ struct ExecServer {
 
 struct ServerState {
     protocol: &'static str,
+    /// Watches never say anything (a Pod that stays pending).
+    hold: bool,
     seen: Mutex<Vec<String>>,
     /// Pod name to container id.
     containers: Mutex<BTreeMap<String, String>>,
@@ -372,10 +374,19 @@ struct ServerState {
 
 impl ExecServer {
     async fn start(containers: BTreeMap<String, String>, protocol: &'static str) -> ExecServer {
+        Self::start_with(containers, protocol, false).await
+    }
+
+    async fn start_with(
+        containers: BTreeMap<String, String>,
+        protocol: &'static str,
+        hold: bool,
+    ) -> ExecServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(ServerState {
             protocol,
+            hold,
             seen: Mutex::new(Vec::new()),
             containers: Mutex::new(containers),
         });
@@ -570,6 +581,12 @@ async fn serve_conn(
         let mut parts = request_line.split(' ');
         let method = parts.next().unwrap_or_default().to_string();
         let target = parts.next().unwrap_or_default().to_string();
+        if st.hold && target.contains("watch=true") {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await?;
+            std::future::pending::<()>().await;
+        }
         if headers.get("upgrade").map(|u| u.to_ascii_lowercase()) != Some("websocket".into()) {
             let (status, text) = answer(&st, &method, &target, &body).await;
             let resp = format!(
@@ -1027,6 +1044,79 @@ async fn an_oracle_trial_through_the_binary_on_a_stand_in_cluster() {
         "the run swept leftovers first: {seen:#?}"
     );
     assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
+/// SIGINT while a trial's Pod is starting: the run stops (exit 130) and the Pod is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_leaves_no_pod() {
+    if docker_or_skip("an_interrupted_run_leaves_no_pod")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let server = ExecServer::start_with(BTreeMap::new(), "v5.channel.k8s.io", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let repo = Repo::small("minimal");
+    let block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {NS}\n",
+        Value::from(kubeconfig.to_string_lossy().as_ref())
+    );
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let log = dir.path().join("stderr");
+    let mut child = crate::support::hermetic::hermetic(&mut std::process::Command::new(env!(
+        "CARGO_BIN_EXE_git-harness"
+    )))
+    .args([
+        "run",
+        "--agent",
+        "oracle",
+        "--tasks",
+        "word-count",
+        "--trials",
+        "1",
+    ])
+    .current_dir(&repo.path)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let poll = async |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() && start.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(f(), "{what}: {:#?}", server.seen());
+    };
+    poll("a pod", &|| {
+        !server.state.containers.lock().unwrap().is_empty()
+    })
+    .await;
+    let signal = |sig| {
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+    };
+    // The first stops scheduling and waits for the trial; the second aborts it.
+    signal(libc::SIGINT);
+    poll("the acknowledgement", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("interrupted")
+    })
+    .await;
+    signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        server.state.containers.lock().unwrap().is_empty(),
+        "the pod is deleted: {:#?}",
+        server.seen()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 # made by the tests remains.
 #
 # Knobs: HARNESS_BIN (default: $CARGO_TARGET_DIR/debug/git-harness, built if missing),
-#        HARNESS_DOCKERD_TIMEOUT (seconds, default 60), HARNESS_DEBIAN_MIRROR,
+#        HARNESS_DOCKERD_TIMEOUT (seconds, default 60), HARNESS_DEBIAN_MIRROR (default: the
+#        Debian archive of the machine's apt sources),
 #        HARNESS_DOCKERD_PIDFILE, HARNESS_DOCKERD_LOG.
 
 harness_dockerd_pidfile="${HARNESS_DOCKERD_PIDFILE:-/var/run/dockerd-ci.pid}"
@@ -50,7 +51,7 @@ harness_docker_base() {
     return 0
   fi
   "$bin" image base --debootstrap bookworm --include python3 \
-    --mirror "${HARNESS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    ${HARNESS_DEBIAN_MIRROR:+--mirror "$HARNESS_DEBIAN_MIRROR"}
 }
 
 # No container made by the tests (label git-harness.test) may remain.

@@ -172,16 +172,17 @@ impl Workspace {
     /// The experiment fingerprint of `fixed`: config, splits and the suite's task checksums.
     pub fn fingerprint(&self, fixed: &Fixed) -> Result<String> {
         let suite = crate::task::load_suite(&self.suite_dir(&fixed.experiment)?)?;
+        Ok(self.fingerprint_of(fixed, &suite))
+    }
+
+    /// The experiment fingerprint of `fixed` over the tasks of `suite`.
+    pub fn fingerprint_of(&self, fixed: &Fixed, suite: &crate::task::Suite) -> String {
         let sums: Vec<(String, String)> = suite
             .tasks
             .iter()
             .map(|t| (t.id.clone(), t.checksum.clone()))
             .collect();
-        Ok(crate::experiment::fingerprint(
-            &fixed.experiment,
-            &fixed.splits,
-            &sums,
-        ))
+        crate::experiment::fingerprint(&fixed.experiment, &fixed.splits, &sums)
     }
 
     /// Task ids of the suite the experiment names.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use git_harness::method;
-use git_harness::sandbox::image::{self, BASE_IMAGE, DEFAULT_MIRROR, RootfsSource};
+use git_harness::sandbox::image::{self, BASE_IMAGE, RootfsSource};
 use git_harness::{Error, Result, exit};
 
 use super::Ui;
@@ -73,9 +73,10 @@ pub struct BaseArgs {
     /// Extra packages for debootstrap (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', requires = "debootstrap")]
     pub include: Vec<String>,
-    /// The Debian mirror for debootstrap.
-    #[arg(long, default_value = DEFAULT_MIRROR, requires = "debootstrap")]
-    pub mirror: String,
+    /// The Debian mirror for debootstrap [default: the Debian archive of this machine's apt
+    /// sources, /etc/apt/sources.list and /etc/apt/sources.list.d/].
+    #[arg(long, value_name = "URL", requires = "debootstrap")]
+    pub mirror: Option<String>,
     /// The image name.
     #[arg(long, default_value = BASE_IMAGE)]
     pub tag: String,
@@ -170,11 +171,22 @@ fn base(ui: &mut Ui, a: BaseArgs) -> Result<i32> {
             }
             RootfsSource::Tarball(p)
         }
-        (None, Some(suite)) => RootfsSource::Debootstrap {
-            suite,
-            include: a.include,
-            mirror: a.mirror,
-        },
+        (None, Some(suite)) => {
+            let mirror = match a.mirror {
+                Some(m) => m,
+                None => image::machine_mirror().ok_or_else(|| {
+                    Error::usage_hint(
+                        "no Debian mirror in /etc/apt/sources.list or /etc/apt/sources.list.d/",
+                        "pass --mirror URL (the Debian archive debootstrap downloads from)",
+                    )
+                })?,
+            };
+            RootfsSource::Debootstrap {
+                suite,
+                include: a.include,
+                mirror,
+            }
+        }
         (None, None) => {
             return Err(Error::usage(
                 "give --from-rootfs TAR or --debootstrap SUITE",

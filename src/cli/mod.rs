@@ -27,6 +27,7 @@ mod output;
 mod progress;
 mod promote;
 mod propose;
+mod regrade;
 mod report;
 mod report_final;
 mod run;
@@ -80,6 +81,7 @@ pub enum Command {
     Promote(promote::Args),
     Run(run::Args),
     Import(import::Args),
+    Regrade(regrade::Args),
     Mine(mine::Args),
     Propose(propose::Args),
     Validate(validate::Args),
@@ -184,6 +186,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Promote(a) => promote::run(ui, a),
         Command::Run(a) => run::run(ui, a),
         Command::Import(a) => import::run(ui, a),
+        Command::Regrade(a) => regrade::run(ui, a),
         Command::Mine(a) => mine::run(ui, a),
         Command::Propose(a) => propose::run(ui, a),
         Command::Validate(a) => validate::run(ui, a),

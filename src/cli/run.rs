@@ -30,6 +30,9 @@ pub struct Args {
     /// Trials at once [default: the experiment's runner.concurrency].
     #[arg(long, short = 'j')]
     pub concurrency: Option<usize>,
+    /// Where trials run [default: the experiment's runner.kind]. Like a committed
+    /// runner.kind, it is part of the fingerprint: results of one runner never stand for
+    /// another's.
     #[arg(long, value_enum)]
     pub runner: Option<RunnerArg>,
     /// Docker image substitution, `FROM=TO` (repeatable; adds to runner.image_map and so to the
@@ -45,6 +48,11 @@ pub struct Args {
     /// Execute every trial even when cached.
     #[arg(long)]
     pub no_cache: bool,
+    /// Keep each executed trial's final workspace (a tar of the workdir) in the run record,
+    /// so `git harness regrade` can re-run changed verifiers on it [default:
+    /// runner.keep_workspace].
+    #[arg(long)]
+    pub keep_workspace: bool,
     /// Continue an interrupted run, with its revision, splits, tasks, trials and agent.
     #[arg(long, value_name = "ID")]
     pub resume: Option<String>,
@@ -102,6 +110,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         runner: args.runner.map(RunnerArg::kind),
         // The reference solution and the empty agent need no model (also when it is unset).
         no_model: !git_harness::eval::context::needs_model(args.agent),
+        keep_workspace: args.keep_workspace,
         ..Session::interruptible()
     };
     let outcome = s.block_on(async {
@@ -112,6 +121,17 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         out
     })?;
     print_outcome(ui, &outcome, args.format);
+    // Results reused from the cache keep the workspace of the run that made them, if any.
+    let unkept = outcome
+        .results
+        .iter()
+        .filter(|r| !r.is_infra() && r.workspace.is_none())
+        .count();
+    if args.keep_workspace && unkept > 0 {
+        ui.warn(format!(
+            "{unkept} trial(s) came from the cache of runs that kept no workspace, so `regrade` cannot re-score them; re-run with --keep-workspace --no-cache to keep theirs"
+        ));
+    }
     let infra = outcome
         .record
         .totals
@@ -153,6 +173,20 @@ pub fn print_outcome(ui: &mut Ui, o: &RunOutcome, format: Format) {
         o.wall_ms as f64 / 1000.0
     ));
     print_table(ui, o.record.totals.iter().map(|(k, v)| (k.as_str(), v)));
+    let kept: Vec<u64> = o
+        .results
+        .iter()
+        .filter(|r| r.cached_from.is_none() && r.workspace.is_some())
+        .map(|r| r.workspace_bytes)
+        .collect();
+    if !kept.is_empty() {
+        ui.out(format!(
+            "kept {} final workspace(s), {} in the run record (for `git harness regrade {}`)",
+            kept.len(),
+            human_bytes(kept.iter().sum()),
+            o.id
+        ));
+    }
     if let Some(s) = &o.stopped {
         ui.out(format!("partial run: {s}"));
     }
@@ -174,5 +208,18 @@ pub fn print_table<'a>(ui: &mut Ui, rows: impl Iterator<Item = (&'a str, &'a Tot
             format!("${:.4}", t.cost_usd),
             t.wall_ms as f64 / 1000.0
         ));
+    }
+}
+
+/// A size for people: `512 B`, `12.3 KiB`, `4.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = n as f64;
+    if f < KIB {
+        format!("{n} B")
+    } else if f < KIB * KIB {
+        format!("{:.1} KiB", f / KIB)
+    } else {
+        format!("{:.1} MiB", f / KIB / KIB)
     }
 }

@@ -142,7 +142,7 @@ pub fn print_text(ui: &mut Ui, v: &Validation) {
         ));
     }
     ui.out(format!(
-        "  trials executed {} (of {} planned; the rest cached or not needed)",
+        "  trials executed {} (of {} planned for parent and candidate; the rest cached or not needed)",
         v.trials_executed, v.trials_planned
     ));
     if let Some(r) = &v.rejected_ref {

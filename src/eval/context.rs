@@ -14,18 +14,26 @@ use crate::model::{ConnectContext, Connected};
 use crate::sandbox::{Bwrap, ProviderOptions};
 use crate::workspace::Workspace;
 
-/// Command-line choices that override the experiment's runner without changing results.
+/// Command-line choices that override the committed experiment for one command.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// `run --runner`: where trials run. The runner kind is part of the experiment, so the
+    /// fingerprint (and with it the cache and every comparison) sees the one actually used.
     pub runner: Option<RunnerKind>,
     pub bwrap: Bwrap,
     /// Do not connect the model (oracle/nop runs).
     pub no_model: bool,
     /// Interrupt requests (1: stop scheduling, 2: abort), handed to every run of the context.
     pub interrupt: Option<watch::Receiver<u8>>,
-    /// `--image-map` additions to `runner.image_map`. Unlike the fields above, these change
-    /// what a trial runs on, so they enter the fingerprint.
+    /// `--image-map` additions to `runner.image_map`: like `runner`, they change what a trial
+    /// runs on, so they enter the fingerprint.
     pub image_map: std::collections::BTreeMap<String, String>,
+    /// Keep every trial's final workspace (`run --keep-workspace`), whatever
+    /// `runner.keep_workspace` says.
+    pub keep_workspace: bool,
+    /// Read the tasks from this suite instead of the experiment's (`regrade --suite`): its task
+    /// checksums enter the fingerprint.
+    pub suite: Option<std::path::PathBuf>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -51,21 +59,22 @@ impl Context {
 /// Open the context for main's experiment.
 pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     let fixed = ws.fixed_on_main()?;
-    let suite_dir = ws.suite_dir(&fixed.experiment)?;
+    let suite_dir = match &o.suite {
+        Some(dir) => dir.clone(),
+        None => ws.suite_dir(&fixed.experiment)?,
+    };
     let suite = crate::task::load_suite(&suite_dir)?;
-    // The committed experiment stays what commits are compared against; the fingerprint (and
-    // the provider) see the map as extended on the command line.
+    // The committed experiment stays what commits are compared against; the fingerprint, the
+    // provider and the run record see the runner as overridden on the command line, before the
+    // fingerprint is taken (trials run elsewhere are other results).
     let mut effective = fixed.clone();
-    effective
-        .experiment
-        .runner
-        .image_map
-        .extend(o.image_map.clone());
-    let fingerprint = ws.fingerprint(&effective)?;
-    let mut runner = effective.experiment.runner.clone();
+    let runner = &mut effective.experiment.runner;
+    runner.image_map.extend(o.image_map.clone());
     if let Some(k) = o.runner {
         runner.kind = k;
     }
+    let fingerprint = ws.fingerprint_of(&effective, &suite);
+    let runner = effective.experiment.runner;
     let provider = crate::sandbox::provider(
         &runner,
         &ProviderOptions {
@@ -99,16 +108,18 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             .await?,
         )
     };
-    let factory = Factory::new(
+    let mut factory = Factory::new(
         provider,
         connected.as_ref().map(|c| c.model.clone()),
         fixed.experiment.clone(),
     );
+    factory.keep_workspace |= o.keep_workspace;
     Ok(Context {
         eval: EvalContext {
             fixed,
             suite,
             fingerprint,
+            runner: runner.kind,
             state_dir: ws.state_dir(),
             executors: Arc::new(factory),
             warnings,

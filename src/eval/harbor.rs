@@ -346,6 +346,7 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
         seed: fixed.experiment.seed,
         started_at: crate::eval::record::now(),
         no_cache: false,
+        regraded_from: None,
     };
     crate::eval::record::write_record(
         repo,
@@ -563,6 +564,8 @@ fn trial_result(
         tool_calls,
         trace: None,
         trace_bytes: 0,
+        workspace: None,
+        workspace_bytes: 0,
         cache_key: None,
         cached_from: None,
     }

@@ -33,6 +33,9 @@ pub struct RunMeta {
     /// Started with `--no-cache`: a resume executes every missing trial too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// A run made by `regrade`: the run whose kept workspaces it verified again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regraded_from: Option<String>,
 }
 
 /// `run.yaml` of a run ref and `meta.yaml` of a journal.
@@ -137,10 +140,21 @@ impl Journal {
         self.dir.join("traces")
     }
 
-    /// Write the trace first, then the result line, then fsync: a journaled result always has
-    /// its trace.
-    pub fn append(&mut self, result: &TrialResult, trace: Option<&[u8]>) -> Result<()> {
-        if let (Some(bytes), Some(rel)) = (trace, result.trace.as_deref()) {
+    /// Write the trace (and the kept workspace) first, then the result line, then fsync: a
+    /// journaled result always has its files.
+    pub fn append(
+        &mut self,
+        result: &TrialResult,
+        trace: Option<&[u8]>,
+        workspace: Option<&[u8]>,
+    ) -> Result<()> {
+        for (bytes, rel) in [
+            (trace, result.trace.as_deref()),
+            (workspace, result.workspace.as_deref()),
+        ] {
+            let (Some(bytes), Some(rel)) = (bytes, rel) else {
+                continue;
+            };
             let path = self.dir.join(rel);
             if let Some(p) = path.parent() {
                 std::fs::create_dir_all(p).at(p)?;

@@ -6,8 +6,10 @@ pub mod cache;
 pub mod context;
 pub mod harbor;
 pub mod journal;
+pub mod keep;
 pub mod plan;
 pub mod record;
+pub mod regrade;
 pub mod run;
 pub mod schedule;
 pub mod trial;
@@ -172,12 +174,23 @@ pub struct TrialResult {
     /// Bytes of the trace as stored.
     #[serde(default)]
     pub trace_bytes: u64,
+    /// Path of the kept final workspace (a tar of the workdir after the agent, see
+    /// `run --keep-workspace`) inside the run record that holds it; what `regrade` verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Bytes of the kept workspace as stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workspace_bytes: u64,
     /// Digest of the cache key this result is stored under (absent: never cached).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
     /// The run whose trial this result was reused from, when it came from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A line of `results.jsonl` or `journal.jsonl`, or a cache entry's result.
@@ -270,6 +283,9 @@ pub struct Totals {
     /// Sum of the executed trials' durations.
     pub wall_ms: u64,
     pub trace_bytes: u64,
+    /// Bytes of the final workspaces the executed trials kept (`run --keep-workspace`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workspace_bytes: u64,
 }
 
 impl Totals {
@@ -291,6 +307,7 @@ impl Totals {
                 t.tokens += r.tokens();
                 t.cost_usd += r.cost_usd;
                 t.trace_bytes += r.trace_bytes;
+                t.workspace_bytes += r.workspace_bytes;
                 t.wall_ms += r.durations.total_ms;
             }
         }

@@ -71,6 +71,9 @@ pub struct EvalContext {
     pub fixed: Fixed,
     pub suite: crate::task::Suite,
     pub fingerprint: String,
+    /// The runner trials run under: the experiment's, or `run --runner` (the fingerprint
+    /// covers it).
+    pub runner: crate::experiment::RunnerKind,
     pub state_dir: std::path::PathBuf,
     pub executors: Arc<dyn super::trial::ExecutorFactory>,
     /// Warnings to show once (e.g. weaker isolation without bubblewrap).
@@ -294,15 +297,16 @@ pub(super) fn run_meta(
             "{}/{}",
             ctx.fixed.experiment.model.provider, ctx.fixed.experiment.model.name
         ),
-        runner: ctx.fixed.experiment.runner.kind.to_string(),
+        runner: ctx.runner.to_string(),
         seed: ctx.fixed.experiment.seed,
         started_at: now(),
         no_cache: req.no_cache,
+        regraded_from: None,
     };
     Ok((meta, Vec::new()))
 }
 
-fn new_run_id(commit: Oid) -> String {
+pub(super) fn new_run_id(commit: Oid) -> String {
     let suffix: u16 = rand::random();
     format!(
         "{}-{}-{suffix:04x}",

@@ -58,19 +58,19 @@ pub fn write_record(
                 .refname_to_id(&format!("{}{src}", lineage::RUNS_PREFIX))
                 .is_err()
         {
-            if let Some(t) = &r.trace {
+            for t in r.trace.iter().chain(&r.workspace) {
                 let p = Journal::dir_for(state_dir, &src).join(t);
                 if let Ok(bytes) = std::fs::read(&p) {
                     files.push((t.clone(), bytes));
                 }
             }
             r.cached_from = None;
-        } else if r.cached_from.is_none()
-            && let Some(t) = &r.trace
-        {
-            let p = journal_dir.join(t);
-            let bytes = std::fs::read(&p).at(&p)?;
-            files.push((t.clone(), bytes));
+        } else if r.cached_from.is_none() {
+            for t in r.trace.iter().chain(&r.workspace) {
+                let p = journal_dir.join(t);
+                let bytes = std::fs::read(&p).at(&p)?;
+                files.push((t.clone(), bytes));
+            }
         }
     }
     let mut by_split: BTreeMap<String, Vec<&TrialResult>> = BTreeMap::new();

@@ -34,6 +34,8 @@ pub struct Executed {
     pub result: TrialResult,
     pub end: TrialEnd,
     pub trace: Option<Vec<u8>>,
+    /// The kept final workspace (a tar of the workdir), when the run keeps them.
+    pub workspace: Option<Vec<u8>>,
     /// Model requests of the trial, and how many were cut off before an answer.
     pub requests: u32,
     pub unanswered: u32,
@@ -281,7 +283,7 @@ async fn run_plan(
                     continue;
                 }
                 executed += 1;
-                journal.append(&done.result, done.trace.as_deref())?;
+                journal.append(&done.result, done.trace.as_deref(), done.workspace.as_deref())?;
                 if let Some(k) = &done.result.cache_key {
                     cache.put(k, &opts.run_id, &done.result)?;
                 }

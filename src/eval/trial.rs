@@ -33,6 +33,18 @@ pub trait ExecutorFactory: Send + Sync {
     }
     /// After an abort, remove what the aborted trials' sandboxes may have left.
     async fn after_abort(&self) {}
+    /// Verify `task` on a kept final workspace (a tar of its workdir) in a fresh sandbox, with
+    /// no agent: what `regrade` does for each trial.
+    async fn regrade(
+        &self,
+        task: &crate::task::Task,
+        workspace: &[u8],
+    ) -> Result<crate::task::VerifierOutcome> {
+        let _ = (task, workspace);
+        Err(Error::Internal(
+            "this executor factory cannot regrade trials".into(),
+        ))
+    }
 }
 
 use std::time::Instant;
@@ -58,6 +70,8 @@ pub struct Factory {
     pub experiment: Experiment,
     /// The model gateway of `protocol: command` harnesses, started on first use.
     pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+    /// Keep each trial's final workspace for `regrade` (`run --keep-workspace`).
+    pub keep_workspace: bool,
 }
 
 impl Factory {
@@ -69,6 +83,7 @@ impl Factory {
         Factory {
             provider,
             model,
+            keep_workspace: experiment.runner.keep_workspace,
             experiment,
             gateway: tokio::sync::OnceCell::new(),
         }
@@ -108,7 +123,34 @@ impl ExecutorFactory for Factory {
             harness: Arc::new(harness.clone()),
             experiment: self.experiment.clone(),
             agent,
+            keep_workspace: self.keep_workspace,
         }))
+    }
+
+    async fn regrade(
+        &self,
+        task: &crate::task::Task,
+        workspace: &[u8],
+    ) -> Result<crate::task::VerifierOutcome> {
+        let opts = CreateOptions {
+            trial_id: Some(crate::sandbox::new_trial_id()),
+        };
+        let mut sb = self.provider.create_with(task, &opts).await?;
+        let out = async {
+            super::keep::restore(sb.as_ref(), workspace).await?;
+            verify_trial(
+                self.provider.as_ref(),
+                sb.as_ref(),
+                task,
+                &VerifyOptions::default(),
+            )
+            .await
+        }
+        .await;
+        let destroyed = sb.destroy().await;
+        let out = out?;
+        destroyed?;
+        Ok(out)
     }
 
     async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
@@ -131,11 +173,14 @@ struct TrialExecutor {
     harness: Arc<Harness>,
     experiment: Experiment,
     agent: AgentKind,
+    keep_workspace: bool,
 }
 
 /// What one attempt produced before classification.
 struct Attempt {
     verifier: Option<VerifierOutcome>,
+    /// The final workspace, kept for `regrade`.
+    workspace: Option<Vec<u8>>,
     infra: Option<(InfraClass, String)>,
     episode: Option<Episode>,
     durations: Durations,
@@ -163,6 +208,7 @@ impl Executor for TrialExecutor {
             _ => (Outcome::Fail, None, None),
         };
         let verifier = attempt.verifier.unwrap_or_default();
+        let workspace = attempt.workspace.filter(|_| outcome != Outcome::InfraError);
         let trace_path = format!("traces/{}/{}.json", p.task.id, p.trial);
         let (requests, answered) = attempt.episode.as_ref().map_or((0, 0), |ep| {
             ep.trace
@@ -219,6 +265,10 @@ impl Executor for TrialExecutor {
             tool_calls,
             trace_bytes: trace.as_ref().map(|t| t.len() as u64).unwrap_or(0),
             trace: trace.as_ref().map(|_| trace_path),
+            workspace: workspace
+                .as_ref()
+                .map(|_| super::keep::path(&p.task.id, p.trial)),
+            workspace_bytes: workspace.as_ref().map_or(0, |w| w.len() as u64),
             cache_key: if outcome == Outcome::InfraError {
                 None
             } else {
@@ -234,6 +284,7 @@ impl Executor for TrialExecutor {
             },
             result,
             trace,
+            workspace,
             requests,
             unanswered: requests.saturating_sub(answered),
         }
@@ -251,6 +302,7 @@ impl TrialExecutor {
             Ok(s) => s,
             Err(e) => {
                 return Attempt {
+                    workspace: None,
                     verifier: None,
                     infra: Some((InfraClass::Sandbox, e.to_string())),
                     episode: None,
@@ -345,6 +397,7 @@ impl TrialExecutor {
                         if infra.is_some() || cancelled {
                             d.agent_ms = t1.elapsed().as_millis() as u64;
                             return Attempt {
+                                workspace: None,
                                 verifier: None,
                                 infra,
                                 episode: Some(ep),
@@ -356,6 +409,7 @@ impl TrialExecutor {
                     }
                     Err(e) => {
                         return Attempt {
+                            workspace: None,
                             verifier: None,
                             infra: Some((classify(&e), e.to_string())),
                             episode: None,
@@ -373,6 +427,7 @@ impl TrialExecutor {
                 };
                 if let Err(e) = b.run(sb, &p.task).await {
                     return Attempt {
+                        workspace: None,
                         verifier: None,
                         infra: Some((classify(&e), e.to_string())),
                         episode: None,
@@ -383,6 +438,19 @@ impl TrialExecutor {
             }
         }
         d.agent_ms = t1.elapsed().as_millis() as u64;
+        // The state the verifier is about to judge, for `regrade`. Not keeping it costs the
+        // trial nothing: regrade reports the trial as having no kept state.
+        let workspace = if self.keep_workspace {
+            match super::keep::capture(sb).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("trial {}#{}: {e}", p.task.id, p.trial);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let t2 = Instant::now();
         let v = verify_trial(
             self.provider.as_ref(),
@@ -395,6 +463,7 @@ impl TrialExecutor {
         d.sandbox_ms += d.verify_ms + d.setup_ms;
         match v {
             Ok(v) => Attempt {
+                workspace,
                 verifier: Some(v),
                 infra: None,
                 episode,
@@ -402,6 +471,7 @@ impl TrialExecutor {
                 cancelled,
             },
             Err(e) => Attempt {
+                workspace: None,
                 verifier: None,
                 infra: Some((classify(&e), e.to_string())),
                 episode,

@@ -244,6 +244,11 @@ pub struct RunnerConfig {
     /// `kind: kubernetes`: which cluster, namespace and registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesConfig>,
+    /// Keep each trial's final workspace (a tar of the workdir after the agent) in the run
+    /// record, so `git harness regrade` can re-run changed verifiers on it. Not in the
+    /// fingerprint: it changes what is stored, not what a trial does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_workspace: bool,
 }
 
 /// `runner.kubernetes`: where the Kubernetes runner makes its Pods.
@@ -393,6 +398,7 @@ impl Default for RunnerConfig {
             pull: PullPolicy::default(),
             agent_paths: Vec::new(),
             kubernetes: None,
+            keep_workspace: false,
         }
     }
 }

@@ -108,10 +108,13 @@ pub async fn evolve(
     observer: &mut dyn LoopObserver,
 ) -> Result<EvolveOutcome> {
     let repo = &ws.repo;
-    let rule = opts.rule.unwrap_or(ctx.fixed.experiment.gate.rule);
+    let lp = Loop {
+        ws,
+        ctx,
+        rule: opts.rule.unwrap_or(ctx.fixed.experiment.gate.rule),
+    };
     let mut reports = Vec::new();
-    let mut executed: u64 = 0;
-    let mut cost = 0.0;
+    let mut spent = Spent::default();
     let mut dry = 0;
     let mut stopped = format!("{} rounds done", opts.rounds);
     let mut names = ctx.fixed.splits.held_in.clone();
@@ -119,7 +122,7 @@ pub async fn evolve(
     names.extend(ctx.fixed.splits.test.iter().cloned());
 
     for _ in 0..opts.rounds {
-        if let Some(why) = budget_spent(opts, executed, cost) {
+        if let Some(why) = budget_spent(opts, spent) {
             stopped = why;
             break;
         }
@@ -133,7 +136,7 @@ pub async fn evolve(
             });
             (open[0].round, open)
         } else {
-            match mine_and_propose(ws, ctx, opts, &main, &names, observer, &mut cost).await? {
+            match mine_and_propose(ws, ctx, opts, &main, &names, observer, &mut spent).await? {
                 Some(new) => new,
                 None => {
                     stopped = "no failure left to mine on held_in".into();
@@ -157,29 +160,8 @@ pub async fn evolve(
             }
             continue;
         }
-        let accepted = validate_all(
-            ws,
-            ctx,
-            rule,
-            &proposals,
-            &mut report,
-            observer,
-            &mut executed,
-            &mut cost,
-        )
-        .await?;
-        let promoted = promote_round(
-            ws,
-            ctx,
-            rule,
-            round,
-            &main,
-            &accepted,
-            observer,
-            &mut executed,
-            &mut cost,
-        )
-        .await?;
+        let accepted = validate_all(&lp, &proposals, &mut report, observer, &mut spent).await?;
+        let promoted = promote_round(&lp, round, &main, &accepted, observer, &mut spent).await?;
         match promoted {
             Some((name, merge)) => {
                 dry = 0;
@@ -205,22 +187,57 @@ pub async fn evolve(
     Ok(EvolveOutcome {
         rounds: reports,
         stopped,
-        trials_executed: executed,
-        cost_usd: cost,
+        trials_executed: spent.trials,
+        cost_usd: spent.cost_usd,
     })
 }
 
+/// What the steps of one evolve share: the workspace, the evaluation context and the gate rule.
+struct Loop<'a> {
+    ws: &'a Workspace,
+    ctx: &'a EvalContext,
+    rule: GateRule,
+}
+
+impl Loop<'_> {
+    /// The validation of `p` (an existing record counts, and costs nothing), its trials and cost
+    /// added to `spent`.
+    async fn validation(
+        &self,
+        p: &Proposal,
+        observer: &mut dyn LoopObserver,
+        spent: &mut Spent,
+    ) -> Result<Validation> {
+        let v = match existing(self.ws, self.ctx, p, self.rule)? {
+            Some(v) => v,
+            None => validate(self.ws, self.ctx, p, Some(self.rule), observer).await?,
+        };
+        spent.trials += v.trials_executed as u64;
+        spent.cost_usd += v.cost_usd;
+        Ok(v)
+    }
+}
+
+/// What the loop has spent so far: the trials it executed (cached ones are free) and the cost
+/// of those trials, of mining's diagnoses and of the proposer's calls.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    trials: u64,
+    cost_usd: f64,
+}
+
 /// Why the loop stops before another round, when a budget is spent.
-fn budget_spent(opts: &EvolveOptions<'_>, executed: u64, cost: f64) -> Option<String> {
+fn budget_spent(opts: &EvolveOptions<'_>, spent: Spent) -> Option<String> {
+    let Spent { trials, cost_usd } = spent;
     if let Some(b) = opts.budget_trials
-        && executed >= b
+        && trials >= b
     {
-        return Some(format!("trial budget spent ({executed} >= {b})"));
+        return Some(format!("trial budget spent ({trials} >= {b})"));
     }
     if let Some(b) = opts.budget_usd
-        && cost >= b
+        && cost_usd >= b
     {
-        return Some(format!("cost budget spent (${cost:.4} >= ${b})"));
+        return Some(format!("cost budget spent (${cost_usd:.4} >= ${b})"));
     }
     None
 }
@@ -238,7 +255,7 @@ fn open_on(repo: &git2::Repository, main: git2::Oid) -> Result<Vec<Proposal>> {
 }
 
 /// Mine main's held_in failures and propose a round of edits: the round and its proposals, or
-/// `None` when no failure is left to mine. What mining and proposing spent is added to `cost`.
+/// `None` when no failure is left to mine. What mining and proposing spent is added to `spent`.
 async fn mine_and_propose(
     ws: &Workspace,
     ctx: &EvalContext,
@@ -246,7 +263,7 @@ async fn mine_and_propose(
     main: &git2::Commit<'_>,
     names: &[String],
     observer: &mut dyn LoopObserver,
-    cost: &mut f64,
+    spent: &mut Spent,
 ) -> Result<Option<(u32, Vec<Proposal>)>> {
     let repo = &ws.repo;
     observer.event(&LoopEvent::Mining {
@@ -268,7 +285,7 @@ async fn mine_and_propose(
     };
     let out = propose_round(repo, &bundle, &ro).await?;
     // Mining's diagnosis and the proposer's calls are spent like trials.
-    *cost += bundle.diagnosis.cost_usd + out.spent.cost_usd;
+    spent.cost_usd += bundle.diagnosis.cost_usd + out.spent.cost_usd;
     for r in &out.refused {
         observer.event(&LoopEvent::Refused {
             title: r.title.clone(),
@@ -284,25 +301,16 @@ async fn mine_and_propose(
 
 /// Validate each proposal (an existing record counts), noting its verdict in `report`: the
 /// accepted ones, best margin first.
-#[allow(clippy::too_many_arguments)]
 async fn validate_all(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    rule: GateRule,
+    lp: &Loop<'_>,
     proposals: &[Proposal],
     report: &mut RoundReport,
     observer: &mut dyn LoopObserver,
-    executed: &mut u64,
-    cost: &mut f64,
+    spent: &mut Spent,
 ) -> Result<Vec<Validation>> {
     let mut accepted: Vec<Validation> = Vec::new();
     for p in proposals {
-        let v = match existing(ws, ctx, p, rule)? {
-            Some(v) => v,
-            None => validate(ws, ctx, p, Some(rule), observer).await?,
-        };
-        *executed += v.trials_executed as u64;
-        *cost += v.cost_usd;
+        let v = lp.validation(p, observer, spent).await?;
         if v.decision.verdict == Verdict::Indecisive && v.decision.coverage.kept == 0 {
             // Undecided for want of a single clean pair: the evidence is all infrastructure
             // errors, and going on would only spend more.
@@ -336,19 +344,15 @@ async fn validate_all(
 /// Promote the round's winner: when several accepted edits touch different surfaces, their
 /// merge is a new candidate gated against the parent again; if it fails or conflicts, the single
 /// best by margin is promoted.
-#[allow(clippy::too_many_arguments)]
 async fn promote_round(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    rule: GateRule,
+    lp: &Loop<'_>,
     round: u32,
     main: &git2::Commit<'_>,
     accepted: &[Validation],
     observer: &mut dyn LoopObserver,
-    executed: &mut u64,
-    cost: &mut f64,
+    spent: &mut Spent,
 ) -> Result<Option<(String, git2::Oid)>> {
-    let repo = &ws.repo;
+    let (repo, ctx) = (&lp.ws.repo, lp.ctx);
     if accepted.is_empty() {
         return Ok(None);
     }
@@ -406,12 +410,7 @@ async fn promote_round(
             match merged {
                 Some(m) => {
                     observer.event(&LoopEvent::GatingMerge { parts: parts.len() });
-                    let v = match existing(ws, ctx, &m, rule)? {
-                        Some(v) => v,
-                        None => validate(ws, ctx, &m, Some(rule), observer).await?,
-                    };
-                    *executed += v.trials_executed as u64;
-                    *cost += v.cost_usd;
+                    let v = lp.validation(&m, observer, spent).await?;
                     observer.event(&LoopEvent::MergeValidated {
                         name: m.name(),
                         decision: Box::new(v.decision.clone()),

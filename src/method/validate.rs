@@ -32,7 +32,8 @@ pub struct Validation {
     pub rejected_ref: Option<String>,
     pub parent_run: String,
     pub candidate_runs: Vec<String>,
-    /// Candidate trials executed (not from cache) and planned.
+    /// Trials of the parent and the candidate this validation executed (not from the cache),
+    /// and the trials its last look compared (both sides; earlier looks' trials are among them).
     pub trials_executed: usize,
     pub trials_planned: usize,
     /// Cost of the trials this validation executed.
@@ -183,7 +184,6 @@ pub async fn validate(
     let mut trials = base;
     let mut candidate_runs = Vec::new();
     let mut executed = 0;
-    let mut planned = 0;
     let mut cost = 0.0;
     let (decision, parent_run) = loop {
         let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
@@ -228,8 +228,6 @@ pub async fn validate(
             .sum::<f64>()
             + cand_out.record.cancelled.cost_usd
             + parent_out.record.cancelled.cost_usd;
-        planned +=
-            (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
         candidate_runs.push(cand_out.id.clone());
         let decision = match cand_out.settled.clone() {
             Some(d) => d,
@@ -247,8 +245,10 @@ pub async fn validate(
         }
     };
 
+    // Both sides, once: the last look's plan holds the trials of the earlier ones.
+    let planned =
+        2 * (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
     let record = record_of(
-        proposal,
         &candidate,
         &parent,
         ctx,
@@ -278,9 +278,7 @@ pub async fn validate(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn record_of(
-    proposal: &Proposal,
     candidate: &git2::Commit<'_>,
     parent: &git2::Commit<'_>,
     ctx: &EvalContext,
@@ -295,7 +293,6 @@ fn record_of(
         candidate_passes: s.candidate_passes,
         candidate_trials: s.trials,
     };
-    let _ = proposal;
     let mut runs = vec![parent_run.to_string()];
     runs.extend(candidate_runs.iter().cloned());
     ValidationRecord {

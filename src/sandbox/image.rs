@@ -17,8 +17,78 @@ use crate::task::Task;
 
 /// The image that task Dockerfiles start `FROM` and that tasks without a Dockerfile run on.
 pub const BASE_IMAGE: &str = "git-harness/base:bookworm";
-/// Where debootstrap downloads from by default.
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// The apt source files whose Debian archive debootstrap uses when no mirror is given.
+const APT_SOURCES: [&str; 2] = ["/etc/apt/sources.list", "/etc/apt/sources.list.d"];
+
+/// The Debian archive this machine's apt uses (the first `deb` source that is not the
+/// security archive), so that debootstrap goes where apt already can: machines behind a
+/// proxy or a local mirror have no route to a public host name.
+pub fn machine_mirror() -> Option<String> {
+    let mut texts = Vec::new();
+    for p in APT_SOURCES {
+        let path = Path::new(p);
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|x| x == "list" || x == "sources"))
+                .collect();
+            files.sort();
+            texts.extend(files.iter().filter_map(|f| std::fs::read_to_string(f).ok()));
+        } else if let Ok(t) = std::fs::read_to_string(path) {
+            texts.push(t);
+        }
+    }
+    mirror_from_sources(&texts)
+}
+
+/// The first Debian archive URI in one-line (`deb URI SUITE ...`) or deb822 (`URIs:`) apt
+/// sources, skipping `deb-src` entries and the security archive.
+pub fn mirror_from_sources(texts: &[String]) -> Option<String> {
+    let usable = |uri: &str| {
+        (uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:"))
+            && !uri.trim_end_matches('/').ends_with("-security")
+    };
+    for text in texts {
+        // deb822: stanzas separated by blank lines.
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
+                })
+            };
+            let (Some(types), Some(uris)) = (field("Types"), field("URIs")) else {
+                continue;
+            };
+            if field("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) {
+                continue;
+            }
+            if !types.split_whitespace().any(|t| t == "deb") {
+                continue;
+            }
+            if let Some(u) = uris.split_whitespace().find(|u| usable(u)) {
+                return Some(u.trim_end_matches('/').to_string());
+            }
+        }
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("deb") {
+                continue;
+            }
+            // `deb [arch=amd64 signed-by=...] URI SUITE ...`
+            let uri = words.find(|w| !w.starts_with('[') && !w.ends_with(']') && !w.contains('='));
+            if let Some(u) = uri.filter(|u| usable(u)) {
+                return Some(u.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    None
+}
 
 /// Where the root filesystem comes from.
 #[derive(Debug, Clone)]
@@ -641,50 +711,106 @@ async fn run_once(docker: &Docker, image: &str, command: &str) -> Result<String>
 
 /// `docker build` of a directory as `tag`, labelled as ours; the build log's tail on failure.
 async fn build_dir_image(docker: &Docker, dir: &Path, tag: &str) -> Result<()> {
-    use bollard::query_parameters::BuildImageOptionsBuilder;
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", dir).at(dir)?;
     let body = tar.into_inner().at(dir)?;
+    build_tar(docker, body, tag, None)
+        .await
+        .map_err(|f| InfraClass::Sandbox.error(format!("build {tag}: {f}")))
+}
+
+/// Why an image build failed, with the last lines of its output.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub reason: String,
+    pub tail: String,
+}
+
+impl std::fmt::Display for BuildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.reason, self.tail)
+    }
+}
+
+/// Lines of build output a failure shows.
+const BUILD_TAIL_LINES: usize = 15;
+
+/// Build the tar build context `context` (its `Dockerfile`) as `tag`, labelled as ours,
+/// within `timeout` when one is given. The engine reports a failed step in the stream, not as
+/// an error of the request: both, and the time-out, are a failure.
+pub async fn build_tar(
+    docker: &Docker,
+    context: Vec<u8>,
+    tag: &str,
+    timeout: Option<std::time::Duration>,
+) -> std::result::Result<(), BuildFailure> {
+    use bollard::query_parameters::BuildImageOptionsBuilder;
     let opts = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(&std::collections::HashMap::from([(
-            OUR_LABEL.to_string(),
-            "1".to_string(),
-        )]))
+        .labels(&HashMap::from([(OUR_LABEL.to_string(), "1".to_string())]))
         .build();
     let mut log = String::new();
     let mut failure = None;
-    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(body.into())));
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(s) = info.stream {
-                    log.push_str(&s);
+    let build = async {
+        let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.stream {
+                        log.push_str(&s);
+                    }
+                    if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(e);
+                    }
                 }
-                if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                    failure = Some(e);
-                }
+                Err(e) => failure = Some(e.to_string()),
             }
-            Err(e) => failure = Some(e.to_string()),
+        }
+    };
+    match timeout {
+        Some(t) => {
+            if tokio::time::timeout(t, build).await.is_err() {
+                failure = Some(format!("timed out after {}s", t.as_secs()));
+            }
+        }
+        None => build.await,
+    }
+    match failure {
+        None => Ok(()),
+        Some(reason) => {
+            let lines: Vec<&str> = log.lines().collect();
+            Err(BuildFailure {
+                reason,
+                tail: lines[lines.len().saturating_sub(BUILD_TAIL_LINES)..].join("\n"),
+            })
         }
     }
-    if let Some(f) = failure {
-        let lines: Vec<&str> = log.lines().collect();
-        return Err(InfraClass::Sandbox.error(format!(
-            "build {tag}: {f}\n{}",
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mirror_comes_from_the_machines_apt_sources() {
+        let deb822 = "Types: deb\n# a snapshot comment\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(
+            mirror_from_sources(&[deb822.to_string()]).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        // Security first, a disabled stanza, deb-src: none of them is the archive.
+        let mixed = "Types: deb\nURIs: http://m/debian-security\n\nTypes: deb\nEnabled: no\nURIs: http://off/debian\n\nTypes: deb-src\nURIs: http://src/debian\n";
+        assert_eq!(mirror_from_sources(&[mixed.to_string()]), None);
+        let one_line = "# comment\ndeb-src http://src/debian bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] https://local.mirror/debian bookworm main\n";
+        assert_eq!(
+            mirror_from_sources(&[mixed.to_string(), one_line.to_string()]).as_deref(),
+            Some("https://local.mirror/debian")
+        );
+    }
 
     #[test]
     fn from_lines_are_mapped() {

@@ -189,6 +189,7 @@ impl LocalProvider {
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .at(root.join("tmp"))?;
         let task_workdir = task.environment.workdir.clone();
+        self.opts.network.refuse_allowlist(task)?;
         let phases = self.opts.network.phases(&task.environment);
         let (workdir, tests, logs, solution) = if self.opts.bwrap {
             (
@@ -343,6 +344,10 @@ fn remove_owned_tree(path: &Path) -> std::io::Result<()> {
 
 #[async_trait]
 impl SandboxProvider for LocalProvider {
+    fn network(&self) -> super::NetworkPolicy {
+        self.opts.network
+    }
+
     fn name(&self) -> &str {
         if self.opts.bwrap {
             "local (bubblewrap)"

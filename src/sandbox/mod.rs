@@ -221,6 +221,45 @@ impl NetworkPolicy {
         }
     }
 
+    /// Refuse a task that would run a phase under `allowlist`: this build cannot limit a
+    /// phase's network to `allowed_hosts`, and running it as `public` would give the task more
+    /// than it asked for. A phase the experiment pins to `none` is not refused (it gets no
+    /// network at all). A configuration error naming `task.toml`, its line and the field.
+    pub fn refuse_allowlist(&self, task: &Task) -> Result<()> {
+        let envs = std::iter::once(&task.environment).chain(task.verifier_environment.as_ref());
+        for env in envs {
+            for (phase, pinned) in [
+                (Phase::Setup, false),
+                (Phase::Agent, self.agent == NetworkChoice::None),
+                (Phase::Verifier, self.verifier == NetworkChoice::None),
+            ] {
+                let Some(table) = env.allowlist_table(phase).filter(|_| !pinned) else {
+                    continue;
+                };
+                let file = task.dir.join("task.toml");
+                let line = crate::task::toml_field_line(&file, table, "network_mode");
+                let hosts = if env.allowed_hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", env.allowed_hosts.join(", "))
+                };
+                return Err(Error::Config {
+                    file,
+                    line,
+                    field: format!("{table}.network_mode"),
+                    message: format!(
+                        "task `{}`: `allowlist` is not enforced by this git-harness: it cannot limit the network to allowed_hosts{hosts}, and does not run the task as `public` instead",
+                        task.id
+                    ),
+                    hint: Some(
+                        "set network_mode = \"public\" there (any host) or \"no-network\"; or take the agent's / verifier's network away with runner.agent_network: none / runner.verifier_network: none (tasks check: --agent-network none / --verifier-network none)".into(),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Which phases of a sandbox made from `env` have the network.
     pub fn phases(&self, env: &EnvironmentSpec) -> PhaseNetworks {
         PhaseNetworks {
@@ -281,7 +320,12 @@ pub trait SandboxProvider: Send + Sync {
     /// images pulled as `runner.pull` says); `notes` gets progress. Called before trials start.
     async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
         let _ = notes;
+        self.network().refuse_allowlist(task)?;
         self.environment_id(task).await
+    }
+    /// The experiment's network choices this provider applies.
+    fn network(&self) -> NetworkPolicy {
+        NetworkPolicy::default()
     }
     /// Remove what sandboxes of dead processes left behind (temp dirs, containers), never
     /// what a live process uses. Returns how many were removed.

@@ -240,6 +240,12 @@ fn line_at(text: &str, at: usize) -> usize {
 }
 
 /// The line of `key =` inside `[table]` (or anywhere when not found there).
+/// The line of `key` in `[table]` of a task's `task.toml`, for errors that name it after the
+/// task was loaded; `None` when the file or the key is not there.
+pub fn toml_field_line(task_toml: &Path, table: &str, key: &str) -> Option<usize> {
+    toml_line(&std::fs::read_to_string(task_toml).ok()?, table, key)
+}
+
 fn toml_line(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut in_table = table.is_empty();
     let mut fallback = None;

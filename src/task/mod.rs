@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 mod load;
 pub mod local_gaps;
 
-pub use load::{TaskProblem, load_suite, load_suite_lenient, load_task, parse_memory_mb};
+pub use load::{
+    TaskProblem, load_suite, load_suite_lenient, load_task, parse_memory_mb, toml_field_line,
+};
 pub use local_gaps::{LocalGap, local_gaps, local_remedy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +95,21 @@ impl EnvironmentSpec {
             (None, Some(allow)) => allow,
             (None, None) => true,
         }
+    }
+
+    /// The table whose `network_mode` decides `phase` (`agent`, `verifier` or `environment`)
+    /// when that mode is `allowlist`; `None` for any other mode.
+    pub fn allowlist_table(&self, phase: Phase) -> Option<&'static str> {
+        let own = match phase {
+            Phase::Setup => None,
+            Phase::Agent => self.agent_network_mode.as_deref().map(|m| ("agent", m)),
+            Phase::Verifier => self
+                .verifier_network_mode
+                .as_deref()
+                .map(|m| ("verifier", m)),
+        };
+        let (table, mode) = own.or(self.network_mode.as_deref().map(|m| ("environment", m)))?;
+        (mode == "allowlist").then_some(table)
     }
 
     /// Whether any phase of the task has the network under its own policy.

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -136,7 +136,7 @@ fn command_repo_on(
     base_url: &str,
     pydeps: &std::path::Path,
 ) -> Repo {
-    let repo = Repo::init_split();
+    let repo = Repo::demo();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/agents")
         .join(agent);
@@ -159,17 +159,13 @@ fn command_repo_on(
 }
 
 /// Run `word-count` once and return the run's stdout and the trial's trace.
-fn run_word_count(repo: &Repo) -> (crate::support::cli::Run, Value) {
+fn run_word_count(repo: &Repo) -> (crate::support::hermetic::Out, Value) {
     let run = repo
         .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
         .env(KEY_VAR, KEY)
         .output()
         .unwrap();
-    let run = crate::support::cli::Run {
-        code: run.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&run.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
-    };
+    let run = crate::support::hermetic::Out::from(run);
     let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"]);
     let run_ref = refs
         .lines()
@@ -423,7 +419,7 @@ fn the_simulated_model_answers_a_command_harness_offline() {
     let test = "the_simulated_model_answers_a_command_harness_offline";
     let Some(deps) = pydeps(test) else { return };
     // The repository's own model: the sim on the demo suite, reached through the gateway.
-    let repo = Repo::init_split();
+    let repo = Repo::demo();
     let src =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/openai_agent.py");
     std::fs::copy(&src, repo.root.join("agent.py")).unwrap();

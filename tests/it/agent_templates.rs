@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use serde_json::{Value, json};
 
 /// Where mini-swe-agent is installed (`pip install --target`), prepared by `.ci/run`. Outside CI

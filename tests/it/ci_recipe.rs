@@ -4,12 +4,12 @@
 //! pull request, created on the first push and updated on the next, through a stand-in of the
 //! GitHub and GitLab comment APIs on loopback.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use crate::support::loops::*;
+use crate::support::serve::{self, Server};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
@@ -77,95 +77,86 @@ fn update(f: &mut Forge, id: u64, body: &Value) -> Value {
 }
 
 /// GitHub's issue-comment routes and GitLab's merge-request-note routes, as the script uses them.
-fn forge() -> (SocketAddr, Shared) {
+fn forge() -> (Server, Shared) {
     let shared: Shared = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let state = shared.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = Router::new()
-                .route(
-                    "/repos/{owner}/{repo}/issues/{n}/comments",
-                    get(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, _, n)): UrlPath<(String, String, u64)>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("GET".into(), format!("gh/{n}"), auth(&h)));
-                            axum::Json(listed(&f, "github", n))
-                        },
-                    )
-                    .post(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, _, n)): UrlPath<(String, String, u64)>,
-                         axum::Json(b): axum::Json<Value>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("POST".into(), format!("gh/{n}"), auth(&h)));
-                            axum::Json(create(&mut f, "github", n, &b))
-                        },
-                    ),
+    let app =
+        Router::new()
+            .route(
+                "/repos/{owner}/{repo}/issues/{n}/comments",
+                get(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, _, n)): UrlPath<(String, String, u64)>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests.push(("GET".into(), format!("gh/{n}"), auth(&h)));
+                        axum::Json(listed(&f, "github", n))
+                    },
                 )
-                .route(
-                    "/repos/{owner}/{repo}/issues/comments/{id}",
-                    patch(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
-                         axum::Json(b): axum::Json<Value>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("PATCH".into(), format!("gh/c/{id}"), auth(&h)));
-                            axum::Json(update(&mut f, id, &b))
-                        },
-                    ),
+                .post(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, _, n)): UrlPath<(String, String, u64)>,
+                     axum::Json(b): axum::Json<Value>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests
+                            .push(("POST".into(), format!("gh/{n}"), auth(&h)));
+                        axum::Json(create(&mut f, "github", n, &b))
+                    },
+                ),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
+                     axum::Json(b): axum::Json<Value>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests
+                            .push(("PATCH".into(), format!("gh/c/{id}"), auth(&h)));
+                        axum::Json(update(&mut f, id, &b))
+                    },
+                ),
+            )
+            .route(
+                "/api/v4/projects/{p}/merge_requests/{n}/notes",
+                get(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, n)): UrlPath<(u64, u64)>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests.push(("GET".into(), format!("gl/{n}"), auth(&h)));
+                        axum::Json(listed(&f, "gitlab", n))
+                    },
                 )
-                .route(
-                    "/api/v4/projects/{p}/merge_requests/{n}/notes",
-                    get(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, n)): UrlPath<(u64, u64)>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("GET".into(), format!("gl/{n}"), auth(&h)));
-                            axum::Json(listed(&f, "gitlab", n))
-                        },
-                    )
-                    .post(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, n)): UrlPath<(u64, u64)>,
-                         axum::Json(b): axum::Json<Value>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("POST".into(), format!("gl/{n}"), auth(&h)));
-                            axum::Json(create(&mut f, "gitlab", n, &b))
-                        },
-                    ),
-                )
-                .route(
-                    "/api/v4/projects/{p}/merge_requests/{n}/notes/{id}",
-                    put(
-                        |State(s): State<Shared>,
-                         h: HeaderMap,
-                         UrlPath((_, _, id)): UrlPath<(u64, u64, u64)>,
-                         axum::Json(b): axum::Json<Value>| async move {
-                            let mut f = s.lock().unwrap();
-                            f.requests.push(("PUT".into(), format!("gl/n/{id}"), auth(&h)));
-                            axum::Json(update(&mut f, id, &b))
-                        },
-                    ),
-                )
-                .with_state(state);
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    (addr, shared)
+                .post(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, n)): UrlPath<(u64, u64)>,
+                     axum::Json(b): axum::Json<Value>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests
+                            .push(("POST".into(), format!("gl/{n}"), auth(&h)));
+                        axum::Json(create(&mut f, "gitlab", n, &b))
+                    },
+                ),
+            )
+            .route(
+                "/api/v4/projects/{p}/merge_requests/{n}/notes/{id}",
+                put(
+                    |State(s): State<Shared>,
+                     h: HeaderMap,
+                     UrlPath((_, _, id)): UrlPath<(u64, u64, u64)>,
+                     axum::Json(b): axum::Json<Value>| async move {
+                        let mut f = s.lock().unwrap();
+                        f.requests
+                            .push(("PUT".into(), format!("gl/n/{id}"), auth(&h)));
+                        axum::Json(update(&mut f, id, &b))
+                    },
+                ),
+            )
+            .with_state(shared.clone());
+    (serve::start(app), shared)
 }
 
 fn git_in(dir: &Path, args: &[&str]) -> String {
@@ -223,7 +214,8 @@ fn comment_of<'a>(f: &'a Forge, api: &str, thread: u64) -> Vec<&'a Comment> {
 
 #[test]
 fn a_pull_request_is_validated_and_commented_once_per_head() {
-    let (addr, shared) = forge();
+    let (forge, shared) = forge();
+    let addr = forge.addr;
     let repo = Repo::small("minimal");
     repo.set_experiment("trials", "1");
 
@@ -388,7 +380,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
     let repo = Repo::small("minimal");
     repo.harness(&["ci", "github"]).ok();
     let s = ".github/git-harness/validate-pr.sh";
-    let no_base = script(&repo.path, s, &[("HARNESS_PR", "1".into())]);
+    let no_base = script(&repo.root, s, &[("HARNESS_PR", "1".into())]);
     assert_eq!(no_base.code, 1, "bash's :? exits 1: {}", no_base.stderr);
     assert!(
         no_base.stderr.contains("HARNESS_BASE"),
@@ -396,7 +388,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
         no_base.stderr
     );
     let bad_pr = script(
-        &repo.path,
+        &repo.root,
         s,
         &[
             ("HARNESS_BASE", "main".into()),
@@ -408,7 +400,7 @@ fn bad_inputs_exit_2_and_name_the_setting() {
     // The head is main itself: nothing to validate.
     repo.git(&["checkout", "-q", "--detach", "main"]);
     let nothing = script(
-        &repo.path,
+        &repo.root,
         s,
         &[("HARNESS_BASE", "main".into()), ("HARNESS_PR", "1".into())],
     )

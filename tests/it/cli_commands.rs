@@ -1,16 +1,17 @@
 //! The foundation commands as a user runs them: init, split, status, log, show, and the exit
 //! codes of the binary. stdout, stderr and the exit code are snapshotted.
 
-use crate::support::cli::{Repo, bin};
+use crate::support::hermetic::bin;
+use crate::support::repo::Repo;
 use git_harness::lineage::{self, RunSummary};
 
 /// The demo harness with one promoted proposal, one open, one rejected, one run, and pass rates
 /// of main under the current fingerprint.
 fn populated() -> Repo {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let fp = r.fingerprint();
     {
-        let repo = r.open();
+        let repo = r.git2();
         let main = lineage::main_commit(&repo).expect("main").id();
         lineage::update_note(&repo, main, |n| {
             for (split, passes, trials) in [("held_in", 7, 40), ("validation", 11, 24)] {
@@ -52,7 +53,7 @@ fn populated() -> Repo {
         "prompts/on_tool_error.md",
         "Read the error.",
     );
-    lineage::reject_proposal(&r.open(), &rejected, "gate rejected").expect("reject");
+    lineage::reject_proposal(&r.git2(), &rejected, "gate rejected").expect("reject");
     r
 }
 
@@ -72,7 +73,7 @@ fn init_creates_and_commits_the_template() {
 
 #[test]
 fn split_commits_the_splits() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     let run = r.harness(&["split"]);
     insta::assert_snapshot!("split", r.snapshot(&run));
     assert_eq!(r.git(&["rev-list", "--count", "main"]).trim(), "2");
@@ -85,7 +86,7 @@ fn split_commits_the_splits() {
 
 #[test]
 fn status_of_a_fresh_harness() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     let run = r.harness(&["status"]);
     insta::assert_snapshot!("status_fresh", r.snapshot(&run));
 }
@@ -124,7 +125,7 @@ fn log_json_is_valid() {
 
 #[test]
 fn show_a_proposal_with_its_validation() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(
         1,
         "verify-before-submit",
@@ -143,14 +144,14 @@ fn show_a_proposal_with_its_validation() {
 
 #[test]
 fn show_a_rejected_proposal_and_a_commit() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(
         1,
         "error-hint",
         "prompts/on_tool_error.md",
         "Read the error.",
     );
-    lineage::reject_proposal(&r.open(), &p, "gate rejected").expect("reject");
+    lineage::reject_proposal(&r.git2(), &p, "gate rejected").expect("reject");
     let run = r.harness(&["show", "1/error-hint"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
@@ -172,7 +173,7 @@ fn show_a_rejected_proposal_and_a_commit() {
 
 #[test]
 fn show_unknown_revision_is_a_usage_error() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     let run = r.harness(&["show", "no-such-thing"]);
     insta::assert_snapshot!("show_unknown", r.snapshot(&run));
 }
@@ -282,7 +283,7 @@ fn a_repository_without_a_harness_gives_a_hint() {
 
 #[test]
 fn dash_c_runs_in_another_directory() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     let root = r.root.to_string_lossy().into_owned();
     let run = r.harness_in(r.tmp.path(), &["-C", &root, "status"]).ok();
     assert!(run.stdout.starts_with("harness   main "), "{}", run.stdout);

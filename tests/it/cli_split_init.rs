@@ -2,11 +2,11 @@
 //! `split` (deterministic, refuses to re-split once results exist unless --force, which the
 //! commit records).
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use git_harness::lineage;
 
 /// `init repo` in a directory that already holds `files`; returns the run.
-fn adopt(files: &[(&str, &str)]) -> (Repo, crate::support::cli::Run) {
+fn adopt(files: &[(&str, &str)]) -> (Repo, crate::support::hermetic::Out) {
     let r = Repo::empty();
     for (path, text) in files {
         let full = r.root.join(path);
@@ -167,14 +167,14 @@ fn splits_at(r: &Repo, rev: &str) -> String {
 
 #[test]
 fn split_is_deterministic() {
-    let a = Repo::init();
-    let b = Repo::init();
+    let a = Repo::init("minimal");
+    let b = Repo::init("minimal");
     a.harness(&["split", "--seed", "7"]).ok();
     b.harness(&["split", "--seed", "7"]).ok();
     assert_eq!(splits_at(&a, "main"), splits_at(&b, "main"));
     assert_eq!(a.rev("main^{tree}"), b.rev("main^{tree}"));
     // Another seed gives another split of the same tasks.
-    let c = Repo::init();
+    let c = Repo::init("minimal");
     c.harness(&["split", "--seed", "8"]).ok();
     assert_ne!(splits_at(&a, "main"), splits_at(&c, "main"));
     let ids = |r: &Repo| {
@@ -188,7 +188,7 @@ fn split_is_deterministic() {
     assert_eq!(ids(&a), ids(&c));
     assert_eq!(ids(&a).len(), 40);
     // The default seed is the experiment's, and the sizes follow the ratios.
-    let d = Repo::init();
+    let d = Repo::init("minimal");
     let run = d.harness(&["split", "--ratios", "2,1,1"]).ok();
     assert!(run.stdout.contains("(seed 1)"), "{}", run.stdout);
     assert!(
@@ -205,7 +205,7 @@ fn split_is_deterministic() {
 
 #[test]
 fn split_rejects_bad_ratios() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     let run = r.harness(&["split", "--ratios", "1,2"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("hint: give three numbers"));
@@ -215,11 +215,11 @@ fn split_rejects_bad_ratios() {
 
 #[test]
 fn resplit_after_results_needs_force_and_is_recorded() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     // Before any results, re-splitting is allowed.
     r.harness(&["split", "--seed", "2"]).ok();
     {
-        let repo = r.open();
+        let repo = r.git2();
         let main = lineage::main_commit(&repo).expect("main").id();
         lineage::write_run(
             &repo,
@@ -253,7 +253,7 @@ fn resplit_after_results_needs_force_and_is_recorded() {
 
 #[test]
 fn split_refuses_a_dirty_worktree() {
-    let r = Repo::init();
+    let r = Repo::init("minimal");
     std::fs::write(r.root.join(".harness/splits.yaml"), "held_in: []\n").expect("write");
     let before = r.rev("main");
     let run = r.harness(&["split"]);

@@ -2,7 +2,7 @@
 //! under its worktree, and every name the tool prints (versions, promoted proposals, also those
 //! a merged candidate combined) resolves in `show` and `why`.
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use git_harness::lineage::{self, keys, trailers::CommitMessage};
 
 /// HEAD is a symbolic ref to an existing branch, and the worktree matches it.
@@ -15,7 +15,7 @@ fn assert_head_on(r: &Repo, branch: &str) {
 
 #[test]
 fn promote_with_the_proposal_checked_out_switches_to_main() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.accept(&p);
     r.git(&["checkout", "-q", "harness/proposals/1/verify"]);
@@ -39,7 +39,7 @@ fn promote_with_the_proposal_checked_out_switches_to_main() {
 
 #[test]
 fn promote_with_the_proposal_checked_out_and_edited_is_refused() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.accept(&p);
     r.git(&["checkout", "-q", "harness/proposals/1/verify"]);
@@ -68,7 +68,7 @@ fn promote_with_the_proposal_checked_out_and_edited_is_refused() {
 
 #[test]
 fn promote_refuses_a_branch_checked_out_in_another_worktree() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.accept(&p);
     let other = r.tmp.path().join("other");
@@ -93,13 +93,13 @@ fn promote_refuses_a_branch_checked_out_in_another_worktree() {
 fn every_printed_name_resolves_after_a_merged_promotion() {
     // Two accepted edits of a round combined in a merged candidate, promoted, and the parts
     // retired, as `evolve` does.
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let a = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     let b = r.propose(1, "bootstrap", "prompts/bootstrap.md", "Run ls first.");
     r.accept(&a);
     r.accept(&b);
     let merged = {
-        let repo = r.open();
+        let repo = r.git2();
         let main = lineage::main_commit(&repo).expect("main");
         let msg = CommitMessage::new("Combine 2 accepted edits of round 1")
             .trailer(
@@ -114,7 +114,7 @@ fn every_printed_name_resolves_after_a_merged_promotion() {
     r.accept(&merged);
     r.harness(&["promote", "1/merged"]).ok();
     {
-        let repo = r.open();
+        let repo = r.git2();
         for p in [&a, &b] {
             lineage::retire_proposal(&repo, p).expect("retire");
         }

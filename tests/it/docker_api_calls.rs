@@ -4,7 +4,7 @@
 //! verifier, one download of the verifier's log dir, and the delete.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -120,31 +120,6 @@ fn note_requests(carry: &mut Vec<u8>, seen: &Seen) {
     };
 }
 
-fn task(suite: &Path) -> PathBuf {
-    let d = suite.join("calls");
-    for sub in ["environment", "tests", "solution"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
-    std::fs::write(
-        d.join("task.toml"),
-        "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("environment/Dockerfile"),
-        "FROM git-harness/base:bookworm\nWORKDIR /app\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("solution/solve.sh"), "echo ok > /app/out.txt\n").unwrap();
-    std::fs::write(
-        d.join("tests/test.sh"),
-        "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
-    )
-    .unwrap();
-    d
-}
-
 #[test]
 fn a_docker_trial_makes_the_floors_calls() {
     if !docker_or_skip("a_docker_trial_makes_the_floors_calls") {
@@ -158,30 +133,20 @@ fn a_docker_trial_makes_the_floors_calls() {
     rt.spawn(proxy(listener, seen.clone()));
 
     let suite = tmp.path().join("suite");
-    task(&suite);
+    crate::support::sandbox::docker_app_task(&suite.join("calls"));
     // Once without the proxy, so the task image is built and the build's calls are not counted.
     let run = |host: Option<&Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
-        cmd.args(["tasks", "check", "--runner", "docker"])
-            .arg(&suite);
+        let mut cmd = crate::support::sandbox::tasks_check_cmd(&["--runner", "docker"], &suite);
         if let Some(h) = host {
             cmd.env("DOCKER_HOST", format!("unix://{}", h.display()));
         }
-        cmd.output().unwrap()
+        crate::support::hermetic::output(&mut cmd)
     };
     let out = run(None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.code == 0, "{}", out.stdout);
     let out = run(Some(&sock));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = &out.stdout;
+    assert!(out.code == 0, "{stdout}{}", out.stderr);
     assert!(stdout.contains("1 task checked, 0 broken"), "{stdout}");
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SOCKET: &str = "/var/run/docker.sock";
 
@@ -166,11 +166,7 @@ struct Front {
 
 impl Front {
     fn start(certs: &Path) -> Front {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::serve::free_port();
         let script = certs.join("front.py");
         std::fs::write(&script, FRONT).unwrap();
         let child = Command::new("python3")
@@ -184,11 +180,7 @@ impl Front {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the TLS front did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::serve::wait_listening(port, Duration::from_secs(20), "the TLS front");
         Front { child, port }
     }
 }
@@ -201,47 +193,20 @@ impl Drop for Front {
 }
 
 fn suite(root: &Path) -> PathBuf {
-    let d = root.join("suite/tls");
-    for sub in ["environment", "tests", "solution"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
-    std::fs::write(
-        d.join("task.toml"),
-        "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("environment/Dockerfile"),
-        "FROM git-harness/base:bookworm\nWORKDIR /app\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("solution/solve.sh"), "echo ok > /app/out.txt\n").unwrap();
-    std::fs::write(
-        d.join("tests/test.sh"),
-        "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
-    )
-    .unwrap();
+    crate::support::sandbox::docker_app_task(&root.join("suite/tls"));
     root.join("suite")
 }
 
 fn check(suite: &Path, env: &[(&str, String)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
-    cmd.args(["tasks", "check", "--runner", "docker"])
-        .arg(suite)
-        .env_remove("DOCKER_HOST")
+    let mut cmd = crate::support::sandbox::tasks_check_cmd(&["--runner", "docker"], suite);
+    cmd.env_remove("DOCKER_HOST")
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let o = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.code(), text)
+    let o = crate::support::hermetic::output(&mut cmd);
+    (Some(o.code), format!("{}{}", o.stdout, o.stderr))
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! sim model: repeated runs, reworded commits, clones that fetched the harness refs, worktree
 //! runs, and the sealed test split.
 
-use crate::support::eval::{FAST, Repo, executed, git_in, outcomes, results, scores};
+use crate::support::eval::{FAST, executed, outcomes, results, scores};
+use crate::support::repo::Repo;
 
 #[test]
 fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
@@ -26,7 +27,7 @@ fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
     assert_eq!(repo.runs().len(), 1);
     let note = repo.note("HEAD");
     let noted: Vec<&str> = note["runs"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["run"].as_str().unwrap())
@@ -37,9 +38,9 @@ fn a_second_run_executes_nothing_and_reports_the_same_numbers() {
     );
 
     // A reworded harness commit has the same tree: its results come from the cache.
-    let before = repo.git(&["rev-parse", "HEAD"]);
+    let before = repo.rev("HEAD");
     repo.git(&["commit", "--amend", "-m", "Reworded: the same harness"]);
-    let after = repo.git(&["rev-parse", "HEAD"]);
+    let after = repo.rev("HEAD");
     assert_ne!(before, after);
     let third = repo.run_json(&args);
     assert_eq!(third["harness"], after.as_str());
@@ -61,17 +62,18 @@ fn a_clone_that_fetched_the_harness_refs_answers_from_cache() {
     assert_eq!(executed(&first), 2);
 
     let clone_dir = origin.sibling("clone");
-    git_in(
-        origin.home(),
-        origin.home(),
-        &[
-            "clone",
-            "--quiet",
-            origin.root.to_str().unwrap(),
-            clone_dir.to_str().unwrap(),
-        ],
-    );
-    let clone = Repo::at(clone_dir);
+    origin
+        .git_in(
+            origin.tmp.path(),
+            &[
+                "clone",
+                "--quiet",
+                origin.root.to_str().unwrap(),
+                clone_dir.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let clone = Repo::open(clone_dir);
     clone.git(&[
         "fetch",
         "--quiet",
@@ -92,7 +94,11 @@ fn a_clone_that_fetched_the_harness_refs_answers_from_cache() {
         r["cached_from"].as_str().unwrap(),
         r["trace"].as_str().unwrap()
     );
-    let size: u64 = clone.git(&["cat-file", "-s", &path]).parse().unwrap();
+    let size: u64 = clone
+        .git(&["cat-file", "-s", &path])
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(size, r["trace_bytes"].as_u64().unwrap());
 }
 
@@ -120,13 +126,13 @@ fn worktree_runs_are_never_cached_as_a_commits_results() {
 fn the_test_split_cannot_be_run() {
     let repo = Repo::demo();
     let out = repo.harness(&["run", "--split", "test", "--tasks", "word-frequency"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(Some(out.code), Some(2));
+    let stderr = out.stderr.clone();
     assert!(stderr.contains("invalid value 'test'"), "{stderr}");
     assert!(out.stdout.is_empty());
     assert!(repo.runs().is_empty());
     // The help names the splits one may run, and not the sealed one.
-    let help = repo.ok(&["run", "--help"]);
+    let help = repo.harness(&["run", "--help"]).ok().stdout;
     assert!(help.contains("held_in"), "{help}");
     assert!(!help.contains("possible values: held_in, validation, all, test"));
 }
@@ -203,7 +209,7 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
     assert_eq!(outcomes(&second), outcomes(&first));
 
     // Mining reads the held-in trials under their own ids.
-    let mined = repo.ok(&["mine", "--format", "json"]);
+    let mined = repo.harness(&["mine", "--format", "json"]).ok().stdout;
     let bundle: serde_json::Value = serde_json::from_str(&mined).unwrap();
     let text = bundle.to_string();
     let failed_first: Vec<&str> = results(&first)
@@ -222,4 +228,50 @@ fn tasks_with_identical_content_keep_their_own_ids_through_cached_runs_and_minin
         !text.contains("twin-c"),
         "validation leaked into mining: {text}"
     );
+}
+
+/// `run --runner X` runs under the experiment with `runner.kind: X`: its run records that kind
+/// and that experiment's fingerprint, and its results are cached for that experiment only.
+#[test]
+fn run_runner_enters_the_fingerprint_as_if_committed() {
+    let repo = Repo::demo();
+    let args = [
+        "--split",
+        "held_in",
+        "--tasks",
+        "word-frequency",
+        "--trials",
+        "1",
+    ];
+    let meta = |v: &serde_json::Value| -> serde_yaml::Value {
+        let id = v["run"].as_str().unwrap();
+        serde_yaml::from_str(&repo.git(&["show", &format!("refs/harness/runs/{id}:run.yaml")]))
+            .unwrap()
+    };
+    // The demo experiment says `kind: auto`; the run asks for the local runner.
+    let local = repo.run_json(&[&args[..], &["--runner", "local"]].concat());
+    assert_eq!(executed(&local), 1, "{local:#}");
+    let local_meta = meta(&local);
+    assert_eq!(
+        local_meta["runner"].as_str(),
+        Some("local"),
+        "{local_meta:?}"
+    );
+
+    // Under the committed runner the local run's results are another experiment's.
+    let auto = repo.run_json(&args);
+    assert_eq!(executed(&auto), 1, "{auto:#}");
+    let auto_meta = meta(&auto);
+    assert_eq!(auto_meta["runner"].as_str(), Some("auto"), "{auto_meta:?}");
+    assert_ne!(auto_meta["fingerprint"], local_meta["fingerprint"]);
+
+    // Committing `kind: local` is the experiment the `--runner local` run ran under.
+    let path = repo.root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("  kind: auto"), "{text}");
+    std::fs::write(&path, text.replacen("  kind: auto", "  kind: local", 1)).unwrap();
+    repo.git(&["commit", "-q", "-am", "Run trials locally"]);
+    let committed = repo.run_json(&args);
+    assert_eq!(executed(&committed), 0, "{committed:#}");
+    assert_eq!(meta(&committed)["fingerprint"], local_meta["fingerprint"]);
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::eval::{FAST, FOUR, Repo, executed, outcomes, results, scores, wait_for};
+use crate::support::eval::{FAST, FOUR, executed, outcomes, results, scores, wait_for};
+use crate::support::repo::Repo;
 
 /// Four tasks, two trials each, one at a time: long enough to kill in the middle.
 const ARGS: [&str; 6] = ["--tasks", FOUR, "--trials", "2", "-j", "1"];
@@ -25,7 +26,7 @@ fn reference() -> &'static Value {
 /// id and the (task, trial) of every trial journaled before the kill.
 fn run_and_kill(repo: &Repo, at_least: usize) -> (String, BTreeSet<(String, u64)>) {
     let mut child: Child = repo
-        .cmd(&[&["run"][..], &ARGS, &["--format", "json"]].concat())
+        .harness_cmd(&[&["run"][..], &ARGS, &["--format", "json"]].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -74,7 +75,7 @@ fn a_killed_run_is_resumed_by_id_without_repeating_finished_trials() {
     let (id, done) = run_and_kill(&repo, 2);
     // `--resume` continues what the killed run was asked to do; other choices are refused.
     let out = repo.harness(&["run", "--resume", &id, "--trials", "1"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(Some(out.code), Some(2), "{out:?}");
     let resumed = repo.run_json(&["--resume", &id]);
     assert_eq!(resumed["run"], id.as_str());
     assert_eq!(executed(&resumed), TOTAL - done.len() as u64, "{resumed:#}");
@@ -115,7 +116,7 @@ fn two_runs_started_at_once_both_complete_with_valid_refs_and_notes() {
     let args = ["run", "--tasks", FAST, "--trials", "1", "--format", "json"];
     let children: Vec<Child> = (0..2)
         .map(|_| {
-            repo.cmd(&args)
+            repo.harness_cmd(&args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -125,9 +126,10 @@ fn two_runs_started_at_once_both_complete_with_valid_refs_and_notes() {
     let outs: Vec<Value> = children
         .into_iter()
         .map(|c| {
-            let out = c.wait_with_output().expect("wait for a run");
-            crate::support::eval::assert_ok(&out, "run (concurrent)");
-            serde_json::from_slice(&out.stdout).expect("run json")
+            let out =
+                crate::support::hermetic::Out::from(c.wait_with_output().expect("wait for a run"))
+                    .ok();
+            serde_json::from_str(&out.stdout).expect("run json")
         })
         .collect();
     let ids: BTreeSet<String> = outs
@@ -151,7 +153,7 @@ fn two_runs_started_at_once_both_complete_with_valid_refs_and_notes() {
     // Both runs are in the note of the commit, once per split.
     let note = repo.note("HEAD");
     let noted: Vec<String> = note["runs"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r["run"].as_str().unwrap().to_string())

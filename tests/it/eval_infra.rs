@@ -13,7 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::support::eval::{Repo, executed, results, scores};
+use crate::support::eval::{executed, results, scores};
+use crate::support::hermetic::Out;
+use crate::support::repo::Repo;
+use crate::support::serve::{self, Server};
 
 /// The broken task: every request about it gets a 500.
 const BROKEN: (&str, &str) = ("word-frequency", "most frequent words");
@@ -61,27 +64,13 @@ async fn chat(State(seen): State<Seen>, body: String) -> Response {
     axum::Json(reply).into_response()
 }
 
-/// Serve the stand-in on a loopback port from its own thread and runtime.
-fn stand_in() -> (SocketAddr, Seen) {
+/// Serve the stand-in on a loopback port (until the returned server is dropped).
+fn stand_in() -> (Server, Seen) {
     let seen: Seen = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let state = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = Router::new()
-                .route("/v1/chat/completions", post(chat))
-                .with_state(state);
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    (addr, seen)
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .with_state(seen.clone());
+    (serve::start(app), seen)
 }
 
 /// Point the repository's experiment at the stand-in (fast retries) and commit it.
@@ -102,8 +91,8 @@ fn use_stand_in(repo: &Repo, addr: SocketAddr) {
 #[test]
 fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
     let repo = Repo::demo();
-    let (addr, seen) = stand_in();
-    use_stand_in(&repo, addr);
+    let (stand_in, seen) = stand_in();
+    use_stand_in(&repo, stand_in.addr);
     let pattern = format!("{{{},{},{SUBMITTED}}}", BROKEN.0, SOLVED.0);
     let args = ["--split", "held_in", "--tasks", &pattern, "--trials", "1"];
 
@@ -149,9 +138,12 @@ fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
     assert_eq!(seen.lock().unwrap()[BROKEN.0], 8);
 
     // The text table shows the infra error apart from the pass rate.
-    let text = repo.ok(&[
-        "run", "--split", "held_in", "--tasks", &pattern, "--trials", "1",
-    ]);
+    let text = repo
+        .harness(&[
+            "run", "--split", "held_in", "--tasks", &pattern, "--trials", "1",
+        ])
+        .ok()
+        .stdout;
     assert!(text.contains("50.0%"), "{text}");
     assert!(text.contains("1 trials executed, 2 from cache"), "{text}");
 }
@@ -159,15 +151,15 @@ fn a_model_that_keeps_failing_is_an_infra_error_excluded_and_not_cached() {
 #[test]
 fn verbose_shows_the_model_retries() {
     let repo = Repo::demo();
-    let (addr, _seen) = stand_in();
-    use_stand_in(&repo, addr);
+    let (stand_in, _seen) = stand_in();
+    use_stand_in(&repo, stand_in.addr);
     let args = ["run", "--tasks", BROKEN.0, "--trials", "1"];
     let quiet = repo.harness(&args);
-    let quiet = String::from_utf8_lossy(&quiet.stderr);
+    let quiet = quiet.stderr.clone();
     assert!(!quiet.contains("retrying model request"), "{quiet}");
     let verbose = repo.harness(&[&["-v"], &args[..]].concat());
-    assert_eq!(verbose.status.code(), Some(125), "{verbose:?}");
-    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert_eq!(Some(verbose.code), Some(125), "{verbose:?}");
+    let stderr = verbose.stderr.clone();
     assert!(stderr.contains("retrying model request"), "{stderr}");
     assert!(stderr.contains("500"), "{stderr}");
 }
@@ -175,18 +167,18 @@ fn verbose_shows_the_model_retries() {
 #[test]
 fn a_run_where_every_trial_is_an_infra_error_cannot_test() {
     let repo = Repo::demo();
-    let (addr, _seen) = stand_in();
-    use_stand_in(&repo, addr);
+    let (stand_in, _seen) = stand_in();
+    use_stand_in(&repo, stand_in.addr);
     let out = repo.harness(&["run", "--tasks", BROKEN.0, "--trials", "1"]);
     // The `git bisect run` contract: 125 when the revision could not be tested.
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
+    let stdout = out.stdout.clone();
     assert!(stdout.contains("0/0"), "{stdout}");
     // No countable trial is no data, not a pass rate of 0 %.
     assert!(stdout.contains("no data"), "{stdout}");
     assert!(!stdout.contains("0.0%"), "{stdout}");
     // The first error of its class is shown verbatim, with the settings to check.
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = out.stderr.clone();
     assert!(stderr.contains("upstream exploded"), "{stderr}");
     assert!(stderr.contains("model.base_url"), "{stderr}");
 }
@@ -242,29 +234,15 @@ async fn scripted_chat(State(s): State<Scripted>, body: String) -> Response {
     }
 }
 
-fn scripted(mode: Mode) -> (SocketAddr, Scripted) {
+fn scripted(mode: Mode) -> (Server, Scripted) {
     let state = Scripted {
         mode: Arc::new(Mutex::new(mode)),
         requests: Arc::default(),
     };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let st = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = Router::new()
-                .route("/v1/chat/completions", post(scripted_chat))
-                .with_state(st);
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    (addr, state)
+    let app = Router::new()
+        .route("/v1/chat/completions", post(scripted_chat))
+        .with_state(state.clone());
+    (serve::start(app), state)
 }
 
 /// Point the experiment at `base_url` with a short wall clock, a 1 s client timeout and
@@ -288,22 +266,22 @@ fn use_endpoint(repo: &Repo, base_url: &str, wall_clock_sec: u64, retries: u32) 
     repo.git(&["commit", "-q", "-am", "Evaluate with the stand-in model"]);
 }
 
-fn json_of(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
+fn json_of(out: &Out) -> Value {
+    let text = out.stdout.clone();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("json: {e}\n{text}\n{out:?}"))
 }
 
 #[test]
 fn a_model_api_hanging_past_the_wall_clock_is_infra_and_a_rerun_after_recovery_passes() {
     let repo = Repo::demo();
-    let (addr, server) = scripted(Mode::Hang);
+    let (stand_in, server) = scripted(Mode::Hang);
     // Two 1 s attempts and a backoff take longer than the 2 s budget.
-    use_endpoint(&repo, &format!("http://{addr}/v1"), 2, 2);
+    use_endpoint(&repo, &stand_in.base_url(), 2, 2);
     let args = [
         "run", "--split", "held_in", "--tasks", SOLVED.0, "--trials", "1", "--format", "json",
     ];
     let out = repo.harness(&args);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
     let first = json_of(&out);
     let r = &results(&first)[0];
     assert_eq!(r["outcome"], "infra-error", "{r:#}");
@@ -324,8 +302,8 @@ fn a_model_api_hanging_past_the_wall_clock_is_infra_and_a_rerun_after_recovery_p
 fn time_spent_waiting_out_rate_limits_is_not_charged_to_the_agent() {
     let repo = Repo::demo();
     // Three 429s with Retry-After: 1 s keep the first call waiting past the 2 s budget.
-    let (addr, server) = scripted(Mode::RateLimited(3));
-    use_endpoint(&repo, &format!("http://{addr}/v1"), 2, 4);
+    let (stand_in, server) = scripted(Mode::RateLimited(3));
+    use_endpoint(&repo, &stand_in.base_url(), 2, 4);
     let first = repo.run_json(&["--split", "held_in", "--tasks", SOLVED.0, "--trials", "1"]);
     let r = &results(&first)[0];
     assert_eq!(r["outcome"], "pass", "{r:#}");
@@ -334,17 +312,14 @@ fn time_spent_waiting_out_rate_limits_is_not_charged_to_the_agent() {
 }
 
 /// Stderr of `out`, for assertions.
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn stderr(out: &Out) -> String {
+    out.stderr.clone()
 }
 
 #[test]
 fn a_closed_port_stops_the_run_early_with_the_error_and_a_hint() {
     let repo = Repo::demo();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = serve::free_port();
     use_endpoint(&repo, &format!("http://127.0.0.1:{port}/v1"), 60, 1);
     let out = repo.harness(&[
         "run",
@@ -353,7 +328,7 @@ fn a_closed_port_stops_the_run_early_with_the_error_and_a_hint() {
         "--trials",
         "4",
     ]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("Connection refused"), "{err}");
     assert!(err.contains("model.base_url"), "{err}");
@@ -367,8 +342,8 @@ fn a_closed_port_stops_the_run_early_with_the_error_and_a_hint() {
 #[test]
 fn a_401_stops_run_and_evolve_with_the_servers_error_verbatim() {
     let repo = Repo::demo();
-    let (addr, server) = scripted(Mode::Unauthorized);
-    use_endpoint(&repo, &format!("http://{addr}/v1"), 60, 1);
+    let (stand_in, server) = scripted(Mode::Unauthorized);
+    use_endpoint(&repo, &stand_in.base_url(), 60, 1);
     let out = repo.harness(&[
         "run",
         "--tasks",
@@ -376,7 +351,7 @@ fn a_401_stops_run_and_evolve_with_the_servers_error_verbatim() {
         "--trials",
         "4",
     ]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
     assert!(err.contains("HTTP 401"), "{err}");
@@ -386,7 +361,7 @@ fn a_401_stops_run_and_evolve_with_the_servers_error_verbatim() {
     assert!(requests <= 8, "{requests} requests");
 
     let out = repo.harness(&["evolve", "--rounds", "1"]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains(UNAUTHORIZED_BODY), "{err}");
     assert!(err.contains("model.api_key_env"), "{err}");
@@ -425,8 +400,8 @@ fn a_broken_harness_file_is_refused_before_any_trial_naming_file_line_and_field(
         std::fs::write(repo.root.join(file), bytes).unwrap();
         repo.git(&["commit", "-q", "-am", "Break a harness file"]);
         let out = repo.harness(&["run", "--tasks", SOLVED.0, "--trials", "1"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{file}: {out:?}");
+        let err = out.stderr.clone();
+        assert_eq!(Some(out.code), Some(2), "{file}: {out:?}");
         assert!(err.contains(said), "`{said}` not in:\n{err}");
         let line = err.lines().find(|l| l.contains(file)).unwrap();
         let rest = &line[line.find(file).unwrap() + file.len()..];
@@ -444,8 +419,8 @@ fn a_broken_harness_file_is_refused_before_any_trial_naming_file_line_and_field(
 #[test]
 fn evolve_exits_125_when_a_rounds_validation_is_all_infrastructure_errors() {
     let repo = Repo::demo();
-    let (addr, server) = scripted(Mode::Solve);
-    use_endpoint(&repo, &format!("http://{addr}/v1"), 60, 0);
+    let (stand_in, server) = scripted(Mode::Solve);
+    use_endpoint(&repo, &stand_in.base_url(), 60, 0);
     // Without the breaker, every trial of the validation runs into the dead API.
     let path = repo.root.join(".harness/experiment.yaml");
     let text = std::fs::read_to_string(&path)
@@ -458,7 +433,7 @@ fn evolve_exits_125_when_a_rounds_validation_is_all_infrastructure_errors() {
     repo.run_json(&["--split", "held_in"]);
     *server.mode.lock().unwrap() = Mode::Unauthorized;
     let out = repo.harness(&["evolve", "--rounds", "1", "--proposer", "catalog"]);
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(Some(out.code), Some(125), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("no evidence"), "{err}");
     assert!(err.contains(UNAUTHORIZED_BODY), "{err}");

@@ -100,7 +100,7 @@ fn harness(repo: &Repo, args: &[&str]) -> Out {
         Command::new(env!("CARGO_BIN_EXE_git-harness"))
             .args(args)
             .env(KEY_VAR, KEY)
-            .current_dir(&repo.path),
+            .current_dir(&repo.root),
     )
 }
 
@@ -144,7 +144,7 @@ fn an_echoed_api_key_is_stored_nowhere() {
     // Every object, reachable or not.
     let objects = Command::new("git")
         .args(["cat-file", "--batch-all-objects", "--batch"])
-        .current_dir(&repo.path)
+        .current_dir(&repo.root)
         .output()
         .unwrap();
     assert!(objects.status.success());
@@ -166,7 +166,7 @@ fn an_echoed_api_key_is_stored_nowhere() {
     );
 
     let mut files = Vec::new();
-    files_under(&repo.path.join(".git/harness"), &mut files);
+    files_under(&repo.root.join(".git/harness"), &mut files);
     assert!(!files.is_empty());
     for f in files {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();

@@ -30,7 +30,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let repo = Repo::small("minimal");
-        let tmp = repo.path.parent().unwrap().join("sandboxes");
+        let tmp = repo.root.parent().unwrap().join("sandboxes");
         std::fs::create_dir_all(&tmp).unwrap();
         Lab { repo, tmp }
     }
@@ -39,7 +39,7 @@ impl Lab {
         let mut c = Command::new(BIN);
         hermetic(&mut c);
         c.args(args)
-            .current_dir(&self.repo.path)
+            .current_dir(&self.repo.root)
             .env("TMPDIR", &self.tmp);
         c
     }
@@ -110,7 +110,7 @@ impl Lab {
     }
 
     fn journals(&self) -> Vec<(String, usize)> {
-        let dir = self.repo.path.join(".git/harness/journal");
+        let dir = self.repo.root.join(".git/harness/journal");
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
@@ -134,7 +134,7 @@ impl Lab {
         assert_eq!(self.sandboxes(), Vec::<String>::new(), "{what}: temp dirs");
         assert_eq!(self.processes(), Vec::<String>::new(), "{what}: processes");
         // Also no journal half removed.
-        let left: Vec<String> = std::fs::read_dir(self.repo.path.join(".git/harness/journal"))
+        let left: Vec<String> = std::fs::read_dir(self.repo.root.join(".git/harness/journal"))
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -142,7 +142,7 @@ impl Lab {
             })
             .unwrap_or_default();
         assert_eq!(left, Vec::<String>::new(), "{what}: journals");
-        let git = self.repo.path.join(".git");
+        let git = self.repo.root.join(".git");
         for lock in [
             "index.lock",
             "refs/heads/main.lock",
@@ -493,7 +493,7 @@ fn run_killed_at_many_moments_then_the_next_command_loses_nothing() {
                 lab.journals().iter().any(|(_, n)| *n >= k)
             }),
             None => {
-                let refs = lab.repo.path.join(".git/refs/harness/runs");
+                let refs = lab.repo.root.join(".git/refs/harness/runs");
                 let before = std::fs::read_dir(&refs).map(|r| r.count()).unwrap_or(0);
                 wait_for(LIMIT, "the run ref", || {
                     std::fs::read_dir(&refs).map(|r| r.count()).unwrap_or(0) > before
@@ -627,7 +627,7 @@ fn a_stale_main_lock_is_named_as_such_with_the_fix() {
     let p = lab
         .repo
         .proposal(1, "edit", "main", &[("prompts/system.md", "An edit.\n")]);
-    let lock = lab.repo.path.join(".git/refs/heads/main.lock");
+    let lock = lab.repo.root.join(".git/refs/heads/main.lock");
     let f = std::fs::File::create(&lock).unwrap();
     f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
         .unwrap();
@@ -693,7 +693,7 @@ fn a_run_ref_lock_left_by_a_killed_run_does_not_block_its_resume() {
     // The moment of the kill that a test cannot hit on purpose: the ref's lock is there.
     let lock = lab
         .repo
-        .path
+        .root
         .join(format!(".git/refs/harness/runs/{id}.lock"));
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     std::fs::write(&lock, b"").unwrap();

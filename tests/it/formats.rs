@@ -106,7 +106,7 @@ fn every_stored_record_carries_a_format_version() {
     assert!(validations >= 1, "validate wrote a validation record");
 
     // Cache entries (the `runs/` marks are empty files, not records).
-    let cache = repo.path.join(".git/harness/cache");
+    let cache = repo.root.join(".git/harness/cache");
     let mut entries = Vec::new();
     files_under(&cache, &mut entries);
     entries.retain(|p| p.extension().is_some_and(|e| e == "json"));
@@ -121,20 +121,20 @@ fn every_stored_record_carries_a_format_version() {
 /// Replace `path` in the tree of run ref `id` with `text`, with plain git.
 fn rewrite_run_file(repo: &Repo, id: &str, path: &str, text: &str) {
     let r = format!("refs/harness/runs/{id}");
-    let index = repo.path.join(".git/rewrite-index");
+    let index = repo.root.join(".git/rewrite-index");
     let git = |args: &[&str]| {
         output(
             Command::new("git")
                 .args(args)
                 .env("GIT_INDEX_FILE", &index)
-                .current_dir(&repo.path),
+                .current_dir(&repo.root),
         )
         .ok()
         .stdout
         .trim()
         .to_string()
     };
-    let file = repo.path.join(".git/rewrite-blob");
+    let file = repo.root.join(".git/rewrite-blob");
     std::fs::write(&file, text).unwrap();
     git(&["read-tree", &r]);
     let blob = git(&["hash-object", "-w", file.to_str().unwrap()]);
@@ -154,7 +154,7 @@ fn records_of_a_newer_format_are_refused_by_name() {
     let id = repo.runs()[0].clone();
 
     // A cache entry of a newer format: the run that would read it says which file.
-    let cache = repo.path.join(".git/harness/cache");
+    let cache = repo.root.join(".git/harness/cache");
     let mut entries = Vec::new();
     files_under(&cache, &mut entries);
     entries.retain(|p| p.extension().is_some_and(|e| e == "json"));

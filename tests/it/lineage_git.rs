@@ -1,7 +1,7 @@
 //! What git-harness writes is plain git: trailers that real git parses, and refs and notes that
 //! travel with `git push` / `git clone` + `git fetch` of the documented refspecs.
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use git_harness::lineage::trailers::{self, CommitMessage};
 use git_harness::lineage::{self, RunSummary, keys};
 
@@ -41,8 +41,8 @@ fn value_of(key: &str, parent: &str) -> String {
 
 #[test]
 fn trailers_round_trip_through_real_git() {
-    let r = Repo::init_split();
-    let repo = r.open();
+    let r = Repo::demo();
+    let repo = r.git2();
     let main = lineage::main_commit(&repo).expect("main");
     let parent = main.id().to_string();
     let mut msg = CommitMessage::new("Stop repeating the same failing command").body(
@@ -144,8 +144,8 @@ fn parse_lines(s: &str) -> Vec<(String, String)> {
 #[test]
 fn trailers_survive_a_body_that_ends_in_colon_lines() {
     // A body whose last paragraph looks like `Key: value` must not swallow or hide our block.
-    let r = Repo::init_split();
-    let repo = r.open();
+    let r = Repo::demo();
+    let repo = r.git2();
     let main = lineage::main_commit(&repo).expect("main");
     let msg = CommitMessage::new("Tighten the bootstrap prompt")
         .body("Why: because.\nRisk: low.")
@@ -193,7 +193,7 @@ fn harness_refs(r: &Repo, dir: &std::path::Path) -> String {
 
 #[test]
 fn clone_and_fetch_bring_every_harness_ref_and_note() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let fp = r.fingerprint();
     // Proposals: one promoted, one open, one rejected; a run; notes on main and a proposal.
     let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
@@ -202,7 +202,7 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
     let open = r.propose(2, "open-one", "prompts/bootstrap.md", "Run ls first.");
     let rejected = r.propose(2, "rejected-one", "prompts/on_tool_error.md", "Read it.");
     {
-        let repo = r.open();
+        let repo = r.git2();
         lineage::reject_proposal(&repo, &rejected, "gate rejected").expect("reject");
         let main = lineage::main_commit(&repo).expect("main").id();
         lineage::write_run(
@@ -344,8 +344,8 @@ fn clone_and_fetch_bring_every_harness_ref_and_note() {
 fn concurrent_note_writers_lose_nothing() {
     // The first writers race to create refs/notes/harness; later ones to move it.
     for _ in 0..5 {
-        let r = Repo::init_split();
-        let main = lineage::main_commit(&r.open()).expect("main").id();
+        let r = Repo::demo();
+        let main = lineage::main_commit(&r.git2()).expect("main").id();
         let handles: Vec<_> = (0..4)
             .map(|t| {
                 let root = r.root.clone();
@@ -373,7 +373,7 @@ fn concurrent_note_writers_lose_nothing() {
         for h in handles {
             h.join().expect("thread");
         }
-        let note = lineage::read_note(&r.open(), main).expect("note");
+        let note = lineage::read_note(&r.git2(), main).expect("note");
         assert_eq!(note.runs.len(), 20, "a note update was lost");
     }
 }
@@ -383,7 +383,7 @@ fn concurrent_creates_of_one_ref_have_one_winner() {
     // Two proposers creating the same proposal branch, or two runs with the same id: one wins,
     // the other is told the ref exists; neither overwrites the other.
     for _ in 0..10 {
-        let r = Repo::init_split();
+        let r = Repo::demo();
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
         let handles: Vec<_> = (0..2)
             .map(|t| {

@@ -85,5 +85,5 @@ fn bisect_names_the_promotion_that_planted_a_regression() {
     );
     assert_eq!(repo.rev("HEAD"), merges[5]);
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
-    assert!(!repo.path.join(".git/BISECT_LOG").exists());
+    assert!(!repo.root.join(".git/BISECT_LOG").exists());
 }

@@ -3,62 +3,20 @@
 //! `runner.agent_network` / `runner.verifier_network` (`task | none`, here through `tasks check
 //! --agent-network / --verifier-network`), on bubblewrap and on the Docker engine.
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
 use crate::support::loops::*;
-
-const BASE: &str = "git-harness/base:bookworm";
+use crate::support::sandbox::{bwrap_or_skip, docker_engine_or_skip as docker_or_skip};
+use crate::support::serve::{self, Server};
 
 fn harness(args: &[&str]) -> Out {
     output(Command::new(env!("CARGO_BIN_EXE_git-harness")).args(args))
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// bubblewrap works here; required in CI, a loud skip elsewhere.
-fn bwrap_or_skip(test: &str) -> bool {
-    let ok = git_harness::sandbox::local::bwrap_available();
-    if !ok {
-        assert!(!in_ci(), "{test}: bubblewrap is required in CI");
-        eprintln!("SKIPPED {test}: bubblewrap is not available");
-    }
-    ok
-}
-
-/// A Docker engine answers and has the base image; required in CI, a loud skip elsewhere.
-fn docker_or_skip(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", BASE])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "{test}: a Docker engine with {BASE} is required in CI"
-        );
-        eprintln!("SKIPPED {test}: no Docker engine with {BASE}");
-    }
-    ok
-}
-
-/// An HTTP server on the host's loopback that answers `pong` to a bounded number of requests,
-/// then stops by itself.
-fn pong_server() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(64) {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\npong\n");
-        }
-    });
-    port
+/// An HTTP server on the host's loopback that answers `pong` (until it is dropped).
+fn pong_server() -> Server {
+    serve::start(axum::Router::new().route("/", axum::routing::get(|| async { "pong\n" })))
 }
 
 /// bash's /dev/tcp: no curl needed in the sandbox.
@@ -80,7 +38,10 @@ fn task(suite: &Path, id: &str, toml: &str, solve: &str, verify: &str, docker: b
     if docker {
         std::fs::write(
             d.join("environment/Dockerfile"),
-            format!("FROM {BASE}\nWORKDIR /app\n"),
+            format!(
+                "FROM {}\nWORKDIR /app\n",
+                git_harness::sandbox::image::BASE_IMAGE
+            ),
         )
         .unwrap();
     }
@@ -119,7 +80,8 @@ fn bwrap_verifier_reaches_a_loopback_server_under_public_and_not_under_no_networ
     ) {
         return;
     }
-    let port = pong_server();
+    let pong = pong_server();
+    let port = pong.addr.port();
     let tmp = tempfile::tempdir().unwrap();
     let suite = tmp.path().join("suite");
     let verify = format!("{} | grep -q pong", fetch(port));
@@ -154,7 +116,8 @@ fn bwrap_agent_phase_has_no_network_under_agent_network_none() {
     if !bwrap_or_skip("bwrap_agent_phase_has_no_network_under_agent_network_none") {
         return;
     }
-    let port = pong_server();
+    let pong = pong_server();
+    let port = pong.addr.port();
     let tmp = tempfile::tempdir().unwrap();
     let suite = tmp.path().join("suite");
     // The oracle (the agent phase) fetches; the verifier only reads the file, offline.
@@ -362,4 +325,57 @@ fn demo_suite_uses_only_harbor_keys_and_values() {
         }
     }
     assert!(n >= 20, "the demo suite has its tasks ({n})");
+}
+
+/// `allowlist` with `allowed_hosts` is not enforced by this build: a task that would run a
+/// phase under it is refused before anything runs (exit 2, naming task.toml's line and field),
+/// never run as `public`; a phase the experiment takes the network from runs.
+#[test]
+fn allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline() {
+    if !bwrap_or_skip("allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline") {
+        return;
+    }
+    let pong = pong_server();
+    let port = pong.addr.port();
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    // No network but the verifier's (so that, pinned offline, the Docker runner needs no bridge).
+    let allowlist = "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n\n\
+                     [verifier]\nnetwork_mode = \"allowlist\"\nallowed_hosts = [\"example.com\"]\n";
+    // The verifier passes only when it reaches the host's loopback.
+    let verify = format!("{} | grep -q pong", fetch(port));
+    task(
+        &suite,
+        "verifier-allowlist",
+        allowlist,
+        "echo ok > /app/out.txt\n",
+        &verify,
+        false,
+    );
+    let mut runners = vec!["local"];
+    if docker_or_skip("allowlist_is_refused_naming_the_field_unless_the_phase_is_pinned_offline") {
+        runners.push("docker");
+    }
+    for runner in runners {
+        let out = check(&suite, runner, &[]).code(2);
+        assert!(
+            out.stderr
+                .contains("verifier-allowlist/task.toml:6: verifier.network_mode:")
+                && out.stderr.contains("`allowlist` is not enforced")
+                && out.stderr.contains("(example.com)"),
+            "{runner}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: set network_mode = \"public\""),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("ok "), "nothing ran: {}", out.stdout);
+        // Pinned offline, the verifier phase has no network at all: the task runs, and its
+        // verifier cannot reach the loopback server (so the oracle fails: no leak as public).
+        let out = check(&suite, runner, &["--verifier-network", "none"]);
+        assert_eq!(out.code, 1, "{runner}: {out:?}");
+        assert!(out.stdout.contains("BROKEN"), "{}", out.stdout);
+    }
 }

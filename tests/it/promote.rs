@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use crate::support::cli::Repo;
+use crate::support::repo::Repo;
 use git_harness::lineage::{self, Verdict, keys, trailers};
 use git_harness::workspace::Workspace;
 
@@ -19,7 +19,7 @@ fn get<'a>(t: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 #[test]
 fn promote_without_a_record_fails_with_a_hint() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     let main_before = r.rev("main");
     let run = r.harness(&["promote", "1/verify"]);
@@ -31,7 +31,7 @@ fn promote_without_a_record_fails_with_a_hint() {
 
 #[test]
 fn promote_with_a_rejecting_record_fails() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.record(&p, Verdict::Reject);
     let main_before = r.rev("main");
@@ -43,7 +43,7 @@ fn promote_with_a_rejecting_record_fails() {
 
 #[test]
 fn a_record_for_another_experiment_does_not_count() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     let rec = r.accept(&p);
     // Re-split with another seed: the fingerprint changes, the record no longer applies.
@@ -60,7 +60,7 @@ fn a_record_for_another_experiment_does_not_count() {
 
 #[test]
 fn promote_with_an_accepting_record_merges_with_the_verdict() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.accept(&p);
     let main_before = r.rev("main");
@@ -103,7 +103,7 @@ fn promote_with_an_accepting_record_merges_with_the_verdict() {
 fn promote_of_a_stale_proposal_merges_in_memory() {
     // Two proposals on the same main touching different files: after the first is promoted,
     // the second is re-validated against the new main and promoted as a real merge.
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
     let b = r.propose(1, "b", "prompts/bootstrap.md", "Run ls first.");
     r.accept(&a);
@@ -124,7 +124,7 @@ fn promote_of_a_stale_proposal_merges_in_memory() {
 
 #[test]
 fn a_conflicting_proposal_is_refused() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
     let b = r.propose(1, "b", "prompts/verification.md", "Check it twice.");
     r.accept(&a);
@@ -141,7 +141,7 @@ fn a_conflicting_proposal_is_refused() {
 
 #[test]
 fn force_with_reason_promotes_and_records_the_override() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     let main_before = r.rev("main");
     let run = r.harness(&[
@@ -172,7 +172,7 @@ fn force_with_reason_promotes_and_records_the_override() {
 
 #[test]
 fn force_needs_a_reason_and_reason_needs_force() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     r.propose(1, "verify", "prompts/verification.md", "Check it.");
     let main_before = r.rev("main");
     let run = r.harness(&["promote", "1/verify", "--force"]);
@@ -186,7 +186,7 @@ fn force_needs_a_reason_and_reason_needs_force() {
 
 #[test]
 fn a_dirty_worktree_is_refused() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let p = r.propose(1, "verify", "prompts/verification.md", "Check it.");
     r.accept(&p);
     let main_before = r.rev("main");
@@ -212,7 +212,7 @@ fn a_dirty_worktree_is_refused() {
 
 #[test]
 fn unknown_proposal_is_a_usage_error() {
-    let r = Repo::init_split();
+    let r = Repo::demo();
     let run = r.harness(&["promote", "9/nope"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
@@ -258,7 +258,7 @@ fn check_race(r: &Repo, main_before: &str, racers: &[(String, String)], results:
 #[test]
 fn racing_promote_processes_never_lose_a_merge() {
     for round in 0..5 {
-        let r = Repo::init_split();
+        let r = Repo::demo();
         let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
         let b = r.propose(1, "b", "prompts/bootstrap.md", "Run ls first.");
         r.accept(&a);
@@ -296,7 +296,7 @@ fn racing_promote_processes_never_lose_a_merge() {
 #[test]
 fn racing_promote_threads_never_lose_a_merge() {
     for _ in 0..10 {
-        let r = Repo::init_split();
+        let r = Repo::demo();
         let a = r.propose(1, "a", "prompts/verification.md", "Check it.");
         let b = r.propose(1, "b", "prompts/bootstrap.md", "Run ls first.");
         r.accept(&a);

@@ -28,6 +28,8 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::support::hermetic::{Out, bin, hermetic_in};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Runner {
     Bwrap,
@@ -444,16 +446,13 @@ impl Fixture {
             f.make_task(&id, row.name);
             f.tasks.insert(row.name, id);
         }
-        let out = Command::new(crate::support::eval::bin())
-            .args(["init", "--suite"])
-            .arg(&f.suite)
-            .arg(&f.repo)
-            .current_dir(&f.scratch)
-            .env("HOME", &f.home)
-            .envs(hermetic_env(&f.home))
-            .output()
-            .unwrap();
-        crate::support::eval::assert_ok(&out, "init");
+        git_harness_in(
+            &f.scratch,
+            &f.home,
+            &["init", "--suite"],
+            &[&f.suite, &f.repo],
+        )
+        .ok();
         for dir in [&f.scratch, &f.home, &f.repo, &f.suite] {
             std::fs::write(dir.join("canary.txt"), &f.canary).unwrap();
         }
@@ -562,26 +561,33 @@ impl Fixture {
             format!("held_in: [{}]\nvalidation: []\ntest: []\n", ids.join(", ")),
         )
         .unwrap();
-        crate::support::eval::git_in(&self.repo, &self.home, &["add", "-A", ".harness"]);
-        crate::support::eval::git_in(
+        git_in(&self.repo, &self.home, &["add", "-A", ".harness"]).ok();
+        git_in(
             &self.repo,
             &self.home,
             &["commit", "-q", "-m", "Use the hostile model"],
-        );
+        )
+        .ok();
     }
 }
 
-fn hermetic_env(home: &Path) -> Vec<(String, String)> {
-    let mut c = Command::new("true");
-    crate::support::eval::hermetic(&mut c, home);
-    c.get_envs()
-        .filter_map(|(k, v)| {
-            Some((
-                k.to_string_lossy().into_owned(),
-                v?.to_string_lossy().into_owned(),
-            ))
-        })
-        .collect()
+/// The binary with `args` and then `paths`, in `dir`, hermetic with HOME `home`.
+fn git_harness_in(dir: &Path, home: &Path, args: &[&str], paths: &[&Path]) -> Out {
+    hermetic_in(
+        Command::new(bin()).args(args).args(paths).current_dir(dir),
+        home,
+    )
+    .output()
+    .unwrap()
+    .into()
+}
+
+/// Git with `args` in `dir`, hermetic with HOME `home`.
+fn git_in(dir: &Path, home: &Path, args: &[&str]) -> Out {
+    hermetic_in(Command::new("git").args(args).current_dir(dir), home)
+        .output()
+        .unwrap()
+        .into()
 }
 
 /// Names (recursively, with sizes and modes) under `dir`, skipping `.git`.
@@ -655,17 +661,16 @@ fn play(runner: Runner) {
         Runner::Docker => "docker",
     };
     let started = Instant::now();
-    let mut child =
-        crate::support::eval::hermetic(&mut Command::new(crate::support::eval::bin()), &fx.home)
-            .args([
-                "run", "--split", "held_in", "--trials", "1", "-j", "4", "--runner", runner_arg,
-                "--format", "json",
-            ])
-            .current_dir(&fx.repo)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    let mut child = hermetic_in(&mut Command::new(bin()), &fx.home)
+        .args([
+            "run", "--split", "held_in", "--trials", "1", "-j", "4", "--runner", runner_arg,
+            "--format", "json",
+        ])
+        .current_dir(&fx.repo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // The run must end within its budget: every trial's wall clock plus its verifier, with
     // room for a loaded machine. A run that hangs is killed and the test fails.
     let limit = Duration::from_secs(BUDGET_SEC * 2 + 120);

@@ -16,6 +16,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::support::loops::Repo;
+use crate::support::serve::{self, Server};
 
 /// What the trial must show besides `fail` with reward 0.
 #[derive(Clone, Copy)]
@@ -258,27 +259,14 @@ async fn chat(State(seen): State<Seen>, body: String) -> Response {
     axum::Json(answer).into_response()
 }
 
-fn stand_in() -> (SocketAddr, Seen) {
+/// The stand-in on a loopback port (until the returned server is dropped).
+fn stand_in() -> (Server, Seen) {
     let seen: Seen = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let state = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = Router::new()
-                .route("/v1/chat/completions", post(chat))
-                .layer(axum::extract::DefaultBodyLimit::disable())
-                .with_state(state);
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    (addr, seen)
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(seen.clone());
+    (serve::start(app), seen)
 }
 
 /// A repository whose experiment runs the attack suite on Docker against the stand-in.
@@ -322,11 +310,11 @@ async fn docker_attacks_fail_the_trial_and_never_become_infrastructure_errors() 
     let _cleanup = crate::support::sandbox::RemoveImages {
         prefixes: vec![format!("git-harness/task-{TB1_ROW}:")],
     };
-    let (addr, seen) = stand_in();
-    let repo = attack_repo(&suite, addr, &ids);
+    let (stand_in, seen) = stand_in();
+    let repo = attack_repo(&suite, stand_in.addr, &ids);
 
     let out = tokio::task::spawn_blocking({
-        let path = repo.path.clone();
+        let path = repo.root.clone();
         move || {
             crate::support::loops::harness_in(
                 &path,
@@ -399,7 +387,7 @@ async fn docker_attacks_fail_the_trial_and_never_become_infrastructure_errors() 
     // `mine` names the tampering as the failures' terminal cause.
     let mined = repo.harness(&["mine"]);
     assert_eq!(mined.code, 0, "{mined:?}");
-    let bundle = std::fs::read_to_string(repo.path.join(".git/harness/mine/bundle.json"))
+    let bundle = std::fs::read_to_string(repo.root.join(".git/harness/mine/bundle.json"))
         .unwrap_or_default();
     assert!(
         mined.stdout.contains("tampered_environment"),

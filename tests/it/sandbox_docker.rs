@@ -112,23 +112,7 @@ async fn docker_timeout_kills_process_tree_and_destroy_removes_container() {
     };
     let task = fixture_task("hello-file");
     let (mut sb, id) = create(&p, &task).await;
-    let m = sleep_marker();
-    let cmd = format!("sleep {m} & sleep {m} & (sleep {m} &); echo started; sleep {m}");
-    let t0 = Instant::now();
-    let out = sb
-        .exec(ExecRequest::new(cmd, Duration::from_secs(2)))
-        .await
-        .unwrap();
-    assert!(out.timed_out, "{out:?}");
-    assert_eq!(out.exit_code, None);
-    assert!(out.output.contains("started"), "{out:?}");
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    // Container processes are in the host's process table too.
-    assert_eq!(
-        survivors(&m, GONE_WITHIN).await,
-        Vec::<String>::new(),
-        "processes survived the timeout"
-    );
+    let m = exec_timeout_kills_the_tree(sb.as_mut(), Duration::from_secs(2)).await;
     // `1[0]00...` matches the sleeps' command lines but not grep's own.
     let pattern = format!("1[0]00\\.{}", &m[5..]);
     let ps = sb
@@ -356,19 +340,8 @@ fn docker_cli_tasks_check() {
     {
         return;
     }
-    let bin = assert_cmd::cargo::cargo_bin!("git-harness");
-    let out = std::process::Command::new(bin)
-        .args(["tasks", "check", "--runner", "docker"])
-        .arg(fixtures().join("suite"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tasks_check(&["--runner", "docker"], &fixtures().join("suite")).ok();
+    let stdout = &out.stdout;
     assert!(stdout.contains("3 tasks checked, 0 broken"), "{stdout}");
 }
 

@@ -99,27 +99,7 @@ async fn forged_reward_is_ignored_without_bwrap() {
 async fn timeout_kills_process_tree(provider: Arc<dyn SandboxProvider>) {
     let task = fixture_task("hello-file");
     let mut sb = provider.create(&task).await.unwrap();
-    let m = sleep_marker();
-    let cmd = format!("sleep {m} & sleep {m} & (sleep {m} &) ; echo started; sleep {m}");
-    let t0 = Instant::now();
-    let out = sb
-        .exec(ExecRequest::new(cmd, Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "exec took {:?}",
-        t0.elapsed()
-    );
-    assert!(out.timed_out, "{out:?}");
-    assert_eq!(out.exit_code, None);
-    assert!(out.output.contains("started"), "{out:?}");
-    // The process table: nothing of that exec survives.
-    assert_eq!(
-        survivors(&m, GONE_WITHIN).await,
-        Vec::<String>::new(),
-        "processes survived the timeout"
-    );
+    exec_timeout_kills_the_tree(sb.as_mut(), Duration::from_secs(1)).await;
     // The sandbox still works after a timeout.
     let again = sb
         .exec(ExecRequest::new("echo alive", Duration::from_secs(5)))
@@ -368,22 +348,11 @@ async fn verifier_infrastructure_failures_are_infra_errors() {
 
 #[test]
 fn cli_tasks_check_exit_codes_and_evidence() {
-    let bin = assert_cmd::cargo::cargo_bin!("git-harness");
-    let ok = std::process::Command::new(bin)
-        .args(["tasks", "check", "--no-bwrap"])
-        .arg(fixtures().join("suite"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let ok = tasks_check(&["--no-bwrap"], &fixtures().join("suite")).ok();
+    let stdout = &ok.stdout;
     assert!(stdout.contains("3 tasks checked, 0 broken"), "{stdout}");
     assert!(
-        String::from_utf8_lossy(&ok.stderr).contains("without bubblewrap"),
+        ok.stderr.contains("without bubblewrap"),
         "one-time warning on stderr"
     );
 
@@ -417,13 +386,8 @@ fn cli_tasks_check_exit_codes_and_evidence() {
         )
         .unwrap();
     }
-    let bad = std::process::Command::new(bin)
-        .args(["tasks", "check", "--no-bwrap"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&bad.stdout);
-    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    let bad = tasks_check(&["--no-bwrap"], tmp.path()).code(1);
+    let stdout = &bad.stdout;
     assert!(stdout.contains("BROKEN  lenient"), "{stdout}");
     assert!(stdout.contains("nop passes"), "{stdout}");
     assert!(stdout.contains("BROKEN  wrong-solution"), "{stdout}");

@@ -9,10 +9,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use futures_util::StreamExt;
 
 use super::sandbox::DockerSandbox;
 use super::{
@@ -21,8 +19,8 @@ use super::{
 use crate::error::{Error, IoContext, Result};
 use crate::experiment::PullPolicy;
 use crate::sandbox::image::{
-    BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, from_images, image_id, image_path_env, map_image,
-    pull_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
+    BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, build_tar, from_images, image_id, image_path_env,
+    map_image, pull_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
 };
 use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::task::Task;
@@ -199,6 +197,7 @@ impl DockerProvider {
     /// [`DockerProvider::environment_id`], pulling what the policy says first; `notes` gets
     /// the pull's progress.
     pub async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<String> {
+        self.network.refuse_allowlist(task)?;
         self.identify(task, true, notes).await
     }
 
@@ -300,6 +299,16 @@ impl DockerProvider {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => Ok(false),
+            // Removed meanwhile by someone else (the engine answers 404, or 500 "unrecognized
+            // image ID" when the tag went between its lookup and the removal): gone is gone.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            }) if status_code == 404
+                || (status_code == 500 && message.contains("unrecognized image ID")) =>
+            {
+                Ok(true)
+            }
             Err(e) => Err(docker_err(&format!("remove image {tag}"), e)),
         }
     }
@@ -356,47 +365,9 @@ impl DockerProvider {
                 .build_timeout_sec
                 .map(Duration::from_secs)
                 .unwrap_or(BUILD_TIMEOUT);
-            let opts = BuildImageOptionsBuilder::default()
-                .dockerfile("Dockerfile")
-                .t(&tag)
-                .rm(true)
-                .forcerm(true)
-                .labels(&HashMap::from([(LABEL.to_string(), "1".to_string())]))
-                .build();
-            let mut log = String::new();
-            let mut failure = None;
-            let build = async {
-                let mut stream =
-                    docker.build_image(opts, None, Some(bollard::body_full(ctx.into())));
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(info) => {
-                            if let Some(s) = info.stream {
-                                log.push_str(&s);
-                            }
-                            if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                                failure = Some(e);
-                            }
-                        }
-                        Err(e) => failure = Some(e.to_string()),
-                    }
-                }
-            };
-            if tokio::time::timeout(timeout, build).await.is_err() {
-                failure = Some(format!("timed out after {}s", timeout.as_secs()));
-            }
-            if let Some(f) = failure {
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
+            if let Err(f) = build_tar(&docker, ctx, &tag, Some(timeout)).await {
                 return Err(InfraClass::Sandbox.error_hint(
-                    format!("image build of task `{}` failed: {f}\n{tail}", task.id),
+                    format!("image build of task `{}` failed: {f}", task.id),
                     "a FROM image must exist locally: build the base with `git harness image base`, or map it in runner.image_map",
                 ));
             }
@@ -428,6 +399,7 @@ impl DockerProvider {
         let env = &task.environment;
         // One container for all phases: on the default bridge when any phase has the network,
         // disconnected from it (only loopback left) during the phases that have none.
+        self.network.refuse_allowlist(task)?;
         let phases = self.network.phases(env);
         let host = HostConfig {
             nano_cpus: env.cpus.map(|c| (c * 1e9) as i64),

@@ -1,6 +1,17 @@
-//! Running git and the binary hermetically, shared by the test helper modules.
+//! The one hermetic environment of git and the binary in the tests, and `Out`.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Once, OnceLock};
+
+/// The fixed date of every commit the binary and git make in tests.
+pub const DATE: &str = "@1700000000 +0000";
+
+/// The built binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_git-harness"))
+}
 
 /// The output of one command.
 #[derive(Debug)]
@@ -27,30 +38,104 @@ impl Out {
     }
 }
 
-/// Git and the binary see nothing of the machine: no global or system config, fixed identity
-/// and dates, UTC, CI (no progress bars).
+impl From<std::process::Output> for Out {
+    fn from(o: std::process::Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Variables of the machine a test command still sees: where the Docker engine is (tests of
+/// the Docker runner use the developer's engine) and where temp files go.
+const PASSED_THROUGH: &[&str] = &[
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "TMPDIR",
+];
+
+/// Make `cmd` see nothing of the machine but `PASSED_THROUGH`: every other inherited variable
+/// is removed; HOME is `home`, no global or system git config, a fixed identity and date,
+/// UTC, the C locale, no colour, CI (no progress bars), and the binary's directory first on
+/// PATH. What the test set on `cmd` itself, before or after, stays.
+pub fn hermetic_in<'a>(cmd: &'a mut Command, home: &Path) -> &'a mut Command {
+    let set: Vec<OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (k, _) in std::env::vars_os() {
+        if !set.contains(&k) && !PASSED_THROUGH.iter().any(|p| k == *p) {
+            cmd.env_remove(&k);
+        }
+    }
+    let fixed: [(&str, OsString); 16] = [
+        ("PATH", path_with_bin()),
+        ("HOME", home.into()),
+        ("XDG_CONFIG_HOME", home.join(".config").into()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".into()),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_AUTHOR_NAME", "Ada Tester".into()),
+        ("GIT_AUTHOR_EMAIL", "ada@example.com".into()),
+        ("GIT_COMMITTER_NAME", "Ada Tester".into()),
+        ("GIT_COMMITTER_EMAIL", "ada@example.com".into()),
+        ("GIT_AUTHOR_DATE", DATE.into()),
+        ("GIT_COMMITTER_DATE", DATE.into()),
+        ("TZ", "UTC".into()),
+        ("LC_ALL", "C".into()),
+        ("CI", "true".into()),
+        ("NO_COLOR", "1".into()),
+        ("GIT_TERMINAL_PROMPT", "0".into()),
+    ];
+    for (k, v) in fixed {
+        if !set.iter().any(|s| s == k) {
+            cmd.env(k, v);
+        }
+    }
+    hermetic_libgit2();
+    cmd
+}
+
+/// `hermetic_in` with an empty HOME shared by the commands that belong to no repository.
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
-    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
-        .env("TZ", "UTC")
-        .env("CI", "true")
-        .env("NO_COLOR", "1")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let home = HOME.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("gh-test-home-")
+            .tempdir()
+            .expect("create the shared empty home")
+    });
+    hermetic_in(cmd, home.path())
 }
 
 /// Run `cmd` hermetically and collect its output.
 pub fn output(cmd: &mut Command) -> Out {
-    let o = hermetic(cmd).output().expect("run command");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    hermetic(cmd).output().expect("run command").into()
+}
+
+/// libgit2 inside the test process must not read the developer's config either.
+fn hermetic_libgit2() {
+    static EMPTY: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static ONCE: Once = Once::new();
+    let empty = EMPTY.get_or_init(|| tempfile::tempdir().expect("create empty dir"));
+    ONCE.call_once(|| {
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // SAFETY: called once, before this process uses libgit2 configuration.
+            unsafe { git2::opts::set_search_path(level, empty.path()) }
+                .expect("set libgit2 config search path");
+        }
+    });
+}
+
+fn path_with_bin() -> OsString {
+    let dir = bin().parent().expect("bin dir").to_path_buf();
+    let mut paths = vec![dir];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).expect("join PATH")
 }

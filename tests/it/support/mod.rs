@@ -2,11 +2,11 @@
 //! library) on hermetic temp repositories, against real components: git, bubblewrap, the Docker
 //! engine, and stand-in model servers on loopback.
 //!
-//! - `hermetic`: the one hermetic environment for git and the binary, and `Out`.
-//! - `repo`: the repository on a bundled template (`init --template`), edited with plain git.
-//! - `cli`: the repository of the snapshot tests (a cleared environment, fixed identity and
-//!   dates, normalised output).
-//! - `eval`: the demo repository (`init` + `split`) and readers of `run --format json`.
+//! - `hermetic`: the one hermetic environment for git and the binary, `bin()`, and `Out`.
+//! - `repo`: the one `Repo`: a temp harness repository (`init --template`, the demo with
+//!   `split`), driven through the binary and git, edited with plain git, read back through run
+//!   refs and notes, with normalised snapshots of its output.
+//! - `eval`: small demo task selections and readers of `run --format json`.
 //! - `loops`, `propose`: the small splits and readers of the loop and mining tests.
 //! - `agent`: a local test sandbox and the scripted OpenAI/Anthropic stand-in server.
 //! - `sandbox`: fixture tasks, the process table, and the bubblewrap/Docker checks.
@@ -16,7 +16,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
-pub mod cli;
 pub mod eval;
 pub mod hermetic;
 pub mod loops;

@@ -1,50 +1,75 @@
-//! The harness repository of the tests that drive the binary on a template: made with
-//! `git harness init --template`, edited with plain git, read back through run refs and notes.
+//! The one harness repository of the tests: a temp dir holding `home/` (an empty HOME) and
+//! `repo/`, made with `git harness init` (and `split` for the demo), driven through the binary
+//! and real git in the one hermetic environment, edited with plain git, read back through run
+//! refs and notes; snapshots of its output are normalised.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
+use git_harness::lineage::trailers::CommitMessage;
+use git_harness::lineage::{self, Proposal, SplitComparison, ValidationRecord, Verdict, keys};
+use git_harness::workspace::Workspace;
 use serde_json::Value;
 
-use super::hermetic::{Out, output};
+use super::hermetic::{Out, bin, hermetic_in, output};
 
 /// Run the binary in `dir`, outside any repository.
 pub fn harness_in(dir: &Path, args: &[&str]) -> Out {
-    output(
-        Command::new(env!("CARGO_BIN_EXE_git-harness"))
-            .args(args)
-            .current_dir(dir),
-    )
+    output(Command::new(bin()).args(args).current_dir(dir))
 }
 
 /// A harness repository in a temp dir.
 pub struct Repo {
-    _tmp: tempfile::TempDir,
-    pub path: PathBuf,
+    pub tmp: tempfile::TempDir,
+    /// The repository (`<tmp>/repo`, or where `open` was given).
+    pub root: PathBuf,
+    /// The HOME of its commands (`<tmp>/home`, empty).
+    pub home: PathBuf,
 }
 
 impl Repo {
-    /// `git harness init --template TEMPLATE DIR`.
-    pub fn init(template: &str) -> Repo {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("h");
-        output(
-            Command::new(env!("CARGO_BIN_EXE_git-harness"))
-                .args(["init", "--template", template])
-                .arg(&path)
-                .current_dir(tmp.path()),
-        )
-        .ok();
-        Repo { _tmp: tmp, path }
+    /// A temporary directory whose `repo/` does not exist yet.
+    pub fn empty() -> Repo {
+        let tmp = tempfile::Builder::new()
+            .prefix("gh-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).expect("create home");
+        Repo {
+            root: tmp.path().join("repo"),
+            home,
+            tmp,
+        }
     }
 
-    /// An existing repository (made by the binary, e.g. `demo`); the caller keeps its temp dir.
-    pub fn open(path: PathBuf) -> Repo {
-        Repo {
-            _tmp: tempfile::tempdir().unwrap(),
-            path,
-        }
+    /// `git harness init --template TEMPLATE repo` (the demo suite).
+    pub fn init(template: &str) -> Repo {
+        let r = Repo::empty();
+        r.harness_in(r.tmp.path(), &["init", "--template", template, "repo"])
+            .ok();
+        r
+    }
+
+    /// The demo repository: `init` (the minimal template, the demo suite, the sim model) then
+    /// `split`.
+    pub fn demo() -> Repo {
+        let r = Repo::init("minimal");
+        r.harness(&["split"]).ok();
+        r
+    }
+
+    /// An existing repository (made by the binary, e.g. `demo`, or a clone); the caller keeps
+    /// its directory.
+    pub fn open(root: PathBuf) -> Repo {
+        let r = Repo::empty();
+        Repo { root, ..r }
+    }
+
+    /// A path next to the repository, inside the temp dir.
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
     }
 
     /// A template repository with the loop tests' small splits and the demo's lowered
@@ -61,29 +86,73 @@ impl Repo {
         repo
     }
 
+    /// `git-harness ARGS` in the repository, not yet run.
+    pub fn harness_cmd(&self, args: &[&str]) -> Command {
+        self.harness_cmd_in(&self.root, args)
+    }
+
+    pub fn harness_cmd_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        self.env(&mut cmd);
+        cmd.current_dir(dir).args(args);
+        cmd
+    }
+
+    /// The hermetic environment with this repository's HOME; git looks no higher than its
+    /// temp dir.
+    fn env(&self, cmd: &mut Command) {
+        hermetic_in(cmd, &self.home).env("GIT_CEILING_DIRECTORIES", self.tmp.path());
+    }
+
     /// Run the binary as `git harness ARGS` in the repository.
     pub fn harness(&self, args: &[&str]) -> Out {
-        harness_in(&self.path, args)
+        self.harness_in(&self.root, args)
     }
 
-    /// Run git; panics when it fails.
+    pub fn harness_in(&self, dir: &Path, args: &[&str]) -> Out {
+        self.harness_cmd_in(dir, args)
+            .output()
+            .expect("run git-harness")
+            .into()
+    }
+
+    /// `git harness run ARGS --format json`, asserting exit code 0.
+    pub fn run_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--format", "json"]);
+        let text = self.harness(&all).ok().stdout;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("run json: {e}\n{text}"))
+    }
+
+    /// Run real `git ARGS` in `dir`.
+    pub fn git_in(&self, dir: &Path, args: &[&str]) -> Out {
+        let mut cmd = Command::new("git");
+        self.env(&mut cmd);
+        cmd.current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run git")
+            .into()
+    }
+
+    /// Run git in the repository; panics when it fails; returns stdout.
     #[track_caller]
     pub fn git(&self, args: &[&str]) -> String {
-        output(Command::new("git").args(args).current_dir(&self.path))
-            .ok()
-            .stdout
+        self.git_in(&self.root, args).ok().stdout
     }
 
+    /// The full oid `rev` resolves to.
     pub fn rev(&self, rev: &str) -> String {
-        self.git(&["rev-parse", rev]).trim().to_string()
+        self.git(&["rev-parse", "--verify", rev]).trim().to_string()
     }
 
     pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path.join(rel)).unwrap()
+        std::fs::read_to_string(self.root.join(rel)).unwrap()
     }
 
     pub fn write(&self, rel: &str, text: &str) {
-        let p = self.path.join(rel);
+        let p = self.root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
@@ -180,10 +249,9 @@ impl Repo {
 
     /// Commits on `refs/harness/test-log` (0 when it does not exist).
     pub fn test_log_len(&self) -> usize {
-        let o = output(
-            Command::new("git")
-                .args(["rev-list", "--count", "refs/harness/test-log", "--"])
-                .current_dir(&self.path),
+        let o = self.git_in(
+            &self.root,
+            &["rev-list", "--count", "refs/harness/test-log", "--"],
         );
         if o.code != 0 {
             return 0;
@@ -198,4 +266,161 @@ impl Repo {
             .or_else(|_| serde_yaml::from_str(&text))
             .unwrap()
     }
+
+    /// Lines journaled so far by unfinished runs: (run id, lines).
+    pub fn journal_lines(&self) -> Vec<(String, usize)> {
+        let dir = self.root.join(".git/harness/journal");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, usize)> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let n = std::fs::read(e.path().join("journal.jsonl"))
+                    .map(|b| b.iter().filter(|c| **c == b'\n').count())
+                    .unwrap_or(0);
+                (id, n)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The repository, opened through the library's git.
+    pub fn git2(&self) -> git2::Repository {
+        git2::Repository::open(&self.root).expect("open repo")
+    }
+
+    /// The current experiment fingerprint on main.
+    pub fn fingerprint(&self) -> String {
+        let ws = Workspace::from_repo(self.git2());
+        let fixed = ws.fixed_on_main().expect("fixed state on main");
+        ws.fingerprint(&fixed).expect("fingerprint")
+    }
+
+    /// Create proposal `<round>/<slug>` on main through the library: `path` gets `line`
+    /// appended, and the message carries the usual trailers.
+    pub fn propose(&self, round: u32, slug: &str, path: &str, line: &str) -> Proposal {
+        let repo = self.git2();
+        let main = lineage::main_commit(&repo).expect("main");
+        let tree = main.tree().expect("tree");
+        let entry = tree.get_path(Path::new(path)).expect("surface exists");
+        let blob = repo.find_blob(entry.id()).expect("blob");
+        let mut text = String::from_utf8(blob.content().to_vec()).expect("utf-8");
+        text.push_str(line);
+        text.push('\n');
+        let msg = CommitMessage::new(format!("Add a line to {path}"))
+            .body(format!(
+                "Why: held-in trials failed the same way.\n\nExpected effect: fewer failures on {path}."
+            ))
+            .trailer(keys::SURFACE, path)
+            .trailer(keys::CLUSTER, "timeout/unverified/no-verification")
+            .trailer(keys::EVIDENCE, "count-errors#0, word-count#1")
+            .trailer(keys::PARENT, main.id().to_string())
+            .trailer(keys::PROPOSER, "test")
+            .trailer(keys::ROUND, round.to_string());
+        lineage::create_proposal(
+            &repo,
+            &main,
+            round,
+            slug,
+            &[(path.to_string(), Some(text))],
+            &msg,
+        )
+        .expect("create proposal")
+    }
+
+    /// Record an accepting validation of `proposal` against main's current tree under the
+    /// current fingerprint, as `git harness validate` would.
+    pub fn accept(&self, proposal: &Proposal) -> ValidationRecord {
+        self.record(proposal, Verdict::Accept)
+    }
+
+    pub fn record(&self, proposal: &Proposal, verdict: Verdict) -> ValidationRecord {
+        let fingerprint = self.fingerprint();
+        let repo = self.git2();
+        let main = lineage::main_commit(&repo).expect("main");
+        let candidate = repo.find_commit(proposal.commit).expect("candidate");
+        let record = ValidationRecord {
+            format: 1,
+            candidate: proposal.commit.to_string(),
+            candidate_tree: candidate.tree_id().to_string(),
+            parent: main.id().to_string(),
+            parent_tree: main.tree_id().to_string(),
+            fingerprint,
+            gate: "strict".into(),
+            verdict,
+            reason: "held_in +3 and validation +2, sign-flip p=0.031 <= 0.05".into(),
+            held_in: SplitComparison {
+                parent_passes: 7,
+                parent_trials: 40,
+                candidate_passes: 10,
+                candidate_trials: 40,
+            },
+            validation: SplitComparison {
+                parent_passes: 11,
+                parent_trials: 24,
+                candidate_passes: 13,
+                candidate_trials: 24,
+            },
+            statistic: Some("sign-flip p=0.031 (m=6) <= 0.05".into()),
+            margin: 5.0,
+            runs: vec![],
+            early_stop: None,
+            created_at: "2023-11-14T22:13:20Z".into(),
+            decision: None,
+        };
+        let r = record.clone();
+        lineage::update_note(&repo, proposal.commit, move |n| {
+            n.validations.push(r.clone())
+        })
+        .expect("write validation note");
+        record
+    }
+
+    /// Replace the repository's temp paths and object ids in `text` by stable placeholders.
+    pub fn normalise(&self, text: &str) -> String {
+        normalise(text, &[(self.tmp.path(), "[TMP]")])
+    }
+
+    /// `exit`, `stdout`, `stderr` of a run, normalised, for a snapshot.
+    pub fn snapshot(&self, run: &Out) -> String {
+        self.normalise(&format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            run.code, run.stdout, run.stderr
+        ))
+    }
+}
+
+/// Replace `paths` (also canonicalised) by their labels, and object ids by labels numbered by
+/// first appearance: a full oid and its 10-digit short form get the same `[C1]`; a 16-digit
+/// experiment fingerprint becomes `[FINGERPRINT]`.
+pub fn normalise(text: &str, paths: &[(&Path, &str)]) -> String {
+    let mut out = text.to_string();
+    for (path, label) in paths {
+        let mut variants = vec![path.to_string_lossy().into_owned()];
+        if let Ok(c) = path.canonicalize() {
+            variants.push(c.to_string_lossy().into_owned());
+        }
+        variants.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for v in variants {
+            out = out.replace(&v, label);
+        }
+    }
+    let re = regex::Regex::new(r"\b([0-9a-f]{40}|[0-9a-f]{16}|[0-9a-f]{10})\b").expect("regex");
+    let mut labels: HashMap<String, String> = HashMap::new();
+    re.replace_all(&out, |c: &regex::Captures<'_>| {
+        let hex = &c[1];
+        if hex.len() == 16 {
+            return "[FINGERPRINT]".to_string();
+        }
+        let key = hex[..10].to_string();
+        let n = labels.len() + 1;
+        labels
+            .entry(key)
+            .or_insert_with(|| format!("[C{n}]"))
+            .clone()
+    })
+    .into_owned()
 }

@@ -182,3 +182,66 @@ pub async fn survivors(marker: &str, limit: std::time::Duration) -> Vec<String> 
 
 /// How long a killed process may take to disappear before a test calls it a survivor.
 pub const GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A tree of sleeps (two in the background, one detached by a subshell, one in the foreground)
+/// under an exec limited to `timeout`: the exec times out with what it printed so far, and
+/// nothing of the tree is left in the host's process table (a container's processes are in it
+/// too). Returns the sleeps' marker.
+pub async fn exec_timeout_kills_the_tree<S: git_harness::sandbox::Sandbox + ?Sized>(
+    sb: &mut S,
+    timeout: std::time::Duration,
+) -> String {
+    let m = sleep_marker();
+    let cmd = format!("sleep {m} & sleep {m} & (sleep {m} &) ; echo started; sleep {m}");
+    let out = sb
+        .exec(git_harness::sandbox::ExecRequest::new(cmd, timeout))
+        .await
+        .unwrap();
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, None);
+    assert!(out.output.contains("started"), "{out:?}");
+    assert_eq!(
+        survivors(&m, GONE_WITHIN).await,
+        Vec::<String>::new(),
+        "processes survived the timeout"
+    );
+    m
+}
+
+/// `git harness tasks check ARGS SUITE`, not yet run (callers add the environment they test).
+pub fn tasks_check_cmd(args: &[&str], suite: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_git-harness"));
+    cmd.args(["tasks", "check"]).args(args).arg(suite);
+    cmd
+}
+
+/// `git harness tasks check ARGS SUITE`, hermetic.
+pub fn tasks_check(args: &[&str], suite: &std::path::Path) -> super::hermetic::Out {
+    super::hermetic::output(&mut tasks_check_cmd(args, suite))
+}
+
+/// A task at `dir` for the Docker runner: its image built FROM the base image, no network, the
+/// solution writes `ok` to `/app/out.txt` and the verifier checks it. Returns `dir`.
+pub fn docker_app_task(dir: &std::path::Path) -> PathBuf {
+    for sub in ["environment", "tests", "solution"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
+    std::fs::write(
+        dir.join("task.toml"),
+        "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("environment/Dockerfile"),
+        format!("FROM {}\nWORKDIR /app\n", sandbox::image::BASE_IMAGE),
+    )
+    .unwrap();
+    std::fs::write(dir.join("solution/solve.sh"), "echo ok > /app/out.txt\n").unwrap();
+    std::fs::write(
+        dir.join("tests/test.sh"),
+        "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
+    )
+    .unwrap();
+    dir.to_path_buf()
+}

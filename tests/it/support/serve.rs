@@ -48,3 +48,25 @@ pub fn start(app: Router) -> Server {
         _shutdown: tx,
     }
 }
+
+/// A loopback port free at the moment (for a server another process starts, or one that is
+/// meant to be closed).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Wait until a server of another process accepts connections on loopback `port`, polling;
+/// panics after `limit`.
+pub fn wait_listening(port: u16, limit: std::time::Duration, what: &str) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -641,7 +641,6 @@ impl Experiment {
     pub fn canonical(&self) -> serde_json::Value {
         let mut runner =
             serde_json::json!({ "kind": self.runner.kind, "image_map": self.runner.image_map });
-        // Only a pinned phase enters: fingerprints of experiments that follow the tasks stay.
         // The registry changes which image a Pod runs; cluster, context and namespace do not.
         if self.runner.kind == RunnerKind::Kubernetes
             && let Some(r) = self
@@ -652,6 +651,7 @@ impl Experiment {
         {
             runner["registry"] = serde_json::json!(r);
         }
+        // Only a pinned phase enters: fingerprints of experiments that follow the tasks stay.
         for (key, choice) in [
             ("agent_network", self.runner.agent_network),
             ("verifier_network", self.runner.verifier_network),

@@ -1065,23 +1065,20 @@ async fn an_interrupted_run_leaves_no_pod() {
     );
     repo.edit_experiment(|t| with_runner_kind(t, &block));
     let log = dir.path().join("stderr");
-    let mut child = crate::support::hermetic::hermetic(&mut std::process::Command::new(env!(
-        "CARGO_BIN_EXE_git-harness"
-    )))
-    .args([
-        "run",
-        "--agent",
-        "oracle",
-        "--tasks",
-        "word-count",
-        "--trials",
-        "1",
-    ])
-    .current_dir(&repo.path)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
+    let mut child = repo
+        .harness_cmd(&[
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let poll = async |what: &str, f: &dyn Fn() -> bool| {
         let start = std::time::Instant::now();
         while !f() && start.elapsed() < Duration::from_secs(120) {

@@ -69,8 +69,13 @@ async fn run_agent(
         std::fs::write(&p, content).at(&p)?;
     }
     let harness_dir = sandbox.show_read_only(files.path(), HARNESS_DIR).await?;
-    for p in agent_paths {
-        sandbox.show_read_only(p, &p.to_string_lossy()).await?;
+    // On an image where `agent.install` ran, the agent paths are there already (see
+    // `install_spec`).
+    let installed = sandbox.agent_installed();
+    if !installed {
+        for p in agent_paths {
+            sandbox.show_read_only(p, &p.to_string_lossy()).await?;
+        }
     }
     let route = sandbox
         .gateway_route(&GatewayEndpoints {
@@ -129,7 +134,7 @@ async fn run_agent(
 
     let prelude = route.prelude.clone().unwrap_or_default();
     let mut install_failure = None;
-    if let Some(install) = &agent.install {
+    if let Some(install) = agent.install.as_ref().filter(|_| !installed) {
         let script = format!("{prelude}\n{install}");
         let mut req = ExecRequest::new(script, INSTALL_TIMEOUT);
         req.env = env.clone();
@@ -254,6 +259,58 @@ fn tail(s: &str, max: usize) -> String {
         at += 1;
     }
     format!("[...]\n{}", &s[at..])
+}
+
+/// What a runner that installs once per image needs of `agent.install` (see
+/// [`crate::sandbox::AgentInstall`]): the command, the environment it sees (the episode's
+/// `HARNESS_DIR`, `HARNESS_AGENT_PATHS`, no gateway: an install calls no model), the commit's
+/// files and the agent paths, and a digest of all of them. Any change to a harness file is a new
+/// install input: the install may read any of them.
+pub fn install_spec(
+    harness: &crate::harness::Harness,
+    agent_paths: &[std::path::PathBuf],
+) -> Option<crate::sandbox::AgentInstall> {
+    if harness.manifest.protocol != Protocol::Command {
+        return None;
+    }
+    let script = harness.manifest.agent.as_ref()?.install.clone()?;
+    let env: Vec<(String, String)> = [
+        ("HARNESS_DIR", HARNESS_DIR.to_string()),
+        ("HARNESS_AGENT_PATHS", agent_paths_var(agent_paths)),
+        ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut files: Vec<(String, String)> = harness
+        .files
+        .iter()
+        .map(|(p, c)| (format!("{HARNESS_DIR}/{p}"), c.clone()))
+        .collect();
+    files.sort();
+    let mut h = crate::support::digest::Hasher::new();
+    h.update(b"git-harness agent install inputs v1\0");
+    h.update(script.as_bytes());
+    h.update([0]);
+    for (k, v) in &env {
+        h.update(format!("{k}={v}\0"));
+    }
+    for (p, c) in &files {
+        h.update(p.as_bytes());
+        h.update([0]);
+        h.update(c.as_bytes());
+        h.update([0]);
+    }
+    h.update(crate::support::digest::stat_tree(agent_paths));
+    Some(crate::sandbox::AgentInstall {
+        script,
+        env,
+        timeout: INSTALL_TIMEOUT,
+        files,
+        files_dir: HARNESS_DIR.to_string(),
+        paths: agent_paths.to_vec(),
+        digest: h.hex(),
+    })
 }
 
 /// `runner.agent_paths` as one `:`-separated value (they are shown under their own paths).

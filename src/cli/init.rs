@@ -17,8 +17,10 @@ pub struct Args {
     /// Directory to create or adopt [default: the current directory].
     pub dir: Option<PathBuf>,
     /// Harness template: `minimal` (the Self-Harness initial harness), `checklist` (a generic
-    /// human-written checklist, the cheap baseline) or `mini-swe-agent` (PyPI mini-swe-agent as a
-    /// command harness; set `runner.agent_paths` to where it is installed).
+    /// human-written checklist, the cheap baseline), `mini-swe-agent` (PyPI mini-swe-agent as a
+    /// command harness) or `deepagents` (the paper's initial harness as a LangChain DeepAgents
+    /// harness file, PyPI deepagents, Python >= 3.11). For the last two, set
+    /// `runner.agent_paths` to where the agent is installed.
     #[arg(long, short, default_value = "minimal")]
     pub template: String,
     /// Task suite: a directory of task directories, or `builtin:demo` (the bundled demo suite).

@@ -21,6 +21,8 @@ pub struct Bar {
     label: String,
     /// Infrastructure errors per class, in the order first seen.
     infra_seen: Vec<(InfraClass, u32)>,
+    /// Trials run on each Docker host of a pool, in the order first seen.
+    hosts: Vec<(String, u32)>,
     /// Held while a scheduler runs, so an abort waits for its sandboxes to be torn down.
     busy: Option<Busy>,
     /// Put before each line of the loop's events.
@@ -40,6 +42,7 @@ impl Bar {
             cost: 0.0,
             label: label.into(),
             infra_seen: Vec::new(),
+            hosts: Vec::new(),
             busy: None,
             indent: "",
         }
@@ -47,16 +50,32 @@ impl Bar {
 
     fn refresh(&self) {
         if let Some(b) = &self.bar {
+            let hosts = match self.placement() {
+                Some(p) => format!("  on {p}"),
+                None => String::new(),
+            };
             b.set_message(format!(
-                "pass {} fail {} error {} (cached {})  {} tok  ${:.4}",
+                "pass {} fail {} error {} (cached {})  {} tok  ${:.4}{hosts}",
                 self.pass, self.fail, self.infra, self.cached, self.tokens, self.cost
             ));
         }
     }
 
+    /// `host n, host m` of the trials run on a pool of hosts; `None` without one.
+    fn placement(&self) -> Option<String> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self.hosts.iter().map(|(h, n)| format!("{h} {n}")).collect();
+        Some(list.join(", "))
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+        if let Some(p) = self.placement() {
+            eprintln!("trials per host: {p}");
         }
         if !self.infra_seen.is_empty() {
             let counts: Vec<String> = self
@@ -138,6 +157,12 @@ impl Observer for Bar {
         } else {
             self.tokens += r.tokens();
             self.cost += r.cost_usd;
+            if let Some(h) = &r.host {
+                match self.hosts.iter_mut().find(|(k, _)| k == h) {
+                    Some((_, n)) => *n += 1,
+                    None => self.hosts.push((h.clone(), 1)),
+                }
+            }
         }
         if let Some(b) = &self.bar {
             b.inc(1);

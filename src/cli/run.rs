@@ -27,7 +27,7 @@ pub struct Args {
     /// Only tasks whose id matches this glob.
     #[arg(long, value_name = "PATTERN")]
     pub tasks: Option<String>,
-    /// Trials at once [default: the experiment's runner.concurrency].
+    /// Trials at once [default: the experiment's runner.concurrency, or the sum of runner.hosts' concurrency].
     #[arg(long, short = 'j')]
     pub concurrency: Option<usize>,
     /// Where trials run [default: the experiment's runner.kind]. Like a committed

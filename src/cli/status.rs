@@ -77,15 +77,17 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     if !unfinished.is_empty() {
         ui.out(format!("unfinished runs {}", unfinished.len()));
         for id in &unfinished {
-            let done = Journal::read_results(&state, id).len();
+            let results = Journal::read_results(&state, id);
+            let done = results.len();
+            let hosts = per_host(&results);
             if Journal::abandoned(&state, id) {
                 ui.out(format!(
-                    "  {id}  {done} trial{} done; resume: git harness run --resume {id}",
+                    "  {id}  {done} trial{} done{hosts}; resume: git harness run --resume {id}",
                     if done == 1 { "" } else { "s" }
                 ));
             } else {
                 ui.out(format!(
-                    "  {id}  {done} trial{} done; still running",
+                    "  {id}  {done} trial{} done{hosts}; still running",
                     if done == 1 { "" } else { "s" }
                 ));
             }
@@ -97,4 +99,20 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
         if openings == 1 { "" } else { "s" }
     ));
     Ok(exit::SUCCESS)
+}
+
+/// ` (on HOST n, HOST m)` for the trials of a run on a pool of Docker hosts, else empty.
+fn per_host(results: &[git_harness::eval::TrialResult]) -> String {
+    let mut hosts: Vec<(&str, usize)> = Vec::new();
+    for h in results.iter().filter_map(|r| r.host.as_deref()) {
+        match hosts.iter_mut().find(|(k, _)| *k == h) {
+            Some((_, n)) => *n += 1,
+            None => hosts.push((h, 1)),
+        }
+    }
+    if hosts.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = hosts.iter().map(|(h, n)| format!("{h} {n}")).collect();
+    format!(" (on {})", list.join(", "))
 }

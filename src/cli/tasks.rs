@@ -195,7 +195,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
     if let Some(w) = provider.isolation_warning() {
         ui.warn(w);
     }
-    let concurrency = a.concurrency.unwrap_or(cfg.concurrency).max(1);
+    let concurrency = a.concurrency.unwrap_or(cfg.trial_concurrency()).max(1);
     ui.note(format!(
         "checking {} task{} with {} ({} at a time)",
         tasks.len(),

@@ -133,6 +133,7 @@ pub async fn run_trial(
     let trial_id = crate::sandbox::new_trial_id();
     let opts = CreateOptions {
         trial_id: Some(trial_id.clone()),
+        ..CreateOptions::default()
     };
     let t0 = Instant::now();
     let mut sb = provider.create_with(task, &opts).await?;

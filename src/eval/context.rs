@@ -74,7 +74,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
         runner.kind = k;
     }
     let fingerprint = ws.fingerprint_of(&effective, &suite);
-    let runner = effective.experiment.runner;
+    let runner = effective.experiment.runner.with_hosts_under(&ws.root());
     let provider = crate::sandbox::provider(
         &runner,
         &ProviderOptions {

@@ -568,6 +568,7 @@ fn trial_result(
         workspace_bytes: 0,
         cache_key: None,
         cached_from: None,
+        host: None,
     }
 }
 

@@ -187,6 +187,10 @@ pub struct TrialResult {
     /// The run whose trial this result was reused from, when it came from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
+    /// The Docker host of `runner.hosts` the trial ran on (its last attempt); absent for the
+    /// single-engine and local runners. Never part of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

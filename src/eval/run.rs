@@ -86,7 +86,7 @@ pub async fn evaluate(
         run_id: meta.id.clone(),
         concurrency: req
             .concurrency
-            .unwrap_or(ctx.fixed.experiment.runner.concurrency),
+            .unwrap_or(ctx.fixed.experiment.runner.trial_concurrency()),
         no_cache: req.no_cache,
         stopper,
         interrupt,

@@ -70,6 +70,8 @@ pub struct Factory {
     pub experiment: Experiment,
     /// The model gateway of `protocol: command` harnesses, started on first use.
     pub gateway: tokio::sync::OnceCell<Arc<Gateway>>,
+    /// [`crate::support::digest::stat_tree`] of `runner.agent_paths`, taken once per run.
+    agent_paths_digest: std::sync::OnceLock<String>,
     /// Keep each trial's final workspace for `regrade` (`run --keep-workspace`).
     pub keep_workspace: bool,
 }
@@ -86,6 +88,7 @@ impl Factory {
             keep_workspace: experiment.runner.keep_workspace,
             experiment,
             gateway: tokio::sync::OnceCell::new(),
+            agent_paths_digest: std::sync::OnceLock::new(),
         }
     }
 }
@@ -116,8 +119,15 @@ impl ExecutorFactory for Factory {
             }
             _ => None,
         };
+        let agent_install = match agent {
+            AgentKind::Harness => {
+                crate::agent::command::install_spec(harness, &self.experiment.runner.agent_paths)
+            }
+            _ => None,
+        };
         Ok(Arc::new(TrialExecutor {
             provider: self.provider.clone(),
+            agent_install,
             gateway,
             model: self.model.clone(),
             harness: Arc::new(harness.clone()),
@@ -134,6 +144,7 @@ impl ExecutorFactory for Factory {
     ) -> Result<crate::task::VerifierOutcome> {
         let opts = CreateOptions {
             trial_id: Some(crate::sandbox::new_trial_id()),
+            ..CreateOptions::default()
         };
         let mut sb = self.provider.create_with(task, &opts).await?;
         let out = async {
@@ -154,7 +165,7 @@ impl ExecutorFactory for Factory {
     }
 
     async fn environment_id(&self, task: &crate::task::Task) -> Result<Option<String>> {
-        self.provider.environment_id(task).await
+        Ok(self.with_agent_paths(self.provider.environment_id(task).await?))
     }
 
     async fn prepare(
@@ -162,12 +173,33 @@ impl ExecutorFactory for Factory {
         task: &crate::task::Task,
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
-        self.provider.prepare(task, notes).await
+        Ok(self.with_agent_paths(self.provider.prepare(task, notes).await?))
+    }
+}
+
+impl Factory {
+    /// The sandbox's environment and the agent's own files (`runner.agent_paths`, shown to
+    /// command harnesses): an edit to an agent file is a new environment, so cached trials
+    /// made with the old file do not hit.
+    fn with_agent_paths(&self, env: Option<String>) -> Option<String> {
+        let paths = &self.experiment.runner.agent_paths;
+        if paths.is_empty() {
+            return env;
+        }
+        let digest = self
+            .agent_paths_digest
+            .get_or_init(|| crate::support::digest::stat_tree(paths));
+        Some(match env {
+            Some(e) if !e.is_empty() => format!("{e}\0agent_paths {digest}"),
+            _ => format!("agent_paths {digest}"),
+        })
     }
 }
 
 struct TrialExecutor {
     provider: Arc<dyn SandboxProvider>,
+    /// A command harness's `agent.install`, for runners that install once per image.
+    agent_install: Option<crate::sandbox::AgentInstall>,
     gateway: Option<Arc<Gateway>>,
     model: Option<Arc<dyn Model>>,
     harness: Arc<Harness>,
@@ -178,6 +210,8 @@ struct TrialExecutor {
 
 /// What one attempt produced before classification.
 struct Attempt {
+    /// The engine the sandbox ran on (a pool of hosts).
+    host: Option<String>,
     verifier: Option<VerifierOutcome>,
     /// The final workspace, kept for `regrade`.
     workspace: Option<Vec<u8>>,
@@ -275,6 +309,7 @@ impl Executor for TrialExecutor {
                 p.cache_key.clone()
             },
             cached_from: None,
+            host: attempt.host.clone(),
         };
         Executed {
             end: if attempt.cancelled {
@@ -297,11 +332,13 @@ impl TrialExecutor {
         let t0 = Instant::now();
         let opts = CreateOptions {
             trial_id: Some(crate::sandbox::new_trial_id()),
+            agent_install: self.agent_install.clone(),
         };
         let mut sandbox = match self.provider.create_with(&p.task, &opts).await {
             Ok(s) => s,
             Err(e) => {
                 return Attempt {
+                    host: None,
                     workspace: None,
                     verifier: None,
                     infra: Some((InfraClass::Sandbox, e.to_string())),
@@ -312,6 +349,7 @@ impl TrialExecutor {
             }
         };
         d.setup_ms = t0.elapsed().as_millis() as u64;
+        let host = sandbox.placement().map(str::to_string);
         let out = self
             .play_and_verify(p, sandbox.as_ref(), cancel, &mut d)
             .await;
@@ -324,6 +362,7 @@ impl TrialExecutor {
             out.infra = Some((InfraClass::Sandbox, format!("teardown failed: {e}")));
         }
         out.durations = d;
+        out.host = host;
         out
     }
 
@@ -397,6 +436,7 @@ impl TrialExecutor {
                         if infra.is_some() || cancelled {
                             d.agent_ms = t1.elapsed().as_millis() as u64;
                             return Attempt {
+                                host: None,
                                 workspace: None,
                                 verifier: None,
                                 infra,
@@ -409,6 +449,7 @@ impl TrialExecutor {
                     }
                     Err(e) => {
                         return Attempt {
+                            host: None,
                             workspace: None,
                             verifier: None,
                             infra: Some((classify(&e), e.to_string())),
@@ -427,6 +468,7 @@ impl TrialExecutor {
                 };
                 if let Err(e) = b.run(sb, &p.task).await {
                     return Attempt {
+                        host: None,
                         workspace: None,
                         verifier: None,
                         infra: Some((classify(&e), e.to_string())),
@@ -463,6 +505,7 @@ impl TrialExecutor {
         d.sandbox_ms += d.verify_ms + d.setup_ms;
         match v {
             Ok(v) => Attempt {
+                host: None,
                 workspace,
                 verifier: Some(v),
                 infra: None,
@@ -471,6 +514,7 @@ impl TrialExecutor {
                 cancelled,
             },
             Err(e) => Attempt {
+                host: None,
                 workspace: None,
                 verifier: None,
                 infra: Some((classify(&e), e.to_string())),

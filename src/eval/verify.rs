@@ -70,6 +70,7 @@ pub async fn verify_trial(
                 id => id.to_string(),
             }
         )),
+        ..CreateOptions::default()
     };
     let mut vsb = provider.create_with(&vtask, &copts).await?;
     let result = async {

@@ -244,6 +244,11 @@ pub struct RunnerConfig {
     /// `kind: kubernetes`: which cluster, namespace and registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesConfig>,
+    /// Docker: a pool of engines that trials are spread over by free capacity (empty: the one
+    /// engine of `DOCKER_HOST`). Not in the fingerprint: results do not depend on where a trial
+    /// ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<DockerHost>,
     /// Keep each trial's final workspace (a tar of the workdir after the agent) in the run
     /// record, so `git harness regrade` can re-run changed verifiers on it. Not in the
     /// fingerprint: it changes what is stored, not what a trial does.
@@ -330,6 +335,49 @@ fn is_dns_label(s: &str) -> bool {
         && s.ends_with(ok)
 }
 
+/// One Docker engine of `runner.hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerHost {
+    /// `unix:///path`, `tcp://HOST:PORT` or `https://HOST:PORT`, as `DOCKER_HOST` takes them.
+    pub host: String,
+    /// Trials this engine runs at once.
+    #[serde(default = "default_host_concurrency")]
+    pub concurrency: usize,
+    /// TLS with the client certificates of this directory (`ca.pem`, `cert.pem`, `key.pem`, as
+    /// `DOCKER_CERT_PATH` holds them); relative to the repository root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<std::path::PathBuf>,
+}
+
+fn default_host_concurrency() -> usize {
+    default_concurrency()
+}
+
+impl RunnerConfig {
+    /// How many trials run at once: the sum of the hosts' capacities for a pool, else
+    /// `concurrency`.
+    pub fn trial_concurrency(&self) -> usize {
+        if self.hosts.is_empty() {
+            self.concurrency
+        } else {
+            self.hosts.iter().map(|h| h.concurrency).sum()
+        }
+    }
+
+    /// The hosts with their `tls` directories resolved against `root`.
+    pub fn with_hosts_under(mut self, root: &std::path::Path) -> Self {
+        for h in &mut self.hosts {
+            if let Some(t) = h.tls.as_mut()
+                && t.is_relative()
+            {
+                *t = root.join(&*t);
+            }
+        }
+        self
+    }
+}
+
 /// When the Docker runner pulls an image (as `docker run --pull`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -398,6 +446,7 @@ impl Default for RunnerConfig {
             pull: PullPolicy::default(),
             agent_paths: Vec::new(),
             kubernetes: None,
+            hosts: Vec::new(),
             keep_workspace: false,
         }
     }
@@ -534,6 +583,22 @@ impl Experiment {
         }
         if self.runner.concurrency == 0 {
             return err("concurrency", "runner.concurrency", "must be at least 1");
+        }
+        for (i, h) in self.runner.hosts.iter().enumerate() {
+            if h.concurrency == 0 {
+                return err(
+                    "concurrency",
+                    &format!("runner.hosts[{i}].concurrency"),
+                    "must be at least 1",
+                );
+            }
+            if h.host.trim().is_empty() {
+                return err(
+                    "host",
+                    &format!("runner.hosts[{i}].host"),
+                    "must name an engine (unix:///var/run/docker.sock, tcp://HOST:2375, https://HOST:2376)",
+                );
+            }
         }
         if self.model.concurrency == 0 {
             return err("concurrency", "model.concurrency", "must be at least 1");

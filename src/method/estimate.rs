@@ -194,5 +194,5 @@ fn add(est: &mut Estimate, task: Option<&Averages>, all: &Averages) {
 }
 
 fn finish(est: &mut Estimate, ctx: &EvalContext) {
-    est.seconds /= ctx.fixed.experiment.runner.concurrency.max(1) as f64;
+    est.seconds /= ctx.fixed.experiment.runner.trial_concurrency().max(1) as f64;
 }

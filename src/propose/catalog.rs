@@ -18,6 +18,11 @@ pub struct Remedy {
     pub mechanism: String,
     pub title: String,
     pub surface: String,
+    /// Other surfaces for the same text, in order, for a harness that does not declare
+    /// `surface` (a command harness names its prompt files its own way: mini-swe-agent's
+    /// `prompts/system.md`, DeepAgents' `prompts/failure_recovery.md`). `append` remedies only.
+    #[serde(default)]
+    pub also: Vec<String>,
     /// Text appended to the surface file (created when missing).
     #[serde(default)]
     pub append: Option<String>,
@@ -43,15 +48,33 @@ pub fn load() -> Result<Vec<Remedy>> {
                 "a remedy gives exactly one of `append` or `create`",
             ));
         }
+        if r.create.is_some() && !r.also.is_empty() {
+            return Err(Error::config(
+                format!("templates/remedies/{name}"),
+                None,
+                "also",
+                "only an `append` remedy has other surfaces",
+            ));
+        }
         out.push(r);
     }
     Ok(out)
 }
 
 impl Remedy {
+    /// The surface this remedy edits in `harness`: `surface`, else the first of `also` that the
+    /// harness declares, else `surface` (which the candidate checks then refuse, saying why).
+    pub fn target(&self, harness: &Harness) -> &str {
+        std::iter::once(&self.surface)
+            .chain(&self.also)
+            .find(|p| harness.surface_for(p).is_some())
+            .unwrap_or(&self.surface)
+    }
+
     /// The edit this remedy makes to `harness`: the surface path and its new content.
     pub fn apply(&self, harness: &Harness) -> (String, String) {
-        let current = harness.file(&self.surface).unwrap_or_default();
+        let surface = self.target(harness).to_string();
+        let current = harness.file(&surface).unwrap_or_default();
         let new = match (&self.append, &self.create) {
             (Some(text), _) => {
                 let mut s = current.to_string();
@@ -64,7 +87,7 @@ impl Remedy {
             (None, Some(content)) => content.clone(),
             (None, None) => current.to_string(),
         };
-        (self.surface.clone(), new)
+        (surface, new)
     }
 
     pub fn candidate(&self, harness: &Harness, cluster: &Cluster) -> Candidate {

@@ -145,12 +145,9 @@ pub fn earlier_contents(repo: &Repository) -> crate::error::Result<HashSet<(Stri
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Run a surface's `check` on a copy of the new content (same file name, in a fresh temp dir
-/// that is also its working directory); `{}` in the command is that copy's path. The error is
-/// the check's output, for the refusal.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a surface's declared check runs on the host, as the manifest's author wrote it"
-)]
+/// that is also its working directory); `{}` in the command is that copy's path. The command is
+/// the manifest author's, the content the proposer's: it runs confined (see
+/// [`crate::sandbox::local::confined_check`]). The error is the check's output, for the refusal.
 fn run_surface_check(cmd: &str, path: &str, content: &str) -> Result<(), String> {
     let dir = tempfile::Builder::new()
         .prefix("git-harness-check.")
@@ -164,9 +161,7 @@ fn run_surface_check(cmd: &str, path: &str, content: &str) -> Result<(), String>
     let out_path = dir.path().join(".check-output");
     let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut child = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(dir.path())
+    let mut child = crate::sandbox::local::confined_check(dir.path(), &script)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)

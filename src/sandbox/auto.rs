@@ -9,20 +9,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{CreateOptions, DockerProvider, InfraClass, Notes, Sandbox, SandboxProvider};
+use super::{CreateOptions, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::error::Result;
 use crate::task::{Task, local_gaps, local_remedy};
 
 pub struct AutoProvider {
     local: Arc<dyn SandboxProvider>,
     /// `None` when no Docker client could be made (the error, for the message).
-    docker: std::result::Result<Arc<DockerProvider>, String>,
+    docker: std::result::Result<Arc<dyn SandboxProvider>, String>,
 }
 
 impl AutoProvider {
     pub fn new(
         local: Arc<dyn SandboxProvider>,
-        docker: std::result::Result<Arc<DockerProvider>, String>,
+        docker: std::result::Result<Arc<dyn SandboxProvider>, String>,
     ) -> Self {
         AutoProvider { local, docker }
     }
@@ -63,7 +63,7 @@ impl SandboxProvider for AutoProvider {
             return self.local.environment_id(task).await;
         }
         match &self.docker {
-            Ok(docker) => docker.environment_id(task).await.map(Some),
+            Ok(docker) => docker.environment_id(task).await,
             // The trial reports the missing engine; its result is not cached.
             Err(e) => Err(InfraClass::Sandbox.error(e)),
         }
@@ -74,7 +74,7 @@ impl SandboxProvider for AutoProvider {
             return self.local.prepare(task, notes).await;
         }
         match &self.docker {
-            Ok(docker) => docker.prepare(task, notes).await.map(Some),
+            Ok(docker) => docker.prepare(task, notes).await,
             Err(e) => Err(InfraClass::Sandbox.error(e)),
         }
     }

@@ -1,6 +1,7 @@
 //! The Docker engine's client and its errors, shared by the Docker runner (`docker/`) and the
 //! image helpers (`image.rs`), which both talk to the daemon: where the engine is (`DOCKER_HOST`,
-//! with TLS from `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH` as the docker CLI reads them), and what
+//! with TLS from `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH` as the docker CLI reads them, or over
+//! `ssh://` through the system's ssh client), and what
 //! its errors mean.
 
 use bollard::Docker;
@@ -84,10 +85,22 @@ impl Endpoint {
     ) -> Result<Endpoint> {
         let tcp = host.starts_with("tcp://") || host.starts_with("http://");
         let https = host.starts_with("https://");
-        if host.starts_with("ssh://") {
+        if let Some(rest) = host.strip_prefix("ssh://")
+            && rest
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             return Err(Error::usage_hint(
-                format!("DOCKER_HOST={host}: ssh:// engines are not supported by this build"),
-                "forward the engine's socket (`ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST`) and set DOCKER_HOST=unix:///tmp/docker.sock",
+                format!("{host}: an ssh:// address cannot carry a port here"),
+                "name the engine's machine in ~/.ssh/config (`Host NAME` with `HostName`, `Port`, `User`) and use ssh://NAME",
+            ));
+        }
+        if verify && host.starts_with("ssh://") {
+            return Err(Error::usage_hint(
+                format!(
+                    "TLS is asked for, but {host} is an ssh:// address: ssh encrypts it already"
+                ),
+                "unset DOCKER_TLS_VERIFY (or drop `tls` of this host in runner.hosts)",
             ));
         }
         if verify && !(tcp || https) {
@@ -132,6 +145,12 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint of one engine of `runner.hosts`: TLS when it names a certificate directory
+    /// (or says `https://`).
+    pub fn of_host(h: &crate::experiment::DockerHost) -> Result<Endpoint> {
+        Endpoint::new(&h.host, h.tls.is_some(), h.tls.clone())
+    }
+
     /// A client for this endpoint; the API version is not negotiated yet.
     pub fn client(&self) -> Result<Docker> {
         let made = match &self.tls {
@@ -162,6 +181,15 @@ impl Endpoint {
                 Docker::connect_with_http(&self.host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
                     .map_err(|e| docker_err("connect to Docker", e))?
             }
+            // The system's `ssh` (its config, keys and agent) runs `docker system dial-stdio` on
+            // the remote host, as the docker CLI does.
+            None if self.host.starts_with("ssh://") => Docker::connect_with_ssh(
+                &self.host,
+                TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+                None,
+            )
+            .map_err(|e| docker_err("connect to Docker over ssh", e))?,
             None => Docker::connect_with_host(&self.host)
                 .map_err(|e| docker_err("connect to Docker", e))?,
         };
@@ -183,7 +211,7 @@ impl Endpoint {
                 Some(dir) if tls_refused => Error::usage_hint(
                     format!("the TLS handshake with the Docker engine at {} failed: {text}", self.host),
                     format!(
-                        "DOCKER_CERT_PATH ({}) must hold the CA that signed the engine's certificate (ca.pem) and a client certificate the engine accepts (cert.pem, key.pem)",
+                        "the certificate directory ({}; DOCKER_CERT_PATH, or `tls` of the host in runner.hosts) must hold the CA that signed the engine's certificate (ca.pem) and a client certificate the engine accepts (cert.pem, key.pem)",
                         dir.display()
                     ),
                 ),

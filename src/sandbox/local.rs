@@ -29,6 +29,11 @@ use crate::task::Task;
 
 /// How long the output of a finished exec is drained before it is given up.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// The descriptor on which bubblewrap reports its status (`--json-status-fd`): it writes the
+/// sandboxed command's `exit-code` there when the command ends, so an exit without that report
+/// is bubblewrap's own failure to set the sandbox up (a bind source missing, no user
+/// namespace), never the command's.
+const STATUS_FD: i32 = 3;
 /// Timeout of `environment/setup.sh` when the task gives no `build_timeout_sec`.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Address space above the task's memory: virtual size exceeds resident memory.
@@ -98,6 +103,51 @@ impl Default for LocalOptions {
 /// process).
 pub fn bwrap_available() -> bool {
     privilege_args().is_some()
+}
+
+/// A command for a short check of untrusted content (a surface's `check` on a proposer's edit):
+/// under bubblewrap, the host's file system read-only, `dir` (where the content is) writable
+/// and its working directory, a /tmp of its own, no network, no privileges, an environment of
+/// PATH and LANG only. Without bubblewrap, plain bash in `dir` with the same environment: the
+/// command is the manifest author's own, and docs/architecture.md says so.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the sandbox starts its processes: a confined surface check"
+)]
+pub fn confined_check(dir: &Path, script: &str) -> std::process::Command {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut cmd = match privilege_args() {
+        Some(privs) => {
+            let mut c = std::process::Command::new("bwrap");
+            c.args(privs)
+                .args(["--die-with-parent", "--new-session"])
+                .args([
+                    "--unshare-pid",
+                    "--unshare-ipc",
+                    "--unshare-uts",
+                    "--unshare-net",
+                ])
+                .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+                .args(["--tmpfs", "/tmp"])
+                .arg("--bind")
+                .arg(dir)
+                .arg(dir)
+                .arg("--chdir")
+                .arg(dir)
+                .args(["bash", "-c", script]);
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new("bash");
+            c.args(["-c", script]).current_dir(dir);
+            c
+        }
+    };
+    cmd.env_clear()
+        .env("PATH", path)
+        .env("LANG", "C.UTF-8")
+        .env("HOME", dir);
+    cmd
 }
 
 /// The bubblewrap arguments that take every privilege away, as far as this machine allows: a
@@ -537,15 +587,19 @@ impl LocalSandbox {
         clippy::disallowed_methods,
         reason = "the sandbox starts its processes: the trial's command"
     )]
-    fn command(&self, req: &ExecRequest) -> Result<tokio::process::Command> {
+    fn command(&self, req: &ExecRequest) -> Result<(tokio::process::Command, Option<StatusPipe>)> {
         let cwd = normalize(
             &self.workdir,
             req.workdir.as_deref().unwrap_or(&self.workdir),
         );
         let mut cmd;
+        let mut status = None;
         if self.bwrap {
             let r = |s: &str| self.root.join(s).to_string_lossy().into_owned();
             cmd = tokio::process::Command::new("bwrap");
+            let (reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+            cmd.args(["--json-status-fd", &STATUS_FD.to_string()]);
+            status = Some(StatusPipe { reader, writer });
             cmd.args(privilege_args().unwrap_or(&["--cap-drop", "ALL"]));
             cmd.args([
                 "--die-with-parent",
@@ -586,11 +640,24 @@ impl LocalSandbox {
         let address_mb = self.memory_mb.map(|m| m + ADDRESS_SPACE_SLACK_MB);
         let nproc = self.max_processes;
         let bwrap = self.bwrap;
+        let status_fd = status.as_ref().map(|s| {
+            use std::os::fd::AsRawFd;
+            s.writer.as_raw_fd()
+        });
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = status_fd {
+                    // bubblewrap's status pipe, at the descriptor its arguments name and
+                    // inherited across exec (dup2 clears close-on-exec; a same-fd dup2 does not).
+                    if fd == STATUS_FD {
+                        libc::fcntl(fd, libc::F_SETFD, 0);
+                    } else if libc::dup2(fd, STATUS_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if !bwrap {
                     // bubblewrap has --die-with-parent; plain bash gets the same.
@@ -607,7 +674,7 @@ impl LocalSandbox {
                 Ok(())
             });
         }
-        Ok(cmd)
+        Ok((cmd, status))
     }
 
     fn kill_all(&self) {
@@ -620,6 +687,36 @@ impl LocalSandbox {
             kill_group(g);
         }
     }
+}
+
+/// The pipe of bubblewrap's `--json-status-fd`: the child's end until it is spawned, ours.
+struct StatusPipe {
+    reader: std::io::PipeReader,
+    writer: std::io::PipeWriter,
+}
+
+/// Whether bubblewrap reported the sandboxed command's exit (`{ "exit-code": N }`; its
+/// `child-pid` report comes before the mounts are made, so it proves nothing). Read without
+/// blocking once the command has ended: a process the command left in the background may
+/// still hold the write end.
+fn command_ran(reader: std::io::PipeReader) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let fd = reader.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut reader = reader;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 || text.len() > 64 * 1024 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text).contains("\"exit-code\"")
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) {
@@ -687,7 +784,7 @@ impl Sandbox for LocalSandbox {
             return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
         }
         let started = Instant::now();
-        let mut cmd = self.command(&req)?;
+        let (mut cmd, status) = self.command(&req)?;
         let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
         let writer2 = writer.try_clone().map_err(|e| Error::io("pipe", e))?;
         cmd.stdin(std::process::Stdio::null())
@@ -716,6 +813,10 @@ impl Sandbox for LocalSandbox {
         };
         // Our copies of the pipe's write end must close, or the reader never sees EOF.
         drop(cmd);
+        let bwrap_status = status.map(|s| {
+            drop(s.writer);
+            s.reader
+        });
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
         if let Ok(mut g) = self.live.lock() {
             g.insert(pgid);
@@ -754,6 +855,16 @@ impl Sandbox for LocalSandbox {
             ),
         };
         let exit_code = if timed_out { None } else { status.code() };
+        if !timed_out
+            && let Some(reader) = bwrap_status
+            && !command_ran(reader)
+        {
+            return Err(InfraClass::Sandbox.error(format!(
+                "bubblewrap could not set up the sandbox (exit {}): {}",
+                exit_code.map_or("-".to_string(), |c| c.to_string()),
+                output.trim()
+            )));
+        }
         Ok(ExecOutput {
             exit_code,
             output,

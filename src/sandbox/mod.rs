@@ -163,6 +163,11 @@ pub trait Sandbox: Send + Sync {
     fn trial_id(&self) -> &str {
         ""
     }
+    /// The engine this sandbox runs on, when the runner has a choice of them (a pool of
+    /// hosts); recorded with the trial's result, never part of its cache key.
+    fn placement(&self) -> Option<&str> {
+        None
+    }
     /// Give the commands that follow the network of `phase` (see [`PhaseNetworks`]). A new
     /// sandbox is already in its agent phase; the verifier enters its own.
     async fn set_phase(&self, phase: Phase) -> Result<()> {
@@ -174,6 +179,11 @@ pub trait Sandbox: Send + Sync {
     async fn show_read_only(&self, host_dir: &Path, at: &str) -> Result<String> {
         self.copy_dir_in(host_dir, at).await?;
         Ok(at.to_string())
+    }
+    /// Whether this sandbox starts from an image on which the harness's `agent.install` already
+    /// ran (see [`AgentInstall`]): the episode neither installs nor copies `agent_paths` in.
+    fn agent_installed(&self) -> bool {
+        false
     }
     /// Stop showing what [`Sandbox::show_read_only`] and [`Sandbox::gateway_route`] bound in:
     /// the agent's phase is over, and the verifier sees none of it.
@@ -297,6 +307,28 @@ impl PhaseNetworks {
 pub struct CreateOptions {
     /// Recorded as a label / in names; a fresh id is made when `None`.
     pub trial_id: Option<String>,
+    /// A command harness's `agent.install`, for runners that install once per image (Docker:
+    /// a derived image); the others ignore it and the agent's episode installs per trial.
+    pub agent_install: Option<AgentInstall>,
+}
+
+/// A command harness's `agent.install` and what it reads: run once per image, its result kept
+/// as a derived image named by the image's id and [`AgentInstall::digest`].
+#[derive(Debug, Clone)]
+pub struct AgentInstall {
+    /// The install command (bash), run in `/` with `env`.
+    pub script: String,
+    pub env: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+    /// The commit's harness files (absolute paths in the sandbox, under `files_dir`), there while
+    /// the install runs and removed before the image is kept.
+    pub files: Vec<(String, String)>,
+    pub files_dir: String,
+    /// Host directories (`runner.agent_paths`) copied in under their own paths; they stay in the
+    /// derived image, so trials on it need no copy.
+    pub paths: Vec<std::path::PathBuf>,
+    /// Digest of the script, the environment, the files and the paths' stat tree.
+    pub digest: String,
 }
 
 /// Makes sandboxes for tasks (local, docker).
@@ -379,14 +411,30 @@ pub struct ProviderOptions {
 /// or Kubernetes (`runner.kubernetes`; the kubeconfig is read on first use).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
     let network = NetworkPolicy::of(cfg);
-    let docker = || {
-        DockerProvider::connect(cfg.image_map.clone(), opts.labels.clone())
+    let one = |endpoint: docker::Endpoint| {
+        DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone())
             .map(|d| d.with_network(network).with_pull(cfg.pull))
+    };
+    let docker = || -> Result<Arc<dyn SandboxProvider>> {
+        if cfg.hosts.is_empty() {
+            return Ok(Arc::new(one(docker::Endpoint::from_env()?)?));
+        }
+        let mut members = Vec::new();
+        for (i, h) in cfg.hosts.iter().enumerate() {
+            let endpoint = docker::Endpoint::of_host(h).map_err(|e| {
+                Error::usage_hint(
+                    format!("runner.hosts[{i}] ({}): {e}", h.host),
+                    e.hint().unwrap_or_default(),
+                )
+            })?;
+            members.push((h.host.clone(), one(endpoint)?, h.concurrency));
+        }
+        Ok(Arc::new(docker::DockerPool::new(members)))
     };
     let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
-        RunnerKind::Docker => Ok(Arc::new(docker()?)),
+        RunnerKind::Docker => docker(),
         RunnerKind::Kubernetes => {
             let k = cfg.kubernetes.clone().ok_or_else(|| {
                 Error::usage_hint(
@@ -404,7 +452,7 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
         // needs one.
         RunnerKind::Auto => Ok(Arc::new(AutoProvider::new(
             local_provider(opts)?,
-            docker().map(Arc::new).map_err(|e| e.to_string()),
+            docker().map_err(|e| e.to_string()),
         ))),
     }
 }

@@ -39,6 +39,61 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
     hex::encode(sha256(bytes))
 }
 
+/// A digest of the files below `roots` as the file system describes them: each file's path,
+/// kind, mode, size and modification time (a symlink's target), the way git's index notices a
+/// change without reading contents. Any edit, or a reinstall, changes it; reading hundreds of
+/// megabytes of installed packages on every run would not pay. A root that cannot be read
+/// enters as such.
+pub fn stat_tree(roots: &[std::path::PathBuf]) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Hasher::new();
+    h.update(b"git-harness stat tree v1\0");
+    for root in roots {
+        h.update(root.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        let mut stack = vec![root.clone()];
+        let mut entries = Vec::new();
+        while let Some(dir) = stack.pop() {
+            let Ok(read) = std::fs::read_dir(&dir) else {
+                entries.push((dir, "unreadable".to_string()));
+                continue;
+            };
+            for e in read.flatten() {
+                let path = e.path();
+                let Ok(md) = std::fs::symlink_metadata(&path) else {
+                    entries.push((path, "unreadable".to_string()));
+                    continue;
+                };
+                let ft = md.file_type();
+                let line = if ft.is_dir() {
+                    stack.push(path.clone());
+                    continue;
+                } else if ft.is_symlink() {
+                    let target = std::fs::read_link(&path).unwrap_or_default();
+                    format!("link {}", target.display())
+                } else {
+                    format!(
+                        "file {:o} {} {}.{}",
+                        md.mode(),
+                        md.size(),
+                        md.mtime(),
+                        md.mtime_nsec()
+                    )
+                };
+                entries.push((path, line));
+            }
+        }
+        entries.sort();
+        for (path, line) in entries {
+            h.update(path.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(line.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.hex()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

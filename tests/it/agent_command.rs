@@ -293,7 +293,7 @@ fn only_the_gateway_is_reachable_and_other_models_are_refused() {
         .trim_end_matches("/v1")
         .to_string();
     let env = format!(
-        "PROBE={stand_in},1.1.1.1:80,127.0.0.1:{port} REFUSE=gpt-other,temperature=0.7",
+        "PROBE={stand_in},1.1.1.1:80,127.0.0.1:{port} REFUSE=gpt-other,temperature=0.7,top_p=0.5",
         port = git_harness::sandbox::local::FORWARD_PORT
     );
     let repo = command_repo("openai_agent.py", "openai", &env, &base_url, &deps);
@@ -317,12 +317,15 @@ fn only_the_gateway_is_reachable_and_other_models_are_refused() {
         output.contains("REFUSED temperature=0.7 yes: 400"),
         "{output}"
     );
+    // Another nucleus (top_p) is another decoding: refused and recorded, not dropped.
+    assert!(output.contains("REFUSED top_p=0.5 yes: 400"), "{output}");
     let refused = trace["command"]["refused"].as_array().unwrap();
-    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused.len(), 3, "{refused:?}");
     assert!(refused[0].as_str().unwrap().contains("gpt-other"));
     assert!(refused[1].as_str().unwrap().contains("temperature 0.7"));
+    assert!(refused[2].as_str().unwrap().contains("top_p 0.5"));
     let events = trace["events"].as_array().unwrap();
-    assert_eq!(events.iter().filter(|e| e["type"] == "refused").count(), 2);
+    assert_eq!(events.iter().filter(|e| e["type"] == "refused").count(), 3);
     // Refused requests never reached the model.
     assert_eq!(reported.lock().unwrap().requests.len(), 2);
 }
@@ -491,4 +494,79 @@ fn an_upstream_failure_is_an_infrastructure_error_not_the_agents() {
     let r: Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
     assert_eq!(r["outcome"], "infra-error", "{r}");
     assert_eq!(r["infra"], "model", "{r}");
+}
+
+#[test]
+fn an_edit_to_an_agent_file_outside_the_repository_misses_the_trial_cache() {
+    let test = "an_edit_to_an_agent_file_outside_the_repository_misses_the_trial_cache";
+    if !crate::support::sandbox::bwrap_or_skip(test) {
+        return;
+    }
+    // The agent program lives in a host directory (`runner.agent_paths`), not in the harness
+    // commit: the commit's tree alone cannot tell that it changed.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = agent_dir.path().join("agent.sh");
+    std::fs::write(&agent, "wc -w < input.txt > count.txt\n").unwrap();
+    let repo = Repo::demo();
+    let manifest = "name: sh-agent\nprotocol: command\nagent:\n  command: sh \"$HARNESS_AGENT_PATHS/agent.sh\"\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n";
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"] = json!({"kind": "local", "concurrency": 1, "agent_paths": [agent_dir.path()]});
+    exp["trials"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "A shell agent from a host directory"]);
+    let run = || {
+        let out = repo.harness(&["run", "--tasks", "word-count", "--split", "held_in"]);
+        assert_eq!(out.code, 0, "{out:#?}");
+        out.stdout
+    };
+    assert!(run().contains("(1 trials executed, 0 from cache"));
+    assert!(
+        run().contains("(0 trials executed, 1 from cache"),
+        "the same agent files hit the cache"
+    );
+    std::fs::write(&agent, "# counts words\nwc -w < input.txt > count.txt\n").unwrap();
+    let after = run();
+    assert!(
+        after.contains("(1 trials executed, 0 from cache"),
+        "an edited agent file must run the trial again: {after}"
+    );
+}
+
+#[test]
+fn a_bind_mount_bubblewrap_cannot_make_is_an_infrastructure_error_not_the_agents() {
+    let test = "a_bind_mount_bubblewrap_cannot_make_is_an_infrastructure_error_not_the_agents";
+    if !crate::support::sandbox::bwrap_or_skip(test) {
+        return;
+    }
+    let gone = tempfile::tempdir().unwrap();
+    let missing = gone.path().join("not-installed");
+    let repo = Repo::demo();
+    let manifest = "name: sh-agent\nprotocol: command\nagent:\n  command: wc -w < input.txt > count.txt\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n";
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    let path = repo.root.join(".harness/experiment.yaml");
+    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    exp["runner"] = json!({"kind": "local", "concurrency": 1, "agent_paths": [missing]});
+    exp["trials"] = json!(1);
+    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "An agent path that is not there"]);
+    let out = repo.harness(&["run", "--tasks", "word-count", "--split", "held_in"]);
+    let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"]);
+    let run_ref = refs.lines().next().unwrap_or_else(|| panic!("{out:#?}"));
+    let row: Value = serde_json::from_str(
+        repo.git(&["show", &format!("{run_ref}:results.jsonl")])
+            .trim(),
+    )
+    .unwrap();
+    // bubblewrap exits 1 before the agent starts: the sandbox's failure, not a failed agent.
+    assert_eq!(row["outcome"], "infra-error", "{row:#} {out:#?}");
+    assert_eq!(row["infra"], "sandbox", "{row:#}");
+    assert!(
+        row["error"].as_str().unwrap().contains("not-installed"),
+        "{row:#}"
+    );
+    assert_eq!(out.code, 125, "{out:#?}");
 }

@@ -49,7 +49,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA in `dir` with a server certificate for 127.0.0.1 and a client certificate, laid out
 /// as `DOCKER_CERT_PATH` wants (`ca.pem`, `cert.pem`, `key.pem`) plus `server-*.pem`.
-fn certificates(dir: &Path, name: &str) {
+pub(crate) fn certificates(dir: &Path, name: &str) {
     std::fs::create_dir_all(dir).unwrap();
     openssl(
         dir,

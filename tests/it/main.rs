@@ -25,6 +25,7 @@ mod cli_noise;
 mod cli_split_init;
 mod cli_user_repo;
 mod docker_api_calls;
+mod docker_hosts;
 mod docker_pull;
 mod docker_tls;
 mod eval_cache;

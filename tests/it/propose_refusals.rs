@@ -368,3 +368,41 @@ fn an_edit_whose_surface_check_fails_is_refused_with_the_checks_output() {
         vec!["harness/proposals/1/do-the-work-before-submitting".to_string()]
     );
 }
+
+#[test]
+fn a_surface_check_runs_confined_writing_nothing_outside_its_copy() {
+    let test = "a_surface_check_runs_confined_writing_nothing_outside_its_copy";
+    if !crate::support::sandbox::bwrap_or_skip(test) {
+        return;
+    }
+    let server = StandIn::start(vec![]);
+    let repo = Repo::init("minimal");
+    repo.small_splits();
+    // A check that runs the proposer's content, as `python3 {}` or `sh {}` checks do.
+    let manifest = repo.read("harness.yaml").replace(
+        "    description: Shown on every model call.\n",
+        "    description: Shown on every model call.\n    check: \"sh {}\"\n",
+    );
+    repo.write("harness.yaml", &manifest);
+    repo.commit_all("Run execution prompt edits as their check");
+    repo.use_openai_model(&server.base_url);
+    let outside = repo.root.join("written-by-the-check");
+    let execution = repo.read("prompts/execution.md");
+    let hostile = format!(
+        "{execution}echo owned > '{}' || exit 9\n",
+        outside.display()
+    );
+    server.script(vec![proposal(
+        "Write outside the copy",
+        "prompts/execution.md",
+        &hostile,
+    )]);
+    let out = repo.harness(&["propose", "--proposer", "model", "-n", "1"]);
+    // The check ran (it is the refusal's reason) but could not write into the repository.
+    let line = refused_line(&out.stdout, "Write outside the copy");
+    assert!(
+        line.contains("its check `sh {}` failed: exit 9"),
+        "{out:#?}"
+    );
+    assert!(!outside.exists(), "the check wrote {}", outside.display());
+}

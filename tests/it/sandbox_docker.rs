@@ -26,6 +26,7 @@ async fn create(
             task,
             &CreateOptions {
                 trial_id: Some(id.clone()),
+                ..CreateOptions::default()
             },
         )
         .await
@@ -191,6 +192,7 @@ async fn docker_dropped_sandbox_removes_its_container() {
                 &task,
                 &CreateOptions {
                     trial_id: Some(id2c),
+                    ..CreateOptions::default()
                 },
             )
             .await

@@ -84,6 +84,13 @@ impl Pin {
                 self.decoding.temperature
             ));
         }
+        if let Some(t) = p.top_p
+            && (t - 1.0).abs() > 1e-9
+        {
+            return Some(format!(
+                "top_p {t} refused: this experiment samples with top_p 1 (it fixes no other)"
+            ));
+        }
         None
     }
 }

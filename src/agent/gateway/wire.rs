@@ -17,6 +17,9 @@ pub enum Api {
 pub struct Parsed {
     pub model: String,
     pub temperature: Option<f64>,
+    /// Nucleus sampling; the experiment samples the whole distribution (1), so any other
+    /// value is another decoding and is refused like another temperature.
+    pub top_p: Option<f64>,
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
@@ -65,6 +68,7 @@ fn common(v: &Value) -> Result<Parsed, String> {
     Ok(Parsed {
         model: str_field(v, "model"),
         temperature: v.get("temperature").and_then(Value::as_f64),
+        top_p: v.get("top_p").and_then(Value::as_f64),
         stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: v
             .pointer("/stream_options/include_usage")

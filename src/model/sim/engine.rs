@@ -133,12 +133,22 @@ impl Engine {
             .get("messages")
             .and_then(Value::as_array)
             .ok_or("the request has no `messages`")?;
-        let offered: Vec<&str> = body
+        // Each offered tool with its parameter names: the sim speaks the harness's own tools
+        // (a shell tool named `execute`, file tools keyed by `file_path`, ...).
+        let offered: Vec<(&str, Vec<&str>)> = body
             .get("tools")
             .and_then(Value::as_array)
             .map(|ts| {
                 ts.iter()
-                    .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                    .filter_map(|t| {
+                        let name = t.pointer("/function/name").and_then(Value::as_str)?;
+                        let params = t
+                            .pointer("/function/parameters/properties")
+                            .and_then(Value::as_object)
+                            .map(|o| o.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
+                        Some((name, params))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -386,50 +396,69 @@ fn quote(s: &str) -> String {
 /// submit without a `submit` tool runs the submit command the instructions name, if any).
 fn tool_call(
     act: &Act,
-    offered: &[&str],
+    offered: &[(&str, Vec<&str>)],
     text_mode: bool,
     submit: Option<&str>,
-) -> (String, Value) {
-    let has = |t: &str| text_mode || offered.contains(&t);
+) -> Option<(String, Value)> {
+    let has = |t: &str| text_mode || offered.iter().any(|(n, _)| *n == t);
+    // A file tool is used only when it takes the sim's argument names; else the shell does it.
+    let takes = |t: &str, params: &[&str]| {
+        text_mode
+            || offered
+                .iter()
+                .any(|(n, ps)| *n == t && params.iter().all(|p| ps.contains(p)))
+    };
+    // The shell tool: `bash` (the built-in loop, mini-swe-agent's text protocol) unless the
+    // harness offers only `execute` (DeepAgents).
+    let shell = if !has("bash") && has("execute") {
+        "execute"
+    } else {
+        "bash"
+    };
+    let sh = |c: String| Some((shell.to_string(), json!({ "command": c })));
     match act {
         Act::Submit => match submit {
-            Some(cmd) if !has("submit") => ("bash".into(), json!({"command": cmd})),
-            _ => ("submit".into(), json!({"summary": "done"})),
+            Some(cmd) if !has("submit") => sh(cmd.to_string()),
+            // A native tool-calling loop without a submit tool ends on an answer with no call.
+            None if !has("submit") => None,
+            _ => Some(("submit".into(), json!({"summary": "done"}))),
         },
-        Act::Do(Action::Bash(c)) => ("bash".into(), json!({"command": c})),
-        Act::Do(Action::WriteFile { path, content }) if has("write_file") => (
-            "write_file".into(),
-            json!({"path": path, "content": content}),
-        ),
-        Act::Do(Action::WriteFile { path, content }) => (
-            "bash".into(),
-            json!({"command": format!("mkdir -p \"$(dirname {p})\" && printf '%s' {c} > {p}", p = quote(path), c = quote(content))}),
-        ),
-        Act::Do(Action::ReadFile(path)) if has("read_file") => {
-            ("read_file".into(), json!({"path": path}))
+        Act::Do(Action::Bash(c)) => sh(c.clone()),
+        Act::Do(Action::WriteFile { path, content })
+            if takes("write_file", &["path", "content"]) =>
+        {
+            Some((
+                "write_file".into(),
+                json!({"path": path, "content": content}),
+            ))
         }
-        Act::Do(Action::ReadFile(path)) => (
-            "bash".into(),
-            json!({"command": format!("cat -- {}", quote(path))}),
-        ),
+        Act::Do(Action::WriteFile { path, content }) => sh(format!(
+            "mkdir -p \"$(dirname {p})\" && printf '%s' {c} > {p}",
+            p = quote(path),
+            c = quote(content)
+        )),
+        Act::Do(Action::ReadFile(path)) if takes("read_file", &["path"]) => {
+            Some(("read_file".into(), json!({"path": path})))
+        }
+        Act::Do(Action::ReadFile(path)) => sh(format!("cat -- {}", quote(path))),
         Act::Do(Action::Edit {
             path,
             old_text,
             new_text,
-        }) if has("edit") => (
+        }) if takes("edit", &["path", "old_text", "new_text"]) => Some((
             "edit".into(),
             json!({"path": path, "old_text": old_text, "new_text": new_text}),
-        ),
+        )),
         Act::Do(Action::Edit {
             path,
             old_text,
             new_text,
-        }) => (
-            "bash".into(),
-            json!({"command": format!(
-                "python3 -c 'import sys; p=sys.argv[1]; s=open(p).read(); open(p,\"w\").write(s.replace(sys.argv[2], sys.argv[3], 1))' {} {} {}",
-                quote(path), quote(old_text), quote(new_text))}),
-        ),
+        }) => sh(format!(
+            "python3 -c 'import sys; p=sys.argv[1]; s=open(p).read(); open(p,\"w\").write(s.replace(sys.argv[2], sys.argv[3], 1))' {} {} {}",
+            quote(path),
+            quote(old_text),
+            quote(new_text)
+        )),
     }
 }
 
@@ -437,17 +466,22 @@ fn render(
     act: Act,
     mode: Mode,
     step: usize,
-    offered: &[&str],
+    offered: &[(&str, Vec<&str>)],
     text_mode: bool,
     submit: Option<&str>,
 ) -> Reply {
-    let (name, args) = tool_call(&act, offered, text_mode, submit);
+    let state = format!("(sim state: {} {step})", mode.name());
+    let Some((name, args)) = tool_call(&act, offered, text_mode, submit) else {
+        return Reply {
+            content: format!("The task is done. {state}"),
+            tool_call: None,
+        };
+    };
     let what = match (&act, mode) {
         (Act::Submit, _) => "The task is done; submitting.".to_string(),
         (_, Mode::Finish | Mode::Fix | Mode::Careful) => format!("Next: {name}."),
         _ => format!("Running {name}."),
     };
-    let state = format!("(sim state: {} {step})", mode.name());
     if text_mode {
         let action = json!({"tool": name, "arguments": args});
         Reply {

@@ -15,10 +15,12 @@
 //! wrapper that kills the group when the command ends; at a timeout a second exec kills the
 //! group, so `sleep 1000 &` children die with their command.
 
+pub mod pool;
 pub mod provider;
 pub mod sandbox;
 
 pub use super::image::{DEFAULT_PATH, TASK_IMAGE_PREFIX, from_images, map_image, rewrite_from};
+pub use pool::DockerPool;
 pub use provider::DockerProvider;
 pub use sandbox::{Change, DockerSandbox, toolchain_tampering};
 

@@ -26,6 +26,8 @@ use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, San
 use crate::task::Task;
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// The images on which a command harness's `agent.install` ran (see `create_installed`).
+pub const AGENT_IMAGE_REPO: &str = "git-harness/agent";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// The directories of the runtime in every container.
 const RUNTIME_DIRS: &[&str] = &[
@@ -46,6 +48,10 @@ pub struct DockerProvider {
     pull: PullPolicy,
     /// Images pulled by this provider (under `always`, each is pulled once).
     pulled: Mutex<HashSet<String>>,
+    /// Images known present, with their ids and PATHs: every trial after the first skips the
+    /// look-ups (and the lock they are taken under), so trials do not queue for them.
+    known: Mutex<HashMap<String, String>>,
+    path_envs: Mutex<HashMap<String, String>>,
     build_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Container creations in flight, on tasks of their own (see `create_docker`).
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -60,7 +66,15 @@ impl DockerProvider {
         image_map: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
-        let endpoint = super::Endpoint::from_env()?;
+        Self::connect_to(super::Endpoint::from_env()?, image_map, labels)
+    }
+
+    /// Connect to `endpoint` (the version is negotiated on first use, as for `connect`).
+    pub fn connect_to(
+        endpoint: super::Endpoint,
+        image_map: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let raw = endpoint.client()?;
         Ok(DockerProvider {
             endpoint,
@@ -70,6 +84,8 @@ impl DockerProvider {
             labels,
             pull: PullPolicy::default(),
             pulled: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            path_envs: Mutex::new(HashMap::new()),
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
             network: crate::sandbox::NetworkPolicy::default(),
@@ -106,6 +122,9 @@ impl DockerProvider {
         notes: &mut Notes<'_>,
     ) -> Result<Option<String>> {
         let policy = if pull { self.pull } else { PullPolicy::Never };
+        if let Some(id) = self.known.lock().ok().and_then(|k| k.get(image).cloned()) {
+            return Ok(Some(id));
+        }
         let lock = self.lock_for(&format!("pull {image}"))?;
         let _held = lock.lock().await;
         let done = self.pulled.lock().is_ok_and(|p| p.contains(image));
@@ -116,6 +135,13 @@ impl DockerProvider {
             PullPolicy::Always => !done,
         };
         if !wanted {
+            // Under `always` an image is known once this provider pulled it.
+            if let Some(id) = &id
+                && (self.pull != PullPolicy::Always || done)
+                && let Ok(mut k) = self.known.lock()
+            {
+                k.insert(image.to_string(), id.clone());
+            }
             return Ok(id);
         }
         pull_image(docker, image, notes).await?;
@@ -123,7 +149,12 @@ impl DockerProvider {
             p.insert(image.to_string());
         }
         match image_id(docker, image).await? {
-            Some(id) => Ok(Some(id)),
+            Some(id) => {
+                if let Ok(mut k) = self.known.lock() {
+                    k.insert(image.to_string(), id.clone());
+                }
+                Ok(Some(id))
+            }
             None => {
                 Err(InfraClass::Sandbox.error(format!("pull {image}: the image did not appear")))
             }
@@ -136,6 +167,24 @@ impl DockerProvider {
             .get_or_try_init(|| async { self.endpoint.negotiate(self.raw.clone()).await })
             .await
             .cloned()
+    }
+
+    /// Whether the engine answers a ping within a few seconds (a host that does not is lost).
+    pub async fn answers(&self) -> bool {
+        let ping = async {
+            match self.client().await {
+                Ok(d) => d.ping().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), ping)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Where this provider's engine is.
+    pub fn endpoint(&self) -> &super::Endpoint {
+        &self.endpoint
     }
 
     /// `image_map` applied to one image name.
@@ -381,8 +430,111 @@ impl DockerProvider {
     }
 
     pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
+        let (image, seed) = self.image_for(task).await?;
+        self.create_from(task, trial_id, &image, seed, false).await
+    }
+
+    /// A trial's container on the image where the harness's `agent.install` ran: the task's
+    /// image with the install committed on top, as `git-harness/agent:<digest of the image id
+    /// and the install's inputs>`, made by the first trial that needs it (one at a time per
+    /// tag) and reused by every later one. A failed install keeps no image: the trial runs on
+    /// the task's image and installs itself, so the failure is its agent's, as without a cache.
+    pub async fn create_installed(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        install: &crate::sandbox::AgentInstall,
+    ) -> Result<DockerSandbox> {
         let docker = self.client().await?;
         let (image, seed) = self.image_for(task).await?;
+        let base = image_id(&docker, &image)
+            .await?
+            .unwrap_or_else(|| image.clone());
+        let mut h = crate::support::digest::Hasher::new();
+        h.update(b"git-harness agent image v1\0");
+        h.update(base.as_bytes());
+        h.update([0]);
+        h.update(install.digest.as_bytes());
+        let tag = format!("{AGENT_IMAGE_REPO}:{}", &h.hex()[..16]);
+        let made = {
+            let lock = self.lock_for(&tag)?;
+            let _held = lock.lock().await;
+            image_id(&docker, &tag).await?.is_some()
+                || self
+                    .install_image(task, trial_id, &image, install, &tag)
+                    .await?
+        };
+        if made {
+            self.create_from(task, trial_id, &tag, seed, true).await
+        } else {
+            self.create_from(task, trial_id, &image, seed, false).await
+        }
+    }
+
+    /// Run `install` in a fresh container of `image` (the task's workspace not copied in) and
+    /// commit it as `tag`; `Ok(false)` when the install itself failed.
+    async fn install_image(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        image: &str,
+        install: &crate::sandbox::AgentInstall,
+        tag: &str,
+    ) -> Result<bool> {
+        let docker = self.client().await?;
+        let mut helper = self
+            .create_from(task, &format!("{trial_id}-install"), image, false, false)
+            .await?;
+        let made: Result<bool> = async {
+            for (path, content) in &install.files {
+                helper.write_file(path, content.as_bytes()).await?;
+            }
+            for p in &install.paths {
+                helper.copy_dir_in(p, &p.to_string_lossy()).await?;
+            }
+            let mut req = ExecRequest::new(format!("cd /\n{}", install.script), install.timeout);
+            req.env = install.env.clone();
+            if !helper.exec(req).await?.success() {
+                return Ok(false);
+            }
+            let clean = format!("rm -rf '{}'", install.files_dir.replace('\'', "'\\''"));
+            helper
+                .exec(ExecRequest::new(clean, Duration::from_secs(60)))
+                .await?;
+            let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
+            let opts = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+                .container(&helper.id)
+                .repo(repo)
+                .tag(version)
+                .comment("git-harness: agent.install of a command harness")
+                .build();
+            let config = bollard::models::ContainerConfig {
+                labels: Some(HashMap::from([(LABEL.to_string(), "1".to_string())])),
+                ..Default::default()
+            };
+            docker
+                .commit_container(opts, config)
+                .await
+                .map_err(|e| docker_err(&format!("commit the agent install as {tag}"), e))?;
+            Ok(true)
+        }
+        .await;
+        let removed = helper.destroy().await;
+        let made = made?;
+        removed?;
+        Ok(made)
+    }
+
+    async fn create_from(
+        &self,
+        task: &Task,
+        trial_id: &str,
+        image: &str,
+        seed: bool,
+        installed: bool,
+    ) -> Result<DockerSandbox> {
+        let docker = self.client().await?;
+        let image = image.to_string();
         let mut labels: HashMap<String, String> = self
             .labels
             .iter()
@@ -422,7 +574,21 @@ impl DockerProvider {
             host_config: Some(host),
             ..Default::default()
         };
-        let path_env = image_path_env(&docker, &image).await?;
+        let cached = self
+            .path_envs
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&image).cloned());
+        let path_env = match cached {
+            Some(p) => p,
+            None => {
+                let p = image_path_env(&docker, &image).await?;
+                if let Ok(mut m) = self.path_envs.lock() {
+                    m.insert(image.clone(), p.clone());
+                }
+                p
+            }
+        };
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         // The daemon finishes a creation whose request was cut short (an aborted trial), so
@@ -460,6 +626,7 @@ impl DockerProvider {
             pending: Mutex::new(None),
             after_kill: Mutex::new(None),
             tunnel: std::sync::Mutex::new(None),
+            installed,
         };
         // The runtime's directories come with an upload, not an exec of their own (the daemon
         // makes the working directory itself).
@@ -601,7 +768,10 @@ impl SandboxProvider for DockerProvider {
             .trial_id
             .clone()
             .unwrap_or_else(crate::sandbox::new_trial_id);
-        Ok(Box::new(self.create_docker(task, &id).await?))
+        Ok(Box::new(match &opts.agent_install {
+            Some(install) => self.create_installed(task, &id, install).await?,
+            None => self.create_docker(task, &id).await?,
+        }))
     }
 
     async fn environment_id(&self, task: &Task) -> Result<Option<String>> {

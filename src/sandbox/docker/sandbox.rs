@@ -64,6 +64,8 @@ pub struct DockerSandbox {
     pub(super) after_kill: Mutex<Option<AfterKill>>,
     /// The host side of the model gateway's tunnel, while an agent may use it.
     pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Made from an image on which the harness's `agent.install` ran.
+    pub(super) installed: bool,
 }
 
 /// A reset of directories folded into the next exec, so that it costs no exec of its own:
@@ -371,6 +373,10 @@ impl Sandbox for DockerSandbox {
 
     async fn destroy(&mut self) -> Result<()> {
         self.remove().await
+    }
+
+    fn agent_installed(&self) -> bool {
+        self.installed
     }
 
     async fn gateway_route(

@@ -1,0 +1,309 @@
+//! Many Docker trials at once on one machine: throughput at concurrency 8, 32 and 64 as a share
+//! of the ideal (concurrency ÷ the duration of one trial run alone), and the peak resident memory
+//! of the process that runs them. Prints a table; not a timed assertion. Run:
+//! `cargo bench --bench scale` (`BENCH_CONCURRENCY=8,32,64`, `BENCH_WAVES=2`, `BENCH_TURN_MS=1000`,
+//! `BENCH_TURNS=10` change it). Needs the Docker engine and the base image.
+//!
+//! Setup: a stand-in OpenAI-compatible model on loopback that answers each request after
+//! `BENCH_TURN_MS` (the realistic case: seconds per turn), with a `bash` tool call (`true`)
+//! until the trial's `BENCH_TURNS`th turn, which submits; tasks on the base image without
+//! network, whose verifier writes reward 1; the Docker runner; `model.concurrency` set to the
+//! highest concurrency, so the model client is not what limits. Every run is `--no-cache` and
+//! runs `BENCH_WAVES` × concurrency trials.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "a bench drives processes and panics on what it did not expect"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use git_harness::eval::context::{Overrides, open_context};
+use git_harness::eval::run::{RunRequest, evaluate};
+use git_harness::eval::schedule::Quiet;
+use git_harness::experiment::Split;
+use git_harness::workspace::Workspace;
+use serde_json::{Value, json};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn hermetic<'a>(cmd: &'a mut Command, home: &Path) -> &'a mut Command {
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .env("HOME", home)
+        .env("TZ", "UTC")
+        .env("CI", "true")
+}
+
+fn check(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[derive(Clone)]
+struct Model {
+    turn: Duration,
+    turns: usize,
+}
+
+/// One turn of the stand-in agent model: a `bash` call until the last turn, then `submit`.
+async fn answer(State(m): State<Model>, body: axum::body::Bytes) -> axum::Json<Value> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let done = body["messages"]
+        .as_array()
+        .map(|ms| ms.iter().filter(|m| m["role"] == "assistant").count())
+        .unwrap_or(0);
+    tokio::time::sleep(m.turn).await;
+    let (name, args) = if done + 1 >= m.turns {
+        ("submit", json!({"summary": "done"}))
+    } else {
+        ("bash", json!({"command": "true"}))
+    };
+    axum::Json(json!({
+        "id": "x", "object": "chat.completion", "model": "stub",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null,
+            "tool_calls": [{"id": format!("call-{done}"), "type": "function",
+                "function": {"name": name, "arguments": args.to_string()}}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 10}
+    }))
+}
+
+/// The stand-in model's base URL; it serves on a runtime of its own until the process ends.
+fn stand_in(model: Model) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = Router::new()
+                .route("/v1/chat/completions", post(answer))
+                .with_state(model);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}/v1", rx.recv().unwrap())
+}
+
+fn suite(dir: &Path, n: usize) {
+    for i in 0..n {
+        let t = dir.join(format!("scale-{i:03}"));
+        std::fs::create_dir_all(t.join("tests")).unwrap();
+        std::fs::write(t.join("instruction.md"), "Nothing to do; submit.\n").unwrap();
+        std::fs::write(
+            t.join("task.toml"),
+            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"none\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            t.join("tests/test.sh"),
+            "#!/bin/bash\necho 1 > \"${HARNESS_LOGS_DIR:-/logs}/verifier/reward.txt\"\n",
+        )
+        .unwrap();
+    }
+}
+
+fn setup(tmp: &Path, tasks: usize, base_url: &str, model_concurrency: usize) -> PathBuf {
+    let dir = tmp.join("suite");
+    suite(&dir, tasks);
+    let bin = env!("CARGO_BIN_EXE_git-harness");
+    check(
+        hermetic(&mut Command::new(bin), tmp)
+            .args(["init", "repo", "--runner", "docker", "--suite"])
+            .arg(&dir)
+            .current_dir(tmp),
+        "init",
+    );
+    let root = tmp.join("repo");
+    let exp = root.join(".harness/experiment.yaml");
+    let text = std::fs::read_to_string(&exp).unwrap();
+    let start = text.find("model:\n").unwrap();
+    let end = text.find("\ndecoding:").unwrap();
+    let text = format!(
+        "{}model:\n  provider: openai\n  name: stub\n  base_url: {base_url}\n  timeout_sec: 60\n  max_retries: 0\n  concurrency: {model_concurrency}\n{}",
+        &text[..start],
+        &text[end + 1..]
+    );
+    std::fs::write(&exp, text).unwrap();
+    // Every task held in: the splits' shares do not matter here.
+    let list: String = (0..tasks).map(|i| format!("- scale-{i:03}\n")).collect();
+    std::fs::write(
+        root.join(".harness/splits.yaml"),
+        format!("held_in:\n{list}validation: []\ntest: []\n"),
+    )
+    .unwrap();
+    for args in [
+        vec!["add", "-A"],
+        vec!["commit", "-qm", "Bench: the stand-in model"],
+    ] {
+        check(
+            hermetic(&mut Command::new("git"), tmp)
+                .args(&args)
+                .current_dir(&root),
+            "git",
+        );
+    }
+    root
+}
+
+/// `VmHWM` of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Mean seconds per trial: in all, in model calls, in sandbox execs, in setup.
+struct Split3 {
+    total: f64,
+    model: f64,
+    sandbox: f64,
+    setup: f64,
+}
+
+fn main() {
+    // `cargo test --benches` runs this too: nothing to measure there.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "8,32,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let waves = env_or("BENCH_WAVES", 2);
+    let turn_ms = env_or("BENCH_TURN_MS", 1000);
+    let turns = env_or("BENCH_TURNS", 10);
+    let top = levels.iter().copied().max().unwrap_or(1);
+    let model = Model {
+        turn: Duration::from_millis(turn_ms as u64),
+        turns,
+    };
+    let base_url = stand_in(model);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = setup(tmp.path(), top, &base_url, top);
+    let ws = Workspace::from_repo(git2::Repository::open(&root).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = rt
+        .block_on(open_context(&ws, &Overrides::default()))
+        .expect("context");
+    let run = |trials: u32, tasks: usize, conc: usize| {
+        let mut req = RunRequest::new("HEAD", vec![Split::HeldIn]);
+        req.trials = Some(trials);
+        req.concurrency = Some(conc);
+        req.no_cache = true;
+        req.tasks = Some(if tasks >= top {
+            "*".to_string()
+        } else {
+            format!(
+                "{{{}}}",
+                (0..tasks)
+                    .map(|i| format!("scale-{i:03}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        });
+        let start = Instant::now();
+        let out = rt
+            .block_on(evaluate(&ws, &ctx, &req, &mut Quiet, None, None))
+            .expect("run");
+        let wall = start.elapsed().as_secs_f64();
+        let passed = out.results.iter().filter(|r| r.passed()).count();
+        let mean = |f: &dyn Fn(&git_harness::eval::Durations) -> u64| {
+            out.results
+                .iter()
+                .map(|r| f(&r.durations) as f64 / 1000.0)
+                .sum::<f64>()
+                / out.results.len().max(1) as f64
+        };
+        let split = Split3 {
+            total: mean(&|d| d.total_ms),
+            model: mean(&|d| d.model_ms),
+            sandbox: mean(&|d| d.sandbox_ms),
+            setup: mean(&|d| d.setup_ms),
+        };
+        (out.results.len(), passed, wall, split)
+    };
+
+    // One trial alone: the duration the ideal divides by.
+    let (_, _, alone, one) = run(1, 1, 1);
+    println!(
+        "scale bench: Docker runner, stand-in model {turn_ms} ms per turn, {turns} turns per trial, {waves} waves per level"
+    );
+    println!(
+        "  one trial alone: {alone:.2} s (model {:.2} s, sandbox execs {:.2} s, setup {:.2} s)",
+        one.model, one.sandbox, one.setup
+    );
+    println!();
+    println!(
+        "  {:>5} {:>7} {:>7} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "conc",
+        "trials",
+        "passed",
+        "wall s",
+        "trials/s",
+        "ideal/s",
+        "% ideal",
+        "trial s",
+        "model s",
+        "exec s",
+        "setup s",
+        "peak RSS MiB"
+    );
+    for conc in levels {
+        let tasks = conc.min(top);
+        let trials = (waves * conc).div_ceil(tasks) as u32;
+        let (n, passed, wall, d) = run(trials, tasks, conc);
+        let got = n as f64 / wall;
+        let ideal = conc as f64 / alone;
+        println!(
+            "  {:>5} {:>7} {:>7} {:>8.1} {:>10.2} {:>9.2} {:>9.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>12.1}",
+            conc,
+            n,
+            passed,
+            wall,
+            got,
+            ideal,
+            100.0 * got / ideal,
+            d.total,
+            d.model,
+            d.sandbox,
+            d.setup,
+            peak_rss_kib() as f64 / 1024.0
+        );
+    }
+}

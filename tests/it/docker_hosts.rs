@@ -1,0 +1,602 @@
+//! A pool of Docker hosts (`runner.hosts`) against two real engines: the one at the default
+//! socket and a second `dockerd` this test starts (its own data root, exec root, pidfile, unix
+//! socket and a loopback TCP port that requires TLS client certificates, made with `openssl`).
+//! The second engine gets the base image by `docker save | docker load`, never from a registry,
+//! and is stopped by its pid; the engine at the default socket is only used, never touched.
+//!
+//! One run over both hosts places trials on both, and its results equal a single-host run's
+//! (which reuses them from the cache: the key has no host); certificates the TLS host refuses
+//! stop the run with exit 2 and a hint; killing the second engine mid-run moves its trials to
+//! the first as infrastructure retries, and once it is back the next command leaves none of our
+//! containers on it. An engine reached over `ssh://` (Debian's `openssh-server` on a loopback
+//! port, started by the test with its own config, keys and pidfile) takes trials as well.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::hermetic::{Out, hermetic, output};
+use crate::support::repo::Repo;
+
+const DEFAULT: &str = "unix:///var/run/docker.sock";
+const BASE: &str = "git-harness/base:bookworm";
+/// The second engine's bridge, made by this test and removed when it ends.
+const BRIDGE: &str = "gh-hosts-br0";
+const BRIDGE_ADDR: &str = "10.213.77.1/24";
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn docker0_exists() -> bool {
+    Path::new("/sys/class/net/docker0").exists()
+}
+
+fn components_or_skip(test: &str) -> bool {
+    let have = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ok = crate::support::sandbox::docker_engine_or_skip(test)
+        && root
+        && ["dockerd", "openssl", "ip"].iter().all(|t| have(t));
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: root, dockerd, openssl and a Docker engine with {BASE} are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs root, dockerd, openssl and a Docker engine with {BASE}");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A second Docker engine, owned by this test: stopped by its pid when dropped.
+struct Engine {
+    dir: PathBuf,
+    certs: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Engine {
+    fn start(dir: &Path, certs: &Path) -> Engine {
+        let mut e = Engine {
+            dir: dir.to_path_buf(),
+            certs: certs.to_path_buf(),
+            port: free_port(),
+            child: None,
+        };
+        e.launch();
+        e
+    }
+
+    fn socket(&self) -> String {
+        format!("unix://{}", self.dir.join("sock").display())
+    }
+
+    fn tcp(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
+            assert!(
+                ip(&["link", "add", BRIDGE, "type", "bridge"]),
+                "ip link add {BRIDGE}"
+            );
+            assert!(ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE]));
+            assert!(ip(&["link", "set", BRIDGE, "up"]));
+        }
+        let docker0 = docker0_exists();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
+        let c = |f: &str| self.certs.join(f).display().to_string();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("--pidfile")
+            .arg(self.dir.join("pid"))
+            .args(["-H", &self.socket(), "-H", &self.tcp()])
+            .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
+            .args([
+                "--tlscert",
+                &c("server.pem"),
+                "--tlskey",
+                &c("server-key.pem"),
+            ])
+            // A bridge of its own: docker0 belongs to the engine at the default socket (and
+            // `--bridge none` would make this daemon delete it).
+            .args(["--bridge", BRIDGE, "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !self.docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not answer:\n{}",
+                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            docker0_exists(),
+            docker0,
+            "the second engine must leave the default engine's bridge alone"
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["-H", &self.socket()])
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    /// The base image of the engine at the default socket, loaded from it.
+    fn load_base(&self) {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker -H {DEFAULT} save {BASE} | docker -H {} load",
+                self.socket()
+            ))
+            .status()
+            .expect("docker save | docker load");
+        assert!(ok.success(), "docker save | docker load failed");
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let o = self.docker(&["ps", "-aq", "--filter", "label=git-harness"]);
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of the daemon this test started.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Wait for the daemon to exit (SIGKILL after a while).
+    fn reap(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.reap();
+        // A daemon killed with -9 leaves the bind mount of its data root: undo what it mounted,
+        // so its directory can be removed.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        let _ = ip(&["link", "delete", BRIDGE]);
+    }
+}
+
+/// Four tasks without network on the base image: `ok` passes with the oracle, `wrong` fails.
+fn suite(root: &Path) -> PathBuf {
+    for (id, word) in [("ok", "ok"), ("wrong", "no"), ("v", "ok"), ("t", "ok")] {
+        let d = root.join("suite").join(id);
+        for sub in ["tests", "solution"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
+        std::fs::write(
+            d.join("task.toml"),
+            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
+        )
+        .unwrap();
+        // Long enough that the second engine is killed while its trials run.
+        std::fs::write(
+            d.join("solution/solve.sh"),
+            format!("sleep 2\necho {word} > /app/out.txt\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("tests/test.sh"),
+            "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
+        )
+        .unwrap();
+    }
+    root.join("suite")
+}
+
+/// A harness repository with the Docker runner on the suite of [`suite`].
+fn docker_repo(root: &Path) -> Repo {
+    let suite = suite(root);
+    output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(["init", "--runner", "docker", "--suite"])
+            .arg(&suite)
+            .arg("h")
+            .current_dir(root),
+    )
+    .ok();
+    let repo = Repo::open(root.join("h"));
+    repo.splits(&["ok", "wrong"], &["v"], &["t"]);
+    repo
+}
+
+fn hosts_block(second: &str, certs: &Path) -> String {
+    format!(
+        "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 2\n  - host: {second}\n    concurrency: 2\n    tls: {}\n",
+        certs.display()
+    )
+}
+
+/// `(task, trial) -> (outcome, host)` of a `run --json`.
+fn outcomes(out: &Out) -> BTreeMap<(String, u64), (String, Option<String>)> {
+    let v: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", out.stdout, out.stderr));
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["task"].as_str().unwrap().to_string(),
+                    r["trial"].as_u64().unwrap(),
+                ),
+                (
+                    r["outcome"].as_str().unwrap().to_string(),
+                    r["host"].as_str().map(str::to_string),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn executed(out: &Out) -> u64 {
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    v["executed"].as_u64().unwrap()
+}
+
+const RUN: [&str; 8] = [
+    "run", "--split", "held_in", "--agent", "oracle", "--format", "json", "--trials",
+];
+
+#[test]
+fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates() {
+    let test =
+        "a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_certificates";
+    if !components_or_skip(test) {
+        return;
+    }
+    // Short paths: the engine's sockets live under its exec root.
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-hosts-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let good = tmp.path().join("good");
+    let other = tmp.path().join("other");
+    crate::docker_tls::certificates(&good, "good");
+    crate::docker_tls::certificates(&other, "other");
+    let mut engine = Engine::start(&tmp.path().join("e"), &good);
+    engine.load_base();
+    let repo = docker_repo(tmp.path());
+    let pool = hosts_block(&engine.tcp(), &good);
+    let single = "  concurrency: 4\n";
+    repo.edit_experiment(|t| t.replace(single, &pool));
+    let with_trials = |n: &str, extra: &[&str]| {
+        let mut a = RUN.to_vec();
+        a.push(n);
+        a.extend(extra);
+        repo.harness(&a)
+    };
+
+    // Both hosts take trials of one run, over the unix socket and over TLS.
+    let pooled = with_trials("3", &[]).ok();
+    let by_pool = outcomes(&pooled);
+    assert_eq!(by_pool.len(), 6, "{}", pooled.stdout);
+    let hosts: std::collections::BTreeSet<_> =
+        by_pool.values().filter_map(|(_, h)| h.clone()).collect();
+    assert_eq!(
+        hosts,
+        [DEFAULT.to_string(), engine.tcp()].into_iter().collect(),
+        "{}",
+        pooled.stderr
+    );
+    assert!(
+        pooled.stderr.contains("trials per host:"),
+        "{}",
+        pooled.stderr
+    );
+    for ((task, _), (outcome, _)) in &by_pool {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}: {}", pooled.stdout);
+    }
+
+    // Certificates of another CA: refused before any trial, exit 2 with a hint.
+    let wrong = hosts_block(&engine.tcp(), &other);
+    repo.edit_experiment(|t| t.replace(&pool, &wrong));
+    let refused = with_trials("1", &["--no-cache"]);
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("hint:") && refused.stderr.contains(&engine.tcp()),
+        "{}",
+        refused.stderr
+    );
+
+    // One host: the pool's results come from the cache (its key has no host), and run again
+    // they are the same.
+    repo.edit_experiment(|t| t.replace(&wrong, single));
+    let cached = with_trials("3", &[]).ok();
+    assert_eq!(executed(&cached), 0, "{}", cached.stderr);
+    let alone = with_trials("3", &["--no-cache"]).ok();
+    let by_one = outcomes(&alone);
+    let strip = |m: &BTreeMap<(String, u64), (String, Option<String>)>| {
+        m.iter()
+            .map(|(k, (o, _))| (k.clone(), o.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(strip(&by_one), strip(&by_pool));
+    assert!(
+        by_one.values().all(|(_, h)| h.is_none()),
+        "{}",
+        alone.stdout
+    );
+
+    // The second engine dies while its trials run: they finish on the first.
+    repo.edit_experiment(|t| t.replace(single, &pool));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+    hermetic(&mut cmd);
+    let mut args = RUN.to_vec();
+    args.extend(["4", "--no-cache"]);
+    let run = cmd
+        .args(&args)
+        .current_dir(&repo.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.containers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no trial reached the second engine"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.signal(libc::SIGKILL);
+    engine.reap();
+    let o = run.wait_with_output().unwrap();
+    let lost = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_eq!(lost.code, 0, "{}\n{}", lost.stdout, lost.stderr);
+    let by_lost = outcomes(&lost);
+    assert_eq!(by_lost.len(), 8, "{}", lost.stdout);
+    for ((task, trial), (outcome, host)) in &by_lost {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}#{trial}: {}", lost.stderr);
+        // The trials placed on the second engine could not have finished there (2 s each).
+        assert_eq!(host.as_deref(), Some(DEFAULT), "{task}#{trial}");
+    }
+
+    // Back up, the engine still holds the killed trials' containers; the next command on the
+    // pool removes them (their process is gone).
+    engine.launch();
+    let again = with_trials("1", &[]).ok();
+    assert_eq!(executed(&again), 0, "{}", again.stderr);
+    assert_eq!(engine.containers(), Vec::<String>::new());
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+}
+
+/// An sshd on a loopback port that lets in one generated key; stopped by its pid when dropped.
+struct Sshd {
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start sshd in `dir` and write an `ssh` wrapper into `dir/bin` that reaches it as the host
+/// `gh-engine` (its own client config, key and known-hosts file; the user's are not read).
+fn sshd(dir: &Path) -> (Sshd, PathBuf) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    keygen(&dir.join("host_key"));
+    keygen(&dir.join("id"));
+    std::fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        ),
+    )
+    .unwrap();
+    // sshd's privilege separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("start sshd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(
+        dir.join("ssh_config"),
+        format!(
+            "Host gh-engine\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {d}/id\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {d}/known_hosts\n  BatchMode yes\n"
+        ),
+    )
+    .unwrap();
+    let wrapper = dir.join("bin/ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec /usr/bin/ssh -F {d}/ssh_config \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (Sshd { child }, dir.join("bin"))
+}
+
+#[test]
+fn a_pool_reaches_an_engine_over_ssh() {
+    let test = "a_pool_reaches_an_engine_over_ssh";
+    let tools =
+        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
+    if !tools {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: openssh-server and openssh-client are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
+        return;
+    }
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-ssh-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (_sshd, bin) = sshd(&tmp.path().join("ssh"));
+    let repo = docker_repo(tmp.path());
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            &format!(
+                "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 1\n  - host: ssh://gh-engine\n    concurrency: 1\n"
+            ),
+        )
+    });
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut args = RUN.to_vec();
+    args.push("2");
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&args)
+            .env("PATH", &path)
+            .current_dir(&repo.root),
+    )
+    .ok();
+    let by = outcomes(&out);
+    assert_eq!(by.len(), 4, "{}", out.stdout);
+    let hosts: std::collections::BTreeSet<_> = by.values().filter_map(|(_, h)| h.clone()).collect();
+    assert!(
+        hosts.contains("ssh://gh-engine"),
+        "no trial went over ssh:\n{}",
+        out.stderr
+    );
+    for ((task, trial), (outcome, _)) in &by {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}#{trial}: {}", out.stderr);
+    }
+    // The ssh connections of the run ended with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crate::support::sandbox::processes_with("gh-engine").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ssh processes left: {:?}",
+            crate::support::sandbox::processes_with("gh-engine")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A port in the address is refused with a hint (ssh would not read it).
+    repo.edit_experiment(|t| t.replace("ssh://gh-engine", "ssh://root@127.0.0.1:22"));
+    let refused = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&args)
+            .arg("--no-cache")
+            .current_dir(&repo.root),
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("~/.ssh/config"),
+        "{}",
+        refused.stderr
+    );
+}

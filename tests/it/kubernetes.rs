@@ -160,6 +160,7 @@ async fn a_trial_pod_has_limits_no_token_labels_and_a_deny_all_policy() {
         .with_pull(PullPolicy::Always);
     let opts = CreateOptions {
         trial_id: Some("t1a2b".into()),
+        ..Default::default()
     };
     let sb = provider
         .create_with(&task(Some("ubuntu:24.04"), "no-network"), &opts)

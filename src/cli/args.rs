@@ -59,6 +59,8 @@ pub enum RunnerArg {
     Docker,
     /// Docker for tasks whose environment needs an image, local otherwise.
     Auto,
+    /// One Pod per trial on the cluster of runner.kubernetes.
+    Kubernetes,
 }
 
 impl RunnerArg {
@@ -67,6 +69,7 @@ impl RunnerArg {
             RunnerArg::Local => RunnerKind::Local,
             RunnerArg::Docker => RunnerKind::Docker,
             RunnerArg::Auto => RunnerKind::Auto,
+            RunnerArg::Kubernetes => RunnerKind::Kubernetes,
         }
     }
 }

@@ -44,6 +44,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
             super::args::RunnerArg::Local => "local",
             super::args::RunnerArg::Docker => "docker",
             super::args::RunnerArg::Auto => "auto",
+            super::args::RunnerArg::Kubernetes => "kubernetes",
         }
         .to_string()
     });

@@ -38,7 +38,7 @@ pub struct CheckArgs {
     /// The suite directory, one task directory, or `builtin:NAME` (default: the suite of .harness/experiment.yaml).
     pub suite: Option<PathBuf>,
     /// Where trials run (default: the runner of .harness/experiment.yaml, else local).
-    #[arg(long, value_parser = ["local", "docker", "auto"])]
+    #[arg(long, value_parser = ["local", "docker", "auto", "kubernetes"])]
     pub runner: Option<String>,
     /// Run local trials without bubblewrap even when it is available.
     #[arg(long, conflicts_with = "bwrap")]
@@ -168,6 +168,7 @@ fn check(ui: &mut Ui, a: CheckArgs) -> Result<i32> {
         Some("docker") => cfg.kind = RunnerKind::Docker,
         Some("local") => cfg.kind = RunnerKind::Local,
         Some("auto") => cfg.kind = RunnerKind::Auto,
+        Some("kubernetes") => cfg.kind = RunnerKind::Kubernetes,
         _ => {}
     }
     git_harness::sandbox::image_map::extend_from_args(&mut cfg.image_map, &a.image_map)?;

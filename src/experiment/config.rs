@@ -204,6 +204,8 @@ pub enum RunnerKind {
     Docker,
     /// Docker for the tasks whose environment needs an image, local for the rest.
     Auto,
+    /// One Pod per trial on a Kubernetes cluster (`runner.kubernetes`).
+    Kubernetes,
 }
 
 impl std::fmt::Display for RunnerKind {
@@ -239,6 +241,9 @@ pub struct RunnerConfig {
     /// in the cache key.
     #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
     pub pull: PullPolicy,
+    /// `kind: kubernetes`: which cluster, namespace and registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Docker: a pool of engines that trials are spread over by free capacity (empty: the one
     /// engine of `DOCKER_HOST`). Not in the fingerprint: results do not depend on where a trial
     /// ran.
@@ -249,6 +254,85 @@ pub struct RunnerConfig {
     /// fingerprint: it changes what is stored, not what a trial does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_workspace: bool,
+}
+
+/// `runner.kubernetes`: where the Kubernetes runner makes its Pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig file (default: `$KUBECONFIG`, else `~/.kube/config`, else the in-cluster
+    /// service account). A relative path is read from the directory the command runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The namespace the Pods and NetworkPolicies go into.
+    pub namespace: String,
+    /// A registry prefix put before every image a task names (after `image_map`), e.g.
+    /// `registry.example:5000/mirror`: the cluster pulls `registry.example:5000/mirror/ubuntu:24.04`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+}
+
+impl KubernetesConfig {
+    /// What is wrong with it, as `(field, message)`.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if !is_dns_label(&self.namespace) {
+            return Some((
+                "runner.kubernetes.namespace",
+                format!(
+                    "`{}` is not a namespace name (lowercase letters, digits and `-`, at most 63, \
+                     starting and ending with a letter or digit)",
+                    self.namespace
+                ),
+            ));
+        }
+        if let Some(r) = &self.registry {
+            let bad = r.is_empty()
+                || r.contains("://")
+                || r.ends_with('/')
+                || r.starts_with('/')
+                || r.contains(char::is_whitespace)
+                || r.contains('@');
+            if bad {
+                return Some((
+                    "runner.kubernetes.registry",
+                    format!(
+                        "`{r}` is not a registry prefix (host[:port][/path], no scheme, no \
+                         trailing `/`), e.g. `registry.example:5000/mirror`"
+                    ),
+                ));
+            }
+        }
+        if self.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Some((
+                "runner.kubernetes.context",
+                "must name a context of the kubeconfig, or be left out".into(),
+            ));
+        }
+        if self
+            .kubeconfig
+            .as_ref()
+            .is_some_and(|k| k.as_os_str().is_empty())
+        {
+            return Some((
+                "runner.kubernetes.kubeconfig",
+                "must name a kubeconfig file, or be left out".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// An RFC 1123 label, as Kubernetes names namespaces.
+fn is_dns_label(s: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| ok(c) || c == '-')
+        && s.starts_with(ok)
+        && s.ends_with(ok)
 }
 
 /// One Docker engine of `runner.hosts`.
@@ -361,6 +445,7 @@ impl Default for RunnerConfig {
             verifier_network: NetworkChoice::Task,
             pull: PullPolicy::default(),
             agent_paths: Vec::new(),
+            kubernetes: None,
             hosts: Vec::new(),
             keep_workspace: false,
         }
@@ -560,6 +645,23 @@ impl Experiment {
                 return err("image_map", "runner.image_map", &p);
             }
         }
+        match &self.runner.kubernetes {
+            Some(k) => {
+                if let Some((field, msg)) = k.problem() {
+                    let key = field.rsplit('.').next().unwrap_or(field);
+                    return err(key, field, &msg);
+                }
+            }
+            None if self.runner.kind == RunnerKind::Kubernetes => {
+                return err(
+                    "kind",
+                    "runner.kubernetes",
+                    "`kind: kubernetes` needs `runner.kubernetes` with at least `namespace` \
+                     (e.g. `kubernetes: {namespace: trials}`)",
+                );
+            }
+            None => {}
+        }
         if !(self.gate.alpha > 0.0 && self.gate.alpha < 1.0) {
             return err(
                 "alpha",
@@ -641,6 +743,16 @@ impl Experiment {
     pub fn canonical(&self) -> serde_json::Value {
         let mut runner =
             serde_json::json!({ "kind": self.runner.kind, "image_map": self.runner.image_map });
+        // The registry changes which image a Pod runs; cluster, context and namespace do not.
+        if self.runner.kind == RunnerKind::Kubernetes
+            && let Some(r) = self
+                .runner
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.registry.as_ref())
+        {
+            runner["registry"] = serde_json::json!(r);
+        }
         // Only a pinned phase enters: fingerprints of experiments that follow the tasks stay.
         for (key, choice) in [
             ("agent_network", self.runner.agent_network),

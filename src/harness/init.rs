@@ -16,7 +16,7 @@ pub struct InitOptions {
     pub template: String,
     /// `builtin:demo`, or a suite directory (recorded relative to the repo when inside it).
     pub suite: String,
-    /// `runner.kind` for the new experiment.yaml (`auto`, `local`, `docker`) [default: the
+    /// `runner.kind` for the new experiment.yaml (`auto`, `local`, `docker`, `kubernetes`) [default: the
     /// template's].
     pub runner: Option<String>,
     /// `runner.image_map` entries for the new experiment.yaml.
@@ -165,6 +165,12 @@ fn runner_section(
             out.push_str(&format!("  kind: {k:<12} {comment}"));
             if !comment.ends_with('\n') {
                 out.push('\n');
+            }
+            if k == "kubernetes" {
+                // The runner needs a namespace; `default` until the user picks one.
+                out.push_str(
+                    "  kubernetes:\n    namespace: default   # kubeconfig, context, registry: see docs/formats.md\n",
+                );
             }
             continue;
         }

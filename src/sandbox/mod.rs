@@ -19,6 +19,7 @@ mod auto;
 pub mod docker;
 mod engine;
 pub mod image;
+pub mod kubernetes;
 /// Image map patterns are configured with the experiment.
 pub use crate::experiment::image_map;
 pub mod local;
@@ -28,6 +29,7 @@ pub mod view;
 
 pub use auto::AutoProvider;
 pub use docker::DockerProvider;
+pub use kubernetes::KubeProvider;
 pub use local::{LocalOptions, LocalProvider};
 
 /// One command to run in a fresh shell (`bash -c`) inside the sandbox.
@@ -405,7 +407,8 @@ pub struct ProviderOptions {
 
 /// The sandbox provider the runner config asks for: local (bubblewrap auto-detected unless
 /// overridden), Docker (connected from `DOCKER_HOST` or the default socket; the version is
-/// negotiated on first use), or auto (Docker for the tasks that need an image, local otherwise).
+/// negotiated on first use), auto (Docker for the tasks that need an image, local otherwise),
+/// or Kubernetes (`runner.kubernetes`; the kubeconfig is read on first use).
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
     let network = NetworkPolicy::of(cfg);
     let one = |endpoint: docker::Endpoint| {
@@ -432,6 +435,19 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
         RunnerKind::Docker => docker(),
+        RunnerKind::Kubernetes => {
+            let k = cfg.kubernetes.clone().ok_or_else(|| {
+                Error::usage_hint(
+                    "runner.kind is kubernetes but runner.kubernetes is missing",
+                    "add `kubernetes: {namespace: NAME}` under runner in .harness/experiment.yaml",
+                )
+            })?;
+            Ok(Arc::new(
+                KubeProvider::new(k, cfg.image_map.clone(), opts.labels.clone())
+                    .with_network(network)
+                    .with_pull(cfg.pull),
+            ))
+        }
         // The client only talks to the engine on first use: a suite without image tasks never
         // needs one.
         RunnerKind::Auto => Ok(Arc::new(AutoProvider::new(

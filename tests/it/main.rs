@@ -41,6 +41,7 @@ mod gate_settle;
 mod gate_stats;
 mod image_map_patterns;
 mod import_harbor;
+mod kubernetes;
 mod lineage_git;
 mod loop_aa;
 mod loop_bisect;

@@ -89,7 +89,7 @@ pub(super) enum AfterKill {
 /// exec is the container's `sleep infinity`, the child of 1 that started first (field 22 of
 /// `/proc/PID/stat`; orphans the agent left are also children of 1, but started later). Only
 /// builtins run until every other process is killed.
-const KILL_STRAYS: &str = r#"keep=" 1 $$ $PPID "; k=; ks=
+pub(crate) const KILL_STRAYS: &str = r#"keep=" 1 $$ $PPID "; k=; ks=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case "$keep" in *" $p "*) continue;; esac
   read -r st < "$d/stat" 2>/dev/null || continue

@@ -1,0 +1,653 @@
+//! One trial's Pod: commands through exec over the API's websocket, files by tar through
+//! exec, and the guard that deletes the Pod on every path.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, AttachParams, AttachedProcess, DeleteParams, PostParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::spec::{PodPlan, deny_all};
+use super::{CONTAINER, is_not_found, kube_err};
+use crate::error::{Error, IoContext, Result};
+use crate::sandbox::image::tar_dir;
+use crate::sandbox::output::Capture;
+use crate::sandbox::{
+    ExecOutput, ExecRequest, InfraClass, Phase, PhaseNetworks, Sandbox, normalize,
+};
+
+/// How long output is still read after a timeout kill.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// The bytes a file download may have; more is an error rather than memory.
+const DOWNLOAD_CAP: usize = 256 << 20;
+/// The buffers between the websocket and this side.
+const PIPE_BUF: usize = 64 << 10;
+
+/// Runs the command read from stdin (exactly `$3` bytes: the exec API cannot always say where
+/// stdin ends, so its length comes first) in `$1` as a new session (`setsid`), so a group kill
+/// ends its background children; `$2` keys its script and pid files. Stderr joins stdout, in
+/// order. As under Docker, the interpreter and `setsid` are named by absolute path.
+const WRAPPER: &str = r#"exec 2>&1; d=/tmp/.git-harness-exec; f="$d/$2"
+mkdir -p "$d" 2>/dev/null
+if ! head -c "$3" > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)"; exit 126; fi
+cd "$1" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $1"; exit 126; }
+sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
+ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
+$ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
+rc=$?
+p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
+rm -f "$f.sh" "$f.pid"
+exit "$rc""#;
+
+/// Unpacks the tar of exactly `$1` bytes on stdin at `/`.
+const UNTAR: &str = r#"head -c "$1" | tar -x -f - -C / 2>&1"#;
+/// Packs `$2` of directory `$1` as a tar on stdout; exits 3 when it is missing.
+const TAR_OUT: &str =
+    r#"cd "$1" 2>/dev/null && [ -e "$2" ] || exit 3; exec tar -c -f - "$2" 2>/dev/null"#;
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Deletes a trial's Pod and NetworkPolicy: `delete`, or on drop (an aborted trial, a panic,
+/// a failed start), synchronously so that nothing outlives the trial.
+pub struct PodGuard {
+    pods: Api<Pod>,
+    policies: Api<NetworkPolicy>,
+    name: String,
+    /// Whether the deny-all policy exists now (or its creation was asked for).
+    denied: AtomicBool,
+    deleted: bool,
+}
+
+impl PodGuard {
+    pub fn new(pods: Api<Pod>, policies: Api<NetworkPolicy>, name: String) -> Self {
+        PodGuard {
+            pods,
+            policies,
+            name,
+            denied: AtomicBool::new(false),
+            deleted: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Take the Pod off the network (idempotent).
+    pub async fn deny(&self, plan: &PodPlan) -> Result<()> {
+        // Marked first: a creation cut short is still deleted.
+        if self.denied.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self
+            .policies
+            .create(&PostParams::default(), &deny_all(plan))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(kube_err(&format!("create network policy {}", self.name), e)),
+        }
+    }
+
+    /// Give the Pod its network back (idempotent).
+    pub async fn allow(&self) -> Result<()> {
+        if !self.denied.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        delete_policy(&self.policies, &self.name).await?;
+        self.denied.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub async fn delete(&mut self) -> Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
+        delete_pod(&self.pods, &self.name).await?;
+        if self.denied.load(Ordering::SeqCst) {
+            delete_policy(&self.policies, &self.name).await?;
+            self.denied.store(false, Ordering::SeqCst);
+        }
+        self.deleted = true;
+        Ok(())
+    }
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::background()
+    };
+    match pods.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(kube_err(&format!("delete pod {name}"), e)),
+    }
+}
+
+async fn delete_policy(policies: &Api<NetworkPolicy>, name: &str) -> Result<()> {
+    match policies.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(kube_err(&format!("delete network policy {name}"), e)),
+    }
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        self.deleted = true;
+        let (pods, policies, name, denied) = (
+            self.pods.clone(),
+            self.policies.clone(),
+            self.name.clone(),
+            self.denied.load(Ordering::SeqCst),
+        );
+        let work = async move {
+            let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                let _ = delete_pod(&pods, &name).await;
+                if denied {
+                    let _ = delete_policy(&policies, &name).await;
+                }
+            })
+            .await;
+        };
+        // On a multi-threaded runtime the deletion runs on it (its connections live there);
+        // elsewhere (a single-threaded runtime, none at all) on a thread and runtime of its own.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(work));
+            }
+            _ => {
+                let t = std::thread::spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        rt.block_on(work);
+                    }
+                });
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// One trial's Pod.
+pub struct KubeSandbox {
+    guard: PodGuard,
+    plan: PodPlan,
+    workdir: String,
+    trial: String,
+    phases: PhaseNetworks,
+    /// The phase whose network the Pod has now (held while the policy changes).
+    phase: tokio::sync::Mutex<Phase>,
+}
+
+impl KubeSandbox {
+    pub fn new(
+        guard: PodGuard,
+        plan: PodPlan,
+        workdir: String,
+        phases: PhaseNetworks,
+        trial: &str,
+    ) -> Self {
+        KubeSandbox {
+            guard,
+            plan,
+            workdir,
+            trial: trial.to_string(),
+            phases,
+            phase: tokio::sync::Mutex::new(Phase::Setup),
+        }
+    }
+
+    /// The Pod's name.
+    pub fn pod_name(&self) -> &str {
+        self.guard.name()
+    }
+
+    fn pods(&self) -> &Api<Pod> {
+        &self.guard.pods
+    }
+
+    /// Start `argv` in the trial's container.
+    async fn start(&self, argv: Vec<String>, stdin: bool) -> Result<AttachedProcess> {
+        let ap = AttachParams {
+            container: Some(CONTAINER.into()),
+            stdin,
+            stdout: true,
+            stderr: false,
+            tty: false,
+            max_stdin_buf_size: Some(PIPE_BUF),
+            max_stdout_buf_size: Some(PIPE_BUF),
+            max_stderr_buf_size: None,
+        };
+        self.pods()
+            .exec(self.pod_name(), argv, &ap)
+            .await
+            .map_err(|e| kube_err(&format!("exec in pod {}", self.pod_name()), e))
+    }
+
+    /// Run `argv` with `input` on stdin (exactly its bytes; the command must read no more),
+    /// collecting stdout into `sink` until the process ends or `deadline`. Stdin stays open
+    /// until the end: under `v4.channel.k8s.io` closing it closes the whole stream.
+    /// Returns the exit code (`None`: killed, or no status), and whether the deadline hit.
+    async fn run(
+        &self,
+        argv: Vec<String>,
+        input: &[u8],
+        deadline: tokio::time::Instant,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        on_timeout: Option<&str>,
+    ) -> Result<(Option<i32>, bool)> {
+        let mut proc = self.start(argv, true).await?;
+        let mut stdin = proc
+            .stdin()
+            .ok_or_else(|| InfraClass::Sandbox.error("kubernetes: exec without stdin"))?;
+        let mut stdout = proc
+            .stdout()
+            .ok_or_else(|| InfraClass::Sandbox.error("kubernetes: exec without stdout"))?;
+        let status = proc
+            .take_status()
+            .ok_or_else(|| InfraClass::Sandbox.error("kubernetes: exec without status"))?;
+        let mut failed: Option<Error> = None;
+        let io = async {
+            let write = async {
+                // A command that ends early stops reading: its output says why.
+                let _ = stdin.write_all(input).await;
+                let _ = stdin.flush().await;
+            };
+            let read = async {
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    match stdout.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if let Err(e) = sink(&buf[..n]) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::join!(write, read);
+        };
+        let timed_out = tokio::time::timeout_at(deadline, io).await.is_err();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if timed_out {
+            if let Some(key) = on_timeout {
+                self.kill_exec(key).await;
+            }
+            let grace = tokio::time::Instant::now() + DRAIN_GRACE;
+            let mut buf = vec![0u8; 16 << 10];
+            while let Ok(Ok(n)) = tokio::time::timeout_at(grace, stdout.read(&mut buf)).await {
+                if n == 0 || sink(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            return Ok((None, true));
+        }
+        let status = tokio::time::timeout(Duration::from_secs(10), status)
+            .await
+            .ok()
+            .flatten();
+        drop(stdin);
+        Ok((status.as_ref().and_then(exit_code), false))
+    }
+
+    async fn exec_raw(
+        &self,
+        command: &str,
+        timeout: Duration,
+        cwd: &str,
+        env: &[(String, String)],
+    ) -> Result<ExecOutput> {
+        let started = Instant::now();
+        let key = format!("{:016x}", rand::random::<u64>());
+        // The exec API takes no environment: it comes first in the script.
+        let mut script = String::new();
+        let base = [
+            ("HARNESS_WORKDIR", self.workdir.as_str()),
+            ("HARNESS_TESTS_DIR", "/tests"),
+            ("HARNESS_LOGS_DIR", "/logs"),
+            ("HARNESS_SOLUTION_DIR", "/solution"),
+        ];
+        for (k, v) in base
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .chain(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                script.push_str(&format!("export {k}={}\n", q(v)));
+            }
+        }
+        script.push_str(command);
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            WRAPPER.to_string(),
+            "git-harness-exec".to_string(),
+            cwd.to_string(),
+            key.clone(),
+            script.len().to_string(),
+        ];
+        let mut cap = Capture::default();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let run = self
+            .run(
+                argv,
+                script.as_bytes(),
+                deadline,
+                &mut |b| {
+                    cap.push(b);
+                    Ok(())
+                },
+                Some(&key),
+            )
+            .await;
+        let (exit_code, timed_out) = match run {
+            Ok(r) => r,
+            Err(_) if self.stopped().await => {
+                return Ok(ExecOutput {
+                    exit_code: None,
+                    output: format!("git-harness: {STOPPED}; nothing more can run in it\n"),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    ..Default::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let (output, truncated) = cap.finish();
+        Ok(ExecOutput {
+            exit_code: if timed_out { None } else { exit_code },
+            output,
+            truncated,
+            timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Kill the process group of the exec keyed `key` (a second exec).
+    async fn kill_exec(&self, key: &str) {
+        let script = format!(
+            "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
+             if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
+             sleep 0.2; done; exit 1"
+        );
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        let Ok(mut proc) = self.start(argv, false).await else {
+            return;
+        };
+        let Some(mut out) = proc.stdout() else {
+            return;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 512];
+            while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+
+    /// Unpack `tar` at `/` in the container.
+    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            UNTAR.to_string(),
+            "git-harness-upload".to_string(),
+            tar.len().to_string(),
+        ];
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let (code, timed_out) = self
+            .run(
+                argv,
+                &tar,
+                deadline,
+                &mut |b| {
+                    out.extend_from_slice(&b[..b.len().min(4096)]);
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        if code != Some(0) || timed_out {
+            return Err(InfraClass::Sandbox.error(format!(
+                "kubernetes: copy {what} into pod {}: {}",
+                self.pod_name(),
+                String::from_utf8_lossy(&out).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A tar of `path` (its last component at the archive's root); `None` when it is missing.
+    async fn download(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let (parent, name) = match path.rsplit_once('/') {
+            Some(("", n)) => ("/", n),
+            Some((p, n)) => (p, n),
+            None => ("/", path),
+        };
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            TAR_OUT.to_string(),
+            "git-harness-download".to_string(),
+            parent.to_string(),
+            name.to_string(),
+        ];
+        let mut data = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let (code, timed_out) = self
+            .run(
+                argv,
+                b"",
+                deadline,
+                &mut |b| {
+                    if data.len() + b.len() > DOWNLOAD_CAP {
+                        return Err(InfraClass::Sandbox.error(format!(
+                            "kubernetes: {path} is larger than {} MiB",
+                            DOWNLOAD_CAP >> 20
+                        )));
+                    }
+                    data.extend_from_slice(b);
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        match code {
+            Some(0) if !timed_out => Ok(Some(data)),
+            Some(3) => Ok(None),
+            _ => Err(InfraClass::Sandbox.error(format!(
+                "kubernetes: read {path} from pod {}: {}",
+                self.pod_name(),
+                crate::exit::describe(code, timed_out)
+            ))),
+        }
+    }
+
+    /// Whether the Pod exists but its container no longer runs.
+    async fn stopped(&self) -> bool {
+        match self.pods().get(self.pod_name()).await {
+            Ok(p) => {
+                let status = p.status.as_ref();
+                let phase = status.and_then(|s| s.phase.as_deref());
+                let terminated = status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
+                phase != Some("Running") || terminated
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The exit code in an exec's final status: `Success` is 0, `NonZeroExitCode` names it.
+pub(crate) fn exit_code(
+    status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+) -> Option<i32> {
+    if status.status.as_deref() == Some("Success") {
+        return Some(0);
+    }
+    if status.reason.as_deref() != Some("NonZeroExitCode") {
+        return None;
+    }
+    status
+        .details
+        .as_ref()?
+        .causes
+        .as_ref()?
+        .iter()
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.as_deref()?.trim().parse().ok())
+}
+
+/// Why nothing runs in a Pod the agent stopped.
+const STOPPED: &str = "the sandbox's pod stopped during the trial (its main process was killed, or it ran out of memory)";
+
+fn one_file(tar_bytes: &[u8], p: &str) -> Result<Vec<u8>> {
+    let mut ar = tar::Archive::new(tar_bytes);
+    let mut entries = ar.entries().at(p)?;
+    let Some(entry) = entries.next() else {
+        return Err(Error::io(
+            p,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "empty archive"),
+        ));
+    };
+    let mut entry = entry.at(p)?;
+    if !entry.header().entry_type().is_file() {
+        return Err(Error::io(p, std::io::Error::other("not a regular file")));
+    }
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut data).at(p)?;
+    Ok(data)
+}
+
+#[async_trait]
+impl Sandbox for KubeSandbox {
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput> {
+        if self.guard.deleted {
+            return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
+        }
+        let cwd = normalize(
+            &self.workdir,
+            req.workdir.as_deref().unwrap_or(&self.workdir),
+        );
+        self.exec_raw(&req.command, req.timeout, &cwd, &req.env)
+            .await
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let p = normalize(&self.workdir, path);
+        match self.download(&p).await? {
+            Some(t) => one_file(&t, &p),
+            None => Err(Error::io(
+                &p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the sandbox"),
+            )),
+        }
+    }
+
+    async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let p = normalize(&self.workdir, path);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, p.trim_start_matches('/'), data)
+            .at(&p)?;
+        let tar = b.into_inner().at(&p)?;
+        self.upload(tar, &p).await
+    }
+
+    async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> Result<()> {
+        let d = normalize(&self.workdir, dest);
+        let tar = tar_dir(host_dir, d.trim_start_matches('/'))?;
+        self.upload(tar, &d).await
+    }
+
+    async fn destroy(&mut self) -> Result<()> {
+        self.guard.delete().await
+    }
+
+    async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let d = normalize(&self.workdir, dir);
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
+        let Some(tar_bytes) = self.download(&d).await? else {
+            return Ok(found);
+        };
+        // The archive's entries are named after the directory's last component.
+        let base = d.rsplit('/').next().unwrap_or_default();
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        for entry in ar.entries().at(&d)? {
+            let mut entry = entry.at(&d)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().at(&d)?.to_string_lossy().into_owned();
+            let Some(i) = names
+                .iter()
+                .position(|n| path.trim_end_matches('/') == format!("{base}/{n}"))
+            else {
+                continue;
+            };
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).at(&d)?;
+            found[i] = Some(data);
+        }
+        Ok(found)
+    }
+
+    async fn kill_strays(&self) -> Result<()> {
+        let out = self
+            .exec_raw(
+                crate::sandbox::docker::sandbox::KILL_STRAYS,
+                Duration::from_secs(30),
+                "/",
+                &[],
+            )
+            .await?;
+        if out.success() || out.output.contains(STOPPED) {
+            return Ok(());
+        }
+        Err(InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim())))
+    }
+
+    fn trial_id(&self) -> &str {
+        &self.trial
+    }
+
+    /// The deny-all policy present exactly while the phase has no network.
+    async fn set_phase(&self, phase: Phase) -> Result<()> {
+        let mut now = self.phase.lock().await;
+        if self.phases.get(phase) {
+            self.guard.allow().await?;
+        } else {
+            self.guard.deny(&self.plan).await?;
+        }
+        *now = phase;
+        Ok(())
+    }
+}

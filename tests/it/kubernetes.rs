@@ -1,0 +1,1168 @@
+//! The Kubernetes runner. Without a cluster: the requests it makes, against a stand-in API
+//! service (a tower `Service` given to `kube::Client::new`, kube's mock pattern), and its exec and file transfer over a loopback websocket server that
+//! speaks the API's channel protocol (`v5.channel.k8s.io` and `v4`) and runs the commands in a
+//! real Docker container. With `GIT_HARNESS_TEST_KUBECONFIG`: one oracle trial on that cluster
+//! (`GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1` makes a missing cluster a failure).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use git_harness::experiment::{KubernetesConfig, PullPolicy};
+use git_harness::sandbox::kubernetes::spec::{PodPlan, pod_command};
+use git_harness::sandbox::kubernetes::{KubeSandbox, PodGuard};
+use git_harness::sandbox::{
+    CreateOptions, ExecRequest, KubeProvider, PhaseNetworks, Sandbox, SandboxProvider,
+};
+use git_harness::task::Task;
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::loops::{Repo, harness_in};
+use crate::support::sandbox::{TEST_LABEL, docker_or_skip, fixture_task, in_ci};
+
+const NS: &str = "trials";
+
+fn kube_cfg(registry: Option<&str>) -> KubernetesConfig {
+    KubernetesConfig {
+        kubeconfig: None,
+        context: None,
+        namespace: NS.into(),
+        registry: registry.map(String::from),
+    }
+}
+
+#[test]
+fn trial_ids_become_kubernetes_names() {
+    use git_harness::sandbox::kubernetes::spec::dns_label;
+    assert_eq!(dns_label("t19a2b3c4d-verifier"), "t19a2b3c4d-verifier");
+    let odd = dns_label("Task_One/x");
+    assert!(odd.starts_with("task-one-x-") && odd.len() == 19, "{odd}");
+    let long = dns_label(&"a".repeat(100));
+    assert_eq!(long.len(), 63, "{long}");
+    assert_ne!(long, dns_label(&"a".repeat(101)));
+    assert!(dns_label("--").starts_with("x-"));
+}
+
+/// A request as the mock service saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+/// A client whose requests go to `answer` (status, JSON body), a stand-in for the API server
+/// as a tower service; every request is recorded.
+fn mock_client(
+    answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let answer = Arc::new(answer);
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let (log, answer) = (log.clone(), answer.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await?;
+            let s = Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (status, text) = answer(&s);
+            log.lock().unwrap().push(s);
+            Ok::<_, kube::Error>(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(text.into_bytes()))
+                    .unwrap(),
+            )
+        }
+    });
+    (kube::Client::new(svc, NS), seen)
+}
+
+fn pod_with(phase: &str, waiting: Option<&str>) -> Value {
+    let mut statuses = json!([]);
+    if let Some(reason) = waiting {
+        statuses = json!([{
+            "name": "trial", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": "pull access denied"}}
+        }]);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": NS, "resourceVersion": "2"},
+        "status": {"phase": phase, "containerStatuses": statuses}
+    })
+}
+
+/// The answers of a cluster where the Pod runs after one Pending event (or, with `waiting`,
+/// never leaves it for that reason).
+fn cluster(
+    waiting: Option<&'static str>,
+) -> impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static {
+    move |s: &Seen| {
+        let path = s.uri.split('?').next().unwrap_or_default().to_string();
+        match s.method.as_str() {
+            "POST" => {
+                let mut obj = s.body.clone();
+                obj["metadata"]["resourceVersion"] = json!("1");
+                obj["metadata"]["namespace"] = json!(NS);
+                (201, obj.to_string())
+            }
+            "GET" if s.uri.contains("watch=true") => {
+                let first = json!({"type": "ADDED", "object": pod_with("Pending", None)});
+                let second = match waiting {
+                    None => json!({"type": "MODIFIED", "object": pod_with("Running", None)}),
+                    Some(r) => json!({"type": "MODIFIED", "object": pod_with("Pending", Some(r))}),
+                };
+                (200, format!("{first}\n{second}\n"))
+            }
+            "DELETE" => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success", "code": 200})
+                    .to_string(),
+            ),
+            m => panic!("unexpected request {m} {path}"),
+        }
+    }
+}
+
+/// A Harbor-style task on `image`, with limits and a network mode.
+fn task(image: Option<&str>, network: &str) -> Task {
+    let mut t = fixture_task("hello-file");
+    t.environment.docker_image = image.map(String::from);
+    t.environment.cpus = Some(1.5);
+    t.environment.memory_mb = Some(2048);
+    t.environment.network_mode = Some(network.into());
+    t.environment.workdir = "/app".into();
+    t
+}
+
+fn requests(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<Seen> {
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_pod_has_limits_no_token_labels_and_a_deny_all_policy() {
+    let (client, seen) = mock_client(cluster(None));
+    let map = BTreeMap::from([("ubuntu:24.04".to_string(), "mirror/ubuntu".to_string())]);
+    let labels = BTreeMap::from([(TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string())]);
+    let provider = KubeProvider::new(kube_cfg(Some("registry.example:5000/tb")), map, labels)
+        .with_client(client)
+        .with_pull(PullPolicy::Always);
+    let opts = CreateOptions {
+        trial_id: Some("t1a2b".into()),
+        ..Default::default()
+    };
+    let sb = provider
+        .create_with(&task(Some("ubuntu:24.04"), "no-network"), &opts)
+        .await
+        .expect("the pod runs");
+    assert_eq!(sb.trial_id(), "t1a2b");
+    let reqs = requests(&seen);
+    let kinds: Vec<String> = reqs
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.uri.split('?').next().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            format!("POST /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
+            format!("POST /api/v1/namespaces/{NS}/pods"),
+            format!("GET /api/v1/namespaces/{NS}/pods"),
+        ],
+        "the policy exists before the pod does"
+    );
+
+    // The policy: the trial's pod, nothing in or out.
+    let np = &reqs[0].body;
+    assert_eq!(np["metadata"]["name"], "git-harness-t1a2b");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["git-harness/trial"],
+        "t1a2b"
+    );
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(np["spec"]["egress"], json!([]));
+    assert_eq!(np["spec"]["ingress"], json!([]));
+
+    // The pod.
+    let pod = &reqs[1].body;
+    let meta = &pod["metadata"];
+    assert_eq!(meta["name"], "git-harness-t1a2b");
+    assert_eq!(
+        meta["labels"]["app.kubernetes.io/managed-by"],
+        "git-harness"
+    );
+    assert_eq!(meta["labels"]["git-harness/trial"], "t1a2b");
+    assert_eq!(meta["labels"][TEST_LABEL.0], TEST_LABEL.1);
+    let owner = meta["labels"]["git-harness/owner"].as_str().unwrap();
+    assert!(
+        owner.starts_with(&format!("{}.", std::process::id())),
+        "{owner}"
+    );
+    assert!(meta["labels"]["git-harness/host"].as_str().is_some());
+    assert_eq!(meta["annotations"]["git-harness/task"], "hello-file");
+    let spec = &pod["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(spec["enableServiceLinks"], false);
+    assert_eq!(spec["restartPolicy"], "Never");
+    let c = &spec["containers"][0];
+    assert_eq!(c["name"], "trial");
+    assert_eq!(c["image"], "registry.example:5000/tb/mirror/ubuntu");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["workingDir"], "/app");
+    assert_eq!(c["command"], json!(pod_command()));
+    let cmd = c["command"][2].as_str().unwrap();
+    assert!(
+        cmd.contains("sleep 2147483647 & wait") && cmd.contains("trap"),
+        "{cmd}"
+    );
+    for r in ["limits", "requests"] {
+        assert_eq!(c["resources"][r]["cpu"], "1500m");
+        assert_eq!(c["resources"][r]["memory"], "2048Mi");
+    }
+
+    // The watch: this pod only, from the version the creation returned.
+    let watch = &reqs[2].uri;
+    assert!(watch.contains("watch=true"), "{watch}");
+    assert!(watch.contains("resourceVersion=1"), "{watch}");
+    assert!(
+        watch.contains("fieldSelector=metadata.name%3Dgit-harness-t1a2b"),
+        "{watch}"
+    );
+
+    // Dropped without destroy (an aborted trial): the pod and its policy go.
+    drop(sb);
+    let deletes: Vec<String> = requests(&seen)
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.uri.split('?').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            format!("/api/v1/namespaces/{NS}/pods/git-harness-t1a2b"),
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/git-harness-t1a2b"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_cannot_pull_its_image_fails_the_start_and_is_deleted() {
+    let (client, seen) = mock_client(cluster(Some("ErrImagePull")));
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
+    let err = provider
+        .create(&task(Some("private/app:1"), "public"))
+        .await
+        .err()
+        .expect("the start fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("ErrImagePull") && text.contains("private/app:1"),
+        "{text}"
+    );
+    let reqs = requests(&seen);
+    assert!(
+        !reqs.iter().any(|s| s.uri.contains("networkpolicies")),
+        "a public task gets no policy: {reqs:?}"
+    );
+    let created = reqs
+        .iter()
+        .find(|s| s.method == "POST")
+        .expect("a pod was created");
+    let name = created.body["metadata"]["name"].as_str().unwrap();
+    assert!(
+        reqs.iter()
+            .any(|s| s.method == "DELETE" && s.uri.contains(&format!("/pods/{name}"))),
+        "the failed pod was deleted: {reqs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_that_need_an_image_built_are_refused_before_any_request() {
+    let (client, seen) = mock_client(cluster(None));
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM python:3.13\nRUN pip install numpy\n").unwrap();
+    let mut t = task(None, "public");
+    t.dockerfile = Some(dockerfile);
+    let err = provider.create(&t).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("builds no images") && text.contains("pip install numpy"),
+        "{text}"
+    );
+    assert!(requests(&seen).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deletes_pods_of_dead_processes_only() {
+    let me = git_harness::support::owner::Owner::me().to_string();
+    let host = git_harness::support::owner::host_id();
+    let pod = |name: &str, owner: &str| {
+        json!({"metadata": {"name": name, "labels": {
+            "app.kubernetes.io/managed-by": "git-harness",
+            "git-harness/owner": owner, "git-harness/host": host}}})
+    };
+    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+        "items": [pod("live", &me), pod("dead", "4194303.7")]});
+    let policies = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList",
+        "metadata": {}, "items": [pod("dead", "4194303.7")]});
+    let (client, seen) = mock_client(move |s| match s.method.as_str() {
+        "GET" if s.uri.contains("networkpolicies") => (200, policies.to_string()),
+        "GET" => (200, pods.to_string()),
+        _ => (
+            200,
+            json!({"kind": "Status", "status": "Success"}).to_string(),
+        ),
+    });
+    let provider =
+        KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new()).with_client(client);
+    assert_eq!(provider.sweep().await.unwrap(), 1);
+    let reqs = requests(&seen);
+    let list = &reqs[0].uri;
+    assert!(
+        list.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dgit-harness"),
+        "{list}"
+    );
+    let deleted: Vec<&str> = reqs
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.uri.split('?').next().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![
+            format!("/api/v1/namespaces/{NS}/pods/dead"),
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/dead"),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exec over the websocket, against a loopback server speaking the channel protocol.
+
+/// A stand-in API server on loopback, backed by the Docker engine: a created Pod is a container
+/// of its image running its command (in its working directory, without network), deleted with
+/// it; the watch and reads of a Pod say it runs; exec requests (websocket upgrades) run their
+/// command in the Pod's container through `docker exec -i`, speaking `protocol`
+/// (`v5.channel.k8s.io` or `v4`); lists are empty, other requests succeed. Every request line
+/// is recorded.
+struct ExecServer {
+    url: String,
+    state: Arc<ServerState>,
+}
+
+struct ServerState {
+    protocol: &'static str,
+    /// Watches never say anything (a Pod that stays pending).
+    hold: bool,
+    seen: Mutex<Vec<String>>,
+    /// Pod name to container id.
+    containers: Mutex<BTreeMap<String, String>>,
+}
+
+impl ExecServer {
+    async fn start(containers: BTreeMap<String, String>, protocol: &'static str) -> ExecServer {
+        Self::start_with(containers, protocol, false).await
+    }
+
+    async fn start_with(
+        containers: BTreeMap<String, String>,
+        protocol: &'static str,
+        hold: bool,
+    ) -> ExecServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(ServerState {
+            protocol,
+            hold,
+            seen: Mutex::new(Vec::new()),
+            containers: Mutex::new(containers),
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let _ = serve_conn(stream, st).await;
+                });
+            }
+        });
+        ExecServer { url, state }
+    }
+
+    fn client(&self) -> kube::Client {
+        git_harness::sandbox::kubernetes::client_for(kube::Config::new(self.url.parse().unwrap()))
+            .unwrap()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// A kubeconfig naming this server (plain http, no credentials).
+    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+                 users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: stand-in\n    user: u\n\
+                 current-context: c\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for ExecServer {
+    fn drop(&mut self) {
+        // Containers of pods nobody deleted; the tests check that there are none.
+        let left: Vec<String> = std::mem::take(&mut *self.state.containers.lock().unwrap())
+            .into_values()
+            .collect();
+        for c in left {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &c])
+                .output();
+        }
+    }
+}
+
+fn running(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": "2"},
+        "status": {"phase": "Running"}})
+}
+
+/// The container of a pod made from `pod` (its image, command and working directory).
+fn container_for(pod: &Value) -> String {
+    let c = &pod["spec"]["containers"][0];
+    let cmd: Vec<String> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "run".to_string(),
+        "-d".into(),
+        "--network".into(),
+        "none".into(),
+        "--label".into(),
+        format!("{}={}", TEST_LABEL.0, TEST_LABEL.1),
+        "--entrypoint".into(),
+        cmd[0].clone(),
+        "-w".into(),
+        c["workingDir"].as_str().unwrap().into(),
+        c["image"].as_str().unwrap().into(),
+    ];
+    args.extend(cmd.into_iter().skip(1));
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The answer to a plain (not upgraded) request: status and JSON.
+async fn answer(st: &ServerState, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+    let path = target.split('?').next().unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or_default().to_string();
+    let success = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success", "code": 200});
+    match method {
+        "POST" if path.ends_with("/pods") => {
+            let mut pod: Value = serde_json::from_slice(body).unwrap();
+            let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+            let p = pod.clone();
+            let id = tokio::task::spawn_blocking(move || container_for(&p))
+                .await
+                .unwrap();
+            st.containers.lock().unwrap().insert(name, id);
+            pod["metadata"]["resourceVersion"] = json!("1");
+            (201, pod.to_string())
+        }
+        "POST" => {
+            let mut obj: Value = serde_json::from_slice(body).unwrap();
+            obj["metadata"]["resourceVersion"] = json!("1");
+            (201, obj.to_string())
+        }
+        "GET" if target.contains("watch=true") => {
+            let name = decode(target.split("metadata.name%3D").nth(1).unwrap_or_default());
+            let name = name.split('&').next().unwrap_or_default().to_string();
+            let ev = json!({"type": "ADDED", "object": running(&name)});
+            (200, format!("{ev}\n"))
+        }
+        "GET" if path.ends_with("/pods") || path.ends_with("/networkpolicies") => (
+            200,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}).to_string(),
+        ),
+        "GET" => (200, running(&name).to_string()),
+        "DELETE" => {
+            let id = st.containers.lock().unwrap().remove(&name);
+            if let Some(id) = id {
+                let _ = tokio::process::Command::new("docker")
+                    .args(["rm", "-f", &id])
+                    .output()
+                    .await;
+            }
+            (200, success.to_string())
+        }
+        _ => (200, success.to_string()),
+    }
+}
+
+async fn serve_conn(
+    mut stream: tokio::net::TcpStream,
+    st: Arc<ServerState>,
+) -> std::io::Result<()> {
+    loop {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if stream.read(&mut b).await? == 0 {
+                return Ok(());
+            }
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        st.seen.lock().unwrap().push(request_line.clone());
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        if st.hold && target.contains("watch=true") {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await?;
+            std::future::pending::<()>().await;
+        }
+        if headers.get("upgrade").map(|u| u.to_ascii_lowercase()) != Some("websocket".into()) {
+            let (status, text) = answer(&st, &method, &target, &body).await;
+            let resp = format!(
+                "HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            stream.write_all(resp.as_bytes()).await?;
+            continue;
+        }
+        let protocol = st.protocol;
+        let offered = headers
+            .get("sec-websocket-protocol")
+            .cloned()
+            .unwrap_or_default();
+        assert!(offered.contains(protocol), "offered: {offered}");
+        let key = headers
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or_default();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let resp = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-accept: {accept}\r\nsec-websocket-protocol: {protocol}\r\n\r\n"
+        );
+        stream.write_all(resp.as_bytes()).await?;
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let pod = path
+            .trim_end_matches("/exec")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let container = st.containers.lock().unwrap().get(pod).cloned();
+        let argv: Vec<String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == "command")
+            .map(|(_, v)| decode(v))
+            .collect();
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            stream,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let Some(container) = container else {
+            return Ok(());
+        };
+        run_exec(ws, &container, argv, protocol).await;
+        return Ok(());
+    }
+}
+
+/// The server side of one exec: stdin frames (channel 0) to the process, its stdout and
+/// stderr to channels 1 and 2, `[255, 0]` (v5) closing its stdin, the exit status on channel 3.
+async fn run_exec(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    container: &str,
+    argv: Vec<String>,
+    protocol: &str,
+) {
+    let mut child = tokio::process::Command::new("docker")
+        .arg("exec")
+        .arg("-i")
+        .arg(container)
+        .args(&argv)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.close().await;
+    });
+    let forward = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, ch: u8| {
+        let out_tx = out_tx.clone();
+        async move {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut m = vec![ch];
+                        m.extend_from_slice(&buf[..n]);
+                        if out_tx.send(Message::binary(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let out = forward(Box::new(child.stdout.take().unwrap()), 1);
+    let err = forward(Box::new(child.stderr.take().unwrap()), 2);
+    let mut stdin = child.stdin.take();
+    let v5 = protocol.starts_with("v5");
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            match m {
+                Message::Binary(b) if b.first() == Some(&0) => {
+                    if let Some(s) = stdin.as_mut() {
+                        let _ = s.write_all(&b[1..]).await;
+                    }
+                }
+                Message::Binary(b) if v5 && b[..] == [255, 0] => stdin = None,
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    });
+    tokio::join!(out, err);
+    let code = child.wait().await.unwrap().code().unwrap_or(137);
+    let status = if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": format!("command terminated with non-zero exit code: {code}"),
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    };
+    let mut m = vec![3u8];
+    m.extend_from_slice(status.to_string().as_bytes());
+    let _ = out_tx.send(Message::binary(m)).await;
+    drop(out_tx);
+    let _ = writer.await;
+    reader.abort();
+}
+
+/// A container like a trial's pod (the same main command), removed when dropped.
+struct Container(String);
+
+impl Container {
+    fn start() -> Container {
+        let mut args = vec![
+            "run".to_string(),
+            "-d".into(),
+            "--network".into(),
+            "none".into(),
+            "--label".into(),
+            format!("{}={}", TEST_LABEL.0, TEST_LABEL.1),
+            "--entrypoint".into(),
+            "/bin/sh".into(),
+            "-w".into(),
+            "/app".into(),
+            git_harness::sandbox::image::BASE_IMAGE.into(),
+        ];
+        args.extend(pod_command().into_iter().skip(1));
+        let out = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Container(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn sandbox_on(client: kube::Client, name: &str) -> KubeSandbox {
+    let pods = kube::Api::namespaced(client.clone(), NS);
+    let policies = kube::Api::namespaced(client, NS);
+    let plan = PodPlan {
+        name: name.into(),
+        image: git_harness::sandbox::image::BASE_IMAGE.into(),
+        pull: PullPolicy::Never,
+        trial_label: name.into(),
+        task_id: "t".into(),
+        labels: BTreeMap::new(),
+    };
+    let all = PhaseNetworks {
+        setup: true,
+        agent: true,
+        verifier: true,
+    };
+    KubeSandbox::new(
+        PodGuard::new(pods, policies, name.into()),
+        plan,
+        "/app".into(),
+        all,
+        name,
+    )
+}
+
+fn req(cmd: &str, secs: u64) -> ExecRequest {
+    ExecRequest::new(cmd, Duration::from_secs(secs))
+}
+
+/// How many processes in the container run a command line starting with `marker`.
+async fn count(sb: &KubeSandbox, marker: &str) -> String {
+    let script = format!(
+        "n=0; for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); \
+         case \"$c\" in '{marker}'*) n=$((n+1));; esac; done; echo $n"
+    );
+    let out = sb.exec(req(&script, 30)).await.unwrap();
+    out.output.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_files_over_the_websocket_channel_protocol() {
+    if docker_or_skip("exec_and_files_over_the_websocket_channel_protocol")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
+        // Deleting the pod removes its container: one per round.
+        let container = Container::start();
+        let pods = BTreeMap::from([("git-harness-tws".to_string(), container.0.clone())]);
+        let server = ExecServer::start(pods, protocol).await;
+        let mut sb = sandbox_on(server.client(), "git-harness-tws");
+
+        // Output in order (stderr joined), the exit code, the environment, the directory.
+        let mut r = req("echo $HARNESS_LOGS_DIR $FOO; pwd; echo err >&2; exit 3", 30);
+        r.env.push(("FOO".into(), "it's".into()));
+        r.workdir = Some("/tmp".into());
+        let out = sb.exec(r).await.unwrap();
+        assert_eq!(out.exit_code, Some(3), "{protocol}: {out:?}");
+        assert_eq!(out.output, "/logs it's\n/tmp\nerr\n", "{protocol}");
+        assert!(sb.exec(req("true", 30)).await.unwrap().success());
+
+        // A command larger than any argument list travels on stdin.
+        let big = format!("# {}\necho done", "x".repeat(300_000));
+        let out = sb.exec(req(&big, 60)).await.unwrap();
+        assert_eq!(out.output, "done\n", "{protocol}");
+
+        // A timeout kills the command's whole process group.
+        let out = sb
+            .exec(req("sleep 1001 & sleep 1001; echo never", 2))
+            .await
+            .unwrap();
+        assert!(
+            out.timed_out && out.exit_code.is_none(),
+            "{protocol}: {out:?}"
+        );
+        assert_eq!(count(&sb, "sleep 1001").await, "0", "{protocol}");
+
+        // Files in and out by tar, binary-safe; a missing one is an error.
+        let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        sb.write_file("bin.dat", &data).await.unwrap();
+        assert_eq!(sb.read_file("/app/bin.dat").await.unwrap(), data);
+        assert!(sb.read_file("/app/missing").await.is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f.txt"), "in\n").unwrap();
+        sb.copy_dir_in(dir.path(), "/app/in").await.unwrap();
+        let out = sb.exec(req("cat /app/in/sub/f.txt", 30)).await.unwrap();
+        assert_eq!(out.output, "in\n", "{protocol}");
+
+        // The verifier's directory in one download.
+        sb.exec(req("echo 1 > /logs/verifier/reward.txt", 30))
+            .await
+            .unwrap();
+        let files = sb
+            .read_dir_files("/logs/verifier", &["reward.txt", "reward.json"])
+            .await
+            .unwrap();
+        assert_eq!(files, vec![Some(b"1\n".to_vec()), None], "{protocol}");
+
+        // A process that left its session is ended before the verifier; the pod's own
+        // sleep stays.
+        // (The command waits until the sleep is in a session of its own, field 6 of its stat,
+        // so the group kill at its end cannot catch it first.)
+        let escape = "setsid sleep 1002 > /dev/null 2>&1 < /dev/null & p=$!\n\
+                      for i in $(seq 200); do set -- $(cat /proc/$p/stat); [ \"$6\" = \"$p\" ] && break; sleep 0.05; done";
+        sb.exec(req(escape, 30)).await.unwrap();
+        assert_eq!(count(&sb, "sleep 1002").await, "1", "{protocol}");
+        sb.kill_strays().await.unwrap();
+        assert_eq!(count(&sb, "sleep 1002").await, "0", "{protocol}");
+        assert_eq!(count(&sb, "sleep 2147483647").await, "1", "{protocol}");
+
+        // Every exec asked for stdin and stdout, stderr joined, no tty, the trial's container.
+        let execs: Vec<String> = server
+            .seen()
+            .into_iter()
+            .filter(|l| l.contains("/exec?"))
+            .collect();
+        assert!(!execs.is_empty());
+        for e in &execs {
+            assert!(
+                e.starts_with(&format!(
+                    "GET /api/v1/namespaces/{NS}/pods/git-harness-tws/exec?"
+                )),
+                "{e}"
+            );
+            assert!(
+                e.contains("container=trial") && e.contains("stdout=true"),
+                "{e}"
+            );
+            assert!(!e.contains("stderr=true") && !e.contains("tty=true"), "{e}");
+        }
+
+        sb.destroy().await.unwrap();
+        assert!(
+            server.seen().iter().any(|l| l.starts_with(&format!(
+                "DELETE /api/v1/namespaces/{NS}/pods/git-harness-tws"
+            ))),
+            "{:?}",
+            server.seen()
+        );
+        assert!(sb.exec(req("true", 5)).await.is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// experiment.yaml
+
+/// `text` with the `kind:` line of its `runner:` section replaced by `block`.
+fn with_runner_kind(text: &str, block: &str) -> String {
+    let runner = text.find("\nrunner:\n").expect("a runner section");
+    let start = runner + text[runner..].find("\n  kind:").expect("runner.kind") + 1;
+    let end = start + text[start..].find('\n').unwrap() + 1;
+    format!("{}{block}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn kubernetes_settings_are_validated_naming_file_and_field() {
+    let repo = Repo::init("minimal");
+    let original = repo.read(".harness/experiment.yaml");
+    let set = |block: &str| repo.edit_experiment(|_| with_runner_kind(&original, block));
+    set("  kind: kubernetes\n");
+    let out = repo.harness(&["status"]).code(2);
+    assert!(
+        out.stderr.contains("runner.kubernetes") && out.stderr.contains("experiment.yaml"),
+        "{}",
+        out.stderr
+    );
+    set("  kind: kubernetes\n  kubernetes:\n    namespace: Trials_1\n");
+    let out = repo.harness(&["status"]).code(2);
+    assert!(
+        out.stderr.contains("runner.kubernetes.namespace") && out.stderr.contains("Trials_1"),
+        "{}",
+        out.stderr
+    );
+    set(
+        "  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: https://r.example/\n",
+    );
+    let out = repo.harness(&["status"]).code(2);
+    assert!(
+        out.stderr.contains("runner.kubernetes.registry"),
+        "{}",
+        out.stderr
+    );
+    set("  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    cluster: x\n");
+    let out = repo.harness(&["status"]).code(2);
+    assert!(out.stderr.contains("cluster"), "{}", out.stderr);
+    set(
+        "  kind: kubernetes\n  kubernetes:\n    namespace: trials\n    registry: r.example:5000/mirror\n",
+    );
+    repo.harness(&["status"]).ok();
+
+    // `init --runner kubernetes` writes a configuration that reads.
+    let tmp = tempfile::tempdir().unwrap();
+    harness_in(tmp.path(), &["init", "h", "--runner", "kubernetes"]).ok();
+    let text = std::fs::read_to_string(tmp.path().join("h/.harness/experiment.yaml")).unwrap();
+    assert!(
+        text.contains("kind: kubernetes") && text.contains("namespace: default"),
+        "{text}"
+    );
+    harness_in(&tmp.path().join("h"), &["status"]).ok();
+}
+
+/// The totals of a `run --format json` output with trials: (passes, trials, infra errors).
+fn totals(stdout: &str) -> Vec<(u64, u64, u64)> {
+    let v: Value = serde_json::from_str(stdout).expect("run json");
+    v["totals"]
+        .as_object()
+        .expect("totals")
+        .values()
+        .map(|t| {
+            (
+                t["passes"].as_u64().unwrap(),
+                t["trials"].as_u64().unwrap(),
+                t["infra_errors"].as_u64().unwrap(),
+            )
+        })
+        .filter(|t| t.1 > 0)
+        .collect()
+}
+
+/// The whole path through the binary: the sweep, the Pod, the seeding of the base image, the
+/// oracle, the verifier, the deletion, on the stand-in cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oracle_trial_through_the_binary_on_a_stand_in_cluster() {
+    if docker_or_skip("an_oracle_trial_through_the_binary_on_a_stand_in_cluster")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let repo = Repo::small("minimal");
+    let block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {NS}\n",
+        Value::from(kubeconfig.to_string_lossy().as_ref())
+    );
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let out = tokio::task::spawn_blocking(move || {
+        repo.harness(&[
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+            "--format",
+            "json",
+        ])
+    })
+    .await
+    .unwrap()
+    .ok();
+    assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
+    let seen = server.seen();
+    let calls = |method: &str, prefix: &str| {
+        seen.iter()
+            .filter(|l| {
+                let mut parts = l.split(' ');
+                parts.next() == Some(method)
+                    && parts
+                        .next()
+                        .and_then(|t| t.split('?').next())
+                        .is_some_and(|p| p.starts_with(prefix))
+            })
+            .count()
+    };
+    let created = calls("POST", &format!("/api/v1/namespaces/{NS}/pods"));
+    let deleted = calls(
+        "DELETE",
+        &format!("/api/v1/namespaces/{NS}/pods/git-harness-"),
+    );
+    assert!(created >= 1, "{seen:#?}");
+    assert_eq!(created, deleted, "every pod is deleted: {seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("labelSelector=")),
+        "the run swept leftovers first: {seen:#?}"
+    );
+    assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
+/// SIGINT while a trial's Pod is starting: the run stops (exit 130) and the Pod is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_leaves_no_pod() {
+    if docker_or_skip("an_interrupted_run_leaves_no_pod")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let server = ExecServer::start_with(BTreeMap::new(), "v5.channel.k8s.io", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let repo = Repo::small("minimal");
+    let block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {NS}\n",
+        Value::from(kubeconfig.to_string_lossy().as_ref())
+    );
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let log = dir.path().join("stderr");
+    let mut child = repo
+        .harness_cmd(&[
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let poll = async |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() && start.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(f(), "{what}: {:#?}", server.seen());
+    };
+    poll("a pod", &|| {
+        !server.state.containers.lock().unwrap().is_empty()
+    })
+    .await;
+    let signal = |sig| {
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+    };
+    // The first stops scheduling and waits for the trial; the second aborts it.
+    signal(libc::SIGINT);
+    poll("the acknowledgement", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("interrupted")
+    })
+    .await;
+    signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        server.state.containers.lock().unwrap().is_empty(),
+        "the pod is deleted: {:#?}",
+        server.seen()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real cluster.
+
+/// One oracle trial of a demo task on the cluster of `GIT_HARNESS_TEST_KUBECONFIG` (context
+/// `GIT_HARNESS_TEST_KUBE_CONTEXT`, namespace `GIT_HARNESS_TEST_KUBE_NAMESPACE` or `default`,
+/// registry `GIT_HARNESS_TEST_KUBE_REGISTRY`, where the base image must be pullable).
+#[test]
+fn an_oracle_trial_on_a_real_cluster() {
+    let Some(kubeconfig) = std::env::var_os("GIT_HARNESS_TEST_KUBECONFIG") else {
+        let required = std::env::var("GIT_HARNESS_TEST_REQUIRE_KUBERNETES").as_deref() == Ok("1");
+        assert!(
+            !required,
+            "GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1 but GIT_HARNESS_TEST_KUBECONFIG is unset"
+        );
+        let _ = in_ci();
+        eprintln!(
+            "\n!!!!! SKIPPING an_oracle_trial_on_a_real_cluster: GIT_HARNESS_TEST_KUBECONFIG is unset !!!!!\n"
+        );
+        return;
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let repo = Repo::small("minimal");
+    let mut block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {}\n",
+        serde_json::Value::from(kubeconfig.to_string_lossy().as_ref()),
+        env("GIT_HARNESS_TEST_KUBE_NAMESPACE").unwrap_or_else(|| "default".into())
+    );
+    if let Some(c) = env("GIT_HARNESS_TEST_KUBE_CONTEXT") {
+        block.push_str(&format!("    context: {c}\n"));
+    }
+    if let Some(r) = env("GIT_HARNESS_TEST_KUBE_REGISTRY") {
+        block.push_str(&format!("    registry: {r}\n"));
+    }
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let out = repo
+        .harness(&[
+            "run",
+            "--agent",
+            "oracle",
+            "--tasks",
+            "word-count",
+            "--trials",
+            "1",
+            "--format",
+            "json",
+        ])
+        .ok();
+    assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
+}

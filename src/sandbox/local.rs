@@ -34,8 +34,6 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// is bubblewrap's own failure to set the sandbox up (a bind source missing, no user
 /// namespace), never the command's.
 const STATUS_FD: i32 = 3;
-/// Timeout of `environment/setup.sh` when the task gives no `build_timeout_sec`.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Address space above the task's memory: virtual size exceeds resident memory.
 const ADDRESS_SPACE_SLACK_MB: u64 = 1024;
 /// The largest file `read_file` returns whole (the runtime's reads: rewards, reports).
@@ -296,7 +294,7 @@ impl LocalProvider {
                 .environment
                 .build_timeout_sec
                 .map(Duration::from_secs)
-                .unwrap_or(SETUP_TIMEOUT);
+                .unwrap_or(super::SETUP_TIMEOUT);
             let out = sb.exec(ExecRequest::new(script, timeout)).await?;
             if !out.success() {
                 let tail = tail(&out.output, 2000);

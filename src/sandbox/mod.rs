@@ -377,6 +377,68 @@ pub trait SandboxProvider: Send + Sync {
 
 pub use crate::error::InfraClass;
 
+/// Timeout of `environment/setup.sh` when the task gives no `build_timeout_sec`.
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a sandbox started from a base image needs before the agent (the container runners):
+/// the task's workspace copied in, then its `environment/setup.sh` run. A failed setup is the
+/// environment's failure (infrastructure), never the agent's.
+pub(crate) async fn seed_from_task(sb: &dyn Sandbox, task: &Task) -> Result<()> {
+    use crate::error::IoContext;
+    let env = &task.environment;
+    if let Some(ws) = &task.workspace_dir {
+        sb.copy_dir_in(ws, &env.workdir).await?;
+    }
+    if let Some(setup) = &task.setup_script {
+        let script = std::fs::read_to_string(setup).at(setup)?;
+        let timeout = env
+            .build_timeout_sec
+            .map(Duration::from_secs)
+            .unwrap_or(SETUP_TIMEOUT);
+        let out = sb.exec(ExecRequest::new(script, timeout)).await?;
+        if !out.success() {
+            return Err(InfraClass::Sandbox.error(format!(
+                "environment/setup.sh of task `{}` failed ({}):\n{}",
+                task.id,
+                crate::exit::describe(out.exit_code, out.timed_out),
+                out.output
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The files `names` of directory `dir` from a tar of that directory (entries are named after
+/// its last component, as the engines' archive downloads name them); `None` for a name the
+/// archive lacks.
+pub(crate) fn files_of_dir_tar(
+    tar_bytes: &[u8],
+    dir: &str,
+    names: &[&str],
+) -> Result<Vec<Option<Vec<u8>>>> {
+    use crate::error::IoContext;
+    let base = dir.rsplit('/').next().unwrap_or_default();
+    let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
+    let mut ar = tar::Archive::new(tar_bytes);
+    for entry in ar.entries().at(dir)? {
+        let mut entry = entry.at(dir)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().at(dir)?.to_string_lossy().into_owned();
+        let Some(i) = names
+            .iter()
+            .position(|n| path.trim_end_matches('/') == format!("{base}/{n}"))
+        else {
+            continue;
+        };
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).at(dir)?;
+        found[i] = Some(data);
+    }
+    Ok(found)
+}
+
 /// Where progress notes go (one short line each; the CLI shows them through the `Observer`).
 pub type Notes<'a> = dyn FnMut(&str) + Send + 'a;
 

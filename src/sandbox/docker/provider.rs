@@ -28,7 +28,6 @@ use crate::task::Task;
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// The images on which a command harness's `agent.install` ran (see `create_installed`).
 pub const AGENT_IMAGE_REPO: &str = "git-harness/agent";
-const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// The directories of the runtime in every container.
 const RUNTIME_DIRS: &[&str] = &[
     "/logs",
@@ -642,27 +641,9 @@ impl DockerProvider {
             sb.destroy().await?;
             return Err(e);
         }
-        if seed {
-            if let Some(ws) = &task.workspace_dir {
-                sb.copy_dir_in(ws, &env.workdir).await?;
-            }
-            if let Some(setup) = &task.setup_script {
-                let script = std::fs::read_to_string(setup).at(setup)?;
-                let timeout = env
-                    .build_timeout_sec
-                    .map(Duration::from_secs)
-                    .unwrap_or(SETUP_TIMEOUT);
-                let out = sb.exec(ExecRequest::new(script, timeout)).await?;
-                if !out.success() {
-                    sb.destroy().await?;
-                    return Err(InfraClass::Sandbox.error(format!(
-                        "environment/setup.sh of task `{}` failed ({}):\n{}",
-                        task.id,
-                        crate::exit::describe(out.exit_code, out.timed_out),
-                        out.output
-                    )));
-                }
-            }
+        if seed && let Err(e) = crate::sandbox::seed_from_task(&sb, task).await {
+            sb.destroy().await?;
+            return Err(e);
         }
         if let Err(e) = sb.set_phase(crate::sandbox::Phase::Agent).await {
             sb.destroy().await?;

@@ -536,27 +536,7 @@ impl Sandbox for DockerSandbox {
                 return Ok(out);
             }
         }
-        // The archive's entries are named after the directory's last component.
-        let base = d.rsplit('/').next().unwrap_or_default();
-        let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
-        let mut ar = tar::Archive::new(&tar_bytes[..]);
-        for entry in ar.entries().at(&d)? {
-            let mut entry = entry.at(&d)?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry.path().at(&d)?.to_string_lossy().into_owned();
-            let Some(i) = names
-                .iter()
-                .position(|n| path.trim_end_matches('/') == format!("{base}/{n}"))
-            else {
-                continue;
-            };
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data).at(&d)?;
-            found[i] = Some(data);
-        }
-        Ok(found)
+        crate::sandbox::files_of_dir_tar(&tar_bytes, &d, names)
     }
 
     fn trial_id(&self) -> &str {

@@ -14,19 +14,17 @@ use kube::{Client, Config};
 use super::sandbox::{KubeSandbox, PodGuard};
 use super::spec::{self, PodPlan, dns_label};
 use super::{HOST_LABEL, MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, kube_err};
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::experiment::{KubernetesConfig, PullPolicy};
 use crate::sandbox::image::{BASE_IMAGE, map_image};
 use crate::sandbox::{
-    CreateOptions, ExecRequest, InfraClass, NetworkPolicy as Phases, Notes, Phase, Sandbox,
-    SandboxProvider,
+    CreateOptions, InfraClass, NetworkPolicy as Phases, Notes, Phase, Sandbox, SandboxProvider,
 };
 use crate::support::owner::{Owner, host_id};
 use crate::task::{Task, local_gaps};
 
 /// How long a Pod may take to run (scheduling, the image pull) without a build timeout.
 const START_TIMEOUT: Duration = Duration::from_secs(600);
-const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Waiting reasons of a container that will not start by waiting longer.
 const HOPELESS: &[&str] = &[
     "ErrImagePull",
@@ -165,7 +163,7 @@ impl KubeProvider {
         let version = created.metadata.resource_version.unwrap_or_default();
         wait_running(&pods, &plan.name, &image, version, timeout).await?;
         let mut sb = KubeSandbox::new(guard, plan, env.workdir.clone(), phases, trial_id);
-        if seed && let Err(e) = self.seed(&mut sb, task).await {
+        if seed && let Err(e) = crate::sandbox::seed_from_task(&sb, task).await {
             sb.destroy().await?;
             return Err(e);
         }
@@ -174,31 +172,6 @@ impl KubeProvider {
             return Err(e);
         }
         Ok(sb)
-    }
-
-    /// The base image's seeding: the task's workspace, then its setup script.
-    async fn seed(&self, sb: &mut KubeSandbox, task: &Task) -> Result<()> {
-        let env = &task.environment;
-        if let Some(ws) = &task.workspace_dir {
-            sb.copy_dir_in(ws, &env.workdir).await?;
-        }
-        if let Some(setup) = &task.setup_script {
-            let script = std::fs::read_to_string(setup).at(setup)?;
-            let timeout = env
-                .build_timeout_sec
-                .map(Duration::from_secs)
-                .unwrap_or(SETUP_TIMEOUT);
-            let out = sb.exec(ExecRequest::new(script, timeout)).await?;
-            if !out.success() {
-                return Err(InfraClass::Sandbox.error(format!(
-                    "environment/setup.sh of task `{}` failed ({}):\n{}",
-                    task.id,
-                    crate::exit::describe(out.exit_code, out.timed_out),
-                    out.output
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Delete the Pods and NetworkPolicies of this host whose owner satisfies `pick`.

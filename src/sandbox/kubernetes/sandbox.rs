@@ -594,30 +594,10 @@ impl Sandbox for KubeSandbox {
 
     async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let d = normalize(&self.workdir, dir);
-        let mut found: Vec<Option<Vec<u8>>> = vec![None; names.len()];
         let Some(tar_bytes) = self.download(&d).await? else {
-            return Ok(found);
+            return Ok(vec![None; names.len()]);
         };
-        // The archive's entries are named after the directory's last component.
-        let base = d.rsplit('/').next().unwrap_or_default();
-        let mut ar = tar::Archive::new(&tar_bytes[..]);
-        for entry in ar.entries().at(&d)? {
-            let mut entry = entry.at(&d)?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry.path().at(&d)?.to_string_lossy().into_owned();
-            let Some(i) = names
-                .iter()
-                .position(|n| path.trim_end_matches('/') == format!("{base}/{n}"))
-            else {
-                continue;
-            };
-            let mut data = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut data).at(&d)?;
-            found[i] = Some(data);
-        }
-        Ok(found)
+        crate::sandbox::files_of_dir_tar(&tar_bytes, &d, names)
     }
 
     async fn kill_strays(&self) -> Result<()> {

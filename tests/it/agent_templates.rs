@@ -490,4 +490,30 @@ fn deepagents_template_runs_under_docker_through_the_tunnel() {
     assert!(systems[0].contains("Start by inspecting the workspace"));
     assert!(!systems[1].contains("Start by inspecting the workspace"));
     assert_eq!(row["outcome"], "fail", "{row:#}");
+
+    // The loop in containers too: mine, propose from the catalog, validate through the
+    // paper's gate (the candidate's trials run DeepAgents under Docker), promote.
+    let mine = repo.harness(&["mine"]);
+    assert_eq!(mine.code, 0, "{mine:#?}");
+    let propose = repo.harness(&["propose", "--proposer", "catalog", "-n", "1"]);
+    assert_eq!(propose.code, 0, "{propose:#?}");
+    assert!(
+        propose.stdout.contains("[prompts/bootstrap.md]"),
+        "{}",
+        propose.stdout
+    );
+    let validate = repo.harness(&["validate", "--gate", "paper", "1/artifact-early"]);
+    assert_eq!(validate.code, 0, "{validate:#?}");
+    assert!(
+        validate.stdout.contains("1/artifact-early  ACCEPT"),
+        "{}",
+        validate.stdout
+    );
+    let promote = repo.harness(&["promote", "1/artifact-early"]);
+    assert_eq!(promote.code, 0, "{promote:#?}");
+    let bootstrap = std::fs::read_to_string(repo.root.join("prompts/bootstrap.md")).unwrap();
+    assert!(
+        bootstrap.contains("create a first version of it early"),
+        "{bootstrap}"
+    );
 }

@@ -85,6 +85,16 @@ pub(super) enum AfterKill {
     PathDirs(Vec<String>),
 }
 
+/// The script that kills the process group of the exec keyed `key` through the pid file the
+/// exec wrapper writes (waiting up to 2 s for it), run as a second exec by the container runners.
+pub(crate) fn kill_exec_script(key: &str) -> String {
+    format!(
+        "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
+         if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
+         sleep 0.2; done; exit 1"
+    )
+}
+
 /// Starts the `kill_strays` script: the process to keep besides docker-init (1) and this
 /// exec is the container's `sleep infinity`, the child of 1 that started first (field 22 of
 /// `/proc/PID/stat`; orphans the agent left are also children of 1, but started later). Only
@@ -245,11 +255,7 @@ impl DockerSandbox {
 
     /// Kill the process group of the exec whose pid file is keyed `key` (a second exec).
     async fn kill_exec(&self, key: &str) {
-        let script = format!(
-            "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
-             if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
-             sleep 0.2; done; exit 1"
-        );
+        let script = kill_exec_script(key);
         let Ok(created) = self
             .docker
             .create_exec(

@@ -382,11 +382,7 @@ impl KubeSandbox {
 
     /// Kill the process group of the exec keyed `key` (a second exec).
     async fn kill_exec(&self, key: &str) {
-        let script = format!(
-            "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
-             if [ -s $f ]; then p=$(cat $f); kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; exit 0; fi; \
-             sleep 0.2; done; exit 1"
-        );
+        let script = crate::sandbox::docker::sandbox::kill_exec_script(key);
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
         let Ok(mut proc) = self.start(argv, false).await else {
             return;

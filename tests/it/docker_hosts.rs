@@ -38,7 +38,7 @@ fn docker0_exists() -> bool {
     Path::new("/sys/class/net/docker0").exists()
 }
 
-fn components_or_skip(test: &str) -> bool {
+pub(crate) fn components_or_skip(test: &str) -> bool {
     let have = |t: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
@@ -71,7 +71,7 @@ fn free_port() -> u16 {
 }
 
 /// A second Docker engine, owned by this test: stopped by its pid when dropped.
-struct Engine {
+pub(crate) struct Engine {
     dir: PathBuf,
     certs: PathBuf,
     port: u16,
@@ -79,7 +79,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(dir: &Path, certs: &Path) -> Engine {
+    pub(crate) fn start(dir: &Path, certs: &Path) -> Engine {
         let mut e = Engine {
             dir: dir.to_path_buf(),
             certs: certs.to_path_buf(),
@@ -90,11 +90,11 @@ impl Engine {
         e
     }
 
-    fn socket(&self) -> String {
+    pub(crate) fn socket(&self) -> String {
         format!("unix://{}", self.dir.join("sock").display())
     }
 
-    fn tcp(&self) -> String {
+    pub(crate) fn tcp(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
@@ -154,7 +154,7 @@ impl Engine {
         );
     }
 
-    fn docker(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> std::process::Output {
         Command::new("docker")
             .args(["-H", &self.socket()])
             .args(args)
@@ -163,7 +163,7 @@ impl Engine {
     }
 
     /// The base image of the engine at the default socket, loaded from it.
-    fn load_base(&self) {
+    pub(crate) fn load_base(&self) {
         let ok = Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -175,7 +175,7 @@ impl Engine {
         assert!(ok.success(), "docker save | docker load failed");
     }
 
-    fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         let o = self.docker(&["ps", "-aq", "--filter", "label=git-harness"]);
         assert!(o.status.success(), "{o:?}");
         String::from_utf8_lossy(&o.stdout)
@@ -184,7 +184,7 @@ impl Engine {
             .collect()
     }
 
-    fn signal(&mut self, sig: i32) {
+    pub(crate) fn signal(&mut self, sig: i32) {
         if let Some(c) = &self.child {
             // SAFETY: kill(2) on the pid of the daemon this test started.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -192,7 +192,7 @@ impl Engine {
     }
 
     /// Wait for the daemon to exit (SIGKILL after a while).
-    fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };

@@ -687,7 +687,11 @@ impl Experiment {
                     "the local runner uses no images: set runner.kind to docker, auto or kubernetes, or remove runner.registry",
                 );
             }
-            if let Some(k) = self.runner.kubernetes.as_ref().and_then(|k| k.registry.as_ref())
+            if let Some(k) = self
+                .runner
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.registry.as_ref())
                 && k != &r.url
             {
                 return err(

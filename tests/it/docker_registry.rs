@@ -81,7 +81,12 @@ fn results(out: &Out) -> (Vec<(String, String, String)>, u64) {
 
 /// `name -> id` of the images under `prefix` that the engine behind `docker` holds.
 fn images(docker: impl Fn(&[&str]) -> std::process::Output, prefix: &str) -> Vec<(String, String)> {
-    let o = docker(&["images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let o = docker(&[
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    ]);
     assert!(o.status.success(), "{o:?}");
     let mut v: Vec<(String, String)> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -103,7 +108,7 @@ fn default_engine(args: &[&str]) -> std::process::Output {
 
 /// Removes the registry's names (tags and digests) from the engine at the default socket (it
 /// is not ours); an image goes with its last name, the base image keeps its own.
-struct Untag(String);
+pub(crate) struct Untag(pub(crate) String);
 
 impl Drop for Untag {
     fn drop(&mut self) {
@@ -198,7 +203,10 @@ fn task_images_are_built_once_and_pulled_through_the_registry_checked_by_digest(
     let on_first = images(default_engine, &prefix);
     let on_second = images(|a| engine.docker(a), &prefix);
     assert_eq!(on_first.len(), 2, "{on_first:?}");
-    assert_eq!(on_second, on_first, "the same names and ids on both engines");
+    assert_eq!(
+        on_second, on_first,
+        "the same names and ids on both engines"
+    );
     assert!(registry.has("git-harness/task-ok"));
 
     // The same tag pushed again with other content (no marker): not the cached environment.
@@ -207,7 +215,11 @@ fn task_images_are_built_once_and_pulled_through_the_registry_checked_by_digest(
     }
     let again = run(&repo, &[]).ok();
     let (rs, executed) = results(&again);
-    assert_eq!(executed, 4, "results of the replaced image were reused:\n{}", again.stderr);
+    assert_eq!(
+        executed, 4,
+        "results of the replaced image were reused:\n{}",
+        again.stderr
+    );
     assert!(rs.iter().all(|r| r.1 == "fail"), "{}", again.stdout);
     let base_id = images(default_engine, BASE)[0].1.clone();
     let pulled = images(|a| engine.docker(a), &prefix);

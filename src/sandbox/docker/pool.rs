@@ -198,14 +198,17 @@ impl DockerPool {
             return Err(first_err.unwrap_or_else(|| self.none_left(&task.id)));
         };
         let (image, id) = (&image, &id);
-        let fetched = futures_util::future::join_all(
-            members
-                .iter()
-                .enumerate()
-                .filter(|(i, m)| *i != b && m.drained().is_none())
-                .map(|(i, m)| async move { (i, m.provider.fetch(task, image, id, &mut |_| {}).await) }),
-        )
-        .await;
+        let fetched =
+            futures_util::future::join_all(
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, m)| *i != b && m.drained().is_none())
+                    .map(|(i, m)| async move {
+                        (i, m.provider.fetch(task, image, id, &mut |_| {}).await)
+                    }),
+            )
+            .await;
         for (i, r) in fetched {
             if let Err(e) = r {
                 self.set_aside(i, task, e, notes, &mut first_err).await?;
@@ -213,7 +216,10 @@ impl DockerPool {
         }
         notes(&format!(
             "{image} ({}) pushed from {} and pulled by the other hosts",
-            id.strip_prefix("sha256:").unwrap_or(id).get(..12).unwrap_or(id),
+            id.strip_prefix("sha256:")
+                .unwrap_or(id)
+                .get(..12)
+                .unwrap_or(id),
             members[b].name
         ));
         Ok(Some(id.clone()))

@@ -20,7 +20,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::experiment::{PullPolicy, RegistryConfig};
 use crate::sandbox::image::{
     BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, build_tar, from_images, image_id, image_path_env,
-    map_image, pull_image, push_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
+    map_image, pull_image, push_image, rewrite_from, tag_safe, task_image_tag,
+    verifier_and_solution_files,
 };
 use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::task::Task;

@@ -101,7 +101,9 @@ impl KubeProvider {
         let Some(r) = &self.registry else {
             return Ok(None);
         };
-        let Some(rest) = image.strip_prefix(&format!("{}/", r.url.split('/').next().unwrap_or_default())) else {
+        let Some(rest) =
+            image.strip_prefix(&format!("{}/", r.url.split('/').next().unwrap_or_default()))
+        else {
             return Ok(None);
         };
         let (repo, reference) = match rest.split_once('@') {
@@ -119,7 +121,11 @@ impl KubeProvider {
     /// The image a trial's Pod runs: the pinned reference from `prepare`, else its name.
     async fn pod_image(&self, task: &Task) -> Result<(String, bool)> {
         let (image, seed) = self.image_for(task)?;
-        let pinned = self.pinned.lock().ok().and_then(|p| p.get(&task.id).cloned());
+        let pinned = self
+            .pinned
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&task.id).cloned());
         match pinned {
             Some(p) => Ok((p, seed)),
             None => Ok((self.pin(&image).await?.unwrap_or(image), seed)),

@@ -65,4 +65,3 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
-

@@ -1154,6 +1154,53 @@ async fn pods_run_the_registry_image_by_digest_and_a_re_pushed_tag_is_a_new_envi
     assert!(server.state.containers.lock().unwrap().is_empty());
 }
 
+/// The toolchain check without a container diff: the Pod's toolchain listed before the agent's
+/// first command and again before the verifier. New commands are no tampering; a replaced
+/// command, a command that shadows one later on PATH and a Python startup hook are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_replaces_a_path_command_in_its_pod_is_caught_before_the_verifier() {
+    let test = "an_agent_that_replaces_a_path_command_in_its_pod_is_caught_before_the_verifier";
+    if docker_or_skip(test).await.is_none() {
+        return;
+    }
+    let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
+    let provider = KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new())
+        .with_client(server.client())
+        .with_pull(PullPolicy::Never);
+    let mut sb = provider
+        .create_with(&task(None, "no-network"), &CreateOptions::default())
+        .await
+        .unwrap();
+    let run = |cmd: &'static str| {
+        let out = sb.exec(req(cmd, 30));
+        async move {
+            let out = out.await.unwrap();
+            assert!(out.success(), "{cmd}: {}", out.output);
+        }
+    };
+    run("echo ok > /app/out.txt; printf '#!/bin/sh\\n' > /usr/local/bin/newtool; chmod +x /usr/local/bin/newtool").await;
+    sb.kill_strays().await.unwrap();
+    assert_eq!(sb.toolchain_changes().await.unwrap(), Vec::<String>::new());
+    let path = sb.verifier_path().unwrap_or_default();
+    assert!(path.split(':').any(|d| d == "/usr/bin"), "{path}");
+
+    run("cp /bin/true /usr/bin/grep && cp /bin/true /usr/local/bin/ls && mkdir -p /usr/lib/python3/dist-packages && echo 'import os' > /usr/lib/python3/dist-packages/sitecustomize.py").await;
+    sb.kill_strays().await.unwrap();
+    let found = sb.toolchain_changes().await.unwrap();
+    for want in [
+        "changed /usr/bin/grep",
+        "added /usr/local/bin/ls (shadows a command on PATH)",
+        "added /usr/lib/python3/dist-packages/sitecustomize.py",
+    ] {
+        assert!(found.iter().any(|f| f == want), "{want} not in {found:?}");
+    }
+    assert!(!found.iter().any(|f| f.contains("newtool")), "{found:?}");
+    // Without the stray kill first, the check lists the toolchain itself.
+    assert_eq!(sb.toolchain_changes().await.unwrap(), found);
+    sb.destroy().await.unwrap();
+    assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
 /// SIGINT while a trial's Pod is starting: the run stops (exit 130) and the Pod is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_leaves_no_pod() {

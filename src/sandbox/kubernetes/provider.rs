@@ -228,6 +228,7 @@ impl KubeProvider {
             sb.destroy().await?;
             return Err(e);
         }
+        sb.expect_agent();
         Ok(sb)
     }
 

@@ -600,3 +600,92 @@ fn a_pool_reaches_an_engine_over_ssh() {
         refused.stderr
     );
 }
+
+/// Containers of ours on the engine behind `docker` whose owner is process `pid`.
+fn owned_by(docker: impl Fn(&[&str]) -> std::process::Output, pid: u32) -> Vec<String> {
+    let o = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=git-harness.owner",
+        "--format",
+        "{{.ID}} {{.Label \"git-harness.owner\"}}",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|owner| owner.split('.').next() == Some(pid.to_string().as_str()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool() {
+    let test = "a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool";
+    if !components_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-sig-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let certs = tmp.path().join("certs");
+    crate::docker_tls::certificates(&certs, "good");
+    let engine = Engine::start(&tmp.path().join("e"), &certs);
+    engine.load_base();
+    let repo = docker_repo(tmp.path());
+    let second = engine.socket();
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            &format!(
+                "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 2\n  - host: {second}\n    concurrency: 2\n"
+            ),
+        )
+    });
+    let default = |a: &[&str]| {
+        Command::new("docker")
+            .args(["-H", DEFAULT])
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+        hermetic(&mut cmd);
+        let mut args = RUN.to_vec();
+        args.extend(["4", "--no-cache"]);
+        let run = cmd
+            .args(&args)
+            .current_dir(&repo.root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = run.id();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while owned_by(default, pid).is_empty() || owned_by(|a| engine.docker(a), pid).is_empty() {
+            assert!(Instant::now() < deadline, "no trial reached both engines");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: kill(2) on the pid of the run this test started.
+        unsafe { libc::kill(pid as i32, sig) };
+        let o = run.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "signal {sig}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(owned_by(default, pid), Vec::<String>::new(), "signal {sig}");
+        assert_eq!(
+            owned_by(|a| engine.docker(a), pid),
+            Vec::<String>::new(),
+            "signal {sig}"
+        );
+    }
+}

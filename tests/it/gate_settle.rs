@@ -150,6 +150,7 @@ fn case() -> impl Strategy<Value = Case> {
                             GateStatistic::Paired
                         },
                         null_control: false,
+                        flaky: Default::default(),
                     };
                     Case {
                         cfg,

@@ -70,10 +70,11 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
         ui.out(format!("  {:<28} {}", p.name(), p.message.subject));
     }
     let note = lineage::read_note(&ws.repo, main.id())?;
-    match note
-        .flaky_tasks
-        .filter(|f| fingerprint.as_deref().is_some_and(|fp| f.holds_for(main.tree_id(), fp)))
-    {
+    match note.flaky_tasks.filter(|f| {
+        fingerprint
+            .as_deref()
+            .is_some_and(|fp| f.holds_for(main.tree_id(), fp))
+    }) {
         Some(f) => {
             ui.out(format!(
                 "flaky     {} of {} held_in, {} of {} validation task(s) flip across repeats (from {} trials)",

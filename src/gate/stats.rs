@@ -325,11 +325,7 @@ pub fn pooled_test(strata: &[Stratum], alpha: f64) -> PairedTest {
 /// [`pooled_test`] of the weighted statistic ([`pooled_p_value_weighted`]); `observed` is then
 /// in weight units.
 pub fn pooled_test_weighted(strata: &[(Stratum, u32)], alpha: f64) -> PairedTest {
-    let used = || {
-        strata
-            .iter()
-            .filter(|(s, w)| *w > 0 && s.informative())
-    };
+    let used = || strata.iter().filter(|(s, w)| *w > 0 && s.informative());
     let expected: f64 = used()
         .map(|(s, w)| {
             *w as f64 * (s.parent_pass + s.cand_pass) as f64 * s.cand_n as f64

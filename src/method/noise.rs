@@ -91,7 +91,11 @@ pub fn per_task(results: &[TrialResult]) -> Vec<TaskNoise> {
 /// The flaky-task record of `tree` under `fingerprint` from per-task repeats: held-in tasks by
 /// name, validation tasks counted.
 pub fn flaky_record(tasks: &[TaskNoise], tree: Oid, fingerprint: &str) -> FlakyTasksRecord {
-    let tried = |split: Split| tasks.iter().filter(move |t| t.split == split && t.trials > 0);
+    let tried = |split: Split| {
+        tasks
+            .iter()
+            .filter(move |t| t.split == split && t.trials > 0)
+    };
     FlakyTasksRecord {
         format: <FlakyTasksRecord as crate::support::format::Versioned>::FORMAT,
         tree: tree.to_string(),

@@ -110,14 +110,7 @@ pub fn flaky_line(f: &crate::lineage::FlakyTasksRecord) -> String {
     let named: Vec<String> = f
         .tasks
         .iter()
-        .map(|(id, t)| {
-            format!(
-                "{id} {:.0}% {}/{}",
-                t.rate * 100.0,
-                t.passes,
-                t.trials
-            )
-        })
+        .map(|(id, t)| format!("{id} {:.0}% {}/{}", t.rate * 100.0, t.passes, t.trials))
         .collect();
     format!(
         "flaky: {} of {} held_in task(s) flip across repeats{}; {} of {} validation task(s); from {} trials",

@@ -198,7 +198,9 @@ pub async fn validate(
         // independent of the data it is applied to (docs/gate.md).
         let marks_from = match cfg.flaky {
             GateFlaky::Count => EVIDENCE_TRIALS,
-            _ => last_look_trials(&cfg, base).clamp(trials, EVIDENCE_TRIALS),
+            _ => last_look_trials(&cfg, base)
+                .max(trials)
+                .min(EVIDENCE_TRIALS),
         };
         parent_eval.evidence = parent_evidence(ws, ctx, parent.id(), trials, marks_from).await?;
         if marks_from < EVIDENCE_TRIALS {

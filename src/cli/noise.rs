@@ -86,6 +86,24 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         n.flaky.validation.of,
         n.flaky.from_trials
     ));
+    if gate.flaky != git_harness::experiment::GateFlaky::Count {
+        // The gate's own marks come from the parent's trials beyond the design's last look.
+        let from = n.look.trials;
+        if args.trials > from {
+            ui.out(format!(
+                "gate.flaky: {}: validations judge flakiness on trials {from}–{} ({} per task), which the test never reads",
+                gate.flaky.as_str(),
+                args.trials - 1,
+                args.trials - from
+            ));
+        } else {
+            ui.warn(format!(
+                "gate.flaky: {} judges flakiness on trials from {from} on, beyond the design's last look; run `git harness noise --trials {}` to mark any task",
+                gate.flaky.as_str(),
+                2 * from
+            ));
+        }
+    }
     let l = &n.look;
     let design = if l.of > 1 {
         format!("sequential, last of {} looks at {} trials", l.of, l.trials)

@@ -84,6 +84,13 @@ fn a_flaky_task_is_marked_shown_and_quarantined_without_deciding_the_verdict() {
         "{}",
         noise.stdout
     );
+    assert!(
+        noise.stdout.contains(
+            "gate.flaky: quarantine: validations judge flakiness on trials 2–11 (10 per task)"
+        ),
+        "{}",
+        noise.stdout
+    );
     let note = repo.note("main");
     let marks = &note["flaky_tasks"];
     assert_eq!(marks["format"], 1, "{note:#}");

@@ -12,7 +12,10 @@ use crate::gate::{self, stats};
 use crate::lineage::{self, FlakyCount, FlakyTask, FlakyTasksRecord};
 use crate::workspace::Workspace;
 
-use super::validate::EVIDENCE_TRIALS;
+/// Trial ids up to which cached trials of a harness are read as evidence of its per-task pass
+/// rates: by `noise` and by the gate for the parent beyond the compared trials (`noise --trials
+/// N` and earlier adaptive looks leave them).
+pub const EVIDENCE_TRIALS: u32 = 64;
 
 /// One task's repeats.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,10 +17,7 @@ use crate::workspace::Workspace;
 /// The gate's splits: validation never leaves this module as anything but aggregates.
 const GATED: [Split; 2] = [Split::HeldIn, Split::Validation];
 
-/// Trial ids up to which cached trials of the parent beyond the compared ones are read as
-/// evidence of its per-task pass rates (`noise --trials N` and earlier adaptive looks leave
-/// them).
-pub const EVIDENCE_TRIALS: u32 = 64;
+pub use super::noise::EVIDENCE_TRIALS;
 
 #[derive(Debug, Clone)]
 pub struct Validation {

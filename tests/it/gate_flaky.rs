@@ -130,6 +130,9 @@ fn the_check_fails_marks_taken_from_the_tests_own_trials() {
         let c = cfg(GateFlaky::Quarantine, statistic, 0.05, 2, 0.25);
         let in_sample = null_accept_rate(&c, &probs, 2, 0, Marks::InSample, reps, 3);
         let held_out = null_accept_rate(&c, &probs, 2, 0, Marks::HeldOut(8), reps, 3);
+        eprintln!(
+            "{statistic:?}: A/A false-accept rate with in-sample marks {in_sample:.3}, held-out {held_out:.3} ({reps} repetitions)"
+        );
         assert!(
             in_sample > 0.05 + margin(0.05, reps),
             "{statistic:?}: in-sample marks false-accept rate {in_sample}"

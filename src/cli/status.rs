@@ -69,12 +69,11 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     for p in open {
         ui.out(format!("  {:<28} {}", p.name(), p.message.subject));
     }
-    let note = lineage::read_note(&ws.repo, main.id())?;
-    match note.flaky_tasks.filter(|f| {
-        fingerprint
-            .as_deref()
-            .is_some_and(|fp| f.holds_for(main.tree_id(), fp))
-    }) {
+    let marks = match fingerprint.as_deref() {
+        Some(fp) => lineage::flaky_marks(&ws.repo, &main, fp)?,
+        None => None,
+    };
+    match marks {
         Some(f) => {
             ui.out(format!(
                 "flaky     {} of {} held_in, {} of {} validation task(s) flip across repeats (from {} trials)",

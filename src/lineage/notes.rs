@@ -296,6 +296,27 @@ impl HarnessNote {
     }
 }
 
+/// The flaky-task marks that hold for `commit` under `fingerprint`: its note's, or those of the
+/// nearest first-parent ancestor with the same tree (a commit that changes no file carries
+/// them; one that changes any starts without).
+pub fn flaky_marks(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    fingerprint: &str,
+) -> Result<Option<FlakyTasksRecord>> {
+    let tree = commit.tree_id();
+    let mut cur = Some(commit.clone());
+    while let Some(c) = cur.filter(|c| c.tree_id() == tree) {
+        if let Some(f) = read_note(repo, c.id())?.flaky_tasks
+            && f.holds_for(tree, fingerprint)
+        {
+            return Ok(Some(f));
+        }
+        cur = c.parent(0).ok();
+    }
+    Ok(None)
+}
+
 pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
     match repo.find_note(Some(NOTES_REF), commit) {
         Ok(note) => parse_note(note.message().unwrap_or_default().as_bytes(), commit),

@@ -532,10 +532,10 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
 
     let all_runs = lineage::list_runs(repo)?;
     let spent = spent_overall(repo, &all_runs)?;
-    let flaky = notes
-        .last()
-        .and_then(|n| n.flaky_tasks.clone())
-        .filter(|f| fp.is_some_and(|fp| f.holds_for(main.tree_id(), fp)));
+    let flaky = match fp {
+        Some(fp) => lineage::flaky_marks(repo, &main, fp)?,
+        None => None,
+    };
     let null_controls = versions
         .iter()
         .flat_map(|v| {

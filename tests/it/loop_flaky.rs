@@ -161,7 +161,15 @@ fn a_flaky_task_is_marked_shown_and_quarantined_without_deciding_the_verdict() {
         "{record:#}"
     );
 
-    // Marks hold for one tree: a main with another tree starts without them.
+    // Marks hold for one tree: a commit that changes no file carries them, a main with another
+    // tree starts without them.
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "Nothing changes"]);
+    let status = repo.harness(&["status"]).ok();
+    assert!(
+        status.stdout.contains("flaky     1 of 4 held_in"),
+        "the same tree keeps its marks: {}",
+        status.stdout
+    );
     repo.edit_experiment(|t| t.replace("  flaky: quarantine\n", ""));
     let status = repo.harness(&["status"]).ok();
     assert!(

@@ -20,7 +20,8 @@
     reason = "tests drive the binary and other processes, and panic on what they did not expect"
 )]
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use git_harness::eval::VerifyOptions;
@@ -180,9 +181,15 @@ fn tar_of(root: &std::path::Path) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-async fn api_exec(docker: &bollard::Docker, id: &str, cmd: &str) -> Result<(), String> {
+async fn api_exec(
+    docker: &bollard::Docker,
+    id: &str,
+    cmd: &str,
+    calls: &Calls,
+) -> Result<(), String> {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     use futures_util::StreamExt;
+    let t = Instant::now();
     let e = docker
         .create_exec(
             id,
@@ -195,14 +202,78 @@ async fn api_exec(docker: &bollard::Docker, id: &str, cmd: &str) -> Result<(), S
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("exec create", t);
+    let t = Instant::now();
     if let StartExecResults::Attached { mut output, .. } = docker
         .start_exec(&e.id, None)
         .await
         .map_err(|e| e.to_string())?
     {
+        calls.note("exec start", t);
+        let t = Instant::now();
         while output.next().await.is_some() {}
+        calls.note("exec stream", t);
     }
     Ok(())
+}
+
+/// Engine-API calls and their microseconds: git-harness's from its `engine_api` events, the
+/// floor's timed here.
+#[derive(Default)]
+struct Calls(Mutex<Vec<(String, u64)>>);
+
+impl Calls {
+    fn note(&self, call: &str, since: Instant) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((call.to_string(), since.elapsed().as_micros() as u64));
+    }
+
+    /// Per call: how many per trial and their mean ms per trial, over `trials` trials.
+    fn per_trial(&self, trials: usize) -> BTreeMap<String, (f64, f64)> {
+        let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for (c, us) in self.0.lock().unwrap().drain(..) {
+            let e = m.entry(c).or_default();
+            e.0 += 1.0 / trials as f64;
+            e.1 += us as f64 / 1000.0 / trials as f64;
+        }
+        m
+    }
+}
+
+/// Collects git-harness's `engine_api` events into a [`Calls`] while `on`.
+struct ApiLayer {
+    calls: Arc<Calls>,
+    on: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ApiLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != git_harness::sandbox::docker::API_TARGET
+            || !self.on.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        #[derive(Default)]
+        struct V(String, u64);
+        impl tracing::field::Visit for V {
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "call" {
+                    self.0 = v.to_string();
+                }
+            }
+            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                if f.name() == "us" {
+                    self.1 = v;
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut v = V::default();
+        event.record(&mut v);
+        self.calls.0.lock().unwrap().push((v.0, v.1));
+    }
 }
 
 /// One oracle trial at the Engine-API floor; returns the reward file's archive size.
@@ -210,6 +281,7 @@ async fn api_floor_trial(
     docker: &bollard::Docker,
     image: &str,
     tar: &[u8],
+    calls: &Calls,
 ) -> Result<usize, String> {
     use bollard::models::{ContainerCreateBody, HostConfig};
     use bollard::query_parameters::{
@@ -227,6 +299,7 @@ async fn api_floor_trial(
         }),
         ..Default::default()
     };
+    let t = Instant::now();
     let c = docker
         .create_container(
             None::<bollard::query_parameters::CreateContainerOptions>,
@@ -234,11 +307,15 @@ async fn api_floor_trial(
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("container create", t);
     let run = async {
+        let t = Instant::now();
         docker
             .start_container(&c.id, None)
             .await
             .map_err(|e| e.to_string())?;
+        calls.note("container start", t);
+        let t = Instant::now();
         docker
             .upload_to_container(
                 &c.id,
@@ -247,8 +324,10 @@ async fn api_floor_trial(
             )
             .await
             .map_err(|e| e.to_string())?;
-        api_exec(docker, &c.id, "bash /solution/solve.sh").await?;
-        api_exec(docker, &c.id, "bash /tests/test.sh").await?;
+        calls.note("archive put", t);
+        api_exec(docker, &c.id, "bash /solution/solve.sh", calls).await?;
+        api_exec(docker, &c.id, "bash /tests/test.sh", calls).await?;
+        let t = Instant::now();
         let mut s = docker.download_from_container(
             &c.id,
             Some(
@@ -261,9 +340,11 @@ async fn api_floor_trial(
         while let Some(chunk) = s.next().await {
             n += chunk.map_err(|e| e.to_string())?.len();
         }
+        calls.note("archive get", t);
         Ok::<_, String>(n)
     }
     .await;
+    let t = Instant::now();
     docker
         .remove_container(
             &c.id,
@@ -271,6 +352,7 @@ async fn api_floor_trial(
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("container delete", t);
     run
 }
 
@@ -307,8 +389,21 @@ fn cli_floor_trial(image: &str, tree: &std::path::Path) -> Result<(), String> {
     run
 }
 
-/// Median ms of one oracle trial: git-harness, the Engine-API floor, the docker-CLI floor.
-fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f64), String> {
+/// Median ms of one oracle trial on Docker (git-harness, the Engine-API floor, the docker-CLI
+/// floor) and the Engine-API calls of git-harness's trials and of the floor's.
+struct Oracle {
+    gh: f64,
+    api: f64,
+    cli: f64,
+    gh_calls: BTreeMap<String, (f64, f64)>,
+    api_calls: BTreeMap<String, (f64, f64)>,
+}
+
+fn oracle_trials(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    layer: &(Arc<Calls>, Arc<std::sync::atomic::AtomicBool>),
+) -> Result<Oracle, String> {
     use git_harness::eval::builtin::{BuiltinAgent, run_trial};
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let task = oracle_task(tmp.path());
@@ -325,16 +420,26 @@ fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f6
         .map_err(|e| e.to_string())?;
     let (mut gh, mut api, mut cli) = (vec![], vec![], vec![]);
     let opts = VerifyOptions::default();
+    let floor_calls = Calls::default();
+    let (gh_calls, on) = layer;
     // Interleaved, so that a slow phase of the machine weighs on all three alike; the first
     // round warms up and is not counted.
     for i in 0..=n {
+        on.store(i > 0, std::sync::atomic::Ordering::Relaxed);
         let t0 = Instant::now();
         let r = rt
             .block_on(run_trial(&provider, &task, BuiltinAgent::Oracle, &opts))
             .map_err(|e| e.to_string())?;
         assert!(r.verifier.passed, "{r:?}");
         let t1 = Instant::now();
-        rt.block_on(api_floor_trial(&docker, &image, &tar))?;
+        on.store(false, std::sync::atomic::Ordering::Relaxed);
+        let counted = Calls::default();
+        rt.block_on(api_floor_trial(
+            &docker,
+            &image,
+            &tar,
+            if i > 0 { &floor_calls } else { &counted },
+        ))?;
         let t2 = Instant::now();
         cli_floor_trial(&image, &tree)?;
         let t3 = Instant::now();
@@ -345,17 +450,17 @@ fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f6
             cli.push(ms(t2, t3));
         }
     }
-    Ok((median(&mut gh), median(&mut api), median(&mut cli)))
+    Ok(Oracle {
+        gh: median(&mut gh),
+        api: median(&mut api),
+        cli: median(&mut cli),
+        gh_calls: gh_calls.per_trial(n),
+        api_calls: floor_calls.per_trial(n),
+    })
 }
 
-fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let task = trivial_task(tmp.path());
+/// The create / exec / verify / destroy table of each runner, and a bare `docker run`.
+fn per_runner(rt: &tokio::runtime::Runtime, task: &Task, n: usize, notes: &mut Vec<String>) {
     let local = |bwrap| {
         let cfg = RunnerConfig {
             kind: RunnerKind::Local,
@@ -370,10 +475,9 @@ fn main() {
         )
     };
     let mut rows = Vec::new();
-    let mut notes = Vec::new();
     if sandbox::local::bwrap_available() {
         let p = local(Bwrap::Always).expect("provider");
-        match rt.block_on(measure("local (bubblewrap)", p, &task, n)) {
+        match rt.block_on(measure("local (bubblewrap)", p, task, n)) {
             Ok(r) => rows.push(r),
             Err(e) => notes.push(format!("local (bubblewrap): {e}")),
         }
@@ -381,7 +485,7 @@ fn main() {
         notes.push("local (bubblewrap): skipped, bwrap not available".into());
     }
     let p = local(Bwrap::Never).expect("provider");
-    match rt.block_on(measure("local (plain)", p, &task, n)) {
+    match rt.block_on(measure("local (plain)", p, task, n)) {
         Ok(r) => rows.push(r),
         Err(e) => notes.push(format!("local (plain): {e}")),
     }
@@ -390,7 +494,7 @@ fn main() {
         ..Default::default()
     };
     match sandbox::provider(&cfg, &ProviderOptions::default()) {
-        Ok(p) => match rt.block_on(measure("docker", p, &task, n)) {
+        Ok(p) => match rt.block_on(measure("docker", p, task, n)) {
             Ok(r) => rows.push(r),
             Err(e) => notes.push(format!("docker: {e}")),
         },
@@ -412,16 +516,69 @@ fn main() {
         Ok(ms) => println!("{:<22} {:>44.1}", "docker run --rm true", ms),
         Err(e) => notes.push(format!("docker run --rm: {e}")),
     }
-    match oracle_trials(&rt, n) {
-        Ok((gh, api, cli)) => {
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let layer = (
+        Arc::new(Calls::default()),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sub = tracing_subscriber::registry()
+            .with(ApiLayer {
+                calls: layer.0.clone(),
+                on: layer.1.clone(),
+            })
+            .with(tracing_subscriber::filter::Targets::new().with_target(
+                git_harness::sandbox::docker::API_TARGET,
+                tracing::Level::DEBUG,
+            ));
+        tracing::subscriber::set_global_default(sub).expect("one subscriber");
+    }
+    // `BENCH_ONLY=oracle`: only the oracle trial and its floors.
+    let only_oracle = std::env::var("BENCH_ONLY").as_deref() == Ok("oracle");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let task = trivial_task(tmp.path());
+    let mut notes = Vec::new();
+    if !only_oracle {
+        per_runner(&rt, &task, n, &mut notes);
+    }
+    match oracle_trials(&rt, n, &layer) {
+        Ok(o) => {
             println!("\none oracle trial on Docker, median of {n} (ms)");
-            println!("{:<22} {:>8.1}", "git-harness", gh);
-            println!("{:<22} {:>8.1}", "Engine-API floor", api);
-            println!("{:<22} {:>8.1}", "docker-CLI floor", cli);
+            println!("{:<22} {:>8.1}", "git-harness", o.gh);
+            println!("{:<22} {:>8.1}", "Engine-API floor", o.api);
+            println!("{:<22} {:>8.1}", "docker-CLI floor", o.cli);
             println!(
                 "git-harness / Engine-API floor = {:.2} (target <= 1.2); / docker-CLI floor = {:.2} (target <= 1.0)",
-                gh / api,
-                gh / cli
+                o.gh / o.api,
+                o.gh / o.cli
+            );
+            println!("\nEngine-API calls per oracle trial (calls, mean ms per trial)");
+            println!(
+                "{:<28} {:>7} {:>9} {:>7} {:>9}",
+                "call", "gh n", "gh ms", "floor n", "floor ms"
+            );
+            let mut names: Vec<&String> = o.gh_calls.keys().chain(o.api_calls.keys()).collect();
+            names.sort();
+            names.dedup();
+            let (mut gt, mut ft) = (0.0, 0.0);
+            for c in names {
+                let (gn, gm) = o.gh_calls.get(c).copied().unwrap_or_default();
+                let (fnn, fm) = o.api_calls.get(c).copied().unwrap_or_default();
+                gt += gm;
+                ft += fm;
+                println!("{c:<28} {gn:>7.1} {gm:>9.1} {fnn:>7.1} {fm:>9.1}");
+            }
+            println!(
+                "{:<28} {:>7} {gt:>9.1} {:>7} {ft:>9.1}",
+                "sum of calls", "", ""
             );
         }
         Err(e) => notes.push(format!("oracle trial on Docker: {e}")),

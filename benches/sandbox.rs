@@ -21,13 +21,17 @@
 )]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use git_harness::eval::VerifyOptions;
 use git_harness::experiment::{RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ExecRequest, ProviderOptions, SandboxProvider};
 use git_harness::task::{self, Task};
+
+#[path = "support/api_calls.rs"]
+mod api_calls;
+use api_calls::Calls;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
@@ -215,65 +219,6 @@ async fn api_exec(
         calls.note("exec stream", t);
     }
     Ok(())
-}
-
-/// Engine-API calls and their microseconds: git-harness's from its `engine_api` events, the
-/// floor's timed here.
-#[derive(Default)]
-struct Calls(Mutex<Vec<(String, u64)>>);
-
-impl Calls {
-    fn note(&self, call: &str, since: Instant) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((call.to_string(), since.elapsed().as_micros() as u64));
-    }
-
-    /// Per call: how many per trial and their mean ms per trial, over `trials` trials.
-    fn per_trial(&self, trials: usize) -> BTreeMap<String, (f64, f64)> {
-        let mut m: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-        for (c, us) in self.0.lock().unwrap().drain(..) {
-            let e = m.entry(c).or_default();
-            e.0 += 1.0 / trials as f64;
-            e.1 += us as f64 / 1000.0 / trials as f64;
-        }
-        m
-    }
-}
-
-/// Collects git-harness's `engine_api` events into a [`Calls`] while `on`.
-struct ApiLayer {
-    calls: Arc<Calls>,
-    on: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ApiLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != git_harness::sandbox::docker::API_TARGET
-            || !self.on.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return;
-        }
-        #[derive(Default)]
-        struct V(String, u64);
-        impl tracing::field::Visit for V {
-            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
-                if f.name() == "call" {
-                    self.0 = v.to_string();
-                }
-            }
-            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
-                if f.name() == "us" {
-                    self.1 = v;
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        let mut v = V::default();
-        event.record(&mut v);
-        self.calls.0.lock().unwrap().push((v.0, v.1));
-    }
 }
 
 /// One oracle trial at the Engine-API floor; returns the reward file's archive size.
@@ -523,23 +468,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let layer = (
-        Arc::new(Calls::default()),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    );
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        let sub = tracing_subscriber::registry()
-            .with(ApiLayer {
-                calls: layer.0.clone(),
-                on: layer.1.clone(),
-            })
-            .with(tracing_subscriber::filter::Targets::new().with_target(
-                git_harness::sandbox::docker::API_TARGET,
-                tracing::Level::DEBUG,
-            ));
-        tracing::subscriber::set_global_default(sub).expect("one subscriber");
-    }
+    let layer = api_calls::install();
     // `BENCH_ONLY=oracle`: only the oracle trial and its floors.
     let only_oracle = std::env::var("BENCH_ONLY").as_deref() == Ok("oracle");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -561,25 +490,7 @@ fn main() {
                 o.gh / o.cli
             );
             println!("\nEngine-API calls per oracle trial (calls, mean ms per trial)");
-            println!(
-                "{:<28} {:>7} {:>9} {:>7} {:>9}",
-                "call", "gh n", "gh ms", "floor n", "floor ms"
-            );
-            let mut names: Vec<&String> = o.gh_calls.keys().chain(o.api_calls.keys()).collect();
-            names.sort();
-            names.dedup();
-            let (mut gt, mut ft) = (0.0, 0.0);
-            for c in names {
-                let (gn, gm) = o.gh_calls.get(c).copied().unwrap_or_default();
-                let (fnn, fm) = o.api_calls.get(c).copied().unwrap_or_default();
-                gt += gm;
-                ft += fm;
-                println!("{c:<28} {gn:>7.1} {gm:>9.1} {fnn:>7.1} {fm:>9.1}");
-            }
-            println!(
-                "{:<28} {:>7} {gt:>9.1} {:>7} {ft:>9.1}",
-                "sum of calls", "", ""
-            );
+            api_calls::print_table(&o.gh_calls, Some(&o.api_calls));
         }
         Err(e) => notes.push(format!("oracle trial on Docker: {e}")),
     }

@@ -31,18 +31,19 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
 /// ignored, and programs must see the default dispositions (as under the local runner). The
 /// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
+/// Builtins where they do the work (`[`, `read`), so an exec launches few processes.
 /// Where the gateway tunnel's binary goes inside a container.
 const TUNNEL_DIR: &str = "/run/git-harness";
 
 const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"; w=$1; shift 2
-mkdir -p "$d" "$@" 2>/dev/null
+[ $# = 0 ] && [ -d "$d" ] || mkdir -p "$d" "$@" 2>/dev/null
 if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
 cd "$w" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $w" >&2; exit 126; }
 sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
 ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
 $ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
 rc=$?
-p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
+p=; read -r p 2>/dev/null < "$f.pid"; [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
 rm -f "$f.sh" "$f.pid"
 exit "$rc""#;
 

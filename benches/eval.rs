@@ -8,6 +8,13 @@
 //! trial, answered at once); the local sandbox (bubblewrap when
 //! installed). Every run is `--no-cache`, so every trial executes.
 //!
+//! Then the local runner on the demo suite with a middleware rule that watches file changes
+//! (`turns_without_file_change`, as the demo's promoted `progress-nudge` remedy has): trials/s
+//! and sandbox launches per trial with the working-tree fingerprint read on the host (what the
+//! runner does) and taken the old way, by a `find` launched in the sandbox after every bash call
+//! (reachable only here: a wrapper hides the host fingerprint from the agent loop).
+//! `BENCH_DEMO_TRIALS` (default 2 per task) scales it; `BENCH_ONLY=fingerprint` runs only it.
+//!
 //! Overhead per trial is time outside sandbox execs and model calls:
 //! * in-trial: `total_ms - model_ms - sandbox_ms` of each trial (prompt rendering, the agent
 //!   loop, sandbox teardown, bookkeeping inside the trial);
@@ -26,7 +33,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use async_trait::async_trait;
+use git_harness::sandbox::{
+    CreateOptions, ExecOutput, ExecRequest, GatewayEndpoints, GatewayRoute, NetworkPolicy, Notes,
+    Phase, Sandbox, SandboxProvider,
+};
+use git_harness::task::Task;
 
 use git_harness::eval::context::{Overrides, open_context};
 use git_harness::eval::run::{RunRequest, evaluate};
@@ -254,9 +270,279 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
+/// A provider whose sandboxes hide the host fingerprint (the agent loop then launches `find`
+/// in the sandbox, the old way) when `find` is set, and count their execs either way.
+struct Counting {
+    inner: Arc<dyn SandboxProvider>,
+    find: bool,
+    execs: Arc<AtomicUsize>,
+}
+
+struct CountingSandbox {
+    inner: Box<dyn Sandbox>,
+    find: bool,
+    execs: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl SandboxProvider for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn create(&self, task: &Task) -> git_harness::Result<Box<dyn Sandbox>> {
+        self.create_with(task, &CreateOptions::default()).await
+    }
+    async fn create_with(
+        &self,
+        task: &Task,
+        opts: &CreateOptions,
+    ) -> git_harness::Result<Box<dyn Sandbox>> {
+        Ok(Box::new(CountingSandbox {
+            inner: self.inner.create_with(task, opts).await?,
+            find: self.find,
+            execs: self.execs.clone(),
+        }))
+    }
+    async fn environment_id(&self, task: &Task) -> git_harness::Result<Option<String>> {
+        self.inner.environment_id(task).await
+    }
+    async fn prepare(
+        &self,
+        task: &Task,
+        notes: &mut Notes<'_>,
+    ) -> git_harness::Result<Option<String>> {
+        self.inner.prepare(task, notes).await
+    }
+    fn network(&self) -> NetworkPolicy {
+        self.inner.network()
+    }
+    async fn sweep(&self) -> git_harness::Result<usize> {
+        self.inner.sweep().await
+    }
+    async fn sweep_own(&self) -> git_harness::Result<usize> {
+        self.inner.sweep_own().await
+    }
+    fn isolation_warning(&self) -> Option<String> {
+        self.inner.isolation_warning()
+    }
+}
+
+#[async_trait]
+impl Sandbox for CountingSandbox {
+    fn workdir(&self) -> &str {
+        self.inner.workdir()
+    }
+    async fn exec(&self, req: ExecRequest) -> git_harness::Result<ExecOutput> {
+        self.execs.fetch_add(1, Ordering::Relaxed);
+        self.inner.exec(req).await
+    }
+    async fn read_file(&self, path: &str) -> git_harness::Result<Vec<u8>> {
+        self.inner.read_file(path).await
+    }
+    async fn read_file_capped(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> git_harness::Result<(Vec<u8>, u64)> {
+        self.inner.read_file_capped(path, limit).await
+    }
+    async fn write_file(&self, path: &str, data: &[u8]) -> git_harness::Result<()> {
+        self.inner.write_file(path, data).await
+    }
+    async fn copy_dir_in(&self, host_dir: &Path, dest: &str) -> git_harness::Result<()> {
+        self.inner.copy_dir_in(host_dir, dest).await
+    }
+    async fn destroy(&mut self) -> git_harness::Result<()> {
+        self.inner.destroy().await
+    }
+    fn tests_dir(&self) -> &str {
+        self.inner.tests_dir()
+    }
+    fn logs_dir(&self) -> &str {
+        self.inner.logs_dir()
+    }
+    fn solution_dir(&self) -> &str {
+        self.inner.solution_dir()
+    }
+    async fn reset_dirs(&self, dirs: &[&str]) -> git_harness::Result<()> {
+        self.inner.reset_dirs(dirs).await
+    }
+    async fn read_dir_files(
+        &self,
+        dir: &str,
+        names: &[&str],
+    ) -> git_harness::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.read_dir_files(dir, names).await
+    }
+    async fn workdir_fingerprint(&self) -> git_harness::Result<Option<String>> {
+        if self.find {
+            return Ok(None);
+        }
+        self.inner.workdir_fingerprint().await
+    }
+    async fn kill_strays(&self) -> git_harness::Result<()> {
+        self.inner.kill_strays().await
+    }
+    async fn toolchain_changes(&self) -> git_harness::Result<Vec<String>> {
+        self.inner.toolchain_changes().await
+    }
+    fn verifier_path(&self) -> Option<String> {
+        self.inner.verifier_path()
+    }
+    fn trial_id(&self) -> &str {
+        self.inner.trial_id()
+    }
+    fn placement(&self) -> Option<&str> {
+        self.inner.placement()
+    }
+    async fn set_phase(&self, phase: Phase) -> git_harness::Result<()> {
+        self.inner.set_phase(phase).await
+    }
+    async fn show_read_only(&self, host_dir: &Path, at: &str) -> git_harness::Result<String> {
+        self.inner.show_read_only(host_dir, at).await
+    }
+    fn agent_installed(&self) -> bool {
+        self.inner.agent_installed()
+    }
+    async fn hide_read_only(&self) {
+        self.inner.hide_read_only().await
+    }
+    async fn gateway_route(&self, gateway: &GatewayEndpoints) -> git_harness::Result<GatewayRoute> {
+        self.inner.gateway_route(gateway).await
+    }
+}
+
+/// A repository on the bundled demo suite whose harness has a rule that watches file changes.
+fn demo_setup(tmp: &Path) -> PathBuf {
+    let bin = env!("CARGO_BIN_EXE_git-harness");
+    let root = tmp.join("demo");
+    check(
+        hermetic(&mut Command::new(bin), tmp)
+            .args(["init", "demo"])
+            .current_dir(tmp),
+        "init demo",
+    );
+    std::fs::create_dir_all(root.join("middleware")).unwrap();
+    std::fs::write(
+        root.join("middleware/progress_guard.yaml"),
+        "enabled: true\nrules:\n  - name: stop-re-reading\n    on: model_turn\n    when:\n      \
+         turns_without_file_change: 5\n    action: inject\n    message: Stop re-reading; implement the solution now.\n    once: true\n",
+    )
+    .unwrap();
+    for args in [
+        &["add", "-A"][..],
+        &["commit", "-qm", "Bench: a rule that watches file changes"][..],
+    ] {
+        check(
+            hermetic(&mut Command::new("git"), tmp)
+                .args(args)
+                .current_dir(&root),
+            "git",
+        );
+    }
+    check(
+        hermetic(&mut Command::new(bin), tmp)
+            .arg("split")
+            .current_dir(&root),
+        "split",
+    );
+    root
+}
+
+/// Trials/s and execs per trial on the demo suite, host fingerprint vs `find` in the sandbox.
+fn fingerprint_figures(rt: &tokio::runtime::Runtime, tmp: &Path, trials: u32) {
+    let root = demo_setup(tmp);
+    let ws = Workspace::from_repo(git2::Repository::open(&root).expect("open demo repo"));
+    let mut ctx = rt
+        .block_on(open_context(&ws, &Overrides::default()))
+        .expect("demo context");
+    let runner = git_harness::experiment::RunnerConfig {
+        kind: git_harness::experiment::RunnerKind::Local,
+        ..Default::default()
+    };
+    let local = git_harness::sandbox::provider(&runner, &Default::default()).expect("local");
+    println!();
+    println!(
+        "local runner ({}), demo suite with a file-change rule, {trials} trial(s) per task, concurrency 8",
+        if git_harness::sandbox::local::bwrap_available() {
+            "bubblewrap"
+        } else {
+            "plain"
+        }
+    );
+    println!(
+        "  {:<34} {:>7} {:>8} {:>9} {:>12}",
+        "fingerprint", "trials", "wall s", "trials/s", "execs/trial"
+    );
+    let mut rates = Vec::new();
+    // The old way first and last, so that a slow phase of the machine weighs on both.
+    for find in [true, false, true, false] {
+        let execs = Arc::new(AtomicUsize::new(0));
+        let provider = Arc::new(Counting {
+            inner: local.clone(),
+            find,
+            execs: execs.clone(),
+        });
+        ctx.eval.executors = Arc::new(git_harness::eval::trial::Factory::new(
+            provider,
+            ctx.model.clone(),
+            ctx.fixed.experiment.clone(),
+        ));
+        let mut req = RunRequest::new("HEAD", vec![Split::HeldIn, Split::Validation]);
+        req.trials = Some(trials);
+        req.concurrency = Some(8);
+        req.no_cache = true;
+        let mut probe = Probe {
+            every: 0,
+            seen: 0,
+            samples: Vec::new(),
+            last: None,
+        };
+        let start = Instant::now();
+        let out = rt
+            .block_on(evaluate(&ws, &ctx, &req, &mut probe, None, None))
+            .expect("demo run");
+        let wall = start.elapsed().as_secs_f64();
+        let n = out.results.len();
+        let rate = n as f64 / wall;
+        rates.push((find, rate));
+        println!(
+            "  {:<34} {:>7} {:>8.1} {:>9.2} {:>12.1}",
+            if find {
+                "old: find in the sandbox"
+            } else {
+                "new: read on the host"
+            },
+            n,
+            wall,
+            rate,
+            execs.load(Ordering::Relaxed) as f64 / n.max(1) as f64
+        );
+    }
+    let mean = |f: bool| {
+        let v: Vec<f64> = rates.iter().filter(|r| r.0 == f).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    println!(
+        "  trials/s, mean of two runs each: old {:.2}, new {:.2} ({:+.0}%)",
+        mean(true),
+        mean(false),
+        100.0 * (mean(false) / mean(true) - 1.0)
+    );
+}
+
 fn main() {
     // `cargo test --benches` runs this too; keep that cheap.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("fingerprint") {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        fingerprint_figures(&rt, tmp.path(), env_or("BENCH_DEMO_TRIALS", 2) as u32);
+        return;
+    }
     let tasks = env_or("BENCH_TASKS", if quick { 10 } else { 125 });
     let mem_trials = env_or("BENCH_TRIALS", if quick { 1 } else { 20 }) as u32;
     let speed_trials = env_or("BENCH_SPEED_TRIALS", 1) as u32;
@@ -368,6 +654,9 @@ fn main() {
     }
     let (rss, hwm) = rss_kib();
     println!("  {:>8} {rss:>12} {hwm:>12}", "recorded");
+    if !quick {
+        fingerprint_figures(&rt, tmp.path(), env_or("BENCH_DEMO_TRIALS", 2) as u32);
+    }
     println!(
         "  git objects written by the run: {} bytes ({:.0} per trial, loose zlib objects)",
         grown,

@@ -20,6 +20,7 @@
     reason = "tests drive the binary and other processes, and panic on what they did not expect"
 )]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ use git_harness::eval::VerifyOptions;
 use git_harness::experiment::{RunnerConfig, RunnerKind};
 use git_harness::sandbox::{self, Bwrap, ExecRequest, ProviderOptions, SandboxProvider};
 use git_harness::task::{self, Task};
+
+#[path = "support/api_calls.rs"]
+mod api_calls;
+use api_calls::Calls;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
@@ -180,9 +185,15 @@ fn tar_of(root: &std::path::Path) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-async fn api_exec(docker: &bollard::Docker, id: &str, cmd: &str) -> Result<(), String> {
+async fn api_exec(
+    docker: &bollard::Docker,
+    id: &str,
+    cmd: &str,
+    calls: &Calls,
+) -> Result<(), String> {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     use futures_util::StreamExt;
+    let t = Instant::now();
     let e = docker
         .create_exec(
             id,
@@ -195,12 +206,17 @@ async fn api_exec(docker: &bollard::Docker, id: &str, cmd: &str) -> Result<(), S
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("exec create", t);
+    let t = Instant::now();
     if let StartExecResults::Attached { mut output, .. } = docker
         .start_exec(&e.id, None)
         .await
         .map_err(|e| e.to_string())?
     {
+        calls.note("exec start", t);
+        let t = Instant::now();
         while output.next().await.is_some() {}
+        calls.note("exec stream", t);
     }
     Ok(())
 }
@@ -210,6 +226,7 @@ async fn api_floor_trial(
     docker: &bollard::Docker,
     image: &str,
     tar: &[u8],
+    calls: &Calls,
 ) -> Result<usize, String> {
     use bollard::models::{ContainerCreateBody, HostConfig};
     use bollard::query_parameters::{
@@ -227,6 +244,7 @@ async fn api_floor_trial(
         }),
         ..Default::default()
     };
+    let t = Instant::now();
     let c = docker
         .create_container(
             None::<bollard::query_parameters::CreateContainerOptions>,
@@ -234,11 +252,15 @@ async fn api_floor_trial(
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("container create", t);
     let run = async {
+        let t = Instant::now();
         docker
             .start_container(&c.id, None)
             .await
             .map_err(|e| e.to_string())?;
+        calls.note("container start", t);
+        let t = Instant::now();
         docker
             .upload_to_container(
                 &c.id,
@@ -247,8 +269,10 @@ async fn api_floor_trial(
             )
             .await
             .map_err(|e| e.to_string())?;
-        api_exec(docker, &c.id, "bash /solution/solve.sh").await?;
-        api_exec(docker, &c.id, "bash /tests/test.sh").await?;
+        calls.note("archive put", t);
+        api_exec(docker, &c.id, "bash /solution/solve.sh", calls).await?;
+        api_exec(docker, &c.id, "bash /tests/test.sh", calls).await?;
+        let t = Instant::now();
         let mut s = docker.download_from_container(
             &c.id,
             Some(
@@ -261,9 +285,11 @@ async fn api_floor_trial(
         while let Some(chunk) = s.next().await {
             n += chunk.map_err(|e| e.to_string())?.len();
         }
+        calls.note("archive get", t);
         Ok::<_, String>(n)
     }
     .await;
+    let t = Instant::now();
     docker
         .remove_container(
             &c.id,
@@ -271,6 +297,7 @@ async fn api_floor_trial(
         )
         .await
         .map_err(|e| e.to_string())?;
+    calls.note("container delete", t);
     run
 }
 
@@ -307,8 +334,21 @@ fn cli_floor_trial(image: &str, tree: &std::path::Path) -> Result<(), String> {
     run
 }
 
-/// Median ms of one oracle trial: git-harness, the Engine-API floor, the docker-CLI floor.
-fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f64), String> {
+/// Median ms of one oracle trial on Docker (git-harness, the Engine-API floor, the docker-CLI
+/// floor) and the Engine-API calls of git-harness's trials and of the floor's.
+struct Oracle {
+    gh: f64,
+    api: f64,
+    cli: f64,
+    gh_calls: BTreeMap<String, (f64, f64)>,
+    api_calls: BTreeMap<String, (f64, f64)>,
+}
+
+fn oracle_trials(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    layer: &(Arc<Calls>, Arc<std::sync::atomic::AtomicBool>),
+) -> Result<Oracle, String> {
     use git_harness::eval::builtin::{BuiltinAgent, run_trial};
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let task = oracle_task(tmp.path());
@@ -325,16 +365,26 @@ fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f6
         .map_err(|e| e.to_string())?;
     let (mut gh, mut api, mut cli) = (vec![], vec![], vec![]);
     let opts = VerifyOptions::default();
+    let floor_calls = Calls::default();
+    let (gh_calls, on) = layer;
     // Interleaved, so that a slow phase of the machine weighs on all three alike; the first
     // round warms up and is not counted.
     for i in 0..=n {
+        on.store(i > 0, std::sync::atomic::Ordering::Relaxed);
         let t0 = Instant::now();
         let r = rt
             .block_on(run_trial(&provider, &task, BuiltinAgent::Oracle, &opts))
             .map_err(|e| e.to_string())?;
         assert!(r.verifier.passed, "{r:?}");
         let t1 = Instant::now();
-        rt.block_on(api_floor_trial(&docker, &image, &tar))?;
+        on.store(false, std::sync::atomic::Ordering::Relaxed);
+        let counted = Calls::default();
+        rt.block_on(api_floor_trial(
+            &docker,
+            &image,
+            &tar,
+            if i > 0 { &floor_calls } else { &counted },
+        ))?;
         let t2 = Instant::now();
         cli_floor_trial(&image, &tree)?;
         let t3 = Instant::now();
@@ -345,17 +395,17 @@ fn oracle_trials(rt: &tokio::runtime::Runtime, n: usize) -> Result<(f64, f64, f6
             cli.push(ms(t2, t3));
         }
     }
-    Ok((median(&mut gh), median(&mut api), median(&mut cli)))
+    Ok(Oracle {
+        gh: median(&mut gh),
+        api: median(&mut api),
+        cli: median(&mut cli),
+        gh_calls: gh_calls.per_trial(n),
+        api_calls: floor_calls.per_trial(n),
+    })
 }
 
-fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let task = trivial_task(tmp.path());
+/// The create / exec / verify / destroy table of each runner, and a bare `docker run`.
+fn per_runner(rt: &tokio::runtime::Runtime, task: &Task, n: usize, notes: &mut Vec<String>) {
     let local = |bwrap| {
         let cfg = RunnerConfig {
             kind: RunnerKind::Local,
@@ -370,10 +420,9 @@ fn main() {
         )
     };
     let mut rows = Vec::new();
-    let mut notes = Vec::new();
     if sandbox::local::bwrap_available() {
         let p = local(Bwrap::Always).expect("provider");
-        match rt.block_on(measure("local (bubblewrap)", p, &task, n)) {
+        match rt.block_on(measure("local (bubblewrap)", p, task, n)) {
             Ok(r) => rows.push(r),
             Err(e) => notes.push(format!("local (bubblewrap): {e}")),
         }
@@ -381,7 +430,7 @@ fn main() {
         notes.push("local (bubblewrap): skipped, bwrap not available".into());
     }
     let p = local(Bwrap::Never).expect("provider");
-    match rt.block_on(measure("local (plain)", p, &task, n)) {
+    match rt.block_on(measure("local (plain)", p, task, n)) {
         Ok(r) => rows.push(r),
         Err(e) => notes.push(format!("local (plain): {e}")),
     }
@@ -390,7 +439,7 @@ fn main() {
         ..Default::default()
     };
     match sandbox::provider(&cfg, &ProviderOptions::default()) {
-        Ok(p) => match rt.block_on(measure("docker", p, &task, n)) {
+        Ok(p) => match rt.block_on(measure("docker", p, task, n)) {
             Ok(r) => rows.push(r),
             Err(e) => notes.push(format!("docker: {e}")),
         },
@@ -412,17 +461,36 @@ fn main() {
         Ok(ms) => println!("{:<22} {:>44.1}", "docker run --rm true", ms),
         Err(e) => notes.push(format!("docker run --rm: {e}")),
     }
-    match oracle_trials(&rt, n) {
-        Ok((gh, api, cli)) => {
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let layer = api_calls::install();
+    // `BENCH_ONLY=oracle`: only the oracle trial and its floors.
+    let only_oracle = std::env::var("BENCH_ONLY").as_deref() == Ok("oracle");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let task = trivial_task(tmp.path());
+    let mut notes = Vec::new();
+    if !only_oracle {
+        per_runner(&rt, &task, n, &mut notes);
+    }
+    match oracle_trials(&rt, n, &layer) {
+        Ok(o) => {
             println!("\none oracle trial on Docker, median of {n} (ms)");
-            println!("{:<22} {:>8.1}", "git-harness", gh);
-            println!("{:<22} {:>8.1}", "Engine-API floor", api);
-            println!("{:<22} {:>8.1}", "docker-CLI floor", cli);
+            println!("{:<22} {:>8.1}", "git-harness", o.gh);
+            println!("{:<22} {:>8.1}", "Engine-API floor", o.api);
+            println!("{:<22} {:>8.1}", "docker-CLI floor", o.cli);
             println!(
                 "git-harness / Engine-API floor = {:.2} (target <= 1.2); / docker-CLI floor = {:.2} (target <= 1.0)",
-                gh / api,
-                gh / cli
+                o.gh / o.api,
+                o.gh / o.cli
             );
+            println!("\nEngine-API calls per oracle trial (calls, mean ms per trial)");
+            api_calls::print_table(&o.gh_calls, Some(&o.api_calls));
         }
         Err(e) => notes.push(format!("oracle trial on Docker: {e}")),
     }

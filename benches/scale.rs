@@ -10,6 +10,11 @@
 //! network, whose verifier writes reward 1; the Docker runner; `model.concurrency` set to the
 //! highest concurrency, so the model client is not what limits. Every run is `--no-cache` and
 //! runs `BENCH_WAVES` × concurrency trials.
+//!
+//! Also printed: the machine's load average during each level (the 1-minute figure, mean and
+//! peak of samples every second; other work on the machine shows there), and per level the
+//! Engine-API calls of a trial with their mean duration, which shows the calls that queue in
+//! the daemon as concurrency grows.
 
 #![allow(
     clippy::unwrap_used,
@@ -32,6 +37,65 @@ use git_harness::eval::schedule::Quiet;
 use git_harness::experiment::Split;
 use git_harness::workspace::Workspace;
 use serde_json::{Value, json};
+
+#[path = "support/api_calls.rs"]
+mod api_calls;
+
+/// CPU seconds (user + system) of process `pid` (`self` or a number), when readable.
+fn cpu_s(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
+}
+
+/// The pid of a local `dockerd`, to read its CPU time (none when the engine is elsewhere).
+fn dockerd_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (name.chars().all(|c| c.is_ascii_digit()) && comm.trim() == "dockerd").then_some(name)
+    })
+}
+
+/// The 1-minute load average.
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// Samples the load average every second until dropped; `finish` gives (mean, peak).
+struct LoadSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl LoadSampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut v = vec![load1()];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                v.push(load1());
+            }
+            v
+        });
+        LoadSampler { stop, thread }
+    }
+
+    fn finish(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let v = self.thread.join().unwrap_or_default();
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (mean, v.iter().copied().fold(f64::NAN, f64::max))
+    }
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -210,6 +274,7 @@ fn main() {
         turn: Duration::from_millis(turn_ms as u64),
         turns,
     };
+    let (calls, on) = api_calls::install();
     let base_url = stand_in(model);
     let tmp = tempfile::tempdir().unwrap();
     let root = setup(tmp.path(), top, &base_url, top);
@@ -237,11 +302,23 @@ fn main() {
                     .join(",")
             )
         });
+        let dockerd = dockerd_pid();
+        let cpu0 = (cpu_s("self"), dockerd.as_deref().and_then(cpu_s));
         let start = Instant::now();
+        let load = LoadSampler::start();
+        on.store(true, std::sync::atomic::Ordering::Relaxed);
         let out = rt
             .block_on(evaluate(&ws, &ctx, &req, &mut Quiet, None, None))
             .expect("run");
+        on.store(false, std::sync::atomic::Ordering::Relaxed);
         let wall = start.elapsed().as_secs_f64();
+        let load = load.finish();
+        let n = out.results.len().max(1) as f64;
+        let per = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (b - a) / n);
+        let cpu = (
+            per(cpu0.0, cpu_s("self")),
+            per(cpu0.1, dockerd.as_deref().and_then(cpu_s)),
+        );
         let passed = out.results.iter().filter(|r| r.passed()).count();
         let mean = |f: &dyn Fn(&git_harness::eval::Durations) -> u64| {
             out.results
@@ -256,11 +333,12 @@ fn main() {
             sandbox: mean(&|d| d.sandbox_ms),
             setup: mean(&|d| d.setup_ms),
         };
-        (out.results.len(), passed, wall, split)
+        let per_call = calls.per_trial(out.results.len().max(1));
+        (out.results.len(), passed, wall, split, load, per_call, cpu)
     };
 
     // One trial alone: the duration the ideal divides by.
-    let (_, _, alone, one) = run(1, 1, 1);
+    let (_, _, alone, one, _, alone_calls, _) = run(1, 1, 1);
     println!(
         "scale bench: Docker runner, stand-in model {turn_ms} ms per turn, {turns} turns per trial, {waves} waves per level"
     );
@@ -270,7 +348,7 @@ fn main() {
     );
     println!();
     println!(
-        "  {:>5} {:>7} {:>7} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "  {:>5} {:>7} {:>7} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>11}",
         "conc",
         "trials",
         "passed",
@@ -282,16 +360,21 @@ fn main() {
         "model s",
         "exec s",
         "setup s",
-        "peak RSS MiB"
+        "peak RSS MiB",
+        "load1 mean/peak"
     );
+    let mut breakdowns = vec![(1, alone_calls)];
+    let mut cpus = Vec::new();
     for conc in levels {
         let tasks = conc.min(top);
         let trials = (waves * conc).div_ceil(tasks) as u32;
-        let (n, passed, wall, d) = run(trials, tasks, conc);
+        let (n, passed, wall, d, load, per_call, cpu) = run(trials, tasks, conc);
+        breakdowns.push((conc, per_call));
+        cpus.push((conc, cpu));
         let got = n as f64 / wall;
         let ideal = conc as f64 / alone;
         println!(
-            "  {:>5} {:>7} {:>7} {:>8.1} {:>10.2} {:>9.2} {:>9.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>12.1}",
+            "  {:>5} {:>7} {:>7} {:>8.1} {:>10.2} {:>9.2} {:>9.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>12.1} {:>6.1}/{:<5.1}",
             conc,
             n,
             passed,
@@ -303,7 +386,24 @@ fn main() {
             d.model,
             d.sandbox,
             d.setup,
-            peak_rss_kib() as f64 / 1024.0
+            peak_rss_kib() as f64 / 1024.0,
+            load.0,
+            load.1
         );
+    }
+    println!(
+        "  (cores: {})",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("  CPU seconds per trial: this process (git-harness) / dockerd");
+    for (conc, (me, d)) in &cpus {
+        let f = |v: &Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!("  {conc:>5} {:>8} / {:<8}", f(me), f(d));
+    }
+    for (conc, per_call) in &breakdowns {
+        println!();
+        println!("  Engine-API calls per trial at concurrency {conc} (count, mean ms per trial)");
+        api_calls::print_table(per_call, None);
     }
 }

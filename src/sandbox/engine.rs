@@ -357,3 +357,25 @@ fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
     }
     found
 }
+
+/// The `tracing` target of the Engine-API call timings (`RUST_LOG=git_harness::engine_api=debug`).
+pub const API_TARGET: &str = "git_harness::engine_api";
+
+/// Await one Engine-API call, reporting it as a `debug` event of [`API_TARGET`] with the call's
+/// name and its duration in microseconds: which calls a trial makes and what each costs.
+pub(crate) async fn timed<F: std::future::Future>(call: &'static str, f: F) -> F::Output {
+    let t = std::time::Instant::now();
+    let out = f.await;
+    api_call(call, t);
+    out
+}
+
+/// Report a call that began at `since` (for streams, read to their end by the caller).
+pub(crate) fn api_call(call: &'static str, since: std::time::Instant) {
+    tracing::debug!(
+        target: API_TARGET,
+        call,
+        us = since.elapsed().as_micros() as u64,
+        "engine api call"
+    );
+}

@@ -114,7 +114,7 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool> {
 
 /// The id of `image` in the daemon, `None` when it is absent (the same 404 rule).
 pub async fn image_id(docker: &Docker, image: &str) -> Result<Option<String>> {
-    match docker.inspect_image(image).await {
+    match super::engine::timed("image inspect", docker.inspect_image(image)).await {
         Ok(info) => Ok(Some(info.id.unwrap_or_default())),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(docker_err(&format!("inspect image {image}"), e)),

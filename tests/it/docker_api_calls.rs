@@ -1,7 +1,8 @@
 //! Engine API calls per trial: `tasks check --runner docker` (one oracle and one nop trial)
 //! through a counting proxy in front of the engine's socket. A trial needs create + start, its
-//! uploads, one exec for the solution (the oracle), one to end stray processes, one for the
-//! verifier, one download of the verifier's log dir, and the delete.
+//! uploads (the solution's with the runtime's directories, the tests), one exec for the
+//! solution (the oracle), one to end stray processes, one for the verifier, one download of the
+//! verifier's log dir, and the delete; image look-ups happen once per run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -162,4 +163,10 @@ fn a_docker_trial_makes_the_floors_calls() {
     assert_eq!(n("POST /containers/*/exec"), 5, "{counts:#?}");
     // One download of /logs/verifier per trial.
     assert_eq!(n("GET /containers/*/archive"), 2, "{counts:#?}");
+    // Uploads: the oracle's solution and each trial's tests; the runtime's directories ride
+    // on the first upload or exec, never on a call of their own.
+    assert_eq!(n("PUT /containers/*/archive"), 3, "{counts:#?}");
+    // The images are looked up once per run (the FROM image, the task's tag, its PATH), not
+    // per trial.
+    assert_eq!(n("GET /images/*"), 3, "{counts:#?}");
 }

@@ -37,5 +37,5 @@ pub const PIDS_LIMIT: i64 = 4096;
 /// The engine's default network: a phase with the network has it (Harbor's `public`).
 pub(crate) const BRIDGE: &str = "bridge";
 
-pub use super::engine::{DEFAULT_HOST, Endpoint, client_from_env, connect, negotiate};
-pub(crate) use super::engine::{archive_err, docker_err, is_not_found};
+pub use super::engine::{API_TARGET, DEFAULT_HOST, Endpoint, client_from_env, connect, negotiate};
+pub(crate) use super::engine::{api_call, archive_err, docker_err, is_not_found, timed};

@@ -15,6 +15,7 @@ use bollard::query_parameters::{
 use super::sandbox::DockerSandbox;
 use super::{
     BRIDGE, HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found,
+    timed,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::experiment::{PullPolicy, RegistryConfig};
@@ -140,6 +141,10 @@ impl DockerProvider {
         }
         let lock = self.lock_for(&format!("pull {image}"))?;
         let _held = lock.lock().await;
+        // Another trial may have looked it up while this one waited.
+        if let Some(id) = self.known.lock().ok().and_then(|k| k.get(image).cloned()) {
+            return Ok(Some(id));
+        }
         let done = self.pulled.lock().is_ok_and(|p| p.contains(image));
         let id = image_id(docker, image).await?;
         let wanted = match policy {
@@ -172,6 +177,46 @@ impl DockerProvider {
                 Err(InfraClass::Sandbox.error(format!("pull {image}: the image did not appear")))
             }
         }
+    }
+
+    /// The PATH of `image`'s containers, looked up once per provider (concurrent trials wait
+    /// for the first one's look-up).
+    async fn path_env(&self, docker: &Docker, image: &str) -> Result<String> {
+        let cached = || {
+            self.path_envs
+                .lock()
+                .ok()
+                .and_then(|p| p.get(image).cloned())
+        };
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
+        let lock = self.lock_for(&format!("path {image}"))?;
+        let _held = lock.lock().await;
+        if let Some(p) = cached() {
+            return Ok(p);
+        }
+        let p = image_path_env(docker, image).await?;
+        if let Ok(mut m) = self.path_envs.lock() {
+            m.insert(image.to_string(), p.clone());
+        }
+        Ok(p)
+    }
+
+    /// The id of an image of ours (a task's or an agent image, named by the digest of what it
+    /// is made of), looked up once per provider and then known: trials after the first make
+    /// no image call.
+    async fn present_id(&self, docker: &Docker, image: &str) -> Result<Option<String>> {
+        if let Some(id) = self.known.lock().ok().and_then(|k| k.get(image).cloned()) {
+            return Ok(Some(id));
+        }
+        let id = image_id(docker, image).await?;
+        if let Some(id) = &id
+            && let Ok(mut k) = self.known.lock()
+        {
+            k.insert(image.to_string(), id.clone());
+        }
+        Ok(id)
     }
 
     /// The client, with the API version negotiated with the daemon.
@@ -512,9 +557,12 @@ impl DockerProvider {
             )?;
             let base_ids = self.base_image_ids(&docker, task, true, notes).await?;
             let tag = self.in_registry(task_image_tag(&task.id, &ctx, &base_ids));
+            if self.known.lock().is_ok_and(|k| k.contains_key(&tag)) {
+                return Ok((tag, false));
+            }
             let lock = self.lock_for(&tag)?;
             let _held = lock.lock().await;
-            if image_id(&docker, &tag).await?.is_some() {
+            if self.present_id(&docker, &tag).await?.is_some() {
                 return Ok((tag, false));
             }
             // Built once anywhere: an image the registry has already is pulled, not rebuilt.
@@ -575,7 +623,8 @@ impl DockerProvider {
     ) -> Result<DockerSandbox> {
         let docker = self.client().await?;
         let (image, seed) = self.image_for(task).await?;
-        let base = image_id(&docker, &image)
+        let base = self
+            .present_id(&docker, &image)
             .await?
             .unwrap_or_else(|| image.clone());
         let mut h = crate::support::digest::Hasher::new();
@@ -587,7 +636,7 @@ impl DockerProvider {
         let made = {
             let lock = self.lock_for(&tag)?;
             let _held = lock.lock().await;
-            image_id(&docker, &tag).await?.is_some()
+            self.present_id(&docker, &tag).await?.is_some()
                 || self
                     .install_image(task, trial_id, &image, install, &tag)
                     .await?
@@ -702,21 +751,7 @@ impl DockerProvider {
             host_config: Some(host),
             ..Default::default()
         };
-        let cached = self
-            .path_envs
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&image).cloned());
-        let path_env = match cached {
-            Some(p) => p,
-            None => {
-                let p = image_path_env(&docker, &image).await?;
-                if let Ok(mut m) = self.path_envs.lock() {
-                    m.insert(image.clone(), p.clone());
-                }
-                p
-            }
-        };
+        let path_env = self.path_env(&docker, &image).await?;
         let name = format!("git-harness-{}", tag_safe(trial_id));
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         // The daemon finishes a creation whose request was cut short (an aborted trial), so
@@ -725,7 +760,7 @@ impl DockerProvider {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let d = docker.clone();
         let creation = tokio::spawn(async move {
-            let r = d.create_container(Some(opts), body).await;
+            let r = timed("container create", d.create_container(Some(opts), body)).await;
             if let Err(Ok(created)) = tx.send(r) {
                 let opts = RemoveContainerOptionsBuilder::default()
                     .force(true)
@@ -755,14 +790,11 @@ impl DockerProvider {
             after_kill: Mutex::new(None),
             tunnel: std::sync::Mutex::new(None),
             installed,
+            // Made by the first upload or exec, not by a call of their own (the daemon makes
+            // the working directory itself).
+            runtime_dirs: Mutex::new(Some(RUNTIME_DIRS)),
         };
-        // The runtime's directories come with an upload, not an exec of their own (the daemon
-        // makes the working directory itself).
-        if let Err(e) = sb.upload_dirs(RUNTIME_DIRS).await {
-            sb.destroy().await?;
-            return Err(e);
-        }
-        if let Err(e) = docker.start_container(&sb.id, None).await {
+        if let Err(e) = timed("container start", docker.start_container(&sb.id, None)).await {
             sb.destroy().await?;
             return Err(docker_err(&format!("start a container from {image}"), e));
         }

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{BRIDGE, archive_err, docker_err, is_not_found};
+use super::{BRIDGE, api_call, archive_err, docker_err, is_not_found, timed};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::tar_dir;
 use crate::sandbox::output::Capture;
@@ -25,23 +25,25 @@ use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the command read from stdin in `$1` as a new session (`setsid`), so a group kill ends
-/// its background children too; `$2` keys its script and pid files. The command travels on
+/// its background children too; `$2` keys its script and pid files; further arguments are
+/// directories to make first (the runtime's, on the container's first exec). The command travels on
 /// stdin, never in argv, so its size is not bounded by the kernel's argument limit; it runs in
 /// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
 /// ignored, and programs must see the default dispositions (as under the local runner). The
 /// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
+/// Builtins where they do the work (`[`, `read`), so an exec launches few processes.
 /// Where the gateway tunnel's binary goes inside a container.
 const TUNNEL_DIR: &str = "/run/git-harness";
 
-const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"
-mkdir -p "$d" 2>/dev/null
+const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"; w=$1; shift 2
+[ $# = 0 ] && [ -d "$d" ] || mkdir -p "$d" "$@" 2>/dev/null
 if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
-cd "$1" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $1" >&2; exit 126; }
+cd "$w" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $w" >&2; exit 126; }
 sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
 ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
 $ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
 rc=$?
-p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
+p=; read -r p 2>/dev/null < "$f.pid"; [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
 rm -f "$f.sh" "$f.pid"
 exit "$rc""#;
 
@@ -66,6 +68,9 @@ pub struct DockerSandbox {
     pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Made from an image on which the harness's `agent.install` ran.
     pub(super) installed: bool,
+    /// The runtime's directories while not yet made: the first upload or exec makes them, so
+    /// they cost no call of their own.
+    pub(super) runtime_dirs: Mutex<Option<&'static [&'static str]>>,
 }
 
 /// A reset of directories folded into the next exec, so that it costs no exec of its own:
@@ -135,7 +140,7 @@ impl DockerSandbox {
             "HARNESS_SOLUTION_DIR=/solution".to_string(),
         ];
         envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
-        let cmd = vec![
+        let mut cmd = vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
             WRAPPER.to_string(),
@@ -143,9 +148,10 @@ impl DockerSandbox {
             cwd.to_string(),
             key.clone(),
         ];
-        let created = self
-            .docker
-            .create_exec(
+        cmd.extend(self.take_runtime_dirs().iter().map(|d| d.to_string()));
+        let created = timed(
+            "exec create",
+            self.docker.create_exec(
                 &self.id,
                 CreateExecOptions {
                     cmd: Some(cmd),
@@ -156,8 +162,9 @@ impl DockerSandbox {
                     working_dir: Some("/".to_string()),
                     ..Default::default()
                 },
-            )
-            .await;
+            ),
+        )
+        .await;
         // Only the agent's commands run in the container: when it stopped (its main process
         // was killed, or it ran out of memory), that is the agent's doing, and the command fails
         // like one killed by a signal.
@@ -172,17 +179,19 @@ impl DockerSandbox {
             Err(_) if self.stopped().await => return Ok(stopped()),
             Err(e) => return Err(docker_err("create an exec", e)),
         };
-        let started_exec = self
-            .docker
-            .start_exec(
+        let started_exec = timed(
+            "exec start",
+            self.docker.start_exec(
                 &created.id,
                 Some(StartExecOptions {
                     detach: false,
                     tty: false,
                     output_capacity: None,
                 }),
-            )
-            .await;
+            ),
+        )
+        .await;
+        let running = Instant::now();
         let started_exec = match started_exec {
             Ok(s) => s,
             Err(_) if self.stopped().await => return Ok(stopped()),
@@ -230,11 +239,10 @@ impl DockerSandbox {
             }
         }
         drop(output);
+        api_call("exec stream", running);
         let mut exit_code = None;
         for _ in 0..50 {
-            let info = self
-                .docker
-                .inspect_exec(&created.id)
+            let info = timed("exec inspect", self.docker.inspect_exec(&created.id))
                 .await
                 .map_err(|e| docker_err("inspect an exec", e))?;
             if info.running != Some(true) {
@@ -289,7 +297,12 @@ impl DockerSandbox {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(&self.id, Some(opts)).await {
+        match timed(
+            "container delete",
+            self.docker.remove_container(&self.id, Some(opts)),
+        )
+        .await
+        {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(docker_err(&format!("remove container {}", self.id), e)),
@@ -323,6 +336,7 @@ impl Sandbox for DockerSandbox {
         let opts = DownloadFromContainerOptionsBuilder::default()
             .path(&p)
             .build();
+        let t = Instant::now();
         let mut stream = self.docker.download_from_container(&self.id, Some(opts));
         let mut tar_bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -340,6 +354,7 @@ impl Sandbox for DockerSandbox {
                 Err(e) => return Err(archive_err(&p, e)),
             }
         }
+        api_call("archive get", t);
         let mut ar = tar::Archive::new(&tar_bytes[..]);
         let mut entries = ar.entries().at(&p)?;
         let Some(entry) = entries.next() else {
@@ -524,6 +539,7 @@ impl Sandbox for DockerSandbox {
         let opts = DownloadFromContainerOptionsBuilder::default()
             .path(&d)
             .build();
+        let t = Instant::now();
         let mut stream = self.docker.download_from_container(&self.id, Some(opts));
         let mut tar_bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -542,6 +558,7 @@ impl Sandbox for DockerSandbox {
                 return Ok(out);
             }
         }
+        api_call("archive get", t);
         crate::sandbox::files_of_dir_tar(&tar_bytes, &d, names)
     }
 
@@ -559,6 +576,7 @@ impl Sandbox for DockerSandbox {
         if *connected == want {
             return Ok(());
         }
+        let t = Instant::now();
         let r = if want {
             self.docker
                 .connect_network(
@@ -580,6 +598,7 @@ impl Sandbox for DockerSandbox {
                 )
                 .await
         };
+        api_call("network connect/disconnect", t);
         r.map_err(|e| {
             docker_err(
                 &format!(
@@ -606,9 +625,7 @@ impl Sandbox for DockerSandbox {
             None if self.stopped().await => return Ok(vec![STOPPED.to_string()]),
             None => None,
         };
-        let changes = self
-            .docker
-            .container_changes(&self.id)
+        let changes = timed("container changes", self.docker.container_changes(&self.id))
             .await
             .map_err(|e| docker_err("read the container's filesystem changes", e))?
             .unwrap_or_default();
@@ -692,6 +709,9 @@ fn q(s: &str) -> String {
 
 /// Where `--init` mounts Docker's init.
 const DOCKER_INIT: [&str; 2] = ["/sbin/docker-init", "/usr/sbin/docker-init"];
+
+/// The two zero blocks that end a tar archive.
+const TAR_END: usize = 1024;
 
 /// A download of a directory larger than this is read file by file instead.
 const DIR_DOWNLOAD_CAP: usize = 64 << 20;
@@ -825,14 +845,28 @@ impl DockerSandbox {
 
     /// Whether the container exists but no longer runs.
     async fn stopped(&self) -> bool {
-        match self.docker.inspect_container(&self.id, None).await {
+        match timed(
+            "container inspect",
+            self.docker.inspect_container(&self.id, None),
+        )
+        .await
+        {
             Ok(info) => info.state.and_then(|s| s.running) == Some(false),
             Err(_) => false,
         }
     }
 
-    /// Make the directories `dirs` (absolute, parents first) with one upload.
-    pub(super) async fn upload_dirs(&self, dirs: &[&str]) -> Result<()> {
+    /// The runtime's directories if no call made them yet (then the caller does).
+    fn take_runtime_dirs(&self) -> &'static [&'static str] {
+        self.runtime_dirs
+            .lock()
+            .ok()
+            .and_then(|mut d| d.take())
+            .unwrap_or_default()
+    }
+
+    /// A tar making the directories `dirs` (absolute, parents first).
+    fn dirs_tar(dirs: &[&str]) -> Result<Vec<u8>> {
         let mut b = tar::Builder::new(Vec::new());
         for d in dirs {
             let mut h = tar::Header::new_gnu();
@@ -847,16 +881,29 @@ impl DockerSandbox {
             )
             .at(d)?;
         }
-        let tar = b.into_inner().at("/")?;
-        self.upload(tar, "the runtime's directories").await
+        b.into_inner().at("/")
     }
 
     async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let dirs = self.take_runtime_dirs();
+        let tar = if dirs.is_empty() {
+            tar
+        } else {
+            // One archive: the directories' entries, then `tar`'s (without the first one's
+            // end-of-archive blocks).
+            let mut all = Self::dirs_tar(dirs)?;
+            all.truncate(all.len().saturating_sub(TAR_END));
+            all.extend_from_slice(&tar);
+            all
+        };
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into()))
-            .await
-            .map_err(|e| archive_err(what, e))
+        timed(
+            "archive put",
+            self.docker
+                .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into())),
+        )
+        .await
+        .map_err(|e| archive_err(what, e))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod agent;
 pub mod eval;
 pub mod hermetic;
 pub mod loops;
+pub mod noisy;
 pub mod propose;
 pub mod repo;
 pub mod sandbox;

@@ -14,6 +14,8 @@
 //! | +10 | the late-artifact phrases | 4 × 35% | 1.4 / 14 = +10.0 points |
 //! | +20 | late-artifact and no-verify phrases | 4 × 35% + 3 × 50% | 2.9 / 14 = +20.7 points |
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use super::loops::{HELD_IN, VALIDATION};
@@ -148,11 +150,35 @@ pub fn candidate(repo: &Repo, round: u32, tag: &str, effect: Effect) -> String {
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub verdict: String,
-    /// Candidate trials run (distinct split, task, trial cells over every look).
+    /// Candidate trials executed over every look: its cache entries, so trials that were still
+    /// running when the gate settled count too (they are paid for).
     pub candidate_trials: usize,
-    /// Trials this validation executed, both sides (`trials_executed` of the JSON record).
-    pub executed: u64,
+    /// Trials the gate's decision read (distinct split, task, trial cells of the runs).
+    pub decided_on: usize,
     pub record: Value,
+}
+
+/// The runs of the cache entries of a repository (one per trial executed, every side).
+pub fn cache_runs(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(root.join(".git/harness/cache")) else {
+        return out;
+    };
+    for d in dirs.flatten() {
+        let Ok(files) = std::fs::read_dir(d.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "json")
+                && let Ok(text) = std::fs::read_to_string(&p)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                out.push(v["run"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    out
 }
 
 pub fn validate(repo: &Repo, proposal: &str) -> Validated {
@@ -181,10 +207,14 @@ pub fn validate(repo: &Repo, proposal: &str) -> Validated {
             .is_some_and(|s| s.starts_with("pooled")),
         "{record:#}"
     );
+    let executed = cache_runs(&repo.root)
+        .iter()
+        .filter(|r| runs[1..].contains(r))
+        .count();
     Validated {
         verdict: record["verdict"].as_str().unwrap_or_default().to_string(),
-        candidate_trials: cells.len(),
-        executed: record["trials_executed"].as_u64().unwrap_or_default(),
+        candidate_trials: executed,
+        decided_on: cells.len(),
         record,
     }
 }

@@ -72,7 +72,9 @@ fn repetition(rep: u32, cached: u32) -> Vec<[Cell; 4]> {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            let max = max.map(|m| format!("\n  max_trials: {m}")).unwrap_or_default();
+            let max = max
+                .map(|m| format!("\n  max_trials: {m}"))
+                .unwrap_or_default();
             t.replace(
                 "  statistic: pooled",
                 &format!("  statistic: pooled\n  continue_p: {cont}{max}"),

@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo bench --bench gate_pipeline` (release). Settings: `GATE_PIPELINE_REPS` (4),
 //! `GATE_PIPELINE_CACHED` (32 parent trials per task), `GATE_PIPELINE_JOBS` (2 repetitions at
-//! once). Each repetition is one repository with a fresh seed (a fresh sample of main) whose
+//! once), `GATE_PIPELINE_FIRST` (1: the first repetition's number, for batches). Each repetition is one repository with a fresh seed (a fresh sample of main) whose
 //! cache serves every design's candidates; each candidate has its own tree (fresh trials).
 
 #![allow(
@@ -105,19 +105,21 @@ fn repetition(rep: u32, cached: u32) -> Vec<[Cell; 4]> {
 
 fn main() {
     let reps = env("GATE_PIPELINE_REPS", 4);
+    // Repetitions FIRST..FIRST+REPS (seeds 2000 + rep): batches add up to one sample.
+    let first = env("GATE_PIPELINE_FIRST", 1);
     let cached = env("GATE_PIPELINE_CACHED", 32);
     let jobs = env("GATE_PIPELINE_JOBS", 2).max(1);
     let tasks = (HELD_IN.len() + VALIDATION.len()) as u32;
     let budget = 2 * tasks * 2;
     let start = Instant::now();
-    let next = AtomicU32::new(1);
+    let next = AtomicU32::new(first);
     let total: Mutex<Vec<[Cell; 4]>> = Mutex::new(vec![Default::default(); DESIGNS.len()]);
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
                 loop {
                     let rep = next.fetch_add(1, Ordering::SeqCst);
-                    if rep > reps {
+                    if rep >= first + reps {
                         break;
                     }
                     let got = repetition(rep, cached);

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::eval::run::{EvalContext, RunOutcome, RunRequest, cached_trials, evaluate};
 use crate::eval::schedule::Observer;
 use crate::eval::{Outcome as TrialOutcome, TrialResult};
-use crate::experiment::{GateConfig, GateRule, Split};
+use crate::experiment::{GateConfig, GateFlaky, GateRule, Split};
 use crate::gate::{self, Decision, Evaluation, Outcome, SettleMode, Table, Verdict};
 use crate::lineage::{self, Proposal, SplitComparison, ValidationRecord};
 use crate::workspace::Workspace;
@@ -17,10 +17,7 @@ use crate::workspace::Workspace;
 /// The gate's splits: validation never leaves this module as anything but aggregates.
 const GATED: [Split; 2] = [Split::HeldIn, Split::Validation];
 
-/// Trial ids up to which cached trials of the parent beyond the compared ones are read as
-/// evidence of its per-task pass rates (`noise --trials N` and earlier adaptive looks leave
-/// them).
-pub const EVIDENCE_TRIALS: u32 = 64;
+pub use super::noise::EVIDENCE_TRIALS;
 
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -119,16 +116,17 @@ pub fn evaluation(ctx: &EvalContext, results: &[TrialResult], trials: u32) -> Ev
     e
 }
 
-/// The parent's cached trials with ids from `trials` on, per task: evidence for the unpaired
-/// per-task comparisons of the gate (the broke test).
+/// The parent's cached trials with ids in `from..to`, per task: evidence for the unpaired
+/// per-task comparisons of the gate (the broke test, the pooled statistic), or its mark trials.
 pub async fn parent_evidence(
     ws: &Workspace,
     ctx: &EvalContext,
     commit: Oid,
-    trials: u32,
+    from: u32,
+    to: u32,
 ) -> Result<std::collections::BTreeMap<String, gate::Evidence>> {
     let mut ev = std::collections::BTreeMap::<String, gate::Evidence>::new();
-    for r in cached_trials(ws, ctx, commit, &GATED, trials, EVIDENCE_TRIALS).await? {
+    for r in cached_trials(ws, ctx, commit, &GATED, from, to).await? {
         let e = ev.entry(r.task.clone()).or_default();
         match r.outcome {
             TrialOutcome::Pass => {
@@ -143,7 +141,7 @@ pub async fn parent_evidence(
 }
 
 /// The parent's side for the pooled statistic from its cached trials alone (any trial ids
-/// below [`EVIDENCE_TRIALS`]): per task, the first `trials` of them fill the table's columns
+/// below `to`: the mark trials of `gate.flaky` from there on never feed the statistic): per task, the first `trials` of them fill the table's columns
 /// (those free of infrastructure errors first) and the rest are evidence. `None` when some gated
 /// task has fewer than `trials` cached trials: the parent must run.
 pub async fn cached_parent(
@@ -151,9 +149,10 @@ pub async fn cached_parent(
     ctx: &EvalContext,
     commit: Oid,
     trials: u32,
+    to: u32,
 ) -> Result<Option<Evaluation>> {
     let mut by_task = std::collections::BTreeMap::<(String, String), Vec<TrialResult>>::new();
-    for r in cached_trials(ws, ctx, commit, &GATED, 0, EVIDENCE_TRIALS).await? {
+    for r in cached_trials(ws, ctx, commit, &GATED, 0, to).await? {
         by_task
             .entry((r.split.clone(), r.task.clone()))
             .or_default()
@@ -245,16 +244,25 @@ pub async fn validate(
     let pooled = cfg.statistic == crate::experiment::GateStatistic::Pooled;
     let mut parent_run = String::new();
     let (decision, mde_points) = loop {
+        // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
+        // which tasks are flaky and never feed the statistic: the selection is then
+        // independent of the data it is applied to (docs/gate.md).
+        let marks_from = match cfg.flaky {
+            GateFlaky::Count => EVIDENCE_TRIALS,
+            _ => last_look_trials(&cfg, base)
+                .max(trials)
+                .min(EVIDENCE_TRIALS),
+        };
         // The pooled statistic compares per-task rates, so any cached trials of the parent serve
         // (whatever their trial ids): the parent costs nothing once the cache holds `trials`
         // per task. Otherwise (and always for the paired test, which needs the same trial ids)
         // the parent runs at the look's trial ids, from the cache where it ran them before.
         let cached = if pooled {
-            cached_parent(ws, ctx, parent.id(), trials).await?
+            cached_parent(ws, ctx, parent.id(), trials, marks_from).await?
         } else {
             None
         };
-        let parent_eval = match cached {
+        let mut parent_eval = match cached {
             Some(e) => e,
             None => {
                 let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
@@ -268,10 +276,14 @@ pub async fn validate(
                     + parent_out.record.cancelled.cost_usd;
                 parent_run = parent_out.id.clone();
                 let mut e = evaluation(ctx, &parent_out.results, trials);
-                e.evidence = parent_evidence(ws, ctx, parent.id(), trials).await?;
+                e.evidence = parent_evidence(ws, ctx, parent.id(), trials, marks_from).await?;
                 e
             }
         };
+        if marks_from < EVIDENCE_TRIALS {
+            parent_eval.marks =
+                parent_evidence(ws, ctx, parent.id(), marks_from, EVIDENCE_TRIALS).await?;
+        }
         let mde = design_mde(&cfg, base, &parent_eval);
         let look = gate::look_at(&cfg, base, trials);
         let order = gate::trial_order(&parent_eval);
@@ -327,6 +339,9 @@ pub async fn validate(
         }
     };
 
+    // Every evaluation of the parent is evidence of its flakiness: record it in its note.
+    super::noise::mark_flaky(ws, ctx, parent.id()).await?;
+
     // Both sides, once: the last look's plan holds the trials of the earlier ones.
     let planned =
         2 * (ctx.fixed.splits.held_in.len() + ctx.fixed.splits.validation.len()) * trials as usize;
@@ -361,31 +376,22 @@ pub async fn validate(
     })
 }
 
+/// Trials per task at the design's last look.
+fn last_look_trials(cfg: &GateConfig, base: u32) -> u32 {
+    gate::looks(cfg, base).last().map_or(base, |l| l.trials)
+}
+
 /// The minimum detectable effect of the gate's design (its last look) on the parent's per-task
 /// pass rates: every trial of its table and its cached evidence.
 pub fn design_mde(cfg: &GateConfig, base: u32, parent: &Evaluation) -> f64 {
     let look = *gate::looks(cfg, base)
         .last()
         .unwrap_or(&gate::Look::fixed(cfg.alpha, base));
-    let mut tasks: Vec<(f64, u32)> = Vec::new();
-    for split in GATED {
-        for (task, outcomes) in &parent.table(split).expect("gated split").tasks {
-            let ev = parent.evidence.get(task).copied().unwrap_or_default();
-            let passes =
-                ev.passes + outcomes.iter().filter(|o| **o == Outcome::Pass).count() as u32;
-            let n = ev.trials
-                + outcomes
-                    .iter()
-                    .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail))
-                    .count() as u32;
-            let rate = if n == 0 {
-                0.0
-            } else {
-                passes as f64 / n as f64
-            };
-            tasks.push((rate, n));
-        }
-    }
+    let tasks: Vec<(f64, u32)> = parent
+        .per_task()
+        .iter()
+        .map(|(_, _, e)| (e.rate(), e.trials))
+        .collect();
     match cfg.statistic {
         crate::experiment::GateStatistic::Paired => {
             let rates: Vec<f64> = tasks.iter().map(|t| t.0).collect();

@@ -153,13 +153,18 @@ fn main() {
         INFRA * 100.0
     );
 
-    // GATE_BENCH_ONLY=pooled prints only the pooled statistic's figures (d).
+    // GATE_BENCH_ONLY=pooled prints only the pooled statistic's figures (d), =stand-in only (e).
     if std::env::var("GATE_BENCH_ONLY").is_ok_and(|v| v == "pooled") {
         pooled_figures();
         return;
     }
+    if std::env::var("GATE_BENCH_ONLY").is_ok_and(|v| v == "stand-in") {
+        stand_in_figures();
+        return;
+    }
     sequential_figures();
     pooled_figures();
+    stand_in_figures();
 
     // (b) False-accept rate (A/A) and power (+10 points).
     println!();
@@ -558,4 +563,166 @@ fn pooled_figures() {
     println!(
         "  (cached: parent trials per task in the cache, the table's included; trials: candidate trials run per decision)"
     );
+}
+
+/// The noisy stand-in's experiment (`tests/it/support/noisy.rs`, `benches/gate_pipeline.rs`):
+/// the small loop split of the demo suite, 8 held_in + 6 validation tasks, each with the quirk
+/// the sim gives it; a task passes iff its quirk is inactive (no slips, no infrastructure
+/// errors). Main: the late-artifact and env-loss quirks are active 35% of the time, the others
+/// 50%. A candidate neutralises a set of quirks (its tasks then always pass): env-loss +5
+/// points, late-artifact +10, late-artifact and no-verify +20.7.
+pub const STAND_IN_HELD_IN: &[(&str, &str)] = &[
+    ("word-count", "late-artifact"),
+    ("log-time-window", "late-artifact"),
+    ("repair-build-script", "exact-retry"),
+    ("sales-total", "exact-retry"),
+    ("count-errors", "no-verify"),
+    ("number-lines", "no-verify"),
+    ("sort-names-subdir", "env-loss"),
+    ("reverse-lines", "loop"),
+];
+pub const STAND_IN_VALIDATION: &[(&str, &str)] = &[
+    ("decode-message", "late-artifact"),
+    ("fizzbuzz-script", "late-artifact"),
+    ("fix-slugify", "exact-retry"),
+    ("top-ips", "no-verify"),
+    ("package-with-env", "env-loss"),
+    ("crlf-script", "loop"),
+];
+
+/// The quirks a candidate of the stand-in's experiment neutralises: A/A, +5, +10, +20.
+const STAND_IN_EFFECTS: [&[&str]; 4] = [
+    &[],
+    &["env-loss"],
+    &["late-artifact"],
+    &["late-artifact", "no-verify"],
+];
+
+/// Parent table (`MAX_TRIALS` trials), candidate table and `extra` more parent trials per task
+/// on the stand-in's experiment; the candidate neutralises `fixed`.
+fn draw_stand_in(
+    seed: u64,
+    fixed: &[&str],
+    extra: usize,
+) -> (Evaluation, Evaluation, BTreeMap<String, Vec<Outcome>>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut parent = Evaluation::default();
+    let mut cand = Evaluation::default();
+    let mut more = BTreeMap::new();
+    for (split, tasks) in [
+        (Split::HeldIn, STAND_IN_HELD_IN),
+        (Split::Validation, STAND_IN_VALIDATION),
+    ] {
+        for (id, quirk) in tasks {
+            let active = if matches!(*quirk, "late-artifact" | "env-loss") {
+                0.35
+            } else {
+                0.5
+            };
+            let base = 1.0 - active;
+            let q = if fixed.contains(quirk) { 1.0 } else { base };
+            let mut trial = |q: f64| {
+                if rng.random_bool(q) {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                }
+            };
+            let po: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(base)).collect();
+            let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(q)).collect();
+            let mo: Vec<Outcome> = (0..extra).map(|_| trial(base)).collect();
+            parent.table_mut(split).unwrap().insert(id.to_string(), po);
+            cand.table_mut(split).unwrap().insert(id.to_string(), co);
+            more.insert(id.to_string(), mo);
+        }
+    }
+    (parent, cand, more)
+}
+
+/// (e) The pooled strict gate on the noisy stand-in's experiment, in process: the same suite,
+/// per-task rates, effects, parent cache and designs as the pipeline's figures
+/// (`cargo bench --bench gate_pipeline`), so the two can be compared.
+fn stand_in_figures() {
+    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let tasks = STAND_IN_HELD_IN.len() + STAND_IN_VALIDATION.len();
+    let budget = 2 * tasks * 2;
+    println!();
+    println!(
+        "(e) the noisy stand-in's experiment in process ({} held_in + {} validation tasks; main passes 4 late-artifact and 2 env-loss tasks 65%, the others 50%; +5/+10/+20.7: the candidate passes the env-loss / late-artifact / late-artifact and no-verify tasks always), pooled statistic, {reps} repetitions per cell; budget {budget} trials",
+        STAND_IN_HELD_IN.len(),
+        STAND_IN_VALIDATION.len()
+    );
+    println!(
+        "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "design",
+        "cached",
+        "A/A accept [95% CI]",
+        "+5pt",
+        "+10pt",
+        "+20pt",
+        "trials A/A",
+        "trials +10",
+        "mix 80/20"
+    );
+    // GATE_BENCH_CACHED=16,32 (default) chooses the parent cache sizes.
+    let cached_list: Vec<usize> = std::env::var("GATE_BENCH_CACHED")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 32]);
+    for cached in cached_list {
+        for (name, base, c) in stand_in_designs() {
+            let mut acc = [0u64; 4];
+            let mut cand = [0usize; 4];
+            for (k, fixed) in STAND_IN_EFFECTS.into_iter().enumerate() {
+                for rep in 0..reps {
+                    let extra = cached.saturating_sub(MAX_TRIALS);
+                    let (p, t, more) =
+                        draw_stand_in(rep + 9_000_000 + k as u64 * 1_000_003, fixed, extra);
+                    let (v, cr, _) = sequential_with(&c, base, &p, &t, &more);
+                    acc[k] += (v == Verdict::Accept) as u64;
+                    cand[k] += cr;
+                }
+            }
+            let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
+            let (lo, hi) = wilson(acc[0], reps);
+            let per = |v: usize| v as f64 / reps as f64;
+            let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
+            println!(
+                "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
+                name,
+                cached,
+                format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
+                pct(acc[1]),
+                pct(acc[2]),
+                pct(acc[3]),
+                per(cand[0]),
+                per(cand[2]),
+                mix
+            );
+        }
+    }
+    println!(
+        "  (cached: parent trials per task in the cache, the table's included; trials: candidate trials run per decision)"
+    );
+}
+
+/// The designs of (e) and of the pipeline's figures: (name, trials at the first look, gate).
+fn stand_in_designs() -> Vec<(&'static str, u32, GateConfig)> {
+    let pooled = |max: Option<u32>, cont: f64| GateConfig {
+        max_trials: max,
+        continue_p: cont,
+        statistic: GateStatistic::Pooled,
+        ..cfg(GateRule::Strict)
+    };
+    vec![
+        ("fixed 2", 2, pooled(None, 0.25)),
+        ("fixed 4", 4, pooled(None, 0.25)),
+        ("2→4→8, continue 0.25", 2, pooled(Some(8), 0.25)),
+        ("2→…→16, continue 0.25", 2, pooled(Some(16), 0.25)),
+        ("2→…→16, continue 0.5", 2, pooled(Some(16), 0.5)),
+        ("4→8→16, continue 0.25", 4, pooled(Some(16), 0.25)),
+    ]
 }

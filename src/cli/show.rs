@@ -160,7 +160,8 @@ pub fn print_gated(ui: &mut Ui, g: &Gated) {
         report::human_tokens(g.cost.tokens),
         g.cost.cost_usd
     ));
-    for (i, run) in g.runs.iter().enumerate() {
+    // An empty parent run: main's side came from its cache alone (pooled statistic).
+    for (i, run) in g.runs.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
         ui.out(format!(
             "    evidence    refs/harness/runs/{run}{}",
             if i == 0 { " (parent)" } else { " (candidate)" }

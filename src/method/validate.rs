@@ -140,6 +140,60 @@ pub async fn parent_evidence(
     Ok(ev)
 }
 
+/// The parent's side for the pooled statistic from its cached trials alone (any trial ids
+/// below `to`: the mark trials of `gate.flaky` from there on never feed the statistic): per task, the first `trials` of them fill the table's columns
+/// (those free of infrastructure errors first) and the rest are evidence. `None` when some gated
+/// task has fewer than `trials` cached trials: the parent must run.
+pub async fn cached_parent(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+    to: u32,
+) -> Result<Option<Evaluation>> {
+    let mut by_task = std::collections::BTreeMap::<(String, String), Vec<TrialResult>>::new();
+    for r in cached_trials(ws, ctx, commit, &GATED, 0, to).await? {
+        by_task
+            .entry((r.split.clone(), r.task.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut table_results = Vec::new();
+    let mut evidence = std::collections::BTreeMap::<String, gate::Evidence>::new();
+    for split in GATED {
+        for task in ctx.fixed.splits.get(split) {
+            let Some(mut rs) = by_task.remove(&(split.as_str().to_string(), task.clone())) else {
+                return Ok(None);
+            };
+            if rs.len() < trials as usize {
+                return Ok(None);
+            }
+            // Infrastructure errors last, so that they land in the table only when the cache has
+            // too few other trials (they count against coverage there, as a run's would).
+            rs.sort_by_key(|r| (r.outcome == TrialOutcome::InfraError, r.trial));
+            let rest = rs.split_off(trials as usize);
+            for (i, mut r) in rs.into_iter().enumerate() {
+                r.trial = i as u32;
+                table_results.push(r);
+            }
+            let e = evidence.entry(task.clone()).or_default();
+            for r in rest {
+                match r.outcome {
+                    TrialOutcome::Pass => {
+                        e.passes += 1;
+                        e.trials += 1;
+                    }
+                    TrialOutcome::Fail => e.trials += 1,
+                    TrialOutcome::InfraError => {}
+                }
+            }
+        }
+    }
+    let mut e = evaluation(ctx, &table_results, trials);
+    e.evidence = evidence;
+    Ok(Some(e))
+}
+
 /// Evaluate a harness commit on the gated splits (from cache where possible).
 pub async fn evaluate_parent(
     ws: &Workspace,
@@ -187,9 +241,9 @@ pub async fn validate(
     let mut candidate_runs = Vec::new();
     let mut executed = 0;
     let mut cost = 0.0;
-    let (decision, parent_run, mde_points) = loop {
-        let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
-        let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
+    let pooled = cfg.statistic == crate::experiment::GateStatistic::Pooled;
+    let mut parent_run = String::new();
+    let (decision, mde_points) = loop {
         // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
         // which tasks are flaky and never feed the statistic: the selection is then
         // independent of the data it is applied to (docs/gate.md).
@@ -199,7 +253,33 @@ pub async fn validate(
                 .max(trials)
                 .min(EVIDENCE_TRIALS),
         };
-        parent_eval.evidence = parent_evidence(ws, ctx, parent.id(), trials, marks_from).await?;
+        // The pooled statistic compares per-task rates, so any cached trials of the parent serve
+        // (whatever their trial ids): the parent costs nothing once the cache holds `trials`
+        // per task. Otherwise (and always for the paired test, which needs the same trial ids)
+        // the parent runs at the look's trial ids, from the cache where it ran them before.
+        let cached = if pooled {
+            cached_parent(ws, ctx, parent.id(), trials, marks_from).await?
+        } else {
+            None
+        };
+        let mut parent_eval = match cached {
+            Some(e) => e,
+            None => {
+                let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
+                executed += parent_out.executed;
+                cost += parent_out
+                    .record
+                    .totals
+                    .values()
+                    .map(|t| t.cost_usd)
+                    .sum::<f64>()
+                    + parent_out.record.cancelled.cost_usd;
+                parent_run = parent_out.id.clone();
+                let mut e = evaluation(ctx, &parent_out.results, trials);
+                e.evidence = parent_evidence(ws, ctx, parent.id(), trials, marks_from).await?;
+                e
+            }
+        };
         if marks_from < EVIDENCE_TRIALS {
             parent_eval.marks =
                 parent_evidence(ws, ctx, parent.id(), marks_from, EVIDENCE_TRIALS).await?;
@@ -234,16 +314,14 @@ pub async fn validate(
         req.order = Some(order);
         req.reuse_recorded = false;
         let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
-        executed += cand_out.executed + parent_out.executed;
+        executed += cand_out.executed;
         cost += cand_out
             .record
             .totals
             .values()
-            .chain(parent_out.record.totals.values())
             .map(|t| t.cost_usd)
             .sum::<f64>()
-            + cand_out.record.cancelled.cost_usd
-            + parent_out.record.cancelled.cost_usd;
+            + cand_out.record.cancelled.cost_usd;
         candidate_runs.push(cand_out.id.clone());
         let decision = match cand_out.settled.clone() {
             Some(d) => d,
@@ -257,7 +335,7 @@ pub async fn validate(
         };
         match gate::wants_more_trials(&cfg, &decision, base) {
             Some(n) if n > trials => trials = n,
-            _ => break (decision, parent_out.id, Some(mde)),
+            _ => break (decision, Some(mde)),
         }
     };
 

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod eval;
 pub mod hermetic;
 pub mod loops;
+pub mod noisy;
 pub mod propose;
 pub mod registry;
 pub mod repo;

@@ -34,6 +34,10 @@ pub struct Overrides {
     /// Read the tasks from this suite instead of the experiment's (`regrade --suite`): its task
     /// checksums enter the fingerprint.
     pub suite: Option<std::path::PathBuf>,
+    /// A seed namespace for one command (`revalidate`): the per-trial seeds derive from it and,
+    /// being part of the experiment, it enters the fingerprint, so no trial cached under the
+    /// committed seed is reused.
+    pub seed: Option<u64>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -58,7 +62,10 @@ impl Context {
 
 /// Open the context for main's experiment.
 pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
-    let fixed = ws.fixed_on_main()?;
+    let mut fixed = ws.fixed_on_main()?;
+    if let Some(seed) = o.seed {
+        fixed.experiment.seed = seed;
+    }
     let suite_dir = match &o.suite {
         Some(dir) => dir.clone(),
         None => ws.suite_dir(&fixed.experiment)?,

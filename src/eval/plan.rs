@@ -44,6 +44,9 @@ pub struct RunRequest {
     /// result instead of recording a new one. Off for validation, whose records name the runs
     /// it made (their executed trials are what it cost).
     pub reuse_recorded: bool,
+    /// Leave the harness commit's note as it is (`revalidate` changes no history): the run is
+    /// recorded under its ref only.
+    pub no_note: bool,
 }
 
 impl RunRequest {
@@ -61,6 +64,7 @@ impl RunRequest {
             allow_test: false,
             order: None,
             reuse_recorded: true,
+            no_note: false,
         }
     }
 }
@@ -302,6 +306,7 @@ pub(super) fn run_meta(
         started_at: now(),
         no_cache: req.no_cache,
         regraded_from: None,
+        no_note: req.no_note,
     };
     Ok((meta, Vec::new()))
 }

@@ -7,7 +7,7 @@ use git2::Oid;
 
 use crate::error::{Error, Result};
 use crate::eval::run::{EvalContext, RunOutcome, RunRequest, cached_trials, evaluate};
-use crate::eval::schedule::Observer;
+use crate::eval::schedule::{Observer, Stopper};
 use crate::eval::{Outcome as TrialOutcome, TrialResult};
 use crate::experiment::{GateConfig, GateRule, Split};
 use crate::gate::{self, Decision, Evaluation, Outcome, SettleMode, Table, Verdict};
@@ -184,71 +184,26 @@ pub async fn validate(
             proposal.name()
         ))
     })?;
-    let base = ctx.fixed.experiment.trials;
-    let mut trials = base;
-    let mut candidate_runs = Vec::new();
-    let mut executed = 0;
-    let mut cost = 0.0;
-    let (decision, parent_run, mde_points) = loop {
-        let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
-        let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
-        parent_eval.evidence = parent_evidence(ws, ctx, parent.id(), trials).await?;
-        let mde = design_mde(&cfg, base, &parent_eval);
-        let look = gate::look_at(&cfg, base, trials);
-        let order = gate::trial_order(&parent_eval);
-        let cfg_s = cfg.clone();
-        let pe = parent_eval.clone();
-        let s_ref = ctx.fixed.splits.clone();
-        let fp = ctx.fingerprint.clone();
-        let stopper = Box::new(move |results: &[TrialResult]| -> Option<Decision> {
-            if !cfg_s.early_stop {
-                return None;
-            }
-            let mut cand = Evaluation::new(
-                table(results, Split::HeldIn, &s_ref.held_in, trials),
-                table(results, Split::Validation, &s_ref.validation, trials),
-            );
-            cand.fingerprint = Some(fp.clone());
-            let pending =
-                cand.held_in.count(Outcome::Pending) + cand.validation.count(Outcome::Pending);
-            if pending == 0 {
-                return None;
-            }
-            gate::try_settled_at(&cfg_s, look, &pe, &cand, SettleMode::CoverageSoFar)
-                .ok()
-                .flatten()
-        });
-        let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
-        req.trials = Some(trials);
-        req.order = Some(order);
-        req.reuse_recorded = false;
-        let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
-        executed += cand_out.executed + parent_out.executed;
-        cost += cand_out
-            .record
-            .totals
-            .values()
-            .chain(parent_out.record.totals.values())
-            .map(|t| t.cost_usd)
-            .sum::<f64>()
-            + cand_out.record.cancelled.cost_usd
-            + parent_out.record.cancelled.cost_usd;
-        candidate_runs.push(cand_out.id.clone());
-        let decision = match cand_out.settled.clone() {
-            Some(d) => d,
-            None => {
-                let cand_eval = evaluation(ctx, &cand_out.results, trials);
-                gate::decide_at(&cfg, look, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
-                    message: format!("the gate refuses to compare: {e}"),
-                    hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
-                })?
-            }
-        };
-        match gate::wants_more_trials(&cfg, &decision, base) {
-            Some(n) if n > trials => trials = n,
-            _ => break (decision, parent_out.id, Some(mde)),
-        }
-    };
+    let Comparison {
+        decision,
+        parent_run,
+        candidate_runs,
+        executed,
+        cost_usd: cost,
+        mde_points,
+        trials,
+        ..
+    } = compare(
+        ws,
+        ctx,
+        &cfg,
+        proposal.commit,
+        parent.id(),
+        false,
+        observer,
+    )
+    .await?;
+    let mde_points = Some(mde_points);
 
     // Both sides, once: the last look's plan holds the trials of the earlier ones.
     let planned =
@@ -282,6 +237,147 @@ pub async fn validate(
         reused: false,
         mde_points,
     })
+}
+
+/// What one comparison of a candidate with its parent through the gate's design found.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The decision at the last look taken.
+    pub decision: Decision,
+    pub parent_run: String,
+    /// One run per look.
+    pub candidate_runs: Vec<String>,
+    /// Trials of both sides executed (not from the cache).
+    pub executed: usize,
+    pub cost_usd: f64,
+    /// The minimum detectable effect of the design on the parent's measured pass rates.
+    pub mde_points: f64,
+    /// Trials per task at the last look.
+    pub trials: u32,
+    /// Both sides' tables at the last look (the parent's with its cached evidence; the
+    /// candidate's with pending cells where it stopped early).
+    pub parent: Evaluation,
+    pub candidate: Evaluation,
+}
+
+/// Compare `candidate` with `parent` through the gate's design `cfg`: evaluate both on the
+/// gated splits at the trial ids of each look (the parent from the cache where possible), stop
+/// the candidate early when `cfg.early_stop` and its verdict is settled, and take the next look
+/// while the design asks for more trials. `no_note` keeps the runs out of the commits' notes.
+pub async fn compare(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    cfg: &GateConfig,
+    candidate: Oid,
+    parent: Oid,
+    no_note: bool,
+    observer: &mut dyn Observer,
+) -> Result<Comparison> {
+    let base = ctx.fixed.experiment.trials;
+    let mut trials = base;
+    let mut candidate_runs = Vec::new();
+    let mut executed = 0;
+    let mut cost = 0.0;
+    let (decision, parent_run, parent_eval, cand_eval, mde_points) = loop {
+        let parent_out = evaluate_side(ws, ctx, parent, trials, None, no_note, observer).await?;
+        let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
+        parent_eval.evidence = parent_evidence(ws, ctx, parent, trials).await?;
+        let mde = design_mde(cfg, base, &parent_eval);
+        let look = gate::look_at(cfg, base, trials);
+        let order = gate::trial_order(&parent_eval);
+        let cfg_s = cfg.clone();
+        let pe = parent_eval.clone();
+        let s_ref = ctx.fixed.splits.clone();
+        let fp = ctx.fingerprint.clone();
+        let stopper = Box::new(move |results: &[TrialResult]| -> Option<Decision> {
+            if !cfg_s.early_stop {
+                return None;
+            }
+            let mut cand = Evaluation::new(
+                table(results, Split::HeldIn, &s_ref.held_in, trials),
+                table(results, Split::Validation, &s_ref.validation, trials),
+            );
+            cand.fingerprint = Some(fp.clone());
+            let pending =
+                cand.held_in.count(Outcome::Pending) + cand.validation.count(Outcome::Pending);
+            if pending == 0 {
+                return None;
+            }
+            gate::try_settled_at(&cfg_s, look, &pe, &cand, SettleMode::CoverageSoFar)
+                .ok()
+                .flatten()
+        });
+        let cand_out = evaluate_side(
+            ws,
+            ctx,
+            candidate,
+            trials,
+            Some((order, stopper)),
+            no_note,
+            observer,
+        )
+        .await?;
+        executed += cand_out.executed + parent_out.executed;
+        cost += cand_out
+            .record
+            .totals
+            .values()
+            .chain(parent_out.record.totals.values())
+            .map(|t| t.cost_usd)
+            .sum::<f64>()
+            + cand_out.record.cancelled.cost_usd
+            + parent_out.record.cancelled.cost_usd;
+        candidate_runs.push(cand_out.id.clone());
+        let cand_eval = evaluation(ctx, &cand_out.results, trials);
+        let decision = match cand_out.settled.clone() {
+            Some(d) => d,
+            None => {
+                gate::decide_at(cfg, look, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
+                    message: format!("the gate refuses to compare: {e}"),
+                    hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
+                })?
+            }
+        };
+        match gate::wants_more_trials(cfg, &decision, base) {
+            Some(n) if n > trials => trials = n,
+            _ => break (decision, parent_out.id, parent_eval, cand_eval, mde),
+        }
+    };
+    Ok(Comparison {
+        decision,
+        parent_run,
+        candidate_runs,
+        executed,
+        cost_usd: cost,
+        mde_points,
+        trials,
+        parent: parent_eval,
+        candidate: cand_eval,
+    })
+
+}
+
+/// One side's evaluation on the gated splits at `trials` trials per task: with an order and a
+/// stopper for the candidate, in plan order for the parent. A new run is recorded either way
+/// (a validation's record names the runs it made).
+async fn evaluate_side(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+    candidate: Option<(Vec<(Split, String, u32)>, Stopper<'_>)>,
+    no_note: bool,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
+    req.trials = Some(trials);
+    req.reuse_recorded = false;
+    req.no_note = no_note;
+    let stopper = candidate.map(|(order, stopper)| {
+        req.order = Some(order);
+        stopper
+    });
+    evaluate(ws, ctx, &req, observer, stopper, None).await
 }
 
 /// The minimum detectable effect of the gate's design (its last look) on the parent's per-task

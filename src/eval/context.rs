@@ -62,10 +62,7 @@ impl Context {
 
 /// Open the context for main's experiment.
 pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
-    let mut fixed = ws.fixed_on_main()?;
-    if let Some(seed) = o.seed {
-        fixed.experiment.seed = seed;
-    }
+    let fixed = ws.fixed_on_main()?;
     let suite_dir = match &o.suite {
         Some(dir) => dir.clone(),
         None => ws.suite_dir(&fixed.experiment)?,
@@ -79,6 +76,9 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     runner.image_map.extend(o.image_map.clone());
     if let Some(k) = o.runner {
         runner.kind = k;
+    }
+    if let Some(seed) = o.seed {
+        effective.experiment.seed = seed;
     }
     let fingerprint = ws.fingerprint_of(&effective, &suite);
     let runner = effective.experiment.runner.with_hosts_under(&ws.root());
@@ -126,6 +126,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             fixed,
             suite,
             fingerprint,
+            seed: effective.experiment.seed,
             runner: runner.kind,
             state_dir: ws.state_dir(),
             executors: Arc::new(factory),

@@ -53,7 +53,7 @@ pub fn promotions(repo: &Repository) -> Result<Vec<Promotion>> {
             commit: c.id(),
             parent: parent.id(),
             candidate: candidate.id(),
-            proposal: Some(proposal).filter(|p| !p.is_empty()),
+            proposal: Some(proposal_name(&proposal)).filter(|p| !p.is_empty()),
             subject: v.subject.clone(),
             original: OriginalGain {
                 verdict: v
@@ -69,6 +69,14 @@ pub fn promotions(repo: &Repository) -> Result<Vec<Promotion>> {
         });
     }
     Ok(out)
+}
+
+/// `<round>/<slug>` of a `Harness-Proposal` trailer (the proposal's branch).
+fn proposal_name(trailer: &str) -> String {
+    let t = trailer.strip_prefix("refs/heads/").unwrap_or(trailer);
+    t.strip_prefix(lineage::PROPOSALS_PREFIX.trim_start_matches("refs/heads/"))
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// The newest validation record of `candidate` against `parent` (its tree): the one the
@@ -220,7 +228,7 @@ pub async fn revalidate(
         proposal: promotion.proposal.clone(),
         experiment_fingerprint: experiment_fingerprint.to_string(),
         fingerprint: ctx.fingerprint.clone(),
-        seed: ctx.fixed.experiment.seed,
+        seed: ctx.seed,
         gate: cfg.rule.as_str().to_string(),
         statistic: match cfg.statistic {
             GateStatistic::Paired => "paired",

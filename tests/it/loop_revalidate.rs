@@ -139,8 +139,46 @@ fn a_real_improvement_holds_with_fresh_trials_and_history_stays() {
     );
 }
 
+/// A no-op candidate: a comment changes nothing the agent sees, so it behaves like its parent.
+fn no_op(repo: &Repo) -> String {
+    let middleware = format!(
+        "{}# a comment changes nothing the agent sees\n",
+        repo.read("middleware/runtime_control.yaml")
+    );
+    repo.proposal(
+        1,
+        "noop",
+        "main",
+        &[("middleware/runtime_control.yaml", &middleware)],
+    )
+}
+
+#[test]
+fn a_forced_no_op_promotion_vanishes() {
+    // The seeded sim: with common seeds a no-op's every trial equals its parent's, so the fresh
+    // gain is exactly 0 and its interval [0, 0] covers 0.
+    let repo = Repo::small("minimal");
+    let noop = no_op(&repo);
+    repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
+        .ok();
+    let out = timed("revalidate", || repo.harness(&["revalidate", &noop]));
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.starts_with("1/noop  VANISHED"), "{}", out.stdout);
+    assert!(out.stdout.contains("  original  no validation record"), "{}", out.stdout);
+    assert!(out.stdout.contains("  forced    looked lucky"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("fresh     gain +0.0 points [+0.0, +0.0] at 90%"),
+        "{}",
+        out.stdout
+    );
+    let rec = &records(&repo)[0];
+    assert_eq!(rec["verdict"], "vanished");
+    assert_eq!(rec["original"]["overridden"], "looked lucky");
+    assert!(rec["reason"].as_str().unwrap().contains("the interval covers 0"));
+}
+
 /// The demo scenario with fresh draws per conversation (independent of the seed and of the
-/// harness): every quirk active half the time, no slips.
+/// harness), every quirk active with probability 0.1, no slips.
 fn noisy_scenario() -> String {
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sim/demo.yaml"),
@@ -149,7 +187,7 @@ fn noisy_scenario() -> String {
     demo.lines()
         .map(|l| {
             if l.starts_with("defaults:") {
-                "defaults: {p: 0.5, slip: 0.0, draws: conversation}".to_string()
+                "defaults: {p: 0.1, slip: 0.0, draws: conversation}".to_string()
             } else {
                 l.to_string()
             }
@@ -161,7 +199,7 @@ fn noisy_scenario() -> String {
 }
 
 #[test]
-fn a_forced_no_op_promotion_vanishes() {
+fn a_no_op_under_a_noisy_model_does_not_hold() {
     let repo = Repo::small("minimal");
     repo.write(".harness/noisy-sim.yaml", &noisy_scenario());
     repo.commit_all("A noisy stand-in model");
@@ -171,26 +209,26 @@ fn a_forced_no_op_promotion_vanishes() {
             "scenario: .harness/noisy-sim.yaml",
         )
     });
-    // A comment changes nothing the agent sees: the candidate behaves like its parent.
-    let middleware = format!(
-        "{}# a comment changes nothing the agent sees\n",
-        repo.read("middleware/runtime_control.yaml")
-    );
-    let noop = repo.proposal(
-        1,
-        "noop",
-        "main",
-        &[("middleware/runtime_control.yaml", &middleware)],
-    );
+    let noop = no_op(&repo);
     repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
         .ok();
-    let out = timed("revalidate", || repo.harness(&["revalidate", &noop]));
+    let out = timed("revalidate", || {
+        repo.harness(&["revalidate", "--format", "json"])
+    });
+    // Fresh draws make the gain noisy: the interval covers 0 (vanished) except when it lies
+    // below 0 by chance (reversed, at most about alpha of the time); holding would take a gain
+    // of at least the design's minimum detectable effect (5 of the 14 tasks), many standard
+    // deviations away.
     assert_eq!(out.code, 1, "{out:#?}");
-    assert!(out.stdout.starts_with("1/noop  VANISHED"), "{}", out.stdout);
-    assert!(out.stdout.contains("  forced    looked lucky"), "{}", out.stdout);
-    let rec = &records(&repo)[0];
-    assert_eq!(rec["verdict"], "vanished");
-    assert_eq!(rec["original"]["overridden"], "looked lucky");
+    let recs: Value = serde_json::from_str(&out.stdout).unwrap();
+    let v = recs[0]["verdict"].as_str().unwrap();
+    assert!(matches!(v, "vanished" | "reversed"), "{:#}", recs[0]);
+    let mde = recs[0]["fresh"]["mde_points"].as_f64().unwrap();
+    assert!(
+        recs[0]["fresh"]["gain_points"].as_f64().unwrap() < mde,
+        "{:#}",
+        recs[0]
+    );
 }
 
 #[test]

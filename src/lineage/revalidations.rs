@@ -126,7 +126,11 @@ impl Versioned for RevalidationRecord {
 }
 
 /// Store `record` under a new ref `refs/harness/revalidations/<id>`; returns the ref's name.
-pub fn write_revalidation(repo: &Repository, id: &str, record: &RevalidationRecord) -> Result<String> {
+pub fn write_revalidation(
+    repo: &Repository,
+    id: &str,
+    record: &RevalidationRecord,
+) -> Result<String> {
     let promotion = Oid::from_str(&record.promotion)
         .map_err(|e| Error::Internal(format!("revalidation of a bad oid: {e}")))?;
     let promotion = repo.find_commit(promotion).git("read promotion commit")?;
@@ -169,9 +173,8 @@ pub fn list_revalidations(repo: &Repository) -> Result<Vec<(String, Revalidation
             .get_name(REVALIDATION_FILE)
             .ok_or_else(|| Error::Internal(format!("{name} has no {REVALIDATION_FILE}")))?;
         let blob = repo.find_blob(entry.id()).git("read revalidation record")?;
-        let record: RevalidationRecord = serde_json::from_slice(blob.content()).map_err(|e| {
-            Error::Internal(format!("{name}: unreadable {REVALIDATION_FILE}: {e}"))
-        })?;
+        let record: RevalidationRecord = serde_json::from_slice(blob.content())
+            .map_err(|e| Error::Internal(format!("{name}: unreadable {REVALIDATION_FILE}: {e}")))?;
         format::check(&record, &name)?;
         out.push((name, record));
     }

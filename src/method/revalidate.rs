@@ -56,9 +56,11 @@ pub fn promotions(repo: &Repository) -> Result<Vec<Promotion>> {
             proposal: Some(proposal_name(&proposal)).filter(|p| !p.is_empty()),
             subject: v.subject.clone(),
             original: OriginalGain {
+                // A forced promotion without a record says `none`.
                 verdict: v
                     .verdict
                     .clone()
+                    .filter(|v| v != "none")
                     .or_else(|| record.as_ref().map(|r| r.verdict.to_string())),
                 gain_points: record.as_ref().map(record_gain),
                 p_value: record
@@ -91,7 +93,8 @@ fn promoted_on(repo: &Repository, candidate: Oid, parent: Oid) -> Result<Option<
         })?
         .tree_id()
         .to_string();
-    let mine = |r: &&ValidationRecord| r.parent == parent.to_string() || r.parent_tree == parent_tree;
+    let mine =
+        |r: &&ValidationRecord| r.parent == parent.to_string() || r.parent_tree == parent_tree;
     Ok(note
         .validations
         .iter()
@@ -349,7 +352,8 @@ fn student_quantile(q: f64, nu: f64) -> f64 {
     let g1 = (z.powi(3) + z) / 4.0;
     let g2 = (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / 96.0;
     let g3 = (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / 384.0;
-    let g4 = (79.0 * z.powi(9) + 776.0 * z.powi(7) + 1482.0 * z.powi(5) - 1920.0 * z.powi(3)
+    let g4 = (79.0 * z.powi(9) + 776.0 * z.powi(7) + 1482.0 * z.powi(5)
+        - 1920.0 * z.powi(3)
         - 945.0 * z)
         / 92160.0;
     z + g1 / nu + g2 / nu.powi(2) + g3 / nu.powi(3) + g4 / nu.powi(4)
@@ -377,7 +381,10 @@ pub fn drift(gate: Verdict, est: &Estimate, mde_points: f64) -> (Drift, String) 
         );
     }
     if est.low_points <= 0.0 {
-        return (Drift::Vanished, format!("{interval}: the interval covers 0"));
+        return (
+            Drift::Vanished,
+            format!("{interval}: the interval covers 0"),
+        );
     }
     if est.gain_points < mde_points {
         return (
@@ -425,7 +432,10 @@ mod tests {
             (0.975, 5.0, 2.5706),
         ] {
             let got = student_quantile(q, nu);
-            assert!((got - want).abs() < 0.005 * want, "t({q}, {nu}) = {got}, not {want}");
+            assert!(
+                (got - want).abs() < 0.005 * want,
+                "t({q}, {nu}) = {got}, not {want}"
+            );
         }
     }
 

@@ -193,16 +193,7 @@ pub async fn validate(
         mde_points,
         trials,
         ..
-    } = compare(
-        ws,
-        ctx,
-        &cfg,
-        proposal.commit,
-        parent.id(),
-        false,
-        observer,
-    )
-    .await?;
+    } = compare(ws, ctx, &cfg, proposal.commit, parent.id(), false, observer).await?;
     let mde_points = Some(mde_points);
 
     // Both sides, once: the last look's plan holds the trials of the earlier ones.
@@ -354,7 +345,6 @@ pub async fn compare(
         parent: parent_eval,
         candidate: cand_eval,
     })
-
 }
 
 /// One side's evaluation on the gated splits at `trials` trials per task: with an order and a

@@ -11,7 +11,9 @@ fn history(repo: &Repo) -> String {
     let refs: Vec<String> = repo
         .git(&["for-each-ref", "--format=%(objectname) %(refname)"])
         .lines()
-        .filter(|l| !l.contains(" refs/harness/runs/") && !l.contains(" refs/harness/revalidations/"))
+        .filter(|l| {
+            !l.contains(" refs/harness/runs/") && !l.contains(" refs/harness/revalidations/")
+        })
         .map(str::to_string)
         .collect();
     format!("HEAD {}\n{}", repo.rev("HEAD"), refs.join("\n"))
@@ -37,9 +39,7 @@ fn records(repo: &Repo) -> Vec<Value> {
         "refs/harness/revalidations/",
     ])
     .lines()
-    .map(|r| {
-        serde_json::from_str(&repo.git(&["show", &format!("{r}:revalidation.json")])).unwrap()
-    })
+    .map(|r| serde_json::from_str(&repo.git(&["show", &format!("{r}:revalidation.json")])).unwrap())
     .collect()
 }
 
@@ -88,9 +88,17 @@ fn a_real_improvement_holds_with_fresh_trials_and_history_stays() {
     let out = timed("revalidate", || repo.harness(&["revalidate"]));
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(out.stdout.starts_with("1/better  HOLDS"), "{}", out.stdout);
-    assert!(out.stdout.contains("  original  accept, gain +"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("  original  accept, gain +"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("  fresh     gain +"), "{}", out.stdout);
-    assert!(out.stdout.contains("minimum detectable effect"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("minimum detectable effect"),
+        "{}",
+        out.stdout
+    );
 
     // History unchanged: main, HEAD, every other ref and every note, byte for byte.
     assert_eq!((history(&repo), notes(&repo)), before);
@@ -130,13 +138,59 @@ fn a_real_improvement_holds_with_fresh_trials_and_history_stays() {
     assert_eq!((history(&repo), notes(&repo)), before);
     assert_eq!(records(&repo).len(), 2);
 
-    // A new revalidation draws a new namespace.
     let status = repo.harness(&["status"]).ok();
     assert!(
         status.stdout.contains("revalidated 1/better: holds"),
         "{}",
         status.stdout
     );
+
+    // A second promotion on top, forced: a no-op. `--all` revalidates both, newest first, in
+    // one namespace: the first promotion's trials come from the cache, and the second's parent
+    // is the first promotion (same tree, same trials).
+    let noop = no_op(&repo);
+    repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
+        .ok();
+    let all = timed("revalidate --all", || {
+        repo.harness(&["revalidate", "--all", "--seed", &seed, "--format", "json"])
+    });
+    assert_eq!(all.code, 1, "{all:#?}");
+    let all: Value = serde_json::from_str(&all.stdout).unwrap();
+    let verdicts: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["proposal"].as_str().unwrap(),
+                r["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts, [("1/noop", "vanished"), ("1/better", "holds")]);
+    // Only the no-op's own trials ran: 2 per gated task.
+    let cells = 2 * (HELD_IN.len() + VALIDATION.len()) as u64;
+    assert_eq!(
+        all[0]["trials_executed"].as_u64().unwrap(),
+        cells,
+        "{all:#}"
+    );
+    assert_eq!(all[1]["trials_executed"], 0, "{all:#}");
+    let last = repo
+        .harness(&[
+            "revalidate",
+            "--all",
+            "--last",
+            "1",
+            "--seed",
+            &seed,
+            "--format",
+            "json",
+        ])
+        .code(1);
+    let last: Value = serde_json::from_str(&last.stdout).unwrap();
+    assert_eq!(last.as_array().unwrap().len(), 1);
+    assert_eq!(last[0]["proposal"], "1/noop");
 }
 
 /// A no-op candidate: a comment changes nothing the agent sees, so it behaves like its parent.
@@ -164,17 +218,31 @@ fn a_forced_no_op_promotion_vanishes() {
     let out = timed("revalidate", || repo.harness(&["revalidate", &noop]));
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stdout.starts_with("1/noop  VANISHED"), "{}", out.stdout);
-    assert!(out.stdout.contains("  original  no validation record"), "{}", out.stdout);
-    assert!(out.stdout.contains("  forced    looked lucky"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("fresh     gain +0.0 points [+0.0, +0.0] at 90%"),
+        out.stdout.contains("  original  no validation record"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("  forced    looked lucky"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("fresh     gain +0.0 points [+0.0, +0.0] at 90%"),
         "{}",
         out.stdout
     );
     let rec = &records(&repo)[0];
     assert_eq!(rec["verdict"], "vanished");
     assert_eq!(rec["original"]["overridden"], "looked lucky");
-    assert!(rec["reason"].as_str().unwrap().contains("the interval covers 0"));
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the interval covers 0")
+    );
 }
 
 /// The demo scenario with fresh draws per conversation (independent of the seed and of the
@@ -255,7 +323,9 @@ fn revalidate_names_a_revision_that_is_no_promotion() {
         "{}",
         plain.stderr
     );
-    let all = repo.harness(&["revalidate", "--all", "--last", "3"]).code(2);
+    let all = repo
+        .harness(&["revalidate", "--all", "--last", "3"])
+        .code(2);
     assert!(all.stderr.contains("no promotion"), "{}", all.stderr);
     // No trial ran, nothing was recorded.
     assert!(repo.runs().is_empty());

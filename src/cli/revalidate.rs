@@ -75,7 +75,7 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
         let ctx = s.context(ui, &overrides).await?;
         let mut out = Vec::new();
         for p in &promotions {
-            let mut bar = Bar::new(ui.progress, &revalidate::label(p));
+            let mut bar = Bar::new(ui.progress, revalidate::label(p));
             let r = revalidate::revalidate(ws, &ctx, &experiment_fingerprint, p, &mut bar).await;
             bar.finish();
             out.push(r?);

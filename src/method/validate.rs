@@ -347,6 +347,9 @@ pub async fn compare(
     })
 }
 
+/// The order a candidate's trials run in: (split, task, trial id), decisive first.
+type TrialOrder = Vec<(Split, String, u32)>;
+
 /// One side's evaluation on the gated splits at `trials` trials per task: with an order and a
 /// stopper for the candidate, in plan order for the parent. A new run is recorded either way
 /// (a validation's record names the runs it made).
@@ -355,7 +358,7 @@ async fn evaluate_side(
     ctx: &EvalContext,
     commit: Oid,
     trials: u32,
-    candidate: Option<(Vec<(Split, String, u32)>, Stopper<'_>)>,
+    candidate: Option<(TrialOrder, Stopper<'_>)>,
     no_note: bool,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome> {

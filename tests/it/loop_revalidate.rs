@@ -331,3 +331,32 @@ fn revalidate_names_a_revision_that_is_no_promotion() {
     assert!(repo.runs().is_empty());
     assert!(records(&repo).is_empty());
 }
+
+#[test]
+fn estimate_revalidate_prices_both_versions_in_a_fresh_namespace() {
+    let repo = Repo::small("minimal");
+    // A cached run of main under the experiment's own seed: a revalidation cannot use it.
+    repo.harness(&["run", "--split", "held_in", "--trials", "1"])
+        .ok();
+    let noop = no_op(&repo);
+    repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
+        .ok();
+    let runs = repo.runs();
+    let out = repo
+        .harness(&["estimate", "revalidate", "--format", "json"])
+        .ok();
+    let est: Value = serde_json::from_str(&out.stdout).unwrap();
+    // The promotion and its parent, 2 trials of each of the 14 gated tasks, nothing cached.
+    let cells = 2 * 2 * (HELD_IN.len() + VALIDATION.len()) as u64;
+    assert_eq!(est["trials"].as_u64().unwrap(), cells, "{est:#}");
+    assert_eq!(est["cached"], 0, "{est:#}");
+    assert!(
+        est["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("revalidate 2 version(s)")
+    );
+    // An estimate spends nothing and records nothing.
+    assert_eq!(repo.runs(), runs);
+    assert!(records(&repo).is_empty());
+}

@@ -360,3 +360,48 @@ fn estimate_revalidate_prices_both_versions_in_a_fresh_namespace() {
     assert_eq!(repo.runs(), runs);
     assert!(records(&repo).is_empty());
 }
+
+/// Figures, out of the timed suite: a forced no-op under the noisy stand-in revalidated in
+/// `REVALIDATE_REPS` fresh namespaces (`--seed 1..`), each an independent sample; prints how often
+/// it came out vanished, reversed and holds.
+/// `REVALIDATE_REPS=20 cargo test --test it -- --ignored --nocapture loop_revalidate::figures`.
+#[test]
+#[ignore = "figures, about 15 s per repetition: run with --ignored --nocapture"]
+fn figures() {
+    let reps: u64 = std::env::var("REVALIDATE_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let repo = Repo::small("minimal");
+    repo.write(".harness/noisy-sim.yaml", &noisy_scenario());
+    repo.commit_all("A noisy stand-in model");
+    repo.edit_experiment(|t| {
+        t.replace(
+            "scenario: builtin:demo",
+            "scenario: .harness/noisy-sim.yaml",
+        )
+    });
+    let noop = no_op(&repo);
+    repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
+        .ok();
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for seed in 1..=reps {
+        let out = repo.harness(&[
+            "revalidate",
+            "--seed",
+            &seed.to_string(),
+            "--format",
+            "json",
+        ]);
+        let recs: Value = serde_json::from_str(&out.stdout).unwrap();
+        let v = recs[0]["verdict"].as_str().unwrap().to_string();
+        eprintln!(
+            "seed {seed}: {v}, gain {:+.1} [{:+.1}, {:+.1}]",
+            recs[0]["fresh"]["gain_points"].as_f64().unwrap(),
+            recs[0]["fresh"]["low_points"].as_f64().unwrap(),
+            recs[0]["fresh"]["high_points"].as_f64().unwrap()
+        );
+        *counts.entry(v).or_default() += 1;
+    }
+    println!("revalidate, forced no-op under the noisy stand-in, {reps} namespaces: {counts:?}");
+}

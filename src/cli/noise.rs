@@ -15,8 +15,11 @@ use super::session::Session;
 /// repeats (flaky), count the flaky validation tasks, and print the minimum detectable effect
 /// of the configured gate (80% power, at the design's last look).
 ///
-/// The trials it runs are cached: later validations read them as evidence of the parent's
-/// per-task pass rates (the "broke" test).
+/// The flaky tasks (over every cached trial of REV's tree) go into REV's note, where `status`
+/// and `report` show them. The trials it runs are cached: later validations read them as
+/// evidence of the parent's per-task pass rates (the "broke" test, the pooled statistic) and,
+/// with `gate.flaky` other than `count`, the trials beyond the design's last look decide which
+/// tasks are flaky.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Revision [default: main].
@@ -74,6 +77,33 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     ui.out(format!(
         "flaky: {hf} of {hi} held_in task(s), {vf} of {vi} validation task(s) flip across repeats"
     ));
+    ui.out(format!(
+        "recorded in the note of {}: {} of {} held_in and {} of {} validation task(s) flaky over all {} cached trials of its tree",
+        lineage::short(commit),
+        n.flaky.tasks.len(),
+        n.flaky.held_in_tasks,
+        n.flaky.validation.flaky,
+        n.flaky.validation.of,
+        n.flaky.from_trials
+    ));
+    if gate.flaky != git_harness::experiment::GateFlaky::Count {
+        // The gate's own marks come from the parent's trials beyond the design's last look.
+        let from = n.look.trials;
+        if args.trials > from {
+            ui.out(format!(
+                "gate.flaky: {}: validations judge flakiness on trials {from}–{} ({} per task), which the test never reads",
+                gate.flaky.as_str(),
+                args.trials - 1,
+                args.trials - from
+            ));
+        } else {
+            ui.warn(format!(
+                "gate.flaky: {} judges flakiness on trials from {from} on, beyond the design's last look; run `git harness noise --trials {}` to mark any task",
+                gate.flaky.as_str(),
+                2 * from
+            ));
+        }
+    }
     let l = &n.look;
     let design = if l.of > 1 {
         format!("sequential, last of {} looks at {} trials", l.of, l.trials)

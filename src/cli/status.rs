@@ -7,9 +7,9 @@ use git_harness::{Result, exit};
 
 use super::Ui;
 
-/// Show the current harness commit, experiment fingerprint, split sizes, open proposals,
-/// recent runs, the last revalidation and unfinished (interrupted or killed) runs with their
-/// resume command.
+/// Show the current harness commit, experiment fingerprint, split sizes, open proposals, main's
+/// flaky tasks (with their pass rate over repeats), recent runs, the last revalidation and
+/// unfinished (interrupted or killed) runs with their resume command.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -23,6 +23,7 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
         lineage::short(main.id()),
         main.summary().ok().flatten().unwrap_or_default()
     ));
+    let fingerprint = ws.fingerprint(&fixed).ok();
     match ws.fingerprint(&fixed) {
         Ok(fp) => ui.out(format!(
             "experiment {fp}  model {} ({})  suite {}",
@@ -67,6 +68,31 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     ));
     for p in open {
         ui.out(format!("  {:<28} {}", p.name(), p.message.subject));
+    }
+    let marks = match fingerprint.as_deref() {
+        Some(fp) => lineage::flaky_marks(&ws.repo, &main, fp)?,
+        None => None,
+    };
+    match marks {
+        Some(f) => {
+            ui.out(format!(
+                "flaky     {} of {} held_in, {} of {} validation task(s) flip across repeats (from {} trials)",
+                f.tasks.len(),
+                f.held_in_tasks,
+                f.validation.flaky,
+                f.validation.of,
+                f.from_trials
+            ));
+            // Held-in task names may be shown; validation tasks only as counts.
+            for (id, t) in &f.tasks {
+                ui.out(format!(
+                    "  {id:<28} {:>4.0}% {:>7}",
+                    t.rate * 100.0,
+                    format!("{}/{}", t.passes, t.trials)
+                ));
+            }
+        }
+        None => ui.out("flaky     not measured on this tree yet: run `git harness noise`"),
     }
     let runs = lineage::list_runs(&ws.repo)?;
     ui.out(format!("runs      {}", runs.len()));

@@ -500,6 +500,30 @@ impl GateStatistic {
     }
 }
 
+/// What the strict rule does with a task whose outcome flips across repeats of the unchanged
+/// parent (flaky, judged on parent trials the test itself does not use; `docs/gate.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateFlaky {
+    /// A flaky task counts like any other.
+    #[default]
+    Count,
+    /// A flaky task counts less, by its measured variance.
+    Weight,
+    /// A flaky task is run and reported but left out of the accept decision.
+    Quarantine,
+}
+
+impl GateFlaky {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateFlaky::Count => "count",
+            GateFlaky::Weight => "weight",
+            GateFlaky::Quarantine => "quarantine",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
@@ -539,6 +563,14 @@ pub struct GateConfig {
     /// into main's note (`docs/formats.md`). Off by default: it costs a validation per round.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub null_control: bool,
+    /// Flaky tasks: `count` (like any task), `weight` (down-weighted by their measured
+    /// variance) or `quarantine` (left out of the accept decision), see `docs/gate.md`.
+    #[serde(default, skip_serializing_if = "is_count")]
+    pub flaky: GateFlaky,
+}
+
+fn is_count(f: &GateFlaky) -> bool {
+    *f == GateFlaky::Count
 }
 
 fn is_paired(s: &GateStatistic) -> bool {
@@ -574,6 +606,7 @@ impl Default for GateConfig {
             early_stop: true,
             statistic: GateStatistic::Paired,
             null_control: false,
+            flaky: GateFlaky::Count,
         }
     }
 }
@@ -694,6 +727,14 @@ impl Experiment {
             && m < self.trials
         {
             return err("max_trials", "gate.max_trials", "must be at least `trials`");
+        }
+        if self.gate.flaky == GateFlaky::Weight && self.gate.rule != GateRule::Strict {
+            return err(
+                "flaky",
+                "gate.flaky",
+                "`weight` weighs the strict rule's test, and the paper rule has none: use \
+                 `rule: strict`, or `flaky: quarantine` or `count`",
+            );
         }
         if self.budgets.max_turns == 0 || self.budgets.max_tool_calls == 0 {
             return err(

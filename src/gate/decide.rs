@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{GateConfig, GateRule, GateStatistic, Split};
+use crate::experiment::{GateConfig, GateFlaky, GateRule, GateStatistic, Split};
 
 use super::GateError;
 use super::design::{Look, look_at};
@@ -60,6 +60,11 @@ pub struct SplitSummary {
     /// trials instead of an accept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suspect: Vec<String>,
+    /// Tasks the parent's mark trials found flaky (`gate.flaky` other than `count`): left out of
+    /// the accept decision (`quarantine`) or down-weighted (`weight`). Their trials still run
+    /// and count in the numbers above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flaky: Vec<String>,
 }
 
 /// How well the candidate did, to rank accepted candidates: higher is better.
@@ -159,6 +164,9 @@ impl Decision {
                     ", suspected (not significant): {}",
                     s.suspect.join(" ")
                 ));
+            }
+            if !s.flaky.is_empty() {
+                line.push_str(&format!(", flaky: {}", s.flaky.join(" ")));
             }
             lines.push(line);
         }
@@ -325,6 +333,17 @@ pub(crate) struct TaskCounts {
     pub cand_all_n: u32,
     /// The level the task's regression test is held to (family-wise `broke_alpha`, Bonferroni).
     pub broke_level: f64,
+    /// The parent's mark trials of this task ([`Evaluation::marks`]): they decide flakiness and
+    /// count in the broke test, never in the statistic.
+    pub mark_pass: u32,
+    pub mark_n: u32,
+    /// Flaky in the mark trials and `gate.flaky` is not `count`.
+    pub flaky: bool,
+    /// Left out of the accept decision (`gate.flaky: quarantine`).
+    pub quarantined: bool,
+    /// The task's weight in the strict test, in units of 1/[`super::table::WEIGHT_SCALE`]
+    /// under `gate.flaky: weight`, else 1.
+    pub weight: u32,
 }
 
 impl TaskCounts {
@@ -332,20 +351,25 @@ impl TaskCounts {
         self.cand_pass as i64 - self.parent_pass as i64
     }
     /// The regression is significant given the task's measured pass rates.
+    /// A quarantined task never breaks: it is out of the accept decision.
     pub fn broke(&self) -> bool {
-        self.regression_p() <= self.broke_level
+        !self.quarantined && self.regression_p() <= self.broke_level
     }
     pub fn regression_p(&self) -> f64 {
         stats::regression_p(
-            self.ev_parent_pass,
-            self.ev_parent_n,
+            self.ev_parent_pass + self.mark_pass,
+            self.ev_parent_n + self.mark_n,
             self.cand_all_pass,
             self.cand_all_n,
         )
     }
     /// Passed every kept trial before and fails every one now, significant or not.
     pub fn suspect(&self) -> bool {
-        self.kept > 0 && self.parent_pass == self.kept && self.cand_pass == 0 && !self.broke()
+        !self.quarantined
+            && self.kept > 0
+            && self.parent_pass == self.kept
+            && self.cand_pass == 0
+            && !self.broke()
     }
     pub fn fixed(&self) -> bool {
         self.kept > 0 && self.parent_pass == 0 && self.cand_pass == self.kept
@@ -394,6 +418,8 @@ pub(crate) struct Assessment {
     pub suspect: Vec<String>,
     pub test: PairedTest,
     pub look: Look,
+    /// Tasks the mark trials found flaky (0 unless `gate.flaky` is not `count`).
+    pub flaky: usize,
 }
 
 impl Assessment {
@@ -470,6 +496,15 @@ impl Counts {
                 let extra = parent.evidence.get(task).copied().unwrap_or_default();
                 t.ev_parent_pass = extra.passes;
                 t.ev_parent_n = extra.trials;
+                let marks = parent.marks.get(task).copied().unwrap_or_default();
+                t.mark_pass = marks.passes;
+                t.mark_n = marks.trials;
+                t.flaky = cfg.flaky != GateFlaky::Count && marks.flaky();
+                t.quarantined = t.flaky && cfg.flaky == GateFlaky::Quarantine;
+                t.weight = match cfg.flaky {
+                    GateFlaky::Weight => marks.weight(),
+                    _ => 1,
+                };
                 for (a, b) in po.iter().zip(co) {
                     t.pairs += 1;
                     if matches!(a, Outcome::Pass | Outcome::Fail) {
@@ -497,7 +532,11 @@ impl Counts {
         }
         // Only a task the parent ever passed can regress; the level does not depend on the
         // candidate, so it is the same in every completion of a partial evaluation.
-        let can_regress = tasks.iter().filter(|t| t.ev_parent_pass > 0).count().max(1);
+        let can_regress = tasks
+            .iter()
+            .filter(|t| !t.quarantined && t.ev_parent_pass + t.mark_pass > 0)
+            .count()
+            .max(1);
         let level = cfg.broke_alpha / can_regress as f64;
         for t in &mut tasks {
             t.broke_level = level;
@@ -511,9 +550,10 @@ impl Counts {
 
     pub fn assess(&self, cfg: &GateConfig, look: &Look, total: u32) -> Assessment {
         let kept: u32 = self.tasks.iter().map(|t| t.kept).sum();
+        // Quarantined tasks run and are reported, but decide nothing.
+        let decided = || self.tasks.iter().filter(|t| !t.quarantined);
         let delta = |s: Split| {
-            self.tasks
-                .iter()
+            decided()
                 .filter(|t| t.split == Some(s))
                 .map(|t| t.diff())
                 .sum::<i64>()
@@ -521,20 +561,20 @@ impl Counts {
         let (delta_in, delta_val) = (delta(Split::HeldIn), delta(Split::Validation));
         let (test, pooled) = match cfg.statistic {
             GateStatistic::Paired => {
-                let diffs: Vec<i64> = self.tasks.iter().map(|t| t.diff()).collect();
+                let diffs: Vec<i64> = decided().map(|t| t.weight as i64 * t.diff()).collect();
                 (stats::paired_test(&diffs, look.alpha), None)
             }
             GateStatistic::Pooled => {
-                let strata: Vec<stats::Stratum> = self.tasks.iter().map(|t| t.stratum()).collect();
+                let strata: Vec<(stats::Stratum, u32)> =
+                    decided().map(|t| (t.stratum(), t.weight)).collect();
                 let rate = |s: Split| {
-                    self.tasks
-                        .iter()
+                    decided()
                         .filter(|t| t.split == Some(s))
                         .map(|t| t.rate_diff())
                         .sum::<f64>()
                 };
                 (
-                    stats::pooled_test(&strata, look.alpha),
+                    stats::pooled_test_weighted(&strata, look.alpha),
                     Some((rate(Split::HeldIn), rate(Split::Validation))),
                 )
             }
@@ -564,6 +604,7 @@ impl Counts {
                 .collect(),
             test,
             look: *look,
+            flaky: self.tasks.iter().filter(|t| t.flaky).count(),
         }
     }
 
@@ -620,6 +661,11 @@ impl Counts {
                 suspect: ts
                     .iter()
                     .filter(|t| t.suspect())
+                    .map(|t| t.task.clone())
+                    .collect(),
+                flaky: ts
+                    .iter()
+                    .filter(|t| t.flaky)
                     .map(|t| t.task.clone())
                     .collect(),
             }
@@ -719,7 +765,7 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
             why.push(s);
         }
     }
-    match verdict {
+    let words = match verdict {
         Verdict::Accept => match cfg.rule {
             GateRule::Paper => format!("accept: {}", deltas(a)),
             GateRule::Strict => format!(
@@ -732,6 +778,17 @@ pub(crate) fn reason(cfg: &GateConfig, a: &Assessment, verdict: Verdict) -> Stri
             ),
         },
         _ => format!("reject: {}", why.join("; ")),
+    };
+    format!("{words}{}", flaky_words(cfg, a.flaky))
+}
+
+/// " (N flaky task(s) quarantined)" or "… down-weighted" when the setting touched any task.
+pub(crate) fn flaky_words(cfg: &GateConfig, flaky: usize) -> String {
+    match cfg.flaky {
+        _ if flaky == 0 => String::new(),
+        GateFlaky::Count => String::new(),
+        GateFlaky::Quarantine => format!(" ({flaky} flaky task(s) quarantined)"),
+        GateFlaky::Weight => format!(" ({flaky} flaky task(s) down-weighted)"),
     }
 }
 

@@ -145,8 +145,10 @@ pub fn try_settled_at(
             verdict.as_str()
         };
         let reason = format!(
-            "{label}: {why} (settled after {}/{} trials)",
-            early.trials_run, early.trials_total
+            "{label}: {why} (settled after {}/{} trials){}",
+            early.trials_run,
+            early.trials_total,
+            super::decide::flaky_words(cfg, partial.flaky)
         );
         Some(counts.decision(
             cfg,
@@ -218,7 +220,10 @@ pub fn try_settled_at(
             let can_suspect = !cfg.allow_broke
                 && !look.last()
                 && counts.tasks.iter().any(|t| {
-                    t.parent_pass == t.kept && t.cand_pass == 0 && (t.kept > 0 || t.pend_pp > 0)
+                    !t.quarantined
+                        && t.parent_pass == t.kept
+                        && t.cand_pass == 0
+                        && (t.kept > 0 || t.pend_pp > 0)
                 });
             let last = look.last();
             let reject_above = if last {

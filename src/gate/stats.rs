@@ -270,9 +270,19 @@ impl Stratum {
 /// drawn passes by 0 or 1 (couple the draws), so `X_t' ≤ X_t + 1` in distribution and
 /// `P(S' ≥ s + 1) ≤ P(S ≥ s)`: p is non-increasing in each candidate pass.
 pub fn pooled_p_value(strata: &[Stratum]) -> f64 {
+    let weighted: Vec<(Stratum, u32)> = strata.iter().map(|s| (*s, 1)).collect();
+    pooled_p_value_weighted(&weighted)
+}
+
+/// [`pooled_p_value`] of the weighted statistic `S = Σ w_t X_t` (integer weights fixed before
+/// the candidate's trials are seen: `gate.flaky: weight`). Exact for any fixed weights, by the
+/// same convolution over the scaled supports; monotone in each candidate pass for the same
+/// reason (a positive weight keeps the coupling's order).
+pub fn pooled_p_value_weighted(strata: &[(Stratum, u32)]) -> f64 {
     let mut dist = vec![1.0f64];
     let mut observed = 0usize;
-    for s in strata.iter().filter(|s| s.informative()) {
+    for (s, w) in strata.iter().filter(|(s, w)| *w > 0 && s.informative()) {
+        let w = *w as usize;
         let (n, k, draws) = (
             (s.parent_n + s.cand_n) as u64,
             (s.parent_pass + s.cand_pass) as u64,
@@ -290,17 +300,17 @@ pub fn pooled_p_value(strata: &[Stratum]) -> f64 {
                 }
             })
             .collect();
-        let mut next = vec![0f64; dist.len() + pmf.len() - 1];
+        let mut next = vec![0f64; dist.len() + w * (pmf.len() - 1)];
         for (i, a) in dist.iter().enumerate() {
             if *a == 0.0 {
                 continue;
             }
             for (j, b) in pmf.iter().enumerate() {
-                next[i + j] += a * b;
+                next[i + w * j] += a * b;
             }
         }
         dist = next;
-        observed += s.cand_pass as usize;
+        observed += w * s.cand_pass as usize;
     }
     dist.iter().skip(observed).sum::<f64>().min(1.0)
 }
@@ -308,23 +318,26 @@ pub fn pooled_p_value(strata: &[Stratum]) -> f64 {
 /// The pooled test as recorded in a decision; `m` counts the informative tasks, `observed` is
 /// the candidate's passes minus their expectation under the null, rounded.
 pub fn pooled_test(strata: &[Stratum], alpha: f64) -> PairedTest {
-    let expected: f64 = strata
-        .iter()
-        .filter(|s| s.informative())
-        .map(|s| {
-            (s.parent_pass + s.cand_pass) as f64 * s.cand_n as f64 / (s.parent_n + s.cand_n) as f64
+    let weighted: Vec<(Stratum, u32)> = strata.iter().map(|s| (*s, 1)).collect();
+    pooled_test_weighted(&weighted, alpha)
+}
+
+/// [`pooled_test`] of the weighted statistic ([`pooled_p_value_weighted`]); `observed` is then
+/// in weight units.
+pub fn pooled_test_weighted(strata: &[(Stratum, u32)], alpha: f64) -> PairedTest {
+    let used = || strata.iter().filter(|(s, w)| *w > 0 && s.informative());
+    let expected: f64 = used()
+        .map(|(s, w)| {
+            *w as f64 * (s.parent_pass + s.cand_pass) as f64 * s.cand_n as f64
+                / (s.parent_n + s.cand_n) as f64
         })
         .sum();
-    let passes: u32 = strata
-        .iter()
-        .filter(|s| s.informative())
-        .map(|s| s.cand_pass)
-        .sum();
+    let passes: u32 = used().map(|(s, w)| w * s.cand_pass).sum();
     PairedTest {
         name: "pooled stratified conditional test on per-task rates (one-sided, exact)".to_string(),
-        m: strata.iter().filter(|s| s.informative()).count() as u32,
+        m: used().count() as u32,
         observed: (passes as f64 - expected).round() as i64,
-        p_value: pooled_p_value(strata),
+        p_value: pooled_p_value_weighted(strata),
         alpha,
         method: "convolution".to_string(),
     }

@@ -109,6 +109,12 @@ pub struct Evaluation {
     /// pass rate where rates are compared unpaired (the "broke" test), never in the paired test.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub evidence: BTreeMap<String, Evidence>,
+    /// Parent side only, with `gate.flaky` other than `count`: trials of the same tree under the
+    /// same fingerprint that neither the table nor `evidence` holds, per task id. They decide
+    /// which tasks are flaky (and their weights) and never enter the test, so the selection is
+    /// independent of the data it is applied to (`docs/gate.md`). The broke test reads them too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, Evidence>,
 }
 
 /// Trials of a task beyond the ones in the table: passes of trials free of infrastructure errors.
@@ -118,6 +124,39 @@ pub struct Evidence {
     pub trials: u32,
 }
 
+/// The variance floor of the flaky weight: the variance of a pass rate drawn uniformly.
+const WEIGHT_FLOOR: f64 = 1.0 / 12.0;
+/// Flaky weights are multiples of 1/`WEIGHT_SCALE`, so the exact tests stay on integers.
+pub const WEIGHT_SCALE: u32 = 4;
+
+impl Evidence {
+    pub fn rate(&self) -> f64 {
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.passes as f64 / self.trials as f64
+        }
+    }
+
+    /// The outcome flips across these repeats of an unchanged harness: flaky.
+    pub fn flaky(&self) -> bool {
+        self.passes > 0 && self.passes < self.trials
+    }
+
+    /// The task's weight under `gate.flaky: weight`, in units of 1/[`WEIGHT_SCALE`]: the
+    /// inverse-variance weight `v0 / (v0 + p(1−p))` with the floor `v0 = 1/12`, rounded, at
+    /// least one unit. A task that did not flip weighs [`WEIGHT_SCALE`] (1); one that passes
+    /// half the time a quarter.
+    pub fn weight(&self) -> u32 {
+        if !self.flaky() {
+            return WEIGHT_SCALE;
+        }
+        let p = self.rate();
+        let w = WEIGHT_FLOOR / (WEIGHT_FLOOR + p * (1.0 - p));
+        ((w * WEIGHT_SCALE as f64).round() as u32).clamp(1, WEIGHT_SCALE)
+    }
+}
+
 impl Evaluation {
     pub fn new(held_in: Table, validation: Table) -> Self {
         Evaluation {
@@ -125,6 +164,7 @@ impl Evaluation {
             held_in,
             validation,
             evidence: BTreeMap::new(),
+            marks: BTreeMap::new(),
         }
     }
 
@@ -153,6 +193,7 @@ impl Evaluation {
             held_in: self.held_in.pending_like(),
             validation: self.validation.pending_like(),
             evidence: BTreeMap::new(),
+            marks: BTreeMap::new(),
         }
     }
 
@@ -196,6 +237,29 @@ impl Evaluation {
 
     pub fn count(&self, outcome: Outcome) -> usize {
         self.held_in.count(outcome) + self.validation.count(outcome)
+    }
+
+    /// Per task of both gated splits: the passes of the trials free of infrastructure errors in
+    /// the table and in `evidence` (every trial the statistic may read; `marks` apart).
+    pub fn per_task(&self) -> Vec<(Split, String, Evidence)> {
+        let mut out = Vec::new();
+        for split in [Split::HeldIn, Split::Validation] {
+            for (task, outcomes) in &self.table(split).expect("gated split").tasks {
+                let mut e = self.evidence.get(task).copied().unwrap_or_default();
+                for o in outcomes {
+                    match o {
+                        Outcome::Pass => {
+                            e.passes += 1;
+                            e.trials += 1;
+                        }
+                        Outcome::Fail => e.trials += 1,
+                        Outcome::Infra | Outcome::Pending => {}
+                    }
+                }
+                out.push((split, task.clone(), e));
+            }
+        }
+        out
     }
 
     /// The largest number of trials of any task.

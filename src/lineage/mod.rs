@@ -20,8 +20,8 @@ pub use crate::gate::Verdict;
 pub use checkout::{CheckedOut, checked_out, ensure_can_leave};
 pub use commit::{commit_on_main, commit_worktree_paths, init_or_open};
 pub use notes::{
-    HarnessNote, NullControlRecord, RunSummary, SplitComparison, ValidationRecord, read_note,
-    update_note,
+    FlakyCount, FlakyTask, FlakyTasksRecord, HarnessNote, NullControlRecord, RunSummary,
+    SplitComparison, ValidationRecord, flaky_marks, read_note, update_note,
 };
 pub use promote::{
     PromoteOutcome, promote, recover_promotion, update_checked_out_worktree, worktree_is_clean,

@@ -162,6 +162,60 @@ pub struct HarnessNote {
     /// The null controls of the evolve rounds run on this commit as main.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub null_controls: Vec<NullControlRecord>,
+    /// The tasks whose outcome flips across repeats of this commit's tree under one experiment
+    /// fingerprint: measured from every cached trial of it whenever it is evaluated as a parent
+    /// or by `noise`. Valid only for the tree and fingerprint it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flaky_tasks: Option<FlakyTasksRecord>,
+}
+
+/// One flaky task: its passes in the trials free of infrastructure errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlakyTask {
+    pub passes: u32,
+    pub trials: u32,
+    /// passes / trials.
+    pub rate: f64,
+}
+
+/// Flaky validation tasks, counted: their names stay out of notes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakyCount {
+    pub flaky: u32,
+    /// Validation tasks with at least one trial.
+    pub of: u32,
+}
+
+/// The flaky tasks of a harness tree under one fingerprint (`docs/formats.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlakyTasksRecord {
+    /// The record's format version (docs/formats.md).
+    pub format: u32,
+    /// The commit tree the trials ran on: a commit with another tree has other marks.
+    pub tree: String,
+    pub fingerprint: String,
+    /// Held-in task id → its repeats, for the tasks that flip.
+    pub tasks: std::collections::BTreeMap<String, FlakyTask>,
+    /// Held-in tasks with at least one trial.
+    pub held_in_tasks: u32,
+    pub validation: FlakyCount,
+    /// Trials (free of infrastructure errors, both gated splits) the marks come from.
+    pub from_trials: u32,
+}
+
+impl crate::support::format::Versioned for FlakyTasksRecord {
+    const RECORD: &'static str = "flaky tasks";
+    const FORMAT: u32 = 1;
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl FlakyTasksRecord {
+    /// The marks hold for `tree` under `fingerprint`.
+    pub fn holds_for(&self, tree: Oid, fingerprint: &str) -> bool {
+        self.tree == tree.to_string() && self.fingerprint == fingerprint
+    }
 }
 
 /// An evolve round's null control: a byte-different, behaviour-identical copy of main validated
@@ -208,6 +262,7 @@ impl Default for HarnessNote {
             runs: Vec::new(),
             validations: Vec::new(),
             null_controls: Vec::new(),
+            flaky_tasks: None,
         }
     }
 }
@@ -239,6 +294,27 @@ impl HarnessNote {
             .rev()
             .find(|r| r.split == split && r.fingerprint == fingerprint && !r.partial)
     }
+}
+
+/// The flaky-task marks that hold for `commit` under `fingerprint`: its note's, or those of the
+/// nearest first-parent ancestor with the same tree (a commit that changes no file carries
+/// them; one that changes any starts without).
+pub fn flaky_marks(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    fingerprint: &str,
+) -> Result<Option<FlakyTasksRecord>> {
+    let tree = commit.tree_id();
+    let mut cur = Some(commit.clone());
+    while let Some(c) = cur.filter(|c| c.tree_id() == tree) {
+        if let Some(f) = read_note(repo, c.id())?.flaky_tasks
+            && f.holds_for(tree, fingerprint)
+        {
+            return Ok(Some(f));
+        }
+        cur = c.parent(0).ok();
+    }
+    Ok(None)
 }
 
 pub fn read_note(repo: &Repository, commit: Oid) -> Result<HarnessNote> {
@@ -451,6 +527,12 @@ fn parse_note(text: &[u8], commit: Oid) -> Result<HarnessNote> {
     format::check(&note, &place)?;
     for v in &note.validations {
         format::check(v, &place)?;
+    }
+    for c in &note.null_controls {
+        format::check(c, &place)?;
+    }
+    if let Some(f) = &note.flaky_tasks {
+        format::check(f, &place)?;
     }
     Ok(note)
 }

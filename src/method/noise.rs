@@ -3,13 +3,19 @@
 
 use git2::Oid;
 
-use crate::error::Result;
-use crate::eval::run::{EvalContext, RunRequest, evaluate};
+use crate::error::{Error, Result};
+use crate::eval::run::{EvalContext, RunRequest, cached_trials, evaluate};
 use crate::eval::schedule::Observer;
 use crate::eval::{Outcome, TrialResult};
 use crate::experiment::{GateConfig, GateStatistic, Split};
 use crate::gate::{self, stats};
+use crate::lineage::{self, FlakyCount, FlakyTask, FlakyTasksRecord};
 use crate::workspace::Workspace;
+
+/// Trial ids up to which cached trials of a harness are read as evidence of its per-task pass
+/// rates: by `noise` and by the gate for the parent beyond the compared trials (`noise --trials
+/// N` and earlier adaptive looks leave them).
+pub const EVIDENCE_TRIALS: u32 = 64;
 
 /// One task's repeats.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,16 +28,18 @@ pub struct TaskNoise {
 }
 
 impl TaskNoise {
-    pub fn rate(&self) -> f64 {
-        if self.trials == 0 {
-            0.0
-        } else {
-            self.passes as f64 / self.trials as f64
+    fn evidence(&self) -> gate::Evidence {
+        gate::Evidence {
+            passes: self.passes,
+            trials: self.trials,
         }
     }
-    /// The outcome flips across repeats of the unchanged harness.
+    pub fn rate(&self) -> f64 {
+        self.evidence().rate()
+    }
+    /// The outcome flips across repeats of the unchanged harness (the gate's test of flakiness).
     pub fn flaky(&self) -> bool {
-        self.passes > 0 && self.passes < self.trials
+        self.evidence().flaky()
     }
 }
 
@@ -44,6 +52,8 @@ pub struct Noise {
     pub look: gate::Look,
     /// Minimum detectable effect at 80% power, in percentage points of pass rate.
     pub mde_points: f64,
+    /// The flaky tasks recorded in the commit's note, from every cached trial of its tree.
+    pub flaky: FlakyTasksRecord,
 }
 
 /// Per-task repeats from run results (gated splits).
@@ -79,6 +89,70 @@ pub fn per_task(results: &[TrialResult]) -> Vec<TaskNoise> {
     }
     out.sort_by(|a, b| (a.split, &a.task).cmp(&(b.split, &b.task)));
     out
+}
+
+/// The flaky-task record of `tree` under `fingerprint` from per-task repeats: held-in tasks by
+/// name, validation tasks counted.
+pub fn flaky_record(tasks: &[TaskNoise], tree: Oid, fingerprint: &str) -> FlakyTasksRecord {
+    let tried = |split: Split| {
+        tasks
+            .iter()
+            .filter(move |t| t.split == split && t.trials > 0)
+    };
+    FlakyTasksRecord {
+        format: <FlakyTasksRecord as crate::support::format::Versioned>::FORMAT,
+        tree: tree.to_string(),
+        fingerprint: fingerprint.to_string(),
+        tasks: tried(Split::HeldIn)
+            .filter(|t| t.flaky())
+            .map(|t| {
+                (
+                    t.task.clone(),
+                    FlakyTask {
+                        passes: t.passes,
+                        trials: t.trials,
+                        rate: t.rate(),
+                    },
+                )
+            })
+            .collect(),
+        held_in_tasks: tried(Split::HeldIn).count() as u32,
+        validation: FlakyCount {
+            flaky: tried(Split::Validation).filter(|t| t.flaky()).count() as u32,
+            of: tried(Split::Validation).count() as u32,
+        },
+        from_trials: tasks.iter().map(|t| t.trials).sum(),
+    }
+}
+
+/// Measure the flaky tasks of `commit` from every cached trial of its tree under the experiment's
+/// fingerprint (trial ids below [`EVIDENCE_TRIALS`], held_in and validation) and record them in
+/// its note. A commit with another tree has other trials, so a new main starts from its own.
+pub async fn mark_flaky(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+) -> Result<FlakyTasksRecord> {
+    let results = cached_trials(
+        ws,
+        ctx,
+        commit,
+        &[Split::HeldIn, Split::Validation],
+        0,
+        EVIDENCE_TRIALS,
+    )
+    .await?;
+    let tree = ws
+        .repo
+        .find_commit(commit)
+        .map_err(|e| Error::Git {
+            context: "read commit".into(),
+            source: e,
+        })?
+        .tree_id();
+    let record = flaky_record(&per_task(&results), tree, &ctx.fingerprint);
+    lineage::update_note(&ws.repo, commit, |n| n.flaky_tasks = Some(record.clone()))?;
+    Ok(record)
 }
 
 /// The smallest uniform gain in pass rate (points) the strict test detects with 80% power at
@@ -146,6 +220,7 @@ pub async fn measure(
     req.trials = Some(trials);
     let out = evaluate(ws, ctx, &req, observer, None, None).await?;
     let tasks = per_task(&out.results);
+    let flaky = mark_flaky(ws, ctx, commit).await?;
     let cfg: &GateConfig = &ctx.fixed.experiment.gate;
     let base = ctx.fixed.experiment.trials;
     let look = *gate::looks(cfg, base)
@@ -161,6 +236,7 @@ pub async fn measure(
     };
     Ok(Noise {
         mde_points,
+        flaky,
         tasks,
         run: out.id,
         executed: out.executed,

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::eval::run::{EvalContext, RunOutcome, RunRequest, cached_trials, evaluate};
 use crate::eval::schedule::{Observer, Stopper};
 use crate::eval::{Outcome as TrialOutcome, TrialResult};
-use crate::experiment::{GateConfig, GateRule, Split};
+use crate::experiment::{GateConfig, GateFlaky, GateRule, Split};
 use crate::gate::{self, Decision, Evaluation, Outcome, SettleMode, Table, Verdict};
 use crate::lineage::{self, Proposal, SplitComparison, ValidationRecord};
 use crate::workspace::Workspace;
@@ -17,10 +17,7 @@ use crate::workspace::Workspace;
 /// The gate's splits: validation never leaves this module as anything but aggregates.
 const GATED: [Split; 2] = [Split::HeldIn, Split::Validation];
 
-/// Trial ids up to which cached trials of the parent beyond the compared ones are read as
-/// evidence of its per-task pass rates (`noise --trials N` and earlier adaptive looks leave
-/// them).
-pub const EVIDENCE_TRIALS: u32 = 64;
+pub use super::noise::EVIDENCE_TRIALS;
 
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -119,16 +116,17 @@ pub fn evaluation(ctx: &EvalContext, results: &[TrialResult], trials: u32) -> Ev
     e
 }
 
-/// The parent's cached trials with ids from `trials` on, per task: evidence for the unpaired
-/// per-task comparisons of the gate (the broke test).
+/// The parent's cached trials with ids in `from..to`, per task: evidence for the unpaired
+/// per-task comparisons of the gate (the broke test, the pooled statistic), or its mark trials.
 pub async fn parent_evidence(
     ws: &Workspace,
     ctx: &EvalContext,
     commit: Oid,
-    trials: u32,
+    from: u32,
+    to: u32,
 ) -> Result<std::collections::BTreeMap<String, gate::Evidence>> {
     let mut ev = std::collections::BTreeMap::<String, gate::Evidence>::new();
-    for r in cached_trials(ws, ctx, commit, &GATED, trials, EVIDENCE_TRIALS).await? {
+    for r in cached_trials(ws, ctx, commit, &GATED, from, to).await? {
         let e = ev.entry(r.task.clone()).or_default();
         match r.outcome {
             TrialOutcome::Pass => {
@@ -195,6 +193,9 @@ pub async fn validate(
         ..
     } = compare(ws, ctx, &cfg, proposal.commit, parent.id(), false, observer).await?;
     let mde_points = Some(mde_points);
+
+    // Every evaluation of the parent is evidence of its flakiness: record it in its note.
+    super::noise::mark_flaky(ws, ctx, parent.id()).await?;
 
     // Both sides, once: the last look's plan holds the trials of the earlier ones.
     let planned =
@@ -272,7 +273,18 @@ pub async fn compare(
     let (decision, parent_run, parent_eval, cand_eval, mde_points) = loop {
         let parent_out = evaluate_side(ws, ctx, parent, trials, None, no_note, observer).await?;
         let mut parent_eval = evaluation(ctx, &parent_out.results, trials);
-        parent_eval.evidence = parent_evidence(ws, ctx, parent, trials).await?;
+        // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
+        // which tasks are flaky and never feed the statistic: the selection is then
+        // independent of the data it is applied to (docs/gate.md).
+        let marks_from = match cfg.flaky {
+            GateFlaky::Count => EVIDENCE_TRIALS,
+            _ => last_look_trials(cfg, base).max(trials).min(EVIDENCE_TRIALS),
+        };
+        parent_eval.evidence = parent_evidence(ws, ctx, parent, trials, marks_from).await?;
+        if marks_from < EVIDENCE_TRIALS {
+            parent_eval.marks =
+                parent_evidence(ws, ctx, parent, marks_from, EVIDENCE_TRIALS).await?;
+        }
         let mde = design_mde(cfg, base, &parent_eval);
         let look = gate::look_at(cfg, base, trials);
         let order = gate::trial_order(&parent_eval);
@@ -373,31 +385,22 @@ async fn evaluate_side(
     evaluate(ws, ctx, &req, observer, stopper, None).await
 }
 
+/// Trials per task at the design's last look.
+fn last_look_trials(cfg: &GateConfig, base: u32) -> u32 {
+    gate::looks(cfg, base).last().map_or(base, |l| l.trials)
+}
+
 /// The minimum detectable effect of the gate's design (its last look) on the parent's per-task
 /// pass rates: every trial of its table and its cached evidence.
 pub fn design_mde(cfg: &GateConfig, base: u32, parent: &Evaluation) -> f64 {
     let look = *gate::looks(cfg, base)
         .last()
         .unwrap_or(&gate::Look::fixed(cfg.alpha, base));
-    let mut tasks: Vec<(f64, u32)> = Vec::new();
-    for split in GATED {
-        for (task, outcomes) in &parent.table(split).expect("gated split").tasks {
-            let ev = parent.evidence.get(task).copied().unwrap_or_default();
-            let passes =
-                ev.passes + outcomes.iter().filter(|o| **o == Outcome::Pass).count() as u32;
-            let n = ev.trials
-                + outcomes
-                    .iter()
-                    .filter(|o| matches!(o, Outcome::Pass | Outcome::Fail))
-                    .count() as u32;
-            let rate = if n == 0 {
-                0.0
-            } else {
-                passes as f64 / n as f64
-            };
-            tasks.push((rate, n));
-        }
-    }
+    let tasks: Vec<(f64, u32)> = parent
+        .per_task()
+        .iter()
+        .map(|(_, _, e)| (e.rate(), e.trials))
+        .collect();
     match cfg.statistic {
         crate::experiment::GateStatistic::Paired => {
             let rates: Vec<f64> = tasks.iter().map(|t| t.0).collect();

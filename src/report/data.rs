@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{GitContext, Result};
 use crate::eval::TrialResult;
 use crate::eval::record::read_run;
-use crate::gate::Decision;
+use crate::gate::{Decision, Verdict};
 use crate::lineage::history::{Version, version_of};
 use crate::lineage::trailers::CommitMessage;
 use crate::lineage::{
@@ -344,6 +344,26 @@ pub struct LineageReport {
     pub spent: Spend,
     pub runs: usize,
     pub headline: Headline,
+    /// Main's flaky tasks (its note), when measured on main's tree under the shown fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaky: Option<crate::lineage::FlakyTasksRecord>,
+    /// The null controls of the evolve rounds, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub null_controls: Vec<NullControlRow>,
+}
+
+/// An evolve round's null control, on the version that was main in that round.
+#[derive(Debug, Clone, Serialize)]
+pub struct NullControlRow {
+    /// The version that was main (`v2`).
+    pub label: String,
+    pub round: u32,
+    pub verdict: Verdict,
+    pub p_value: f64,
+    /// Candidate trials its validation ran.
+    pub trials: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mde_points: Option<f64>,
 }
 
 impl LineageReport {
@@ -512,6 +532,27 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
 
     let all_runs = lineage::list_runs(repo)?;
     let spent = spent_overall(repo, &all_runs)?;
+    let flaky = match fp {
+        Some(fp) => lineage::flaky_marks(repo, &main, fp)?,
+        None => None,
+    };
+    let null_controls = versions
+        .iter()
+        .flat_map(|v| {
+            notes[v.index]
+                .null_controls
+                .iter()
+                .filter(|c| fp.is_none_or(|fp| c.fingerprint == fp))
+                .map(|c| NullControlRow {
+                    label: v.label.clone(),
+                    round: c.round,
+                    verdict: c.verdict,
+                    p_value: c.p_value,
+                    trials: c.trials,
+                    mde_points: c.mde_points,
+                })
+        })
+        .collect();
 
     let baseline = versions
         .iter()
@@ -546,6 +587,8 @@ pub fn collect(ws: &Workspace, opts: &ReportOptions) -> Result<LineageReport> {
         spent,
         runs: all_runs.len(),
         headline,
+        flaky,
+        null_controls,
     })
 }
 

@@ -85,7 +85,46 @@ pub fn summary_lines(r: &LineageReport) -> Vec<String> {
         r.spent.trials,
         r.runs
     ));
+    if let Some(f) = &r.flaky {
+        lines.push(flaky_line(f));
+    }
+    for c in &r.null_controls {
+        lines.push(format!(
+            "null control of round {} (main {}): {}, p = {}, {} candidate trials{}",
+            c.round,
+            c.label,
+            c.verdict,
+            crate::gate::stats::fmt_level(c.p_value),
+            c.trials,
+            c.mde_points
+                .map(|m| format!(", minimum detectable effect +{m:.1} points"))
+                .unwrap_or_default()
+        ));
+    }
     lines
+}
+
+/// `flaky: 2 of 8 held_in task(s) flip across repeats (a 50% 8/16, b 25% 4/16); 1 of 6
+/// validation task(s); from 224 trials` — validation tasks are counted, never named.
+pub fn flaky_line(f: &crate::lineage::FlakyTasksRecord) -> String {
+    let named: Vec<String> = f
+        .tasks
+        .iter()
+        .map(|(id, t)| format!("{id} {:.0}% {}/{}", t.rate * 100.0, t.passes, t.trials))
+        .collect();
+    format!(
+        "flaky: {} of {} held_in task(s) flip across repeats{}; {} of {} validation task(s); from {} trials",
+        f.tasks.len(),
+        f.held_in_tasks,
+        if named.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", named.join(", "))
+        },
+        f.validation.flaky,
+        f.validation.of,
+        f.from_trials
+    )
 }
 
 /// `1.2M`, `35k`, `812`.

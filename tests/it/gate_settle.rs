@@ -84,6 +84,7 @@ fn case() -> impl Strategy<Value = Case> {
                 0usize..3,
                 prop::collection::vec((0u32..4, 0u32..4), 5),
                 any::<bool>(),
+                0usize..3,
             ),
         )
             .prop_map(
@@ -92,7 +93,7 @@ fn case() -> impl Strategy<Value = Case> {
                     co,
                     pend,
                     (strict, alpha, allow_broke, cov, adaptive),
-                    (broke_alpha, cont, extra, pooled),
+                    (broke_alpha, cont, extra, pooled, flaky),
                 )| {
                     let mut parent = Evaluation::default();
                     let mut partial = Evaluation::default();
@@ -117,6 +118,17 @@ fn case() -> impl Strategy<Value = Case> {
                             let (a, b) = extra[parent.evidence.len() % extra.len()];
                             if b > 0 {
                                 parent.evidence.insert(
+                                    id.clone(),
+                                    git_harness::gate::Evidence {
+                                        passes: a.min(b),
+                                        trials: b,
+                                    },
+                                );
+                            }
+                            // Mark trials (`gate.flaky`): flaky when they flip.
+                            let (a, b) = extra[(k / trials + 2) % extra.len()];
+                            if b > 0 {
+                                parent.marks.insert(
                                     id.clone(),
                                     git_harness::gate::Evidence {
                                         passes: a.min(b),
@@ -150,6 +162,11 @@ fn case() -> impl Strategy<Value = Case> {
                             GateStatistic::Paired
                         },
                         null_control: false,
+                        flaky: [
+                            git_harness::experiment::GateFlaky::Count,
+                            git_harness::experiment::GateFlaky::Weight,
+                            git_harness::experiment::GateFlaky::Quarantine,
+                        ][flaky],
                     };
                     Case {
                         cfg,

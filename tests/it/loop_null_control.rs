@@ -66,4 +66,26 @@ fn an_evolve_round_validates_and_records_a_null_control() {
     );
     let in_main = repo.git(&["rev-list", "main"]);
     assert!(!in_main.contains(commit), "never promoted");
+
+    // The report lists each round's null control with its verdict, p, trials and effect.
+    let report = repo.harness(&["report"]).ok();
+    let line = report
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("null control of round 1 (main v"))
+        .unwrap_or_else(|| panic!("{}", report.stdout));
+    assert!(
+        line.contains(&format!("): {}, p = ", c["verdict"].as_str().unwrap()))
+            && line.contains(&format!("{} candidate trials", c["trials"]))
+            && line.contains(&format!("minimum detectable effect +{mde:.1} points")),
+        "{line}"
+    );
+    // Evaluating main as the parent measured its flaky tasks, for its own tree.
+    let marks = &note["flaky_tasks"];
+    assert_eq!(marks["format"], 1, "{note:#}");
+    assert_eq!(
+        marks["tree"].as_str().unwrap(),
+        repo.git(&["rev-parse", &format!("{main}^{{tree}}")]).trim(),
+        "{note:#}"
+    );
 }

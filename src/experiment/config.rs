@@ -249,6 +249,12 @@ pub struct RunnerConfig {
     /// ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<DockerHost>,
+    /// Docker and Kubernetes: the registry that task images built from a Dockerfile go
+    /// through: built once, pushed, pulled by every other host (and used by the cluster), and
+    /// checked by id on every host before trials start. Not in the fingerprint: the image's
+    /// id is in the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryConfig>,
     /// Keep each trial's final workspace (a tar of the workdir after the agent) in the run
     /// record, so `git harness regrade` can re-run changed verifiers on it. Not in the
     /// fingerprint: it changes what is stored, not what a trial does.
@@ -288,22 +294,8 @@ impl KubernetesConfig {
                 ),
             ));
         }
-        if let Some(r) = &self.registry {
-            let bad = r.is_empty()
-                || r.contains("://")
-                || r.ends_with('/')
-                || r.starts_with('/')
-                || r.contains(char::is_whitespace)
-                || r.contains('@');
-            if bad {
-                return Some((
-                    "runner.kubernetes.registry",
-                    format!(
-                        "`{r}` is not a registry prefix (host[:port][/path], no scheme, no \
-                         trailing `/`), e.g. `registry.example:5000/mirror`"
-                    ),
-                ));
-            }
+        if let Some(p) = self.registry.as_deref().and_then(registry_problem) {
+            return Some(("runner.kubernetes.registry", p));
         }
         if self.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
             return Some((
@@ -323,6 +315,44 @@ impl KubernetesConfig {
         }
         None
     }
+}
+
+/// `runner.registry`: a registry the runner pushes the images it builds to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `host[:port][/path]`, no scheme (e.g. `127.0.0.1:5000`); images go under it as
+    /// `URL/git-harness/task-ID:HASH`.
+    pub url: String,
+    /// The registry speaks plain HTTP (each engine must allow it: `--insecure-registry`, which
+    /// loopback addresses have by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+impl RegistryConfig {
+    /// The base URL of its HTTP API.
+    pub fn api(&self) -> String {
+        let host = self.url.split('/').next().unwrap_or_default();
+        let scheme = if self.insecure { "http" } else { "https" };
+        format!("{scheme}://{host}")
+    }
+}
+
+/// Why `r` is not a registry prefix (`host[:port][/path]`), if it is not.
+fn registry_problem(r: &str) -> Option<String> {
+    let bad = r.is_empty()
+        || r.contains("://")
+        || r.ends_with('/')
+        || r.starts_with('/')
+        || r.contains(char::is_whitespace)
+        || r.contains('@');
+    bad.then(|| {
+        format!(
+            "`{r}` is not a registry prefix (host[:port][/path], no scheme, no trailing `/`), \
+             e.g. `registry.example:5000/mirror`"
+        )
+    })
 }
 
 /// An RFC 1123 label, as Kubernetes names namespaces.
@@ -447,6 +477,7 @@ impl Default for RunnerConfig {
             agent_paths: Vec::new(),
             kubernetes: None,
             hosts: Vec::new(),
+            registry: None,
             keep_workspace: false,
         }
     }
@@ -676,6 +707,34 @@ impl Experiment {
         for (k, v) in &self.runner.image_map {
             if let Some(p) = super::image_map::key_problem(k, v) {
                 return err("image_map", "runner.image_map", &p);
+            }
+        }
+        if let Some(r) = &self.runner.registry {
+            if let Some(p) = registry_problem(&r.url) {
+                return err("url", "runner.registry.url", &p);
+            }
+            if self.runner.kind == RunnerKind::Local {
+                return err(
+                    "registry",
+                    "runner.registry",
+                    "the local runner uses no images: set runner.kind to docker, auto or kubernetes, or remove runner.registry",
+                );
+            }
+            if let Some(k) = self
+                .runner
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.registry.as_ref())
+                && k != &r.url
+            {
+                return err(
+                    "registry",
+                    "runner.kubernetes.registry",
+                    &format!(
+                        "`{k}` differs from runner.registry.url `{}`: the cluster pulls from the one registry, so leave runner.kubernetes.registry out",
+                        r.url
+                    ),
+                );
             }
         }
         match &self.runner.kubernetes {

@@ -183,13 +183,16 @@ impl Endpoint {
             }
             // The system's `ssh` (its config, keys and agent) runs `docker system dial-stdio` on
             // the remote host, as the docker CLI does.
-            None if self.host.starts_with("ssh://") => Docker::connect_with_ssh(
-                &self.host,
-                TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
-                None,
-            )
-            .map_err(|e| docker_err("connect to Docker over ssh", e))?,
+            None if self.host.starts_with("ssh://") => {
+                guard_ssh_masters();
+                Docker::connect_with_ssh(
+                    &self.host,
+                    TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                    None,
+                )
+                .map_err(|e| docker_err("connect to Docker over ssh", e))?
+            }
             None => Docker::connect_with_host(&self.host)
                 .map_err(|e| docker_err("connect to Docker", e))?,
         };
@@ -236,4 +239,121 @@ pub async fn connect() -> Result<Docker> {
 /// `docker` with the API version negotiated, for a client of the environment's endpoint.
 pub async fn negotiate(docker: Docker) -> Result<Docker> {
     Endpoint::from_env()?.negotiate(docker).await
+}
+
+/// The ssh connections of `ssh://` engines end with this process, however it ends. Each is an
+/// ssh master (`ssh -M -f`, kept by `ControlPersist=yes`) that forks away from its parent, so a
+/// parent-death signal cannot reach it: this process becomes the subreaper of what it starts
+/// (the masters become its children), a thread hands each master's pid to a watcher process in
+/// a process group of its own, and the watcher kills them when its stdin closes, which the
+/// kernel does when this process ends, `kill -9` included. Only `ssh -M` children are reaped
+/// here; every other child belongs to whoever spawned it.
+fn guard_ssh_masters() {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    STARTED.get_or_init(|| {
+        let me = rustix::process::getpid();
+        if rustix::process::set_child_subreaper(Some(me)).is_err() {
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the watcher must outlive this process, so no runtime may own it"
+        )]
+        let watcher = std::process::Command::new("/bin/sh")
+            .args([
+                "-c",
+                // `PID` adds a master, `-PID` drops one that ended and was reaped.
+                "ps=; while read -r p; do case $p in -*) n=; for q in $ps; do [ \"$q\" = \"${p#-}\" ] || n=\"$n $q\"; done; ps=$n;; *) ps=\"$ps $p\";; esac; done; [ -n \"$ps\" ] && kill $ps 2>/dev/null; exit 0",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        let Ok(mut watcher) = watcher else { return };
+        let Some(mut to_watcher) = watcher.stdin.take() else {
+            return;
+        };
+        let me = me.as_raw_nonzero().get();
+        // A master becomes this process's child when the `ssh -f` that started it exits, which
+        // a SIGCHLD says: the pid goes to the watcher at once, not at the next poll.
+        let _ = std::thread::Builder::new()
+            .name("ssh-masters".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    use std::io::Write;
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let Ok(mut chld) = signal(SignalKind::child()) else {
+                        return;
+                    };
+                    let mut known = std::collections::HashSet::new();
+                    loop {
+                        for (pid, master, zombie) in ssh_children_of(me) {
+                            if master
+                                && known.insert(pid)
+                                && writeln!(to_watcher, "{pid}").is_err()
+                            {
+                                return;
+                            }
+                            // A master that ended: ours to reap (its cmdline is gone by now).
+                            if zombie
+                                && known.remove(&pid)
+                                && let Some(p) = rustix::process::Pid::from_raw(pid)
+                            {
+                                let _ = rustix::process::waitpid(
+                                    Some(p),
+                                    rustix::process::WaitOptions::NOHANG,
+                                );
+                                if writeln!(to_watcher, "-{pid}").is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        let _ = to_watcher.flush();
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(500),
+                            chld.recv(),
+                        )
+                        .await;
+                    }
+                });
+            });
+    });
+}
+
+/// The `ssh` processes whose parent is `parent`: pid, whether it is a master (`-M`), whether
+/// it is a zombie.
+fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the comm may hold spaces, the last `)` ends it.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut w = rest.split(' ');
+        let (state, ppid) = (w.next(), w.next().and_then(|p| p.parse::<i32>().ok()));
+        if ppid != Some(parent) || !head.ends_with("(ssh") {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let master = cmdline.split(|b| *b == 0).any(|a| a == b"-M");
+        found.push((pid, master, state == Some("Z")));
+    }
+    found
 }

@@ -156,6 +156,31 @@ pub async fn pull_image(docker: &Docker, image: &str, notes: &mut Notes<'_>) -> 
     Ok(())
 }
 
+/// Push `image` (`registry/name:tag`) from the daemon to its registry; `notes` gets each
+/// change of status.
+pub async fn push_image(docker: &Docker, image: &str, notes: &mut Notes<'_>) -> Result<()> {
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (image, "latest"),
+    };
+    let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(tag)
+        .build();
+    notes(&format!("pushing {image}"));
+    let mut stream = docker.push_image(name, Some(opts), None);
+    let mut last = String::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| InfraClass::Sandbox.error(format!("push {image}: {e}")))?;
+        if let Some(status) = info.status
+            && status != last
+        {
+            notes(&format!("{image}: {status}"));
+            last = status;
+        }
+    }
+    Ok(())
+}
+
 /// Connect from `DOCKER_HOST` or the default socket and negotiate the API version.
 pub use super::engine::connect;
 

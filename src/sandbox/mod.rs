@@ -474,8 +474,11 @@ pub struct ProviderOptions {
 pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn SandboxProvider>> {
     let network = NetworkPolicy::of(cfg);
     let one = |endpoint: docker::Endpoint| {
-        DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone())
-            .map(|d| d.with_network(network).with_pull(cfg.pull))
+        DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone()).map(|d| {
+            d.with_network(network)
+                .with_pull(cfg.pull)
+                .with_registry(cfg.registry.clone())
+        })
     };
     let docker = || -> Result<Arc<dyn SandboxProvider>> {
         if cfg.hosts.is_empty() {
@@ -507,7 +510,8 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
             Ok(Arc::new(
                 KubeProvider::new(k, cfg.image_map.clone(), opts.labels.clone())
                     .with_network(network)
-                    .with_pull(cfg.pull),
+                    .with_pull(cfg.pull)
+                    .with_registry(cfg.registry.clone()),
             ))
         }
         // The client only talks to the engine on first use: a suite without image tasks never

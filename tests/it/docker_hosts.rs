@@ -38,7 +38,7 @@ fn docker0_exists() -> bool {
     Path::new("/sys/class/net/docker0").exists()
 }
 
-fn components_or_skip(test: &str) -> bool {
+pub(crate) fn components_or_skip(test: &str) -> bool {
     let have = |t: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
@@ -71,7 +71,7 @@ fn free_port() -> u16 {
 }
 
 /// A second Docker engine, owned by this test: stopped by its pid when dropped.
-struct Engine {
+pub(crate) struct Engine {
     dir: PathBuf,
     certs: PathBuf,
     port: u16,
@@ -79,7 +79,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(dir: &Path, certs: &Path) -> Engine {
+    pub(crate) fn start(dir: &Path, certs: &Path) -> Engine {
         let mut e = Engine {
             dir: dir.to_path_buf(),
             certs: certs.to_path_buf(),
@@ -90,11 +90,11 @@ impl Engine {
         e
     }
 
-    fn socket(&self) -> String {
+    pub(crate) fn socket(&self) -> String {
         format!("unix://{}", self.dir.join("sock").display())
     }
 
-    fn tcp(&self) -> String {
+    pub(crate) fn tcp(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
@@ -154,7 +154,7 @@ impl Engine {
         );
     }
 
-    fn docker(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> std::process::Output {
         Command::new("docker")
             .args(["-H", &self.socket()])
             .args(args)
@@ -163,7 +163,7 @@ impl Engine {
     }
 
     /// The base image of the engine at the default socket, loaded from it.
-    fn load_base(&self) {
+    pub(crate) fn load_base(&self) {
         let ok = Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -175,7 +175,7 @@ impl Engine {
         assert!(ok.success(), "docker save | docker load failed");
     }
 
-    fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         let o = self.docker(&["ps", "-aq", "--filter", "label=git-harness"]);
         assert!(o.status.success(), "{o:?}");
         String::from_utf8_lossy(&o.stdout)
@@ -184,7 +184,7 @@ impl Engine {
             .collect()
     }
 
-    fn signal(&mut self, sig: i32) {
+    pub(crate) fn signal(&mut self, sig: i32) {
         if let Some(c) = &self.child {
             // SAFETY: kill(2) on the pid of the daemon this test started.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -192,7 +192,7 @@ impl Engine {
     }
 
     /// Wait for the daemon to exit (SIGKILL after a while).
-    fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
@@ -599,4 +599,200 @@ fn a_pool_reaches_an_engine_over_ssh() {
         "{}",
         refused.stderr
     );
+}
+
+/// Containers of ours on the engine behind `docker` whose owner is process `pid`.
+fn owned_by(docker: impl Fn(&[&str]) -> std::process::Output, pid: u32) -> Vec<String> {
+    let o = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=git-harness.owner",
+        "--format",
+        "{{.ID}} {{.Label \"git-harness.owner\"}}",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|owner| owner.split('.').next() == Some(pid.to_string().as_str()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool() {
+    let test = "a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool";
+    if !components_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-sig-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let certs = tmp.path().join("certs");
+    crate::docker_tls::certificates(&certs, "good");
+    let engine = Engine::start(&tmp.path().join("e"), &certs);
+    engine.load_base();
+    let repo = docker_repo(tmp.path());
+    let second = engine.socket();
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            &format!(
+                "  concurrency: 4\n  hosts:\n  - host: {DEFAULT}\n    concurrency: 2\n  - host: {second}\n    concurrency: 2\n"
+            ),
+        )
+    });
+    let default = |a: &[&str]| {
+        Command::new("docker")
+            .args(["-H", DEFAULT])
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+        hermetic(&mut cmd);
+        let mut args = RUN.to_vec();
+        args.extend(["4", "--no-cache"]);
+        let run = cmd
+            .args(&args)
+            .current_dir(&repo.root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = run.id();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while owned_by(default, pid).is_empty() || owned_by(|a| engine.docker(a), pid).is_empty() {
+            assert!(Instant::now() < deadline, "no trial reached both engines");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: kill(2) on the pid of the run this test started.
+        unsafe { libc::kill(pid as i32, sig) };
+        let o = run.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "signal {sig}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(owned_by(default, pid), Vec::<String>::new(), "signal {sig}");
+        assert_eq!(
+            owned_by(|a| engine.docker(a), pid),
+            Vec::<String>::new(),
+            "signal {sig}"
+        );
+    }
+}
+
+/// `kill -9` of a run over `ssh://`: its ssh connections (masters that fork away from it and
+/// persist) end with it, and the next command removes the containers it left.
+#[test]
+fn ssh_connections_end_with_a_run_killed_with_sigkill() {
+    let test = "ssh_connections_end_with_a_run_killed_with_sigkill";
+    let tools =
+        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
+    if !tools {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: openssh-server and openssh-client are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
+        return;
+    }
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-ssh9-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (_sshd, bin) = sshd(&tmp.path().join("ssh"));
+    let repo = docker_repo(tmp.path());
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            "  concurrency: 4\n  hosts:\n  - host: ssh://gh-engine\n    concurrency: 2\n",
+        )
+    });
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
+    hermetic(&mut cmd);
+    let mut args = RUN.to_vec();
+    args.extend(["2", "--no-cache"]);
+    let mut run = cmd
+        .args(&args)
+        .env("PATH", &path)
+        .current_dir(&repo.root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let default = |a: &[&str]| {
+        Command::new("docker")
+            .args(["-H", DEFAULT])
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while owned_by(default, pid).is_empty() {
+        assert!(Instant::now() < deadline, "no trial started over ssh");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!crate::support::sandbox::processes_with("gh-engine").is_empty());
+    // Killed while no connection is being opened (the trials sleep in their solution): a
+    // master still starting when its parent dies is not covered (see docs/tasks.md).
+    let masters = || {
+        let mut m: Vec<String> = crate::support::sandbox::processes_with("gh-engine")
+            .into_iter()
+            .filter(|l| l.contains(" -M "))
+            .collect();
+        m.sort();
+        m
+    };
+    let mut last = masters();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = masters();
+        if now == last && !now.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ssh connections never settled"
+        );
+        last = now;
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crate::support::sandbox::processes_with("gh-engine").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ssh processes left after kill -9: {:?}",
+            crate::support::sandbox::processes_with("gh-engine")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The killed run's containers: removed by the next command on the pool.
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&RUN[..RUN.len() - 1])
+            .args(["--trials", "1"])
+            .env("PATH", &path)
+            .current_dir(&repo.root),
+    );
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    assert_eq!(owned_by(default, pid), Vec::<String>::new());
 }

@@ -3,8 +3,7 @@
 //! stopped by pid). dockerd allows plain HTTP to 127.0.0.0/8 registries by default.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use crate::support::loops::*;
 
@@ -33,49 +32,7 @@ fn components_or_skip(test: &str) -> bool {
     engine && registry
 }
 
-/// A registry on 127.0.0.1, stopped (by its pid) when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = crate::support::serve::free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let r = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        crate::support::serve::wait_listening(port, Duration::from_secs(30), "the registry");
-        r
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::registry::Registry;
 
 /// Push the base image to the registry as `name` and remove the local tag.
 fn push_as(name: &str) {

@@ -371,6 +371,8 @@ struct ServerState {
     seen: Mutex<Vec<String>>,
     /// Pod name to container id.
     containers: Mutex<BTreeMap<String, String>>,
+    /// The image of every Pod created, in order.
+    images: Mutex<Vec<String>>,
 }
 
 impl ExecServer {
@@ -390,6 +392,7 @@ impl ExecServer {
             hold,
             seen: Mutex::new(Vec::new()),
             containers: Mutex::new(containers),
+            images: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -514,6 +517,10 @@ async fn answer(st: &ServerState, method: &str, target: &str, body: &[u8]) -> (u
         "POST" if path.ends_with("/pods") => {
             let mut pod: Value = serde_json::from_slice(body).unwrap();
             let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+            let image = pod["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or_default();
+            st.images.lock().unwrap().push(image.to_string());
             let p = pod.clone();
             let id = tokio::task::spawn_blocking(move || container_for(&p))
                 .await
@@ -1044,6 +1051,153 @@ async fn an_oracle_trial_through_the_binary_on_a_stand_in_cluster() {
         seen.iter().any(|l| l.contains("labelSelector=")),
         "the run swept leftovers first: {seen:#?}"
     );
+    assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
+/// Through `runner.registry` (a real one on loopback), the Pod runs the base image pinned to the
+/// registry's digest, and the digest is the cache key's environment: the same tag pushed
+/// again with other content runs again instead of reusing the results of the image it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_the_registry_image_by_digest_and_a_re_pushed_tag_is_a_new_environment() {
+    let test = "pods_run_the_registry_image_by_digest_and_a_re_pushed_tag_is_a_new_environment";
+    if docker_or_skip(test).await.is_none() {
+        return;
+    }
+    if !std::path::Path::new(crate::support::registry::PROGRAM).exists() {
+        assert!(!in_ci(), "{test}: docker-registry is required in CI");
+        eprintln!("SKIPPED {test}: no docker-registry");
+        return;
+    }
+    let registry = crate::support::registry::Registry::start();
+    let url = registry.url();
+    let _untag = crate::docker_registry::Untag(format!("{url}/"));
+    let name = format!("{url}/git-harness/base:bookworm");
+    let docker = |args: &[&str]| {
+        let o = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    docker(&["tag", git_harness::sandbox::image::BASE_IMAGE, &name]);
+    docker(&["push", &name]);
+    let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let repo = Arc::new(Repo::small("minimal"));
+    let block = format!(
+        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {NS}\n  registry:\n    url: {url}\n    insecure: true\n",
+        Value::from(kubeconfig.to_string_lossy().as_ref())
+    );
+    repo.edit_experiment(|t| with_runner_kind(t, &block));
+    let run = || {
+        let repo = repo.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                repo.harness(&[
+                    "run",
+                    "--agent",
+                    "oracle",
+                    "--tasks",
+                    "word-count",
+                    "--trials",
+                    "1",
+                    "--format",
+                    "json",
+                ])
+                .ok()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let executed = |out: &crate::support::hermetic::Out| {
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["executed"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = run().await;
+    assert_eq!(totals(&first.stdout), vec![(1, 1, 0)], "{}", first.stderr);
+    let cached = run().await;
+    assert_eq!(executed(&cached), 0, "{}", cached.stderr);
+    // Other content under the same tag.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nLABEL git-harness.test=repushed\n",
+            git_harness::sandbox::image::BASE_IMAGE
+        ),
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", &name, &ctx.path().to_string_lossy()]);
+    docker(&["push", &name]);
+    let again = run().await;
+    assert_eq!(
+        executed(&again),
+        1,
+        "results of the replaced image were reused: {}",
+        again.stderr
+    );
+    let images = server.state.images.lock().unwrap().clone();
+    let pinned = format!("{url}/git-harness/base@sha256:");
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(images.iter().all(|i| i.starts_with(&pinned)), "{images:?}");
+    assert_ne!(
+        images[0], images[1],
+        "the second Pod runs the re-pushed image"
+    );
+    assert!(server.state.containers.lock().unwrap().is_empty());
+}
+
+/// The toolchain check without a container diff: the Pod's toolchain listed before the agent's
+/// first command and again before the verifier. New commands are no tampering; a replaced
+/// command, a command that shadows one later on PATH and a Python startup hook are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_replaces_a_path_command_in_its_pod_is_caught_before_the_verifier() {
+    let test = "an_agent_that_replaces_a_path_command_in_its_pod_is_caught_before_the_verifier";
+    if docker_or_skip(test).await.is_none() {
+        return;
+    }
+    let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
+    let provider = KubeProvider::new(kube_cfg(None), BTreeMap::new(), BTreeMap::new())
+        .with_client(server.client())
+        .with_pull(PullPolicy::Never);
+    let mut sb = provider
+        .create_with(&task(None, "no-network"), &CreateOptions::default())
+        .await
+        .unwrap();
+    let run = |cmd: &'static str| {
+        let out = sb.exec(req(cmd, 30));
+        async move {
+            let out = out.await.unwrap();
+            assert!(out.success(), "{cmd}: {}", out.output);
+        }
+    };
+    run("echo ok > /app/out.txt; printf '#!/bin/sh\\n' > /usr/local/bin/newtool; chmod +x /usr/local/bin/newtool").await;
+    sb.kill_strays().await.unwrap();
+    assert_eq!(sb.toolchain_changes().await.unwrap(), Vec::<String>::new());
+    let path = sb.verifier_path().unwrap_or_default();
+    assert!(path.split(':').any(|d| d == "/usr/bin"), "{path}");
+
+    run("cp /bin/true /usr/bin/grep && cp /bin/true /usr/local/bin/ls && mkdir -p /usr/lib/python3/dist-packages && echo 'import os' > /usr/lib/python3/dist-packages/sitecustomize.py").await;
+    sb.kill_strays().await.unwrap();
+    let found = sb.toolchain_changes().await.unwrap();
+    for want in [
+        "changed /usr/bin/grep",
+        "added /usr/local/bin/ls (shadows a command on PATH)",
+        "added /usr/lib/python3/dist-packages/sitecustomize.py",
+    ] {
+        assert!(found.iter().any(|f| f == want), "{want} not in {found:?}");
+    }
+    assert!(!found.iter().any(|f| f.contains("newtool")), "{found:?}");
+    // Without the stray kill first, the check lists the toolchain itself.
+    assert_eq!(sb.toolchain_changes().await.unwrap(), found);
+    sb.destroy().await.unwrap();
     assert!(server.state.containers.lock().unwrap().is_empty());
 }
 

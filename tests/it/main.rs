@@ -27,6 +27,7 @@ mod cli_user_repo;
 mod docker_api_calls;
 mod docker_hosts;
 mod docker_pull;
+mod docker_registry;
 mod docker_tls;
 mod eval_cache;
 mod eval_crash;

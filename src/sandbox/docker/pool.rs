@@ -138,6 +138,93 @@ impl DockerPool {
             .map(|p| (i, p)))
     }
 
+    /// What an engine's failure to make `task`'s environment means: a usage error (refused
+    /// certificates) stops the run; an engine that no longer answers is drained; one that
+    /// answers takes none of the task's trials. `first` keeps the first such error.
+    async fn set_aside(
+        &self,
+        i: usize,
+        task: &Task,
+        e: Error,
+        notes: &mut Notes<'_>,
+        first: &mut Option<Error>,
+    ) -> Result<()> {
+        let m = &self.shared.members[i];
+        if e.kind() == Kind::Usage {
+            return Err(Error::usage_hint(
+                format!("Docker host {}: {e}", m.name),
+                e.hint()
+                    .unwrap_or_else(|| "check this host's entry in runner.hosts".into()),
+            ));
+        }
+        if self.shared.drain_if_lost(i, &e).await {
+            notes(&format!("host {} drained: {e}", m.name));
+        } else {
+            if let Ok(mut u) = m.unfit.lock() {
+                u.insert(task.id.clone());
+            }
+            notes(&format!(
+                "host {} takes no trial of `{}`: {e}",
+                m.name, task.id
+            ));
+        }
+        first.get_or_insert(e);
+        Ok(())
+    }
+
+    /// Through `runner.registry`: the first engine, in the configured order, that can make
+    /// the image `task` builds makes it (from its own store, the registry, or a build) and
+    /// pushes it; every other engine pulls it, and each must then hold it under the same id
+    /// (the image's content digest), the id that enters the cache key. `None`: no registry,
+    /// or the task builds no image.
+    async fn publish(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        let members = &self.shared.members;
+        let mut first_err = None;
+        let mut built = None;
+        for (i, m) in members.iter().enumerate() {
+            if m.drained().is_some() {
+                continue;
+            }
+            match m.provider.publish(task, notes).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(p)) => {
+                    built = Some((i, p));
+                    break;
+                }
+                Err(e) => self.set_aside(i, task, e, notes, &mut first_err).await?,
+            }
+        }
+        let Some((b, (image, id))) = built else {
+            return Err(first_err.unwrap_or_else(|| self.none_left(&task.id)));
+        };
+        let (image, id) = (&image, &id);
+        let fetched =
+            futures_util::future::join_all(
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, m)| *i != b && m.drained().is_none())
+                    .map(|(i, m)| async move {
+                        (i, m.provider.fetch(task, image, id, &mut |_| {}).await)
+                    }),
+            )
+            .await;
+        for (i, r) in fetched {
+            if let Err(e) = r {
+                self.set_aside(i, task, e, notes, &mut first_err).await?;
+            }
+        }
+        notes(&format!(
+            "{image} ({}) pushed from {} and pulled by the other hosts",
+            id.strip_prefix("sha256:")
+                .unwrap_or(id)
+                .get(..12)
+                .unwrap_or(id),
+            members[b].name
+        ));
+        Ok(Some(id.clone()))
+    }
+
     fn none_left(&self, task: &str) -> Error {
         let why: Vec<String> = self
             .shared
@@ -221,8 +308,12 @@ impl SandboxProvider for DockerPool {
     /// Every engine makes ready what the task needs, before trials start: one that does not
     /// answer is drained, one that cannot make the environment takes none of the task's
     /// trials; certificates an engine refuses stop the run (the user's to fix). The id is the
-    /// first engine's that made it, in the configured order.
+    /// first engine's that made it, in the configured order. Through `runner.registry` an
+    /// image the task builds is built once and pulled by the others (see `publish`).
     async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
+        if let Some(id) = self.publish(task, notes).await? {
+            return Ok(Some(id));
+        }
         let members = &self.shared.members;
         let ready = futures_util::future::join_all(members.iter().map(|m| async move {
             if m.drained().is_some() {
@@ -234,32 +325,13 @@ impl SandboxProvider for DockerPool {
         let mut id = None;
         let mut first_err = None;
         for (i, r) in ready.into_iter().enumerate() {
-            let m = &members[i];
             match r {
                 None => {}
                 Some(Ok(env)) => {
                     id.get_or_insert(env);
                 }
-                Some(Err(e)) if e.kind() == Kind::Usage => {
-                    return Err(Error::usage_hint(
-                        format!("Docker host {}: {e}", m.name),
-                        e.hint()
-                            .unwrap_or_else(|| "check this host's entry in runner.hosts".into()),
-                    ));
-                }
                 Some(Err(e)) => {
-                    if self.shared.drain_if_lost(i, &e).await {
-                        notes(&format!("host {} drained: {e}", m.name));
-                    } else {
-                        if let Ok(mut u) = m.unfit.lock() {
-                            u.insert(task.id.clone());
-                        }
-                        notes(&format!(
-                            "host {} takes no trial of `{}`: {e}",
-                            m.name, task.id
-                        ));
-                    }
-                    first_err.get_or_insert(e);
+                    self.set_aside(i, task, e, notes, &mut first_err).await?;
                 }
             }
         }

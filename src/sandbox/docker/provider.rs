@@ -17,10 +17,11 @@ use super::{
     BRIDGE, HOST_LABEL, LABEL, OWNER_LABEL, PIDS_LIMIT, TRIAL_LABEL, docker_err, is_not_found,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::experiment::PullPolicy;
+use crate::experiment::{PullPolicy, RegistryConfig};
 use crate::sandbox::image::{
     BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, build_tar, from_images, image_id, image_path_env,
-    map_image, pull_image, rewrite_from, tag_safe, task_image_tag, verifier_and_solution_files,
+    map_image, pull_image, push_image, rewrite_from, tag_safe, task_image_tag,
+    verifier_and_solution_files,
 };
 use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Notes, Sandbox, SandboxProvider};
 use crate::task::Task;
@@ -56,6 +57,11 @@ pub struct DockerProvider {
     creating: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The experiment's choices for the phases' network.
     network: crate::sandbox::NetworkPolicy,
+    /// `runner.registry`: task images built here are named under it and pushed to it.
+    registry: Option<RegistryConfig>,
+    /// Task images that came through the registry before trials started, by task id: their
+    /// names and ids (see `publish` and `fetch`).
+    published: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl DockerProvider {
@@ -88,12 +94,20 @@ impl DockerProvider {
             build_locks: Mutex::new(HashMap::new()),
             creating: Mutex::new(Vec::new()),
             network: crate::sandbox::NetworkPolicy::default(),
+            registry: None,
+            published: Mutex::new(HashMap::new()),
         })
     }
 
     /// The experiment's network choices for the phases of every sandbox this provider makes.
     pub fn with_network(mut self, network: crate::sandbox::NetworkPolicy) -> Self {
         self.network = network;
+        self
+    }
+
+    /// The same provider pushing the task images it builds to `registry`.
+    pub fn with_registry(mut self, registry: Option<RegistryConfig>) -> Self {
+        self.registry = registry;
         self
     }
 
@@ -246,11 +260,84 @@ impl DockerProvider {
     /// the pull's progress.
     pub async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<String> {
         self.network.refuse_allowlist(task)?;
+        if self.registry.is_some()
+            && let Some((_, id)) = self.publish(task, notes).await?
+        {
+            return Ok(id);
+        }
         self.identify(task, true, notes).await
+    }
+
+    /// With `runner.registry`, make ready the image a task builds from its Dockerfile (from
+    /// this engine, the registry, or a build here) and push it: its name and id, which every
+    /// other engine then `fetch`es. `None`: the task builds nothing (its `docker_image`, the
+    /// base image), or there is no registry.
+    pub async fn publish(
+        &self,
+        task: &Task,
+        notes: &mut Notes<'_>,
+    ) -> Result<Option<(String, String)>> {
+        let Some(registry) = &self.registry else {
+            return Ok(None);
+        };
+        self.network.refuse_allowlist(task)?;
+        let (image, _) = self.image_for(task).await?;
+        if !image.starts_with(&format!("{}/{TASK_IMAGE_PREFIX}", registry.url)) {
+            return Ok(None);
+        }
+        let docker = self.client().await?;
+        push_image(&docker, &image, notes)
+            .await
+            .map_err(|e| registry_hint(e, registry))?;
+        let id = image_id(&docker, &image).await?.ok_or_else(|| {
+            InfraClass::Sandbox.error(format!("push {image}: the image went meanwhile"))
+        })?;
+        if let Ok(mut p) = self.published.lock() {
+            p.insert(task.id.clone(), (image.clone(), id.clone()));
+        }
+        Ok(Some((image, id)))
+    }
+
+    /// Pull `image` from the registry unless this engine has it with id `id`, and check that
+    /// it has it so now. Trials of the task then run on it.
+    pub async fn fetch(
+        &self,
+        task: &Task,
+        image: &str,
+        id: &str,
+        notes: &mut Notes<'_>,
+    ) -> Result<()> {
+        self.network.refuse_allowlist(task)?;
+        let docker = self.client().await?;
+        if image_id(&docker, image).await?.as_deref() != Some(id) {
+            let pulled = pull_image(&docker, image, notes).await;
+            if let (Err(e), Some(r)) = (pulled, &self.registry) {
+                return Err(registry_hint(e, r));
+            }
+        }
+        match image_id(&docker, image).await? {
+            Some(got) if got == id => {
+                if let Ok(mut p) = self.published.lock() {
+                    p.insert(task.id.clone(), (image.to_string(), id.to_string()));
+                }
+                Ok(())
+            }
+            got => Err(Error::usage_hint(
+                format!(
+                    "image {image} of task `{}` is {} on this engine, not {id} as pushed before this run's trials",
+                    task.id,
+                    got.as_deref().unwrap_or("missing")
+                ),
+                "the registry's tag changed while the run started (another run pushing to runner.registry?): run again",
+            )),
+        }
     }
 
     async fn identify(&self, task: &Task, pull: bool, notes: &mut Notes<'_>) -> Result<String> {
         let docker = self.client().await?;
+        if let Some((_, id)) = self.published_image(task) {
+            return Ok(id);
+        }
         if let Some(img) = &task.environment.docker_image {
             let mapped = self.map_image(img);
             let found = self.ensure_image(&docker, &mapped, pull, notes).await;
@@ -269,6 +356,21 @@ impl DockerProvider {
             }
         }
         if task.dockerfile.is_some() && task.environment_dir.is_some() {
+            // Through a registry the key holds the task image's own id (`publish`), so a
+            // re-pushed tag is another environment.
+            if self.registry.is_some() {
+                let tag = self.current_task_tag(&docker, task).await;
+                let id = match tag.map(|t| self.in_registry(t)) {
+                    Some(t) => image_id(&docker, &t).await?,
+                    None => None,
+                };
+                return id.ok_or_else(|| {
+                    InfraClass::Sandbox.error(format!(
+                        "the image of task `{}` is not built or pulled yet",
+                        task.id
+                    ))
+                });
+            }
             return Ok(self
                 .base_image_ids(&docker, task, pull, notes)
                 .await?
@@ -385,6 +487,13 @@ impl DockerProvider {
     pub async fn image_for(&self, task: &Task) -> Result<(String, bool)> {
         let docker = self.client().await?;
         let notes = &mut |_: &str| {};
+        if let Some((image, id)) = self.published_image(task) {
+            // Removed since `fetch`: from the registry again, checked by id.
+            if image_id(&docker, &image).await?.as_deref() != Some(id.as_str()) {
+                self.fetch(task, &image, &id, notes).await?;
+            }
+            return Ok((image, false));
+        }
         if let Some(img) = &task.environment.docker_image {
             let mapped = self.map_image(img);
             match self.ensure_image(&docker, &mapped, true, notes).await {
@@ -402,10 +511,14 @@ impl DockerProvider {
                 &verifier_and_solution_files(task),
             )?;
             let base_ids = self.base_image_ids(&docker, task, true, notes).await?;
-            let tag = task_image_tag(&task.id, &ctx, &base_ids);
+            let tag = self.in_registry(task_image_tag(&task.id, &ctx, &base_ids));
             let lock = self.lock_for(&tag)?;
             let _held = lock.lock().await;
             if image_id(&docker, &tag).await?.is_some() {
+                return Ok((tag, false));
+            }
+            // Built once anywhere: an image the registry has already is pulled, not rebuilt.
+            if self.registry.is_some() && pull_image(&docker, &tag, notes).await.is_ok() {
                 return Ok((tag, false));
             }
             let timeout = task
@@ -426,6 +539,22 @@ impl DockerProvider {
             Some(_) => Ok((base, true)),
             None => Err(self.missing_base(&base, task)),
         }
+    }
+
+    /// A task image's name: under `runner.registry` when there is one.
+    fn in_registry(&self, tag: String) -> String {
+        match &self.registry {
+            Some(r) => format!("{}/{tag}", r.url),
+            None => tag,
+        }
+    }
+
+    /// The image `publish` or `fetch` made ready for `task`, with its id.
+    fn published_image(&self, task: &Task) -> Option<(String, String)> {
+        self.published
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&task.id).cloned())
     }
 
     pub async fn create_docker(&self, task: &Task, trial_id: &str) -> Result<DockerSandbox> {
@@ -667,6 +796,18 @@ impl DockerProvider {
             .map_err(|e| docker_err("list containers", e))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
+}
+
+/// A failed push or pull through `runner.registry`, with what usually fixes it.
+fn registry_hint(e: Error, registry: &RegistryConfig) -> Error {
+    InfraClass::Sandbox.error_hint(
+        e.to_string(),
+        format!(
+            "start the registry at {} (runner.registry.url) or fix the address; an engine talks plain HTTP to it only when started with --insecure-registry {} (loopback addresses have it by default)",
+            registry.url,
+            registry.url.split('/').next().unwrap_or_default()
+        ),
+    )
 }
 
 impl DockerProvider {

@@ -15,7 +15,7 @@ use super::sandbox::{KubeSandbox, PodGuard};
 use super::spec::{self, PodPlan, dns_label};
 use super::{HOST_LABEL, MANAGED_BY, MANAGED_BY_VALUE, OWNER_LABEL, kube_err};
 use crate::error::Result;
-use crate::experiment::{KubernetesConfig, PullPolicy};
+use crate::experiment::{KubernetesConfig, PullPolicy, RegistryConfig};
 use crate::sandbox::image::{BASE_IMAGE, map_image};
 use crate::sandbox::{
     CreateOptions, InfraClass, NetworkPolicy as Phases, Notes, Phase, Sandbox, SandboxProvider,
@@ -44,6 +44,12 @@ pub struct KubeProvider {
     labels: BTreeMap<String, String>,
     pull: PullPolicy,
     network: Phases,
+    /// `runner.registry`: images under it are resolved to their digest before trials start.
+    registry: Option<RegistryConfig>,
+    /// The digest-pinned reference (`repo@sha256:...`) of each task's image in the registry,
+    /// from `prepare`: every Pod of the task runs exactly the image whose digest is in the
+    /// cache key.
+    pinned: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl KubeProvider {
@@ -61,6 +67,8 @@ impl KubeProvider {
             labels,
             pull: PullPolicy::default(),
             network: Phases::default(),
+            registry: None,
+            pinned: Default::default(),
         }
     }
 
@@ -78,6 +86,50 @@ impl KubeProvider {
     pub fn with_pull(mut self, pull: PullPolicy) -> Self {
         self.pull = pull;
         self
+    }
+
+    /// Images from `registry` (also the prefix of every image, unless
+    /// `runner.kubernetes.registry` names one), pinned by digest.
+    pub fn with_registry(mut self, registry: Option<RegistryConfig>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// `image` as `repo@sha256:...`, the digest of its manifest in `runner.registry` now;
+    /// `None` for an image of another registry (or none configured).
+    async fn pin(&self, image: &str) -> Result<Option<String>> {
+        let Some(r) = &self.registry else {
+            return Ok(None);
+        };
+        let Some(rest) =
+            image.strip_prefix(&format!("{}/", r.url.split('/').next().unwrap_or_default()))
+        else {
+            return Ok(None);
+        };
+        let (repo, reference) = match rest.split_once('@') {
+            Some((repo, digest)) => (repo.to_string(), digest.to_string()),
+            None => match rest.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+                _ => (rest.to_string(), "latest".to_string()),
+            },
+        };
+        let digest = manifest_digest(r, &repo, &reference).await?;
+        let name = &image[..image.len() - rest.len()];
+        Ok(Some(format!("{name}{repo}@{digest}")))
+    }
+
+    /// The image a trial's Pod runs: the pinned reference from `prepare`, else its name.
+    async fn pod_image(&self, task: &Task) -> Result<(String, bool)> {
+        let (image, seed) = self.image_for(task)?;
+        let pinned = self
+            .pinned
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&task.id).cloned());
+        match pinned {
+            Some(p) => Ok((p, seed)),
+            None => Ok((self.pin(&image).await?.unwrap_or(image), seed)),
+        }
     }
 
     /// The client of the configured cluster.
@@ -116,7 +168,12 @@ impl KubeProvider {
 
     /// `image` under the configured registry prefix (unless it is already there).
     fn in_registry(&self, image: &str) -> String {
-        match self.cfg.registry.as_deref() {
+        let prefix = self
+            .cfg
+            .registry
+            .as_deref()
+            .or(self.registry.as_ref().map(|r| r.url.as_str()));
+        match prefix {
             Some(r) if !image.starts_with(&format!("{r}/")) => format!("{r}/{image}"),
             _ => image.to_string(),
         }
@@ -133,7 +190,7 @@ impl KubeProvider {
     /// Make the Pod of a trial and wait until it runs; nothing is left when this fails.
     pub async fn start(&self, task: &Task, trial_id: &str) -> Result<KubeSandbox> {
         let client = self.client().await?;
-        let (image, seed) = self.image_for(task)?;
+        let (image, seed) = self.pod_image(task).await?;
         let env = &task.environment;
         let plan = PodPlan {
             name: dns_label(&format!("git-harness-{trial_id}")),
@@ -171,6 +228,7 @@ impl KubeProvider {
             sb.destroy().await?;
             return Err(e);
         }
+        sb.expect_agent();
         Ok(sb)
     }
 
@@ -261,6 +319,44 @@ pub fn client_for(config: Config) -> Result<Client> {
     // Two TLS providers are linked in; the client's TLS needs a process default chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_from(config).map_err(|e| kube_err("make a client", e))
+}
+
+/// The manifest media types a registry may answer with: image manifests and indexes.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// The digest of `repo`'s manifest `reference` (a tag or digest) in `registry`, from the
+/// `Docker-Content-Digest` header of the Registry API.
+async fn manifest_digest(registry: &RegistryConfig, repo: &str, reference: &str) -> Result<String> {
+    let url = format!("{}/v2/{repo}/manifests/{reference}", registry.api());
+    let hint = format!(
+        "push the image to runner.registry ({}), or check the address and `insecure`",
+        registry.url
+    );
+    let failed = |why: String| {
+        InfraClass::Sandbox.error_hint(format!("registry: {url}: {why}"), hint.clone())
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let resp = client
+        .head(&url)
+        .header("Accept", MANIFEST_TYPES)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(failed(format!("HTTP {}", resp.status())));
+    }
+    resp.headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .filter(|d| d.starts_with("sha256:"))
+        .map(str::to_string)
+        .ok_or_else(|| failed("no Docker-Content-Digest in the answer".into()))
 }
 
 /// Watch the Pod `name` (from `version`) until it runs; fail fast when it ended or its
@@ -397,15 +493,22 @@ impl SandboxProvider for KubeProvider {
     }
 
     async fn environment_id(&self, task: &Task) -> Result<Option<String>> {
-        // The image's name (after the map and the registry): the cluster resolves it, and its
-        // digest is not known before a Pod runs.
-        self.image_for(task)
-            .map(|(i, _)| Some(format!("image {i}")))
+        // Through `runner.registry` the image's digest; otherwise its name (after the map and
+        // the prefix): the cluster resolves it, and its digest is not known before a Pod runs.
+        let (image, _) = self.pod_image(task).await?;
+        Ok(Some(format!("image {image}")))
     }
 
     async fn prepare(&self, task: &Task, notes: &mut Notes<'_>) -> Result<Option<String>> {
-        let _ = notes;
-        self.environment_id(task).await
+        let (image, _) = self.image_for(task)?;
+        if let Some(pinned) = self.pin(&image).await? {
+            notes(&format!("{image} is {pinned}"));
+            if let Ok(mut p) = self.pinned.lock() {
+                p.insert(task.id.clone(), pinned.clone());
+            }
+            return Ok(Some(format!("image {pinned}")));
+        }
+        Ok(Some(format!("image {image}")))
     }
 
     async fn sweep(&self) -> Result<usize> {

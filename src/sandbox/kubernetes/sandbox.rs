@@ -49,6 +49,92 @@ const UNTAR: &str = r#"head -c "$1" | tar -x -f - -C / 2>&1"#;
 const TAR_OUT: &str =
     r#"cd "$1" 2>/dev/null && [ -e "$2" ] || exit 3; exec tar -c -f - "$2" 2>/dev/null"#;
 
+/// Lists what the verifier's toolchain is made of, after a `--- toolchain` line: the Pod's PATH
+/// (`path ...`), its directories resolved (`dir ...`, empty for one that is missing), then one
+/// line `inode size ctime path` per command of those directories, shared library, file of
+/// Python's standard library, Python startup hook and file of the dynamic loader's
+/// configuration. A change of content changes the ctime, which no process in the Pod can set
+/// back; the listing runs the Pod's own `find`.
+const TOOLCHAIN_LISTING: &str = r#"echo '--- toolchain'
+echo "path $PATH"
+IFS=:; for e in $PATH; do echo "dir $(cd "$e" 2>/dev/null && pwd -P)"; done; unset IFS
+ds=$(IFS=:; for e in $PATH; do (cd "$e" 2>/dev/null && pwd -P); done)
+f='%i %s %C@ %p\n'
+[ -n "$ds" ] && find $ds -maxdepth 1 ! -type d -printf "$f" 2>/dev/null
+find /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib -xdev \( -name site-packages -o -name dist-packages \) -prune -o ! -type d \( -name '*.so' -o -name '*.so.*' -o -name '*.py' \) -printf "$f" 2>/dev/null
+find /lib /lib64 /usr/lib /usr/lib64 /usr/local/lib -xdev ! -type d \( -name sitecustomize.py -o -name usercustomize.py \) -path '*-packages/*' -printf "$f" 2>/dev/null
+find /etc/ld.so.preload /etc/ld.so.conf /etc/ld.so.conf.d ! -type d -printf "$f" 2>/dev/null
+exit 0
+"#;
+
+/// A [`TOOLCHAIN_LISTING`] read back.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Toolchain {
+    path: String,
+    dirs: Vec<String>,
+    /// Path to `inode size ctime`.
+    files: std::collections::BTreeMap<String, String>,
+}
+
+impl Toolchain {
+    /// The listing in `output` (after its marker); `None` when there is none.
+    fn parse(output: &str) -> Option<Toolchain> {
+        let (_, rest) = output.split_once("--- toolchain\n")?;
+        let mut t = Toolchain::default();
+        for line in rest.lines() {
+            if let Some(p) = line.strip_prefix("path ") {
+                t.path = p.to_string();
+            } else if let Some(d) = line.strip_prefix("dir ") {
+                t.dirs.push(d.trim().to_string());
+            } else if line == "dir" {
+                t.dirs.push(String::new());
+            } else {
+                let mut w = line.splitn(4, ' ');
+                if let (Some(i), Some(n), Some(c), Some(p)) =
+                    (w.next(), w.next(), w.next(), w.next())
+                {
+                    t.files.insert(p.to_string(), format!("{i} {n} {c}"));
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// What changed from `self` (before the agent) to `now`, by the Docker runner's rules,
+    /// and each added command that shadows one of a later PATH directory.
+    fn tampering(&self, now: &Toolchain) -> Vec<String> {
+        use crate::sandbox::docker::{Change, toolchain_tampering};
+        let mut changes = Vec::new();
+        for (p, sig) in &self.files {
+            match now.files.get(p) {
+                None => changes.push((Change::Deleted, p.clone())),
+                Some(s) if s != sig => changes.push((Change::Modified, p.clone())),
+                Some(_) => {}
+            }
+        }
+        for p in now.files.keys().filter(|p| !self.files.contains_key(*p)) {
+            changes.push((Change::Added, p.clone()));
+        }
+        let mut found = toolchain_tampering(&changes, &self.dirs);
+        for (kind, p) in &changes {
+            let Some((dir, name)) = p.rsplit_once('/') else {
+                continue;
+            };
+            let Some(i) = self.dirs.iter().position(|d| d == dir) else {
+                continue;
+            };
+            let shadows = self.dirs[i + 1..]
+                .iter()
+                .filter(|d| !d.is_empty() && *d != dir)
+                .any(|d| self.files.contains_key(&format!("{d}/{name}")));
+            if *kind == Change::Added && shadows {
+                found.push(format!("added {p} (shadows a command on PATH)"));
+            }
+        }
+        found
+    }
+}
+
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -191,6 +277,13 @@ pub struct KubeSandbox {
     phases: PhaseNetworks,
     /// The phase whose network the Pod has now (held while the policy changes).
     phase: tokio::sync::Mutex<Phase>,
+    /// The toolchain before the agent's first command (`take_baseline`), and as the stray
+    /// kill before the verifier found it.
+    baseline: std::sync::Mutex<Option<Toolchain>>,
+    after_kill: std::sync::Mutex<Option<Option<Toolchain>>>,
+    /// Whether the baseline is to be taken before the next command (set once the Pod is
+    /// seeded; see `expect_agent`).
+    baseline_due: AtomicBool,
 }
 
 impl KubeSandbox {
@@ -208,7 +301,68 @@ impl KubeSandbox {
             trial: trial.to_string(),
             phases,
             phase: tokio::sync::Mutex::new(Phase::Setup),
+            baseline: std::sync::Mutex::new(None),
+            after_kill: std::sync::Mutex::new(None),
+            baseline_due: AtomicBool::new(false),
         }
+    }
+
+    /// The Pod is ready for the agent: its toolchain is listed before the next command runs
+    /// (the agent's, or the solution's), which `toolchain_changes` compares with.
+    pub fn expect_agent(&self) {
+        self.baseline_due.store(true, Ordering::SeqCst);
+    }
+
+    /// Run `script` with `/bin/sh -c` (no wrapper: our own short script), its whole output
+    /// collected (up to the download cap).
+    async fn run_script(&self, script: &str) -> Result<(Option<i32>, String)> {
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let (code, timed_out) = self
+            .run(
+                argv,
+                b"",
+                deadline,
+                &mut |b| {
+                    if out.len() + b.len() > DOWNLOAD_CAP {
+                        return Err(InfraClass::Sandbox.error(format!(
+                            "kubernetes: the output of a listing is larger than {} MiB",
+                            DOWNLOAD_CAP >> 20
+                        )));
+                    }
+                    out.extend_from_slice(b);
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        let code = if timed_out { None } else { code };
+        Ok((code, String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// Record the toolchain as the verifier will need it, before the agent's first command:
+    /// `toolchain_changes` compares with it.
+    async fn take_baseline(&self) -> Result<()> {
+        if !self.baseline_due.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (code, out) = self.run_script(TOOLCHAIN_LISTING).await?;
+        let Some(t) = Toolchain::parse(&out).filter(|_| code == Some(0)) else {
+            return Err(InfraClass::Sandbox.error(format!(
+                "kubernetes: list the toolchain of pod {}: {}",
+                self.pod_name(),
+                out.trim()
+            )));
+        };
+        if let Ok(mut b) = self.baseline.lock() {
+            *b = Some(t);
+        }
+        Ok(())
+    }
+
+    fn has_baseline(&self) -> bool {
+        self.baseline.lock().is_ok_and(|b| b.is_some())
     }
 
     /// The Pod's name.
@@ -545,6 +699,7 @@ impl Sandbox for KubeSandbox {
         if self.guard.deleted {
             return Err(InfraClass::Sandbox.error("exec in a destroyed sandbox"));
         }
+        self.take_baseline().await?;
         let cwd = normalize(
             &self.workdir,
             req.workdir.as_deref().unwrap_or(&self.workdir),
@@ -597,18 +752,67 @@ impl Sandbox for KubeSandbox {
     }
 
     async fn kill_strays(&self) -> Result<()> {
-        let out = self
-            .exec_raw(
-                crate::sandbox::docker::sandbox::KILL_STRAYS,
-                Duration::from_secs(30),
-                "/",
-                &[],
-            )
-            .await?;
-        if out.success() || out.output.contains(STOPPED) {
-            return Ok(());
+        // One exec ends the strays and lists the toolchain for `toolchain_changes`.
+        let listing = if self.has_baseline() {
+            TOOLCHAIN_LISTING
+        } else {
+            ""
+        };
+        let script = format!("{}{listing}", crate::sandbox::docker::sandbox::KILL_STRAYS);
+        let (code, out) = match self.run_script(&script).await {
+            Ok(r) => r,
+            Err(_) if self.stopped().await => {
+                if let Ok(mut a) = self.after_kill.lock() {
+                    *a = Some(None);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if code != Some(0) {
+            return Err(InfraClass::Sandbox.error(format!(
+                "kill stray processes: {}",
+                crate::exit::describe(code, false)
+            )));
         }
-        Err(InfraClass::Sandbox.error(format!("kill stray processes: {}", out.output.trim())))
+        if let Ok(mut a) = self.after_kill.lock() {
+            *a = Some(Toolchain::parse(&out));
+        }
+        Ok(())
+    }
+
+    fn verifier_path(&self) -> Option<String> {
+        self.baseline
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().map(|t| t.path.clone()))
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The toolchain listed before the verifier against the one before the agent.
+    async fn toolchain_changes(&self) -> Result<Vec<String>> {
+        let Some(before) = self.baseline.lock().ok().and_then(|b| b.clone()) else {
+            return Ok(Vec::new());
+        };
+        let known = self.after_kill.lock().ok().and_then(|mut a| a.take());
+        let now = match known {
+            Some(Some(t)) => t,
+            Some(None) => return Ok(vec![STOPPED.to_string()]),
+            None => match self.run_script(TOOLCHAIN_LISTING).await {
+                Ok((_, out)) => match Toolchain::parse(&out) {
+                    Some(t) => t,
+                    None => {
+                        return Ok(vec![format!(
+                            "the toolchain could not be listed: {}",
+                            out.trim()
+                        )]);
+                    }
+                },
+                Err(_) if self.stopped().await => return Ok(vec![STOPPED.to_string()]),
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(before.tampering(&now))
     }
 
     fn trial_id(&self) -> &str {

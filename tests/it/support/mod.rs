@@ -11,6 +11,7 @@
 //! - `agent`: a local test sandbox and the scripted OpenAI/Anthropic stand-in server.
 //! - `sandbox`: fixture tasks, the process table, and the bubblewrap/Docker checks.
 //! - `serve`: starting a stand-in server on loopback.
+//! - `registry`: a real image registry on loopback.
 
 // Each test module uses its own part of the support.
 #![allow(dead_code, unused_imports)]
@@ -20,6 +21,7 @@ pub mod eval;
 pub mod hermetic;
 pub mod loops;
 pub mod propose;
+pub mod registry;
 pub mod repo;
 pub mod sandbox;
 pub mod serve;

@@ -2,14 +2,15 @@
 
 use git_harness::eval::context::Overrides;
 use git_harness::experiment::Split;
-use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_run};
+use git_harness::method::estimate::{Estimate, estimate_evolve, estimate_revalidate, estimate_run};
+use git_harness::method::revalidate::{self, Select};
 use git_harness::{Result, exit};
 
 use super::Ui;
 use super::args::Format;
 use super::session::Session;
 
-/// Predict trials, tokens, cost and time of a run or an evolve from the per-task averages of
+/// Predict trials, tokens, cost and time of a run, an evolve or a revalidation from the per-task averages of
 /// trials already recorded; cached trials are free.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,18 +35,59 @@ pub enum What {
         #[arg(short = 'k')]
         k: Option<usize>,
     },
+    /// A revalidation (upper bound: every look of the design, in a new seed namespace).
+    Revalidate {
+        /// The promotion [default: the latest on main].
+        #[arg(conflicts_with = "all")]
+        rev: Option<String>,
+        /// Every promotion on main, newest first.
+        #[arg(long)]
+        all: bool,
+        /// With --all: at most the N newest.
+        #[arg(long, value_name = "N", requires = "all")]
+        last: Option<usize>,
+        /// The seed namespace [default: the new one `revalidate` would use].
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
     let s = Session::open()?;
     let ws = &s.ws;
+    // A revalidation runs in a seed namespace: the cache is looked up under it.
+    let mut overrides = Overrides {
+        no_model: true,
+        ..Default::default()
+    };
+    let mut versions = Vec::new();
+    if let What::Revalidate {
+        rev,
+        all,
+        last,
+        seed,
+    } = &args.what
+    {
+        let select = match (rev, all) {
+            (Some(r), _) => Select::Rev(r.clone()),
+            (None, true) => Select::All { last: *last },
+            (None, false) => Select::Latest,
+        };
+        for p in revalidate::select(&ws.repo, &select)? {
+            for c in [p.commit, p.parent] {
+                if !versions.contains(&c) {
+                    versions.push(c);
+                }
+            }
+        }
+        let experiment_seed = ws.fixed_on_main()?.experiment.seed;
+        overrides.seed = Some(match seed {
+            Some(s) => *s,
+            None => revalidate::fresh_seed(&ws.repo, experiment_seed)?,
+        });
+    }
     let est = s.block_on(async {
-        let ctx = s
-            .quiet_context(&Overrides {
-                no_model: true,
-                ..Default::default()
-            })
-            .await?;
+        let ctx = s.quiet_context(&overrides).await?;
         match &args.what {
             What::Run { rev, trials } => {
                 estimate_run(
@@ -56,6 +98,14 @@ pub fn run(ui: &mut Ui, args: Args) -> Result<i32> {
                     trials.unwrap_or(ctx.fixed.experiment.trials),
                 )
                 .await
+            }
+            What::Revalidate { .. } => {
+                let what = format!(
+                    "revalidate {} version(s) in seed namespace {} (upper bound)",
+                    versions.len(),
+                    ctx.seed
+                );
+                estimate_revalidate(ws, &ctx, &versions, what).await
             }
             What::Evolve { rounds, k } => estimate_evolve(
                 ws,

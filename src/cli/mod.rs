@@ -30,6 +30,7 @@ mod propose;
 mod regrade;
 mod report;
 mod report_final;
+mod revalidate;
 mod run;
 mod session;
 mod show;
@@ -89,6 +90,7 @@ pub enum Command {
     Estimate(estimate::Args),
     Check(check::Args),
     Noise(noise::Args),
+    Revalidate(revalidate::Args),
     Ci(ci::Args),
     Bisect(bisect::Args),
     Demo(demo::Args),
@@ -194,6 +196,7 @@ fn dispatch(ui: &mut Ui, command: Command) -> git_harness::Result<i32> {
         Command::Estimate(a) => estimate::run(ui, a),
         Command::Check(a) => check::run(ui, a),
         Command::Noise(a) => noise::run(ui, a),
+        Command::Revalidate(a) => revalidate::run(ui, a),
         Command::Ci(a) => ci::run(ui, a),
         Command::Bisect(a) => bisect::run(ui, a),
         Command::Demo(a) => demo::run(ui, a),

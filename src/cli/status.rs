@@ -8,8 +8,8 @@ use git_harness::{Result, exit};
 use super::Ui;
 
 /// Show the current harness commit, experiment fingerprint, split sizes, open proposals, main's
-/// flaky tasks (with their pass rate over repeats), recent runs and unfinished (interrupted or
-/// killed) runs with their resume command.
+/// flaky tasks (with their pass rate over repeats), recent runs, the last revalidation and
+/// unfinished (interrupted or killed) runs with their resume command.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -98,6 +98,19 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     ui.out(format!("runs      {}", runs.len()));
     for (id, _, _) in runs.iter().take(5) {
         ui.out(format!("  {id}"));
+    }
+    if let Some((_, r)) = lineage::list_revalidations(&ws.repo)?.first() {
+        ui.out(format!(
+            "revalidated {}: {} (fresh gain {:+.1} points [{:+.1}, {:+.1}], {})",
+            r.proposal
+                .clone()
+                .unwrap_or_else(|| r.promotion.chars().take(10).collect()),
+            r.verdict,
+            r.fresh.gain_points,
+            r.fresh.low_points,
+            r.fresh.high_points,
+            r.created_at
+        ));
     }
     let state = ws.state_dir();
     let unfinished = Journal::unfinished(&state);

@@ -34,6 +34,10 @@ pub struct Overrides {
     /// Read the tasks from this suite instead of the experiment's (`regrade --suite`): its task
     /// checksums enter the fingerprint.
     pub suite: Option<std::path::PathBuf>,
+    /// A seed namespace for one command (`revalidate`): the per-trial seeds derive from it and,
+    /// being part of the experiment, it enters the fingerprint, so no trial cached under the
+    /// committed seed is reused.
+    pub seed: Option<u64>,
 }
 
 /// An evaluation context plus what must stay alive while it is used.
@@ -72,6 +76,9 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
     runner.image_map.extend(o.image_map.clone());
     if let Some(k) = o.runner {
         runner.kind = k;
+    }
+    if let Some(seed) = o.seed {
+        effective.experiment.seed = seed;
     }
     let fingerprint = ws.fingerprint_of(&effective, &suite);
     let runner = effective.experiment.runner.with_hosts_under(&ws.root());
@@ -119,6 +126,7 @@ pub async fn open_context(ws: &Workspace, o: &Overrides) -> Result<Context> {
             fixed,
             suite,
             fingerprint,
+            seed: effective.experiment.seed,
             runner: runner.kind,
             state_dir: ws.state_dir(),
             executors: Arc::new(factory),

@@ -347,6 +347,7 @@ pub fn import(ws: &Workspace, opts: &ImportOptions) -> Result<ImportOutcome> {
         started_at: crate::eval::record::now(),
         no_cache: false,
         regraded_from: None,
+        no_note: false,
     };
     crate::eval::record::write_record(
         repo,

@@ -36,6 +36,10 @@ pub struct RunMeta {
     /// A run made by `regrade`: the run whose kept workspaces it verified again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regraded_from: Option<String>,
+    /// The run's summary stays out of the harness commit's note (a run of `revalidate`, which
+    /// changes no history).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_note: bool,
 }
 
 /// `run.yaml` of a run ref and `meta.yaml` of a journal.

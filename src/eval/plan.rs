@@ -44,6 +44,9 @@ pub struct RunRequest {
     /// result instead of recording a new one. Off for validation, whose records name the runs
     /// it made (their executed trials are what it cost).
     pub reuse_recorded: bool,
+    /// Leave the harness commit's note as it is (`revalidate` changes no history): the run is
+    /// recorded under its ref only.
+    pub no_note: bool,
 }
 
 impl RunRequest {
@@ -61,6 +64,7 @@ impl RunRequest {
             allow_test: false,
             order: None,
             reuse_recorded: true,
+            no_note: false,
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct EvalContext {
     pub fixed: Fixed,
     pub suite: crate::task::Suite,
     pub fingerprint: String,
+    /// The seed the trials' seeds derive from: the experiment's, or a command's seed namespace
+    /// (`revalidate`; the fingerprint covers it).
+    pub seed: u64,
     /// The runner trials run under: the experiment's, or `run --runner` (the fingerprint
     /// covers it).
     pub runner: crate::experiment::RunnerKind,
@@ -233,7 +240,7 @@ pub(super) async fn plan_trials(
                     task: task.clone(),
                     split: *split,
                     trial: t,
-                    seed: trial_seed(ctx.fixed.experiment.seed, id, t),
+                    seed: trial_seed(ctx.seed, id, t),
                     cache_key,
                 });
             }
@@ -298,10 +305,11 @@ pub(super) fn run_meta(
             ctx.fixed.experiment.model.provider, ctx.fixed.experiment.model.name
         ),
         runner: ctx.runner.to_string(),
-        seed: ctx.fixed.experiment.seed,
+        seed: ctx.seed,
         started_at: now(),
         no_cache: req.no_cache,
         regraded_from: None,
+        no_note: req.no_note,
     };
     Ok((meta, Vec::new()))
 }

@@ -129,6 +129,7 @@ pub fn finish_recorded(repo: &Repository, state_dir: &Path, id: &str) -> Result<
     let meta = &record.meta;
     let harness = Oid::from_str(&meta.harness_commit).ok();
     if !meta.worktree
+        && !meta.no_note
         && meta.agent == super::AgentKind::Harness
         && let Some(h) = harness
     {

@@ -172,6 +172,7 @@ pub async fn regrade(
         started_at: now(),
         no_cache: false,
         regraded_from: Some(source.to_string()),
+        no_note: false,
         ..record.meta.clone()
     };
     let partial = !skipped.is_empty();

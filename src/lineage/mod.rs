@@ -9,6 +9,7 @@ pub mod history;
 mod notes;
 mod promote;
 mod proposal;
+mod revalidations;
 mod runs;
 pub mod trailers;
 
@@ -30,6 +31,10 @@ pub use proposal::{
     create_proposal, list_proposals, next_round, reject_proposal, resolve_proposal,
     retire_proposal, slugify as slugify_title,
 };
+pub use revalidations::{
+    Drift, FreshGain, OriginalGain, REVALIDATION_FILE, RevalidationRecord, list_revalidations,
+    write_revalidation,
+};
 pub use runs::{
     BaselineResult, TestLogEntry, add_run_files, append_log, append_test_log, baseline_commit,
     clear_dead_owners_run_lock, list_runs, log_files_named, read_run_file, test_log_entries,
@@ -46,6 +51,7 @@ pub const PROPOSALS_PREFIX: &str = "refs/heads/harness/proposals/";
 pub const REJECTED_PREFIX: &str = "refs/harness/rejected/";
 pub const PROMOTED_PREFIX: &str = "refs/harness/promoted/";
 pub const RUNS_PREFIX: &str = "refs/harness/runs/";
+pub const REVALIDATIONS_PREFIX: &str = "refs/harness/revalidations/";
 pub const TEST_LOG_REF: &str = "refs/harness/test-log";
 pub const NOTES_REF: &str = "refs/notes/harness";
 pub const PROPOSER_LOG_REF: &str = "refs/harness/proposer-log";

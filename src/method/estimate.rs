@@ -127,6 +127,43 @@ pub async fn estimate_run(
     Ok(est)
 }
 
+/// Estimate a revalidation of the versions `commits` (promotions and their parents, each once:
+/// one invocation shares a seed namespace) in `ctx`, whose experiment carries the namespace's
+/// seed: each version at the design's last look (an upper bound: no futility stop), from the
+/// cache only where that namespace ran before.
+pub async fn estimate_revalidate(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commits: &[git2::Oid],
+    what: String,
+) -> Result<Estimate> {
+    let cfg = &ctx.fixed.experiment.gate;
+    let base = ctx.fixed.experiment.trials;
+    let trials = crate::gate::looks(cfg, base)
+        .last()
+        .map_or(base, |l| l.trials);
+    let (_, all) = averages(ws)?;
+    let mut est = empty(what, &all);
+    for c in commits {
+        let e = estimate_run(
+            ws,
+            ctx,
+            &c.to_string(),
+            &[Split::HeldIn, Split::Validation],
+            trials,
+        )
+        .await?;
+        est.trials += e.trials;
+        est.cached += e.cached;
+        est.to_execute += e.to_execute;
+        est.tokens += e.tokens;
+        est.cost_usd += e.cost_usd;
+        est.seconds += e.seconds;
+        est.unseen_tasks += e.unseen_tasks;
+    }
+    Ok(est)
+}
+
 /// Estimate `rounds` of evolve with `k` proposals each, without early stopping or caching of
 /// candidates (an upper bound): per round, every candidate and one merged candidate are
 /// evaluated on held_in and validation.

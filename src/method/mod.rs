@@ -6,6 +6,7 @@ pub mod estimate;
 pub mod evolve;
 pub mod mine_rev;
 pub mod noise;
+pub mod revalidate;
 pub mod sealed;
 pub mod validate;
 

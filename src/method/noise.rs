@@ -185,7 +185,7 @@ pub fn minimum_detectable_effect_pooled(tasks: &[(f64, u32)], look: &gate::Look)
 }
 
 /// Φ⁻¹ by bisection on Φ (erfc by Abramowitz–Stegun 7.1.26, error below 1.5e-7).
-fn normal_quantile(q: f64) -> f64 {
+pub(crate) fn normal_quantile(q: f64) -> f64 {
     let phi = |x: f64| {
         let z = x.abs() / std::f64::consts::SQRT_2;
         let t = 1.0 / (1.0 + 0.3275911 * z);

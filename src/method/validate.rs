@@ -7,7 +7,7 @@ use git2::Oid;
 
 use crate::error::{Error, Result};
 use crate::eval::run::{EvalContext, RunOutcome, RunRequest, cached_trials, evaluate};
-use crate::eval::schedule::Observer;
+use crate::eval::schedule::{Observer, Stopper};
 use crate::eval::{Outcome as TrialOutcome, TrialResult};
 use crate::experiment::{GateConfig, GateFlaky, GateRule, Split};
 use crate::gate::{self, Decision, Evaluation, Outcome, SettleMode, Table, Verdict};
@@ -194,20 +194,6 @@ pub async fn cached_parent(
     Ok(Some(e))
 }
 
-/// Evaluate a harness commit on the gated splits (from cache where possible).
-pub async fn evaluate_parent(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    commit: Oid,
-    trials: u32,
-    observer: &mut dyn Observer,
-) -> Result<RunOutcome> {
-    let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
-    req.trials = Some(trials);
-    req.reuse_recorded = false;
-    evaluate(ws, ctx, &req, observer, None, None).await
-}
-
 /// Validate one proposal against its parent.
 pub async fn validate(
     ws: &Workspace,
@@ -236,108 +222,17 @@ pub async fn validate(
             proposal.name()
         ))
     })?;
-    let base = ctx.fixed.experiment.trials;
-    let mut trials = base;
-    let mut candidate_runs = Vec::new();
-    let mut executed = 0;
-    let mut cost = 0.0;
-    let pooled = cfg.statistic == crate::experiment::GateStatistic::Pooled;
-    let mut parent_run = String::new();
-    let (decision, mde_points) = loop {
-        // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
-        // which tasks are flaky and never feed the statistic: the selection is then
-        // independent of the data it is applied to (docs/gate.md).
-        let marks_from = match cfg.flaky {
-            GateFlaky::Count => EVIDENCE_TRIALS,
-            _ => last_look_trials(&cfg, base)
-                .max(trials)
-                .min(EVIDENCE_TRIALS),
-        };
-        // The pooled statistic compares per-task rates, so any cached trials of the parent serve
-        // (whatever their trial ids): the parent costs nothing once the cache holds `trials`
-        // per task. Otherwise (and always for the paired test, which needs the same trial ids)
-        // the parent runs at the look's trial ids, from the cache where it ran them before.
-        let cached = if pooled {
-            cached_parent(ws, ctx, parent.id(), trials, marks_from).await?
-        } else {
-            None
-        };
-        let mut parent_eval = match cached {
-            Some(e) => e,
-            None => {
-                let parent_out = evaluate_parent(ws, ctx, parent.id(), trials, observer).await?;
-                executed += parent_out.executed;
-                cost += parent_out
-                    .record
-                    .totals
-                    .values()
-                    .map(|t| t.cost_usd)
-                    .sum::<f64>()
-                    + parent_out.record.cancelled.cost_usd;
-                parent_run = parent_out.id.clone();
-                let mut e = evaluation(ctx, &parent_out.results, trials);
-                e.evidence = parent_evidence(ws, ctx, parent.id(), trials, marks_from).await?;
-                e
-            }
-        };
-        if marks_from < EVIDENCE_TRIALS {
-            parent_eval.marks =
-                parent_evidence(ws, ctx, parent.id(), marks_from, EVIDENCE_TRIALS).await?;
-        }
-        let mde = design_mde(&cfg, base, &parent_eval);
-        let look = gate::look_at(&cfg, base, trials);
-        let order = gate::trial_order(&parent_eval);
-        let cfg_s = cfg.clone();
-        let pe = parent_eval.clone();
-        let s_ref = ctx.fixed.splits.clone();
-        let fp = ctx.fingerprint.clone();
-        let stopper = Box::new(move |results: &[TrialResult]| -> Option<Decision> {
-            if !cfg_s.early_stop {
-                return None;
-            }
-            let mut cand = Evaluation::new(
-                table(results, Split::HeldIn, &s_ref.held_in, trials),
-                table(results, Split::Validation, &s_ref.validation, trials),
-            );
-            cand.fingerprint = Some(fp.clone());
-            let pending =
-                cand.held_in.count(Outcome::Pending) + cand.validation.count(Outcome::Pending);
-            if pending == 0 {
-                return None;
-            }
-            gate::try_settled_at(&cfg_s, look, &pe, &cand, SettleMode::CoverageSoFar)
-                .ok()
-                .flatten()
-        });
-        let mut req = RunRequest::new(proposal.commit.to_string(), GATED.to_vec());
-        req.trials = Some(trials);
-        req.order = Some(order);
-        req.reuse_recorded = false;
-        let cand_out = evaluate(ws, ctx, &req, observer, Some(stopper), None).await?;
-        executed += cand_out.executed;
-        cost += cand_out
-            .record
-            .totals
-            .values()
-            .map(|t| t.cost_usd)
-            .sum::<f64>()
-            + cand_out.record.cancelled.cost_usd;
-        candidate_runs.push(cand_out.id.clone());
-        let decision = match cand_out.settled.clone() {
-            Some(d) => d,
-            None => {
-                let cand_eval = evaluation(ctx, &cand_out.results, trials);
-                gate::decide_at(&cfg, look, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
-                    message: format!("the gate refuses to compare: {e}"),
-                    hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
-                })?
-            }
-        };
-        match gate::wants_more_trials(&cfg, &decision, base) {
-            Some(n) if n > trials => trials = n,
-            _ => break (decision, Some(mde)),
-        }
-    };
+    let Comparison {
+        decision,
+        parent_run,
+        candidate_runs,
+        executed,
+        cost_usd: cost,
+        mde_points,
+        trials,
+        ..
+    } = compare(ws, ctx, &cfg, proposal.commit, parent.id(), false, observer).await?;
+    let mde_points = Some(mde_points);
 
     // Every evaluation of the parent is evidence of its flakiness: record it in its note.
     super::noise::mark_flaky(ws, ctx, parent.id()).await?;
@@ -374,6 +269,185 @@ pub async fn validate(
         reused: false,
         mde_points,
     })
+}
+
+/// What one comparison of a candidate with its parent through the gate's design found.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// The decision at the last look taken.
+    pub decision: Decision,
+    pub parent_run: String,
+    /// One run per look.
+    pub candidate_runs: Vec<String>,
+    /// Trials of both sides executed (not from the cache).
+    pub executed: usize,
+    pub cost_usd: f64,
+    /// The minimum detectable effect of the design on the parent's measured pass rates.
+    pub mde_points: f64,
+    /// Trials per task at the last look.
+    pub trials: u32,
+    /// Both sides' tables at the last look (the parent's with its cached evidence; the
+    /// candidate's with pending cells where it stopped early).
+    pub parent: Evaluation,
+    pub candidate: Evaluation,
+}
+
+/// Compare `candidate` with `parent` through the gate's design `cfg`: evaluate both on the
+/// gated splits at the trial ids of each look (the parent from the cache where possible), stop
+/// the candidate early when `cfg.early_stop` and its verdict is settled, and take the next look
+/// while the design asks for more trials. `no_note` keeps the runs out of the commits' notes.
+pub async fn compare(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    cfg: &GateConfig,
+    candidate: Oid,
+    parent: Oid,
+    no_note: bool,
+    observer: &mut dyn Observer,
+) -> Result<Comparison> {
+    let base = ctx.fixed.experiment.trials;
+    let mut trials = base;
+    let mut candidate_runs = Vec::new();
+    let mut executed = 0;
+    let mut cost = 0.0;
+    let pooled = cfg.statistic == crate::experiment::GateStatistic::Pooled;
+    let mut parent_run = String::new();
+    let (decision, parent_eval, cand_eval, mde_points) = loop {
+        // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
+        // which tasks are flaky and never feed the statistic: the selection is then
+        // independent of the data it is applied to (docs/gate.md).
+        let marks_from = match cfg.flaky {
+            GateFlaky::Count => EVIDENCE_TRIALS,
+            _ => last_look_trials(cfg, base).max(trials).min(EVIDENCE_TRIALS),
+        };
+        // The pooled statistic compares per-task rates, so any cached trials of the parent serve
+        // (whatever their trial ids): the parent costs nothing once the cache holds `trials`
+        // per task. Otherwise (and always for the paired test, which needs the same trial ids)
+        // the parent runs at the look's trial ids, from the cache where it ran them before.
+        let cached = if pooled {
+            cached_parent(ws, ctx, parent, trials, marks_from).await?
+        } else {
+            None
+        };
+        let mut parent_eval = match cached {
+            Some(e) => e,
+            None => {
+                let parent_out =
+                    evaluate_side(ws, ctx, parent, trials, None, no_note, observer).await?;
+                executed += parent_out.executed;
+                cost += parent_out
+                    .record
+                    .totals
+                    .values()
+                    .map(|t| t.cost_usd)
+                    .sum::<f64>()
+                    + parent_out.record.cancelled.cost_usd;
+                parent_run = parent_out.id.clone();
+                let mut e = evaluation(ctx, &parent_out.results, trials);
+                e.evidence = parent_evidence(ws, ctx, parent, trials, marks_from).await?;
+                e
+            }
+        };
+        if marks_from < EVIDENCE_TRIALS {
+            parent_eval.marks =
+                parent_evidence(ws, ctx, parent, marks_from, EVIDENCE_TRIALS).await?;
+        }
+        let mde = design_mde(cfg, base, &parent_eval);
+        let look = gate::look_at(cfg, base, trials);
+        let order = gate::trial_order(&parent_eval);
+        let cfg_s = cfg.clone();
+        let pe = parent_eval.clone();
+        let s_ref = ctx.fixed.splits.clone();
+        let fp = ctx.fingerprint.clone();
+        let stopper = Box::new(move |results: &[TrialResult]| -> Option<Decision> {
+            if !cfg_s.early_stop {
+                return None;
+            }
+            let mut cand = Evaluation::new(
+                table(results, Split::HeldIn, &s_ref.held_in, trials),
+                table(results, Split::Validation, &s_ref.validation, trials),
+            );
+            cand.fingerprint = Some(fp.clone());
+            let pending =
+                cand.held_in.count(Outcome::Pending) + cand.validation.count(Outcome::Pending);
+            if pending == 0 {
+                return None;
+            }
+            gate::try_settled_at(&cfg_s, look, &pe, &cand, SettleMode::CoverageSoFar)
+                .ok()
+                .flatten()
+        });
+        let cand_out = evaluate_side(
+            ws,
+            ctx,
+            candidate,
+            trials,
+            Some((order, stopper)),
+            no_note,
+            observer,
+        )
+        .await?;
+        executed += cand_out.executed;
+        cost += cand_out
+            .record
+            .totals
+            .values()
+            .map(|t| t.cost_usd)
+            .sum::<f64>()
+            + cand_out.record.cancelled.cost_usd;
+        candidate_runs.push(cand_out.id.clone());
+        let cand_eval = evaluation(ctx, &cand_out.results, trials);
+        let decision = match cand_out.settled.clone() {
+            Some(d) => d,
+            None => {
+                gate::decide_at(cfg, look, &parent_eval, &cand_eval).map_err(|e| Error::Usage {
+                    message: format!("the gate refuses to compare: {e}"),
+                    hint: Some("parent and candidate must cover the same tasks and trials under one experiment".into()),
+                })?
+            }
+        };
+        match gate::wants_more_trials(cfg, &decision, base) {
+            Some(n) if n > trials => trials = n,
+            _ => break (decision, parent_eval, cand_eval, mde),
+        }
+    };
+    Ok(Comparison {
+        decision,
+        parent_run,
+        candidate_runs,
+        executed,
+        cost_usd: cost,
+        mde_points,
+        trials,
+        parent: parent_eval,
+        candidate: cand_eval,
+    })
+}
+
+/// The order a candidate's trials run in: (split, task, trial id), decisive first.
+type TrialOrder = Vec<(Split, String, u32)>;
+
+/// One side's evaluation on the gated splits at `trials` trials per task: with an order and a
+/// stopper for the candidate, in plan order for the parent. A new run is recorded either way
+/// (a validation's record names the runs it made).
+async fn evaluate_side(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    trials: u32,
+    candidate: Option<(TrialOrder, Stopper<'_>)>,
+    no_note: bool,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome> {
+    let mut req = RunRequest::new(commit.to_string(), GATED.to_vec());
+    req.trials = Some(trials);
+    req.reuse_recorded = false;
+    req.no_note = no_note;
+    let stopper = candidate.map(|(order, stopper)| {
+        req.order = Some(order);
+        stopper
+    });
+    evaluate(ws, ctx, &req, observer, stopper, None).await
 }
 
 /// Trials per task at the design's last look.

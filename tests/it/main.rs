@@ -52,6 +52,7 @@ mod loop_flaky;
 mod loop_noisy_gate;
 mod loop_null_control;
 mod loop_promote;
+mod loop_revalidate;
 mod loop_sealed;
 mod loop_user_repo;
 mod mine_demo;

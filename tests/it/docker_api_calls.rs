@@ -169,4 +169,7 @@ fn a_docker_trial_makes_the_floors_calls() {
     // The images are looked up once per run (the FROM image, the task's tag, its PATH), not
     // per trial.
     assert_eq!(n("GET /images/*"), 3, "{counts:#?}");
+    // The toolchain check reads the overlay upper directory on this host (one inspect per
+    // trial), not the engine's filesystem diff, which walks the image's layers too.
+    assert_eq!(n("GET /containers/*/changes"), 0, "{counts:#?}");
 }

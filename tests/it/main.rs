@@ -26,6 +26,7 @@ mod cli_split_init;
 mod cli_user_repo;
 mod docker_api_calls;
 mod docker_hosts;
+mod docker_overlay;
 mod docker_pull;
 mod docker_registry;
 mod docker_tls;

@@ -15,6 +15,7 @@
 //! wrapper that kills the group when the command ends; at a timeout a second exec kills the
 //! group, so `sleep 1000 &` children die with their command.
 
+pub mod overlay;
 pub mod pool;
 pub mod provider;
 pub mod sandbox;

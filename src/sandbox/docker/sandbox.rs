@@ -625,21 +625,10 @@ impl Sandbox for DockerSandbox {
             None if self.stopped().await => return Ok(vec![STOPPED.to_string()]),
             None => None,
         };
-        let changes = timed("container changes", self.docker.container_changes(&self.id))
-            .await
-            .map_err(|e| docker_err("read the container's filesystem changes", e))?
-            .unwrap_or_default();
-        let changes: Vec<(Change, String)> = changes
-            .into_iter()
-            .map(|c| {
-                let kind = match c.kind {
-                    bollard::models::ChangeType::_1 => Change::Added,
-                    bollard::models::ChangeType::_2 => Change::Deleted,
-                    _ => Change::Modified,
-                };
-                (kind, c.path)
-            })
-            .collect();
+        let changes = match self.host_changes().await {
+            Some(c) => c,
+            None => self.engine_changes().await?,
+        };
         let mut found = toolchain_tampering(&changes, &[]);
         if !found.is_empty() {
             // The shell below could be the agent's: report without running anything.
@@ -841,6 +830,49 @@ impl DockerSandbox {
             )));
         }
         Ok(())
+    }
+
+    /// The container's changes read from its overlay upper directory on this host, when the
+    /// engine keeps its layers here (`super::overlay`); `None` sends the caller to the engine.
+    async fn host_changes(&self) -> Option<Vec<(Change, String)>> {
+        let info = timed(
+            "container inspect",
+            self.docker.inspect_container(&self.id, None),
+        )
+        .await
+        .ok()?;
+        let gd = info.graph_driver?;
+        let (upper, lowers) = super::overlay::overlay_dirs(&gd.name, &gd.data)?;
+        let t = Instant::now();
+        let r = tokio::task::spawn_blocking(move || super::overlay::upper_changes(&upper, &lowers))
+            .await
+            .ok()?;
+        tracing::debug!(
+            target: super::API_TARGET,
+            us = t.elapsed().as_micros() as u64,
+            exact = r.is_ok(),
+            "overlay upper directory read on the host"
+        );
+        r.ok()
+    }
+
+    /// The container's changes as the engine computes them (`/containers/{id}/changes`).
+    async fn engine_changes(&self) -> Result<Vec<(Change, String)>> {
+        let changes = timed("container changes", self.docker.container_changes(&self.id))
+            .await
+            .map_err(|e| docker_err("read the container's filesystem changes", e))?
+            .unwrap_or_default();
+        Ok(changes
+            .into_iter()
+            .map(|c| {
+                let kind = match c.kind {
+                    bollard::models::ChangeType::_1 => Change::Added,
+                    bollard::models::ChangeType::_2 => Change::Deleted,
+                    _ => Change::Modified,
+                };
+                (kind, c.path)
+            })
+            .collect())
     }
 
     /// Whether the container exists but no longer runs.

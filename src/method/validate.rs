@@ -335,13 +335,7 @@ pub async fn compare(
                 let parent_out =
                     evaluate_side(ws, ctx, parent, trials, None, no_note, observer).await?;
                 executed += parent_out.executed;
-                cost += parent_out
-                    .record
-                    .totals
-                    .values()
-                    .map(|t| t.cost_usd)
-                    .sum::<f64>()
-                    + parent_out.record.cancelled.cost_usd;
+                cost += run_cost(&parent_out);
                 parent_run = parent_out.id.clone();
                 let mut e = evaluation(ctx, &parent_out.results, trials);
                 e.evidence = parent_evidence(ws, ctx, parent, trials, marks_from).await?;
@@ -388,13 +382,7 @@ pub async fn compare(
         )
         .await?;
         executed += cand_out.executed;
-        cost += cand_out
-            .record
-            .totals
-            .values()
-            .map(|t| t.cost_usd)
-            .sum::<f64>()
-            + cand_out.record.cancelled.cost_usd;
+        cost += run_cost(&cand_out);
         candidate_runs.push(cand_out.id.clone());
         let cand_eval = evaluation(ctx, &cand_out.results, trials);
         let decision = match cand_out.settled.clone() {
@@ -422,6 +410,11 @@ pub async fn compare(
         parent: parent_eval,
         candidate: cand_eval,
     })
+}
+
+/// What a run cost in all: its finished trials and those it cancelled.
+fn run_cost(out: &RunOutcome) -> f64 {
+    out.record.totals.values().map(|t| t.cost_usd).sum::<f64>() + out.record.cancelled.cost_usd
 }
 
 /// The order a candidate's trials run in: (split, task, trial id), decisive first.

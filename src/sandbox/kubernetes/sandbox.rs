@@ -317,25 +317,8 @@ impl KubeSandbox {
     /// collected (up to the download cap).
     async fn run_script(&self, script: &str) -> Result<(Option<i32>, String)> {
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        let (code, timed_out) = self
-            .run(
-                argv,
-                b"",
-                deadline,
-                &mut |b| {
-                    if out.len() + b.len() > DOWNLOAD_CAP {
-                        return Err(InfraClass::Sandbox.error(format!(
-                            "kubernetes: the output of a listing is larger than {} MiB",
-                            DOWNLOAD_CAP >> 20
-                        )));
-                    }
-                    out.extend_from_slice(b);
-                    Ok(())
-                },
-                None,
-            )
+        let (code, timed_out, out) = self
+            .collect(argv, Duration::from_secs(120), "the output of a listing")
             .await?;
         let code = if timed_out { None } else { code };
         Ok((code, String::from_utf8_lossy(&out).into_owned()))
@@ -584,6 +567,37 @@ impl KubeSandbox {
         Ok(())
     }
 
+    /// Run `argv` with no input and collect its whole output, up to the download cap (`what`
+    /// names it in the error): exit code, whether it timed out, the bytes.
+    async fn collect(
+        &self,
+        argv: Vec<String>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(Option<i32>, bool, Vec<u8>)> {
+        let mut data = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (code, timed_out) = self
+            .run(
+                argv,
+                b"",
+                deadline,
+                &mut |b| {
+                    if data.len() + b.len() > DOWNLOAD_CAP {
+                        return Err(InfraClass::Sandbox.error(format!(
+                            "kubernetes: {what} is larger than {} MiB",
+                            DOWNLOAD_CAP >> 20
+                        )));
+                    }
+                    data.extend_from_slice(b);
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        Ok((code, timed_out, data))
+    }
+
     /// A tar of `path` (its last component at the archive's root); `None` when it is missing.
     async fn download(&self, path: &str) -> Result<Option<Vec<u8>>> {
         let (parent, name) = match path.rsplit_once('/') {
@@ -599,26 +613,7 @@ impl KubeSandbox {
             parent.to_string(),
             name.to_string(),
         ];
-        let mut data = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-        let (code, timed_out) = self
-            .run(
-                argv,
-                b"",
-                deadline,
-                &mut |b| {
-                    if data.len() + b.len() > DOWNLOAD_CAP {
-                        return Err(InfraClass::Sandbox.error(format!(
-                            "kubernetes: {path} is larger than {} MiB",
-                            DOWNLOAD_CAP >> 20
-                        )));
-                    }
-                    data.extend_from_slice(b);
-                    Ok(())
-                },
-                None,
-            )
-            .await?;
+        let (code, timed_out, data) = self.collect(argv, Duration::from_secs(600), path).await?;
         match code {
             Some(0) if !timed_out => Ok(Some(data)),
             Some(3) => Ok(None),

@@ -21,9 +21,10 @@ pub mod provider;
 pub mod sandbox;
 
 pub use super::image::{DEFAULT_PATH, TASK_IMAGE_PREFIX, from_images, map_image, rewrite_from};
+pub use overlay::Change;
 pub use pool::DockerPool;
 pub use provider::DockerProvider;
-pub use sandbox::{Change, DockerSandbox, toolchain_tampering};
+pub use sandbox::{DockerSandbox, toolchain_tampering};
 
 /// The label every container of ours carries.
 pub const LABEL: &str = "git-harness";

@@ -11,7 +11,13 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::sandbox::Change;
+/// How a file differs from the container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Modified,
+    Added,
+    Deleted,
+}
 
 /// The overlay directories of a container from the engine's inspect data (`GraphDriver`).
 pub fn overlay_dirs(

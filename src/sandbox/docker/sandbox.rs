@@ -14,6 +14,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use super::overlay::Change;
 use super::{BRIDGE, api_call, archive_err, docker_err, is_not_found, timed};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::tar_dir;
@@ -682,14 +683,6 @@ impl Sandbox for DockerSandbox {
         }
         Ok(found)
     }
-}
-
-/// How a file differs from the container's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Modified,
-    Added,
-    Deleted,
 }
 
 fn q(s: &str) -> String {

@@ -177,7 +177,20 @@ fn lower_entries(lowers: &[PathBuf], dir: &str) -> std::collections::BTreeSet<St
     let mut names = std::collections::BTreeSet::new();
     let mut gone = std::collections::BTreeSet::new();
     for lower in lowers {
-        let at = lower.join(dir.trim_start_matches('/'));
+        // Only through real directories of the layer: a symbolic link in it (say to `/etc`)
+        // would be resolved on the host.
+        let mut at = lower.clone();
+        let mut real = true;
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            at.push(part);
+            real = std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir());
+            if !real {
+                break;
+            }
+        }
+        if !real {
+            continue;
+        }
         let Ok(rd) = std::fs::read_dir(&at) else {
             continue;
         };
@@ -294,6 +307,20 @@ mod tests {
                 "CI runs as root, where mknod works"
             );
         }
+    }
+
+    #[test]
+    fn a_link_in_a_lower_layer_is_never_followed_on_the_host() {
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("lower");
+        std::fs::create_dir_all(&lower).unwrap();
+        let host = t.path().join("host-secrets");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("shadow"), "x").unwrap();
+        std::os::unix::fs::symlink(&host, lower.join("conf")).unwrap();
+        assert!(lower_entries(std::slice::from_ref(&lower), "/conf").is_empty());
+        assert!(!in_lower(std::slice::from_ref(&lower), "/conf/shadow"));
+        assert!(in_lower(std::slice::from_ref(&lower), "/conf"));
     }
 
     #[test]

@@ -127,17 +127,21 @@ pub async fn parent_evidence(
 ) -> Result<std::collections::BTreeMap<String, gate::Evidence>> {
     let mut ev = std::collections::BTreeMap::<String, gate::Evidence>::new();
     for r in cached_trials(ws, ctx, commit, &GATED, from, to).await? {
-        let e = ev.entry(r.task.clone()).or_default();
-        match r.outcome {
-            TrialOutcome::Pass => {
-                e.passes += 1;
-                e.trials += 1;
-            }
-            TrialOutcome::Fail => e.trials += 1,
-            TrialOutcome::InfraError => {}
-        }
+        count(ev.entry(r.task.clone()).or_default(), r.outcome);
     }
     Ok(ev)
+}
+
+/// One trial as evidence of a task's pass rate (infrastructure errors say nothing of it).
+fn count(e: &mut gate::Evidence, outcome: TrialOutcome) {
+    match outcome {
+        TrialOutcome::Pass => {
+            e.passes += 1;
+            e.trials += 1;
+        }
+        TrialOutcome::Fail => e.trials += 1,
+        TrialOutcome::InfraError => {}
+    }
 }
 
 /// The parent's side for the pooled statistic from its cached trials alone (any trial ids
@@ -178,14 +182,7 @@ pub async fn cached_parent(
             }
             let e = evidence.entry(task.clone()).or_default();
             for r in rest {
-                match r.outcome {
-                    TrialOutcome::Pass => {
-                        e.passes += 1;
-                        e.trials += 1;
-                    }
-                    TrialOutcome::Fail => e.trials += 1,
-                    TrialOutcome::InfraError => {}
-                }
+                count(e, r.outcome);
             }
         }
     }

@@ -24,6 +24,11 @@ use git_harness::gate::{
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::noisy::{Effect, Suite};
+
 const HELD_IN: usize = 20;
 const VALIDATION: usize = 10;
 const INFRA: f64 = 0.01;
@@ -565,76 +570,45 @@ fn pooled_figures() {
     );
 }
 
-/// The noisy stand-in's experiment (`tests/it/support/noisy.rs`, `benches/gate_pipeline.rs`):
-/// the small loop split of the demo suite, 8 held_in + 6 validation tasks, each with the quirk
-/// the sim gives it; a task passes iff its quirk is inactive (no slips, no infrastructure
-/// errors). Main: the late-artifact and env-loss quirks are active 35% of the time, the others
-/// 50%. A candidate neutralises a set of quirks (its tasks then always pass): env-loss +5
-/// points, late-artifact +10, late-artifact and no-verify +20.7.
-pub const STAND_IN_HELD_IN: &[(&str, &str)] = &[
-    ("word-count", "late-artifact"),
-    ("log-time-window", "late-artifact"),
-    ("repair-build-script", "exact-retry"),
-    ("sales-total", "exact-retry"),
-    ("count-errors", "no-verify"),
-    ("number-lines", "no-verify"),
-    ("sort-names-subdir", "env-loss"),
-    ("reverse-lines", "loop"),
-];
-pub const STAND_IN_VALIDATION: &[(&str, &str)] = &[
-    ("decode-message", "late-artifact"),
-    ("fizzbuzz-script", "late-artifact"),
-    ("fix-slugify", "exact-retry"),
-    ("top-ips", "no-verify"),
-    ("package-with-env", "env-loss"),
-    ("crlf-script", "loop"),
-];
-
-/// The quirks a candidate of the stand-in's experiment neutralises: A/A, +5, +10, +20.
-const STAND_IN_EFFECTS: [&[&str]; 4] = [
-    &[],
-    &["env-loss"],
-    &["late-artifact"],
-    &["late-artifact", "no-verify"],
-];
-
 /// Parent table (`MAX_TRIALS` trials), candidate table and `extra` more parent trials per task
-/// on the stand-in's experiment; the candidate neutralises `fixed`.
+/// on a noisy stand-in experiment (`tests/it/support/noisy.rs`: the same tasks, rates and
+/// effects as the pipeline's figures); a task passes with main's rate, or always when the
+/// candidate neutralises its quirk.
 fn draw_stand_in(
+    suite: Suite,
     seed: u64,
-    fixed: &[&str],
+    effect: Effect,
     extra: usize,
 ) -> (Evaluation, Evaluation, BTreeMap<String, Vec<Outcome>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut parent = Evaluation::default();
     let mut cand = Evaluation::default();
     let mut more = BTreeMap::new();
-    for (split, tasks) in [
-        (Split::HeldIn, STAND_IN_HELD_IN),
-        (Split::Validation, STAND_IN_VALIDATION),
-    ] {
-        for (id, quirk) in tasks {
-            let active = if matches!(*quirk, "late-artifact" | "env-loss") {
-                0.35
+    for task in suite.tasks() {
+        let split = if task.split == "held_in" {
+            Split::HeldIn
+        } else {
+            Split::Validation
+        };
+        let base = task.rate;
+        let q = if effect.quirks().contains(&task.quirk) {
+            1.0
+        } else {
+            base
+        };
+        let mut trial = |q: f64| {
+            if rng.random_bool(q) {
+                Outcome::Pass
             } else {
-                0.5
-            };
-            let base = 1.0 - active;
-            let q = if fixed.contains(quirk) { 1.0 } else { base };
-            let mut trial = |q: f64| {
-                if rng.random_bool(q) {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                }
-            };
-            let po: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(base)).collect();
-            let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(q)).collect();
-            let mo: Vec<Outcome> = (0..extra).map(|_| trial(base)).collect();
-            parent.table_mut(split).unwrap().insert(id.to_string(), po);
-            cand.table_mut(split).unwrap().insert(id.to_string(), co);
-            more.insert(id.to_string(), mo);
-        }
+                Outcome::Fail
+            }
+        };
+        let po: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(base)).collect();
+        let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(q)).collect();
+        let mo: Vec<Outcome> = (0..extra).map(|_| trial(base)).collect();
+        parent.table_mut(split).unwrap().insert(task.id.to_string(), po);
+        cand.table_mut(split).unwrap().insert(task.id.to_string(), co);
+        more.insert(task.id.to_string(), mo);
     }
     (parent, cand, more)
 }
@@ -647,61 +621,78 @@ fn stand_in_figures() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let tasks = STAND_IN_HELD_IN.len() + STAND_IN_VALIDATION.len();
-    let budget = 2 * tasks * 2;
-    println!();
-    println!(
-        "(e) the noisy stand-in's experiment in process ({} held_in + {} validation tasks; main passes 4 late-artifact and 2 env-loss tasks 65%, the others 50%; +5/+10/+20.7: the candidate passes the env-loss / late-artifact / late-artifact and no-verify tasks always), pooled statistic, {reps} repetitions per cell; budget {budget} trials",
-        STAND_IN_HELD_IN.len(),
-        STAND_IN_VALIDATION.len()
-    );
-    println!(
-        "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
-        "design",
-        "cached",
-        "A/A accept [95% CI]",
-        "+5pt",
-        "+10pt",
-        "+20pt",
-        "trials A/A",
-        "trials +10",
-        "mix 80/20"
-    );
+    // GATE_BENCH_SUITE=wide (default), small or both.
+    let suites = match std::env::var("GATE_BENCH_SUITE").as_deref() {
+        Ok("small") => vec![Suite::Small],
+        Ok("both") => vec![Suite::Wide, Suite::Small],
+        _ => vec![Suite::Wide],
+    };
     // GATE_BENCH_CACHED=16,32 (default) chooses the parent cache sizes.
     let cached_list: Vec<usize> = std::env::var("GATE_BENCH_CACHED")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![16, 32]);
-    for cached in cached_list {
-        for (name, base, c) in stand_in_designs() {
-            let mut acc = [0u64; 4];
-            let mut cand = [0usize; 4];
-            for (k, fixed) in STAND_IN_EFFECTS.into_iter().enumerate() {
-                for rep in 0..reps {
-                    let extra = cached.saturating_sub(MAX_TRIALS);
-                    let (p, t, more) =
-                        draw_stand_in(rep + 9_000_000 + k as u64 * 1_000_003, fixed, extra);
-                    let (v, cr, _) = sequential_with(&c, base, &p, &t, &more);
-                    acc[k] += (v == Verdict::Accept) as u64;
-                    cand[k] += cr;
+    for suite in suites {
+        let tasks = suite.tasks().len();
+        let budget = 2 * tasks * 2;
+        println!();
+        println!(
+            "(e) the noisy stand-in's {} experiment in process ({} held_in + {} validation tasks, main's mean pass rate {:.1}%; effects {:+.1} / {:+.1} / {:+.1} points: the candidate passes the env-loss / late-artifact / late-artifact and no-verify tasks always), pooled statistic, {reps} repetitions per cell; budget {budget} trials",
+            suite.name(),
+            suite.split("held_in").len(),
+            suite.split("validation").len(),
+            100.0 * suite.mean_rate(),
+            suite.gain(Effect::Plus5),
+            suite.gain(Effect::Plus10),
+            suite.gain(Effect::Plus20),
+        );
+        println!(
+            "{:<34} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "design",
+            "cached",
+            "A/A accept [95% CI]",
+            "+5pt",
+            "+10pt",
+            "+20pt",
+            "trials A/A",
+            "trials +10",
+            "mix 80/20"
+        );
+        for &cached in &cached_list {
+            for (name, base, c) in stand_in_designs() {
+                let mut acc = [0u64; 4];
+                let mut cand = [0usize; 4];
+                for (k, effect) in Effect::ALL.into_iter().enumerate() {
+                    for rep in 0..reps {
+                        let extra = cached.saturating_sub(MAX_TRIALS);
+                        let (p, t, more) = draw_stand_in(
+                            suite,
+                            rep + 9_000_000 + k as u64 * 1_000_003,
+                            effect,
+                            extra,
+                        );
+                        let (v, cr, _) = sequential_with(&c, base, &p, &t, &more);
+                        acc[k] += (v == Verdict::Accept) as u64;
+                        cand[k] += cr;
+                    }
                 }
+                let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
+                let (lo, hi) = wilson(acc[0], reps);
+                let per = |v: usize| v as f64 / reps as f64;
+                let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
+                println!(
+                    "{:<34} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
+                    name,
+                    cached,
+                    format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
+                    pct(acc[1]),
+                    pct(acc[2]),
+                    pct(acc[3]),
+                    per(cand[0]),
+                    per(cand[2]),
+                    mix
+                );
             }
-            let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
-            let (lo, hi) = wilson(acc[0], reps);
-            let per = |v: usize| v as f64 / reps as f64;
-            let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
-            println!(
-                "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
-                name,
-                cached,
-                format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
-                pct(acc[1]),
-                pct(acc[2]),
-                pct(acc[3]),
-                per(cand[0]),
-                per(cand[2]),
-                mix
-            );
         }
     }
     println!(

@@ -6,10 +6,14 @@
 //! at +5/+10/+20 points, and the trials per decision, for fixed 2, fixed 4 and adaptive trials.
 //! `cargo bench --bench gate` (e) runs the same experiment in process.
 //!
-//! Run: `cargo bench --bench gate_pipeline` (release). Settings: `GATE_PIPELINE_REPS` (4),
-//! `GATE_PIPELINE_CACHED` (32 parent trials per task), `GATE_PIPELINE_JOBS` (2 repetitions at
-//! once), `GATE_PIPELINE_FIRST` (1: the first repetition's number, for batches). Each repetition is one repository with a fresh seed (a fresh sample of main) whose
-//! cache serves every design's candidates; each candidate has its own tree (fresh trials).
+//! Run: `cargo bench --bench gate_pipeline` (release). Settings: `GATE_PIPELINE_SUITE` (`wide`:
+//! 32 tasks with rates spread like real suites; `small`: the 14-task loop split),
+//! `GATE_PIPELINE_REPS` (4 repetitions), `GATE_PIPELINE_AA` (1 A/A candidate per repetition and
+//! design), `GATE_PIPELINE_CACHED` (32 parent trials per task), `GATE_PIPELINE_JOBS` (2
+//! repetitions at once), `GATE_PIPELINE_FIRST` (1: the first repetition's number, for batches),
+//! `GATE_PIPELINE_DESIGN` (only the design of that index). Each repetition is one repository
+//! with a fresh seed (a fresh sample of main) whose cache serves every design's candidates;
+//! each candidate has its own tree (fresh trials).
 
 #![allow(
     clippy::unwrap_used,
@@ -26,8 +30,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use support::loops::{HELD_IN, VALIDATION};
-use support::noisy::{self, Effect};
+use support::noisy::{self, Effect, Suite};
 
 /// (name, trials at the first look, max_trials, continue_p).
 const DESIGNS: &[(&str, u32, Option<u32>, f64)] = &[
@@ -51,12 +54,22 @@ fn env(k: &str, d: u32) -> u32 {
 }
 
 /// One repetition: a repository, main's cache, then every design's four candidates.
-fn repetition(rep: u32, cached: u32) -> Vec<[Cell; 4]> {
-    let repo = noisy::repo(2000 + rep, 2, None, 0.25);
+fn repetition(
+    suite: Suite,
+    rep: u32,
+    cached: u32,
+    aa: u32,
+    only: Option<usize>,
+) -> Vec<[Cell; 4]> {
+    let repo = noisy::repo_of(suite, 2000 + rep, 2, None, 0.25);
     let noise = repo.harness(&["noise", "--trials", &cached.to_string()]);
     assert_eq!(noise.code, 0, "{noise:#?}");
     let mut out = Vec::new();
     for (d, (_, trials, max, cont)) in DESIGNS.iter().enumerate() {
+        if only.is_some_and(|o| o != d) {
+            out.push(Default::default());
+            continue;
+        }
         // The gate's settings are not part of the fingerprint, nor `.harness/` of the
         // surface tree: main's cached trials serve every design.
         repo.edit_experiment(|t| {
@@ -83,8 +96,12 @@ fn repetition(rep: u32, cached: u32) -> Vec<[Cell; 4]> {
                 + "\n"
         });
         let mut cells: [Cell; 4] = Default::default();
-        for (k, effect) in Effect::ALL.into_iter().enumerate() {
-            let tag = format!("r{rep}d{d}");
+        // `aa` A/A candidates (each its own tree, so fresh trials) against the same sample of
+        // main, then one candidate per effect.
+        let mut runs: Vec<(usize, Effect, u32)> = (0..aa).map(|i| (0, Effect::None, i)).collect();
+        runs.extend(Effect::ALL.into_iter().enumerate().skip(1).map(|(k, e)| (k, e, 0)));
+        for (k, effect, i) in runs {
+            let tag = format!("r{rep}d{d}i{i}");
             let c = noisy::candidate(&repo, rep, &tag, effect);
             let v = noisy::validate(&repo, &c);
             cells[k].n += 1;
@@ -109,7 +126,12 @@ fn main() {
     let first = env("GATE_PIPELINE_FIRST", 1);
     let cached = env("GATE_PIPELINE_CACHED", 32);
     let jobs = env("GATE_PIPELINE_JOBS", 2).max(1);
-    let tasks = (HELD_IN.len() + VALIDATION.len()) as u32;
+    let aa = env("GATE_PIPELINE_AA", 1).max(1);
+    let suite = Suite::from_env("GATE_PIPELINE_SUITE");
+    let only: Option<usize> = std::env::var("GATE_PIPELINE_DESIGN")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let tasks = suite.tasks().len() as u32;
     let budget = 2 * tasks * 2;
     let start = Instant::now();
     let next = AtomicU32::new(first);
@@ -122,7 +144,7 @@ fn main() {
                     if rep >= first + reps {
                         break;
                     }
-                    let got = repetition(rep, cached);
+                    let got = repetition(suite, rep, cached, aa, only);
                     let mut t = total.lock().unwrap();
                     for (d, cells) in got.into_iter().enumerate() {
                         for (k, c) in cells.into_iter().enumerate() {
@@ -137,9 +159,14 @@ fn main() {
     });
     let total = total.into_inner().unwrap();
     println!(
-        "git-harness gate through the pipeline: noisy stand-in, {} held_in + {} validation tasks (main passes 4 late-artifact and 2 env-loss tasks 65%, the others 50%), pooled statistic, main's cache {cached} trials per task, {reps} repetitions per cell, {:.0} s",
-        HELD_IN.len(),
-        VALIDATION.len(),
+        "git-harness gate through the pipeline: noisy stand-in ({} experiment), {} held_in + {} validation tasks, main's mean pass rate {:.1}%, effects {:+.1} / {:+.1} / {:+.1} points, pooled statistic, main's cache {cached} trials per task, {reps} repetitions ({aa} A/A candidates each), {:.0} s",
+        suite.name(),
+        suite.split("held_in").len(),
+        suite.split("validation").len(),
+        100.0 * suite.mean_rate(),
+        suite.gain(Effect::Plus5),
+        suite.gain(Effect::Plus10),
+        suite.gain(Effect::Plus20),
         start.elapsed().as_secs_f64()
     );
     println!(
@@ -155,6 +182,9 @@ fn main() {
         "mix 80/20"
     );
     for (d, cells) in total.iter().enumerate() {
+        if cells[0].n == 0 {
+            continue;
+        }
         let pct = |c: &Cell| format!("{:.0}%", 100.0 * c.accepted as f64 / c.n.max(1) as f64);
         let per = |c: &Cell| c.trials as f64 / c.n.max(1) as f64;
         let (lo, hi) = noisy::wilson(cells[0].accepted, cells[0].n);

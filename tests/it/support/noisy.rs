@@ -1,30 +1,192 @@
-//! The noisy stand-in model on the small loop split: the sim with `draws: conversation` draws
-//! each conversation's outcome afresh from a fixed per-task probability, independently of the
-//! request seed and of the harness (unless the harness neutralises the task's quirk). Shared by
-//! `loop_noisy_gate` and `benches/gate_pipeline.rs`; `benches/gate.rs` (e) runs the same
-//! experiment in process.
+//! The noisy stand-in model: the sim with `draws: conversation` draws each conversation's
+//! outcome afresh from a fixed per-task probability, independently of the request seed and of
+//! the harness (unless the harness neutralises the task's quirk). A task passes iff its quirk is
+//! inactive (no slips), so its pass rate on main is `1 − p` of its quirk, and a candidate that
+//! neutralises the quirk passes it always. Shared by `loop_noisy_gate`,
+//! `benches/gate_pipeline.rs` (through the binary) and `benches/gate.rs` (e) (in process): the
+//! tables below are the one definition of both experiments.
 //!
-//! Per-task pass rates of main (a task passes iff its quirk is inactive; no slips): the 4
-//! late-artifact tasks and the 2 env-loss tasks 65%, the 8 others 50%. Candidates:
+//! Two experiments ([`Suite`]):
 //!
-//! | effect | what the candidate says | tasks that then always pass | gain |
-//! |---|---|---|---|
-//! | A/A | a comment in a middleware file | none | 0 |
-//! | +5 | the env-loss phrase | 2 × 35% | 0.7 / 14 = +5.0 points |
-//! | +10 | the late-artifact phrases | 4 × 35% | 1.4 / 14 = +10.0 points |
-//! | +20 | late-artifact and no-verify phrases | 4 × 35% + 3 × 50% | 2.9 / 14 = +20.7 points |
+//! - [`Suite::Wide`] (the benches' default): 20 held_in + 12 validation tasks of the demo suite
+//!   (the 32), main's per-task pass rates drawn once from Beta(0.5, 0.5) (the spread of
+//!   real suites: most tasks near 0 or 1) with a fixed seed, 2 decimals, then assigned to the
+//!   tasks so that each effect below has its size: a +k point effect is +k points of the mean
+//!   pass rate over the 32 tasks, carried by the tasks of the neutralised quirks that can
+//!   improve (each goes to 100%; those at 100% already cannot).
+//! - [`Suite::Small`]: the small loop split, 8 + 6 tasks; the late-artifact and env-loss tasks
+//!   pass 65%, the others 50%.
+//!
+//! | effect | what the candidate says | quirks neutralised | gain, wide | gain, small |
+//! |---|---|---|---|---|
+//! | A/A | a comment in a middleware file | none | 0 | 0 |
+//! | +5 | the env-loss phrase | env-loss | 1.58 / 32 = +4.9 | 0.7 / 14 = +5.0 |
+//! | +10 | the late-artifact phrases | late-artifact | 3.18 / 32 = +9.9 | 1.4 / 14 = +10.0 |
+//! | +20 | late-artifact and no-verify phrases | both | 6.40 / 32 = +20.0 | 2.9 / 14 = +20.7 |
 
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::loops::{HELD_IN, VALIDATION};
+use super::loops::TEST;
 use super::repo::Repo;
 
-/// Probability that the late-artifact and env-loss quirks are active.
+/// Probability that the late-artifact and env-loss quirks are active (small suite).
 pub const LOW_P: f64 = 0.35;
-/// Probability that every other quirk is active.
+/// Probability that every other quirk is active (small suite; the scenario's default).
 pub const OTHER_P: f64 = 0.5;
+
+/// One gated task of a stand-in experiment: id, split (`held_in` or `validation`), the quirk
+/// the demo scenario gives it, and main's pass rate.
+#[derive(Debug, Clone, Copy)]
+pub struct StandIn {
+    pub id: &'static str,
+    pub split: &'static str,
+    pub quirk: &'static str,
+    pub rate: f64,
+}
+
+const fn t(id: &'static str, split: &'static str, quirk: &'static str, rate: f64) -> StandIn {
+    StandIn {
+        id,
+        split,
+        quirk,
+        rate,
+    }
+}
+
+/// The wide experiment's gated tasks. Rates: 32 draws `sin²(π/2·U)` (Beta(0.5, 0.5)) of Python's
+/// `random.Random(17)`, rounded to 2 decimals, assigned per quirk so that the late-artifact
+/// tasks fail 3.18 of 32, the no-verify ones 3.22 and the env-loss ones 1.58 (mean 0.572).
+pub const WIDE: &[StandIn] = &[
+    t("word-count", "held_in", "late-artifact", 0.10),
+    t("log-time-window", "held_in", "late-artifact", 0.01),
+    t("extract-emails", "held_in", "late-artifact", 0.99),
+    t("shipped-customers", "held_in", "late-artifact", 0.94),
+    t("fix-ini-config", "held_in", "late-artifact", 0.71),
+    t("count-errors", "held_in", "no-verify", 0.32),
+    t("number-lines", "held_in", "no-verify", 0.22),
+    t("clean-emails", "held_in", "no-verify", 1.00),
+    t("csv-to-json", "held_in", "no-verify", 1.00),
+    t("set-server-port", "held_in", "no-verify", 0.56),
+    t("sort-names-subdir", "held_in", "env-loss", 0.23),
+    t("local-event-times", "held_in", "env-loss", 0.59),
+    t("normalize-whitespace", "held_in", "env-loss", 0.87),
+    t("private-token-file", "held_in", "env-loss", 1.00),
+    t("repair-build-script", "held_in", "exact-retry", 0.15),
+    t("sales-total", "held_in", "exact-retry", 0.85),
+    t("fix-json-config", "held_in", "exact-retry", 0.03),
+    t("reverse-lines", "held_in", "loop", 0.00),
+    t("checksum-manifest", "held_in", "loop", 0.02),
+    t("dedupe-keep-order", "held_in", "loop", 0.91),
+    t("decode-message", "validation", "late-artifact", 0.92),
+    t("fizzbuzz-script", "validation", "late-artifact", 0.19),
+    t("csv-select-columns", "validation", "late-artifact", 0.96),
+    t("top-ips", "validation", "no-verify", 0.53),
+    t("sort-scores", "validation", "no-verify", 0.35),
+    t("word-frequency", "validation", "no-verify", 0.80),
+    t("package-with-env", "validation", "env-loss", 0.74),
+    t("pythonpath-report", "validation", "env-loss", 0.99),
+    t("fix-slugify", "validation", "exact-retry", 0.97),
+    t("extract-archive-member", "validation", "exact-retry", 0.80),
+    t("crlf-script", "validation", "loop", 0.06),
+    t("env-to-json", "validation", "loop", 0.50),
+];
+
+/// The wide experiment's test split: the demo suite's other 8 tasks (never gated).
+pub const WIDE_TEST: &[&str] = &[
+    "render-production-config",
+    "sum-in-subdir",
+    "fix-package-import",
+    "restore-gzip-backup",
+    "versioned-release",
+    "expense-totals",
+    "merge-monthly-csv",
+    "rename-extensions",
+];
+
+/// The small experiment's gated tasks (the small loop split).
+pub const SMALL: &[StandIn] = &[
+    t("word-count", "held_in", "late-artifact", 0.65),
+    t("log-time-window", "held_in", "late-artifact", 0.65),
+    t("repair-build-script", "held_in", "exact-retry", 0.5),
+    t("sales-total", "held_in", "exact-retry", 0.5),
+    t("count-errors", "held_in", "no-verify", 0.5),
+    t("number-lines", "held_in", "no-verify", 0.5),
+    t("sort-names-subdir", "held_in", "env-loss", 0.65),
+    t("reverse-lines", "held_in", "loop", 0.5),
+    t("decode-message", "validation", "late-artifact", 0.65),
+    t("fizzbuzz-script", "validation", "late-artifact", 0.65),
+    t("fix-slugify", "validation", "exact-retry", 0.5),
+    t("top-ips", "validation", "no-verify", 0.5),
+    t("package-with-env", "validation", "env-loss", 0.65),
+    t("crlf-script", "validation", "loop", 0.5),
+];
+
+/// Which stand-in experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// 14 tasks at 50% / 65% (the small loop split).
+    Small,
+    /// 32 tasks with rates spread like real suites.
+    Wide,
+}
+
+impl Suite {
+    /// `GATE_…_SUITE=small|wide`; wide unless told.
+    pub fn from_env(var: &str) -> Suite {
+        match std::env::var(var).as_deref() {
+            Ok("small") => Suite::Small,
+            _ => Suite::Wide,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Small => "small",
+            Suite::Wide => "wide",
+        }
+    }
+
+    pub fn tasks(self) -> &'static [StandIn] {
+        match self {
+            Suite::Small => SMALL,
+            Suite::Wide => WIDE,
+        }
+    }
+
+    pub fn split(self, split: &str) -> Vec<&'static str> {
+        self.tasks()
+            .iter()
+            .filter(|t| t.split == split)
+            .map(|t| t.id)
+            .collect()
+    }
+
+    fn test(self) -> &'static [&'static str] {
+        match self {
+            Suite::Small => TEST,
+            Suite::Wide => WIDE_TEST,
+        }
+    }
+
+    /// Main's mean pass rate over the gated tasks.
+    pub fn mean_rate(self) -> f64 {
+        let ts = self.tasks();
+        ts.iter().map(|t| t.rate).sum::<f64>() / ts.len() as f64
+    }
+
+    /// The gain of `effect` in points of the mean pass rate.
+    pub fn gain(self, effect: Effect) -> f64 {
+        let ts = self.tasks();
+        100.0
+            * ts.iter()
+                .filter(|t| effect.quirks().contains(&t.quirk))
+                .map(|t| 1.0 - t.rate)
+                .sum::<f64>()
+            / ts.len() as f64
+    }
+}
 
 /// The candidates' effects on the pass rate over held_in ∪ validation, in points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +209,16 @@ impl Effect {
         }
     }
 
+    /// The quirks the candidate neutralises (their tasks then always pass).
+    pub fn quirks(self) -> &'static [&'static str] {
+        match self {
+            Effect::None => &[],
+            Effect::Plus5 => &["env-loss"],
+            Effect::Plus10 => &["late-artifact"],
+            Effect::Plus20 => &["late-artifact", "no-verify"],
+        }
+    }
+
     /// The prompt text that neutralises the quirks of this effect.
     fn phrases(self) -> &'static str {
         match self {
@@ -62,8 +234,14 @@ impl Effect {
     }
 }
 
-/// The demo scenario with fresh draws per conversation, no slips and the probabilities above.
+/// The small experiment's scenario.
 pub fn scenario() -> String {
+    scenario_of(Suite::Small)
+}
+
+/// The demo scenario with fresh draws per conversation, no slips, and each gated task's quirk
+/// active with probability `1 − rate`.
+pub fn scenario_of(suite: Suite) -> String {
     let demo = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sim/demo.yaml"),
     )
@@ -83,22 +261,47 @@ pub fn scenario() -> String {
             task = Some(line.trim().trim_end_matches(':').to_string());
         }
         // The quirk line of a gated task: its probability right after it.
-        if let Some(quirk) = line.strip_prefix("    quirk: ")
-            && task
-                .as_deref()
-                .is_some_and(|t| HELD_IN.contains(&t) || VALIDATION.contains(&t))
-            && matches!(quirk.trim(), "late-artifact" | "env-loss")
+        if line.starts_with("    quirk: ")
+            && let Some(t) = suite
+                .tasks()
+                .iter()
+                .find(|t| Some(t.id) == task.as_deref())
         {
-            out.push_str(&format!("    p: {LOW_P}\n"));
+            let p = 1.0 - t.rate;
+            if (p - OTHER_P).abs() > 1e-9 {
+                out.push_str(&format!("    p: {:.2}\n", p));
+            }
         }
     }
     out.replace("name: demo", "name: noisy")
 }
 
-/// The small split with the noisy stand-in, the pooled statistic and the given design.
+/// The small experiment with the pooled statistic and the given design.
 pub fn repo(seed: u32, trials: u32, max_trials: Option<u32>, continue_p: f64) -> Repo {
-    let repo = Repo::small("minimal");
-    repo.write(".harness/noisy-sim.yaml", &scenario());
+    repo_of(Suite::Small, seed, trials, max_trials, continue_p)
+}
+
+/// The experiment `suite` with the noisy stand-in, the pooled statistic and the given design.
+pub fn repo_of(
+    suite: Suite,
+    seed: u32,
+    trials: u32,
+    max_trials: Option<u32>,
+    continue_p: f64,
+) -> Repo {
+    let repo = match suite {
+        Suite::Small => Repo::small("minimal"),
+        Suite::Wide => {
+            let repo = Repo::small("minimal");
+            repo.splits(
+                &suite.split("held_in"),
+                &suite.split("validation"),
+                suite.test(),
+            );
+            repo
+        }
+    };
+    repo.write(".harness/noisy-sim.yaml", &scenario_of(suite));
     repo.commit_all("A noisy stand-in model");
     let max = max_trials
         .map(|m| format!("\n  max_trials: {m}"))

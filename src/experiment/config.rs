@@ -578,6 +578,11 @@ pub struct GateConfig {
     /// p is at most this (futility bound; stopping hopeless candidates costs no error control).
     #[serde(default = "default_continue_p")]
     pub continue_p: f64,
+    /// Adaptive trials: a conditional-power futility bound instead of `continue_p`: a strict
+    /// rejection before the last look asks for more trials only when the chance of an accept at
+    /// the last look, if the effect seen so far is the true one, is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futility_power: Option<f64>,
     /// Family-wise level of the "broke" claim: a task counts as broken only when its regression
     /// (one-sided exact test on the task's passes, parent vs candidate) is significant at
     /// `broke_alpha` divided by the number of tasks the parent ever passed.
@@ -633,6 +638,7 @@ impl Default for GateConfig {
             min_coverage: default_coverage(),
             max_trials: None,
             continue_p: default_continue_p(),
+            futility_power: None,
             broke_alpha: default_broke_alpha(),
             early_stop: true,
             statistic: GateStatistic::Paired,
@@ -766,6 +772,15 @@ impl Experiment {
                 "continue_p",
                 "gate.continue_p",
                 "must be between alpha and 1, e.g. 0.25",
+            );
+        }
+        if let Some(g) = self.gate.futility_power
+            && !(g > 0.0 && g < 1.0)
+        {
+            return err(
+                "futility_power",
+                "gate.futility_power",
+                "must be between 0 and 1 (exclusive), e.g. 0.1",
             );
         }
         if !(self.gate.broke_alpha > 0.0 && self.gate.broke_alpha < 1.0) {

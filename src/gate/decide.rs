@@ -125,9 +125,10 @@ pub struct Decision {
     pub early_stopped: Option<EarlyStop>,
 }
 
-/// The p-value up to which a strict rejection before the last look counts as promising: the
-/// futility bound `continue_p`. It does not enter the error control: more looks are paid for by
-/// the alpha spent at each ([`super::design`]).
+/// The p-value up to which a strict rejection before the last look counts as promising with
+/// the fixed futility bound `continue_p` (without `futility_power`; see
+/// [`super::design::futility_bound`], which the gate uses). It does not enter the error
+/// control: more looks are paid for by the alpha spent at each ([`super::design`]).
 pub fn promising_threshold(cfg: &GateConfig) -> f64 {
     cfg.continue_p.max(cfg.alpha).min(1.0)
 }
@@ -442,7 +443,7 @@ impl Assessment {
             && self.coverage_ok
             && self.broke_ok(cfg)
             && self.verdict(cfg) != Verdict::Accept
-            && self.test.p_value <= promising_threshold(cfg)
+            && self.test.p_value <= super::design::futility_bound(cfg, &self.look)
     }
     pub fn verdict(&self, cfg: &GateConfig) -> Verdict {
         if !self.coverage_ok {

@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::stats::{normal_cdf, normal_quantile};
 use crate::experiment::{GateConfig, GateRule};
 
 /// One look of the sequential design.
@@ -118,4 +119,43 @@ pub fn next_look(cfg: &GateConfig, base: u32, look: &Look) -> Option<Look> {
     looks(cfg, base)
         .into_iter()
         .find(|l| l.index == look.index + 1)
+}
+
+/// The futility bound at `look`: a strict rejection before the last look asks for the next
+/// look only when its p-value is at most this. It never enters the error control (stopping a
+/// candidate only removes accepts), so it may depend on anything but the data of later looks.
+///
+/// With `futility_power: γ` it is a conditional-power bound: continue iff the probability of
+/// crossing the last look's level, if the effect seen so far is the true one ("current
+/// trend"), is at least `γ`. In the normal approximation of the test statistic `Z = Φ⁻¹(1 − p)`
+/// with information fraction `t = n_k / n_K` (trials per task), the B-value `Z·√t` grows by
+/// `N(θ(1 − t), 1 − t)` to the last look; with `θ = Z/√t` the conditional power is
+/// `1 − Φ((z_K − Z/√t) / √(1 − t))`, `z_K = Φ⁻¹(1 − alpha_K)`, so the bound on p is
+///
+/// ```text
+/// p ≤ 1 − Φ(√t · (z_K − Φ⁻¹(1 − γ) · √(1 − t)))
+/// ```
+///
+/// lenient at the first looks (little is known, much can change), strict near the last. Without
+/// `futility_power` it is `continue_p` at every look. Never below the look's own level.
+pub fn futility_bound(cfg: &GateConfig, look: &Look) -> f64 {
+    let fixed = super::promising_threshold(cfg);
+    let Some(gamma) = cfg.futility_power else {
+        return fixed;
+    };
+    let Some(last) = cfg.max_trials.filter(|&m| m > look.trials) else {
+        return fixed;
+    };
+    // The rest of the schedule from this look: each look doubles, capped at the last.
+    let (mut n, mut before_last) = (look.trials, look.trials);
+    while n < last {
+        before_last = n;
+        n = last.min((n * 2).max(n + 1));
+    }
+    let t_before = before_last as f64 / last as f64;
+    let alpha_last = cfg.alpha * (1.0 - t_before * t_before);
+    let t = look.trials as f64 / last as f64;
+    let z_last = normal_quantile(1.0 - alpha_last);
+    let z_min = t.sqrt() * (z_last - normal_quantile(1.0 - gamma) * (1.0 - t).sqrt());
+    (1.0 - normal_cdf(z_min)).clamp(look.alpha, 1.0)
 }

@@ -27,7 +27,7 @@ pub use decide::{
     Coverage, Decision, EarlyStop, Margin, SplitSummary, Verdict, check_comparable, decide,
     decide_at, is_adaptive, promising_threshold,
 };
-pub use design::{Look, look_at, looks};
+pub use design::{Look, futility_bound, look_at, looks};
 pub use settle::{
     DEFAULT_ORDER, SettleMode, TrialOrder, settled, trial_order, trial_order_with, try_settled,
     try_settled_at, wants_more_trials,

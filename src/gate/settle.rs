@@ -47,9 +47,9 @@ use crate::experiment::{GateConfig, GateRule, Split};
 use super::GateError;
 use super::decide::{
     Assessment, Counts, Decision, EarlyStop, Verdict, check_comparable, check_complete,
-    coverage_ok, fmt_p, indecisive_reason, paper_failure, promising_threshold,
+    coverage_ok, fmt_p, indecisive_reason, paper_failure,
 };
-use super::design::{Look, look_at, next_look};
+use super::design::{Look, futility_bound, look_at, next_look};
 use super::table::{Evaluation, Outcome};
 
 /// The verdict if it is the same for every possible completion of the candidate's pending
@@ -229,7 +229,7 @@ pub fn try_settled_at(
             let reject_above = if last {
                 look.alpha
             } else {
-                promising_threshold(cfg)
+                futility_bound(cfg, &look)
             };
             // Before the last look a paper-rule failure does not reject (more trials may undo
             // it); at the last look it does.
@@ -275,7 +275,7 @@ pub fn try_settled_at(
             // completion has the smallest p and the fewest suspected breaks).
             if !last
                 && !break_risk
-                && lo.test.p_value <= promising_threshold(cfg)
+                && lo.test.p_value <= futility_bound(cfg, &look)
                 && (!hi.paper_ok || hi.test.p_value > look.alpha || !hi.suspect_ok(cfg))
             {
                 return Ok(stop(
@@ -284,7 +284,7 @@ pub fn try_settled_at(
                     format!(
                         "whatever the remaining trials give, it is not accepted at this look and p ≤ {} ≤ the futility bound {}: promising",
                         fmt_p(lo.test.p_value),
-                        fmt_p(promising_threshold(cfg))
+                        fmt_p(futility_bound(cfg, &look))
                     ),
                 ));
             }

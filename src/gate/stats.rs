@@ -342,3 +342,34 @@ pub fn pooled_test_weighted(strata: &[(Stratum, u32)], alpha: f64) -> PairedTest
         method: "convolution".to_string(),
     }
 }
+
+/// Φ, the standard normal distribution function (erfc by Abramowitz–Stegun 7.1.26, error below
+/// 1.5e-7). For the design's futility bound and the minimum detectable effect, where an
+/// approximation is all that is asked.
+pub fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let erfc = poly * (-z * z).exp();
+    if x >= 0.0 {
+        1.0 - 0.5 * erfc
+    } else {
+        0.5 * erfc
+    }
+}
+
+/// Φ⁻¹ by bisection on [`normal_cdf`].
+pub fn normal_quantile(q: f64) -> f64 {
+    let (mut lo, mut hi) = (-10.0, 10.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if normal_cdf(mid) < q {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    0.5 * (lo + hi)
+}

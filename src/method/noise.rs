@@ -184,27 +184,9 @@ pub fn minimum_detectable_effect_pooled(tasks: &[(f64, u32)], look: &gate::Look)
     100.0 * (z * var.sqrt() / t).min(1.0)
 }
 
-/// Φ⁻¹ by bisection on Φ (erfc by Abramowitz–Stegun 7.1.26, error below 1.5e-7).
+/// Φ⁻¹ (one implementation, the gate's).
 pub(crate) fn normal_quantile(q: f64) -> f64 {
-    let phi = |x: f64| {
-        let z = x.abs() / std::f64::consts::SQRT_2;
-        let t = 1.0 / (1.0 + 0.3275911 * z);
-        let poly = t
-            * (0.254829592
-                + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-        let erfc = poly * (-z * z).exp();
-        if x >= 0.0 {
-            1.0 - 0.5 * erfc
-        } else {
-            0.5 * erfc
-        }
-    };
-    let (mut lo, mut hi) = (-10.0, 10.0);
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if phi(mid) < q { lo = mid } else { hi = mid }
-    }
-    0.5 * (lo + hi)
+    crate::gate::stats::normal_quantile(q)
 }
 
 /// Evaluate `commit` with `trials` trials per task on held_in and validation (cached trials

@@ -5,7 +5,7 @@
 
 use git_harness::experiment::{GateConfig, GateRule};
 use git_harness::gate::{
-    Evaluation, Evidence, Look, Outcome, Table, Verdict, decide, decide_at, looks,
+    Evaluation, Evidence, Look, Outcome, Table, Verdict, decide, decide_at, futility_bound, looks,
     wants_more_trials,
 };
 use proptest::prelude::*;
@@ -126,6 +126,29 @@ fn levels_sum_to_alpha_and_grow_towards_the_last_look() {
     assert_eq!(fixed[0].alpha, 0.05);
 }
 
+/// The conditional-power futility bound (`futility_power`) is lenient at the first looks and
+/// strict near the last, never below the look's level, and higher for a lower power threshold;
+/// without it every look has `continue_p`.
+#[test]
+fn the_conditional_power_bound_tightens_towards_the_last_look() {
+    let fixed = adaptive(0.05, 16, 0.25);
+    let l = looks(&fixed, 2);
+    assert!(l.iter().all(|k| futility_bound(&fixed, k) == 0.25));
+    let cp = |g: f64| GateConfig {
+        futility_power: Some(g),
+        ..fixed.clone()
+    };
+    let bounds: Vec<f64> = l[..3].iter().map(|k| futility_bound(&cp(0.1), k)).collect();
+    assert!(bounds.windows(2).all(|w| w[0] > w[1]), "{bounds:?}");
+    // 2 of 16 trials: p ≈ 0.42 still has a 10% chance under its trend; 8 of 16: p ≈ 0.27.
+    assert!((0.38..0.46).contains(&bounds[0]), "{bounds:?}");
+    assert!((0.24..0.30).contains(&bounds[2]), "{bounds:?}");
+    for k in &l[..3] {
+        assert!(futility_bound(&cp(0.5), k) < futility_bound(&cp(0.1), k));
+        assert!(futility_bound(&cp(0.99), k) >= k.alpha);
+    }
+}
+
 /// The naive design (every look at alpha, continue whenever p ≤ continue_p) inflates the
 /// false-accept rate beyond alpha by more than the check's margin: the check can fail.
 #[test]
@@ -157,6 +180,7 @@ proptest! {
         base in 1u32..=3,
         doublings in 0u32..=3,
         continue_p in prop::sample::select(vec![0.25f64, 0.5, 1.0]),
+        futility in prop::sample::select(vec![None, Some(0.05f64), Some(0.2), Some(0.5)]),
         alpha in prop::sample::select(vec![0.05f64, 0.1]),
         spread in 0.0f64..0.5,
         seed in any::<u64>(),
@@ -165,7 +189,10 @@ proptest! {
         let probs: Vec<f64> = (0..tasks)
             .map(|_| (0.5 + spread * (2.0 * rng.random::<f64>() - 1.0)).clamp(0.0, 1.0))
             .collect();
-        let cfg = adaptive(alpha, base << doublings, continue_p.max(alpha));
+        let cfg = GateConfig {
+            futility_power: futility,
+            ..adaptive(alpha, base << doublings, continue_p.max(alpha))
+        };
         let reps = 600;
         let rate = null_accept_rate(&cfg, &probs, base, reps, seed ^ 1, false);
         prop_assert!(rate <= alpha + margin(alpha, reps), "false-accept rate {} > alpha {}", rate, alpha);
@@ -316,6 +343,7 @@ proptest! {
         doublings in 0u32..=2,
         cached in 0u32..=24,
         continue_p in prop::sample::select(vec![0.25f64, 0.5, 1.0]),
+        futility in prop::sample::select(vec![None, Some(0.05f64), Some(0.2), Some(0.5)]),
         alpha in prop::sample::select(vec![0.05f64, 0.1]),
         extreme in any::<bool>(),
         seed in any::<u64>(),
@@ -329,6 +357,7 @@ proptest! {
             .collect();
         let cfg = GateConfig {
             statistic: git_harness::experiment::GateStatistic::Pooled,
+            futility_power: futility,
             ..adaptive(alpha, base << doublings, continue_p.max(alpha))
         };
         let reps = 500;

@@ -154,6 +154,8 @@ fn case() -> impl Strategy<Value = Case> {
                         min_coverage: [0.0, 0.5, 0.75, 0.9, 1.0][cov],
                         max_trials: adaptive.then_some(trials as u32 + 1),
                         continue_p: [alpha, 0.6, 1.0][cont],
+                        // The conditional-power bound too (a look-dependent futility bound).
+                        futility_power: [None, Some(0.1), Some(0.5)][(cont + flaky) % 3],
                         broke_alpha: [0.05, 0.3, 0.6, 0.95][broke_alpha],
                         early_stop: true,
                         statistic: if pooled {

@@ -8,10 +8,10 @@
 //!
 //! Run: `cargo bench --bench gate_pipeline` (release). Settings: `GATE_PIPELINE_SUITE` (`wide`:
 //! 32 tasks with rates spread like real suites; `small`: the 14-task loop split),
-//! `GATE_PIPELINE_REPS` (4 repetitions), `GATE_PIPELINE_AA` (1 A/A candidate per repetition and
-//! design), `GATE_PIPELINE_CACHED` (32 parent trials per task), `GATE_PIPELINE_JOBS` (2
+//! `GATE_PIPELINE_REPS` (4 repetitions), `GATE_PIPELINE_COUNTS` (`1,1,1,1`: candidates per
+//! repetition and design of A/A, +5, +10, +20), `GATE_PIPELINE_CACHED` (32 parent trials per task), `GATE_PIPELINE_JOBS` (2
 //! repetitions at once), `GATE_PIPELINE_FIRST` (1: the first repetition's number, for batches),
-//! `GATE_PIPELINE_DESIGN` (only the design of that index). Each repetition is one repository
+//! `GATE_PIPELINE_DESIGNS` (e.g. `2,3`: only the designs of these indices). Each repetition is one repository
 //! with a fresh seed (a fresh sample of main) whose cache serves every design's candidates;
 //! each candidate has its own tree (fresh trials).
 
@@ -32,11 +32,13 @@ use std::time::Instant;
 
 use support::noisy::{self, Effect, Suite};
 
-/// (name, trials at the first look, max_trials, continue_p).
-const DESIGNS: &[(&str, u32, Option<u32>, f64)] = &[
-    ("fixed 2", 2, None, 0.25),
-    ("fixed 4", 4, None, 0.25),
-    ("adaptive 2→…→16", 2, Some(16), 0.25),
+/// (name, trials at the first look, max_trials, continue_p, futility_power).
+type Design = (&'static str, u32, Option<u32>, f64, Option<f64>);
+const DESIGNS: &[Design] = &[
+    ("fixed 2", 2, None, 0.25, None),
+    ("fixed 4", 4, None, 0.25, None),
+    ("adaptive 2→…→16", 2, Some(16), 0.25, None),
+    ("adaptive 2→…→16, power 0.1", 2, Some(16), 0.25, Some(0.1)),
 ];
 
 #[derive(Default, Clone)]
@@ -58,15 +60,15 @@ fn repetition(
     suite: Suite,
     rep: u32,
     cached: u32,
-    aa: u32,
-    only: Option<usize>,
+    counts: [u32; 4],
+    only: &[usize],
 ) -> Vec<[Cell; 4]> {
     let repo = noisy::repo_of(suite, 2000 + rep, 2, None, 0.25);
     let noise = repo.harness(&["noise", "--trials", &cached.to_string()]);
     assert_eq!(noise.code, 0, "{noise:#?}");
     let mut out = Vec::new();
-    for (d, (_, trials, max, cont)) in DESIGNS.iter().enumerate() {
-        if only.is_some_and(|o| o != d) {
+    for (d, (_, trials, max, cont, power)) in DESIGNS.iter().enumerate() {
+        if !only.is_empty() && !only.contains(&d) {
             out.push(Default::default());
             continue;
         }
@@ -75,7 +77,11 @@ fn repetition(
         repo.edit_experiment(|t| {
             let t = t
                 .lines()
-                .filter(|l| !l.starts_with("  max_trials:") && !l.starts_with("  continue_p:"))
+                .filter(|l| {
+                    !l.starts_with("  max_trials:")
+                        && !l.starts_with("  continue_p:")
+                        && !l.starts_with("  futility_power:")
+                })
                 .map(|l| {
                     if l.starts_with("trials:") {
                         format!("trials: {trials}")
@@ -87,7 +93,10 @@ fn repetition(
                 .join("\n");
             let max = max
                 .map(|m| format!("\n  max_trials: {m}"))
-                .unwrap_or_default();
+                .unwrap_or_default()
+                + &power
+                    .map(|g| format!("\n  futility_power: {g}"))
+                    .unwrap_or_default();
             t.replace(
                 "  statistic: pooled",
                 &format!("  statistic: pooled\n  continue_p: {cont}{max}"),
@@ -96,10 +105,13 @@ fn repetition(
                 + "\n"
         });
         let mut cells: [Cell; 4] = Default::default();
-        // `aa` A/A candidates (each its own tree, so fresh trials) against the same sample of
-        // main, then one candidate per effect.
-        let mut runs: Vec<(usize, Effect, u32)> = (0..aa).map(|i| (0, Effect::None, i)).collect();
-        runs.extend(Effect::ALL.into_iter().enumerate().skip(1).map(|(k, e)| (k, e, 0)));
+        // `counts[k]` candidates of effect k (each its own tree, so fresh trials) against the
+        // same sample of main.
+        let runs: Vec<(usize, Effect, u32)> = Effect::ALL
+            .into_iter()
+            .enumerate()
+            .flat_map(|(k, e)| (0..counts[k]).map(move |i| (k, e, i)))
+            .collect();
         for (k, effect, i) in runs {
             let tag = format!("r{rep}d{d}i{i}");
             let c = noisy::candidate(&repo, rep, &tag, effect);
@@ -126,11 +138,21 @@ fn main() {
     let first = env("GATE_PIPELINE_FIRST", 1);
     let cached = env("GATE_PIPELINE_CACHED", 32);
     let jobs = env("GATE_PIPELINE_JOBS", 2).max(1);
-    let aa = env("GATE_PIPELINE_AA", 1).max(1);
+    let list = |k: &str| -> Vec<u32> {
+        std::env::var(k)
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    // Candidates per repetition and design of each effect (A/A, +5, +10, +20).
+    let counts: [u32; 4] = match list("GATE_PIPELINE_COUNTS")[..] {
+        [a, b, c, d] => [a, b, c, d],
+        _ => [1, 1, 1, 1],
+    };
     let suite = Suite::from_env("GATE_PIPELINE_SUITE");
-    let only: Option<usize> = std::env::var("GATE_PIPELINE_DESIGN")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let only: Vec<usize> = list("GATE_PIPELINE_DESIGNS")
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
     let tasks = suite.tasks().len() as u32;
     let budget = 2 * tasks * 2;
     let start = Instant::now();
@@ -144,7 +166,7 @@ fn main() {
                     if rep >= first + reps {
                         break;
                     }
-                    let got = repetition(suite, rep, cached, aa, only);
+                    let got = repetition(suite, rep, cached, counts, &only);
                     let mut t = total.lock().unwrap();
                     for (d, cells) in got.into_iter().enumerate() {
                         for (k, c) in cells.into_iter().enumerate() {
@@ -159,7 +181,7 @@ fn main() {
     });
     let total = total.into_inner().unwrap();
     println!(
-        "git-harness gate through the pipeline: noisy stand-in ({} experiment), {} held_in + {} validation tasks, main's mean pass rate {:.1}%, effects {:+.1} / {:+.1} / {:+.1} points, pooled statistic, main's cache {cached} trials per task, {reps} repetitions ({aa} A/A candidates each), {:.0} s",
+        "git-harness gate through the pipeline: noisy stand-in ({} experiment), {} held_in + {} validation tasks, main's mean pass rate {:.1}%, effects {:+.1} / {:+.1} / {:+.1} points, pooled statistic, main's cache {cached} trials per task, {reps} repetitions ({counts:?} candidates A/A, +5, +10, +20 in each), {:.0} s",
         suite.name(),
         suite.split("held_in").len(),
         suite.split("validation").len(),
@@ -170,7 +192,7 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
     println!(
-        "{:<20} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "{:<28} {:>20} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
         "design",
         "A/A accept [95% CI]",
         "+5pt",
@@ -185,16 +207,23 @@ fn main() {
         if cells[0].n == 0 {
             continue;
         }
-        let pct = |c: &Cell| format!("{:.0}%", 100.0 * c.accepted as f64 / c.n.max(1) as f64);
+        let frac = |c: &Cell| {
+            format!(
+                "{}/{} {:.0}%",
+                c.accepted,
+                c.n,
+                100.0 * c.accepted as f64 / c.n.max(1) as f64
+            )
+        };
         let per = |c: &Cell| c.trials as f64 / c.n.max(1) as f64;
         let (lo, hi) = noisy::wilson(cells[0].accepted, cells[0].n);
         println!(
-            "{:<20} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
+            "{:<28} {:>20} {:>12} {:>12} {:>12} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
             DESIGNS[d].0,
             format!("{}/{} [{lo:.0}, {hi:.0}]", cells[0].accepted, cells[0].n),
-            pct(&cells[1]),
-            pct(&cells[2]),
-            pct(&cells[3]),
+            frac(&cells[1]),
+            frac(&cells[2]),
+            frac(&cells[3]),
             per(&cells[0]),
             per(&cells[2]),
             per(&cells[3]),

@@ -50,3 +50,36 @@ fn pooled_parent_runs_nothing_when_its_cache_holds_the_look() {
         v.record
     );
 }
+
+/// The wide stand-in (32 tasks, rates drawn from Beta(0.5, 0.5)) through the binary: its splits
+/// hold the 32 gated tasks, and a task at rate 1 always passes, one at rate 0 always fails (the
+/// others are draws), so the sim runs the table's rates.
+#[test]
+fn wide_stand_in_runs_the_tables_rates() {
+    let suite = noisy::Suite::Wide;
+    let repo = noisy::repo_of(suite, 5, 1, None, 0.25);
+    let noise = repo.harness(&["noise", "--trials", "2"]);
+    assert_eq!(noise.code, 0, "{noise:#?}");
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let runs: std::collections::BTreeSet<String> =
+        noisy::cache_runs(&repo.root).into_iter().collect();
+    for run in runs {
+        for r in repo.results(&run) {
+            seen.entry(r["task"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(r["outcome"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(seen.len(), 32, "{seen:?}");
+    for t in suite.tasks() {
+        let got = &seen[t.id];
+        assert_eq!(got.len(), 2, "{}: {got:?}", t.id);
+        if t.rate >= 1.0 {
+            assert!(got.iter().all(|o| o == "pass"), "{}: {got:?}", t.id);
+        } else if t.rate <= 0.0 {
+            assert!(got.iter().all(|o| o == "fail"), "{}: {got:?}", t.id);
+        }
+    }
+    assert!((suite.gain(Effect::Plus10) - 9.94).abs() < 0.01);
+    assert!((suite.gain(Effect::Plus20) - 20.0).abs() < 0.01);
+}

@@ -304,14 +304,24 @@ where
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let (frames, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u32, u8, Vec<u8>)>();
-        // Aborted with this task: it holds the exec's stdin.
-        let _writer = AbortOnDrop(tokio::spawn(async move {
-            while let Some((id, kind, data)) = rx.recv().await {
+        // The writer holds the exec's stdin: aborted with this task, and told to close stdin
+        // when the tunnel ends (only a shutdown ends some streams, such as kube's stdin pipe).
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut writer = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let (id, kind, data) = tokio::select! {
+                    f = rx.recv() => match f {
+                        Some(f) => f,
+                        None => break,
+                    },
+                    _ = &mut stop_rx => break,
+                };
                 if outgoing.write_all(&encode(id, kind, &data)).await.is_err() {
                     break;
                 }
                 let _ = outgoing.flush().await;
             }
+            let _ = outgoing.shutdown().await;
         }));
         let conns: Conns = Default::default();
         let mut dec = Decoder::default();
@@ -360,6 +370,9 @@ where
                 }
             }
         }
+        // The sandbox side ends when its stdin does.
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut writer.0).await;
     });
     let task = TunnelHandle { task };
     match tokio::time::timeout(std::time::Duration::from_secs(30), ready_rx).await {

@@ -330,3 +330,80 @@ async fn from_inside_the_pod_the_tunnel_reaches_only_the_gateway() {
     assert_no_tunnel_left(&server);
     drop(model);
 }
+
+/// SIGINT then SIGTERM while the agent program runs in its Pod with the tunnel open: the run
+/// stops (exit 130), the Pod is deleted, and the tunnel's exec ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
+    let test = "an_interrupted_command_trial_leaves_no_pod_and_no_tunnel";
+    if docker_or_skip(test).await.is_none() {
+        return;
+    }
+    let server = ExecServer::start(Default::default(), "v5.channel.k8s.io").await;
+    let (base_url, reported) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = kube_command_repo(&server, dir.path(), "stdlib_agent.py", "", &base_url);
+    // The agent is done with the model, then keeps its Pod busy.
+    let manifest = std::fs::read_to_string(repo.root.join("harness.yaml"))
+        .unwrap()
+        .replace("agent.py\n", "agent.py; sleep 1000\n");
+    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
+    repo.git(&["commit", "-qam", "Sleep after the agent"]);
+    let log = dir.path().join("stderr");
+    let mut child = repo
+        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
+        .env(KEY_VAR, crate::agent_command::KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let poll = async |what: &str, f: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !f() && start.elapsed() < std::time::Duration::from_secs(120) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(f(), "{what}: {:#?}", server.seen());
+    };
+    poll("the agent's model calls", &|| {
+        reported.lock().unwrap().requests.len() >= 2
+    })
+    .await;
+    let signal = |sig| {
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+    };
+    signal(libc::SIGINT);
+    poll("the acknowledgement", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("interrupted")
+    })
+    .await;
+    signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        server.state.containers.lock().unwrap().is_empty(),
+        "the pod is deleted: {:#?}",
+        server.seen()
+    );
+    // The tunnel's exec ended (with its Pod: the agent's phase never ended).
+    let tunnels = server
+        .seen()
+        .iter()
+        .filter(|l| l.contains("/exec?") && decode(l).contains("__tunnel"))
+        .count();
+    assert_eq!(tunnels, 1, "{:#?}", server.seen());
+    poll("the tunnel's end", &|| {
+        let seen = server.seen();
+        seen.iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("/exec?") && decode(l).contains("__tunnel"))
+            .all(|(i, _)| seen.contains(&format!("ended {i}")))
+    })
+    .await;
+}

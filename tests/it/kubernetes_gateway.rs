@@ -228,19 +228,22 @@ async fn a_model_outage_through_the_pods_tunnel_is_an_infrastructure_error() {
     assert_no_tunnel_left(&server);
 }
 
-/// The attack model: answers every request with `forged seen` once a request carrying `FORGED`
-/// came through the gateway, `no` before.
+/// The attack model: answers `forged seen` once a request carrying `FORGED` came through the
+/// gateway, `no` before; a question whether it came waits for it (up to 20 s).
 async fn attack_model(
     State(bodies): State<Arc<Mutex<Vec<String>>>>,
     body: String,
 ) -> axum::Json<Value> {
+    let forged = |b: &Vec<String>| b.iter().any(|s| s.contains("FORGED"));
+    if body.contains("did the forged request arrive") {
+        let start = std::time::Instant::now();
+        while !forged(&bodies.lock().unwrap()) && start.elapsed().as_secs() < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     let mut b = bodies.lock().unwrap();
     b.push(body);
-    let content = if b.iter().any(|s| s.contains("FORGED")) {
-        "forged seen"
-    } else {
-        "no"
-    };
+    let content = if forged(&b) { "forged seen" } else { "no" };
     axum::Json(json!({
         "id": format!("a{}", b.len()), "object": "chat.completion", "model": "stub",
         "choices": [{"index": 0, "finish_reason": "stop",

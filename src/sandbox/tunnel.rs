@@ -384,3 +384,49 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_across_reads_and_an_oversized_one_is_corrupt() {
+        let mut d = Decoder::default();
+        let bytes = [encode(7, DATA, b"hello"), encode(8, CLOSE, b"")].concat();
+        let (a, b) = bytes.split_at(6);
+        assert!(d.push(a).unwrap().is_empty());
+        let frames = d.push(b).unwrap();
+        assert_eq!(
+            frames,
+            vec![(7, DATA, b"hello".to_vec()), (8, CLOSE, Vec::new())]
+        );
+        // A header that announces more than any side sends is refused at once, before its
+        // body arrives.
+        let mut header = encode(9, DATA, b"");
+        header[5..9].copy_from_slice(&((CHUNK as u32) + 1).to_be_bytes());
+        assert!(d.push(&header).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_helper_tar_holds_the_binary_at_its_path() {
+        use tokio::io::AsyncReadExt;
+        let (len, mut reader) = helper_tar("/run/git-harness/git-harness").unwrap();
+        let mut tar_bytes = Vec::new();
+        reader.read_to_end(&mut tar_bytes).await.unwrap();
+        assert_eq!(tar_bytes.len() as u64, len);
+        assert_eq!(len % 512, 0);
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = ar.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        assert_eq!(
+            entry.path().unwrap().to_string_lossy(),
+            "run/git-harness/git-harness"
+        );
+        assert_eq!(entry.header().mode().unwrap(), 0o755);
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert_eq!(data, std::fs::read(helper_binary().unwrap()).unwrap());
+        drop(entry);
+        assert!(entries.next().is_none());
+    }
+}

@@ -1298,36 +1298,43 @@ async fn an_interrupted_run_leaves_no_pod() {
 // ---------------------------------------------------------------------------------------------
 // A real cluster.
 
-/// One oracle trial of a demo task on the cluster of `GIT_HARNESS_TEST_KUBECONFIG` (context
+/// The `runner.kubernetes` settings of the cluster of `GIT_HARNESS_TEST_KUBECONFIG` (context
 /// `GIT_HARNESS_TEST_KUBE_CONTEXT`, namespace `GIT_HARNESS_TEST_KUBE_NAMESPACE` or `default`,
-/// registry `GIT_HARNESS_TEST_KUBE_REGISTRY`, where the base image must be pullable).
-#[test]
-fn an_oracle_trial_on_a_real_cluster() {
+/// registry `GIT_HARNESS_TEST_KUBE_REGISTRY`, where the base image must be pullable); `None`
+/// (the test skips, loudly) without one, a failure under `GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1`.
+pub(crate) fn real_cluster(test: &str) -> Option<Value> {
     let Some(kubeconfig) = std::env::var_os("GIT_HARNESS_TEST_KUBECONFIG") else {
         let required = std::env::var("GIT_HARNESS_TEST_REQUIRE_KUBERNETES").as_deref() == Ok("1");
         assert!(
             !required,
-            "GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1 but GIT_HARNESS_TEST_KUBECONFIG is unset"
+            "{test}: GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1 but GIT_HARNESS_TEST_KUBECONFIG is unset"
         );
         let _ = in_ci();
-        eprintln!(
-            "\n!!!!! SKIPPING an_oracle_trial_on_a_real_cluster: GIT_HARNESS_TEST_KUBECONFIG is unset !!!!!\n"
-        );
-        return;
+        eprintln!("\n!!!!! SKIPPING {test}: GIT_HARNESS_TEST_KUBECONFIG is unset !!!!!\n");
+        return None;
     };
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let repo = Repo::small("minimal");
-    let mut block = format!(
-        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {}\n",
-        serde_json::Value::from(kubeconfig.to_string_lossy().as_ref()),
-        env("GIT_HARNESS_TEST_KUBE_NAMESPACE").unwrap_or_else(|| "default".into())
-    );
+    let mut k = json!({
+        "kubeconfig": kubeconfig.to_string_lossy(),
+        "namespace": env("GIT_HARNESS_TEST_KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
+    });
     if let Some(c) = env("GIT_HARNESS_TEST_KUBE_CONTEXT") {
-        block.push_str(&format!("    context: {c}\n"));
+        k["context"] = json!(c);
     }
     if let Some(r) = env("GIT_HARNESS_TEST_KUBE_REGISTRY") {
-        block.push_str(&format!("    registry: {r}\n"));
+        k["registry"] = json!(r);
     }
+    Some(k)
+}
+
+/// One oracle trial of a demo task on a real cluster (see [`real_cluster`]).
+#[test]
+fn an_oracle_trial_on_a_real_cluster() {
+    let Some(k) = real_cluster("an_oracle_trial_on_a_real_cluster") else {
+        return;
+    };
+    let repo = Repo::small("minimal");
+    let block = format!("  kind: kubernetes\n  kubernetes: {k}\n");
     repo.edit_experiment(|t| with_runner_kind(t, &block));
     let out = repo
         .harness(&[

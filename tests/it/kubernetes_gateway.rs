@@ -18,16 +18,15 @@ use crate::support::hermetic::Out;
 use crate::support::repo::Repo;
 use crate::support::sandbox::docker_or_skip;
 
+/// `runner.kubernetes` for the stand-in `server` (its kubeconfig written into `dir`).
+fn stand_in(server: &ExecServer, dir: &Path) -> Value {
+    json!({"kubeconfig": server.kubeconfig(dir), "namespace": NS})
+}
+
 /// A demo repository whose harness is the agent program `agent` (a file of
 /// tests/fixtures/agents/, run with `python3` after `env`) on the Kubernetes runner of
-/// `server`, with the stand-in model at `base_url`.
-fn kube_command_repo(
-    server: &ExecServer,
-    kubeconfig_dir: &Path,
-    agent: &str,
-    env: &str,
-    base_url: &str,
-) -> Repo {
+/// `kubernetes` (its settings), with the stand-in model at `base_url`.
+fn kube_command_repo(kubernetes: Value, agent: &str, env: &str, base_url: &str) -> Repo {
     let repo = Repo::demo();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/agents")
@@ -41,9 +40,7 @@ fn kube_command_repo(
     let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     exp["model"] = json!({"provider": "openai", "name": "stub", "base_url": base_url,
                           "api_key_env": KEY_VAR, "timeout_sec": 30, "max_retries": 0});
-    let kubeconfig = server.kubeconfig(kubeconfig_dir);
-    exp["runner"] = json!({"kind": "kubernetes", "concurrency": 1,
-                           "kubernetes": {"kubeconfig": kubeconfig, "namespace": NS}});
+    exp["runner"] = json!({"kind": "kubernetes", "concurrency": 1, "kubernetes": kubernetes});
     exp["trials"] = json!(1);
     std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
     repo.git(&["add", "-A"]);
@@ -128,8 +125,7 @@ async fn a_command_harness_reaches_the_gateway_from_its_pod_and_its_calls_are_th
     let (base_url, reported) = serve();
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(kube_command_repo(
-        &server,
-        dir.path(),
+        stand_in(&server, dir.path()),
         "stdlib_agent.py",
         "",
         &base_url,
@@ -201,8 +197,7 @@ async fn a_model_outage_through_the_pods_tunnel_is_an_infrastructure_error() {
     reported.lock().unwrap().down = true;
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(kube_command_repo(
-        &server,
-        dir.path(),
+        stand_in(&server, dir.path()),
         "stdlib_agent.py",
         "",
         &base_url,
@@ -294,8 +289,7 @@ async fn from_inside_the_pod_the_tunnel_reaches_only_the_gateway() {
     );
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(kube_command_repo(
-        &server,
-        dir.path(),
+        stand_in(&server, dir.path()),
         "tunnel_attack.py",
         &env,
         &model.base_url(),
@@ -345,7 +339,12 @@ async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
     let server = ExecServer::start(Default::default(), "v5.channel.k8s.io").await;
     let (base_url, reported) = serve();
     let dir = tempfile::tempdir().unwrap();
-    let repo = kube_command_repo(&server, dir.path(), "stdlib_agent.py", "", &base_url);
+    let repo = kube_command_repo(
+        stand_in(&server, dir.path()),
+        "stdlib_agent.py",
+        "",
+        &base_url,
+    );
     // The agent is done with the model, then keeps its Pod busy.
     let manifest = std::fs::read_to_string(repo.root.join("harness.yaml"))
         .unwrap()
@@ -409,4 +408,22 @@ async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
             .all(|(i, _)| seen.contains(&format!("ended {i}")))
     })
     .await;
+}
+
+/// One `protocol: command` trial on a real cluster (see `kubernetes::real_cluster`; the image
+/// needs `python3`): the agent program in its Pod reaches the stand-in model on this host's
+/// loopback through the gateway's tunnel over the cluster's exec API, and passes.
+#[test]
+fn a_command_trial_on_a_real_cluster() {
+    let Some(k) = crate::kubernetes::real_cluster("a_command_trial_on_a_real_cluster") else {
+        return;
+    };
+    let (base_url, reported) = serve();
+    let repo = kube_command_repo(k, "stdlib_agent.py", "", &base_url);
+    let (run, trace) = run_word_count(&repo);
+    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
+    assert!(run.stdout.contains("1/1"), "{}", run.stdout);
+    let r = reported.lock().unwrap();
+    assert_eq!(r.requests.len(), 2, "{trace:#}");
+    assert_eq!(usage_of(&trace), (r.prompt, r.completion));
 }

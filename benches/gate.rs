@@ -611,8 +611,13 @@ fn draw_stand_in(
         let po: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(base)).collect();
         let co: Vec<Outcome> = (0..MAX_TRIALS).map(|_| trial(q)).collect();
         let mo: Vec<Outcome> = (0..extra).map(|_| trial(base)).collect();
-        parent.table_mut(split).unwrap().insert(task.id.to_string(), po);
-        cand.table_mut(split).unwrap().insert(task.id.to_string(), co);
+        parent
+            .table_mut(split)
+            .unwrap()
+            .insert(task.id.to_string(), po);
+        cand.table_mut(split)
+            .unwrap()
+            .insert(task.id.to_string(), co);
         more.insert(task.id.to_string(), mo);
     }
     (parent, cand, more)

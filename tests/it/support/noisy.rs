@@ -262,10 +262,7 @@ pub fn scenario_of(suite: Suite) -> String {
         }
         // The quirk line of a gated task: its probability right after it.
         if line.starts_with("    quirk: ")
-            && let Some(t) = suite
-                .tasks()
-                .iter()
-                .find(|t| Some(t.id) == task.as_deref())
+            && let Some(t) = suite.tasks().iter().find(|t| Some(t.id) == task.as_deref())
         {
             let p = 1.0 - t.rate;
             if (p - OTHER_P).abs() > 1e-9 {

@@ -676,8 +676,15 @@ fn stand_in_figures() {
             "trials +10",
             "mix 80/20"
         );
+        // GATE_BENCH_DESIGNS=0,3 runs only the designs of these indices.
+        let only: Vec<usize> = std::env::var("GATE_BENCH_DESIGNS")
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_default();
         for &cached in &cached_list {
-            for (name, base, c) in stand_in_designs() {
+            for (i, (name, base, c)) in stand_in_designs().into_iter().enumerate() {
+                if !only.is_empty() && !only.contains(&i) {
+                    continue;
+                }
                 let mut acc = [0u64; 4];
                 let mut cand = [0usize; 4];
                 for (k, effect) in Effect::ALL.into_iter().enumerate() {

@@ -130,7 +130,7 @@ pub struct Decision {
 /// [`super::design::futility_bound`], which the gate uses). It does not enter the error
 /// control: more looks are paid for by the alpha spent at each ([`super::design`]).
 pub fn promising_threshold(cfg: &GateConfig) -> f64 {
-    cfg.continue_p.max(cfg.alpha).min(1.0)
+    super::design::fixed_futility_bound(cfg)
 }
 
 impl Decision {

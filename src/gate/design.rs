@@ -139,7 +139,7 @@ pub fn next_look(cfg: &GateConfig, base: u32, look: &Look) -> Option<Look> {
 /// lenient at the first looks (little is known, much can change), strict near the last. Without
 /// `futility_power` it is `continue_p` at every look. Never below the look's own level.
 pub fn futility_bound(cfg: &GateConfig, look: &Look) -> f64 {
-    let fixed = super::promising_threshold(cfg);
+    let fixed = fixed_futility_bound(cfg);
     let Some(gamma) = cfg.futility_power else {
         return fixed;
     };
@@ -158,4 +158,9 @@ pub fn futility_bound(cfg: &GateConfig, look: &Look) -> f64 {
     let z_last = normal_quantile(1.0 - alpha_last);
     let z_min = t.sqrt() * (z_last - normal_quantile(1.0 - gamma) * (1.0 - t).sqrt());
     (1.0 - normal_cdf(z_min)).clamp(look.alpha, 1.0)
+}
+
+/// The fixed futility bound `continue_p` (at least alpha, at most 1).
+pub fn fixed_futility_bound(cfg: &GateConfig) -> f64 {
+    cfg.continue_p.max(cfg.alpha).min(1.0)
 }

@@ -13,7 +13,23 @@ use crate::error::{Error, Result};
 const DAEMON_HINT: &str = "is the Docker daemon running and reachable (DOCKER_HOST or /var/run/docker.sock)? (see .ci/docker.sh)";
 
 pub(crate) fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
-    InfraClass::Sandbox.error_hint(format!("{what}: {e}"), DAEMON_HINT)
+    InfraClass::Sandbox.error_hint(format!("{what}: {}", with_causes(&e)), DAEMON_HINT)
+}
+
+/// `e` and its causes: a transport's error names only its kind ("client error (Connect)"),
+/// its source says what failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// An error of the archive API. The daemon answering with an error about a path (a dangling
@@ -246,8 +262,8 @@ pub async fn negotiate(docker: Docker) -> Result<Docker> {
 /// parent-death signal cannot reach it: this process becomes the subreaper of what it starts
 /// (the masters become its children), a thread hands each master's pid to a watcher process in
 /// a process group of its own, and the watcher kills them when its stdin closes, which the
-/// kernel does when this process ends, `kill -9` included. Only `ssh -M` children are reaped
-/// here; every other child belongs to whoever spawned it.
+/// kernel does when this process ends, `kill -9` included. Only detached masters are reaped
+/// here (see [`ssh_masters_of`]); every other child belongs to whoever spawned it.
 fn guard_ssh_masters() {
     static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     STARTED.get_or_init(|| {
@@ -295,23 +311,22 @@ fn guard_ssh_masters() {
                     };
                     let mut known = std::collections::HashSet::new();
                     loop {
-                        for (pid, master, zombie) in ssh_children_of(me) {
-                            if master
+                        for (pid, zombie) in ssh_masters_of(me) {
+                            if !zombie
                                 && known.insert(pid)
                                 && writeln!(to_watcher, "{pid}").is_err()
                             {
                                 return;
                             }
-                            // A master that ended: ours to reap (its cmdline is gone by now).
-                            if zombie
-                                && known.remove(&pid)
-                                && let Some(p) = rustix::process::Pid::from_raw(pid)
-                            {
+                            // A master that ended: ours to reap, seen alive or not (nobody
+                            // else waits for a detached process).
+                            if zombie && let Some(p) = rustix::process::Pid::from_raw(pid) {
                                 let _ = rustix::process::waitpid(
                                     Some(p),
                                     rustix::process::WaitOptions::NOHANG,
                                 );
-                                if writeln!(to_watcher, "-{pid}").is_err() {
+                                if known.remove(&pid) && writeln!(to_watcher, "-{pid}").is_err()
+                                {
                                     return;
                                 }
                             }
@@ -328,9 +343,13 @@ fn guard_ssh_masters() {
     });
 }
 
-/// The `ssh` processes whose parent is `parent`: pid, whether it is a master (`-M`), whether
-/// it is a zombie.
-fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
+/// The detached ssh masters whose parent is `parent`: pid, whether it is a zombie. A master
+/// detaches (`ssh -f` daemonizes: it forks, the parent exits and the child leads a session of
+/// its own) and then belongs to nobody but this subreaper. The `ssh -M -f` this process spawned
+/// has the same command line but leads no session: its spawner waits for it, and reaping it
+/// here would take its exit status away (the spawner's wait fails with ECHILD, and the
+/// connection with "client error (Connect)").
+fn ssh_masters_of(parent: i32) -> Vec<(i32, bool)> {
     let mut found = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return found;
@@ -342,18 +361,23 @@ fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        // `pid (comm) state ppid ...`: the comm may hold spaces, the last `)` ends it.
+        // `pid (comm) state ppid pgrp session ...`: the comm may hold spaces, the last `)`
+        // ends it.
         let Some((head, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let mut w = rest.split(' ');
-        let (state, ppid) = (w.next(), w.next().and_then(|p| p.parse::<i32>().ok()));
-        if ppid != Some(parent) || !head.ends_with("(ssh") {
+        let w: Vec<&str> = rest.split(' ').take(4).collect();
+        let field = |i: usize| w.get(i).and_then(|p| p.parse::<i32>().ok());
+        let (state, ppid, session) = (w.first().copied(), field(1), field(3));
+        if ppid != Some(parent) || session != Some(pid) || !head.ends_with("(ssh") {
             continue;
         }
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let master = cmdline.split(|b| *b == 0).any(|a| a == b"-M");
-        found.push((pid, master, state == Some("Z")));
+        // A zombie's command line is gone: it was a master when it was seen alive.
+        let zombie = state == Some("Z");
+        if zombie || cmdline.split(|b| *b == 0).any(|a| a == b"-M") {
+            found.push((pid, zombie));
+        }
     }
     found
 }
@@ -378,4 +402,66 @@ pub(crate) fn api_call(call: &'static str, since: std::time::Instant) {
         us = since.elapsed().as_micros() as u64,
         "engine api call"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    /// An `ssh -M -f` stand-in (a script named `ssh`, so its comm is `ssh`) spawned by this
+    /// process, detached into a session of its own or not.
+    fn fake_master(dir: &std::path::Path, detached: bool) -> std::process::Child {
+        let ssh = dir.join("ssh");
+        if !ssh.exists() {
+            std::fs::write(&ssh, "#!/bin/sh\nsleep 30\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        #[allow(clippy::disallowed_methods, reason = "a test's stand-in process")]
+        let mut cmd = std::process::Command::new(&ssh);
+        cmd.args(["-M", "-f", "-N", "gh-engine"]);
+        if detached {
+            // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
+            }
+        }
+        cmd.spawn().unwrap()
+    }
+
+    /// The `ssh -M -f` that a client spawns (and waits for) is not a master to reap: only one
+    /// that detached into its own session is. Reaping the spawned one made the client's wait
+    /// fail with ECHILD ("client error (Connect)" on an `ssh://` engine under load).
+    #[test]
+    fn only_a_detached_ssh_master_is_taken_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let mut spawned = fake_master(dir.path(), false);
+        let mut detached = fake_master(dir.path(), true);
+        let (s, d) = (spawned.id() as i32, detached.id() as i32);
+        // The script's comm is `ssh` once exec'd: wait for both to show under that name.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let comm =
+            |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        while comm(s).trim() != "ssh" || comm(d).trim() != "ssh" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stand-ins did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let found = super::ssh_masters_of(me);
+        let _ = spawned.kill();
+        let _ = detached.kill();
+        let _ = spawned.wait();
+        let _ = detached.wait();
+        assert!(
+            !found.iter().any(|(p, _)| *p == s),
+            "the spawned ssh was taken for a master: {found:?}"
+        );
+        assert!(
+            found.contains(&(d, false)),
+            "the detached master was missed: {found:?}"
+        );
+    }
 }

@@ -142,9 +142,11 @@ fn the_check_fails_marks_taken_from_the_tests_own_trials() {
     let probs = vec![0.2; 30];
     let reps = 600;
     for statistic in [GateStatistic::Paired, GateStatistic::Pooled] {
-        let c = cfg(GateFlaky::Quarantine, statistic, 0.05, 2, 0.25);
-        let in_sample = null_accept_rate(&c, &probs, 2, 0, Marks::InSample, reps, 3);
-        let held_out = null_accept_rate(&c, &probs, 2, 0, Marks::HeldOut(8), reps, 3);
+        // Four trials per task, so that marks taken from them can show the two passes and two
+        // fails quarantine asks for.
+        let c = cfg(GateFlaky::Quarantine, statistic, 0.05, 4, 0.25);
+        let in_sample = null_accept_rate(&c, &probs, 4, 0, Marks::InSample, reps, 3);
+        let held_out = null_accept_rate(&c, &probs, 4, 0, Marks::HeldOut(8), reps, 3);
         eprintln!(
             "{statistic:?}: A/A false-accept rate with in-sample marks {in_sample:.3}, held-out {held_out:.3} ({reps} repetitions)"
         );
@@ -403,4 +405,50 @@ fn figures() {
             }
         }
     }
+}
+
+/// Quarantine needs more than one flip: a task that passed once in 16 mark trials (5%), or failed
+/// once, is a task that fails (or passes) and stays in the decision; one that passes half the
+/// time is left out. The decision names only the quarantined one as flaky.
+#[test]
+fn quarantine_needs_more_than_one_flip() {
+    let mut parent = Evaluation::new(Table::new(), Table::new());
+    let mut cand = Evaluation::new(Table::new(), Table::new());
+    let marks = [
+        ("rare-pass", 1),
+        ("rare-fail", 15),
+        ("coin", 8),
+        ("steady", 0),
+    ];
+    for (id, passes) in marks {
+        parent.held_in.insert(id, vec![F, F]);
+        cand.held_in.insert(id, vec![P, P]);
+        parent
+            .marks
+            .insert(id.into(), Evidence { passes, trials: 16 });
+    }
+    let q = decide(
+        &GateConfig {
+            flaky: GateFlaky::Quarantine,
+            ..GateConfig::default()
+        },
+        &parent,
+        &cand,
+    )
+    .unwrap();
+    assert_eq!(q.held_in.flaky, ["coin"], "{}", q.reason);
+    assert!(
+        q.reason.contains("1 flaky task(s) quarantined"),
+        "{}",
+        q.reason
+    );
+    assert_eq!(q.statistic.m, 3, "{:?}", q.statistic);
+
+    let quarantined = |passes, trials| Evidence { passes, trials }.clearly_flaky();
+    assert!(!quarantined(1, 16), "one pass in 16");
+    assert!(!quarantined(15, 16), "one fail in 16");
+    assert!(!quarantined(1, 2), "one of each");
+    assert!(quarantined(2, 4));
+    assert!(quarantined(8, 16));
+    assert!(!quarantined(2, 40), "5% on two passes");
 }

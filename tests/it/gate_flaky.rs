@@ -8,25 +8,10 @@ use git_harness::gate::{
     Evaluation, Evidence, Outcome, Table, Verdict, decide, decide_at, looks, wants_more_trials,
 };
 use proptest::prelude::*;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn draw(rng: &mut ChaCha8Rng, probs: &[f64], trials: u32) -> Table {
-    let mut t = Table::new();
-    for (i, p) in probs.iter().enumerate() {
-        let o = (0..trials)
-            .map(|_| {
-                if rng.random_bool(*p) {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                }
-            })
-            .collect();
-        t.insert(format!("t{i:02}"), o);
-    }
-    t
-}
+use crate::support::gate_sim::{draw, margin, pass_rates};
 
 fn count(v: &[Outcome]) -> Evidence {
     Evidence {
@@ -115,11 +100,6 @@ fn accept_rate(
     accepts as f64 / reps as f64
 }
 
-/// Above alpha by more than three standard errors of a rate of alpha: not luck.
-fn margin(alpha: f64, reps: u32) -> f64 {
-    3.0 * (alpha * (1.0 - alpha) / reps as f64).sqrt()
-}
-
 fn cfg(flaky: GateFlaky, statistic: GateStatistic, alpha: f64, max: u32, cont: f64) -> GateConfig {
     GateConfig {
         rule: GateRule::Strict,
@@ -182,12 +162,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let probs: Vec<f64> = (0..tasks)
-            .map(|_| {
-                let u: f64 = rng.random();
-                if extreme { (std::f64::consts::FRAC_PI_2 * u).sin().powi(2) } else { 0.1 + 0.8 * u }
-            })
-            .collect();
+        let probs = pass_rates(&mut rng, tasks, extreme, 0.1, 0.9);
         let c = cfg(
             if weight { GateFlaky::Weight } else { GateFlaky::Quarantine },
             if pooled { GateStatistic::Pooled } else { GateStatistic::Paired },
@@ -277,6 +252,14 @@ fn quarantine_leaves_flaky_tasks_out_and_weight_counts_them_less() {
     );
 }
 
+/// The default gate with `flaky: quarantine`.
+fn quarantine() -> GateConfig {
+    GateConfig {
+        flaky: GateFlaky::Quarantine,
+        ..GateConfig::default()
+    }
+}
+
 /// A quarantined task cannot break, a counted one can: its regression decides nothing.
 #[test]
 fn a_quarantined_task_does_not_break() {
@@ -307,15 +290,7 @@ fn a_quarantined_task_does_not_break() {
     let counted = decide(&GateConfig::default(), &parent, &cand).unwrap();
     assert_eq!(counted.verdict, Verdict::Reject, "{}", counted.reason);
     assert_eq!(counted.held_in.broke, ["z"]);
-    let q = decide(
-        &GateConfig {
-            flaky: GateFlaky::Quarantine,
-            ..GateConfig::default()
-        },
-        &parent,
-        &cand,
-    )
-    .unwrap();
+    let q = decide(&quarantine(), &parent, &cand).unwrap();
     assert_eq!(q.verdict, Verdict::Accept, "{}", q.reason);
     assert!(q.held_in.broke.is_empty());
 }
@@ -427,15 +402,7 @@ fn quarantine_needs_more_than_one_flip() {
             .marks
             .insert(id.into(), Evidence { passes, trials: 16 });
     }
-    let q = decide(
-        &GateConfig {
-            flaky: GateFlaky::Quarantine,
-            ..GateConfig::default()
-        },
-        &parent,
-        &cand,
-    )
-    .unwrap();
+    let q = decide(&quarantine(), &parent, &cand).unwrap();
     assert_eq!(q.held_in.flaky, ["coin"], "{}", q.reason);
     assert!(
         q.reason.contains("1 flaky task(s) quarantined"),

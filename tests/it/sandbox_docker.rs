@@ -379,6 +379,46 @@ async fn build_throwaway_base(docker: &bollard::Docker, tag: &str, variant: &str
     docker.inspect_image(tag).await.unwrap().id.unwrap()
 }
 
+/// A repository whose suite (in `tmp`) is one task built FROM `from` (its Dockerfile), that
+/// copies `/variant` to `/app/out`, under the Docker runner.
+fn from_image_task_repo(
+    tmp: &std::path::Path,
+    task_id: &str,
+    from: &str,
+) -> crate::support::loops::Repo {
+    let task = tmp.join("suite").join(task_id);
+    for d in ["environment", "tests", "solution"] {
+        std::fs::create_dir_all(task.join(d)).unwrap();
+    }
+    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
+    std::fs::write(
+        task.join("environment/Dockerfile"),
+        format!("FROM {from}\nWORKDIR /app\n"),
+    )
+    .unwrap();
+    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
+    std::fs::write(
+        task.join("tests/test.sh"),
+        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
+    )
+    .unwrap();
+    let repo = crate::support::loops::Repo::init("minimal");
+    repo.splits(&[task_id], &[], &[]);
+    let suite_dir = tmp.join("suite");
+    repo.edit_experiment(|t| {
+        t.replace("kind: auto", "kind: docker").replace(
+            "path: builtin:demo",
+            &format!("path: {}", suite_dir.display()),
+        )
+    });
+    assert!(
+        repo.read(".harness/experiment.yaml")
+            .contains("kind: docker"),
+        "the runner is not Docker"
+    );
+    repo
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache() {
     let Some(p) =
@@ -401,36 +441,7 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     let first_id = build_throwaway_base(&docker, &from, "one").await;
 
     let tmp = tempfile::tempdir().unwrap();
-    let task = tmp.path().join("suite").join(&task_id);
-    std::fs::create_dir_all(task.join("environment")).unwrap();
-    std::fs::create_dir_all(task.join("tests")).unwrap();
-    std::fs::create_dir_all(task.join("solution")).unwrap();
-    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
-    std::fs::write(
-        task.join("environment/Dockerfile"),
-        format!("FROM {from}\nWORKDIR /app\n"),
-    )
-    .unwrap();
-    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
-    std::fs::write(
-        task.join("tests/test.sh"),
-        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
-    )
-    .unwrap();
-    let repo = crate::support::loops::Repo::init("minimal");
-    repo.splits(&[&task_id], &[], &[]);
-    let suite_dir = tmp.path().join("suite");
-    repo.edit_experiment(|t| {
-        t.replace("kind: auto", "kind: docker").replace(
-            "path: builtin:demo",
-            &format!("path: {}", suite_dir.display()),
-        )
-    });
-    assert!(
-        repo.read(".harness/experiment.yaml")
-            .contains("kind: docker"),
-        "the runner is not Docker"
-    );
+    let repo = from_image_task_repo(tmp.path(), &task_id, &from);
     let run = |repo: &crate::support::loops::Repo| -> serde_json::Value {
         let out = repo.harness(&[
             "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format", "json",
@@ -572,31 +583,7 @@ async fn image_prune_removes_registry_named_and_agent_images_and_dead_runs_conta
     };
     build_throwaway_base(&docker, &from, "one").await;
     let tmp = tempfile::tempdir().unwrap();
-    let task = tmp.path().join("suite").join(&task_id);
-    for d in ["environment", "tests", "solution"] {
-        std::fs::create_dir_all(task.join(d)).unwrap();
-    }
-    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
-    std::fs::write(
-        task.join("environment/Dockerfile"),
-        format!("FROM {from}\nWORKDIR /app\n"),
-    )
-    .unwrap();
-    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
-    std::fs::write(
-        task.join("tests/test.sh"),
-        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
-    )
-    .unwrap();
-    let repo = crate::support::loops::Repo::init("minimal");
-    repo.splits(&[&task_id], &[], &[]);
-    let suite_dir = tmp.path().join("suite");
-    repo.edit_experiment(|t| {
-        t.replace("kind: auto", "kind: docker").replace(
-            "path: builtin:demo",
-            &format!("path: {}", suite_dir.display()),
-        )
-    });
+    let repo = from_image_task_repo(tmp.path(), &task_id, &from);
     let run = tokio::task::block_in_place(|| {
         repo.harness(&[
             "run", "--agent", "oracle", "--split", "held_in", "--trials", "1",

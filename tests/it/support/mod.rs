@@ -12,12 +12,14 @@
 //! - `sandbox`: fixture tasks, the process table, and the bubblewrap/Docker checks.
 //! - `serve`: starting a stand-in server on loopback.
 //! - `registry`: a real image registry on loopback.
+//! - `gate_sim`: drawn outcome tables and pass rates for the gate's error-control checks.
 
 // Each test module uses its own part of the support.
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
 pub mod eval;
+pub mod gate_sim;
 pub mod hermetic;
 pub mod loops;
 pub mod noisy;

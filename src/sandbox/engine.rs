@@ -263,7 +263,7 @@ pub async fn negotiate(docker: Docker) -> Result<Docker> {
 /// (the masters become its children), a thread hands each master's pid to a watcher process in
 /// a process group of its own, and the watcher kills them when its stdin closes, which the
 /// kernel does when this process ends, `kill -9` included. Only detached masters are reaped
-/// here (see [`ssh_masters_of`]); every other child belongs to whoever spawned it.
+/// here (see [`SshChild::leader`]); every other child belongs to whoever spawned it.
 fn guard_ssh_masters() {
     static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     STARTED.get_or_init(|| {
@@ -311,24 +311,43 @@ fn guard_ssh_masters() {
                     };
                     let mut known = std::collections::HashSet::new();
                     loop {
-                        for (pid, zombie) in ssh_masters_of(me) {
-                            if !zombie
-                                && known.insert(pid)
-                                && writeln!(to_watcher, "{pid}").is_err()
+                        let children = ssh_children_of(me);
+                        for c in &children {
+                            // Told at once, before it detaches: a master that has not yet
+                            // made its own session is killed too if this process dies now.
+                            if c.master
+                                && !c.zombie
+                                && known.insert(c.pid)
+                                && writeln!(to_watcher, "{}", c.pid).is_err()
                             {
                                 return;
                             }
-                            // A master that ended: ours to reap, seen alive or not (nobody
-                            // else waits for a detached process).
-                            if zombie && let Some(p) = rustix::process::Pid::from_raw(pid) {
+                            // A detached master that ended: ours to reap. The `ssh -M -f` a
+                            // client spawned never leads a session; its exit status is its
+                            // spawner's to take (reaping it here made that wait fail with
+                            // ECHILD, and the connection with "client error (Connect)").
+                            if c.zombie
+                                && c.leader
+                                && let Some(p) = rustix::process::Pid::from_raw(c.pid)
+                            {
                                 let _ = rustix::process::waitpid(
                                     Some(p),
                                     rustix::process::WaitOptions::NOHANG,
                                 );
-                                if known.remove(&pid) && writeln!(to_watcher, "-{pid}").is_err()
-                                {
-                                    return;
-                                }
+                            }
+                        }
+                        // Masters that ended (reaped here or by their spawner) leave the
+                        // watcher's list: their pids may be reused.
+                        let live: std::collections::HashSet<i32> = children
+                            .iter()
+                            .filter(|c| !(c.zombie && c.leader))
+                            .map(|c| c.pid)
+                            .collect();
+                        let gone: Vec<i32> = known.difference(&live).copied().collect();
+                        for pid in gone {
+                            known.remove(&pid);
+                            if writeln!(to_watcher, "-{pid}").is_err() {
+                                return;
                             }
                         }
                         let _ = to_watcher.flush();
@@ -343,13 +362,22 @@ fn guard_ssh_masters() {
     });
 }
 
-/// The detached ssh masters whose parent is `parent`: pid, whether it is a zombie. A master
-/// detaches (`ssh -f` daemonizes: it forks, the parent exits and the child leads a session of
-/// its own) and then belongs to nobody but this subreaper. The `ssh -M -f` this process spawned
-/// has the same command line but leads no session: its spawner waits for it, and reaping it
-/// here would take its exit status away (the spawner's wait fails with ECHILD, and the
-/// connection with "client error (Connect)").
-fn ssh_masters_of(parent: i32) -> Vec<(i32, bool)> {
+/// An `ssh` child of this process, as `/proc` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SshChild {
+    pid: i32,
+    /// Its command line has `-M` (read while it lives; a zombie's is gone).
+    master: bool,
+    zombie: bool,
+    /// It leads a session of its own: a master that detached (`ssh -f` daemonizes: it forks,
+    /// the parent exits and the child calls setsid), which belongs to nobody but this
+    /// subreaper. The `ssh -M -f` this process spawned has the same command line but leads no
+    /// session: its spawner waits for it.
+    leader: bool,
+}
+
+/// The `ssh` processes whose parent is `parent`.
+fn ssh_children_of(parent: i32) -> Vec<SshChild> {
     let mut found = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return found;
@@ -368,16 +396,16 @@ fn ssh_masters_of(parent: i32) -> Vec<(i32, bool)> {
         };
         let w: Vec<&str> = rest.split(' ').take(4).collect();
         let field = |i: usize| w.get(i).and_then(|p| p.parse::<i32>().ok());
-        let (state, ppid, session) = (w.first().copied(), field(1), field(3));
-        if ppid != Some(parent) || session != Some(pid) || !head.ends_with("(ssh") {
+        if field(1) != Some(parent) || !head.ends_with("(ssh") {
             continue;
         }
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        // A zombie's command line is gone: it was a master when it was seen alive.
-        let zombie = state == Some("Z");
-        if zombie || cmdline.split(|b| *b == 0).any(|a| a == b"-M") {
-            found.push((pid, zombie));
-        }
+        found.push(SshChild {
+            pid,
+            master: cmdline.split(|b| *b == 0).any(|a| a == b"-M"),
+            zombie: w.first() == Some(&"Z"),
+            leader: field(3) == Some(pid),
+        });
     }
     found
 }
@@ -430,10 +458,11 @@ mod tests {
     }
 
     /// The `ssh -M -f` that a client spawns (and waits for) is not a master to reap: only one
-    /// that detached into its own session is. Reaping the spawned one made the client's wait
-    /// fail with ECHILD ("client error (Connect)" on an `ssh://` engine under load).
+    /// that detached into its own session is, alive or a zombie. Reaping the spawned one made
+    /// the client's wait fail with ECHILD ("client error (Connect)" on an `ssh://` engine
+    /// under load).
     #[test]
-    fn only_a_detached_ssh_master_is_taken_for_one() {
+    fn only_a_detached_ssh_master_is_reaped() {
         let dir = tempfile::tempdir().unwrap();
         let me = rustix::process::getpid().as_raw_nonzero().get();
         let mut spawned = fake_master(dir.path(), false);
@@ -450,18 +479,36 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let found = super::ssh_masters_of(me);
+        let alive = super::ssh_children_of(me);
         let _ = spawned.kill();
         let _ = detached.kill();
+        // Both ended, neither waited for yet: zombies, whose session `/proc` still shows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let zombies = loop {
+            let found = super::ssh_children_of(me);
+            let z = |pid| found.iter().any(|c| c.pid == pid && c.zombie);
+            if z(s) && z(d) {
+                break found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no zombies: {found:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let _ = spawned.wait();
         let _ = detached.wait();
+        let of = |found: &[super::SshChild], pid| *found.iter().find(|c| c.pid == pid).unwrap();
+        // Both are masters for the watcher while they live...
+        assert!(of(&alive, s).master && of(&alive, d).master, "{alive:?}");
+        // ...but only the detached one is this process's to reap.
         assert!(
-            !found.iter().any(|(p, _)| *p == s),
-            "the spawned ssh was taken for a master: {found:?}"
+            !of(&alive, s).leader && !of(&zombies, s).leader,
+            "{zombies:?}"
         );
         assert!(
-            found.contains(&(d, false)),
-            "the detached master was missed: {found:?}"
+            of(&alive, d).leader && of(&zombies, d).leader,
+            "{zombies:?}"
         );
     }
 }

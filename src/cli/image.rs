@@ -23,9 +23,11 @@ pub enum Sub {
     /// TB2 verifiers fetch when they run), from wheels downloaded on this host, so their
     /// test.sh runs unchanged with no network. Map task images to it with `--image-map '*=TAG'`.
     Verifier(VerifierArgs),
-    /// Remove stale task images: images of the current suite's tasks that no task runs on
-    /// now (changed tasks, images built on a FROM image since rebuilt). Images a container
-    /// still uses are kept.
+    /// Remove stale images: task images of the current suite's tasks that no task runs on now
+    /// (changed tasks, images built on a FROM image since rebuilt; also those named under a
+    /// registry) and agent images (`agent.install`) made from them that main's harness would
+    /// not make now. Containers of runs that ended without cleaning up go first; images a
+    /// running container uses are kept.
     Prune(PruneArgs),
 }
 
@@ -51,8 +53,8 @@ pub struct PruneArgs {
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also remove the images of tasks that are not in the current suite (other suites on this
-    /// Docker engine lose theirs too).
+    /// Also remove the images of tasks that are not in the current suite and every agent image
+    /// main's harness would not make now (other suites on this Docker engine lose theirs too).
     #[arg(long)]
     pub all: bool,
 }
@@ -131,11 +133,25 @@ fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
         fixed.experiment.runner.image_map.clone(),
         Default::default(),
     )?;
+    // The agent image trials of main's harness run on (`agent.install` of a command harness).
+    let main = git_harness::lineage::main_commit(&ws.repo)?;
+    let harness = git_harness::harness::Harness::from_commit(&ws.repo, &main)?;
+    let install =
+        git_harness::agent::command::install_spec(&harness, &fixed.experiment.runner.agent_paths);
     let rt = super::session::runtime()?;
-    let (removed, kept) = rt.block_on(async {
-        let unused = provider.unused_task_images(&suite.tasks, a.all).await?;
+    let (removed, kept, swept) = rt.block_on(async {
+        // Containers that killed runs left (their owner is gone) hold images: they go first,
+        // as at the start of every run.
+        let swept = if a.dry_run {
+            0
+        } else {
+            git_harness::sandbox::SandboxProvider::sweep(&provider).await?
+        };
+        let unused = provider
+            .unused_task_images(&suite.tasks, a.all, install.as_ref())
+            .await?;
         if a.dry_run {
-            return Ok::<_, Error>((unused, Vec::new()));
+            return Ok::<_, Error>((unused, Vec::new(), swept));
         }
         let (mut removed, mut kept) = (Vec::new(), Vec::new());
         for tag in unused {
@@ -145,8 +161,14 @@ fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
                 kept.push(tag);
             }
         }
-        Ok((removed, kept))
+        Ok((removed, kept, swept))
     })?;
+    if swept > 0 {
+        ui.out(format!(
+            "removed {swept} container{} of runs that ended without cleaning up",
+            if swept == 1 { "" } else { "s" }
+        ));
+    }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for tag in &removed {
         ui.out(format!("{verb} {tag}"));
@@ -155,7 +177,7 @@ fn prune(ui: &mut Ui, a: PruneArgs) -> Result<i32> {
         ui.out(format!("kept {tag} (a container uses it)"));
     }
     ui.out(format!(
-        "{} {} task image{} that no task of the suite runs on",
+        "{} {} image{} that no task of the suite runs on",
         verb,
         removed.len(),
         if removed.len() == 1 { "" } else { "s" }

@@ -339,5 +339,18 @@ pub async fn cached_trials(
             }
         }
     }
+    // Each read costs a lookup per task and trial id: a debug event lets tests count them.
+    tracing::debug!(
+        target: CACHE_TARGET,
+        commit = %commit.id(),
+        from,
+        to,
+        found = out.len(),
+        "cached trials read"
+    );
     Ok(out)
 }
+
+/// The `tracing` target of reads of cached trials as evidence
+/// (`RUST_LOG=git_harness::cache=debug`).
+pub const CACHE_TARGET: &str = "git_harness::cache";

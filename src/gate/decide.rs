@@ -500,7 +500,12 @@ impl Counts {
                 let marks = parent.marks.get(task).copied().unwrap_or_default();
                 t.mark_pass = marks.passes;
                 t.mark_n = marks.trials;
-                t.flaky = cfg.flaky != GateFlaky::Count && marks.flaky();
+                t.flaky = match cfg.flaky {
+                    GateFlaky::Count => false,
+                    GateFlaky::Weight => marks.flaky(),
+                    // Leaving a task out needs more than one flip (`Evidence::clearly_flaky`).
+                    GateFlaky::Quarantine => marks.clearly_flaky(),
+                };
                 t.quarantined = t.flaky && cfg.flaky == GateFlaky::Quarantine;
                 t.weight = match cfg.flaky {
                     GateFlaky::Weight => marks.weight(),

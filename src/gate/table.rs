@@ -124,6 +124,11 @@ pub struct Evidence {
     pub trials: u32,
 }
 
+/// Passes and fails a task needs in its mark trials to be quarantined.
+pub const QUARANTINE_MIN_EACH: u32 = 2;
+/// The pass rates (over the mark trials) at which a task is quarantined.
+pub const QUARANTINE_BAND: (f64, f64) = (0.1, 0.9);
+
 /// The variance floor of the flaky weight: the variance of a pass rate drawn uniformly.
 const WEIGHT_FLOOR: f64 = 1.0 / 12.0;
 /// Flaky weights are multiples of 1/`WEIGHT_SCALE`, so the exact tests stay on integers.
@@ -141,6 +146,19 @@ impl Evidence {
     /// The outcome flips across these repeats of an unchanged harness: flaky.
     pub fn flaky(&self) -> bool {
         self.passes > 0 && self.passes < self.trials
+    }
+
+    /// Flaky on more than one slip, enough to leave the task out of the decision
+    /// (`gate.flaky: quarantine`): at least [`QUARANTINE_MIN_EACH`] passes and as many fails,
+    /// and a pass rate inside [`QUARANTINE_BAND`]. A task that passes once in 16 is a task that
+    /// fails, and one that fails once in 16 a task that passes: quarantining them would drop
+    /// real evidence for a single flip.
+    pub fn clearly_flaky(&self) -> bool {
+        let fails = self.trials.saturating_sub(self.passes);
+        let (lo, hi) = QUARANTINE_BAND;
+        self.passes >= QUARANTINE_MIN_EACH
+            && fails >= QUARANTINE_MIN_EACH
+            && (lo..=hi).contains(&self.rate())
     }
 
     /// The task's weight under `gate.flaky: weight`, in units of 1/[`WEIGHT_SCALE`]: the

@@ -142,6 +142,16 @@ pub async fn mark_flaky(
         EVIDENCE_TRIALS,
     )
     .await?;
+    record_flaky(ws, ctx, commit, &results)
+}
+
+/// [`mark_flaky`] from `results`, the cached trials of `commit` a caller has read already.
+pub fn record_flaky(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+    results: &[TrialResult],
+) -> Result<FlakyTasksRecord> {
     let tree = ws
         .repo
         .find_commit(commit)
@@ -150,7 +160,7 @@ pub async fn mark_flaky(
             source: e,
         })?
         .tree_id();
-    let record = flaky_record(&per_task(&results), tree, &ctx.fingerprint);
+    let record = flaky_record(&per_task(results), tree, &ctx.fingerprint);
     lineage::update_note(&ws.repo, commit, |n| n.flaky_tasks = Some(record.clone()))?;
     Ok(record)
 }

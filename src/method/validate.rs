@@ -116,20 +116,19 @@ pub fn evaluation(ctx: &EvalContext, results: &[TrialResult], trials: u32) -> Ev
     e
 }
 
-/// The parent's cached trials with ids in `from..to`, per task: evidence for the unpaired
-/// per-task comparisons of the gate (the broke test, the pooled statistic), or its mark trials.
-pub async fn parent_evidence(
-    ws: &Workspace,
-    ctx: &EvalContext,
-    commit: Oid,
+/// Trials with ids in `from..to` from `results` (a side's cached trials), per task: evidence
+/// for the unpaired per-task comparisons of the gate (the broke test, the pooled statistic), or
+/// its mark trials.
+pub fn evidence_in(
+    results: &[TrialResult],
     from: u32,
     to: u32,
-) -> Result<std::collections::BTreeMap<String, gate::Evidence>> {
+) -> std::collections::BTreeMap<String, gate::Evidence> {
     let mut ev = std::collections::BTreeMap::<String, gate::Evidence>::new();
-    for r in cached_trials(ws, ctx, commit, &GATED, from, to).await? {
+    for r in results.iter().filter(|r| (from..to).contains(&r.trial)) {
         count(ev.entry(r.task.clone()).or_default(), r.outcome);
     }
-    Ok(ev)
+    ev
 }
 
 /// One trial as evidence of a task's pass rate (infrastructure errors say nothing of it).
@@ -144,33 +143,31 @@ fn count(e: &mut gate::Evidence, outcome: TrialOutcome) {
     }
 }
 
-/// The parent's side for the pooled statistic from its cached trials alone (any trial ids
-/// below `to`: the mark trials of `gate.flaky` from there on never feed the statistic): per task, the first `trials` of them fill the table's columns
-/// (those free of infrastructure errors first) and the rest are evidence. `None` when some gated
-/// task has fewer than `trials` cached trials: the parent must run.
-pub async fn cached_parent(
-    ws: &Workspace,
+/// The parent's side for the pooled statistic from its cached trials `results` alone (those
+/// with trial ids below `to`: the mark trials of `gate.flaky` from there on never feed the
+/// statistic): per task, the first `trials` of them fill the table's columns (those free of
+/// infrastructure errors first) and the rest are evidence. `None` when some gated task has
+/// fewer than `trials` cached trials: the parent must run.
+pub fn cached_parent(
     ctx: &EvalContext,
-    commit: Oid,
+    results: &[TrialResult],
     trials: u32,
     to: u32,
-) -> Result<Option<Evaluation>> {
-    let mut by_task = std::collections::BTreeMap::<(String, String), Vec<TrialResult>>::new();
-    for r in cached_trials(ws, ctx, commit, &GATED, 0, to).await? {
+) -> Option<Evaluation> {
+    let mut by_task = std::collections::BTreeMap::<(&str, &str), Vec<TrialResult>>::new();
+    for r in results.iter().filter(|r| r.trial < to) {
         by_task
-            .entry((r.split.clone(), r.task.clone()))
+            .entry((r.split.as_str(), r.task.as_str()))
             .or_default()
-            .push(r);
+            .push(r.clone());
     }
     let mut table_results = Vec::new();
     let mut evidence = std::collections::BTreeMap::<String, gate::Evidence>::new();
     for split in GATED {
         for task in ctx.fixed.splits.get(split) {
-            let Some(mut rs) = by_task.remove(&(split.as_str().to_string(), task.clone())) else {
-                return Ok(None);
-            };
+            let mut rs = by_task.remove(&(split.as_str(), task.as_str()))?;
             if rs.len() < trials as usize {
-                return Ok(None);
+                return None;
             }
             // Infrastructure errors last, so that they land in the table only when the cache has
             // too few other trials (they count against coverage there, as a run's would).
@@ -188,7 +185,17 @@ pub async fn cached_parent(
     }
     let mut e = evaluation(ctx, &table_results, trials);
     e.evidence = evidence;
-    Ok(Some(e))
+    Some(e)
+}
+
+/// Every cached trial of `commit` on the gated splits that counts as evidence of its pass rates
+/// (trial ids below [`EVIDENCE_TRIALS`]).
+async fn evidence_trials(
+    ws: &Workspace,
+    ctx: &EvalContext,
+    commit: Oid,
+) -> Result<Vec<TrialResult>> {
+    cached_trials(ws, ctx, commit, &GATED, 0, EVIDENCE_TRIALS).await
 }
 
 /// Validate one proposal against its parent.
@@ -227,12 +234,14 @@ pub async fn validate(
         cost_usd: cost,
         mde_points,
         trials,
+        parent_trials,
         ..
     } = compare(ws, ctx, &cfg, proposal.commit, parent.id(), false, observer).await?;
     let mde_points = Some(mde_points);
 
-    // Every evaluation of the parent is evidence of its flakiness: record it in its note.
-    super::noise::mark_flaky(ws, ctx, parent.id()).await?;
+    // Every evaluation of the parent is evidence of its flakiness: record it in its note, from
+    // the trials the comparison read already.
+    super::noise::record_flaky(ws, ctx, parent.id(), &parent_trials)?;
 
     // Both sides, once: the last look's plan holds the trials of the earlier ones.
     let planned =
@@ -287,6 +296,9 @@ pub struct Comparison {
     /// candidate's with pending cells where it stopped early).
     pub parent: Evaluation,
     pub candidate: Evaluation,
+    /// The parent's cached trials as the last look read them (every trial id below
+    /// [`EVIDENCE_TRIALS`], gated splits): what its flaky tasks are measured from.
+    pub parent_trials: Vec<TrialResult>,
 }
 
 /// Compare `candidate` with `parent` through the gate's design `cfg`: evaluate both on the
@@ -309,7 +321,7 @@ pub async fn compare(
     let mut cost = 0.0;
     let pooled = cfg.statistic == crate::experiment::GateStatistic::Pooled;
     let mut parent_run = String::new();
-    let (decision, parent_eval, cand_eval, mde_points) = loop {
+    let (decision, parent_eval, cand_eval, mde_points, parent_trials) = loop {
         // With `gate.flaky` other than `count`, the trials beyond the design's last look decide
         // which tasks are flaky and never feed the statistic: the selection is then
         // independent of the data it is applied to (docs/gate.md).
@@ -321,11 +333,17 @@ pub async fn compare(
         // (whatever their trial ids): the parent costs nothing once the cache holds `trials`
         // per task. Otherwise (and always for the paired test, which needs the same trial ids)
         // the parent runs at the look's trial ids, from the cache where it ran them before.
-        let cached = if pooled {
-            cached_parent(ws, ctx, parent, trials, marks_from).await?
+        // The parent's cached trials are read once per look (twice when the pooled statistic
+        // finds too few and the parent runs): its table, evidence and marks, and at the end its
+        // flaky tasks, all come from that one read.
+        let mut read = if pooled {
+            Some(evidence_trials(ws, ctx, parent).await?)
         } else {
             None
         };
+        let cached = read
+            .as_deref()
+            .and_then(|all| cached_parent(ctx, all, trials, marks_from));
         let mut parent_eval = match cached {
             Some(e) => e,
             None => {
@@ -334,14 +352,16 @@ pub async fn compare(
                 executed += parent_out.executed;
                 cost += run_cost(&parent_out);
                 parent_run = parent_out.id.clone();
+                let all = evidence_trials(ws, ctx, parent).await?;
                 let mut e = evaluation(ctx, &parent_out.results, trials);
-                e.evidence = parent_evidence(ws, ctx, parent, trials, marks_from).await?;
+                e.evidence = evidence_in(&all, trials, marks_from);
+                read = Some(all);
                 e
             }
         };
+        let all = read.unwrap_or_default();
         if marks_from < EVIDENCE_TRIALS {
-            parent_eval.marks =
-                parent_evidence(ws, ctx, parent, marks_from, EVIDENCE_TRIALS).await?;
+            parent_eval.marks = evidence_in(&all, marks_from, EVIDENCE_TRIALS);
         }
         let mde = design_mde(cfg, base, &parent_eval);
         let look = gate::look_at(cfg, base, trials);
@@ -393,7 +413,7 @@ pub async fn compare(
         };
         match gate::wants_more_trials(cfg, &decision, base) {
             Some(n) if n > trials => trials = n,
-            _ => break (decision, parent_eval, cand_eval, mde),
+            _ => break (decision, parent_eval, cand_eval, mde, all),
         }
     };
     Ok(Comparison {
@@ -406,6 +426,7 @@ pub async fn compare(
         trials,
         parent: parent_eval,
         candidate: cand_eval,
+        parent_trials,
     })
 }
 

@@ -13,7 +13,23 @@ use crate::error::{Error, Result};
 const DAEMON_HINT: &str = "is the Docker daemon running and reachable (DOCKER_HOST or /var/run/docker.sock)? (see .ci/docker.sh)";
 
 pub(crate) fn docker_err(what: &str, e: bollard::errors::Error) -> Error {
-    InfraClass::Sandbox.error_hint(format!("{what}: {e}"), DAEMON_HINT)
+    InfraClass::Sandbox.error_hint(format!("{what}: {}", with_causes(&e)), DAEMON_HINT)
+}
+
+/// `e` and its causes: a transport's error names only its kind ("client error (Connect)"),
+/// its source says what failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// An error of the archive API. The daemon answering with an error about a path (a dangling
@@ -246,8 +262,8 @@ pub async fn negotiate(docker: Docker) -> Result<Docker> {
 /// parent-death signal cannot reach it: this process becomes the subreaper of what it starts
 /// (the masters become its children), a thread hands each master's pid to a watcher process in
 /// a process group of its own, and the watcher kills them when its stdin closes, which the
-/// kernel does when this process ends, `kill -9` included. Only `ssh -M` children are reaped
-/// here; every other child belongs to whoever spawned it.
+/// kernel does when this process ends, `kill -9` included. Only detached masters are reaped
+/// here (see [`SshChild::leader`]); every other child belongs to whoever spawned it.
 fn guard_ssh_masters() {
     static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     STARTED.get_or_init(|| {
@@ -295,25 +311,43 @@ fn guard_ssh_masters() {
                     };
                     let mut known = std::collections::HashSet::new();
                     loop {
-                        for (pid, master, zombie) in ssh_children_of(me) {
-                            if master
-                                && known.insert(pid)
-                                && writeln!(to_watcher, "{pid}").is_err()
+                        let children = ssh_children_of(me);
+                        for c in &children {
+                            // Told at once, before it detaches: a master that has not yet
+                            // made its own session is killed too if this process dies now.
+                            if c.master
+                                && !c.zombie
+                                && known.insert(c.pid)
+                                && writeln!(to_watcher, "{}", c.pid).is_err()
                             {
                                 return;
                             }
-                            // A master that ended: ours to reap (its cmdline is gone by now).
-                            if zombie
-                                && known.remove(&pid)
-                                && let Some(p) = rustix::process::Pid::from_raw(pid)
+                            // A detached master that ended: ours to reap. The `ssh -M -f` a
+                            // client spawned never leads a session; its exit status is its
+                            // spawner's to take (reaping it here made that wait fail with
+                            // ECHILD, and the connection with "client error (Connect)").
+                            if c.zombie
+                                && c.leader
+                                && let Some(p) = rustix::process::Pid::from_raw(c.pid)
                             {
                                 let _ = rustix::process::waitpid(
                                     Some(p),
                                     rustix::process::WaitOptions::NOHANG,
                                 );
-                                if writeln!(to_watcher, "-{pid}").is_err() {
-                                    return;
-                                }
+                            }
+                        }
+                        // Masters that ended (reaped here or by their spawner) leave the
+                        // watcher's list: their pids may be reused.
+                        let live: std::collections::HashSet<i32> = children
+                            .iter()
+                            .filter(|c| !(c.zombie && c.leader))
+                            .map(|c| c.pid)
+                            .collect();
+                        let gone: Vec<i32> = known.difference(&live).copied().collect();
+                        for pid in gone {
+                            known.remove(&pid);
+                            if writeln!(to_watcher, "-{pid}").is_err() {
+                                return;
                             }
                         }
                         let _ = to_watcher.flush();
@@ -328,9 +362,22 @@ fn guard_ssh_masters() {
     });
 }
 
-/// The `ssh` processes whose parent is `parent`: pid, whether it is a master (`-M`), whether
-/// it is a zombie.
-fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
+/// An `ssh` child of this process, as `/proc` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SshChild {
+    pid: i32,
+    /// Its command line has `-M` (read while it lives; a zombie's is gone).
+    master: bool,
+    zombie: bool,
+    /// It leads a session of its own: a master that detached (`ssh -f` daemonizes: it forks,
+    /// the parent exits and the child calls setsid), which belongs to nobody but this
+    /// subreaper. The `ssh -M -f` this process spawned has the same command line but leads no
+    /// session: its spawner waits for it.
+    leader: bool,
+}
+
+/// The `ssh` processes whose parent is `parent`.
+fn ssh_children_of(parent: i32) -> Vec<SshChild> {
     let mut found = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return found;
@@ -342,18 +389,23 @@ fn ssh_children_of(parent: i32) -> Vec<(i32, bool, bool)> {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        // `pid (comm) state ppid ...`: the comm may hold spaces, the last `)` ends it.
+        // `pid (comm) state ppid pgrp session ...`: the comm may hold spaces, the last `)`
+        // ends it.
         let Some((head, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let mut w = rest.split(' ');
-        let (state, ppid) = (w.next(), w.next().and_then(|p| p.parse::<i32>().ok()));
-        if ppid != Some(parent) || !head.ends_with("(ssh") {
+        let w: Vec<&str> = rest.split(' ').take(4).collect();
+        let field = |i: usize| w.get(i).and_then(|p| p.parse::<i32>().ok());
+        if field(1) != Some(parent) || !head.ends_with("(ssh") {
             continue;
         }
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let master = cmdline.split(|b| *b == 0).any(|a| a == b"-M");
-        found.push((pid, master, state == Some("Z")));
+        found.push(SshChild {
+            pid,
+            master: cmdline.split(|b| *b == 0).any(|a| a == b"-M"),
+            zombie: w.first() == Some(&"Z"),
+            leader: field(3) == Some(pid),
+        });
     }
     found
 }
@@ -378,4 +430,85 @@ pub(crate) fn api_call(call: &'static str, since: std::time::Instant) {
         us = since.elapsed().as_micros() as u64,
         "engine api call"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    /// An `ssh -M -f` stand-in (a script named `ssh`, so its comm is `ssh`) spawned by this
+    /// process, detached into a session of its own or not.
+    fn fake_master(dir: &std::path::Path, detached: bool) -> std::process::Child {
+        let ssh = dir.join("ssh");
+        if !ssh.exists() {
+            std::fs::write(&ssh, "#!/bin/sh\nsleep 30\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        #[allow(clippy::disallowed_methods, reason = "a test's stand-in process")]
+        let mut cmd = std::process::Command::new(&ssh);
+        cmd.args(["-M", "-f", "-N", "gh-engine"]);
+        if detached {
+            // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
+            }
+        }
+        cmd.spawn().unwrap()
+    }
+
+    /// The `ssh -M -f` that a client spawns (and waits for) is not a master to reap: only one
+    /// that detached into its own session is, alive or a zombie. Reaping the spawned one made
+    /// the client's wait fail with ECHILD ("client error (Connect)" on an `ssh://` engine
+    /// under load).
+    #[test]
+    fn only_a_detached_ssh_master_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let mut spawned = fake_master(dir.path(), false);
+        let mut detached = fake_master(dir.path(), true);
+        let (s, d) = (spawned.id() as i32, detached.id() as i32);
+        // The script's comm is `ssh` once exec'd: wait for both to show under that name.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let comm =
+            |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        while comm(s).trim() != "ssh" || comm(d).trim() != "ssh" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stand-ins did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let alive = super::ssh_children_of(me);
+        let _ = spawned.kill();
+        let _ = detached.kill();
+        // Both ended, neither waited for yet: zombies, whose session `/proc` still shows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let zombies = loop {
+            let found = super::ssh_children_of(me);
+            let z = |pid| found.iter().any(|c| c.pid == pid && c.zombie);
+            if z(s) && z(d) {
+                break found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no zombies: {found:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let _ = spawned.wait();
+        let _ = detached.wait();
+        let of = |found: &[super::SshChild], pid| *found.iter().find(|c| c.pid == pid).unwrap();
+        // Both are masters for the watcher while they live...
+        assert!(of(&alive, s).master && of(&alive, d).master, "{alive:?}");
+        // ...but only the detached one is this process's to reap.
+        assert!(
+            !of(&alive, s).leader && !of(&zombies, s).leader,
+            "{zombies:?}"
+        );
+        assert!(
+            of(&alive, d).leader && of(&zombies, d).leader,
+            "{zombies:?}"
+        );
+    }
 }

@@ -18,247 +18,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::dockerd::{
+    DEFAULT, Engine, components_or_skip, default_engine, free_port, have,
+};
 use crate::support::hermetic::{Out, hermetic, output};
 use crate::support::repo::Repo;
 
-const DEFAULT: &str = "unix:///var/run/docker.sock";
-const BASE: &str = "git-harness/base:bookworm";
-/// The second engine's bridge, made by this test and removed when it ends.
-const BRIDGE: &str = "gh-hosts-br0";
-const BRIDGE_ADDR: &str = "10.213.77.1/24";
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn docker0_exists() -> bool {
-    Path::new("/sys/class/net/docker0").exists()
-}
-
-pub(crate) fn components_or_skip(test: &str) -> bool {
-    let have = |t: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let ok = crate::support::sandbox::docker_engine_or_skip(test)
-        && root
-        && ["dockerd", "openssl", "ip"].iter().all(|t| have(t));
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: root, dockerd, openssl and a Docker engine with {BASE} are required in CI"
-        );
-        eprintln!("SKIPPED {test}: needs root, dockerd, openssl and a Docker engine with {BASE}");
-    }
-    ok
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A second Docker engine, owned by this test: stopped by its pid when dropped.
-pub(crate) struct Engine {
-    dir: PathBuf,
-    certs: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Engine {
-    pub(crate) fn start(dir: &Path, certs: &Path) -> Engine {
-        let mut e = Engine {
-            dir: dir.to_path_buf(),
-            certs: certs.to_path_buf(),
-            port: free_port(),
-            child: None,
-        };
-        e.launch();
-        e
-    }
-
-    pub(crate) fn socket(&self) -> String {
-        format!("unix://{}", self.dir.join("sock").display())
-    }
-
-    pub(crate) fn tcp(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        if !Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
-            assert!(
-                ip(&["link", "add", BRIDGE, "type", "bridge"]),
-                "ip link add {BRIDGE}"
-            );
-            assert!(ip(&["addr", "add", BRIDGE_ADDR, "dev", BRIDGE]));
-            assert!(ip(&["link", "set", BRIDGE, "up"]));
-        }
-        let docker0 = docker0_exists();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))
-            .unwrap();
-        let c = |f: &str| self.certs.join(f).display().to_string();
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(self.dir.join("data"))
-            .arg("--exec-root")
-            .arg(self.dir.join("exec"))
-            .arg("--pidfile")
-            .arg(self.dir.join("pid"))
-            .args(["-H", &self.socket(), "-H", &self.tcp()])
-            .args(["--tlsverify", "--tlscacert", &c("ca.pem")])
-            .args([
-                "--tlscert",
-                &c("server.pem"),
-                "--tlskey",
-                &c("server-key.pem"),
-            ])
-            // A bridge of its own: docker0 belongs to the engine at the default socket (and
-            // `--bridge none` would make this daemon delete it).
-            .args(["--bridge", BRIDGE, "--iptables=false", "--ip-masq=false"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !self.docker(&["info"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "the second dockerd did not answer:\n{}",
-                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert_eq!(
-            docker0_exists(),
-            docker0,
-            "the second engine must leave the default engine's bridge alone"
-        );
-    }
-
-    pub(crate) fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .args(["-H", &self.socket()])
-            .args(args)
-            .output()
-            .expect("docker")
-    }
-
-    /// The base image of the engine at the default socket, loaded from it.
-    pub(crate) fn load_base(&self) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker -H {DEFAULT} save {BASE} | docker -H {} load",
-                self.socket()
-            ))
-            .status()
-            .expect("docker save | docker load");
-        assert!(ok.success(), "docker save | docker load failed");
-    }
-
-    pub(crate) fn containers(&self) -> Vec<String> {
-        let o = self.docker(&["ps", "-aq", "--filter", "label=git-harness"]);
-        assert!(o.status.success(), "{o:?}");
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    pub(crate) fn signal(&mut self, sig: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: kill(2) on the pid of the daemon this test started.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-
-    /// Wait for the daemon to exit (SIGKILL after a while).
-    pub(crate) fn reap(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while c.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        self.reap();
-        // A daemon killed with -9 leaves the bind mount of its data root: undo what it mounted,
-        // so its directory can be removed.
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
-        let _ = ip(&["link", "delete", BRIDGE]);
-    }
-}
-
-/// Four tasks without network on the base image: `ok` passes with the oracle, `wrong` fails.
-fn suite(root: &Path) -> PathBuf {
-    for (id, word) in [("ok", "ok"), ("wrong", "no"), ("v", "ok"), ("t", "ok")] {
-        let d = root.join("suite").join(id);
-        for sub in ["tests", "solution"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
-        std::fs::write(
-            d.join("task.toml"),
-            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-        )
-        .unwrap();
-        // Long enough that the second engine is killed while its trials run.
-        std::fs::write(
-            d.join("solution/solve.sh"),
-            format!("sleep 2\necho {word} > /app/out.txt\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("tests/test.sh"),
-            "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
-        )
-        .unwrap();
-    }
-    root.join("suite")
-}
-
-/// A harness repository with the Docker runner on the suite of [`suite`].
+/// A harness repository with the Docker runner on four tasks of the base image, whose
+/// solutions take long enough that the second engine is killed while its trials run.
 fn docker_repo(root: &Path) -> Repo {
-    let suite = suite(root);
+    let suite = crate::support::dockerd::four_tasks(root, None, "sleep 2\n", "true");
     output(
         Command::new(env!("CARGO_BIN_EXE_git-harness"))
             .args(["init", "--runner", "docker", "--suite"])
@@ -439,13 +208,6 @@ fn a_pool_of_two_engines_shares_trials_survives_a_lost_host_and_refuses_bad_cert
     assert_eq!(engine.containers(), Vec::<String>::new());
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn keygen(path: &Path) {
     let ok = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -453,6 +215,31 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen");
     assert!(ok.success());
+}
+
+/// True when the ssh tests can run (openssh client and server, the engine at the default
+/// socket with the base image); required in CI, a loud skip elsewhere.
+fn ssh_or_skip(test: &str) -> bool {
+    let tools =
+        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
+    if !tools {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: openssh-server and openssh-client are required in CI"
+        );
+        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
+        return false;
+    }
+    crate::support::sandbox::docker_engine_or_skip(test)
+}
+
+/// The PATH with `bin` (the `ssh` wrapper of [`sshd`]) first.
+fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// An sshd on a loopback port that lets in one generated key; stopped by its pid when dropped.
@@ -521,17 +308,7 @@ fn sshd(dir: &Path) -> (Sshd, PathBuf) {
 #[test]
 fn a_pool_reaches_an_engine_over_ssh() {
     let test = "a_pool_reaches_an_engine_over_ssh";
-    let tools =
-        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
-    if !tools {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: openssh-server and openssh-client are required in CI"
-        );
-        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
-        return;
-    }
-    if !crate::support::sandbox::docker_engine_or_skip(test) {
+    if !ssh_or_skip(test) {
         return;
     }
     let tmp = tempfile::Builder::new()
@@ -548,11 +325,7 @@ fn a_pool_reaches_an_engine_over_ssh() {
             ),
         )
     });
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let mut args = RUN.to_vec();
     args.push("2");
     let out = output(
@@ -647,13 +420,7 @@ fn a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool() {
             ),
         )
     });
-    let default = |a: &[&str]| {
-        Command::new("docker")
-            .args(["-H", DEFAULT])
-            .args(a)
-            .output()
-            .unwrap()
-    };
+    let default = default_engine;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
         hermetic(&mut cmd);
@@ -695,17 +462,7 @@ fn a_signal_mid_run_leaves_no_container_on_any_engine_of_the_pool() {
 #[test]
 fn ssh_connections_end_with_a_run_killed_with_sigkill() {
     let test = "ssh_connections_end_with_a_run_killed_with_sigkill";
-    let tools =
-        ["ssh", "ssh-keygen"].iter().all(|t| have(t)) && Path::new("/usr/sbin/sshd").exists();
-    if !tools {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: openssh-server and openssh-client are required in CI"
-        );
-        eprintln!("SKIPPED {test}: needs openssh-server and openssh-client");
-        return;
-    }
-    if !crate::support::sandbox::docker_engine_or_skip(test) {
+    if !ssh_or_skip(test) {
         return;
     }
     let tmp = tempfile::Builder::new()
@@ -720,11 +477,7 @@ fn ssh_connections_end_with_a_run_killed_with_sigkill() {
             "  concurrency: 4\n  hosts:\n  - host: ssh://gh-engine\n    concurrency: 2\n",
         )
     });
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_git-harness"));
     hermetic(&mut cmd);
     let mut args = RUN.to_vec();
@@ -738,13 +491,7 @@ fn ssh_connections_end_with_a_run_killed_with_sigkill() {
         .spawn()
         .unwrap();
     let pid = run.id();
-    let default = |a: &[&str]| {
-        Command::new("docker")
-            .args(["-H", DEFAULT])
-            .args(a)
-            .output()
-            .unwrap()
-    };
+    let default = default_engine;
     let deadline = Instant::now() + Duration::from_secs(120);
     while owned_by(default, pid).is_empty() {
         assert!(Instant::now() < deadline, "no trial started over ssh");

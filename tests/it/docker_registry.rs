@@ -11,45 +11,22 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::docker_hosts::{Engine, components_or_skip};
+use crate::support::dockerd::{BASE, DEFAULT, Engine, components_or_skip, default_engine};
 use crate::support::hermetic::{Out, output};
 use crate::support::registry::{PROGRAM, Registry};
 use crate::support::repo::Repo;
 
-const DEFAULT: &str = "unix:///var/run/docker.sock";
-const BASE: &str = "git-harness/base:bookworm";
-
 /// Tasks that build FROM the base image a marker the verifier needs: `ok` passes with the
 /// oracle, `wrong` fails.
 fn suite(root: &Path) -> PathBuf {
-    for (id, word) in [("ok", "ok"), ("wrong", "no"), ("v", "ok"), ("t", "ok")] {
-        let d = root.join("suite").join(id);
-        for sub in ["tests", "solution", "environment"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
-        std::fs::write(
-            d.join("task.toml"),
-            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("environment/Dockerfile"),
-            format!("FROM {BASE}\nWORKDIR /app\nRUN echo built > /marker\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("solution/solve.sh"),
-            format!("echo {word} > /app/out.txt\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("tests/test.sh"),
-            "#!/bin/bash\nif grep -qx ok /app/out.txt && [ -f /marker ]; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
-        )
-        .unwrap();
-    }
-    root.join("suite")
+    crate::support::dockerd::four_tasks(
+        root,
+        Some(&format!(
+            "FROM {BASE}\nWORKDIR /app\nRUN echo built > /marker\n"
+        )),
+        "",
+        "[ -f /marker ]",
+    )
 }
 
 fn run(repo: &Repo, extra: &[&str]) -> Out {
@@ -96,14 +73,6 @@ fn images(docker: impl Fn(&[&str]) -> std::process::Output, prefix: &str) -> Vec
         .collect();
     v.sort();
     v
-}
-
-fn default_engine(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(["-H", DEFAULT])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Removes the registry's names (tags and digests) from the engine at the default socket (it

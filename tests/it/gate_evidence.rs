@@ -87,3 +87,47 @@ fn cached_parent_trials_make_a_real_single_task_regression_significant() {
         "{d}"
     );
 }
+
+/// The reads of the parent's cached trials as evidence, from the cache's debug events of a
+/// command run with `RUST_LOG=git_harness::cache=debug`.
+fn evidence_reads(stderr: &str, commit: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("cached trials read") && l.contains(commit))
+        .count()
+}
+
+/// A validation reads the parent's cached trials once per look: the compared table's
+/// evidence, the marks and the flaky record in main's note all come from that one read (the
+/// note was written from a second read of every trial before).
+#[test]
+fn a_validation_reads_the_parents_cached_trials_once_per_look() {
+    let repo = Repo::init("minimal");
+    repo.splits(
+        &["number-lines", "count-errors"],
+        &["top-ips", "sort-scores"],
+        TEST,
+    );
+    repo.edit_experiment(|t| t.replace("early_stop: true", "early_stop: false"));
+    // Evidence beyond the compared trials, so that the note has something to count.
+    repo.harness(&["run", "main", "--split", "held_in", "--trials", "4"])
+        .ok();
+    let main = repo.rev("main");
+    let a = repo.proposal(
+        1,
+        "block-a",
+        "main",
+        &[("middleware/runtime_control.yaml", &breaking_middleware("a"))],
+    );
+    let out = output(
+        repo.harness_cmd(&["validate", "--format", "json", &a])
+            .env("RUST_LOG", "git_harness::cache=debug"),
+    );
+    assert!(matches!(out.code, 0 | 1), "{}\n{}", out.stdout, out.stderr);
+    // One look (no `max_trials`): one read of main's trials.
+    assert_eq!(evidence_reads(&out.stderr, &main), 1, "{}", out.stderr);
+    // The note's record counts every cached trial of main: 4 held-in trials per task from the
+    // run, 2 validation trials per task from the validation.
+    let flaky = &repo.note("main")["flaky_tasks"];
+    assert_eq!(flaky["from_trials"], 2 * 4 + 2 * 2, "{flaky}");
+}

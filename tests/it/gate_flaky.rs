@@ -8,25 +8,10 @@ use git_harness::gate::{
     Evaluation, Evidence, Outcome, Table, Verdict, decide, decide_at, looks, wants_more_trials,
 };
 use proptest::prelude::*;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn draw(rng: &mut ChaCha8Rng, probs: &[f64], trials: u32) -> Table {
-    let mut t = Table::new();
-    for (i, p) in probs.iter().enumerate() {
-        let o = (0..trials)
-            .map(|_| {
-                if rng.random_bool(*p) {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                }
-            })
-            .collect();
-        t.insert(format!("t{i:02}"), o);
-    }
-    t
-}
+use crate::support::gate_sim::{draw, margin, pass_rates};
 
 fn count(v: &[Outcome]) -> Evidence {
     Evidence {
@@ -115,11 +100,6 @@ fn accept_rate(
     accepts as f64 / reps as f64
 }
 
-/// Above alpha by more than three standard errors of a rate of alpha: not luck.
-fn margin(alpha: f64, reps: u32) -> f64 {
-    3.0 * (alpha * (1.0 - alpha) / reps as f64).sqrt()
-}
-
 fn cfg(flaky: GateFlaky, statistic: GateStatistic, alpha: f64, max: u32, cont: f64) -> GateConfig {
     GateConfig {
         rule: GateRule::Strict,
@@ -142,9 +122,11 @@ fn the_check_fails_marks_taken_from_the_tests_own_trials() {
     let probs = vec![0.2; 30];
     let reps = 600;
     for statistic in [GateStatistic::Paired, GateStatistic::Pooled] {
-        let c = cfg(GateFlaky::Quarantine, statistic, 0.05, 2, 0.25);
-        let in_sample = null_accept_rate(&c, &probs, 2, 0, Marks::InSample, reps, 3);
-        let held_out = null_accept_rate(&c, &probs, 2, 0, Marks::HeldOut(8), reps, 3);
+        // Four trials per task, so that marks taken from them can show the two passes and two
+        // fails quarantine asks for.
+        let c = cfg(GateFlaky::Quarantine, statistic, 0.05, 4, 0.25);
+        let in_sample = null_accept_rate(&c, &probs, 4, 0, Marks::InSample, reps, 3);
+        let held_out = null_accept_rate(&c, &probs, 4, 0, Marks::HeldOut(8), reps, 3);
         eprintln!(
             "{statistic:?}: A/A false-accept rate with in-sample marks {in_sample:.3}, held-out {held_out:.3} ({reps} repetitions)"
         );
@@ -180,12 +162,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let probs: Vec<f64> = (0..tasks)
-            .map(|_| {
-                let u: f64 = rng.random();
-                if extreme { (std::f64::consts::FRAC_PI_2 * u).sin().powi(2) } else { 0.1 + 0.8 * u }
-            })
-            .collect();
+        let probs = pass_rates(&mut rng, tasks, extreme, 0.1, 0.9);
         let c = cfg(
             if weight { GateFlaky::Weight } else { GateFlaky::Quarantine },
             if pooled { GateStatistic::Pooled } else { GateStatistic::Paired },
@@ -275,6 +252,14 @@ fn quarantine_leaves_flaky_tasks_out_and_weight_counts_them_less() {
     );
 }
 
+/// The default gate with `flaky: quarantine`.
+fn quarantine() -> GateConfig {
+    GateConfig {
+        flaky: GateFlaky::Quarantine,
+        ..GateConfig::default()
+    }
+}
+
 /// A quarantined task cannot break, a counted one can: its regression decides nothing.
 #[test]
 fn a_quarantined_task_does_not_break() {
@@ -305,15 +290,7 @@ fn a_quarantined_task_does_not_break() {
     let counted = decide(&GateConfig::default(), &parent, &cand).unwrap();
     assert_eq!(counted.verdict, Verdict::Reject, "{}", counted.reason);
     assert_eq!(counted.held_in.broke, ["z"]);
-    let q = decide(
-        &GateConfig {
-            flaky: GateFlaky::Quarantine,
-            ..GateConfig::default()
-        },
-        &parent,
-        &cand,
-    )
-    .unwrap();
+    let q = decide(&quarantine(), &parent, &cand).unwrap();
     assert_eq!(q.verdict, Verdict::Accept, "{}", q.reason);
     assert!(q.held_in.broke.is_empty());
 }
@@ -403,4 +380,42 @@ fn figures() {
             }
         }
     }
+}
+
+/// Quarantine needs more than one flip: a task that passed once in 16 mark trials (5%), or failed
+/// once, is a task that fails (or passes) and stays in the decision; one that passes half the
+/// time is left out. The decision names only the quarantined one as flaky.
+#[test]
+fn quarantine_needs_more_than_one_flip() {
+    let mut parent = Evaluation::new(Table::new(), Table::new());
+    let mut cand = Evaluation::new(Table::new(), Table::new());
+    let marks = [
+        ("rare-pass", 1),
+        ("rare-fail", 15),
+        ("coin", 8),
+        ("steady", 0),
+    ];
+    for (id, passes) in marks {
+        parent.held_in.insert(id, vec![F, F]);
+        cand.held_in.insert(id, vec![P, P]);
+        parent
+            .marks
+            .insert(id.into(), Evidence { passes, trials: 16 });
+    }
+    let q = decide(&quarantine(), &parent, &cand).unwrap();
+    assert_eq!(q.held_in.flaky, ["coin"], "{}", q.reason);
+    assert!(
+        q.reason.contains("1 flaky task(s) quarantined"),
+        "{}",
+        q.reason
+    );
+    assert_eq!(q.statistic.m, 3, "{:?}", q.statistic);
+
+    let quarantined = |passes, trials| Evidence { passes, trials }.clearly_flaky();
+    assert!(!quarantined(1, 16), "one pass in 16");
+    assert!(!quarantined(15, 16), "one fail in 16");
+    assert!(!quarantined(1, 2), "one of each");
+    assert!(quarantined(2, 4));
+    assert!(quarantined(8, 16));
+    assert!(!quarantined(2, 40), "5% on two passes");
 }

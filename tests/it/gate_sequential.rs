@@ -12,22 +12,7 @@ use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn draw(rng: &mut ChaCha8Rng, probs: &[f64], trials: u32) -> Table {
-    let mut t = Table::new();
-    for (i, p) in probs.iter().enumerate() {
-        let o = (0..trials)
-            .map(|_| {
-                if rng.random_bool(*p) {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                }
-            })
-            .collect();
-        t.insert(format!("t{i:02}"), o);
-    }
-    t
-}
+use crate::support::gate_sim::{draw, margin, pass_rates};
 
 fn cut(t: &Table, n: u32) -> Table {
     Table {
@@ -89,11 +74,6 @@ fn null_accept_rate(
         }
     }
     accepts as f64 / reps as f64
-}
-
-/// Above alpha by more than three standard errors of a rate of alpha: not luck.
-fn margin(alpha: f64, reps: u32) -> f64 {
-    3.0 * (alpha * (1.0 - alpha) / reps as f64).sqrt()
 }
 
 fn adaptive(alpha: f64, max_trials: u32, continue_p: f64) -> GateConfig {
@@ -349,12 +329,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let probs: Vec<f64> = (0..tasks)
-            .map(|_| {
-                let u: f64 = rng.random();
-                if extreme { (std::f64::consts::FRAC_PI_2 * u).sin().powi(2) } else { 0.2 + 0.6 * u }
-            })
-            .collect();
+        let probs = pass_rates(&mut rng, tasks, extreme, 0.2, 0.8);
         let cfg = GateConfig {
             statistic: git_harness::experiment::GateStatistic::Pooled,
             futility_power: futility,

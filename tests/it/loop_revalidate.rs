@@ -266,8 +266,9 @@ fn noisy_scenario() -> String {
         + "\n"
 }
 
-#[test]
-fn a_no_op_under_a_noisy_model_does_not_hold() {
+/// A small repository under the noisy stand-in model whose main is a no-op promoted by force
+/// (as a lucky validation would have it).
+fn noisy_forced_no_op() -> Repo {
     let repo = Repo::small("minimal");
     repo.write(".harness/noisy-sim.yaml", &noisy_scenario());
     repo.commit_all("A noisy stand-in model");
@@ -280,6 +281,12 @@ fn a_no_op_under_a_noisy_model_does_not_hold() {
     let noop = no_op(&repo);
     repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
         .ok();
+    repo
+}
+
+#[test]
+fn a_no_op_under_a_noisy_model_does_not_hold() {
+    let repo = noisy_forced_no_op();
     let out = timed("revalidate", || {
         repo.harness(&["revalidate", "--format", "json"])
     });
@@ -372,18 +379,7 @@ fn figures() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let repo = Repo::small("minimal");
-    repo.write(".harness/noisy-sim.yaml", &noisy_scenario());
-    repo.commit_all("A noisy stand-in model");
-    repo.edit_experiment(|t| {
-        t.replace(
-            "scenario: builtin:demo",
-            "scenario: .harness/noisy-sim.yaml",
-        )
-    });
-    let noop = no_op(&repo);
-    repo.harness(&["promote", "--force", "--reason", "looked lucky", &noop])
-        .ok();
+    let repo = noisy_forced_no_op();
     let mut counts = std::collections::BTreeMap::<String, u32>::new();
     // Seeds from 1001: 1 is the experiment's own.
     for seed in 1001..=1000 + reps {

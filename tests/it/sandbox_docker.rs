@@ -379,6 +379,46 @@ async fn build_throwaway_base(docker: &bollard::Docker, tag: &str, variant: &str
     docker.inspect_image(tag).await.unwrap().id.unwrap()
 }
 
+/// A repository whose suite (in `tmp`) is one task built FROM `from` (its Dockerfile), that
+/// copies `/variant` to `/app/out`, under the Docker runner.
+fn from_image_task_repo(
+    tmp: &std::path::Path,
+    task_id: &str,
+    from: &str,
+) -> crate::support::loops::Repo {
+    let task = tmp.join("suite").join(task_id);
+    for d in ["environment", "tests", "solution"] {
+        std::fs::create_dir_all(task.join(d)).unwrap();
+    }
+    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
+    std::fs::write(
+        task.join("environment/Dockerfile"),
+        format!("FROM {from}\nWORKDIR /app\n"),
+    )
+    .unwrap();
+    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
+    std::fs::write(
+        task.join("tests/test.sh"),
+        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
+    )
+    .unwrap();
+    let repo = crate::support::loops::Repo::init("minimal");
+    repo.splits(&[task_id], &[], &[]);
+    let suite_dir = tmp.join("suite");
+    repo.edit_experiment(|t| {
+        t.replace("kind: auto", "kind: docker").replace(
+            "path: builtin:demo",
+            &format!("path: {}", suite_dir.display()),
+        )
+    });
+    assert!(
+        repo.read(".harness/experiment.yaml")
+            .contains("kind: docker"),
+        "the runner is not Docker"
+    );
+    repo
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache() {
     let Some(p) =
@@ -401,36 +441,7 @@ async fn docker_rebuilt_from_image_rebuilds_the_task_image_and_misses_the_cache(
     let first_id = build_throwaway_base(&docker, &from, "one").await;
 
     let tmp = tempfile::tempdir().unwrap();
-    let task = tmp.path().join("suite").join(&task_id);
-    std::fs::create_dir_all(task.join("environment")).unwrap();
-    std::fs::create_dir_all(task.join("tests")).unwrap();
-    std::fs::create_dir_all(task.join("solution")).unwrap();
-    std::fs::write(task.join("instruction.md"), "Copy /variant to /app/out.\n").unwrap();
-    std::fs::write(
-        task.join("environment/Dockerfile"),
-        format!("FROM {from}\nWORKDIR /app\n"),
-    )
-    .unwrap();
-    std::fs::write(task.join("solution/solve.sh"), "cp /variant /app/out\n").unwrap();
-    std::fs::write(
-        task.join("tests/test.sh"),
-        "mkdir -p /logs/verifier; cmp -s /variant /app/out && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n",
-    )
-    .unwrap();
-    let repo = crate::support::loops::Repo::init("minimal");
-    repo.splits(&[&task_id], &[], &[]);
-    let suite_dir = tmp.path().join("suite");
-    repo.edit_experiment(|t| {
-        t.replace("kind: auto", "kind: docker").replace(
-            "path: builtin:demo",
-            &format!("path: {}", suite_dir.display()),
-        )
-    });
-    assert!(
-        repo.read(".harness/experiment.yaml")
-            .contains("kind: docker"),
-        "the runner is not Docker"
-    );
+    let repo = from_image_task_repo(tmp.path(), &task_id, &from);
     let run = |repo: &crate::support::loops::Repo| -> serde_json::Value {
         let out = repo.harness(&[
             "run", "--agent", "oracle", "--split", "held_in", "--trials", "1", "--format", "json",
@@ -540,4 +551,172 @@ async fn sigint_raises_keyboard_interrupt_under_every_runner() {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.verifier.reward, 1.0, "{name}: {:?}", r.verifier);
     }
+}
+
+/// `image prune` on the real engine goes beyond the plain task images: a stale task image named
+/// under a registry (`URL/git-harness/task-…`) goes, the current one under that name stays; an
+/// agent image made from one of the suite's task images that main's harness would not make now
+/// (it installs nothing) goes, one made from another image stays (without `--all`); and the
+/// container a killed run left on it (its owner gone) goes first, so that its image can.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_prune_removes_registry_named_and_agent_images_and_dead_runs_containers() {
+    let Some(p) = docker_or_skip(
+        "image_prune_removes_registry_named_and_agent_images_and_dead_runs_containers",
+    )
+    .await
+    else {
+        return;
+    };
+    let docker = p.client().await.unwrap();
+    let unique = format!("{:08x}", rand::random::<u32>());
+    let from = format!("git-harness/test-from-{unique}:1");
+    let task_id = format!("prune-{unique}");
+    let registry = "127.0.0.1:5999";
+    let agent = |n: u32| format!("git-harness/agent:{unique}{n:08x}");
+    let _cleanup = RemoveImages {
+        prefixes: vec![
+            format!("{registry}/git-harness/task-{task_id}:"),
+            format!("git-harness/agent:{unique}"),
+            format!("git-harness/task-{task_id}:"),
+            format!("git-harness/test-from-{unique}:"),
+        ],
+    };
+    build_throwaway_base(&docker, &from, "one").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = from_image_task_repo(tmp.path(), &task_id, &from);
+    let run = tokio::task::block_in_place(|| {
+        repo.harness(&[
+            "run", "--agent", "oracle", "--split", "held_in", "--trials", "1",
+        ])
+    });
+    assert_eq!(run.code, 0, "{run:?}");
+    let current = tags_with(&docker, &format!("git-harness/task-{task_id}:")).await;
+    assert_eq!(current.len(), 1, "{current:?}");
+    let current = &current[0];
+
+    // The current image under the registry's name, and a stale one there.
+    let tag = |src: &str, name: &str| {
+        let (repo, tag) = name.rsplit_once(':').unwrap();
+        let opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let docker = docker.clone();
+        let src = src.to_string();
+        async move { docker.tag_image(&src, Some(opts)).await.unwrap() }
+    };
+    let registry_current = format!("{registry}/{current}");
+    let registry_stale = format!("{registry}/git-harness/task-{task_id}:000000000000");
+    tag(current, &registry_current).await;
+    tag(current, &registry_stale).await;
+
+    // Agent images committed from a container of the task image (this suite's) and of the FROM
+    // image (not this suite's).
+    // A container of `image`, committed as `name` when there is one.
+    let commit = |image: &str, name: Option<String>, labels: Vec<(&str, String)>| {
+        let docker = docker.clone();
+        let image = image.to_string();
+        let labels: std::collections::HashMap<String, String> = labels
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain([(TEST_LABEL.0.to_string(), TEST_LABEL.1.to_string())])
+            .collect();
+        async move {
+            let body = bollard::models::ContainerCreateBody {
+                image: Some(image),
+                cmd: Some(vec!["true".into()]),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            let c = docker
+                .create_container(
+                    None::<bollard::query_parameters::CreateContainerOptions>,
+                    body,
+                )
+                .await
+                .unwrap();
+            if let Some(name) = name {
+                let (repo, tag) = name.rsplit_once(':').unwrap();
+                let opts = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+                    .container(&c.id)
+                    .repo(repo)
+                    .tag(tag)
+                    .build();
+                docker
+                    .commit_container(opts, bollard::models::ContainerConfig::default())
+                    .await
+                    .unwrap();
+            }
+            c.id
+        }
+    };
+    let rm = |id: String| {
+        let docker = docker.clone();
+        async move {
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = docker.remove_container(&id, Some(opts)).await;
+        }
+    };
+    let c1 = commit(current, Some(agent(1)), vec![]).await;
+    rm(c1).await;
+    let c2 = commit(&from, Some(agent(2)), vec![]).await;
+    rm(c2).await;
+    // A killed run's container on the stale agent image: labelled as ours, its owner gone.
+    use git_harness::sandbox::docker::{HOST_LABEL, LABEL, OWNER_LABEL};
+    let dead = commit(
+        &agent(1),
+        None,
+        vec![
+            (LABEL, "1".into()),
+            (HOST_LABEL, git_harness::support::owner::host_id()),
+            (OWNER_LABEL, "4194999.1".into()),
+        ],
+    )
+    .await;
+
+    let dry = tokio::task::block_in_place(|| repo.harness(&["image", "prune", "--dry-run"]));
+    assert_eq!(dry.code, 0, "{dry:?}");
+    for t in [&registry_stale, &agent(1)] {
+        assert!(
+            dry.stdout.contains(&format!("would remove {t}")),
+            "{t}:\n{}",
+            dry.stdout
+        );
+    }
+    for t in [&registry_current, current, &agent(2)] {
+        assert!(!dry.stdout.contains(t.as_str()), "{t}:\n{}", dry.stdout);
+    }
+    let pruned = tokio::task::block_in_place(|| repo.harness(&["image", "prune"]));
+    assert_eq!(pruned.code, 0, "{pruned:?}");
+    assert!(
+        pruned.stdout.contains("removed 1 container"),
+        "{}",
+        pruned.stdout
+    );
+    assert!(
+        docker.inspect_container(&dead, None).await.is_err(),
+        "the dead run's container is still there"
+    );
+    let left = |prefix: String| {
+        let docker = docker.clone();
+        async move { tags_with(&docker, &prefix).await }
+    };
+    assert_eq!(
+        left(format!("{registry}/git-harness/task-{task_id}:")).await,
+        [registry_current.as_str()],
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(
+        left(format!("git-harness/task-{task_id}:")).await,
+        [current.as_str()]
+    );
+    assert_eq!(
+        left(format!("git-harness/agent:{unique}")).await,
+        [agent(2)],
+        "{}",
+        pruned.stdout
+    );
 }

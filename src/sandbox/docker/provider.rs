@@ -446,15 +446,43 @@ impl DockerProvider {
         )
     }
 
-    /// The task images (`git-harness/task-*`) that no task of `tasks` would run on now: stale
-    /// images of these tasks, and with `all` also the images of tasks not in `tasks`.
-    pub async fn unused_task_images(&self, tasks: &[Task], all: bool) -> Result<Vec<String>> {
+    /// The images of ours that no task of `tasks` would run on now: task images
+    /// (`git-harness/task-*`, also under a registry's name, `URL/git-harness/task-*`) that are
+    /// stale, and agent images (`git-harness/agent:*`) made from a task image of `tasks` that
+    /// the current harness's `install` (none: no install) would not make now. With `all`, also
+    /// the task images of tasks not in `tasks` and every agent image not made now.
+    pub async fn unused_task_images(
+        &self,
+        tasks: &[Task],
+        all: bool,
+        install: Option<&crate::sandbox::AgentInstall>,
+    ) -> Result<Vec<String>> {
         let docker = self.client().await?;
         let mut wanted = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
+        let mut agents_wanted = std::collections::HashSet::new();
         for t in tasks {
             names.insert(format!("{TASK_IMAGE_PREFIX}{}:", tag_safe(&t.id)));
-            if let Some(tag) = self.current_task_tag(&docker, t).await {
+            let current = self.current_task_tag(&docker, t).await;
+            // The images this task's trials run on now: the agent image on top of each.
+            let mut runs_on: Vec<String> = current
+                .iter()
+                .map(|c| self.in_registry(c.clone()))
+                .collect();
+            runs_on.extend(
+                t.environment
+                    .docker_image
+                    .as_deref()
+                    .map(|i| self.map_image(i)),
+            );
+            if let Some(install) = install {
+                for image in &runs_on {
+                    if let Ok(Some(id)) = image_id(&docker, image).await {
+                        agents_wanted.insert(agent_image_tag(&id, install));
+                    }
+                }
+            }
+            if let Some(tag) = current {
                 wanted.insert(tag);
             }
         }
@@ -465,12 +493,31 @@ impl DockerProvider {
             .list_images(Some(opts))
             .await
             .map_err(|e| docker_err("list images", e))?;
+        // The ids of this suite's task images (any tag, current or stale): an agent image made
+        // from one of them is this suite's.
+        let suite_ids: std::collections::HashSet<&str> = images
+            .iter()
+            .filter(|img| {
+                img.repo_tags.iter().any(|tag| {
+                    task_image_name(tag)
+                        .is_some_and(|local| names.iter().any(|n| local.starts_with(n.as_str())))
+                })
+            })
+            .map(|img| img.id.as_str())
+            .collect();
         let mut unused = Vec::new();
-        for img in images {
+        for img in &images {
             for tag in &img.repo_tags {
-                let ours = all || names.iter().any(|n| tag.starts_with(n.as_str()));
-                if tag.starts_with(TASK_IMAGE_PREFIX) && ours && !wanted.contains(tag) {
-                    unused.push(tag.clone());
+                if let Some(local) = task_image_name(tag) {
+                    let ours = all || names.iter().any(|n| local.starts_with(n.as_str()));
+                    if ours && !wanted.contains(local) {
+                        unused.push(tag.clone());
+                    }
+                } else if tag.starts_with(&format!("{AGENT_IMAGE_REPO}:")) {
+                    let ours = all || suite_ids.contains(img.parent_id.as_str());
+                    if ours && !agents_wanted.contains(tag) {
+                        unused.push(tag.clone());
+                    }
                 }
             }
         }
@@ -627,12 +674,7 @@ impl DockerProvider {
             .present_id(&docker, &image)
             .await?
             .unwrap_or_else(|| image.clone());
-        let mut h = crate::support::digest::Hasher::new();
-        h.update(b"git-harness agent image v1\0");
-        h.update(base.as_bytes());
-        h.update([0]);
-        h.update(install.digest.as_bytes());
-        let tag = format!("{AGENT_IMAGE_REPO}:{}", &h.hex()[..16]);
+        let tag = agent_image_tag(&base, install);
         let made = {
             let lock = self.lock_for(&tag)?;
             let _held = lock.lock().await;
@@ -828,6 +870,27 @@ impl DockerProvider {
             .map_err(|e| docker_err("list containers", e))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
+}
+
+/// The agent image of `install` on the image with id `base`: a digest of both, so that a new
+/// task image or a changed install makes another.
+fn agent_image_tag(base: &str, install: &crate::sandbox::AgentInstall) -> String {
+    let mut h = crate::support::digest::Hasher::new();
+    h.update(b"git-harness agent image v1\0");
+    h.update(base.as_bytes());
+    h.update([0]);
+    h.update(install.digest.as_bytes());
+    format!("{AGENT_IMAGE_REPO}:{}", &h.hex()[..16])
+}
+
+/// A task image's name without the registry it is named under (`URL/git-harness/task-…` →
+/// `git-harness/task-…`); `None` for any other image.
+fn task_image_name(tag: &str) -> Option<&str> {
+    if tag.starts_with(TASK_IMAGE_PREFIX) {
+        return Some(tag);
+    }
+    tag.find(&format!("/{TASK_IMAGE_PREFIX}"))
+        .map(|at| &tag[at + 1..])
 }
 
 /// A failed push or pull through `runner.registry`, with what usually fixes it.

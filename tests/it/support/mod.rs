@@ -10,14 +10,18 @@
 //! - `loops`, `propose`: the small splits and readers of the loop and mining tests.
 //! - `agent`: a local test sandbox and the scripted OpenAI/Anthropic stand-in server.
 //! - `sandbox`: fixture tasks, the process table, and the bubblewrap/Docker checks.
+//! - `dockerd`: a second Docker engine this test starts, and the pool tests' four tasks.
 //! - `serve`: starting a stand-in server on loopback.
 //! - `registry`: a real image registry on loopback.
+//! - `gate_sim`: drawn outcome tables and pass rates for the gate's error-control checks.
 
 // Each test module uses its own part of the support.
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod dockerd;
 pub mod eval;
+pub mod gate_sim;
 pub mod hermetic;
 pub mod loops;
 pub mod noisy;

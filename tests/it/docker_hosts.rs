@@ -508,9 +508,11 @@ fn ssh_connections_end_with_a_run_killed_with_sigkill() {
         m.sort();
         m
     };
+    // Stable for longer than the subreaper's longest pause between two scans (500 ms), so every
+    // master has been seen by it once.
     let mut last = masters();
     loop {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1200));
         let now = masters();
         if now == last && !now.is_empty() {
             break;

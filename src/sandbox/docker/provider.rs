@@ -777,6 +777,9 @@ impl DockerProvider {
             .await
             .map_err(|_| InfraClass::Sandbox.error("the container creation task ended early"))?
             .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
+        // The overlay directories are the container's from its creation on: named now, while
+        // it starts and the agent runs, not when the verifier waits for them.
+        let graph = super::sandbox::Graph::inspect(&docker, &created.id);
         let mut sb = DockerSandbox {
             docker: docker.clone(),
             id: created.id,
@@ -793,6 +796,7 @@ impl DockerProvider {
             // Made by the first upload or exec, not by a call of their own (the daemon makes
             // the working directory itself).
             runtime_dirs: Mutex::new(Some(RUNTIME_DIRS)),
+            graph: tokio::sync::Mutex::new(graph),
         };
         if let Err(e) = timed("container start", docker.start_container(&sb.id, None)).await {
             sb.destroy().await?;

@@ -1,6 +1,8 @@
 //! Running a task's verifier in a sandbox after the agent finished, Harbor's contract made safe:
-//! stray processes are killed and `<logs>/verifier` is cleared first (an agent cannot forge
-//! `reward.txt` / `reward.json`), `tests/` is copied in fresh, `test.sh` (TB1: `run-tests.sh`)
+//! the agent's leftover processes are killed or, where the runner keeps them beside the tests as
+//! Harbor does (Docker), kept from writing the results after the tests (`Sandbox::run_verifier`),
+//! `<logs>/verifier` is cleared first (an agent cannot forge `reward.txt` / `reward.json`),
+//! `tests/` is copied in fresh, `test.sh` (TB1: `run-tests.sh`)
 //! runs under the verifier timeout, and the reward is read from `reward.json`, then `reward.txt`.
 //!
 //! Infrastructure failures (verifier timed out or crashed without a reward, no reward file, an

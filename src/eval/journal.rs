@@ -11,6 +11,9 @@ use super::TrialResult;
 use crate::error::{Error, IoContext, Result};
 use crate::support::owner::Owner;
 
+/// Where a group writer hands back what it wrote, with how the write went.
+pub type OnDisk<T> = tokio::sync::mpsc::UnboundedReceiver<(T, Result<()>)>;
+
 /// One journal entry: a result, its trace and its kept workspace.
 pub type Entry<'a> = (&'a TrialResult, Option<&'a [u8]>, Option<&'a [u8]>);
 
@@ -200,10 +203,7 @@ impl Journal {
     pub fn group_writer<T: Send + 'static>(
         &self,
         parts: fn(&T) -> Entry<'_>,
-    ) -> Result<(
-        std::sync::mpsc::Sender<T>,
-        tokio::sync::mpsc::UnboundedReceiver<(T, Result<()>)>,
-    )> {
+    ) -> Result<(std::sync::mpsc::Sender<T>, OnDisk<T>)> {
         let dir = self.dir.clone();
         let mut file = self.file.try_clone().at(&self.dir)?;
         let (tx, rx) = std::sync::mpsc::channel::<T>();

@@ -224,12 +224,12 @@ pub trait Sandbox: Send + Sync {
     /// the agent's phase is over, and the verifier sees none of it.
     async fn hide_read_only(&self) {}
     /// How later commands reach the model gateway, and nothing else: the base URL (no path)
-    /// and a shell prelude to run first (e.g. a forwarder). Sandboxes without a route say so.
+    /// and a shell prelude to run first (e.g. a forwarder). Every runner has one (bubblewrap:
+    /// a forwarder; Docker and Kubernetes: the exec tunnel); a sandbox without one says so.
     async fn gateway_route(&self, gateway: &GatewayEndpoints) -> Result<GatewayRoute> {
         let _ = gateway;
-        Err(Error::usage_hint(
-            "this runner cannot reach the model gateway yet, so `protocol: command` harnesses cannot run on it",
-            "use `runner: local` (bubblewrap) for command harnesses",
+        Err(Error::usage(
+            "this sandbox cannot reach the model gateway, so `protocol: command` harnesses cannot run in it",
         ))
     }
 }

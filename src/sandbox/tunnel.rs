@@ -1,5 +1,6 @@
-//! Transport into a sandbox: the forwarder (bubblewrap) and the exec tunnel (Docker) that carry an
-//! agent's loopback connections to the model gateway's Unix socket, and the binary they run.
+//! Transport into a sandbox: the forwarder (bubblewrap) and the exec tunnel (Docker, Kubernetes)
+//! that carry an agent's loopback connections to the model gateway's Unix socket, and the binary
+//! they run.
 //!
 //! The forwarder that carries a sandbox's loopback connections to the gateway's Unix socket.
 //!
@@ -31,6 +32,37 @@ pub fn helper_binary() -> std::io::Result<PathBuf> {
         Some(p) => Ok(p.clone()),
         None => std::env::current_exe(),
     }
+}
+
+/// Where the tunnel's binary goes inside a container or Pod.
+pub const TUNNEL_DIR: &str = "/run/git-harness";
+
+/// The helper binary as a tar of the one file `dest` (its path inside the sandbox, mode 0755):
+/// the archive's length and a reader of it that streams the binary from disk rather than
+/// holding it in memory (should the file shrink meanwhile, the reader ends early).
+pub fn helper_tar(dest: &str) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Unpin + Send>)> {
+    use crate::error::IoContext;
+    use tokio::io::AsyncReadExt;
+    let exe = helper_binary().map_err(|e| {
+        crate::error::InfraClass::Sandbox.error(format!("cannot find this program: {e}"))
+    })?;
+    let file = std::fs::File::open(&exe).at(&exe)?;
+    let size = file.metadata().at(&exe)?.len();
+    let mut h = tar::Header::new_gnu();
+    h.set_path(dest.trim_start_matches('/')).at(&exe)?;
+    h.set_size(size);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    // After the content: padding to a whole block, then the two empty blocks that end it.
+    let trailer = vec![0u8; (512 - (size % 512) as usize) % 512 + 1024];
+    let total = 512 + size + trailer.len() as u64;
+    let body = tokio::fs::File::from_std(file).take(size);
+    let reader = std::io::Cursor::new(h.as_bytes().to_vec())
+        .chain(body)
+        .chain(std::io::Cursor::new(trailer));
+    Ok((total, Box::new(reader)))
 }
 
 /// Listen on `127.0.0.1:port` and relay each connection to `socket` until killed.
@@ -83,13 +115,22 @@ struct Decoder {
     buf: Vec<u8>,
 }
 
+/// A frame longer than any side sends: the stream is not the tunnel's (something in the
+/// sandbox wrote into it), and it cannot be read on.
+#[derive(Debug)]
+struct Corrupt;
+
 impl Decoder {
-    fn push(&mut self, bytes: &[u8]) -> Vec<(u32, u8, Vec<u8>)> {
+    fn push(&mut self, bytes: &[u8]) -> std::result::Result<Vec<(u32, u8, Vec<u8>)>, Corrupt> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         while self.buf.len() >= 9 {
             let len =
                 u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) as usize;
+            // Waiting for the rest of a longer frame would buffer whatever the sandbox sends.
+            if len > CHUNK {
+                return Err(Corrupt);
+            }
             if self.buf.len() < 9 + len {
                 break;
             }
@@ -99,7 +140,40 @@ impl Decoder {
             self.buf.drain(..9 + len);
             out.push((id, kind, data));
         }
-        out
+        Ok(out)
+    }
+}
+
+/// Aborts a task when dropped, so that a task whose owner is aborted does not outlive it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The host side of a running tunnel. Dropping it (or [`TunnelHandle::abort`]) ends it: the
+/// exec's stdin is closed, which ends the tunnel inside, and the gateway connections it carried
+/// are shut down.
+pub struct TunnelHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TunnelHandle {
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the host side ended (the exec's output ended, or it read a corrupt frame).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for TunnelHandle {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -186,7 +260,10 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        for (id, kind, data) in dec.push(&buf[..n]) {
+        let Ok(frames_in) = dec.push(&buf[..n]) else {
+            break;
+        };
+        for (id, kind, data) in frames_in {
             let mut c = conns
                 .lock()
                 .map_err(|_| Error::Internal("tunnel state".into()))?;
@@ -210,13 +287,14 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
 
 /// The host side of the tunnel: frames read from `incoming` (the exec's stdout) open
 /// connections to the gateway's `socket`; what they answer goes to `outgoing` (its stdin).
-/// Resolves once the sandbox side said it listens; the returned task carries on until the
-/// exec ends or the task is aborted.
+/// Every connection goes to `socket`, whatever the frames say: nothing else of the host is
+/// reachable through it. Resolves once the sandbox side said it listens; the returned handle
+/// carries on until the exec ends, a frame is corrupt, or it is dropped.
 pub async fn tunnel_client<R, W>(
     mut incoming: R,
     mut outgoing: W,
     socket: std::path::PathBuf,
-) -> Result<tokio::task::JoinHandle<()>>
+) -> Result<TunnelHandle>
 where
     R: futures_util::Stream<Item = Vec<u8>> + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -226,19 +304,34 @@ where
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let (frames, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u32, u8, Vec<u8>)>();
-        let writer = tokio::spawn(async move {
-            while let Some((id, kind, data)) = rx.recv().await {
+        // The writer holds the exec's stdin: aborted with this task, and told to close stdin
+        // when the tunnel ends (only a shutdown ends some streams, such as kube's stdin pipe).
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut writer = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let (id, kind, data) = tokio::select! {
+                    f = rx.recv() => match f {
+                        Some(f) => f,
+                        None => break,
+                    },
+                    _ = &mut stop_rx => break,
+                };
                 if outgoing.write_all(&encode(id, kind, &data)).await.is_err() {
                     break;
                 }
                 let _ = outgoing.flush().await;
             }
-        });
+            let _ = outgoing.shutdown().await;
+        }));
         let conns: Conns = Default::default();
         let mut dec = Decoder::default();
         let mut ready = Some(ready_tx);
         while let Some(bytes) = incoming.next().await {
-            for (id, kind, data) in dec.push(&bytes) {
+            let Ok(frames_in) = dec.push(&bytes) else {
+                tracing::warn!("the gateway tunnel read a corrupt frame from the sandbox; ended");
+                break;
+            };
+            for (id, kind, data) in frames_in {
                 match kind {
                     READY => {
                         if let Some(r) = ready.take() {
@@ -277,8 +370,11 @@ where
                 }
             }
         }
-        writer.abort();
+        // The sandbox side ends when its stdin does.
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut writer.0).await;
     });
+    let task = TunnelHandle { task };
     match tokio::time::timeout(std::time::Duration::from_secs(30), ready_rx).await {
         Ok(Ok(())) => Ok(task),
         _ => {
@@ -286,5 +382,51 @@ where
             Err(crate::error::InfraClass::Sandbox
                 .error("the gateway tunnel inside the sandbox did not start"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_across_reads_and_an_oversized_one_is_corrupt() {
+        let mut d = Decoder::default();
+        let bytes = [encode(7, DATA, b"hello"), encode(8, CLOSE, b"")].concat();
+        let (a, b) = bytes.split_at(6);
+        assert!(d.push(a).unwrap().is_empty());
+        let frames = d.push(b).unwrap();
+        assert_eq!(
+            frames,
+            vec![(7, DATA, b"hello".to_vec()), (8, CLOSE, Vec::new())]
+        );
+        // A header that announces more than any side sends is refused at once, before its
+        // body arrives.
+        let mut header = encode(9, DATA, b"");
+        header[5..9].copy_from_slice(&((CHUNK as u32) + 1).to_be_bytes());
+        assert!(d.push(&header).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_helper_tar_holds_the_binary_at_its_path() {
+        use tokio::io::AsyncReadExt;
+        let (len, mut reader) = helper_tar("/run/git-harness/git-harness").unwrap();
+        let mut tar_bytes = Vec::new();
+        reader.read_to_end(&mut tar_bytes).await.unwrap();
+        assert_eq!(tar_bytes.len() as u64, len);
+        assert_eq!(len % 512, 0);
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = ar.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        assert_eq!(
+            entry.path().unwrap().to_string_lossy(),
+            "run/git-harness/git-harness"
+        );
+        assert_eq!(entry.header().mode().unwrap(), 0o755);
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert_eq!(data, std::fs::read(helper_binary().unwrap()).unwrap());
+        drop(entry);
+        assert!(entries.next().is_none());
     }
 }

@@ -12,8 +12,8 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-real-7d41c09be2a6f358";
-const KEY_VAR: &str = "GIT_HARNESS_TEST_KEY";
+pub(crate) const KEY: &str = "sk-real-7d41c09be2a6f358";
+pub(crate) const KEY_VAR: &str = "GIT_HARNESS_TEST_KEY";
 
 /// The directory the SDKs are installed in (`pip install --target`), prepared by `.ci/run`.
 /// Outside CI a missing directory skips the test loudly; in CI it fails.
@@ -46,18 +46,18 @@ fn pydeps(test: &str) -> Option<PathBuf> {
 
 /// What the stand-in reported: prompt and completion tokens summed, and the requests it saw.
 #[derive(Default)]
-struct Reported {
-    prompt: u64,
-    completion: u64,
-    requests: Vec<Value>,
+pub(crate) struct Reported {
+    pub(crate) prompt: u64,
+    pub(crate) completion: u64,
+    pub(crate) requests: Vec<Value>,
     /// The command of the first tool call.
     first_command: String,
     /// Answer every request with HTTP 500.
-    down: bool,
+    pub(crate) down: bool,
 }
 
 /// An OpenAI-compatible stand-in: solves `word-count` in two tool calls, then says done.
-fn serve() -> (String, Arc<Mutex<Reported>>) {
+pub(crate) fn serve() -> (String, Arc<Mutex<Reported>>) {
     serve_with("wc -w < input.txt > count.txt")
 }
 
@@ -159,7 +159,7 @@ fn command_repo_on(
 }
 
 /// Run `word-count` once and return the run's stdout and the trial's trace.
-fn run_word_count(repo: &Repo) -> (crate::support::hermetic::Out, Value) {
+pub(crate) fn run_word_count(repo: &Repo) -> (crate::support::hermetic::Out, Value) {
     let run = repo
         .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
         .env(KEY_VAR, KEY)
@@ -181,7 +181,7 @@ fn run_word_count(repo: &Repo) -> (crate::support::hermetic::Out, Value) {
 }
 
 /// No object of the repository and no file under `.git/harness/` holds the real key.
-fn assert_key_stored_nowhere(repo: &Repo) {
+pub(crate) fn assert_key_stored_nowhere(repo: &Repo) {
     let objects = repo.git(&[
         "cat-file",
         "--batch-all-objects",
@@ -214,7 +214,7 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
-fn usage_of(trace: &Value) -> (u64, u64) {
+pub(crate) fn usage_of(trace: &Value) -> (u64, u64) {
     let u = &trace["totals"]["usage"];
     (
         u["prompt_tokens"].as_u64().unwrap(),

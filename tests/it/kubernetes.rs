@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::loops::{Repo, harness_in};
 use crate::support::sandbox::{TEST_LABEL, docker_or_skip, fixture_task, in_ci};
 
-const NS: &str = "trials";
+pub(crate) const NS: &str = "trials";
 
 fn kube_cfg(registry: Option<&str>) -> KubernetesConfig {
     KubernetesConfig {
@@ -357,26 +357,32 @@ async fn the_sweep_deletes_pods_of_dead_processes_only() {
 /// of its image running its command (in its working directory, without network), deleted with
 /// it; the watch and reads of a Pod say it runs; exec requests (websocket upgrades) run their
 /// command in the Pod's container through `docker exec -i`, speaking `protocol`
-/// (`v5.channel.k8s.io` or `v4`); lists are empty, other requests succeed. Every request line
-/// is recorded.
-struct ExecServer {
-    url: String,
-    state: Arc<ServerState>,
+/// (`v5.channel.k8s.io` or `v4`), as long as the process runs; lists are empty, other requests
+/// succeed. Every request line is recorded, and after an exec's request line at index `i`, once
+/// its process ended, the line `ended i`.
+pub(crate) struct ExecServer {
+    pub(crate) url: String,
+    pub(crate) state: Arc<ServerState>,
 }
 
-struct ServerState {
+pub(crate) struct ServerState {
     protocol: &'static str,
     /// Watches never say anything (a Pod that stays pending).
     hold: bool,
     seen: Mutex<Vec<String>>,
     /// Pod name to container id.
-    containers: Mutex<BTreeMap<String, String>>,
+    pub(crate) containers: Mutex<BTreeMap<String, String>>,
     /// The image of every Pod created, in order.
     images: Mutex<Vec<String>>,
+    /// The command lines of the processes each Pod's container ran when it was deleted.
+    pub(crate) at_delete: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 impl ExecServer {
-    async fn start(containers: BTreeMap<String, String>, protocol: &'static str) -> ExecServer {
+    pub(crate) async fn start(
+        containers: BTreeMap<String, String>,
+        protocol: &'static str,
+    ) -> ExecServer {
         Self::start_with(containers, protocol, false).await
     }
 
@@ -393,6 +399,7 @@ impl ExecServer {
             seen: Mutex::new(Vec::new()),
             containers: Mutex::new(containers),
             images: Mutex::new(Vec::new()),
+            at_delete: Mutex::new(BTreeMap::new()),
         });
         let st = state.clone();
         tokio::spawn(async move {
@@ -414,12 +421,12 @@ impl ExecServer {
             .unwrap()
     }
 
-    fn seen(&self) -> Vec<String> {
+    pub(crate) fn seen(&self) -> Vec<String> {
         self.state.seen.lock().unwrap().clone()
     }
 
     /// A kubeconfig naming this server (plain http, no credentials).
-    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+    pub(crate) fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
         let path = dir.join("kubeconfig");
         std::fs::write(
             &path,
@@ -490,7 +497,7 @@ fn container_for(pod: &Value) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -548,6 +555,18 @@ async fn answer(st: &ServerState, method: &str, target: &str, body: &[u8]) -> (u
         "DELETE" => {
             let id = st.containers.lock().unwrap().remove(&name);
             if let Some(id) = id {
+                let ps = tokio::process::Command::new("docker")
+                    .args(["exec", &id, "/bin/sh", "-c"])
+                    .arg("for p in /proc/[0-9]*; do [ -r $p/cmdline ] && tr '\\0' ' ' < $p/cmdline && echo; done")
+                    .output()
+                    .await
+                    .unwrap();
+                let lines = String::from_utf8_lossy(&ps.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect();
+                st.at_delete.lock().unwrap().insert(name.clone(), lines);
                 let _ = tokio::process::Command::new("docker")
                     .args(["rm", "-f", &id])
                     .output()
@@ -579,7 +598,11 @@ async fn serve_conn(
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        st.seen.lock().unwrap().push(request_line.clone());
+        let index = {
+            let mut seen = st.seen.lock().unwrap();
+            seen.push(request_line.clone());
+            seen.len() - 1
+        };
         let len: usize = headers
             .get("content-length")
             .and_then(|l| l.parse().ok())
@@ -643,6 +666,7 @@ async fn serve_conn(
             return Ok(());
         };
         run_exec(ws, &container, argv, protocol).await;
+        st.seen.lock().unwrap().push(format!("ended {index}"));
         return Ok(());
     }
 }
@@ -919,7 +943,7 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
 // experiment.yaml
 
 /// `text` with the `kind:` line of its `runner:` section replaced by `block`.
-fn with_runner_kind(text: &str, block: &str) -> String {
+pub(crate) fn with_runner_kind(text: &str, block: &str) -> String {
     let runner = text.find("\nrunner:\n").expect("a runner section");
     let start = runner + text[runner..].find("\n  kind:").expect("runner.kind") + 1;
     let end = start + text[start..].find('\n').unwrap() + 1;
@@ -974,7 +998,7 @@ fn kubernetes_settings_are_validated_naming_file_and_field() {
 }
 
 /// The totals of a `run --format json` output with trials: (passes, trials, infra errors).
-fn totals(stdout: &str) -> Vec<(u64, u64, u64)> {
+pub(crate) fn totals(stdout: &str) -> Vec<(u64, u64, u64)> {
     let v: Value = serde_json::from_str(stdout).expect("run json");
     v["totals"]
         .as_object()
@@ -1274,36 +1298,43 @@ async fn an_interrupted_run_leaves_no_pod() {
 // ---------------------------------------------------------------------------------------------
 // A real cluster.
 
-/// One oracle trial of a demo task on the cluster of `GIT_HARNESS_TEST_KUBECONFIG` (context
+/// The `runner.kubernetes` settings of the cluster of `GIT_HARNESS_TEST_KUBECONFIG` (context
 /// `GIT_HARNESS_TEST_KUBE_CONTEXT`, namespace `GIT_HARNESS_TEST_KUBE_NAMESPACE` or `default`,
-/// registry `GIT_HARNESS_TEST_KUBE_REGISTRY`, where the base image must be pullable).
-#[test]
-fn an_oracle_trial_on_a_real_cluster() {
+/// registry `GIT_HARNESS_TEST_KUBE_REGISTRY`, where the base image must be pullable); `None`
+/// (the test skips, loudly) without one, a failure under `GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1`.
+pub(crate) fn real_cluster(test: &str) -> Option<Value> {
     let Some(kubeconfig) = std::env::var_os("GIT_HARNESS_TEST_KUBECONFIG") else {
         let required = std::env::var("GIT_HARNESS_TEST_REQUIRE_KUBERNETES").as_deref() == Ok("1");
         assert!(
             !required,
-            "GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1 but GIT_HARNESS_TEST_KUBECONFIG is unset"
+            "{test}: GIT_HARNESS_TEST_REQUIRE_KUBERNETES=1 but GIT_HARNESS_TEST_KUBECONFIG is unset"
         );
         let _ = in_ci();
-        eprintln!(
-            "\n!!!!! SKIPPING an_oracle_trial_on_a_real_cluster: GIT_HARNESS_TEST_KUBECONFIG is unset !!!!!\n"
-        );
-        return;
+        eprintln!("\n!!!!! SKIPPING {test}: GIT_HARNESS_TEST_KUBECONFIG is unset !!!!!\n");
+        return None;
     };
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let repo = Repo::small("minimal");
-    let mut block = format!(
-        "  kind: kubernetes\n  kubernetes:\n    kubeconfig: {}\n    namespace: {}\n",
-        serde_json::Value::from(kubeconfig.to_string_lossy().as_ref()),
-        env("GIT_HARNESS_TEST_KUBE_NAMESPACE").unwrap_or_else(|| "default".into())
-    );
+    let mut k = json!({
+        "kubeconfig": kubeconfig.to_string_lossy(),
+        "namespace": env("GIT_HARNESS_TEST_KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
+    });
     if let Some(c) = env("GIT_HARNESS_TEST_KUBE_CONTEXT") {
-        block.push_str(&format!("    context: {c}\n"));
+        k["context"] = json!(c);
     }
     if let Some(r) = env("GIT_HARNESS_TEST_KUBE_REGISTRY") {
-        block.push_str(&format!("    registry: {r}\n"));
+        k["registry"] = json!(r);
     }
+    Some(k)
+}
+
+/// One oracle trial of a demo task on a real cluster (see [`real_cluster`]).
+#[test]
+fn an_oracle_trial_on_a_real_cluster() {
+    let Some(k) = real_cluster("an_oracle_trial_on_a_real_cluster") else {
+        return;
+    };
+    let repo = Repo::small("minimal");
+    let block = format!("  kind: kubernetes\n  kubernetes: {k}\n");
     repo.edit_experiment(|t| with_runner_kind(t, &block));
     let out = repo
         .harness(&[

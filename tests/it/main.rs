@@ -46,6 +46,7 @@ mod gate_stats;
 mod image_map_patterns;
 mod import_harbor;
 mod kubernetes;
+mod kubernetes_gateway;
 mod lineage_git;
 mod loop_aa;
 mod loop_bisect;

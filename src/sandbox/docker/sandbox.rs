@@ -19,6 +19,7 @@ use super::{BRIDGE, api_call, archive_err, docker_err, is_not_found, timed};
 use crate::error::{Error, IoContext, Result};
 use crate::sandbox::image::tar_dir;
 use crate::sandbox::output::Capture;
+use crate::sandbox::tunnel::TUNNEL_DIR;
 use crate::sandbox::{ExecOutput, ExecRequest, InfraClass, Sandbox, normalize};
 use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
 
@@ -33,9 +34,6 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// ignored, and programs must see the default dispositions (as under the local runner). The
 /// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
 /// Builtins where they do the work (`[`, `read`), so an exec launches few processes.
-/// Where the gateway tunnel's binary goes inside a container.
-const TUNNEL_DIR: &str = "/run/git-harness";
-
 const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"; w=$1; shift 2
 [ $# = 0 ] && [ -d "$d" ] || mkdir -p "$d" "$@" 2>/dev/null
 if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
@@ -66,7 +64,7 @@ pub struct DockerSandbox {
     /// What the exec of `kill_strays` learned, for `toolchain_changes`.
     pub(super) after_kill: Mutex<Option<AfterKill>>,
     /// The host side of the model gateway's tunnel, while an agent may use it.
-    pub(super) tunnel: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(super) tunnel: std::sync::Mutex<Option<crate::sandbox::tunnel::TunnelHandle>>,
     /// Made from an image on which the harness's `agent.install` ran.
     pub(super) installed: bool,
     /// The runtime's directories while not yet made: the first upload or exec makes them, so

@@ -43,6 +43,11 @@ p=$(cat "$f.pid" 2>/dev/null); [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
 rm -f "$f.sh" "$f.pid"
 exit "$rc""#;
 
+/// Starts the gateway's tunnel in directory `$1` on port `$2`: its pid in `$1/tunnel.pid` (the
+/// shell's, which `exec` hands on), its errors in `$1/tunnel.err`.
+const TUNNEL_START: &str =
+    r#"echo $$ > "$1/tunnel.pid"; exec "$1/git-harness" __tunnel "$2" 2>"$1/tunnel.err""#;
+
 /// Unpacks the tar of exactly `$1` bytes on stdin at `/`.
 const UNTAR: &str = r#"head -c "$1" | tar -x -f - -C / 2>&1"#;
 /// Packs `$2` of directory `$1` as a tar on stdout; exits 3 when it is missing.
@@ -268,8 +273,18 @@ impl Drop for PodGuard {
     }
 }
 
+/// The model gateway's route into a Pod: the exec that runs `__tunnel` there, and the host
+/// side that carries its connections to the gateway. Dropping it ends both.
+struct PodTunnel {
+    host: crate::sandbox::tunnel::TunnelHandle,
+    exec: AttachedProcess,
+}
+
 /// One trial's Pod.
 pub struct KubeSandbox {
+    /// The gateway's tunnel while the agent may use it. First, so that it ends before the
+    /// guard deletes the Pod when the sandbox is dropped.
+    tunnel: std::sync::Mutex<Option<PodTunnel>>,
     guard: PodGuard,
     plan: PodPlan,
     workdir: String,
@@ -295,6 +310,7 @@ impl KubeSandbox {
         trial: &str,
     ) -> Self {
         KubeSandbox {
+            tunnel: std::sync::Mutex::new(None),
             guard,
             plan,
             workdir,
@@ -387,6 +403,27 @@ impl KubeSandbox {
         sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
         on_timeout: Option<&str>,
     ) -> Result<(Option<i32>, bool)> {
+        let mut reader = input;
+        self.run_from(
+            argv,
+            (&mut reader, input.len() as u64),
+            deadline,
+            sink,
+            on_timeout,
+        )
+        .await
+    }
+
+    /// [`KubeSandbox::run`] with stdin read from a reader of exactly `len` bytes: one that ends
+    /// early or fails closes stdin (the command then ends) and is an error.
+    async fn run_from(
+        &self,
+        argv: Vec<String>,
+        (input, len): (&mut (dyn tokio::io::AsyncRead + Unpin + Send), u64),
+        deadline: tokio::time::Instant,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        on_timeout: Option<&str>,
+    ) -> Result<(Option<i32>, bool)> {
         let mut proc = self.start(argv, true).await?;
         let mut stdin = proc
             .stdin()
@@ -398,11 +435,36 @@ impl KubeSandbox {
             .take_status()
             .ok_or_else(|| InfraClass::Sandbox.error("kubernetes: exec without status"))?;
         let mut failed: Option<Error> = None;
+        let mut input_failed: Option<std::io::Error> = None;
         let io = async {
             let write = async {
-                // A command that ends early stops reading: its output says why.
-                let _ = stdin.write_all(input).await;
-                let _ = stdin.flush().await;
+                let mut buf = vec![0u8; PIPE_BUF];
+                let mut sent = 0u64;
+                while sent < len {
+                    let want = buf.len().min((len - sent).min(usize::MAX as u64) as usize);
+                    let n = match input.read(&mut buf[..want]).await {
+                        Ok(0) => {
+                            input_failed = Some(std::io::ErrorKind::UnexpectedEof.into());
+                            break;
+                        }
+                        Ok(n) => n,
+                        Err(e) => {
+                            input_failed = Some(e);
+                            break;
+                        }
+                    };
+                    // A command that ends early stops reading: its output says why.
+                    if stdin.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                }
+                if input_failed.is_some() {
+                    // The command would wait for the rest.
+                    let _ = stdin.shutdown().await;
+                } else {
+                    let _ = stdin.flush().await;
+                }
             };
             let read = async {
                 let mut buf = vec![0u8; 16 << 10];
@@ -423,6 +485,12 @@ impl KubeSandbox {
         let timed_out = tokio::time::timeout_at(deadline, io).await.is_err();
         if let Some(e) = failed {
             return Err(e);
+        }
+        if let Some(e) = input_failed {
+            return Err(InfraClass::Sandbox.error(format!(
+                "kubernetes: read what goes into pod {}: {e}",
+                self.pod_name()
+            )));
         }
         if timed_out {
             if let Some(key) = on_timeout {
@@ -517,6 +585,18 @@ impl KubeSandbox {
         })
     }
 
+    /// End the gateway's tunnel, if one runs: its process in the Pod first (whatever the API
+    /// server does with a closed stream), its binary removed, then the exec awaited and the
+    /// host side ended.
+    async fn stop_tunnel(&self) {
+        let Some(t) = self.tunnel.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        let _ = self.run_script(&stop_tunnel_script()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), t.exec.join()).await;
+        drop(t.host);
+    }
+
     /// Kill the process group of the exec keyed `key` (a second exec).
     async fn kill_exec(&self, key: &str) {
         let script = crate::sandbox::docker::sandbox::kill_exec_script(key);
@@ -536,19 +616,30 @@ impl KubeSandbox {
 
     /// Unpack `tar` at `/` in the container.
     async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let mut reader = &tar[..];
+        self.upload_from(&mut reader, tar.len() as u64, what).await
+    }
+
+    /// Unpack the tar of `len` bytes that `tar` reads at `/` in the container.
+    async fn upload_from(
+        &self,
+        tar: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+        len: u64,
+        what: &str,
+    ) -> Result<()> {
         let argv = vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
             UNTAR.to_string(),
             "git-harness-upload".to_string(),
-            tar.len().to_string(),
+            len.to_string(),
         ];
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         let (code, timed_out) = self
-            .run(
+            .run_from(
                 argv,
-                &tar,
+                (tar, len),
                 deadline,
                 &mut |b| {
                     out.extend_from_slice(&b[..b.len().min(4096)]);
@@ -663,6 +754,14 @@ pub(crate) fn exit_code(
         .and_then(|c| c.message.as_deref()?.trim().parse().ok())
 }
 
+/// Kills the tunnel named by its pid file and removes its directory.
+fn stop_tunnel_script() -> String {
+    let d = q(crate::sandbox::tunnel::TUNNEL_DIR);
+    format!(
+        "p=; read -r p < {d}/tunnel.pid 2>/dev/null; [ -n \"$p\" ] && kill -KILL \"$p\" 2>/dev/null; rm -rf {d}; exit 0"
+    )
+}
+
 /// Why nothing runs in a Pod the agent stopped.
 const STOPPED: &str = "the sandbox's pod stopped during the trial (its main process was killed, or it ran out of memory)";
 
@@ -735,7 +834,80 @@ impl Sandbox for KubeSandbox {
     }
 
     async fn destroy(&mut self) -> Result<()> {
+        if let Some(t) = self.tunnel.get_mut().ok().and_then(|t| t.take()) {
+            drop(t);
+        }
         self.guard.delete().await
+    }
+
+    /// The Pod's only link to this host is the API's exec: this binary goes in (by tar through
+    /// exec, streamed from disk) and, as `__tunnel`, carries the connections to the Pod's own
+    /// loopback port over the exec's stdin/stdout to the gateway's socket. Nothing else of the
+    /// host becomes reachable, and a NetworkPolicy that denies the Pod all traffic leaves its
+    /// loopback alone. The binary is this host's: the Pod's image must run it (the same
+    /// architecture, a glibc no older than the host's), as under Docker.
+    async fn gateway_route(
+        &self,
+        gw: &crate::sandbox::GatewayEndpoints,
+    ) -> Result<crate::sandbox::GatewayRoute> {
+        use crate::sandbox::tunnel::{TUNNEL_DIR, helper_tar, tunnel_client};
+        use futures_util::StreamExt;
+        self.stop_tunnel().await;
+        let bin = format!("{TUNNEL_DIR}/git-harness");
+        let (len, mut tar) = helper_tar(&bin)?;
+        self.upload_from(&mut tar, len, &bin).await?;
+        drop(tar);
+        let port = crate::sandbox::local::FORWARD_PORT;
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            TUNNEL_START.to_string(),
+            "git-harness-tunnel".to_string(),
+            TUNNEL_DIR.to_string(),
+            port.to_string(),
+        ];
+        let mut exec = self.start(argv, true).await?;
+        let (Some(stdin), Some(stdout)) = (exec.stdin(), exec.stdout()) else {
+            return Err(
+                InfraClass::Sandbox.error("kubernetes: the tunnel's exec has no stdin or stdout")
+            );
+        };
+        let incoming = Box::pin(
+            tokio_util::io::ReaderStream::new(stdout)
+                .filter_map(|r| futures_util::future::ready(r.ok().map(|b| b.to_vec()))),
+        );
+        match tunnel_client(incoming, stdin, gw.socket.clone()).await {
+            Ok(host) => {
+                if let Ok(mut t) = self.tunnel.lock() {
+                    *t = Some(PodTunnel { host, exec });
+                }
+                Ok(crate::sandbox::GatewayRoute {
+                    base_url: format!("http://127.0.0.1:{port}"),
+                    prelude: None,
+                })
+            }
+            Err(_) => {
+                drop(exec);
+                let why = self
+                    .run_script(&format!("cat {TUNNEL_DIR}/tunnel.err 2>/dev/null"))
+                    .await
+                    .map(|(_, out)| out.trim().to_string())
+                    .unwrap_or_default();
+                let _ = self.run_script(&stop_tunnel_script()).await;
+                Err(InfraClass::Sandbox.error_hint(
+                    format!(
+                        "kubernetes: the model gateway's tunnel did not start in pod {}{}",
+                        self.pod_name(),
+                        if why.is_empty() { String::new() } else { format!(": {why}") }
+                    ),
+                    "the Pod's image must run this host's git-harness binary: the same architecture, and a glibc no older than the host's",
+                ))
+            }
+        }
+    }
+
+    async fn hide_read_only(&self) {
+        self.stop_tunnel().await;
     }
 
     async fn read_dir_files(&self, dir: &str, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {

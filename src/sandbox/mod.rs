@@ -540,6 +540,7 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
         DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone()).map(|d| {
             d.with_network(network)
                 .with_pull(cfg.pull)
+                .with_strays(cfg.strays)
                 .with_registry(cfg.registry.clone())
         })
     };
@@ -560,6 +561,18 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
         Ok(Arc::new(docker::DockerPool::new(members)))
     };
     let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
+    // experiment.yaml refuses the pair; a runner chosen on the command line is checked here.
+    if cfg.strays == crate::experiment::Strays::Keep
+        && matches!(cfg.kind, RunnerKind::Local | RunnerKind::Kubernetes)
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "runner.strays is keep, which the {} runner does not do (it always kills the agent's leftover processes)",
+                cfg.kind
+            ),
+            "run with --runner docker, or remove runner.strays from .harness/experiment.yaml",
+        ));
+    }
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
         RunnerKind::Docker => docker(),

@@ -57,6 +57,8 @@ pub struct DockerSandbox {
     pub(super) path_env: String,
     /// Which phases have the network.
     pub(super) phases: crate::sandbox::PhaseNetworks,
+    /// What becomes of the agent's leftover processes when the verifier starts.
+    pub(super) strays: crate::experiment::Strays,
     /// Whether the container is on the bridge now.
     pub(super) connected: tokio::sync::Mutex<bool>,
     /// Directories `reset_dirs` asked for, reset by the next exec (see [`Pending`]).
@@ -143,8 +145,9 @@ echo '--- path'
 /// The verifier's exec, before its command (see `run_verifier`). `@KEEP@` is the kept set of
 /// `KILL_STRAYS` (1, this shell, its wrapper, the container's `sleep infinity`); `gh_sig SIG`
 /// signals every other process, builtins only. Processes the agent left (`gh_any`) are stopped
-/// while the verifier's directories are made and the tests unpacked, then go on: a Harbor task's
-/// tests may query a server the agent started.
+/// at once; [`VERIFY_KILL`] follows under `runner.strays: kill`, else they stay stopped while the
+/// verifier's directories are made and the tests unpacked, then go on: a Harbor task's tests may
+/// query a server the agent started.
 const VERIFY_PRE: &str = r#"gh_k=; gh_ks=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case " 1 $$ $PPID " in *" $p "*) continue;; esac
@@ -166,6 +169,12 @@ for d in /proc/[0-9]*; do p=${d#/proc/}
   [ -e "$d/stat" ] && { gh_any=1; break; }
 done
 if [ -n "$gh_any" ]; then gh_sig STOP; gh_sig STOP; fi
+"#;
+
+/// `runner.strays: kill` (the default): the processes the agent left, stopped by `VERIFY_PRE`,
+/// are killed before anything of the verifier's is in the container, so none of them can
+/// rewrite the tests or write the results; with none left, `VERIFY_POST` has nothing to watch.
+const VERIFY_KILL: &str = r#"if [ -n "$gh_any" ]; then gh_sig KILL; gh_sig KILL; gh_any=; fi
 "#;
 
 /// After the verifier's command (`gh_rc`): when processes of the agent ran beside it, the log dir
@@ -583,10 +592,11 @@ impl Sandbox for DockerSandbox {
         Ok(())
     }
 
-    /// One exec does what the default does in steps: it stops the agent's leftover processes,
-    /// makes the verifier's directories anew and unpacks the tests (sent in the exec's own
-    /// script, so they are never in the container before the agent's processes are stopped,
-    /// and need no upload), lets the processes go on, runs the verifier's command, stops and
+    /// One exec does what the default does in steps: it stops the agent's leftover processes
+    /// (and kills them, under `runner.strays: kill`), makes the verifier's directories anew and
+    /// unpacks the tests (sent in the exec's own script, so they are never in the container
+    /// before the agent's processes are stopped, and need no upload), lets kept processes go on
+    /// (`runner.strays: keep`), runs the verifier's command, stops and
     /// kills everything but the container's own processes, and resolves the PATH directories.
     /// The toolchain check follows on the host (the overlay upper directory keeps every change
     /// the agent made, also while the verifier ran) and voids the result when it finds one. When
@@ -619,6 +629,9 @@ impl Sandbox for DockerSandbox {
         };
         let mut script = String::from("{\n");
         script.push_str(VERIFY_PRE);
+        if self.strays == crate::experiment::Strays::Kill {
+            script.push_str(VERIFY_KILL);
+        }
         let dirs: Vec<String> = run.reset.iter().map(|d| q(d)).collect();
         script.push_str(&format!(
             "rm -rf -- {l} && mkdir -p -- {l} || {{ echo \"git-harness: cannot clear the verifier's directories\" >&2; exit 125; }}\n",

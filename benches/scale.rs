@@ -11,6 +11,12 @@
 //! highest concurrency, so the model client is not what limits. Every run is `--no-cache` and
 //! runs `BENCH_WAVES` × concurrency trials.
 //!
+//! Then the same trials at the Engine-API floor (`BENCH_FLOOR=0` skips it): a program calling
+//! the engine directly with the same container work per trial (create + start, one exec per
+//! turn after the turn's time, the verifier's exec, one download, the delete), at the same
+//! levels, with its own % of ideal, peak RSS and dockerd CPU per trial: the share of the engine
+//! (dockerd, containerd, runc) apart from git-harness's.
+//!
 //! Also printed: the machine's load average during each level (the 1-minute figure, mean and
 //! peak of samples every second; other work on the machine shows there), and per level the
 //! Engine-API calls of a trial with their mean duration, which shows the calls that queue in
@@ -237,6 +243,134 @@ fn setup(tmp: &Path, tasks: usize, base_url: &str, model_concurrency: usize) -> 
     root
 }
 
+/// One trial at the Engine-API floor: the container work of one trial of this bench, without
+/// git-harness (bollard alone, as `benches/sandbox.rs`'s floor): create + start on the base
+/// image without network, `turns - 1` execs of `true`, each after a turn of the model's length
+/// (a sleep: the stand-in answers in that time), the verifier's exec after the last turn, one
+/// download of `/logs/verifier`, the delete.
+async fn floor_trial(docker: &bollard::Docker, model: &Model) -> Result<(), String> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    };
+    use futures_util::StreamExt;
+    let body = ContainerCreateBody {
+        image: Some(git_harness::sandbox::image::BASE_IMAGE.to_string()),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        working_dir: Some("/app".into()),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let exec = |cmd: &'static str| {
+        let id = c.id.clone();
+        async move {
+            let e = docker
+                .create_exec(
+                    &id,
+                    CreateExecOptions {
+                        cmd: Some(vec!["bash".to_string(), "-c".to_string(), cmd.to_string()]),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if let StartExecResults::Attached { mut output, .. } = docker
+                .start_exec(&e.id, None)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                while output.next().await.is_some() {}
+            }
+            Ok::<_, String>(())
+        }
+    };
+    let run = async {
+        docker
+            .start_container(&c.id, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        for turn in 0..model.turns {
+            tokio::time::sleep(model.turn).await;
+            if turn + 1 < model.turns {
+                exec("true").await?;
+            }
+        }
+        exec("mkdir -p /logs/verifier && echo 1 > /logs/verifier/reward.txt").await?;
+        let mut s = docker.download_from_container(
+            &c.id,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path("/logs/verifier")
+                    .build(),
+            ),
+        );
+        while let Some(chunk) = s.next().await {
+            chunk.map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    }
+    .await;
+    docker
+        .remove_container(
+            &c.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    run
+}
+
+/// `trials` floor trials, `conc` at a time: (wall seconds, dockerd CPU seconds per trial).
+fn floor_level(
+    rt: &tokio::runtime::Runtime,
+    model: &Model,
+    trials: usize,
+    conc: usize,
+) -> (f64, Option<f64>) {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let dockerd = dockerd_pid();
+    let cpu0 = dockerd.as_deref().and_then(cpu_s);
+    let start = Instant::now();
+    rt.block_on(async {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(conc));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..trials {
+            let (docker, model, slots) = (docker.clone(), model.clone(), slots.clone());
+            set.spawn(async move {
+                let _slot = slots.acquire_owned().await.unwrap();
+                floor_trial(&docker, &model).await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().expect("floor trial");
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu0
+        .zip(dockerd.as_deref().and_then(cpu_s))
+        .map(|(a, b)| (b - a) / trials.max(1) as f64);
+    (wall, cpu)
+}
+
+/// Forget this process's peak resident memory, so the next reading is the next level's own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// `VmHWM` of this process, in KiB.
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -275,7 +409,7 @@ fn main() {
         turns,
     };
     let (calls, on) = api_calls::install();
-    let base_url = stand_in(model);
+    let base_url = stand_in(model.clone());
     let tmp = tempfile::tempdir().unwrap();
     let root = setup(tmp.path(), top, &base_url, top);
     let ws = Workspace::from_repo(git2::Repository::open(&root).unwrap());
@@ -363,11 +497,13 @@ fn main() {
         "peak RSS MiB",
         "load1 mean/peak"
     );
+    let floor_levels = levels.clone();
     let mut breakdowns = vec![(1, alone_calls)];
     let mut cpus = Vec::new();
     for conc in levels {
         let tasks = conc.min(top);
         let trials = (waves * conc).div_ceil(tasks) as u32;
+        reset_peak_rss();
         let (n, passed, wall, d, load, per_call, cpu) = run(trials, tasks, conc);
         breakdowns.push((conc, per_call));
         cpus.push((conc, cpu));
@@ -392,9 +528,52 @@ fn main() {
         );
     }
     println!(
-        "  (cores: {})",
+        "  (cores: {}; peak RSS is each level's own)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if std::env::var("BENCH_FLOOR").as_deref() != Ok("0") {
+        // The same trials at the Engine-API floor: what the engine itself does at each level,
+        // so the share of git-harness and of dockerd / containerd / runc show apart.
+        let (floor_alone, _) = floor_level(&rt, &model, 1, 1);
+        println!();
+        println!(
+            "  Engine-API floor (same container work, no git-harness): one trial alone {floor_alone:.2} s"
+        );
+        println!(
+            "  {:>5} {:>7} {:>8} {:>10} {:>9} {:>10} {:>12} {:>11} {:>10}",
+            "conc",
+            "trials",
+            "wall s",
+            "trials/s",
+            "ideal/s",
+            "% ideal",
+            "peak RSS MiB",
+            "load1 mean/peak",
+            "dockerd s"
+        );
+        for &conc in &floor_levels {
+            let trials = waves * conc;
+            reset_peak_rss();
+            let load = LoadSampler::start();
+            let (wall, cpu) = floor_level(&rt, &model, trials, conc);
+            let load = load.finish();
+            let got = trials as f64 / wall;
+            let ideal = conc as f64 / floor_alone;
+            println!(
+                "  {:>5} {:>7} {:>8.1} {:>10.2} {:>9.2} {:>9.1}% {:>12.1} {:>6.1}/{:<5.1} {:>10}",
+                conc,
+                trials,
+                wall,
+                got,
+                ideal,
+                100.0 * got / ideal,
+                peak_rss_kib() as f64 / 1024.0,
+                load.0,
+                load.1,
+                cpu.map_or("-".to_string(), |v| format!("{v:.3}"))
+            );
+        }
+    }
     println!();
     println!("  CPU seconds per trial: this process (git-harness) / dockerd");
     for (conc, (me, d)) in &cpus {

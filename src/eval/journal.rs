@@ -1,5 +1,6 @@
 //! The journal of a run in progress: every finished trial is appended and flushed to disk
-//! before it is reported, so `kill -9` loses only trials in flight.
+//! before it is reported, so `kill -9` loses only trials in flight. The scheduler writes through
+//! a group writer on a thread of its own, so no trial waits for the disk to start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,45 @@ use serde::{Deserialize, Serialize};
 use super::TrialResult;
 use crate::error::{Error, IoContext, Result};
 use crate::support::owner::Owner;
+
+/// Where a group writer hands back what it wrote, with how the write went.
+pub type OnDisk<T> = tokio::sync::mpsc::UnboundedReceiver<(T, Result<()>)>;
+
+/// One journal entry: a result, its trace and its kept workspace.
+pub type Entry<'a> = (&'a TrialResult, Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Write each entry's files, then its result line; then one fsync for them all.
+fn write_batch<'a>(
+    dir: &Path,
+    file: &mut std::fs::File,
+    entries: impl IntoIterator<Item = Entry<'a>>,
+) -> Result<()> {
+    let mut lines = Vec::new();
+    for (result, trace, workspace) in entries {
+        for (bytes, rel) in [
+            (trace, result.trace.as_deref()),
+            (workspace, result.workspace.as_deref()),
+        ] {
+            let (Some(bytes), Some(rel)) = (bytes, rel) else {
+                continue;
+            };
+            let path = dir.join(rel);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).at(p)?;
+            }
+            std::fs::write(&path, crate::support::secrets::redact(bytes)).at(&path)?;
+        }
+        let line = crate::support::secrets::redact(
+            &serde_json::to_vec(result).expect("result serializes"),
+        )
+        .into_owned();
+        lines.extend_from_slice(&line);
+        lines.push(b'\n');
+    }
+    file.write_all(&lines).at(dir)?;
+    file.sync_data().at(dir)?;
+    Ok(())
+}
 
 /// What a run was asked to do, so `--resume <id>` can continue it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,27 +192,43 @@ impl Journal {
         trace: Option<&[u8]>,
         workspace: Option<&[u8]>,
     ) -> Result<()> {
-        for (bytes, rel) in [
-            (trace, result.trace.as_deref()),
-            (workspace, result.workspace.as_deref()),
-        ] {
-            let (Some(bytes), Some(rel)) = (bytes, rel) else {
-                continue;
-            };
-            let path = self.dir.join(rel);
-            if let Some(p) = path.parent() {
-                std::fs::create_dir_all(p).at(p)?;
-            }
-            std::fs::write(&path, crate::support::secrets::redact(bytes)).at(&path)?;
-        }
-        let mut line = crate::support::secrets::redact(
-            &serde_json::to_vec(result).expect("result serializes"),
-        )
-        .into_owned();
-        line.push(b'\n');
-        self.file.write_all(&line).at(&self.dir)?;
-        self.file.sync_data().at(&self.dir)?;
-        Ok(())
+        write_batch(&self.dir, &mut self.file, [(result, trace, workspace)])
+    }
+
+    /// A writer on a thread of its own that commits in groups: every item sent is written (its
+    /// files, then its result line), and whatever arrived while one fsync ran shares the next.
+    /// Each item comes back on the receiver once it is on disk (with the error, if writing
+    /// failed), so a caller reports a result only when a crash can no longer lose it, and a
+    /// trial's slot need not wait for the disk. `parts` names an item's result and files.
+    pub fn group_writer<T: Send + 'static>(
+        &self,
+        parts: fn(&T) -> Entry<'_>,
+    ) -> Result<(std::sync::mpsc::Sender<T>, OnDisk<T>)> {
+        let dir = self.dir.clone();
+        let mut file = self.file.try_clone().at(&self.dir)?;
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let r = write_batch(&dir, &mut file, batch.iter().map(parts));
+                    let msg = r.err().map(|e| e.to_string());
+                    for item in batch {
+                        let r = match &msg {
+                            None => Ok(()),
+                            Some(m) => Err(Error::io(&dir, std::io::Error::other(m.clone()))),
+                        };
+                        if done_tx.send((item, r)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .at(&self.dir)?;
+        Ok((tx, done_rx))
     }
 
     pub fn dir(&self) -> &Path {

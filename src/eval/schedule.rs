@@ -249,6 +249,12 @@ async fn run_plan(
         }
     }
 
+    // Results go to the journal's group writer as trials end, and are reported (cached,
+    // observed, counted) when they are on disk: a slot is refilled without waiting for the disk.
+    let (journal_tx, mut on_disk) = journal
+        .group_writer(|e: &Executed| (&e.result, e.trace.as_deref(), e.workspace.as_deref()))?;
+    let mut writing = 0usize;
+
     loop {
         while stopped.is_none() && !interrupted && set.len() < concurrency {
             let Some(p) = queue.next() else { break };
@@ -257,14 +263,14 @@ async fn run_plan(
             running.push(label(&p.task.id, p.trial));
             set.spawn(async move { ex.execute(&p, token).await });
         }
-        if set.is_empty() {
+        if set.is_empty() && writing == 0 {
             break;
         }
         let sleep_until = grace_deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            joined = set.join_next() => {
-                let Some(joined) = joined else { break };
+            joined = set.join_next(), if !set.is_empty() => {
+                let Some(joined) = joined else { continue };
                 let done = joined.map_err(|e| Error::Internal(format!("a trial task failed: {e}")))?;
                 let l = label(&done.result.task, done.result.trial);
                 if let Some(i) = running.iter().position(|r| *r == l) {
@@ -283,7 +289,17 @@ async fn run_plan(
                     continue;
                 }
                 executed += 1;
-                journal.append(&done.result, done.trace.as_deref(), done.workspace.as_deref())?;
+                writing += 1;
+                journal_tx
+                    .send(done)
+                    .map_err(|_| Error::Internal("the journal's writer ended".into()))?;
+            }
+            written = on_disk.recv(), if writing > 0 => {
+                let Some((done, written)) = written else {
+                    return Err(Error::Internal("the journal's writer ended".into()));
+                };
+                writing -= 1;
+                written?;
                 if let Some(k) = &done.result.cache_key {
                     cache.put(k, &opts.run_id, &done.result)?;
                 }

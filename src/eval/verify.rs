@@ -1,6 +1,8 @@
 //! Running a task's verifier in a sandbox after the agent finished, Harbor's contract made safe:
-//! stray processes are killed and `<logs>/verifier` is cleared first (an agent cannot forge
-//! `reward.txt` / `reward.json`), `tests/` is copied in fresh, `test.sh` (TB1: `run-tests.sh`)
+//! the agent's leftover processes are killed or, where the runner keeps them beside the tests as
+//! Harbor does (Docker), kept from writing the results after the tests (`Sandbox::run_verifier`),
+//! `<logs>/verifier` is cleared first (an agent cannot forge `reward.txt` / `reward.json`),
+//! `tests/` is copied in fresh, `test.sh` (TB1: `run-tests.sh`)
 //! runs under the verifier timeout, and the reward is read from `reward.json`, then `reward.txt`.
 //!
 //! Infrastructure failures (verifier timed out or crashed without a reward, no reward file, an
@@ -9,7 +11,9 @@
 use regex::Regex;
 
 use crate::error::{Error, Result};
-use crate::sandbox::{CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider};
+use crate::sandbox::{
+    CreateOptions, ExecRequest, InfraClass, Sandbox, SandboxProvider, VerifierRan, VerifierRun,
+};
 use crate::task::{Task, TaskFormat, VerifierOutcome};
 
 /// Characters of the verifier's output kept in the outcome.
@@ -179,43 +183,18 @@ pub async fn verify(
     let tests = sandbox.tests_dir().to_string();
     let logs = sandbox.logs_dir().to_string();
     let vdir = format!("{logs}/verifier");
-    sandbox.kill_strays().await?;
-    // The verifier's network from here on: no agent process is left to use it.
-    sandbox.set_phase(crate::sandbox::Phase::Verifier).await?;
-    // Nothing runs after the agent until its changes to the verifier's toolchain are known: a
-    // replaced interpreter could forge any reward. The tests are copied in meanwhile (no process
-    // of the agent is left to read them), and nothing runs if the check finds a change.
     let tb1_script = match task.format {
         TaskFormat::Harbor => None,
         TaskFormat::Tb1 => {
             Some(std::fs::read(&task.test_script).map_err(|e| Error::io(&task.test_script, e))?)
         }
     };
-    let copy_tests = async {
-        sandbox.reset_dirs(&[&vdir, &tests]).await?;
-        if let Some(dir) = &task.tests_dir {
-            sandbox.copy_dir_in(dir, &tests).await?;
+    let (script, files) = match tb1_script {
+        None => (format!("{tests}/test.sh"), Vec::new()),
+        Some(data) => {
+            let p = format!("{tests}/run-tests.sh");
+            (p.clone(), vec![(p, data)])
         }
-        match &tb1_script {
-            None => Ok(format!("{tests}/test.sh")),
-            Some(data) => {
-                let p = format!("{tests}/run-tests.sh");
-                sandbox.write_file(&p, data).await?;
-                Ok::<_, Error>(p)
-            }
-        }
-    };
-    let (tampered, script) = tokio::join!(sandbox.toolchain_changes(), copy_tests);
-    let tampered = tampered?;
-    if !tampered.is_empty() {
-        return Ok(broken(
-            "the verifier did not run: the agent changed its toolchain",
-            tampered,
-        ));
-    }
-    let script = match script {
-        Ok(s) => s,
-        Err(e) => return agent_or_infra(sandbox, e).await,
     };
     // A fixed interpreter and PATH: the image's, never one the agent put first.
     let mut req = ExecRequest::new(
@@ -229,7 +208,18 @@ pub async fn verify(
     if let Some(path) = sandbox.verifier_path() {
         req.env.push(("PATH".into(), path));
     }
-    let run = sandbox.exec(req).await?;
+    let plan = VerifierRun {
+        reset: vec![vdir.clone(), tests.clone()],
+        tests: task.tests_dir.clone(),
+        tests_dir: tests.clone(),
+        files,
+        command: req,
+    };
+    let run = match sandbox.run_verifier(plan).await? {
+        VerifierRan::Ran(out) => out,
+        VerifierRan::Tampered { why, causes } => return Ok(broken(why, causes)),
+        VerifierRan::CopyFailed(e) => return agent_or_infra(sandbox, e).await,
+    };
     let output_tail = tail_chars(&run.output, OUTPUT_TAIL_CHARS);
     if run.timed_out {
         return Err(InfraClass::Verifier.error(format!(

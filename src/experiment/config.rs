@@ -241,6 +241,11 @@ pub struct RunnerConfig {
     /// in the cache key.
     #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
     pub pull: PullPolicy,
+    /// Docker: what becomes of the processes the agent left when the verifier starts: killed
+    /// before the tests are unpacked (`kill`, the default), or kept running beside the tests
+    /// (`keep`, Harbor's semantics). The local and Kubernetes runners always kill them.
+    #[serde(default, skip_serializing_if = "Strays::is_default")]
+    pub strays: Strays,
     /// `kind: kubernetes`: which cluster, namespace and registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesConfig>,
@@ -433,6 +438,30 @@ impl std::fmt::Display for PullPolicy {
     }
 }
 
+/// What becomes of the processes the agent left when the verifier starts (`runner.strays`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strays {
+    /// Killed before the tests are unpacked: nothing the agent started sees or touches them.
+    #[default]
+    Kill,
+    /// Stopped while the tests are unpacked, then running beside the verifier's command
+    /// (Harbor's semantics: the tests may query a server the agent started); killed after it.
+    Keep,
+}
+
+impl Strays {
+    pub fn is_default(&self) -> bool {
+        *self == Strays::Kill
+    }
+}
+
+impl std::fmt::Display for Strays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::support::yaml::name_of(self))
+    }
+}
+
 /// What the experiment does with a phase's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -474,6 +503,7 @@ impl Default for RunnerConfig {
             agent_network: NetworkChoice::Task,
             verifier_network: NetworkChoice::Task,
             pull: PullPolicy::default(),
+            strays: Strays::default(),
             agent_paths: Vec::new(),
             kubernetes: None,
             hosts: Vec::new(),
@@ -710,6 +740,18 @@ impl Experiment {
         if self.model.concurrency == 0 {
             return err("concurrency", "model.concurrency", "must be at least 1");
         }
+        if self.runner.strays == Strays::Keep
+            && matches!(self.runner.kind, RunnerKind::Local | RunnerKind::Kubernetes)
+        {
+            return err(
+                "strays",
+                "runner.strays",
+                &format!(
+                    "`keep` is for the Docker runner (the {} runner always kills the agent's leftover processes): set runner.kind to docker or auto, or remove runner.strays",
+                    self.runner.kind
+                ),
+            );
+        }
         for (k, v) in &self.runner.image_map {
             if let Some(p) = super::image_map::key_problem(k, v) {
                 return err("image_map", "runner.image_map", &p);
@@ -876,6 +918,10 @@ impl Experiment {
             if !choice.is_task() {
                 runner[key] = serde_json::json!(choice);
             }
+        }
+        // Strays kept beside the tests change what the verifier sees; the default does not enter.
+        if !self.runner.strays.is_default() {
+            runner["strays"] = serde_json::json!(self.runner.strays);
         }
         serde_json::json!({
             "model": {

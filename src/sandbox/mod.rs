@@ -3,7 +3,7 @@
 //! behind.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +146,41 @@ pub trait Sandbox: Send + Sync {
     async fn kill_strays(&self) -> Result<()> {
         Ok(())
     }
+    /// Run the verifier: end or keep the agent's stray processes, give the verifier its
+    /// network, make `run.reset` anew and fill the tests in, check the toolchain, run
+    /// `run.command`. This default does it in steps (strays killed first, nothing runs until
+    /// the toolchain check passed); runners that can fold the steps into one exec do.
+    async fn run_verifier(&self, run: VerifierRun) -> Result<VerifierRan> {
+        self.kill_strays().await?;
+        // The verifier's network from here on: no agent process is left to use it.
+        self.set_phase(Phase::Verifier).await?;
+        // Nothing runs after the agent until its changes to the verifier's toolchain are
+        // known: a replaced interpreter could forge any reward. The tests are copied in
+        // meanwhile (no process of the agent is left to read them).
+        let copy_tests = async {
+            let reset: Vec<&str> = run.reset.iter().map(String::as_str).collect();
+            self.reset_dirs(&reset).await?;
+            if let Some(dir) = &run.tests {
+                self.copy_dir_in(dir, &run.tests_dir).await?;
+            }
+            for (path, data) in &run.files {
+                self.write_file(path, data).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let (tampered, copied) = tokio::join!(self.toolchain_changes(), copy_tests);
+        let tampered = tampered?;
+        if !tampered.is_empty() {
+            return Ok(VerifierRan::Tampered {
+                why: "the verifier did not run: the agent changed its toolchain",
+                causes: tampered,
+            });
+        }
+        if let Err(e) = copied {
+            return Ok(VerifierRan::CopyFailed(e));
+        }
+        Ok(VerifierRan::Ran(self.exec(run.command).await?))
+    }
     /// What the agent changed of the verifier's toolchain (commands on PATH, shared libraries,
     /// the dynamic loader, Python's standard library and startup hooks), one line per change
     /// (`changed /usr/bin/bash`). Checked after `kill_strays`, before the verifier runs; a
@@ -197,6 +232,34 @@ pub trait Sandbox: Send + Sync {
             "this sandbox cannot reach the model gateway, so `protocol: command` harnesses cannot run in it",
         ))
     }
+}
+
+/// What [`Sandbox::run_verifier`] is given.
+#[derive(Debug, Clone)]
+pub struct VerifierRun {
+    /// Directories made anew first (the verifier's log dir, its tests dir).
+    pub reset: Vec<String>,
+    /// The task's `tests/` on the host, copied into `tests_dir`.
+    pub tests: Option<PathBuf>,
+    pub tests_dir: String,
+    /// Further files put in after the tests (TB1's `run-tests.sh`), at absolute paths.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The verifier's command (its timeout, PATH and environment).
+    pub command: ExecRequest,
+}
+
+/// How [`Sandbox::run_verifier`] ended.
+#[derive(Debug)]
+pub enum VerifierRan {
+    /// The agent's doing makes the verifier's result void (reward 0), for these causes.
+    Tampered {
+        why: &'static str,
+        causes: Vec<String>,
+    },
+    /// The tests could not be put in place.
+    CopyFailed(Error),
+    /// The verifier's command ran.
+    Ran(ExecOutput),
 }
 
 /// Where the model gateway listens on the host.
@@ -477,6 +540,7 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
         DockerProvider::connect_to(endpoint, cfg.image_map.clone(), opts.labels.clone()).map(|d| {
             d.with_network(network)
                 .with_pull(cfg.pull)
+                .with_strays(cfg.strays)
                 .with_registry(cfg.registry.clone())
         })
     };
@@ -497,6 +561,18 @@ pub fn provider(cfg: &RunnerConfig, opts: &ProviderOptions) -> Result<Arc<dyn Sa
         Ok(Arc::new(docker::DockerPool::new(members)))
     };
     let local_provider = |opts: &ProviderOptions| local_provider(opts, network);
+    // experiment.yaml refuses the pair; a runner chosen on the command line is checked here.
+    if cfg.strays == crate::experiment::Strays::Keep
+        && matches!(cfg.kind, RunnerKind::Local | RunnerKind::Kubernetes)
+    {
+        return Err(Error::usage_hint(
+            format!(
+                "runner.strays is keep, which the {} runner does not do (it always kills the agent's leftover processes)",
+                cfg.kind
+            ),
+            "run with --runner docker, or remove runner.strays from .harness/experiment.yaml",
+        ));
+    }
     match cfg.kind {
         RunnerKind::Local => local_provider(opts),
         RunnerKind::Docker => docker(),

@@ -1,8 +1,9 @@
 //! Engine API calls per trial: `tasks check --runner docker` (one oracle and one nop trial)
 //! through a counting proxy in front of the engine's socket. A trial needs create + start, its
-//! uploads (the solution's with the runtime's directories, the tests), one exec for the
-//! solution (the oracle), one to end stray processes, one for the verifier, one download of the
-//! verifier's log dir, and the delete; image look-ups happen once per run.
+//! uploads (the solution's, with the runtime's directories), one exec for the solution (the
+//! oracle), one for the verifier (which also stops the agent's leftover processes and brings the
+//! tests in), one download of the verifier's log dir, and the delete; image look-ups happen
+//! once per run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -159,13 +160,16 @@ fn a_docker_trial_makes_the_floors_calls() {
     // Two trials: create and delete one container each.
     assert_eq!(n("POST /containers/create"), 2, "{counts:#?}");
     assert_eq!(n("DELETE /containers/*"), 2, "{counts:#?}");
-    // Oracle: solution, stray kill, verifier; nop: stray kill, verifier.
-    assert_eq!(n("POST /containers/*/exec"), 5, "{counts:#?}");
+    // Oracle: solution, verifier; nop: verifier (which also deals with the agent's leftover
+    // processes and brings the tests in).
+    assert_eq!(n("POST /containers/*/exec"), 3, "{counts:#?}");
     // One download of /logs/verifier per trial.
     assert_eq!(n("GET /containers/*/archive"), 2, "{counts:#?}");
-    // Uploads: the oracle's solution and each trial's tests; the runtime's directories ride
-    // on the first upload or exec, never on a call of their own.
-    assert_eq!(n("PUT /containers/*/archive"), 3, "{counts:#?}");
+    // Uploads: the oracle's solution only (the tests travel in the verifier's exec); the
+    // runtime's directories ride on the first upload or exec, never on a call of their own.
+    assert_eq!(n("PUT /containers/*/archive"), 1, "{counts:#?}");
+    // One inspect per trial names the overlay directories (while the trial runs).
+    assert_eq!(n("GET /containers/*/json"), 2, "{counts:#?}");
     // The images are looked up once per run (the FROM image, the task's tag, its PATH), not
     // per trial.
     assert_eq!(n("GET /images/*"), 3, "{counts:#?}");

@@ -29,6 +29,7 @@ mod docker_hosts;
 mod docker_overlay;
 mod docker_pull;
 mod docker_registry;
+mod docker_strays;
 mod docker_tls;
 mod eval_cache;
 mod eval_crash;

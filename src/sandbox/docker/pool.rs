@@ -441,6 +441,13 @@ impl Sandbox for Placed {
         let r = self.inner.kill_strays().await;
         self.watch(r).await
     }
+    async fn run_verifier(
+        &self,
+        run: crate::sandbox::VerifierRun,
+    ) -> Result<crate::sandbox::VerifierRan> {
+        let r = self.inner.run_verifier(run).await;
+        self.watch(r).await
+    }
     async fn toolchain_changes(&self) -> Result<Vec<String>> {
         let r = self.inner.toolchain_changes().await;
         self.watch(r).await

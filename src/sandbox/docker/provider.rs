@@ -18,7 +18,7 @@ use super::{
     timed,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::experiment::{PullPolicy, RegistryConfig};
+use crate::experiment::{PullPolicy, RegistryConfig, Strays};
 use crate::sandbox::image::{
     BASE_IMAGE, TASK_IMAGE_PREFIX, build_context, build_tar, from_images, image_id, image_path_env,
     map_image, pull_image, push_image, rewrite_from, tag_safe, task_image_tag,
@@ -47,6 +47,8 @@ pub struct DockerProvider {
     labels: BTreeMap<String, String>,
     /// When images are pulled.
     pull: PullPolicy,
+    /// What becomes of the agent's leftover processes when the verifier starts.
+    strays: Strays,
     /// Images pulled by this provider (under `always`, each is pulled once).
     pulled: Mutex<HashSet<String>>,
     /// Images known present, with their ids and PATHs: every trial after the first skips the
@@ -89,6 +91,7 @@ impl DockerProvider {
             image_map,
             labels,
             pull: PullPolicy::default(),
+            strays: Strays::default(),
             pulled: Mutex::new(HashSet::new()),
             known: Mutex::new(HashMap::new()),
             path_envs: Mutex::new(HashMap::new()),
@@ -115,6 +118,12 @@ impl DockerProvider {
     /// The same provider with another pull policy.
     pub fn with_pull(mut self, pull: PullPolicy) -> Self {
         self.pull = pull;
+        self
+    }
+
+    /// The same provider keeping or killing the agent's leftover processes (`runner.strays`).
+    pub fn with_strays(mut self, strays: Strays) -> Self {
+        self.strays = strays;
         self
     }
 
@@ -819,6 +828,9 @@ impl DockerProvider {
             .await
             .map_err(|_| InfraClass::Sandbox.error("the container creation task ended early"))?
             .map_err(|e| docker_err(&format!("create a container from {image}"), e))?;
+        // The overlay directories are the container's from its creation on: named now, while
+        // it starts and the agent runs, not when the verifier waits for them.
+        let graph = super::sandbox::Graph::inspect(&docker, &created.id);
         let mut sb = DockerSandbox {
             docker: docker.clone(),
             id: created.id,
@@ -827,6 +839,7 @@ impl DockerProvider {
             destroyed: false,
             path_env,
             phases,
+            strays: self.strays,
             connected: tokio::sync::Mutex::new(phases.any()),
             pending: Mutex::new(None),
             after_kill: Mutex::new(None),
@@ -835,6 +848,7 @@ impl DockerProvider {
             // Made by the first upload or exec, not by a call of their own (the daemon makes
             // the working directory itself).
             runtime_dirs: Mutex::new(Some(RUNTIME_DIRS)),
+            graph: tokio::sync::Mutex::new(graph),
         };
         if let Err(e) = timed("container start", docker.start_container(&sb.id, None)).await {
             sb.destroy().await?;

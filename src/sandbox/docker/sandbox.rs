@@ -57,6 +57,8 @@ pub struct DockerSandbox {
     pub(super) path_env: String,
     /// Which phases have the network.
     pub(super) phases: crate::sandbox::PhaseNetworks,
+    /// What becomes of the agent's leftover processes when the verifier starts.
+    pub(super) strays: crate::experiment::Strays,
     /// Whether the container is on the bridge now.
     pub(super) connected: tokio::sync::Mutex<bool>,
     /// Directories `reset_dirs` asked for, reset by the next exec (see [`Pending`]).
@@ -70,6 +72,28 @@ pub struct DockerSandbox {
     /// The runtime's directories while not yet made: the first upload or exec makes them, so
     /// they cost no call of their own.
     pub(super) runtime_dirs: Mutex<Option<&'static [&'static str]>>,
+    /// The container's storage (its overlay directories), inspected once while the trial runs
+    /// so that the toolchain check does not wait for it.
+    pub(super) graph: tokio::sync::Mutex<Graph>,
+}
+
+/// The container's storage driver data: being inspected, or known (`None`: unknown).
+pub(super) enum Graph {
+    Inspecting(tokio::task::JoinHandle<Option<bollard::models::DriverData>>),
+    Known(Option<bollard::models::DriverData>),
+}
+
+impl Graph {
+    /// Inspect the container `id` on a task of its own.
+    pub(super) fn inspect(docker: &Docker, id: &str) -> Self {
+        let (d, id) = (docker.clone(), id.to_string());
+        Graph::Inspecting(tokio::spawn(async move {
+            timed("container inspect", d.inspect_container(&id, None))
+                .await
+                .ok()
+                .and_then(|i| i.graph_driver)
+        }))
+    }
 }
 
 /// A reset of directories folded into the next exec, so that it costs no exec of its own:
@@ -116,6 +140,60 @@ for d in /proc/[0-9]*; do p=${d#/proc/}
   kill -KILL "$p" 2>/dev/null
 done
 echo '--- path'
+"#;
+
+/// The verifier's exec, before its command (see `run_verifier`). `@KEEP@` is the kept set of
+/// `KILL_STRAYS` (1, this shell, its wrapper, the container's `sleep infinity`); `gh_sig SIG`
+/// signals every other process, builtins only. Processes the agent left (`gh_any`) are stopped
+/// at once; [`VERIFY_KILL`] follows under `runner.strays: kill`, else they stay stopped while the
+/// verifier's directories are made and the tests unpacked, then go on: a Harbor task's tests may
+/// query a server the agent started.
+const VERIFY_PRE: &str = r#"gh_k=; gh_ks=
+for d in /proc/[0-9]*; do p=${d#/proc/}
+  case " 1 $$ $PPID " in *" $p "*) continue;; esac
+  read -r st < "$d/stat" 2>/dev/null || continue
+  set -- ${st##*) }
+  [ "$2" = 1 ] || continue
+  if [ -z "$gh_k" ] || [ "${20}" -lt "$gh_ks" ]; then gh_k=$p; gh_ks=${20}; fi
+done
+gh_keep=" 1 $$ $PPID $gh_k "
+gh_sig() {
+  for d in /proc/[0-9]*; do p=${d#/proc/}
+    case "$gh_keep" in *" $p "*) continue;; esac
+    kill "-$1" "$p" 2>/dev/null
+  done
+}
+gh_any=
+for d in /proc/[0-9]*; do p=${d#/proc/}
+  case "$gh_keep" in *" $p "*) continue;; esac
+  [ -e "$d/stat" ] && { gh_any=1; break; }
+done
+if [ -n "$gh_any" ]; then gh_sig STOP; gh_sig STOP; fi
+"#;
+
+/// `runner.strays: kill` (the default): the processes the agent left, stopped by `VERIFY_PRE`,
+/// are killed before anything of the verifier's is in the container, so none of them can
+/// rewrite the tests or write the results; with none left, `VERIFY_POST` has nothing to watch.
+const VERIFY_KILL: &str = r#"if [ -n "$gh_any" ]; then gh_sig KILL; gh_sig KILL; gh_any=; fi
+"#;
+
+/// After the verifier's command (`gh_rc`): when processes of the agent ran beside it, the log dir
+/// is moved aside at once and watched for 50 ms under its name while they still run; anything
+/// written there meanwhile is a stray writing the verifier's results (`wrote NAME`). Then every
+/// process but the kept ones is stopped and killed, and the log dir moved back: nothing can
+/// change the results once the command is over.
+const VERIFY_POST: &str = r#"gh_w=
+if [ -n "$gh_any" ] && mv -- "$gh_v" "$gh_a" 2>/dev/null; then
+  mkdir -p -- "$gh_v" 2>/dev/null
+  sleep 0.05 2>/dev/null
+  gh_sig STOP; gh_sig STOP
+  for f in "$gh_v"/* "$gh_v"/.[!.]* "$gh_v"/..?*; do
+    if [ -e "$f" ] || [ -L "$f" ]; then gh_w="$gh_w ${f##*/}"; fi
+  done
+  gh_sig KILL; gh_sig KILL
+  rm -rf -- "$gh_v"; mv -- "$gh_a" "$gh_v"
+fi
+gh_sig STOP; gh_sig STOP; gh_sig KILL; gh_sig KILL
 "#;
 
 impl DockerSandbox {
@@ -514,6 +592,123 @@ impl Sandbox for DockerSandbox {
         Ok(())
     }
 
+    /// One exec does what the default does in steps: it stops the agent's leftover processes
+    /// (and kills them, under `runner.strays: kill`), makes the verifier's directories anew and
+    /// unpacks the tests (sent in the exec's own script, so they are never in the container
+    /// before the agent's processes are stopped, and need no upload), lets kept processes go on
+    /// (`runner.strays: keep`), runs the verifier's command, stops and
+    /// kills everything but the container's own processes, and resolves the PATH directories.
+    /// The toolchain check follows on the host (the overlay upper directory keeps every change
+    /// the agent made, also while the verifier ran) and voids the result when it finds one. When
+    /// the verifier has a network the agent did not, the agent's processes are killed first
+    /// instead, so none of them is ever online.
+    async fn run_verifier(
+        &self,
+        run: crate::sandbox::VerifierRun,
+    ) -> Result<crate::sandbox::VerifierRan> {
+        use crate::sandbox::VerifierRan;
+        if self.phases.verifier && !self.phases.agent {
+            self.kill_strays().await?;
+        }
+        self.set_phase(crate::sandbox::Phase::Verifier).await?;
+        let key = format!("{:016x}", rand::random::<u64>());
+        let tar = {
+            let (tests, dir, files) = (run.tests.clone(), run.tests_dir.clone(), run.files);
+            tokio::task::spawn_blocking(move || tests_tar(tests.as_deref(), &dir, &files))
+                .await
+                .map_err(|e| Error::Internal(format!("pack the tests: {e}")))?
+        };
+        let tar = match tar {
+            Ok(t) => t,
+            Err(e) => return Ok(VerifierRan::CopyFailed(e)),
+        };
+        let vdir = run.reset.first().cloned().unwrap_or_default();
+        let aside = match vdir.rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/.git-harness-verifier-{key}"),
+            None => format!("/.git-harness-verifier-{key}"),
+        };
+        let mut script = String::from("{\n");
+        script.push_str(VERIFY_PRE);
+        if self.strays == crate::experiment::Strays::Kill {
+            script.push_str(VERIFY_KILL);
+        }
+        let dirs: Vec<String> = run.reset.iter().map(|d| q(d)).collect();
+        script.push_str(&format!(
+            "rm -rf -- {l} && mkdir -p -- {l} || {{ echo \"git-harness: cannot clear the verifier's directories\" >&2; exit 125; }}\n",
+            l = dirs.join(" ")
+        ));
+        if let Some(tar) = tar {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(tar);
+            script.push_str(&format!(
+                "base64 -d <<'GH_TESTS_END' | tar -xf - -C / || {{ echo \"git-harness: cannot unpack the tests into {t} (the image needs base64 and tar)\" >&2; exit 125; }}\n",
+                t = run.tests_dir
+            ));
+            for chunk in b64.as_bytes().chunks(76) {
+                script.push_str(&String::from_utf8_lossy(chunk));
+                script.push('\n');
+            }
+            script.push_str("GH_TESTS_END\n");
+        }
+        script.push_str("if [ -n \"$gh_any\" ]; then gh_sig CONT; fi\n(\n");
+        script.push_str(&run.command.command);
+        script.push_str("\n)\ngh_rc=$?\n");
+        script.push_str(&format!("gh_v={}; gh_a={}\n", q(&vdir), q(&aside)));
+        script.push_str(VERIFY_POST);
+        script.push_str(&format!(
+            "printf '\\n--- git-harness %s\\n' {key}\nif [ -n \"$gh_w\" ]; then echo \"wrote$gh_w\"; fi\necho '--- path'\n"
+        ));
+        script.push_str(&resolve_path_dirs(&self.path_env));
+        // A compound command is read whole before it runs: the script cannot be changed
+        // under the shell.
+        script.push_str("exit \"$gh_rc\"\n}\n");
+        let script = self.with_pending(&script)?;
+        let cwd = normalize(
+            &self.workdir,
+            run.command.workdir.as_deref().unwrap_or(&self.workdir),
+        );
+        let mut out = self
+            .exec_raw(&script, run.command.timeout, &cwd, &run.command.env)
+            .await?;
+        let marker = format!("\n--- git-harness {key}\n");
+        let mut wrote = Vec::new();
+        let after = match out.output.rfind(&marker) {
+            Some(i) => {
+                let trailer = out.output[i + marker.len()..].to_string();
+                out.output.truncate(i);
+                let (head, dirs) = trailer.split_once("--- path\n").unwrap_or((&trailer, ""));
+                if let Some(names) = head.lines().find_map(|l| l.strip_prefix("wrote ")) {
+                    wrote = names.split_whitespace().map(str::to_string).collect();
+                }
+                Some(AfterKill::PathDirs(
+                    dirs.lines().map(|l| l.trim().to_string()).collect(),
+                ))
+            }
+            None if out.output.contains(STOPPED) => Some(AfterKill::Stopped),
+            None => None,
+        };
+        if let Ok(mut a) = self.after_kill.lock() {
+            *a = after;
+        }
+        let tampered = self.toolchain_changes().await?;
+        if !tampered.is_empty() {
+            return Ok(VerifierRan::Tampered {
+                why: "the verifier's result does not count: the agent changed its toolchain",
+                causes: tampered,
+            });
+        }
+        if !wrote.is_empty() {
+            return Ok(VerifierRan::Tampered {
+                why: "the verifier's result does not count: a process the agent left wrote to the verifier's log dir",
+                causes: wrote
+                    .iter()
+                    .map(|n| format!("a process of the agent wrote {vdir}/{n} after the tests"))
+                    .collect(),
+            });
+        }
+        Ok(VerifierRan::Ran(out))
+    }
+
     async fn reset_dirs(&self, dirs: &[&str]) -> Result<()> {
         let mut pending = self
             .pending
@@ -696,6 +891,34 @@ const TAR_END: usize = 1024;
 /// A download of a directory larger than this is read file by file instead.
 const DIR_DOWNLOAD_CAP: usize = 64 << 20;
 
+/// The tests (`tests` copied to `dir`) and further files in one tar, paths relative to `/`;
+/// `None` when there is nothing to put in.
+fn tests_tar(
+    tests: Option<&Path>,
+    dir: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<Option<Vec<u8>>> {
+    if tests.is_none() && files.is_empty() {
+        return Ok(None);
+    }
+    let mut tar = match tests {
+        Some(t) => tar_dir(t, dir.trim_start_matches('/'))?,
+        None => Vec::new(),
+    };
+    tar.truncate(tar.len().saturating_sub(TAR_END));
+    let mut b = tar::Builder::new(tar);
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path.trim_start_matches('/'), data.as_slice())
+            .at(path)?;
+    }
+    Ok(Some(b.into_inner().at(dir)?))
+}
+
 /// A script printing each directory of `path` resolved (`pwd -P`), an empty line for one that
 /// does not exist; builtins only.
 fn resolve_path_dirs(path: &str) -> String {
@@ -826,13 +1049,17 @@ impl DockerSandbox {
     /// The container's changes read from its overlay upper directory on this host, when the
     /// engine keeps its layers here (`super::overlay`); `None` sends the caller to the engine.
     async fn host_changes(&self) -> Option<Vec<(Change, String)>> {
-        let info = timed(
-            "container inspect",
-            self.docker.inspect_container(&self.id, None),
-        )
-        .await
-        .ok()?;
-        let gd = info.graph_driver?;
+        let gd = {
+            let mut g = self.graph.lock().await;
+            if let Graph::Inspecting(h) = &mut *g {
+                let known = h.await.ok().flatten();
+                *g = Graph::Known(known);
+            }
+            match &*g {
+                Graph::Known(d) => d.clone()?,
+                Graph::Inspecting(_) => return None,
+            }
+        };
         let (upper, lowers) = super::overlay::overlay_dirs(&gd.name, &gd.data)?;
         let t = Instant::now();
         let r = tokio::task::spawn_blocking(move || super::overlay::upper_changes(&upper, &lowers))

@@ -453,8 +453,19 @@ mod tests {
             unsafe {
                 cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
             }
+        } else {
+            // A group of its own (not a session): the test ends its `sleep` with it.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }
         cmd.spawn().unwrap()
+    }
+
+    /// End a stand-in and the `sleep` its script started, which would outlive it.
+    fn kill_group(child: &std::process::Child) {
+        // SAFETY: killpg has no memory effects; the group is the stand-in's own.
+        unsafe {
+            libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+        }
     }
 
     /// The `ssh -M -f` that a client spawns (and waits for) is not a master to reap: only one
@@ -480,8 +491,8 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let alive = super::ssh_children_of(me);
-        let _ = spawned.kill();
-        let _ = detached.kill();
+        kill_group(&spawned);
+        kill_group(&detached);
         // Both ended, neither waited for yet: zombies, whose session `/proc` still shows.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let zombies = loop {

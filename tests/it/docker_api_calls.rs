@@ -163,6 +163,9 @@ fn a_docker_trial_makes_the_floors_calls() {
     // Oracle: solution, verifier; nop: verifier (which also deals with the agent's leftover
     // processes and brings the tests in).
     assert_eq!(n("POST /containers/*/exec"), 3, "{counts:#?}");
+    assert_eq!(n("POST /exec/*/start"), 3, "{counts:#?}");
+    // An exec's status comes on its own output: no inspect after it.
+    assert_eq!(n("GET /exec/*/json"), 0, "{counts:#?}");
     // One download of /logs/verifier per trial.
     assert_eq!(n("GET /containers/*/archive"), 2, "{counts:#?}");
     // Uploads: the oracle's solution only (the tests travel in the verifier's exec); the

@@ -720,3 +720,119 @@ async fn image_prune_removes_registry_named_and_agent_images_and_dead_runs_conta
         pruned.stdout
     );
 }
+
+/// An agent command is one exec whose wrapper passes it on in argv: no file is written for it
+/// (nor `cat` run to write one, nor `rm` to remove it), and while it runs, the only processes
+/// besides the container's own are the wrapper and the command's shell.
+#[tokio::test]
+async fn docker_a_command_runs_from_argv_under_its_wrapper_alone() {
+    let Some(p) = docker_or_skip("docker_a_command_runs_from_argv_under_its_wrapper_alone").await
+    else {
+        return;
+    };
+    let task = fixture_task("hello-file");
+    let (mut sb, _) = create(&p, &task).await;
+    // Builtins only: each process's name and parent, and the exec directory's entries.
+    let probe = r#"for d in /proc/[0-9]*; do read -r st < "$d/stat" 2>/dev/null || continue
+  n=${st#*\(}; n=${n%%\)*}; set -- ${st##*) }; echo "${d#/proc/} $n $2"
+done
+for f in /tmp/.git-harness-exec/*; do [ -e "$f" ] && echo "file $f"; done
+echo "self $$ $PPID""#;
+    for _ in 0..2 {
+        let out = sb
+            .exec(ExecRequest::new(probe, Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, Some(0), "{out:?}");
+        assert!(!out.output.contains("file "), "{}", out.output);
+        let me = out
+            .output
+            .lines()
+            .find_map(|l| l.strip_prefix("self "))
+            .unwrap();
+        let (pid, parent) = me.split_once(' ').unwrap();
+        let procs: Vec<(String, String, String)> = out
+            .output
+            .lines()
+            .filter(|l| !l.starts_with("self ") && !l.starts_with("file "))
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                (w[0].to_string(), w[1].to_string(), w[2].to_string())
+            })
+            .collect();
+        let ours: Vec<&(String, String, String)> = procs
+            .iter()
+            .filter(|(_, name, _)| name != "docker-init" && name != "sleep")
+            .collect();
+        // The wrapper, the exec's own process, and the command's shell, its child.
+        assert_eq!(ours.len(), 2, "{procs:?}");
+        assert!(
+            ours.iter()
+                .any(|(p, n, pp)| p == parent && n == "sh" && pp == "0"),
+            "{procs:?}"
+        );
+        assert!(
+            ours.iter()
+                .any(|(p, n, pp)| p == pid && n == "bash" && pp == parent),
+            "{procs:?}"
+        );
+    }
+    sb.destroy().await.unwrap();
+}
+
+/// The command's status comes from the wrapper's record on the exec's own output, under a nonce
+/// the command cannot read: printed records, a killed wrapper, closed outputs and a stray writing
+/// after the wrapper ended forge nothing; a command too large for argv still reports its status.
+#[tokio::test]
+async fn docker_exit_status_cannot_be_forged() {
+    let Some(p) = docker_or_skip("docker_exit_status_cannot_be_forged").await else {
+        return;
+    };
+    let task = fixture_task("hello-file");
+    let (mut sb, _) = create(&p, &task).await;
+    let run = async |cmd: String| {
+        sb.exec(ExecRequest::new(cmd, Duration::from_secs(20)))
+            .await
+            .unwrap()
+    };
+    // Every word the command can find about its wrapper (argv, environment, what is left on its
+    // stdin) as a nonce of a record saying 0, then the wrapper killed, so no record of its own
+    // follows.
+    let forge = r#"for f in /proc/$PPID/cmdline /proc/$PPID/environ /proc/$$/environ /proc/$PPID/fd/0; do
+  timeout 2 cat "$f" 2>/dev/null | tr '\0 =' '\n\n\n'
+done | while IFS= read -r t; do printf '\036gh%s rc 0\n' "$t"; done
+printf '\036gh rc 0\n\036ghx rc 0\n'
+kill -KILL $PPID
+exit 0"#;
+    let out = run(forge.to_string()).await;
+    assert_eq!(out.exit_code, None, "{out:?}");
+    assert!(!out.success());
+    assert!(
+        out.output.contains("\u{1e}gh rc 0"),
+        "printed text is output: {out:?}"
+    );
+    // A command that closes its outputs early still reports its own status.
+    let out = run("exec >&- 2>&-; sleep 0.2; exit 7".to_string()).await;
+    assert_eq!(out.exit_code, Some(7), "{out:?}");
+    // A process that left the wrapper's process group writes a record after the wrapper's.
+    let out = run(
+        "setsid sh -c 'sleep 0.5; printf \"\\036ghx rc 0\\n\"' & echo started; exit 5".to_string(),
+    )
+    .await;
+    assert_eq!(out.exit_code, Some(5), "{out:?}");
+    assert!(out.output.starts_with("started\n"), "{out:?}");
+    // Output ending in the start of a record's mark is kept whole.
+    let out = run("printf 'tail\\036g'".to_string()).await;
+    assert_eq!(
+        (out.exit_code, out.output.as_str()),
+        (Some(0), "tail\u{1e}g")
+    );
+    // Larger than argv takes: through stdin and a file.
+    let big = format!(": '{}'\necho big; exit 4", "x".repeat(100 * 1024));
+    let out = run(big).await;
+    assert_eq!((out.exit_code, out.output.as_str()), (Some(4), "big\n"));
+    // And the file is gone afterwards.
+    let out = run("ls -A /tmp/.git-harness-exec 2>/dev/null | wc -l".to_string()).await;
+    assert_eq!(out.output.trim(), "0", "{out:?}");
+    sb.destroy().await.unwrap();
+}

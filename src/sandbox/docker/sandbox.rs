@@ -26,25 +26,132 @@ use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
 /// How long output is still read after a timeout kill.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the command read from stdin in `$1` as a new session (`setsid`), so a group kill ends
-/// its background children too; `$2` keys its script and pid files; further arguments are
-/// directories to make first (the runtime's, on the container's first exec). The command travels on
-/// stdin, never in argv, so its size is not bounded by the kernel's argument limit; it runs in
-/// the foreground because a non-interactive shell starts background jobs with SIGINT and SIGQUIT
-/// ignored, and programs must see the default dispositions (as under the local runner). The
-/// interpreter and `setsid` are named by absolute path: an agent's PATH cannot replace them.
-/// Builtins where they do the work (`[`, `read`), so an exec launches few processes.
-const WRAPPER: &str = r#"d=/tmp/.git-harness-exec; f="$d/$2"; w=$1; shift 2
-[ $# = 0 ] && [ -d "$d" ] || mkdir -p "$d" "$@" 2>/dev/null
-if ! cat > "$f.sh"; then rm -f "$f.sh"; echo "git-harness: cannot store the command in $f.sh (disk full or /tmp unusable?)" >&2; exit 126; fi
-cd "$w" 2>/dev/null || { rm -f "$f.sh"; echo "git-harness: no such directory: $w" >&2; exit 126; }
-sh_=/bin/sh; [ -x /bin/bash ] && sh_=/bin/bash
-ss_=; for c in /usr/bin/setsid /bin/setsid /usr/sbin/setsid; do [ -x "$c" ] && { ss_=$c; break; }; done
-$ss_ "$sh_" -c 'echo $$ > "$0.pid" 2>/dev/null; exec "$1" "$0.sh"' "$f" "$sh_" </dev/null
-rc=$?
-p=; read -r p 2>/dev/null < "$f.pid"; [ -n "$p" ] && kill -KILL "-$p" 2>/dev/null
-rm -f "$f.sh" "$f.pid"
-exit "$rc""#;
+/// Runs a command in `$1` and reports how it ended on the exec's own stdout, so no inspect of the
+/// exec is needed; one shell process besides the command's. The command is `$2` (the exec's
+/// argv), or, when `$2` is empty, read from stdin into a file first (a command too large for
+/// argv); further arguments are directories to make first (the runtime's, on the container's
+/// first exec).
+///
+/// A per-exec nonce arrives first on stdin and stays in a variable of this shell (never in
+/// argv, the environment or a file, all of which the command could read): the records
+/// `\x1egh<nonce> pid <pid>` (before the command) and `\x1egh<nonce> rc <status>` (after it) are
+/// the only text the host takes as the wrapper's. A command that prints such text, closes its
+/// output or kills this shell cannot forge a status: without the record the command counts as
+/// killed by a signal. (Its variables have a prefix of their own and are never exported.)
+///
+/// The exec is its process group's leader (the runtime starts it as a new session), and the
+/// command runs in the foreground as a child in that group, so it sees the default signal
+/// dispositions (a non-interactive shell starts background jobs with SIGINT and SIGQUIT
+/// ignored); after the status record, `kill -KILL 0` ends the group, this shell last, so the
+/// command's background children do not outlive it; a timeout kills the group by the pid
+/// record from a second exec. The interpreters are named by absolute path: an agent's PATH
+/// cannot replace them. Builtins only on the usual path (`read`, `printf`, `[`, `cd`, `kill`).
+const WRAPPER: &str = r#"unset ghx_n; IFS= read -r ghx_n || exit 125
+printf '\036gh%s pid %s\n' "$ghx_n" "$$"
+ghx_w=$1; ghx_c=$2; shift 2
+[ $# = 0 ] || mkdir -p "$@" 2>/dev/null
+ghx_s=/bin/sh; [ -x /bin/bash ] && ghx_s=/bin/bash
+ghx_f=; ghx_r=
+if [ -z "$ghx_c" ]; then
+  ghx_f=/tmp/.git-harness-exec/$$.sh
+  [ -d /tmp/.git-harness-exec ] || mkdir -p /tmp/.git-harness-exec 2>/dev/null
+  cat > "$ghx_f" || { echo "git-harness: cannot store the command in $ghx_f (disk full or /tmp unusable?)" >&2; ghx_r=126; }
+fi
+if [ -n "$ghx_r" ]; then :
+elif ! cd "$ghx_w" 2>/dev/null; then echo "git-harness: no such directory: $ghx_w" >&2; ghx_r=126
+elif [ -n "$ghx_f" ]; then "$ghx_s" "$ghx_f" </dev/null; ghx_r=$?
+else "$ghx_s" -c "$ghx_c" "$ghx_s" </dev/null; ghx_r=$?
+fi
+[ -n "$ghx_f" ] && rm -f "$ghx_f"
+printf '\036gh%s rc %s\n' "$ghx_n" "$ghx_r"
+kill -KILL 0
+exit "$ghx_r""#;
+
+/// Commands up to this size travel in the exec's argv (the kernel's limit for one argument is
+/// 128 KiB); larger ones on stdin, through a file.
+const ARGV_COMMAND_MAX: usize = 64 * 1024;
+
+/// The wrapper's records in an exec's stdout, taken out of the output as it streams by (across
+/// chunk boundaries): the wrapper's pid (its process group) and the command's status.
+struct Records {
+    mark: Vec<u8>,
+    pending: Vec<u8>,
+    pid: Option<u32>,
+    status: Option<i32>,
+}
+
+impl Records {
+    /// A record longer than this is none of the wrapper's.
+    const MAX: usize = 64;
+
+    fn new(nonce: &str) -> Self {
+        Records {
+            mark: format!("\x1egh{nonce} ").into_bytes(),
+            pending: Vec::new(),
+            pid: None,
+            status: None,
+        }
+    }
+
+    /// Feed stdout bytes; everything that is not a record goes on to `cap`.
+    fn push(&mut self, data: &[u8], cap: &mut Capture) {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        loop {
+            let buf = &self.pending[start..];
+            let Some(i) = buf.windows(self.mark.len()).position(|w| w == self.mark) else {
+                // Hold back a tail that may be the beginning of a record.
+                let keep = (1..self.mark.len().min(buf.len() + 1))
+                    .rev()
+                    .find(|&k| buf.ends_with(&self.mark[..k]))
+                    .unwrap_or(0);
+                cap.push(&buf[..buf.len() - keep]);
+                start += buf.len() - keep;
+                break;
+            };
+            cap.push(&buf[..i]);
+            let rest = &buf[i + self.mark.len()..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    let record = String::from_utf8_lossy(&rest[..nl]).into_owned();
+                    self.record(&record);
+                    start += i + self.mark.len() + nl + 1;
+                }
+                None if rest.len() > Self::MAX => {
+                    cap.push(&buf[i..i + self.mark.len()]);
+                    start += i + self.mark.len();
+                }
+                None => {
+                    start += i;
+                    break;
+                }
+            }
+        }
+        self.pending.drain(..start);
+    }
+
+    fn record(&mut self, r: &str) {
+        if let Some(p) = r.strip_prefix("pid ") {
+            self.pid = p.trim().parse().ok().filter(|&p| p > 1);
+        } else if let Some(s) = r.strip_prefix("rc ") {
+            self.status = s.trim().parse().ok();
+        }
+    }
+
+    /// One chunk of the exec's output: stdout through the records, stderr straight to `cap`.
+    fn take(&mut self, chunk: bollard::container::LogOutput, cap: &mut Capture) {
+        match chunk {
+            bollard::container::LogOutput::StdOut { message } => self.push(&message, cap),
+            other => cap.push(&other.into_bytes()),
+        }
+    }
+
+    /// Whatever was held back goes to `cap`.
+    fn finish(&mut self, cap: &mut Capture) {
+        cap.push(&self.pending);
+        self.pending.clear();
+    }
+}
 
 /// One trial's container. Dropping it without `destroy` still removes the container (force).
 pub struct DockerSandbox {
@@ -114,7 +221,7 @@ pub(super) enum AfterKill {
 }
 
 /// The script that kills the process group of the exec keyed `key` through the pid file the
-/// exec wrapper writes (waiting up to 2 s for it), run as a second exec by the container runners.
+/// exec wrapper writes (waiting up to 2 s for it), run as a second exec by the Kubernetes runner.
 pub(crate) fn kill_exec_script(key: &str) -> String {
     format!(
         "f=/tmp/.git-harness-exec/{key}.pid; for i in 1 2 3 4 5 6 7 8 9 10; do \
@@ -209,7 +316,11 @@ impl DockerSandbox {
         env: &[(String, String)],
     ) -> Result<ExecOutput> {
         let started = Instant::now();
-        let key = format!("{:016x}", rand::random::<u64>());
+        let nonce = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
         let mut envs = vec![
             format!("HARNESS_WORKDIR={}", self.workdir),
             "HARNESS_TESTS_DIR=/tests".to_string(),
@@ -217,13 +328,20 @@ impl DockerSandbox {
             "HARNESS_SOLUTION_DIR=/solution".to_string(),
         ];
         envs.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        // Small commands ride in argv; stdin then carries the nonce alone.
+        let in_argv =
+            !command.is_empty() && command.len() <= ARGV_COMMAND_MAX && !command.contains('\0');
         let mut cmd = vec![
             "/bin/sh".to_string(),
             "-c".to_string(),
             WRAPPER.to_string(),
             "git-harness-exec".to_string(),
             cwd.to_string(),
-            key.clone(),
+            if in_argv {
+                command.to_string()
+            } else {
+                String::new()
+            },
         ];
         cmd.extend(self.take_runtime_dirs().iter().map(|d| d.to_string()));
         let created = timed(
@@ -282,11 +400,16 @@ impl DockerSandbox {
             return Err(InfraClass::Sandbox.error("exec started detached"));
         };
         let mut cap = Capture::default();
+        let mut records = Records::new(&nonce);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timed_out = false;
-        // The wrapper reads the whole command before it prints anything; closing stdin ends it.
+        // The wrapper reads the nonce (and a large command) before it runs anything; closing
+        // stdin ends what it reads.
         let sent = tokio::time::timeout_at(deadline, async {
-            input.write_all(command.as_bytes()).await?;
+            input.write_all(format!("{nonce}\n").as_bytes()).await?;
+            if !in_argv {
+                input.write_all(command.as_bytes()).await?;
+            }
             input.shutdown().await
         })
         .await;
@@ -299,7 +422,7 @@ impl DockerSandbox {
         }
         while !timed_out {
             match tokio::time::timeout_at(deadline, output.next()).await {
-                Ok(Some(Ok(chunk))) => cap.push(&chunk.into_bytes()),
+                Ok(Some(Ok(chunk))) => records.take(chunk, &mut cap),
                 Ok(Some(Err(e))) => return Err(docker_err("read exec output", e)),
                 Ok(None) => break,
                 Err(_) => {
@@ -309,28 +432,27 @@ impl DockerSandbox {
             }
         }
         if timed_out {
-            self.kill_exec(&key).await;
             let grace = tokio::time::Instant::now() + DRAIN_GRACE;
-            while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(grace, output.next()).await {
-                cap.push(&chunk.into_bytes());
+            let mut killed = false;
+            loop {
+                // The pid record comes first; a wrapper slower than the timeout is killed once
+                // it has told its pid.
+                if !killed && let Some(pid) = records.pid {
+                    self.kill_group(pid).await;
+                    killed = true;
+                }
+                match tokio::time::timeout_at(grace, output.next()).await {
+                    Ok(Some(Ok(chunk))) => records.take(chunk, &mut cap),
+                    _ => break,
+                }
             }
         }
         drop(output);
+        records.finish(&mut cap);
         api_call("exec stream", running);
-        let mut exit_code = None;
-        for _ in 0..50 {
-            let info = timed("exec inspect", self.docker.inspect_exec(&created.id))
-                .await
-                .map_err(|e| docker_err("inspect an exec", e))?;
-            if info.running != Some(true) {
-                exit_code = info.exit_code.map(|c| c as i32);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let (output, truncated) = cap.finish();
         Ok(ExecOutput {
-            exit_code: if timed_out { None } else { exit_code },
+            exit_code: if timed_out { None } else { records.status },
             output,
             truncated,
             timed_out,
@@ -338,9 +460,11 @@ impl DockerSandbox {
         })
     }
 
-    /// Kill the process group of the exec whose pid file is keyed `key` (a second exec).
-    async fn kill_exec(&self, key: &str) {
-        let script = kill_exec_script(key);
+    /// Kill the process group `pid` leads (an exec's wrapper and its command) from a second
+    /// exec.
+    async fn kill_group(&self, pid: u32) {
+        let script =
+            format!("kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; exit 0");
         let Ok(created) = self
             .docker
             .create_exec(

@@ -1318,6 +1318,33 @@ impl Drop for DockerSandbox {
 mod tests {
     use super::*;
 
+    /// The records come out whatever the chunks' boundaries; other text, also text that looks
+    /// like a record of another nonce, stays output.
+    #[test]
+    fn records_are_taken_out_across_chunk_boundaries() {
+        let nonce = "00ff";
+        let stream = "\x1egh00ff pid 42\nhello \x1egh0 rc 0\nworld\x1egh00ff rc 3\nlate\x1eg";
+        for cut in 0..=stream.len() {
+            for step in [1, 2, 5, usize::MAX] {
+                let mut cap = Capture::default();
+                let mut r = Records::new(nonce);
+                let (a, b) = stream.as_bytes().split_at(cut);
+                for part in [a, b] {
+                    for chunk in part.chunks(step.min(part.len().max(1))) {
+                        r.push(chunk, &mut cap);
+                    }
+                }
+                r.finish(&mut cap);
+                let (out, _) = cap.finish();
+                assert_eq!(
+                    (r.pid, r.status, out.as_str()),
+                    (Some(42), Some(3), "hello \x1egh0 rc 0\nworldlate\x1eg"),
+                    "cut {cut} step {step}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn toolchain_tampering_rules() {
         let c = |k: Change, p: &str| (k, p.to_string());

@@ -50,11 +50,35 @@ pub fn update_checked_out_worktree(repo: &Repository) -> Result<bool> {
     if !is_checked_out(repo, &main_ref(repo)) {
         return Ok(false);
     }
+    check_out_head(repo)?;
+    Ok(true)
+}
+
+/// Bring the tracked files and the index to HEAD's tree, from whatever state an earlier,
+/// interrupted checkout left them in.
+///
+/// libgit2 plans a checkout from HEAD's tree to the target, and HEAD already names the new main:
+/// the plan is empty, and each file is judged on its own. A file that a killed checkout had
+/// already written is taken as up to date, so its index entry of the old main was kept (`MM` in
+/// `git status`). So the files are written first, then the index is rewritten from the tree:
+/// the index is the last thing written, and then it says exactly HEAD's tree, which is how the
+/// recovery tells a finished checkout from an unfinished one.
+fn check_out_head(repo: &Repository) -> Result<()> {
+    let tree = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .git("read the tree of HEAD")?;
     let mut co = git2::build::CheckoutBuilder::new();
     co.force();
-    repo.checkout_head(Some(&mut co))
+    repo.checkout_tree(tree.as_object(), Some(&mut co))
         .git("update the worktree to the new main")?;
-    Ok(true)
+    // Entries whose id did not change keep their file stat data, so `git status` stays cheap.
+    let mut index = repo.index().git("read the index")?;
+    index
+        .read_tree(&tree)
+        .git("set the index to the new main")?;
+    index.write().git("write the index")?;
+    Ok(())
 }
 
 /// Merge `proposal` into main when a validation record for this candidate tree, main's tree and
@@ -494,6 +518,8 @@ fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
         .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
         .git("read the promotion")?
         .tree_id();
+    // The index is the last thing a checkout writes (`check_out_head`): one that says the new
+    // tree with no lock beside it is a finished checkout; anything else is finished now.
     let lock = repo.path().join("index.lock");
     let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
     if !lock.exists() && index_tree == Some(head_tree) {

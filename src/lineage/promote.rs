@@ -5,12 +5,13 @@ use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
+use super::checkout::leave_branch;
 use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::keys;
 use super::notes::{ValidationRecord, read_note};
-use super::proposal::{Proposal, ProposalState, mark_promoted};
+use super::proposal::{Proposal, ProposalState, mark_promoted, promoted_ref};
 use super::trailers::CommitMessage;
-use super::{cas_ref, main_ref, short, signature};
+use super::{cas_ref, create_ref, main_ref, short, signature};
 use crate::error::{Error, GitContext, Result};
 use crate::gate::Verdict;
 
@@ -403,6 +404,13 @@ fn move_main(
         refname: main_name.to_string(),
         from: main.to_string(),
         to: merge.to_string(),
+        // The branch is retired after main moved (`mark_promoted`): a kill inside that ref
+        // transaction leaves its locks, or one ref moved and not the other.
+        retire: (proposal.state == ProposalState::Open).then(|| Retire {
+            branch: proposal.refname.clone(),
+            commit: proposal.commit.to_string(),
+            target: promoted_ref(proposal),
+        }),
     };
     let marker = pending.write(repo)?;
     if let Err(e) = cas_ref(
@@ -427,6 +435,18 @@ struct Pending {
     refname: String,
     from: String,
     to: String,
+    /// The proposal branch that moves to `refs/harness/promoted/` once main moved (absent in
+    /// markers of older builds, and when the proposal was not an open branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire: Option<Retire>,
+}
+
+/// A retirement of a proposal branch: `branch` (at `commit`) becomes `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Retire {
+    branch: String,
+    commit: String,
+    target: String,
 }
 
 impl Pending {
@@ -495,10 +515,62 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
             .and_then(|t| serde_yaml::from_str(&t).ok());
         if let Some(p) = pending {
             repaired |= finish_checkout(repo, &p)?;
+            repaired |= finish_retire(repo, &p)?;
         }
         let _ = std::fs::remove_file(&path);
     }
     Ok(repaired)
+}
+
+/// Remove the lock of `refname` when what it holds says the dead promotion made it: libgit2
+/// creates a lock empty and then writes the new id into it, so it is empty or a prefix of `id`.
+fn drop_dead_lock(repo: &Repository, refname: &str, id: &str) {
+    let lock = repo.path().join(format!("{refname}.lock"));
+    if std::fs::read_to_string(&lock).is_ok_and(|t| id.starts_with(t.trim())) {
+        let _ = std::fs::remove_file(&lock);
+    }
+}
+
+/// Finish the retirement of the promoted proposal's branch that the dead process had begun or
+/// not reached: once main holds the promotion, the branch at the proposal's commit goes and
+/// `refs/harness/promoted/<round>/<slug>` names the commit, whichever of the two the kill left
+/// undone, and the locks of its ref transaction go. A branch checked out with changes here, or
+/// in another worktree, stays (as `promote` keeps it).
+fn finish_retire(repo: &Repository, p: &Pending) -> Result<bool> {
+    let Some(r) = &p.retire else {
+        return Ok(false);
+    };
+    let (Ok(to), Ok(commit)) = (Oid::from_str(&p.to), Oid::from_str(&r.commit)) else {
+        return Ok(false);
+    };
+    let Ok(main) = repo.refname_to_id(&p.refname) else {
+        return Ok(false);
+    };
+    // Before main held the promotion nothing was retired; another promotion may have moved
+    // main on since.
+    if main != to && !repo.graph_descendant_of(main, to).unwrap_or(false) {
+        return Ok(false);
+    }
+    // A lock of the branch being deleted stays empty; the target's receives the commit.
+    drop_dead_lock(repo, &r.branch, "");
+    drop_dead_lock(repo, &r.target, &r.commit);
+    let branch_at = repo.refname_to_id(&r.branch).ok();
+    let target_at = repo.refname_to_id(&r.target).ok();
+    if target_at.is_some() && branch_at != Some(commit) {
+        return Ok(false);
+    }
+    if target_at.is_none() {
+        create_ref(repo, &r.target, commit, "git-harness: promoted")?;
+    }
+    if branch_at == Some(commit) && leave_branch(repo, &r.branch).is_ok() {
+        let mut tx = repo.transaction().git("start ref transaction")?;
+        tx.lock_ref(&r.branch).git(format!("lock {}", r.branch))?;
+        if repo.refname_to_id(&r.branch).ok() == Some(commit) {
+            tx.remove(&r.branch).git("delete proposal branch")?;
+        }
+        tx.commit().git("commit ref transaction")?;
+    }
+    Ok(true)
 }
 
 fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
@@ -506,10 +578,7 @@ fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
     // knows that commit): the move never happened, and the lock goes.
     // git creates the lock empty and then writes the id: a kill in between leaves it empty or
     // holding a prefix of this promotion's id, and that lock is the dead process's too.
-    let ref_lock = repo.path().join(format!("{}.lock", p.refname));
-    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| p.to.starts_with(t.trim())) {
-        let _ = std::fs::remove_file(&ref_lock);
-    }
+    drop_dead_lock(repo, &p.refname, &p.to);
     let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
     if now.as_deref() != Some(p.to.as_str()) || !is_checked_out(repo, &p.refname) {
         return Ok(false);
@@ -567,6 +636,7 @@ mod tests {
             refname: "refs/heads/main".into(),
             from: old.to_string(),
             to: new.to_string(),
+            retire: None,
         };
         pending.write(&repo).unwrap();
         repo.reference("refs/heads/main", new, true, "t").unwrap();
@@ -606,6 +676,7 @@ mod tests {
                 refname: "refs/heads/main".into(),
                 from: old.to_string(),
                 to: new.to_string(),
+                retire: None,
             };
             pending.write(&repo).unwrap();
             std::fs::write(&lock, &content).unwrap();
@@ -626,6 +697,7 @@ mod tests {
             refname: "refs/heads/main".into(),
             from: old.to_string(),
             to: old.to_string(),
+            retire: None,
         };
         pending.write(&repo).unwrap();
         assert!(!recover_promotion(&repo).unwrap());

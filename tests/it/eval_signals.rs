@@ -730,6 +730,93 @@ fn a_promotion_killed_inside_its_checkout_is_finished_from_what_is_on_disk() {
     }
 }
 
+/// Every state a `kill -9` inside the retirement of the promoted branch can leave (main has
+/// moved, the checkout followed): the ref transaction's locks (the branch's empty, the promoted
+/// ref's empty or holding the commit), the branch deleted or not, the promoted ref written or
+/// not. The next command finishes the retirement and leaves no lock.
+#[test]
+fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk() {
+    let lab = Lab::new();
+    let repo = &lab.repo;
+    let p = repo.proposal(1, "edit", "main", &[("prompts/system.md", "An edit.\n")]);
+    let branch = format!("refs/heads/harness/proposals/{p}");
+    let target = format!("refs/harness/promoted/{p}");
+    let before = repo.rev("main");
+    let commit = repo.rev(&branch);
+    let tree = repo.rev(&format!("{commit}^{{tree}}"));
+    let merge = repo
+        .git(&[
+            "commit-tree",
+            &tree,
+            "-p",
+            &before,
+            "-p",
+            &commit,
+            "-m",
+            "Promote 1/edit",
+        ])
+        .trim()
+        .to_string();
+    repo.git(&["reset", "-q", "--hard", &merge]);
+    let git = repo.root.join(".git");
+    for branch_left in [true, false] {
+        for target_written in [false, true] {
+            for (branch_lock, target_lock) in [
+                (None, None),
+                (Some(""), None),
+                (Some(""), Some("")),
+                (None, Some(&commit[..7])),
+                (Some(""), Some(&format!("{commit}\n")[..])),
+            ] {
+                let what = format!(
+                    "branch left {branch_left}, promoted ref written {target_written}, locks {branch_lock:?} {target_lock:?}"
+                );
+                let set = |name: &str, on: bool| {
+                    if on {
+                        repo.git(&["update-ref", name, &commit]);
+                    } else if repo
+                        .git_in(&repo.root, &["rev-parse", "-q", "--verify", name])
+                        .code
+                        == 0
+                    {
+                        repo.git(&["update-ref", "-d", name]);
+                    }
+                };
+                set(&branch, branch_left);
+                set(&target, target_written);
+                for (name, lock) in [(&branch, branch_lock), (&target, target_lock)] {
+                    if let Some(text) = lock {
+                        let path = git.join(format!("{name}.lock"));
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        std::fs::write(path, text).unwrap();
+                    }
+                }
+                std::fs::create_dir_all(git.join("harness")).unwrap();
+                std::fs::write(
+                    git.join("harness/promote-4194305.1-0000abcd.pending"),
+                    format!(
+                        "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
+                         retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
+                    ),
+                )
+                .unwrap();
+
+                lab.harness(&["status"]).ok();
+                assert_eq!(repo.rev(&target), commit, "{what}");
+                assert_ne!(
+                    repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &branch])
+                        .code,
+                    0,
+                    "{what}: the branch is left"
+                );
+                assert_eq!(repo.rev("main"), merge, "{what}");
+                assert_eq!(repo.git(&["status", "--porcelain"]), "", "{what}");
+                lab.assert_clean(&what);
+            }
+        }
+    }
+}
+
 /// `kill -9` of `evolve` at moments of its round (a sandbox of the mining run up, once a
 /// proposal branch exists, once a validation run is recorded, while it promotes), then the same
 /// `evolve` again: it finishes the round, executes nothing twice and leaves no journal, lock,

@@ -556,13 +556,18 @@ fn finish_retire(repo: &Repository, p: &Pending) -> Result<bool> {
     drop_dead_lock(repo, &r.target, &r.commit);
     let branch_at = repo.refname_to_id(&r.branch).ok();
     let target_at = repo.refname_to_id(&r.target).ok();
-    if target_at.is_some() && branch_at != Some(commit) {
+    let branch_left = branch_at == Some(commit);
+    if target_at.is_some() && !branch_left {
+        return Ok(false);
+    }
+    // Kept where it cannot be left, as `promote` keeps it: then no promoted ref either.
+    if branch_left && leave_branch(repo, &r.branch).is_err() {
         return Ok(false);
     }
     if target_at.is_none() {
         create_ref(repo, &r.target, commit, "git-harness: promoted")?;
     }
-    if branch_at == Some(commit) && leave_branch(repo, &r.branch).is_ok() {
+    if branch_left {
         let mut tx = repo.transaction().git("start ref transaction")?;
         tx.lock_ref(&r.branch).git(format!("lock {}", r.branch))?;
         if repo.refname_to_id(&r.branch).ok() == Some(commit) {

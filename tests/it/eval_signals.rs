@@ -815,6 +815,59 @@ fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk
             }
         }
     }
+    // The branch checked out in another worktree stays an open branch (as `promote` keeps
+    // it), with no promoted ref beside it; checked out here and clean, the worktree goes to
+    // main and the branch is retired.
+    let elsewhere = repo.root.parent().unwrap().join("elsewhere");
+    for (here, retired) in [(false, false), (true, true)] {
+        let what = if here {
+            "checked out here"
+        } else {
+            "checked out elsewhere"
+        };
+        repo.git(&["update-ref", &branch, &commit]);
+        if repo
+            .git_in(&repo.root, &["rev-parse", "-q", "--verify", &target])
+            .code
+            == 0
+        {
+            repo.git(&["update-ref", "-d", &target]);
+        }
+        if here {
+            repo.git(&["worktree", "remove", "--force", elsewhere.to_str().unwrap()]);
+            repo.git(&["switch", "-q", &format!("harness/proposals/{p}")]);
+        } else {
+            repo.git(&[
+                "worktree",
+                "add",
+                "-q",
+                elsewhere.to_str().unwrap(),
+                // The short name: a full ref name would check out a detached HEAD.
+                &format!("harness/proposals/{p}"),
+            ]);
+        }
+        std::fs::write(git.join(format!("{branch}.lock")), "").unwrap();
+        std::fs::write(
+            git.join("harness/promote-4194305.1-0000abcd.pending"),
+            format!(
+                "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
+                 retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
+            ),
+        )
+        .unwrap();
+        lab.harness(&["status"]).ok();
+        let target_at = repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &target]);
+        assert_eq!(target_at.code == 0, retired, "{what}");
+        let branch_at = repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &branch]);
+        assert_eq!(branch_at.code != 0, retired, "{what}");
+        assert_eq!(
+            repo.git(&["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main",
+            "{what}"
+        );
+        assert_eq!(repo.git(&["status", "--porcelain"]), "", "{what}");
+        lab.assert_clean(what);
+    }
 }
 
 /// `kill -9` of `evolve` at moments of its round (a sandbox of the mining run up, once a

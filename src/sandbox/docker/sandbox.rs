@@ -123,32 +123,14 @@ pub(crate) fn kill_exec_script(key: &str) -> String {
     )
 }
 
-/// Starts the `kill_strays` script: the process to keep besides docker-init (1) and this
-/// exec is the container's `sleep infinity`, the child of 1 that started first (field 22 of
-/// `/proc/PID/stat`; orphans the agent left are also children of 1, but started later). Only
-/// builtins run until every other process is killed.
-pub(crate) const KILL_STRAYS: &str = r#"keep=" 1 $$ $PPID "; k=; ks=
-for d in /proc/[0-9]*; do p=${d#/proc/}
-  case "$keep" in *" $p "*) continue;; esac
-  read -r st < "$d/stat" 2>/dev/null || continue
-  set -- ${st##*) }
-  [ "$2" = 1 ] || continue
-  if [ -z "$k" ] || [ "${20}" -lt "$ks" ]; then k=$p; ks=${20}; fi
-done
-for d in /proc/[0-9]*; do p=${d#/proc/}
-  case "$keep$k " in *" $p "*) continue;; esac
-  kill -KILL "$p" 2>/dev/null
-done
-echo '--- path'
-"#;
-
-/// The verifier's exec, before its command (see `run_verifier`). `@KEEP@` is the kept set of
-/// `KILL_STRAYS` (1, this shell, its wrapper, the container's `sleep infinity`); `gh_sig SIG`
-/// signals every other process, builtins only. Processes the agent left (`gh_any`) are stopped
-/// at once; [`VERIFY_KILL`] follows under `runner.strays: kill`, else they stay stopped while the
-/// verifier's directories are made and the tests unpacked, then go on: a Harbor task's tests may
-/// query a server the agent started.
-const VERIFY_PRE: &str = r#"gh_k=; gh_ks=
+/// The scan both stray kills start with: the processes to keep besides docker-init (1), this
+/// shell and its wrapper (`$PPID`) are the container's `sleep infinity`, the child of 1 that
+/// started first (field 22 of `/proc/PID/stat`; orphans the agent left are also children of 1,
+/// but started later), all in `gh_keep`; `gh_sig SIG` signals every other process. Builtins
+/// only: nothing new starts while the agent's processes are found and ended.
+macro_rules! strays_scan {
+    () => {
+        r#"gh_k=; gh_ks=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case " 1 $$ $PPID " in *" $p "*) continue;; esac
   read -r st < "$d/stat" 2>/dev/null || continue
@@ -163,13 +145,28 @@ gh_sig() {
     kill "-$1" "$p" 2>/dev/null
   done
 }
-gh_any=
+"#
+    };
+}
+
+/// Starts the `kill_strays` script: every process but the kept ones of the scan is killed,
+/// then the caller's part follows `--- path`.
+pub(crate) const KILL_STRAYS: &str = concat!(strays_scan!(), "gh_sig KILL\necho '--- path'\n");
+
+/// The verifier's exec, before its command (see `run_verifier`): the scan, then processes the
+/// agent left (`gh_any`) are stopped at once; [`VERIFY_KILL`] follows under
+/// `runner.strays: kill`, else they stay stopped while the verifier's directories are made and
+/// the tests unpacked, then go on: a Harbor task's tests may query a server the agent started.
+const VERIFY_PRE: &str = concat!(
+    strays_scan!(),
+    r#"gh_any=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case "$gh_keep" in *" $p "*) continue;; esac
   [ -e "$d/stat" ] && { gh_any=1; break; }
 done
 if [ -n "$gh_any" ]; then gh_sig STOP; gh_sig STOP; fi
-"#;
+"#
+);
 
 /// `runner.strays: kill` (the default): the processes the agent left, stopped by `VERIFY_PRE`,
 /// are killed before anything of the verifier's is in the container, so none of them can

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use crate::support::command::{
-    KEY, Reported, assert_key_stored_nowhere, command_repo_with, run_word_count, serve, serve_with,
-    usage_of,
+    KEY, Reported, assert_key_stored_nowhere, assert_word_count_solved, command_repo_with,
+    run_word_count, serve, serve_with, usage_of,
 };
 use crate::support::repo::Repo;
 
@@ -71,39 +71,7 @@ fn command_repo(
 
 fn check_sdk_run(repo: &Repo, reported: &Arc<Mutex<Reported>>) -> Value {
     let (run, trace) = run_word_count(repo);
-    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
-    let output = trace["command"]["output"].as_str().unwrap().to_string();
-    let r = reported.lock().unwrap();
-    assert_eq!(r.requests.len(), 2, "{output}");
-    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
-    // The agent summed the usage the SDK gave it: the same figures.
-    assert!(
-        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
-        "{output}"
-    );
-    // The agent's environment holds the gateway token (redacted in the record), not the key.
-    let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
-    assert!(env_line.contains("_API_KEY=[REDACTED]"), "{env_line}");
-    assert!(!env_line.contains(KEY), "{env_line}");
-    assert!(!r.requests.iter().any(|q| q.to_string().contains("ghs-")));
-    // Mining reads the tool call and its observation from the recorded exchange.
-    let tool = trace["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "tool_call")
-        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
-    assert_eq!(tool["tool"], "bash");
-    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
-    assert_eq!(tool["exit_code"], 0);
-    assert_eq!(trace["protocol"], "command");
-    assert!(
-        run.stdout.contains("1/1") || run.stdout.contains("pass"),
-        "{}",
-        run.stdout
-    );
-    drop(r);
-    assert_key_stored_nowhere(repo);
+    assert_word_count_solved(repo, &run, &trace, reported);
     trace
 }
 
@@ -416,4 +384,60 @@ fn a_bind_mount_bubblewrap_cannot_make_is_an_infrastructure_error_not_the_agents
         "{row:#}"
     );
     assert_eq!(out.code, 125, "{out:#?}");
+}
+
+/// The tunnel's binary goes into the trial's container streamed from disk: the run's peak
+/// memory stays below two copies of the binary, which is what holding it and its tar in memory
+/// took. (Resident pages of the running binary count too, but never reach a second copy.)
+#[test]
+fn a_docker_trial_streams_the_tunnel_binary_in_rather_than_holding_it_in_memory() {
+    let test = "a_docker_trial_streams_the_tunnel_binary_in_rather_than_holding_it_in_memory";
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let (base_url, reported) = serve();
+    let runner = json!({"kind": "docker", "concurrency": 1});
+    let repo = command_repo_with("stdlib_agent.py", "", "openai", &base_url, runner);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped by wait4(2), which also tells its peak memory"
+    )]
+    let child = repo
+        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
+        .env(crate::support::command::KEY_VAR, KEY)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4(2) to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4(2) on the child this test started and has not reaped.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status}\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("1/1"), "{stdout}\n{stderr}");
+    assert_eq!(reported.lock().unwrap().requests.len(), 2, "{stdout}");
+    let binary = std::fs::metadata(crate::support::hermetic::bin())
+        .unwrap()
+        .len();
+    let peak = usage.ru_maxrss as u64 * 1024;
+    eprintln!(
+        "peak memory {} MiB, binary {} MiB",
+        peak >> 20,
+        binary >> 20
+    );
+    assert!(
+        peak < 2 * binary,
+        "peak memory {} MiB with a binary of {} MiB",
+        peak >> 20,
+        binary >> 20
+    );
 }

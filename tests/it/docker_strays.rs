@@ -152,6 +152,32 @@ async fn runner_strays_maybe_is_refused_naming_the_field() {
     assert!(out.stderr.contains("runner.strays"), "{}", out.stderr);
 }
 
+/// `status` names what becomes of the agent's leftover processes with the runner: the default,
+/// and `keep` when the experiment says so.
+#[test]
+fn status_shows_runner_strays() {
+    let repo = crate::support::repo::Repo::init("minimal");
+    let out = repo.harness(&["status"]).ok();
+    let runner = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("runner "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        runner(&out.stdout).ends_with("strays: kill"),
+        "{}",
+        out.stdout
+    );
+    repo.edit_experiment(|t| {
+        crate::support::repo::with_runner_kind(t, "  kind: docker\n  strays: keep\n")
+    });
+    let out = repo.harness(&["status"]).ok();
+    let line = runner(&out.stdout);
+    assert!(line.starts_with("runner    docker "), "{}", out.stdout);
+    assert!(line.ends_with("strays: keep"), "{}", out.stdout);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kept_a_server_the_agent_started_answers_the_tests_and_a_stray_cannot_write_the_reward() {
     let Some(_p) = crate::support::sandbox::docker_or_skip(

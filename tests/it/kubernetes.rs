@@ -20,8 +20,9 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use crate::support::interrupt::interrupt_twice;
-use crate::support::kube::{ExecServer, NS, real_cluster};
+use crate::support::kube::{ExecServer, NS, pod_container, real_cluster};
 use crate::support::loops::{Repo, harness_in};
+use crate::support::repo::with_runner_kind;
 use crate::support::sandbox::{TEST_LABEL, docker_or_skip, fixture_task, in_ci};
 
 fn kube_cfg(registry: Option<&str>) -> KubernetesConfig {
@@ -355,30 +356,8 @@ struct Container(String);
 
 impl Container {
     fn start() -> Container {
-        let mut args = vec![
-            "run".to_string(),
-            "-d".into(),
-            "--network".into(),
-            "none".into(),
-            "--label".into(),
-            format!("{}={}", TEST_LABEL.0, TEST_LABEL.1),
-            "--entrypoint".into(),
-            "/bin/sh".into(),
-            "-w".into(),
-            "/app".into(),
-            git_harness::sandbox::image::BASE_IMAGE.into(),
-        ];
-        args.extend(pod_command().into_iter().skip(1));
-        let out = std::process::Command::new("docker")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Container(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let image = git_harness::sandbox::image::BASE_IMAGE;
+        Container(pod_container(image, "/app", &pod_command()))
     }
 }
 
@@ -539,14 +518,6 @@ async fn exec_and_files_over_the_websocket_channel_protocol() {
 // ---------------------------------------------------------------------------------------------
 // experiment.yaml
 
-/// `text` with the `kind:` line of its `runner:` section replaced by `block`.
-pub(crate) fn with_runner_kind(text: &str, block: &str) -> String {
-    let runner = text.find("\nrunner:\n").expect("a runner section");
-    let start = runner + text[runner..].find("\n  kind:").expect("runner.kind") + 1;
-    let end = start + text[start..].find('\n').unwrap() + 1;
-    format!("{}{block}{}", &text[..start], &text[end..])
-}
-
 #[test]
 fn kubernetes_settings_are_validated_naming_file_and_field() {
     let repo = Repo::init("minimal");
@@ -594,6 +565,20 @@ fn kubernetes_settings_are_validated_naming_file_and_field() {
     harness_in(&tmp.path().join("h"), &["status"]).ok();
 }
 
+/// One oracle trial of `word-count`, its results as JSON (without the last two arguments:
+/// as text).
+const ORACLE_RUN_JSON: &[&str] = &[
+    "run",
+    "--agent",
+    "oracle",
+    "--tasks",
+    "word-count",
+    "--trials",
+    "1",
+    "--format",
+    "json",
+];
+
 /// The totals of a `run --format json` output with trials: (passes, trials, infra errors).
 pub(crate) fn totals(stdout: &str) -> Vec<(u64, u64, u64)> {
     let v: Value = serde_json::from_str(stdout).expect("run json");
@@ -625,22 +610,10 @@ async fn an_oracle_trial_through_the_binary_on_a_stand_in_cluster() {
     let server = ExecServer::start(BTreeMap::new(), "v5.channel.k8s.io").await;
     let repo = Repo::small("minimal");
     repo.edit_experiment(|t| with_runner_kind(t, &server.runner_block()));
-    let out = tokio::task::spawn_blocking(move || {
-        repo.harness(&[
-            "run",
-            "--agent",
-            "oracle",
-            "--tasks",
-            "word-count",
-            "--trials",
-            "1",
-            "--format",
-            "json",
-        ])
-    })
-    .await
-    .unwrap()
-    .ok();
+    let out = tokio::task::spawn_blocking(move || repo.harness(ORACLE_RUN_JSON))
+        .await
+        .unwrap()
+        .ok();
     assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
     let seen = server.seen();
     let calls = |method: &str, prefix: &str| {
@@ -710,22 +683,9 @@ async fn pods_run_the_registry_image_by_digest_and_a_re_pushed_tag_is_a_new_envi
     let run = || {
         let repo = repo.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                repo.harness(&[
-                    "run",
-                    "--agent",
-                    "oracle",
-                    "--tasks",
-                    "word-count",
-                    "--trials",
-                    "1",
-                    "--format",
-                    "json",
-                ])
-                .ok()
-            })
-            .await
-            .unwrap()
+            tokio::task::spawn_blocking(move || repo.harness(ORACLE_RUN_JSON).ok())
+                .await
+                .unwrap()
         }
     };
     let executed = |out: &crate::support::hermetic::Out| {
@@ -826,15 +786,7 @@ async fn an_interrupted_run_leaves_no_pod() {
     let server = ExecServer::start_with(BTreeMap::new(), "v5.channel.k8s.io", true).await;
     let repo = Repo::small("minimal");
     repo.edit_experiment(|t| with_runner_kind(t, &server.runner_block()));
-    let cmd = repo.harness_cmd(&[
-        "run",
-        "--agent",
-        "oracle",
-        "--tasks",
-        "word-count",
-        "--trials",
-        "1",
-    ]);
+    let cmd = repo.harness_cmd(&ORACLE_RUN_JSON[..7]);
     // The first stops scheduling and waits for the trial; the second aborts it.
     let status = interrupt_twice(
         cmd,
@@ -864,18 +816,6 @@ fn an_oracle_trial_on_a_real_cluster() {
     let repo = Repo::small("minimal");
     let block = format!("  kind: kubernetes\n  kubernetes: {k}\n");
     repo.edit_experiment(|t| with_runner_kind(t, &block));
-    let out = repo
-        .harness(&[
-            "run",
-            "--agent",
-            "oracle",
-            "--tasks",
-            "word-count",
-            "--trials",
-            "1",
-            "--format",
-            "json",
-        ])
-        .ok();
+    let out = repo.harness(ORACLE_RUN_JSON).ok();
     assert_eq!(totals(&out.stdout), vec![(1, 1, 0)], "{}", out.stdout);
 }

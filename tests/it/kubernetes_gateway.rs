@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::support::command::{
-    KEY, KEY_VAR, Reported, assert_key_stored_nowhere, command_repo_with, run_word_count, serve,
+    KEY, KEY_VAR, Reported, assert_word_count_solved, command_repo_with, run_word_count, serve,
     usage_of,
 };
 use crate::support::hermetic::Out;
@@ -114,19 +114,9 @@ async fn a_command_harness_reaches_the_gateway_from_its_pod_and_its_calls_are_th
     let (server, reported, repo) = stdlib_on_stand_in("v5.channel.k8s.io").await;
     let repo = Arc::new(repo);
     let (run, trace) = run_word_count_async(repo.clone()).await;
-    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
-    assert!(run.stdout.contains("1/1"), "{}", run.stdout);
-    let output = trace["command"]["output"].as_str().unwrap().to_string();
-    assert_eq!(trace["protocol"], "command");
+    assert_word_count_solved(&repo, &run, &trace, &reported);
     assert_eq!(trace["ending"]["reason"], "exited", "{trace:#}");
-    let r = reported.lock().unwrap();
-    assert_eq!(r.requests.len(), 2, "{output}");
-    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
-    assert!(
-        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
-        "{output}"
-    );
-    drop(r);
+    let output = trace["command"]["output"].as_str().unwrap_or_default();
     let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
     assert!(
         env_line.contains(&format!(
@@ -135,16 +125,6 @@ async fn a_command_harness_reaches_the_gateway_from_its_pod_and_its_calls_are_th
         )),
         "{env_line}"
     );
-    assert!(env_line.contains("OPENAI_API_KEY=[REDACTED]"), "{env_line}");
-    let tool = trace["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "tool_call")
-        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
-    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
-    assert_eq!(tool["exit_code"], 0);
-    assert_key_stored_nowhere(&repo);
 
     let seen = server.seen();
     assert!(

@@ -481,21 +481,10 @@ impl Sandbox for DockerSandbox {
         // The container's only link to the host is an exec: this binary goes in and, as
         // `__tunnel`, carries the connections to its loopback port over the exec's
         // stdin/stdout to the gateway's socket. Nothing else becomes reachable.
-        let exe = crate::sandbox::tunnel::helper_binary()
-            .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
         let bin = format!("{TUNNEL_DIR}/git-harness");
-        let data = std::fs::read(&exe).at(&exe)?;
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, bin.trim_start_matches('/'), data.as_slice())
-            .at(&exe)?;
-        drop(data);
-        let tar = b.into_inner().at(&exe)?;
-        self.upload(tar, &bin).await?;
+        // Streamed from disk: the binary is never held in memory, once per trial.
+        let (_, tar) = crate::sandbox::tunnel::helper_tar(&bin)?;
+        self.upload_stream(tar, &bin).await?;
         let port = crate::sandbox::local::FORWARD_PORT;
         let created = self
             .docker
@@ -1131,23 +1120,50 @@ impl DockerSandbox {
         b.into_inner().at("/")
     }
 
-    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+    /// What an upload starts with: the entries of the runtime's directories if no call made them
+    /// yet, without the end-of-archive blocks, so that one archive makes them and then holds
+    /// the upload's own entries.
+    fn upload_head(&self) -> Result<Vec<u8>> {
         let dirs = self.take_runtime_dirs();
-        let tar = if dirs.is_empty() {
-            tar
+        if dirs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut head = Self::dirs_tar(dirs)?;
+        head.truncate(head.len().saturating_sub(TAR_END));
+        Ok(head)
+    }
+
+    /// Unpack `tar` at `/` in the container.
+    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let mut all = self.upload_head()?;
+        if all.is_empty() {
+            all = tar;
         } else {
-            // One archive: the directories' entries, then `tar`'s (without the first one's
-            // end-of-archive blocks).
-            let mut all = Self::dirs_tar(dirs)?;
-            all.truncate(all.len().saturating_sub(TAR_END));
             all.extend_from_slice(&tar);
-            all
-        };
+        }
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         timed(
             "archive put",
             self.docker
-                .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into())),
+                .upload_to_container(&self.id, Some(opts), bollard::body_full(all.into())),
+        )
+        .await
+        .map_err(|e| archive_err(what, e))
+    }
+
+    /// Unpack the tar that `tar` reads at `/` in the container, streamed as it is read.
+    async fn upload_stream(
+        &self,
+        tar: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        what: &str,
+    ) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let body = std::io::Cursor::new(self.upload_head()?).chain(tar);
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(body));
+        timed(
+            "archive put",
+            self.docker.upload_to_container(&self.id, Some(opts), body),
         )
         .await
         .map_err(|e| archive_err(what, e))

@@ -182,3 +182,49 @@ pub fn usage_of(trace: &Value) -> (u64, u64) {
         u["completion_tokens"].as_u64().unwrap(),
     )
 }
+
+/// What a `word-count` trial of a command harness on the stand-in (see [`serve`]) shows when the
+/// agent solved it through the gateway: the trial passed, two model calls whose tokens are the
+/// record's and the agent's own sum, the gateway's token (redacted) in the agent's
+/// environment and never the key, the tool call mined from the exchange, the key stored
+/// nowhere.
+pub fn assert_word_count_solved(
+    repo: &Repo,
+    run: &super::hermetic::Out,
+    trace: &Value,
+    reported: &Arc<Mutex<Reported>>,
+) {
+    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
+    let output = trace["command"]["output"].as_str().unwrap().to_string();
+    let r = reported.lock().unwrap();
+    assert_eq!(r.requests.len(), 2, "{output}");
+    assert_eq!(usage_of(trace), (r.prompt, r.completion), "{output}");
+    // The agent summed the usage the SDK gave it: the same figures.
+    assert!(
+        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
+        "{output}"
+    );
+    // The agent's environment holds the gateway token (redacted in the record), not the key.
+    let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
+    assert!(env_line.contains("_API_KEY=[REDACTED]"), "{env_line}");
+    assert!(!env_line.contains(KEY), "{env_line}");
+    assert!(!r.requests.iter().any(|q| q.to_string().contains("ghs-")));
+    // Mining reads the tool call and its observation from the recorded exchange.
+    let tool = trace["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
+    assert_eq!(tool["tool"], "bash");
+    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
+    assert_eq!(tool["exit_code"], 0);
+    assert_eq!(trace["protocol"], "command");
+    assert!(
+        run.stdout.contains("1/1") || run.stdout.contains("pass"),
+        "{}",
+        run.stdout
+    );
+    drop(r);
+    assert_key_stored_nowhere(repo);
+}

@@ -245,7 +245,9 @@ pub fn four_tasks(
             "Write ok to /app/out.txt.\n",
             dockerfile,
             &format!("{solve_prefix}echo {word} > /app/out.txt\n"),
-            &format!("#!/bin/bash\nif grep -qx ok /app/out.txt && {also}; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n"),
+            &format!(
+                "#!/bin/bash\nif grep -qx ok /app/out.txt && {also}; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n"
+            ),
         );
     }
     root.join("suite")

@@ -142,6 +142,16 @@ fn container_for(pod: &Value) -> String {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
+    pod_container(
+        c["image"].as_str().unwrap(),
+        c["workingDir"].as_str().unwrap(),
+        &cmd,
+    )
+}
+
+/// A started container as a Pod's: `image` running `cmd` in `workdir`, without network,
+/// labelled as the tests' (checked for leftovers). Its id.
+pub fn pod_container(image: &str, workdir: &str, cmd: &[String]) -> String {
     let mut args = vec![
         "run".to_string(),
         "-d".into(),
@@ -152,10 +162,10 @@ fn container_for(pod: &Value) -> String {
         "--entrypoint".into(),
         cmd[0].clone(),
         "-w".into(),
-        c["workingDir"].as_str().unwrap().into(),
-        c["image"].as_str().unwrap().into(),
+        workdir.into(),
+        image.into(),
     ];
-    args.extend(cmd.into_iter().skip(1));
+    args.extend(cmd.iter().skip(1).cloned());
     let out = std::process::Command::new("docker")
         .args(&args)
         .output()

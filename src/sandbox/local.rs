@@ -335,9 +335,59 @@ fn temp_dir_owner(name: &str) -> Option<crate::support::owner::Owner> {
     }
 }
 
-/// Remove the sandbox temp dirs under `root` whose owner process has died. Returns how many.
+/// Remove the sandbox temp dirs under `root` whose owner process has died, first killing every
+/// process still running in one or naming one. Returns how many dirs.
 pub fn sweep_temp_dirs(root: &Path) -> usize {
+    kill_orphans_under(root);
     sweep_temp_dirs_where(root, |o| !o.is_alive())
+}
+
+/// Kill this user's processes left in the sandbox temp dirs of dead owners: whose working
+/// directory is in one or whose command line names one. The kill -9 of git-harness kills its
+/// bubblewraps (their parent-death signal), but bubblewrap forks its sandbox child before it
+/// arms that signal in the child, and the child first waits on an eventfd for the outer bwrap
+/// to say the uid map is written: an outer bwrap killed in between leaves the child waiting
+/// forever, reparented to init. Its command line is the outer one's, binds of the temp dir
+/// included.
+fn kill_orphans_under(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    let dead: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(temp_dir_owner)
+                .is_some_and(|o| !o.is_alive())
+        })
+        .map(|e| e.path())
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let Ok(all) = procfs::process::all_processes() else {
+        return;
+    };
+    // SAFETY: plain syscall without arguments.
+    let me = unsafe { libc::getuid() };
+    let in_dead = |p: &Path| dead.iter().any(|d| p.starts_with(d));
+    for p in all.flatten() {
+        if p.pid == std::process::id() as i32 || p.uid().ok() != Some(me) {
+            continue;
+        }
+        let named = p
+            .cmdline()
+            .unwrap_or_default()
+            .iter()
+            .any(|a| in_dead(Path::new(a)));
+        if named || p.cwd().is_ok_and(|c| in_dead(&c)) {
+            // SAFETY: plain syscall on a pid just read from /proc.
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Remove this process's own sandbox temp dirs under `root`: only once none is in use (an

@@ -703,3 +703,78 @@ fn a_run_ref_lock_left_by_a_killed_run_does_not_block_its_resume() {
     assert!(lab.repo.runs().contains(&id), "{:?}", lab.repo.runs());
     assert_eq!(json(&out)["results"].as_array().unwrap().len(), 4);
 }
+
+/// The start time of a live process (`/proc/<pid>/stat` field 22), as sandbox dir names carry it.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A process left in a dead owner's sandbox dir (bubblewrap's sandbox child can outlive a
+/// kill -9: it names the dir in its command line) or working in one is killed by the next run,
+/// and the dir removed; a live owner's process and dir are left alone.
+#[test]
+fn the_next_run_kills_what_a_dead_owners_sandbox_left() {
+    let lab = Lab::new();
+    let mut dead_owner = Command::new("sleep").arg("30").spawn().unwrap();
+    let owner = format!("{}.{}", dead_owner.id(), start_time(dead_owner.id()));
+    dead_owner.kill().unwrap();
+    dead_owner.wait().unwrap();
+    let me = std::process::id();
+    let live_owner = format!("{me}.{}", start_time(me));
+    let dead_dir = lab.tmp.join(format!("git-harness-t0.{owner}.a1"));
+    let live_dir = lab.tmp.join(format!("git-harness-t0.{live_owner}.b2"));
+    for d in [&dead_dir, &live_dir] {
+        std::fs::create_dir_all(d.join("tmp")).unwrap();
+    }
+    let naming = |dir: &std::path::Path| {
+        Command::new("python3")
+            .args(["-c", "import time; time.sleep(600)", "--bind"])
+            .arg(dir.join("tmp"))
+            .arg("/tmp")
+            .spawn()
+            .unwrap()
+    };
+    let mut named = naming(&dead_dir);
+    let mut inside = Command::new("sleep")
+        .arg("600")
+        .current_dir(&dead_dir)
+        .spawn()
+        .unwrap();
+    let mut live = naming(&live_dir);
+    // python3 has replaced the fork's image once its command line is its own.
+    wait_for(LIMIT, "the stand-ins", || {
+        [named.id(), live.id()].iter().all(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(6).any(|w| w == b"--bind"))
+        })
+    });
+    let out = lab.harness(&[
+        "run",
+        "--tasks",
+        "word-count",
+        "--trials",
+        "1",
+        "--split",
+        "held_in",
+    ]);
+    assert!([0, 1].contains(&out.code), "{}", out.stderr);
+    // The run killed them before it started: they end at once (a while for a loaded machine).
+    let start = std::time::Instant::now();
+    let mut ended = || named.try_wait().unwrap().is_some() && inside.try_wait().unwrap().is_some();
+    while !ended() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dead_ended = ended();
+    let live_runs = live.try_wait().unwrap().is_none();
+    for c in [&mut named, &mut inside, &mut live] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(dead_ended, "the dead owner's processes are killed");
+    assert!(!dead_dir.exists(), "the dead owner's dir is removed");
+    assert!(live_runs, "a live owner's process runs on");
+    assert!(live_dir.exists(), "a live owner's dir stays");
+    std::fs::remove_dir_all(&live_dir).unwrap();
+}

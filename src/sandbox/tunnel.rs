@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The file name of the gateway's Unix socket inside its directory.
 pub const SOCKET_NAME: &str = "gateway.sock";
@@ -94,11 +94,40 @@ const CLOSE: u8 = 2;
 const READY: u8 = 3;
 /// The most one DATA frame carries.
 const CHUNK: usize = 32 * 1024;
+/// Frames queued for the exec's stream, and DATA frames queued for one connection: what one
+/// side sends faster than the other reads waits in the sender (its reads stop) rather than in
+/// memory. A connection whose peer reads slowly holds up the frames behind it on the stream,
+/// which only slows the sandbox's own connections.
+const FRAMES_QUEUED: usize = 64;
+const DATA_QUEUED: usize = 16;
+/// Connections open at once through one tunnel; an OPEN beyond is answered with CLOSE.
+const MAX_CONNS: usize = 64;
 
-type FrameTx = tokio::sync::mpsc::UnboundedSender<(u32, u8, Vec<u8>)>;
-type Conns = std::sync::Arc<
-    std::sync::Mutex<std::collections::HashMap<u32, tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>,
->;
+type FrameTx = tokio::sync::mpsc::Sender<(u32, u8, Vec<u8>)>;
+type DataTx = tokio::sync::mpsc::Sender<Vec<u8>>;
+type Conns = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, DataTx>>>;
+
+/// The queue of connection `id`, if it is open.
+fn conn_of(conns: &Conns, id: u32) -> Option<DataTx> {
+    conns.lock().ok().and_then(|c| c.get(&id).cloned())
+}
+
+/// Open connection `id` unless [`MAX_CONNS`] are open: its receiving end.
+fn open_conn(conns: &Conns, id: u32) -> Option<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+    let mut c = conns.lock().ok()?;
+    if c.len() >= MAX_CONNS {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(DATA_QUEUED);
+    c.insert(id, tx);
+    Some(rx)
+}
+
+fn close_conn(conns: &Conns, id: u32) {
+    if let Ok(mut c) = conns.lock() {
+        c.remove(&id);
+    }
+}
 
 fn encode(id: u32, kind: u8, data: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(9 + data.len());
@@ -179,12 +208,8 @@ impl Drop for TunnelHandle {
 
 /// Pump one connection: its reads become DATA frames (CLOSE at the end), and what arrives for
 /// it on `rx` is written to it.
-fn pump<S>(
-    id: u32,
-    stream: S,
-    frames: FrameTx,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
-) where
+fn pump<S>(id: u32, stream: S, frames: FrameTx, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,13 +221,13 @@ fn pump<S>(
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send((id, DATA, buf[..n].to_vec())).is_err() {
+                    if tx.send((id, DATA, buf[..n].to_vec())).await.is_err() {
                         break;
                     }
                 }
             }
         }
-        let _ = tx.send((id, CLOSE, Vec::new()));
+        let _ = tx.send((id, CLOSE, Vec::new())).await;
     });
     tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
@@ -225,7 +250,7 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
             crate::error::InfraClass::Sandbox
                 .error(format!("tunnel cannot listen on port {port}: {e}"))
         })?;
-    let (frames, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<(u32, u8, Vec<u8>)>();
+    let (frames, mut outgoing) = tokio::sync::mpsc::channel::<(u32, u8, Vec<u8>)>(FRAMES_QUEUED);
     let conns: Conns = Default::default();
     let writer = tokio::spawn(async move {
         let mut out = tokio::io::stdout();
@@ -236,7 +261,7 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
             }
         }
     });
-    let _ = frames.send((0, READY, Vec::new()));
+    let _ = frames.send((0, READY, Vec::new())).await;
     let accept_conns = conns.clone();
     let accept_frames = frames.clone();
     tokio::spawn(async move {
@@ -244,11 +269,13 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
         while let Ok((tcp, _)) = listener.accept().await {
             let id = next;
             next = next.wrapping_add(1).max(1);
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            if let Ok(mut c) = accept_conns.lock() {
-                c.insert(id, tx);
+            // Beyond the limit a connection is refused (dropped) here rather than queued.
+            let Some(rx) = open_conn(&accept_conns, id) else {
+                continue;
+            };
+            if accept_frames.send((id, OPEN, Vec::new())).await.is_err() {
+                break;
             }
-            let _ = accept_frames.send((id, OPEN, Vec::new()));
             pump(id, tcp, accept_frames.clone(), rx);
         }
     });
@@ -264,18 +291,13 @@ pub async fn tunnel_serve(port: u16) -> Result<()> {
             break;
         };
         for (id, kind, data) in frames_in {
-            let mut c = conns
-                .lock()
-                .map_err(|_| Error::Internal("tunnel state".into()))?;
             match kind {
                 DATA => {
-                    if let Some(tx) = c.get(&id) {
-                        let _ = tx.send(data);
+                    if let Some(tx) = conn_of(&conns, id) {
+                        let _ = tx.send(data).await;
                     }
                 }
-                CLOSE => {
-                    c.remove(&id);
-                }
+                CLOSE => close_conn(&conns, id),
                 _ => {}
             }
         }
@@ -303,7 +325,7 @@ where
     use tokio::io::AsyncWriteExt;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let (frames, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u32, u8, Vec<u8>)>();
+        let (frames, mut rx) = tokio::sync::mpsc::channel::<(u32, u8, Vec<u8>)>(FRAMES_QUEUED);
         // The writer holds the exec's stdin: aborted with this task, and told to close stdin
         // when the tunnel ends (only a shutdown ends some streams, such as kube's stdin pipe).
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -339,33 +361,30 @@ where
                         }
                     }
                     OPEN => {
-                        let (tx, crx) = tokio::sync::mpsc::unbounded_channel();
-                        if let Ok(mut c) = conns.lock() {
-                            c.insert(id, tx);
-                        }
                         let frames = frames.clone();
+                        let Some(crx) = open_conn(&conns, id) else {
+                            // The sandbox opens more than the limit: refused.
+                            let _ = frames.send((id, CLOSE, Vec::new())).await;
+                            continue;
+                        };
                         let socket = socket.clone();
                         tokio::spawn(async move {
                             match tokio::net::UnixStream::connect(&socket).await {
                                 Ok(unix) => pump(id, unix, frames, crx),
                                 Err(_) => {
-                                    let _ = frames.send((id, CLOSE, Vec::new()));
+                                    let _ = frames.send((id, CLOSE, Vec::new())).await;
                                 }
                             }
                         });
                     }
                     DATA => {
-                        if let Ok(c) = conns.lock()
-                            && let Some(tx) = c.get(&id)
-                        {
-                            let _ = tx.send(data);
+                        // Waits while the connection's queue is full: the exec's stream is
+                        // read no further until the gateway takes what it was sent.
+                        if let Some(tx) = conn_of(&conns, id) {
+                            let _ = tx.send(data).await;
                         }
                     }
-                    CLOSE => {
-                        if let Ok(mut c) = conns.lock() {
-                            c.remove(&id);
-                        }
-                    }
+                    CLOSE => close_conn(&conns, id),
                     _ => {}
                 }
             }
@@ -428,5 +447,109 @@ mod tests {
         assert_eq!(data, std::fs::read(helper_binary().unwrap()).unwrap());
         drop(entry);
         assert!(entries.next().is_none());
+    }
+
+    /// A stream of frames from the sandbox: `head`, then DATA frames of connection 1 up to
+    /// `limit` bytes, counting in `sent` what was taken.
+    fn flood(
+        head: Vec<Vec<u8>>,
+        limit: usize,
+        sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl futures_util::Stream<Item = Vec<u8>> + Unpin + Send + 'static {
+        use futures_util::StreamExt;
+        use std::sync::atomic::Ordering;
+        let data = encode(1, DATA, &vec![b'x'; CHUNK]);
+        let tail = futures_util::stream::unfold((), move |()| {
+            let data = data.clone();
+            let sent = sent.clone();
+            async move { (sent.fetch_add(data.len(), Ordering::SeqCst) < limit).then_some((data, ())) }
+        });
+        Box::pin(futures_util::stream::iter(head).chain(tail))
+    }
+
+    /// Wait until `sent` stops growing (or reaches `limit`): what the client took in.
+    async fn settled(sent: &std::sync::atomic::AtomicUsize, limit: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let now = sent.load(Ordering::SeqCst);
+            if now == last || now >= limit {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// A sandbox that sends faster than the gateway reads fills a bounded queue, then waits:
+    /// the host does not buffer what it sends.
+    #[tokio::test]
+    async fn a_flood_from_the_sandbox_waits_for_the_gateway_instead_of_filling_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("gw.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        // The gateway takes the connection and never reads it.
+        let held = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            drop(conn);
+        });
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let limit = 256 * 1024 * 1024;
+        let head = vec![encode(0, READY, b""), encode(1, OPEN, b"")];
+        let incoming = flood(head, limit, sent.clone());
+        let tunnel = tunnel_client(incoming, tokio::io::sink(), socket)
+            .await
+            .unwrap();
+        let taken = settled(&sent, limit).await;
+        tunnel.abort();
+        held.abort();
+        // The connection's queue, the socket's buffers and one read of the stream.
+        assert!(taken < 16 * 1024 * 1024, "took {taken} bytes in");
+    }
+
+    /// More connections than the limit: the ones beyond are answered with CLOSE.
+    #[tokio::test]
+    async fn opens_beyond_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("gw.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let mut head = vec![encode(0, READY, b"")];
+        for id in 1..=(MAX_CONNS as u32 + 3) {
+            head.push(encode(id, OPEN, b""));
+        }
+        let (host_end, mut sandbox_end) = tokio::io::duplex(1 << 20);
+        let incoming = futures_util::stream::StreamExt::chain(
+            futures_util::stream::iter(head),
+            futures_util::stream::pending(),
+        );
+        let tunnel = tunnel_client(Box::pin(incoming), host_end, socket)
+            .await
+            .unwrap();
+        // Three CLOSE frames come back, for the three ids beyond the limit.
+        let mut dec = Decoder::default();
+        let mut closed = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while closed.len() < 3 {
+            use tokio::io::AsyncReadExt;
+            let n = sandbox_end.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            for (id, kind, _) in dec.push(&buf[..n]).unwrap() {
+                if kind == CLOSE {
+                    closed.push(id);
+                }
+            }
+        }
+        closed.sort();
+        let over = MAX_CONNS as u32;
+        assert_eq!(closed, vec![over + 1, over + 2, over + 3]);
+        tunnel.abort();
+        held.abort();
     }
 }

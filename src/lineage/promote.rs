@@ -5,12 +5,13 @@ use super::Store;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
+use super::checkout::leave_branch;
 use super::checkout::{CheckedOut, checked_out as where_checked_out, ensure_can_leave};
 use super::keys;
 use super::notes::{ValidationRecord, read_note};
-use super::proposal::{Proposal, ProposalState, mark_promoted};
+use super::proposal::{Proposal, ProposalState, mark_promoted, promoted_ref};
 use super::trailers::CommitMessage;
-use super::{cas_ref, main_ref, short, signature};
+use super::{cas_ref, create_ref, main_ref, short, signature};
 use crate::error::{Error, GitContext, Result};
 use crate::gate::Verdict;
 
@@ -50,11 +51,35 @@ pub fn update_checked_out_worktree(repo: &Repository) -> Result<bool> {
     if !is_checked_out(repo, &main_ref(repo)) {
         return Ok(false);
     }
+    check_out_head(repo)?;
+    Ok(true)
+}
+
+/// Bring the tracked files and the index to HEAD's tree, from whatever state an earlier,
+/// interrupted checkout left them in.
+///
+/// libgit2 plans a checkout from HEAD's tree to the target, and HEAD already names the new main:
+/// the plan is empty, and each file is judged on its own. A file that a killed checkout had
+/// already written is taken as up to date, so its index entry of the old main was kept (`MM` in
+/// `git status`). So the files are written first, then the index is rewritten from the tree:
+/// the index is the last thing written, and then it says exactly HEAD's tree, which is how the
+/// recovery tells a finished checkout from an unfinished one.
+fn check_out_head(repo: &Repository) -> Result<()> {
+    let tree = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .git("read the tree of HEAD")?;
     let mut co = git2::build::CheckoutBuilder::new();
     co.force();
-    repo.checkout_head(Some(&mut co))
+    repo.checkout_tree(tree.as_object(), Some(&mut co))
         .git("update the worktree to the new main")?;
-    Ok(true)
+    // Entries whose id did not change keep their file stat data, so `git status` stays cheap.
+    let mut index = repo.index().git("read the index")?;
+    index
+        .read_tree(&tree)
+        .git("set the index to the new main")?;
+    index.write().git("write the index")?;
+    Ok(())
 }
 
 /// Merge `proposal` into main when a validation record for this candidate tree, main's tree and
@@ -379,6 +404,13 @@ fn move_main(
         refname: main_name.to_string(),
         from: main.to_string(),
         to: merge.to_string(),
+        // The branch is retired after main moved (`mark_promoted`): a kill inside that ref
+        // transaction leaves its locks, or one ref moved and not the other.
+        retire: (proposal.state == ProposalState::Open).then(|| Retire {
+            branch: proposal.refname.clone(),
+            commit: proposal.commit.to_string(),
+            target: promoted_ref(proposal),
+        }),
     };
     let marker = pending.write(repo)?;
     if let Err(e) = cas_ref(
@@ -403,6 +435,18 @@ struct Pending {
     refname: String,
     from: String,
     to: String,
+    /// The proposal branch that moves to `refs/harness/promoted/` once main moved (absent in
+    /// markers of older builds, and when the proposal was not an open branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire: Option<Retire>,
+}
+
+/// A retirement of a proposal branch: `branch` (at `commit`) becomes `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Retire {
+    branch: String,
+    commit: String,
+    target: String,
 }
 
 impl Pending {
@@ -471,10 +515,67 @@ pub fn recover_promotion(repo: &Repository) -> Result<bool> {
             .and_then(|t| serde_yaml::from_str(&t).ok());
         if let Some(p) = pending {
             repaired |= finish_checkout(repo, &p)?;
+            repaired |= finish_retire(repo, &p)?;
         }
         let _ = std::fs::remove_file(&path);
     }
     Ok(repaired)
+}
+
+/// Remove the lock of `refname` when what it holds says the dead promotion made it: libgit2
+/// creates a lock empty and then writes the new id into it, so it is empty or a prefix of `id`.
+fn drop_dead_lock(repo: &Repository, refname: &str, id: &str) {
+    let lock = repo.path().join(format!("{refname}.lock"));
+    if std::fs::read_to_string(&lock).is_ok_and(|t| id.starts_with(t.trim())) {
+        let _ = std::fs::remove_file(&lock);
+    }
+}
+
+/// Finish the retirement of the promoted proposal's branch that the dead process had begun or
+/// not reached: once main holds the promotion, the branch at the proposal's commit goes and
+/// `refs/harness/promoted/<round>/<slug>` names the commit, whichever of the two the kill left
+/// undone, and the locks of its ref transaction go. A branch checked out with changes here, or
+/// in another worktree, stays (as `promote` keeps it).
+fn finish_retire(repo: &Repository, p: &Pending) -> Result<bool> {
+    let Some(r) = &p.retire else {
+        return Ok(false);
+    };
+    let (Ok(to), Ok(commit)) = (Oid::from_str(&p.to), Oid::from_str(&r.commit)) else {
+        return Ok(false);
+    };
+    let Ok(main) = repo.refname_to_id(&p.refname) else {
+        return Ok(false);
+    };
+    // Before main held the promotion nothing was retired; another promotion may have moved
+    // main on since.
+    if main != to && !repo.graph_descendant_of(main, to).unwrap_or(false) {
+        return Ok(false);
+    }
+    // A lock of the branch being deleted stays empty; the target's receives the commit.
+    drop_dead_lock(repo, &r.branch, "");
+    drop_dead_lock(repo, &r.target, &r.commit);
+    let branch_at = repo.refname_to_id(&r.branch).ok();
+    let target_at = repo.refname_to_id(&r.target).ok();
+    let branch_left = branch_at == Some(commit);
+    if target_at.is_some() && !branch_left {
+        return Ok(false);
+    }
+    // Kept where it cannot be left, as `promote` keeps it: then no promoted ref either.
+    if branch_left && leave_branch(repo, &r.branch).is_err() {
+        return Ok(false);
+    }
+    if target_at.is_none() {
+        create_ref(repo, &r.target, commit, "git-harness: promoted")?;
+    }
+    if branch_left {
+        let mut tx = repo.transaction().git("start ref transaction")?;
+        tx.lock_ref(&r.branch).git(format!("lock {}", r.branch))?;
+        if repo.refname_to_id(&r.branch).ok() == Some(commit) {
+            tx.remove(&r.branch).git("delete proposal branch")?;
+        }
+        tx.commit().git("commit ref transaction")?;
+    }
+    Ok(true)
 }
 
 fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
@@ -482,10 +583,7 @@ fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
     // knows that commit): the move never happened, and the lock goes.
     // git creates the lock empty and then writes the id: a kill in between leaves it empty or
     // holding a prefix of this promotion's id, and that lock is the dead process's too.
-    let ref_lock = repo.path().join(format!("{}.lock", p.refname));
-    if std::fs::read_to_string(&ref_lock).is_ok_and(|t| p.to.starts_with(t.trim())) {
-        let _ = std::fs::remove_file(&ref_lock);
-    }
+    drop_dead_lock(repo, &p.refname, &p.to);
     let now = repo.refname_to_id(&p.refname).ok().map(|o| o.to_string());
     if now.as_deref() != Some(p.to.as_str()) || !is_checked_out(repo, &p.refname) {
         return Ok(false);
@@ -494,6 +592,8 @@ fn finish_checkout(repo: &Repository, p: &Pending) -> Result<bool> {
         .find_commit(Oid::from_str(&p.to).git("read the promotion")?)
         .git("read the promotion")?
         .tree_id();
+    // The index is the last thing a checkout writes (`check_out_head`): one that says the new
+    // tree with no lock beside it is a finished checkout; anything else is finished now.
     let lock = repo.path().join("index.lock");
     let index_tree = repo.index().ok().and_then(|mut i| i.write_tree().ok());
     if !lock.exists() && index_tree == Some(head_tree) {
@@ -541,6 +641,7 @@ mod tests {
             refname: "refs/heads/main".into(),
             from: old.to_string(),
             to: new.to_string(),
+            retire: None,
         };
         pending.write(&repo).unwrap();
         repo.reference("refs/heads/main", new, true, "t").unwrap();
@@ -580,6 +681,7 @@ mod tests {
                 refname: "refs/heads/main".into(),
                 from: old.to_string(),
                 to: new.to_string(),
+                retire: None,
             };
             pending.write(&repo).unwrap();
             std::fs::write(&lock, &content).unwrap();
@@ -600,6 +702,7 @@ mod tests {
             refname: "refs/heads/main".into(),
             from: old.to_string(),
             to: old.to_string(),
+            retire: None,
         };
         pending.write(&repo).unwrap();
         assert!(!recover_promotion(&repo).unwrap());

@@ -274,8 +274,17 @@ pub fn reject_proposal(repo: &Repository, proposal: &Proposal, reason: &str) -> 
 }
 
 /// Move an open proposal branch to `<prefix><round>/<slug>`, compare-and-swap on the branch.
+/// The ref a proposal's branch moves to when it is promoted.
+pub(crate) fn promoted_ref(proposal: &Proposal) -> String {
+    retired_ref(PROMOTED_PREFIX, proposal)
+}
+
+fn retired_ref(prefix: &str, proposal: &Proposal) -> String {
+    format!("{prefix}{}/{}", proposal.round, proposal.slug)
+}
+
 fn retire_to(repo: &Repository, proposal: &Proposal, prefix: &str, msg: &str) -> Result<String> {
-    let target = format!("{prefix}{}/{}", proposal.round, proposal.slug);
+    let target = retired_ref(prefix, proposal);
     leave_branch(repo, &proposal.refname)?;
     let sig = signature(repo)?;
     let mut tx = repo.transaction().git("start ref transaction")?;

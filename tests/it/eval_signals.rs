@@ -143,13 +143,19 @@ impl Lab {
             .unwrap_or_default();
         assert_eq!(left, Vec::<String>::new(), "{what}: journals");
         let git = self.repo.root.join(".git");
-        for lock in [
-            "index.lock",
-            "refs/heads/main.lock",
-            "harness/promote.pending",
-        ] {
+        for lock in ["index.lock", "refs/heads/main.lock"] {
             assert!(!git.join(lock).exists(), "{what}: {lock} left");
         }
+        assert_eq!(lock_files(&git), Vec::<String>::new(), "{what}: lock files");
+        let markers: Vec<String> = std::fs::read_dir(git.join("harness"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains("promote-") && n.contains(".pending"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(markers, Vec::<String>::new(), "{what}: promotion markers");
         self.repo.git(&["fsck", "--no-progress", "--no-dangling"]);
     }
 
@@ -222,6 +228,23 @@ impl Started {
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// Every `*.lock` file under `dir` (git's and libgit2's locks: refs, index, packed-refs, config).
+fn lock_files(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "lock") {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
 
 fn run_args(split: &str) -> Vec<&str> {
     let mut v = RUN.to_vec();
@@ -619,6 +642,309 @@ fn promote_killed_at_many_moments_never_leaves_a_stale_index_or_lock() {
         lab.assert_clean(&what);
     }
     assert!(promoted > 0, "no kill came late enough to promote anything");
+}
+
+/// Every state a `kill -9` inside the checkout after main moved can leave, made on disk: each
+/// file of the promotion still old, already new, or truncated (the checkout opens files with
+/// `O_TRUNC`, then writes), the index still the old main's, with or without the `index.lock`
+/// the dead process was writing. The next command brings index and files to the merge; a file
+/// that was already new must not keep its old index entry (`MM` in `git status`).
+#[test]
+fn a_promotion_killed_inside_its_checkout_is_finished_from_what_is_on_disk() {
+    let lab = Lab::new();
+    let repo = &lab.repo;
+    let edited = "prompts/system.md";
+    let added = "prompts/extra.md";
+    let p = repo.proposal(
+        1,
+        "edit",
+        "main",
+        &[
+            (edited, "An edited prompt.\n"),
+            (added, "An added prompt.\n"),
+        ],
+    );
+    let before = repo.rev("main");
+    let old = repo.read(edited);
+    let candidate = repo.rev(&format!("harness/proposals/{p}"));
+    let tree = repo.rev(&format!("{candidate}^{{tree}}"));
+    let merge = repo
+        .git(&[
+            "commit-tree",
+            &tree,
+            "-p",
+            &before,
+            "-p",
+            &candidate,
+            "-m",
+            "Promote 1/edit",
+        ])
+        .trim()
+        .to_string();
+    // (edited file, added file): `None` is absent.
+    let files: [(&str, Option<&str>); 5] = [
+        (&old, None),
+        ("An edited prompt.\n", Some("An added prompt.\n")),
+        ("An edited prompt.\n", None),
+        (&old, Some("An added prompt.\n")),
+        ("", Some("")),
+    ];
+    for (edited_text, added_text) in files {
+        for lock in [None, Some(""), Some("DIRC")] {
+            let what =
+                format!("{edited}={edited_text:?} {added}={added_text:?} index.lock={lock:?}");
+            repo.git(&["reset", "-q", "--hard", &before]);
+            // The dead promotion: its marker, main moved, the checkout halfway.
+            let marker = repo
+                .root
+                .join(".git/harness/promote-4194305.1-0000abcd.pending");
+            std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+            std::fs::write(
+                &marker,
+                format!(
+                    "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n"
+                ),
+            )
+            .unwrap();
+            repo.git(&["update-ref", "refs/heads/main", &merge, &before]);
+            repo.write(edited, edited_text);
+            if let Some(text) = added_text {
+                repo.write(added, text);
+            }
+            if let Some(text) = lock {
+                std::fs::write(repo.root.join(".git/index.lock"), text).unwrap();
+            }
+
+            lab.harness(&["status"]).ok();
+            assert_eq!(repo.rev("main"), merge, "{what}");
+            assert_eq!(repo.git(&["status", "--porcelain"]), "", "{what}");
+            assert_eq!(
+                repo.git(&["diff", "--cached", "--name-only", "HEAD"]),
+                "",
+                "{what}"
+            );
+            assert_eq!(repo.read(edited), "An edited prompt.\n", "{what}");
+            assert_eq!(repo.read(added), "An added prompt.\n", "{what}");
+            lab.assert_clean(&what);
+        }
+    }
+}
+
+/// Every state a `kill -9` inside the retirement of the promoted branch can leave (main has
+/// moved, the checkout followed): the ref transaction's locks (the branch's empty, the promoted
+/// ref's empty or holding the commit), the branch deleted or not, the promoted ref written or
+/// not. The next command finishes the retirement and leaves no lock.
+#[test]
+fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk() {
+    let lab = Lab::new();
+    let repo = &lab.repo;
+    let p = repo.proposal(1, "edit", "main", &[("prompts/system.md", "An edit.\n")]);
+    let branch = format!("refs/heads/harness/proposals/{p}");
+    let target = format!("refs/harness/promoted/{p}");
+    let before = repo.rev("main");
+    let commit = repo.rev(&branch);
+    let tree = repo.rev(&format!("{commit}^{{tree}}"));
+    let merge = repo
+        .git(&[
+            "commit-tree",
+            &tree,
+            "-p",
+            &before,
+            "-p",
+            &commit,
+            "-m",
+            "Promote 1/edit",
+        ])
+        .trim()
+        .to_string();
+    repo.git(&["reset", "-q", "--hard", &merge]);
+    let git = repo.root.join(".git");
+    for branch_left in [true, false] {
+        for target_written in [false, true] {
+            for (branch_lock, target_lock) in [
+                (None, None),
+                (Some(""), None),
+                (Some(""), Some("")),
+                (None, Some(&commit[..7])),
+                (Some(""), Some(&format!("{commit}\n")[..])),
+            ] {
+                let what = format!(
+                    "branch left {branch_left}, promoted ref written {target_written}, locks {branch_lock:?} {target_lock:?}"
+                );
+                let set = |name: &str, on: bool| {
+                    if on {
+                        repo.git(&["update-ref", name, &commit]);
+                    } else if repo
+                        .git_in(&repo.root, &["rev-parse", "-q", "--verify", name])
+                        .code
+                        == 0
+                    {
+                        repo.git(&["update-ref", "-d", name]);
+                    }
+                };
+                set(&branch, branch_left);
+                set(&target, target_written);
+                for (name, lock) in [(&branch, branch_lock), (&target, target_lock)] {
+                    if let Some(text) = lock {
+                        let path = git.join(format!("{name}.lock"));
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        std::fs::write(path, text).unwrap();
+                    }
+                }
+                std::fs::create_dir_all(git.join("harness")).unwrap();
+                std::fs::write(
+                    git.join("harness/promote-4194305.1-0000abcd.pending"),
+                    format!(
+                        "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
+                         retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
+                    ),
+                )
+                .unwrap();
+
+                lab.harness(&["status"]).ok();
+                assert_eq!(repo.rev(&target), commit, "{what}");
+                assert_ne!(
+                    repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &branch])
+                        .code,
+                    0,
+                    "{what}: the branch is left"
+                );
+                assert_eq!(repo.rev("main"), merge, "{what}");
+                assert_eq!(repo.git(&["status", "--porcelain"]), "", "{what}");
+                lab.assert_clean(&what);
+            }
+        }
+    }
+    // The branch checked out in another worktree stays an open branch (as `promote` keeps
+    // it), with no promoted ref beside it; checked out here and clean, the worktree goes to
+    // main and the branch is retired.
+    let elsewhere = repo.root.parent().unwrap().join("elsewhere");
+    for (here, retired) in [(false, false), (true, true)] {
+        let what = if here {
+            "checked out here"
+        } else {
+            "checked out elsewhere"
+        };
+        repo.git(&["update-ref", &branch, &commit]);
+        if repo
+            .git_in(&repo.root, &["rev-parse", "-q", "--verify", &target])
+            .code
+            == 0
+        {
+            repo.git(&["update-ref", "-d", &target]);
+        }
+        if here {
+            repo.git(&["worktree", "remove", "--force", elsewhere.to_str().unwrap()]);
+            repo.git(&["switch", "-q", &format!("harness/proposals/{p}")]);
+        } else {
+            repo.git(&[
+                "worktree",
+                "add",
+                "-q",
+                elsewhere.to_str().unwrap(),
+                // The short name: a full ref name would check out a detached HEAD.
+                &format!("harness/proposals/{p}"),
+            ]);
+        }
+        std::fs::write(git.join(format!("{branch}.lock")), "").unwrap();
+        std::fs::write(
+            git.join("harness/promote-4194305.1-0000abcd.pending"),
+            format!(
+                "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
+                 retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
+            ),
+        )
+        .unwrap();
+        lab.harness(&["status"]).ok();
+        let target_at = repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &target]);
+        assert_eq!(target_at.code == 0, retired, "{what}");
+        let branch_at = repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &branch]);
+        assert_eq!(branch_at.code != 0, retired, "{what}");
+        assert_eq!(
+            repo.git(&["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main",
+            "{what}"
+        );
+        assert_eq!(repo.git(&["status", "--porcelain"]), "", "{what}");
+        lab.assert_clean(what);
+    }
+}
+
+/// `kill -9` of `evolve` at moments of its round (a sandbox of the mining run up, once a
+/// proposal branch exists, once a validation run is recorded, while it promotes), then the same
+/// `evolve` again: it finishes the round, executes nothing twice and leaves no journal, lock,
+/// marker, temp dir or process; main is clean and checked out.
+#[test]
+fn evolve_killed_during_a_round_then_evolve_again_leaves_nothing_stale() {
+    let lab = Lab::new();
+    lab.repo
+        .edit_experiment(|t| t.replace("trials: 2", "trials: 1"));
+    let args = [
+        "evolve",
+        "--rounds",
+        "1",
+        "-k",
+        "1",
+        "--proposer",
+        "catalog",
+    ];
+    let proposals = |lab: &Lab| {
+        lab.repo
+            .git(&[
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/heads/harness/proposals/",
+            ])
+            .lines()
+            .count()
+    };
+    #[derive(Debug, Clone, Copy)]
+    enum Moment {
+        Sandbox,
+        Proposal,
+        RecordedRuns(usize),
+        Promoting,
+    }
+    for moment in [
+        Moment::Sandbox,
+        Moment::Proposal,
+        Moment::RecordedRuns(2),
+        Moment::Promoting,
+    ] {
+        let main = lab.repo.rev("main");
+        let runs_before = lab.repo.runs().len();
+        let mut cmd = lab.start(&args);
+        let markers = lab.repo.root.join(".git/harness");
+        match moment {
+            Moment::Sandbox => wait_for(LIMIT, "a sandbox", || !lab.sandboxes().is_empty()),
+            Moment::Proposal => wait_for(LIMIT, "a proposal branch", || proposals(&lab) > 0),
+            Moment::RecordedRuns(n) => wait_for(LIMIT, "recorded runs", || {
+                lab.repo.runs().len() >= runs_before + n
+            }),
+            // The round may accept nothing: then the kill comes after the end.
+            Moment::Promoting => wait_for(LIMIT, "a promotion or the end", || {
+                lab.repo.rev("main") != main
+                    || std::fs::read_dir(&markers).is_ok_and(|rd| {
+                        rd.flatten()
+                            .any(|e| e.file_name().to_string_lossy().ends_with(".pending"))
+                    })
+                    || cmd.exited()
+            }),
+        }
+        cmd.kill9();
+        let what = format!("evolve killed at {moment:?}");
+        let out = lab.harness(&args);
+        assert_eq!(out.code, 0, "{what}: {}", out.stderr);
+        lab.harness(&["status"]).ok();
+        assert_eq!(lab.repo.git(&["status", "--porcelain"]), "", "{what}");
+        assert_eq!(
+            lab.repo.git(&["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main",
+            "{what}"
+        );
+        lab.assert_clean(&what);
+        lab.assert_nothing_executed_twice();
+    }
 }
 
 #[test]

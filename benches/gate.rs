@@ -389,14 +389,74 @@ fn wilson(x: u64, n: u64) -> (f64, f64) {
     ((c - h).max(0.0), (c + h).min(1.0))
 }
 
+/// Repetitions per cell of (c), (d) and (e): `GATE_BENCH_SEQ_REPS`, 1000 by default.
+fn seq_reps() -> u64 {
+    std::env::var("GATE_BENCH_SEQ_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// The header of the pooled figures, (d) and (e), the design's column `width` wide.
+fn pooled_header(width: usize) {
+    println!(
+        "{:<width$} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+        "design",
+        "cached",
+        "A/A accept [95% CI]",
+        "+5pt",
+        "+10pt",
+        "+20pt",
+        "trials A/A",
+        "trials +10",
+        "mix 80/20"
+    );
+}
+
+/// One design's row of the pooled figures: over `reps` repetitions of each of the four effects
+/// (`draw(rep, k)` for effect `k` gives the parent's table, the candidate's and more parent
+/// trials), the A/A accept rate with its 95% interval, the power at each effect, candidate
+/// trials per decision at A/A and +10, and their 80/20 mix.
+fn pooled_row(
+    (name, width): (&str, usize),
+    cached: usize,
+    reps: u64,
+    (c, base): (&GateConfig, u32),
+    draw: impl Fn(u64, usize) -> (Evaluation, Evaluation, BTreeMap<String, Vec<Outcome>>),
+) {
+    let mut acc = [0u64; 4];
+    let mut cand = [0usize; 4];
+    for k in 0..4 {
+        for rep in 0..reps {
+            let (p, t, more) = draw(rep, k);
+            let (v, cr, _) = sequential_with(c, base, &p, &t, &more);
+            acc[k] += (v == Verdict::Accept) as u64;
+            cand[k] += cr;
+        }
+    }
+    let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
+    let (lo, hi) = wilson(acc[0], reps);
+    let per = |v: usize| v as f64 / reps as f64;
+    let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
+    println!(
+        "{:<width$} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
+        name,
+        cached,
+        format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
+        pct(acc[1]),
+        pct(acc[2]),
+        pct(acc[3]),
+        per(cand[0]),
+        per(cand[2]),
+        mix
+    );
+}
+
 /// (c) The strict gate's designs: A/A accept rate with its 95% interval, power at +5/+10/+20
 /// points, trials per decision, and the cost of a mix of 80% A/A and 20% +10-point candidates
 /// against the paper's budget (2 trials × tasks × 2 sides).
 fn sequential_figures() {
-    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let reps = seq_reps();
     let tasks = HELD_IN + VALIDATION;
     let budget = 2 * tasks * 2;
     println!();
@@ -496,28 +556,14 @@ fn sequential_figures() {
 /// so a validation pays only for the candidate's trials. Same figures as (c); the mix's cost is
 /// candidate trials only, the parent's being in the cache.
 fn pooled_figures() {
-    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let reps = seq_reps();
     let tasks = HELD_IN + VALIDATION;
     let budget = 2 * tasks * 2;
     println!();
     println!(
         "(d) strict gate, pooled statistic (parent: every cached trial), {reps} repetitions per cell; budget {budget} trials"
     );
-    println!(
-        "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
-        "design",
-        "cached",
-        "A/A accept [95% CI]",
-        "+5pt",
-        "+10pt",
-        "+20pt",
-        "trials A/A",
-        "trials +10",
-        "mix 80/20"
-    );
+    pooled_header(30);
     let pooled = |max: Option<u32>, cont: f64| GateConfig {
         max_trials: max,
         continue_p: cont,
@@ -534,35 +580,12 @@ fn pooled_figures() {
     ];
     for cached in [16usize, 32] {
         for (name, base, c) in &designs {
-            let mut acc = [0u64; 4];
-            let mut cand = [0usize; 4];
-            for (k, effect) in [0.0, 0.05, 0.10, 0.20].into_iter().enumerate() {
-                for rep in 0..reps {
-                    // The parent's table holds MAX_TRIALS trials; `cached` counts all of them.
-                    let extra = cached.saturating_sub(MAX_TRIALS);
-                    let (p, t, more) =
-                        draw_with(rep + 7_000_000 + k as u64 * 1_000_003, effect, extra);
-                    let (v, cr, _) = sequential_with(c, *base, &p, &t, &more);
-                    acc[k] += (v == Verdict::Accept) as u64;
-                    cand[k] += cr;
-                }
-            }
-            let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
-            let (lo, hi) = wilson(acc[0], reps);
-            let per = |v: usize| v as f64 / reps as f64;
-            let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
-            println!(
-                "{:<30} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
-                name,
-                cached,
-                format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
-                pct(acc[1]),
-                pct(acc[2]),
-                pct(acc[3]),
-                per(cand[0]),
-                per(cand[2]),
-                mix
-            );
+            // The parent's table holds MAX_TRIALS trials; `cached` counts all of them.
+            let extra = cached.saturating_sub(MAX_TRIALS);
+            let effects = [0.0, 0.05, 0.10, 0.20];
+            pooled_row((name, 30), cached, reps, (c, *base), |rep, k| {
+                draw_with(rep + 7_000_000 + k as u64 * 1_000_003, effects[k], extra)
+            });
         }
     }
     println!(
@@ -627,10 +650,7 @@ fn draw_stand_in(
 /// per-task rates, effects, parent cache and designs as the pipeline's figures
 /// (`cargo bench --bench gate_pipeline`), so the two can be compared.
 fn stand_in_figures() {
-    let reps: u64 = std::env::var("GATE_BENCH_SEQ_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let reps = seq_reps();
     // GATE_BENCH_SUITE=wide (default), small or both.
     let suites = match std::env::var("GATE_BENCH_SUITE").as_deref() {
         Ok("small") => vec![Suite::Small],
@@ -664,18 +684,7 @@ fn stand_in_figures() {
             suite.gain(Effect::Plus10),
             suite.gain(Effect::Plus20),
         );
-        println!(
-            "{:<34} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
-            "design",
-            "cached",
-            "A/A accept [95% CI]",
-            "+5pt",
-            "+10pt",
-            "+20pt",
-            "trials A/A",
-            "trials +10",
-            "mix 80/20"
-        );
+        pooled_header(34);
         // GATE_BENCH_DESIGNS=0,3 runs only the designs of these indices.
         let only: Vec<usize> = std::env::var("GATE_BENCH_DESIGNS")
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -685,39 +694,11 @@ fn stand_in_figures() {
                 if !only.is_empty() && !only.contains(&i) {
                     continue;
                 }
-                let mut acc = [0u64; 4];
-                let mut cand = [0usize; 4];
-                for (k, effect) in Effect::ALL.into_iter().enumerate() {
-                    for rep in 0..reps {
-                        let extra = cached.saturating_sub(MAX_TRIALS);
-                        let (p, t, more) = draw_stand_in(
-                            suite,
-                            spread,
-                            rep + 9_000_000 + k as u64 * 1_000_003,
-                            effect,
-                            extra,
-                        );
-                        let (v, cr, _) = sequential_with(&c, base, &p, &t, &more);
-                        acc[k] += (v == Verdict::Accept) as u64;
-                        cand[k] += cr;
-                    }
-                }
-                let pct = |x: u64| format!("{:.1}%", 100.0 * x as f64 / reps as f64);
-                let (lo, hi) = wilson(acc[0], reps);
-                let per = |v: usize| v as f64 / reps as f64;
-                let mix = 0.8 * per(cand[0]) + 0.2 * per(cand[2]);
-                println!(
-                    "{:<34} {:>7} {:>20} {:>8} {:>8} {:>8} {:>10.0} {:>10.0} {:>10.0}",
-                    name,
-                    cached,
-                    format!("{} [{:.1}, {:.1}]", pct(acc[0]), 100.0 * lo, 100.0 * hi),
-                    pct(acc[1]),
-                    pct(acc[2]),
-                    pct(acc[3]),
-                    per(cand[0]),
-                    per(cand[2]),
-                    mix
-                );
+                let extra = cached.saturating_sub(MAX_TRIALS);
+                pooled_row((name, 34), cached, reps, (&c, base), |rep, k| {
+                    let seed = rep + 9_000_000 + k as u64 * 1_000_003;
+                    draw_stand_in(suite, spread, seed, Effect::ALL[k], extra)
+                });
             }
         }
     }

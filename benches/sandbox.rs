@@ -31,6 +31,8 @@ use git_harness::task::{self, Task};
 
 #[path = "support/api_calls.rs"]
 mod api_calls;
+#[path = "support/floor.rs"]
+mod floor;
 use api_calls::Calls;
 
 fn median(v: &mut [f64]) -> f64 {
@@ -185,42 +187,6 @@ fn tar_of(root: &std::path::Path) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-async fn api_exec(
-    docker: &bollard::Docker,
-    id: &str,
-    cmd: &str,
-    calls: &Calls,
-) -> Result<(), String> {
-    use bollard::exec::{CreateExecOptions, StartExecResults};
-    use futures_util::StreamExt;
-    let t = Instant::now();
-    let e = docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(vec!["bash".to_string(), "-c".to_string(), cmd.to_string()]),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    calls.note("exec create", t);
-    let t = Instant::now();
-    if let StartExecResults::Attached { mut output, .. } = docker
-        .start_exec(&e.id, None)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        calls.note("exec start", t);
-        let t = Instant::now();
-        while output.next().await.is_some() {}
-        calls.note("exec stream", t);
-    }
-    Ok(())
-}
-
 /// One oracle trial at the Engine-API floor; returns the reward file's archive size.
 async fn api_floor_trial(
     docker: &bollard::Docker,
@@ -228,76 +194,16 @@ async fn api_floor_trial(
     tar: &[u8],
     calls: &Calls,
 ) -> Result<usize, String> {
-    use bollard::models::{ContainerCreateBody, HostConfig};
-    use bollard::query_parameters::{
-        DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-        UploadToContainerOptionsBuilder,
-    };
-    use futures_util::StreamExt;
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        cmd: Some(vec!["sleep".into(), "infinity".into()]),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let t = Instant::now();
-    let c = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    calls.note("container create", t);
+    let id = floor::create(docker, image, None, calls).await?;
     let run = async {
-        let t = Instant::now();
-        docker
-            .start_container(&c.id, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        calls.note("container start", t);
-        let t = Instant::now();
-        docker
-            .upload_to_container(
-                &c.id,
-                Some(UploadToContainerOptionsBuilder::default().path("/").build()),
-                bollard::body_full(tar.to_vec().into()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        calls.note("archive put", t);
-        api_exec(docker, &c.id, "bash /solution/solve.sh", calls).await?;
-        api_exec(docker, &c.id, "bash /tests/test.sh", calls).await?;
-        let t = Instant::now();
-        let mut s = docker.download_from_container(
-            &c.id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path("/logs/verifier")
-                    .build(),
-            ),
-        );
-        let mut n = 0;
-        while let Some(chunk) = s.next().await {
-            n += chunk.map_err(|e| e.to_string())?.len();
-        }
-        calls.note("archive get", t);
-        Ok::<_, String>(n)
+        floor::start(docker, &id, calls).await?;
+        floor::put(docker, &id, tar, calls).await?;
+        floor::exec(docker, &id, "bash /solution/solve.sh", calls).await?;
+        floor::exec(docker, &id, "bash /tests/test.sh", calls).await?;
+        floor::logs(docker, &id, calls).await
     }
     .await;
-    let t = Instant::now();
-    docker
-        .remove_container(
-            &c.id,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    calls.note("container delete", t);
+    floor::remove(docker, &id, calls).await?;
     run
 }
 

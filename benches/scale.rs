@@ -46,6 +46,8 @@ use serde_json::{Value, json};
 
 #[path = "support/api_calls.rs"]
 mod api_calls;
+#[path = "support/floor.rs"]
+mod floor;
 
 /// CPU seconds (user + system) of process `pid` (`self` or a number), when readable.
 fn cpu_s(pid: &str) -> Option<f64> {
@@ -249,88 +251,23 @@ fn setup(tmp: &Path, tasks: usize, base_url: &str, model_concurrency: usize) -> 
 /// (a sleep: the stand-in answers in that time), the verifier's exec after the last turn, one
 /// download of `/logs/verifier`, the delete.
 async fn floor_trial(docker: &bollard::Docker, model: &Model) -> Result<(), String> {
-    use bollard::exec::{CreateExecOptions, StartExecResults};
-    use bollard::models::{ContainerCreateBody, HostConfig};
-    use bollard::query_parameters::{
-        DownloadFromContainerOptionsBuilder, RemoveContainerOptionsBuilder,
-    };
-    use futures_util::StreamExt;
-    let body = ContainerCreateBody {
-        image: Some(git_harness::sandbox::image::BASE_IMAGE.to_string()),
-        cmd: Some(vec!["sleep".into(), "infinity".into()]),
-        working_dir: Some("/app".into()),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let c = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let exec = |cmd: &'static str| {
-        let id = c.id.clone();
-        async move {
-            let e = docker
-                .create_exec(
-                    &id,
-                    CreateExecOptions {
-                        cmd: Some(vec!["bash".to_string(), "-c".to_string(), cmd.to_string()]),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if let StartExecResults::Attached { mut output, .. } = docker
-                .start_exec(&e.id, None)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                while output.next().await.is_some() {}
-            }
-            Ok::<_, String>(())
-        }
-    };
+    let calls = api_calls::Calls::default();
+    let image = git_harness::sandbox::image::BASE_IMAGE;
+    let id = floor::create(docker, image, Some("/app"), &calls).await?;
     let run = async {
-        docker
-            .start_container(&c.id, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        floor::start(docker, &id, &calls).await?;
         for turn in 0..model.turns {
             tokio::time::sleep(model.turn).await;
             if turn + 1 < model.turns {
-                exec("true").await?;
+                floor::exec(docker, &id, "true", &calls).await?;
             }
         }
-        exec("mkdir -p /logs/verifier && echo 1 > /logs/verifier/reward.txt").await?;
-        let mut s = docker.download_from_container(
-            &c.id,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path("/logs/verifier")
-                    .build(),
-            ),
-        );
-        while let Some(chunk) = s.next().await {
-            chunk.map_err(|e| e.to_string())?;
-        }
-        Ok::<_, String>(())
+        let verify = "mkdir -p /logs/verifier && echo 1 > /logs/verifier/reward.txt";
+        floor::exec(docker, &id, verify, &calls).await?;
+        floor::logs(docker, &id, &calls).await.map(drop)
     }
     .await;
-    docker
-        .remove_container(
-            &c.id,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    floor::remove(docker, &id, &calls).await?;
     run
 }
 

@@ -35,8 +35,8 @@ pub fn run(ui: &mut Ui, _args: Args) -> Result<i32> {
     }
     let r = &fixed.experiment.runner;
     ui.out(format!(
-        "runner    {}  network: agent {}, verifier {}",
-        r.kind, r.agent_network, r.verifier_network
+        "runner    {}  network: agent {}, verifier {}  strays: {}",
+        r.kind, r.agent_network, r.verifier_network, r.strays
     ));
     let s = &fixed.splits;
     if s.is_empty() {

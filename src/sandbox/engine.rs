@@ -198,16 +198,11 @@ impl Endpoint {
                     .map_err(|e| docker_err("connect to Docker", e))?
             }
             // The system's `ssh` (its config, keys and agent) runs `docker system dial-stdio` on
-            // the remote host, as the docker CLI does.
+            // the remote host, as the docker CLI does, several connections to one ssh master.
             None if self.host.starts_with("ssh://") => {
                 guard_ssh_masters();
-                Docker::connect_with_ssh(
-                    &self.host,
-                    TIMEOUT_SECS,
-                    bollard::API_DEFAULT_VERSION,
-                    None,
-                )
-                .map_err(|e| docker_err("connect to Docker over ssh", e))?
+                super::ssh::client(&self.host, TIMEOUT_SECS)
+                    .map_err(|e| docker_err("connect to Docker over ssh", e))?
             }
             None => Docker::connect_with_host(&self.host)
                 .map_err(|e| docker_err("connect to Docker", e))?,

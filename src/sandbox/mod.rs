@@ -24,6 +24,7 @@ pub mod kubernetes;
 pub use crate::experiment::image_map;
 pub mod local;
 mod output;
+mod ssh;
 pub mod tunnel;
 pub mod view;
 

@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::support::repo::Repo;
-use axum::extract::State;
-use axum::routing::post;
 use serde_json::{Value, json};
 
-pub(crate) const KEY: &str = "sk-real-7d41c09be2a6f358";
-pub(crate) const KEY_VAR: &str = "GIT_HARNESS_TEST_KEY";
+use crate::support::command::{
+    KEY, Reported, assert_key_stored_nowhere, assert_word_count_solved, command_repo_with,
+    run_word_count, serve, serve_with, usage_of,
+};
+use crate::support::repo::Repo;
 
 /// The directory the SDKs are installed in (`pip install --target`), prepared by `.ci/run`.
 /// Outside CI a missing directory skips the test loudly; in CI it fails.
@@ -44,80 +44,21 @@ fn pydeps(test: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
-/// What the stand-in reported: prompt and completion tokens summed, and the requests it saw.
-#[derive(Default)]
-pub(crate) struct Reported {
-    pub(crate) prompt: u64,
-    pub(crate) completion: u64,
-    pub(crate) requests: Vec<Value>,
-    /// The command of the first tool call.
-    first_command: String,
-    /// Answer every request with HTTP 500.
-    pub(crate) down: bool,
+/// A repository whose harness is `agent` (a file of tests/fixtures/agents/) with the SDKs of
+/// `pydeps`, run through the gateway on the stand-in at `base_url`, on `runner`.
+fn command_repo_on(
+    runner: &str,
+    agent: &str,
+    api: &str,
+    env: &str,
+    base_url: &str,
+    pydeps: &std::path::Path,
+) -> Repo {
+    let prefix = format!("{env} PYTHONPATH={}", pydeps.display());
+    let runner = json!({"kind": runner, "concurrency": 1, "agent_paths": [pydeps]});
+    command_repo_with(agent, &prefix, api, base_url, runner)
 }
 
-/// An OpenAI-compatible stand-in: solves `word-count` in two tool calls, then says done.
-pub(crate) fn serve() -> (String, Arc<Mutex<Reported>>) {
-    serve_with("wc -w < input.txt > count.txt")
-}
-
-fn serve_with(first_command: &str) -> (String, Arc<Mutex<Reported>>) {
-    let reported = Arc::new(Mutex::new(Reported {
-        first_command: first_command.to_string(),
-        ..Reported::default()
-    }));
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(answer))
-        .with_state(reported.clone());
-    let server = crate::support::serve::start(app);
-    let url = server.base_url();
-    // The server lives as long as the test process, as each test holds its own.
-    std::mem::forget(server);
-    (url, reported)
-}
-
-async fn answer(
-    State(r): State<Arc<Mutex<Reported>>>,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let body: Value = serde_json::from_slice(&body).unwrap();
-    let mut r = r.lock().unwrap();
-    if r.down {
-        r.requests.push(body);
-        return (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "upstream is down",
-        )
-            .into_response();
-    }
-    let n = r.requests.len();
-    let observations = body["messages"]
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
-    r.requests.push(body);
-    let (prompt, completion) = (100 + 10 * n as u64, 7 + n as u64);
-    r.prompt += prompt;
-    r.completion += completion;
-    let call = |id: &str, name: &str, args: Value| {
-        json!({"role": "assistant", "content": null, "tool_calls": [
-            {"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}]})
-    };
-    let message = match observations {
-        0 => call("c1", "bash", json!({"command": r.first_command})),
-        1 => call("c2", "submit", json!({"summary": "done"})),
-        _ => json!({"role": "assistant", "content": "done"}),
-    };
-    axum::Json(json!({
-        "id": format!("s{n}"), "object": "chat.completion", "model": "stub",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion}
-    }))
-    .into_response()
-}
-
-/// A repository whose harness is `agent` (a file of tests/fixtures/agents/) run through the
-/// gateway on the stand-in at `base_url`.
 fn command_repo(
     agent: &str,
     api: &str,
@@ -128,135 +69,9 @@ fn command_repo(
     command_repo_on("local", agent, api, env, base_url, pydeps)
 }
 
-fn command_repo_on(
-    runner: &str,
-    agent: &str,
-    api: &str,
-    env: &str,
-    base_url: &str,
-    pydeps: &std::path::Path,
-) -> Repo {
-    let repo = Repo::demo();
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/agents")
-        .join(agent);
-    std::fs::copy(&src, repo.root.join("agent.py")).unwrap();
-    let manifest = format!(
-        "name: sdk-agent\nprotocol: command\nagent:\n  command: {env} PYTHONPATH={deps} python3 $HARNESS_DIR/agent.py\n  api: {api}\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n  - path: agent.py\n    kind: file\n    check: python3 -m py_compile {{}}\n",
-        deps = pydeps.display()
-    );
-    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
-    let path = repo.root.join(".harness/experiment.yaml");
-    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    exp["model"] = json!({"provider": "openai", "name": "stub", "base_url": base_url,
-                          "api_key_env": KEY_VAR, "timeout_sec": 30, "max_retries": 0});
-    exp["runner"] = json!({"kind": runner, "concurrency": 1, "agent_paths": [pydeps]});
-    exp["trials"] = json!(1);
-    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
-    repo.git(&["add", "-A"]);
-    repo.git(&["commit", "-qm", "Run an SDK agent as the harness"]);
-    repo
-}
-
-/// Run `word-count` once and return the run's stdout and the trial's trace.
-pub(crate) fn run_word_count(repo: &Repo) -> (crate::support::hermetic::Out, Value) {
-    let run = repo
-        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
-        .env(KEY_VAR, KEY)
-        .output()
-        .unwrap();
-    let run = crate::support::hermetic::Out::from(run);
-    let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/harness/runs/"]);
-    let run_ref = refs
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no run ref: {run:#?}"));
-    let files = repo.git(&["ls-tree", "-r", "--name-only", run_ref]);
-    let trace_path = files
-        .lines()
-        .find(|f| f.starts_with("traces/word-count/"))
-        .unwrap_or_else(|| panic!("no trace in {files}: {run:#?}"));
-    let trace = repo.git(&["show", &format!("{run_ref}:{trace_path}")]);
-    (run, serde_json::from_str(&trace).unwrap())
-}
-
-/// No object of the repository and no file under `.git/harness/` holds the real key.
-pub(crate) fn assert_key_stored_nowhere(repo: &Repo) {
-    let objects = repo.git(&[
-        "cat-file",
-        "--batch-all-objects",
-        "--batch-check=%(objectname)",
-    ]);
-    for id in objects.lines() {
-        let content = repo.git(&["cat-file", "-p", id]);
-        assert!(!content.contains(KEY), "object {id} holds the key");
-    }
-    for e in walk(&repo.root.join(".git/harness")) {
-        let bytes = std::fs::read(&e).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(KEY),
-            "{} holds the key",
-            e.display()
-        );
-    }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-pub(crate) fn usage_of(trace: &Value) -> (u64, u64) {
-    let u = &trace["totals"]["usage"];
-    (
-        u["prompt_tokens"].as_u64().unwrap(),
-        u["completion_tokens"].as_u64().unwrap(),
-    )
-}
-
 fn check_sdk_run(repo: &Repo, reported: &Arc<Mutex<Reported>>) -> Value {
     let (run, trace) = run_word_count(repo);
-    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
-    let output = trace["command"]["output"].as_str().unwrap().to_string();
-    let r = reported.lock().unwrap();
-    assert_eq!(r.requests.len(), 2, "{output}");
-    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
-    // The agent summed the usage the SDK gave it: the same figures.
-    assert!(
-        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
-        "{output}"
-    );
-    // The agent's environment holds the gateway token (redacted in the record), not the key.
-    let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
-    assert!(env_line.contains("_API_KEY=[REDACTED]"), "{env_line}");
-    assert!(!env_line.contains(KEY), "{env_line}");
-    assert!(!r.requests.iter().any(|q| q.to_string().contains("ghs-")));
-    // Mining reads the tool call and its observation from the recorded exchange.
-    let tool = trace["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "tool_call")
-        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
-    assert_eq!(tool["tool"], "bash");
-    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
-    assert_eq!(tool["exit_code"], 0);
-    assert_eq!(trace["protocol"], "command");
-    assert!(
-        run.stdout.contains("1/1") || run.stdout.contains("pass"),
-        "{}",
-        run.stdout
-    );
-    drop(r);
-    assert_key_stored_nowhere(repo);
+    assert_word_count_solved(repo, &run, &trace, reported);
     trace
 }
 
@@ -569,4 +384,60 @@ fn a_bind_mount_bubblewrap_cannot_make_is_an_infrastructure_error_not_the_agents
         "{row:#}"
     );
     assert_eq!(out.code, 125, "{out:#?}");
+}
+
+/// The tunnel's binary goes into the trial's container streamed from disk: the run's peak
+/// memory stays below two copies of the binary, which is what holding it and its tar in memory
+/// took. (Resident pages of the running binary count too, but never reach a second copy.)
+#[test]
+fn a_docker_trial_streams_the_tunnel_binary_in_rather_than_holding_it_in_memory() {
+    let test = "a_docker_trial_streams_the_tunnel_binary_in_rather_than_holding_it_in_memory";
+    if !crate::support::sandbox::docker_engine_or_skip(test) {
+        return;
+    }
+    let (base_url, reported) = serve();
+    let runner = json!({"kind": "docker", "concurrency": 1});
+    let repo = command_repo_with("stdlib_agent.py", "", "openai", &base_url, runner);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped by wait4(2), which also tells its peak memory"
+    )]
+    let child = repo
+        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
+        .env(crate::support::command::KEY_VAR, KEY)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4(2) to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4(2) on the child this test started and has not reaped.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status}\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("1/1"), "{stdout}\n{stderr}");
+    assert_eq!(reported.lock().unwrap().requests.len(), 2, "{stdout}");
+    let binary = std::fs::metadata(crate::support::hermetic::bin())
+        .unwrap()
+        .len();
+    let peak = usage.ru_maxrss as u64 * 1024;
+    eprintln!(
+        "peak memory {} MiB, binary {} MiB",
+        peak >> 20,
+        binary >> 20
+    );
+    assert!(
+        peak < 2 * binary,
+        "peak memory {} MiB with a binary of {} MiB",
+        peak >> 20,
+        binary >> 20
+    );
 }

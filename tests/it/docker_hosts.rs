@@ -268,7 +268,8 @@ fn sshd(dir: &Path) -> (Sshd, PathBuf) {
         format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             MaxStartups 10:30:100\nMaxSessions 10\nLogLevel VERBOSE\n"
         ),
     )
     .unwrap();
@@ -303,6 +304,59 @@ fn sshd(dir: &Path) -> (Sshd, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     (Sshd { child }, dir.join("bin"))
+}
+
+/// Sixteen trials at once on one engine over ssh, against sshd's defaults (`MaxStartups
+/// 10:30:100` drops connections at random once ten are unauthenticated, `MaxSessions 10` per
+/// connection): every trial runs, over fewer ssh connections than trials, and sshd never
+/// throttled. An ssh connection per engine connection hit both limits.
+#[test]
+fn sixteen_concurrent_trials_over_ssh_share_few_ssh_connections() {
+    let test = "sixteen_concurrent_trials_over_ssh_share_few_ssh_connections";
+    if !ssh_or_skip(test) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("gh-ssh-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("ssh");
+    let (sshd, bin) = sshd(&dir);
+    let repo = docker_repo(tmp.path());
+    repo.edit_experiment(|t| {
+        t.replace(
+            "  concurrency: 4\n",
+            "  concurrency: 16\n  hosts:\n  - host: ssh://gh-engine\n    concurrency: 16\n",
+        )
+    });
+    let mut args = RUN.to_vec();
+    args.push("8");
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_git-harness"))
+            .args(&args)
+            .env("PATH", path_with(&bin))
+            .current_dir(&repo.root),
+    )
+    .ok();
+    let by = outcomes(&out);
+    assert_eq!(by.len(), 16, "{}\n{}", out.stdout, out.stderr);
+    for ((task, trial), (outcome, host)) in &by {
+        let want = if task == "ok" { "pass" } else { "fail" };
+        assert_eq!(outcome, want, "{task}#{trial}: {}", out.stderr);
+        assert_eq!(host.as_deref(), Some("ssh://gh-engine"));
+    }
+    drop(sshd);
+    let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap();
+    let connections = log.matches("Accepted publickey").count();
+    eprintln!("{connections} ssh connections for 16 trials");
+    assert!(
+        (1..16).contains(&connections),
+        "{connections} ssh connections for 16 trials:\n{log}"
+    );
+    assert!(
+        !log.contains("MaxStartups") && !log.contains("drop connection"),
+        "sshd throttled:\n{log}"
+    );
 }
 
 #[test]

@@ -7,28 +7,30 @@
 
 use std::path::Path;
 
+use crate::support::sandbox::{base_dockerfile, harbor_task};
+
 /// A no-network task on the base image: its oracle leaves `solve.sh` running in the background
 /// (a new session, so its exec's group kill misses it), and `test.sh` as given.
 fn task(dir: &Path, solve: &str, test: &str) {
-    for sub in ["environment", "tests", "solution"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::write(dir.join("instruction.md"), "Leave a process running.\n").unwrap();
-    std::fs::write(
-        dir.join("task.toml"),
-        "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("environment/Dockerfile"),
-        format!(
-            "FROM {}\nWORKDIR /app\n",
-            git_harness::sandbox::image::BASE_IMAGE
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("solution/solve.sh"), solve).unwrap();
-    std::fs::write(dir.join("tests/test.sh"), test).unwrap();
+    harbor_task(
+        dir,
+        "Leave a process running.\n",
+        Some(&base_dockerfile()),
+        solve,
+        test,
+    );
+}
+
+/// The oracle of `forges` leaves a process writing a passing reward (both files, reward.json
+/// first in precedence) over and over, before, during and after the tests, which fail.
+fn forges(dir: &Path) {
+    task(
+        dir,
+        "setsid sh -c 'while :; do mkdir -p /logs/verifier; echo 1 > /logs/verifier/reward.txt; \
+         echo \"{\\\"reward\\\": 1}\" > /logs/verifier/reward.json; done' >/dev/null 2>&1 < /dev/null &\n\
+         sleep 0.5; echo left a writer\n",
+        "#!/bin/bash\nsleep 0.3\necho 0 > /logs/verifier/reward.txt\n",
+    );
 }
 
 const FETCH: &str = "python3 -c \"import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8765/page.txt', timeout=5).read().strip() == b'served-ok' else 1)\"";
@@ -115,13 +117,7 @@ async fn by_default_the_agents_processes_are_gone_before_the_tests() {
         "#!/bin/bash\nsleep 0.3\necho 0 > /logs/verifier/reward.txt\n",
     );
     // A stray that writes a passing reward over and over, also while the tests run.
-    task(
-        &suite.join("forges"),
-        "setsid sh -c 'while :; do mkdir -p /logs/verifier; echo 1 > /logs/verifier/reward.txt; \
-         echo \"{\\\"reward\\\": 1}\" > /logs/verifier/reward.json; done' >/dev/null 2>&1 < /dev/null &\n\
-         sleep 0.5; echo left a writer\n",
-        "#!/bin/bash\nsleep 0.3\necho 0 > /logs/verifier/reward.txt\n",
-    );
+    forges(&suite.join("forges"));
     let text = check(tmp).await;
     assert!(text.contains("3 tasks checked, 3 broken"), "{text}");
     for id in ["serves", "rewrites", "forges"] {
@@ -156,6 +152,32 @@ async fn runner_strays_maybe_is_refused_naming_the_field() {
     assert!(out.stderr.contains("runner.strays"), "{}", out.stderr);
 }
 
+/// `status` names what becomes of the agent's leftover processes with the runner: the default,
+/// and `keep` when the experiment says so.
+#[test]
+fn status_shows_runner_strays() {
+    let repo = crate::support::repo::Repo::init("minimal");
+    let out = repo.harness(&["status"]).ok();
+    let runner = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("runner "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        runner(&out.stdout).ends_with("strays: kill"),
+        "{}",
+        out.stdout
+    );
+    repo.edit_experiment(|t| {
+        crate::support::repo::with_runner_kind(t, "  kind: docker\n  strays: keep\n")
+    });
+    let out = repo.harness(&["status"]).ok();
+    let line = runner(&out.stdout);
+    assert!(line.starts_with("runner    docker "), "{}", out.stdout);
+    assert!(line.ends_with("strays: keep"), "{}", out.stdout);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kept_a_server_the_agent_started_answers_the_tests_and_a_stray_cannot_write_the_reward() {
     let Some(_p) = crate::support::sandbox::docker_or_skip(
@@ -169,15 +191,7 @@ async fn kept_a_server_the_agent_started_answers_the_tests_and_a_stray_cannot_wr
     experiment(tmp.path(), Some("keep"));
     let suite = tmp.path().join("suite");
     serves(&suite.join("serves"));
-    // The stray writes a passing reward (both files, reward.json first in precedence) over and
-    // over, before, during and after the tests, which fail.
-    task(
-        &suite.join("forges"),
-        "setsid sh -c 'while :; do mkdir -p /logs/verifier; echo 1 > /logs/verifier/reward.txt; \
-         echo \"{\\\"reward\\\": 1}\" > /logs/verifier/reward.json; done' >/dev/null 2>&1 < /dev/null &\n\
-         sleep 0.5; echo left a writer\n",
-        "#!/bin/bash\nsleep 0.3\necho 0 > /logs/verifier/reward.txt\n",
-    );
+    forges(&suite.join("forges"));
     let text = check(tmp).await;
     // `serves` passes its oracle; `forges` is broken: its oracle did not pass, and says why.
     assert!(text.contains("2 tasks checked, 1 broken"), "{text}");

@@ -1,10 +1,9 @@
 //! `protocol: command` harnesses on the Kubernetes runner, through the binary, on the stand-in
-//! API server of `kubernetes` (Pods as Docker containers without a network, exec over the
+//! API server of `support::kube` (Pods as Docker containers without a network, exec over the
 //! channel protocol): the agent program in the Pod reaches the stand-in model only through the
 //! gateway's exec tunnel; the tunnel ends with the agent's phase; a model outage is the
 //! trial's infrastructure error; from inside the Pod the tunnel reaches nothing but the gateway.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,40 +11,31 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::agent_command::{KEY_VAR, assert_key_stored_nowhere, run_word_count, serve, usage_of};
-use crate::kubernetes::{ExecServer, NS, decode};
+use crate::support::command::{
+    KEY, KEY_VAR, Reported, assert_word_count_solved, command_repo_with, run_word_count, serve,
+    usage_of,
+};
 use crate::support::hermetic::Out;
+use crate::support::interrupt::{interrupt_twice, until};
+use crate::support::kube::{ExecServer, NS, decode, real_cluster};
 use crate::support::repo::Repo;
 use crate::support::sandbox::docker_or_skip;
-
-/// `runner.kubernetes` for the stand-in `server` (its kubeconfig written into `dir`).
-fn stand_in(server: &ExecServer, dir: &Path) -> Value {
-    json!({"kubeconfig": server.kubeconfig(dir), "namespace": NS})
-}
 
 /// A demo repository whose harness is the agent program `agent` (a file of
 /// tests/fixtures/agents/, run with `python3` after `env`) on the Kubernetes runner of
 /// `kubernetes` (its settings), with the stand-in model at `base_url`.
 fn kube_command_repo(kubernetes: Value, agent: &str, env: &str, base_url: &str) -> Repo {
-    let repo = Repo::demo();
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/agents")
-        .join(agent);
-    std::fs::copy(&src, repo.root.join("agent.py")).unwrap();
-    let manifest = format!(
-        "name: pod-agent\nprotocol: command\nagent:\n  command: {env} python3 $HARNESS_DIR/agent.py\n  api: openai\nsurfaces:\n  - path: prompts/system.md\n    kind: prompt\n  - path: agent.py\n    kind: file\n"
-    );
-    std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
-    let path = repo.root.join(".harness/experiment.yaml");
-    let mut exp: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    exp["model"] = json!({"provider": "openai", "name": "stub", "base_url": base_url,
-                          "api_key_env": KEY_VAR, "timeout_sec": 30, "max_retries": 0});
-    exp["runner"] = json!({"kind": "kubernetes", "concurrency": 1, "kubernetes": kubernetes});
-    exp["trials"] = json!(1);
-    std::fs::write(&path, serde_yaml::to_string(&exp).unwrap()).unwrap();
-    repo.git(&["add", "-A"]);
-    repo.git(&["commit", "-qm", "Run an agent program in the trial's Pod"]);
-    repo
+    let runner = json!({"kind": "kubernetes", "concurrency": 1, "kubernetes": kubernetes});
+    command_repo_with(agent, env, "openai", base_url, runner)
+}
+
+/// The stand-in cluster speaking `protocol`, the stand-in model, and a repository whose
+/// harness is `stdlib_agent.py` on that cluster, reaching that model.
+async fn stdlib_on_stand_in(protocol: &'static str) -> (ExecServer, Arc<Mutex<Reported>>, Repo) {
+    let server = ExecServer::start(Default::default(), protocol).await;
+    let (base_url, reported) = serve();
+    let repo = kube_command_repo(server.runner(), "stdlib_agent.py", "", &base_url);
+    (server, reported, repo)
 }
 
 async fn run_word_count_async(repo: Arc<Repo>) -> (Out, Value) {
@@ -87,7 +77,7 @@ fn tunnel_execs(seen: &[String]) -> Vec<(usize, usize, usize)> {
 
 /// Whether a request line is the exec that ends stray processes before the verifier.
 fn is_stray_kill(line: &str) -> bool {
-    line.contains("/exec?") && decode(line).contains("keep=\" 1 $$ $PPID \"")
+    line.contains("/exec?") && decode(line).contains("gh_sig KILL")
 }
 
 /// No process of the tunnel was left in any Pod when it was deleted, and no Pod is left.
@@ -121,29 +111,12 @@ async fn a_command_harness_reaches_the_gateway_from_its_pod_and_its_calls_are_th
     if docker_or_skip(test).await.is_none() {
         return;
     }
-    let server = ExecServer::start(Default::default(), "v5.channel.k8s.io").await;
-    let (base_url, reported) = serve();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Arc::new(kube_command_repo(
-        stand_in(&server, dir.path()),
-        "stdlib_agent.py",
-        "",
-        &base_url,
-    ));
+    let (server, reported, repo) = stdlib_on_stand_in("v5.channel.k8s.io").await;
+    let repo = Arc::new(repo);
     let (run, trace) = run_word_count_async(repo.clone()).await;
-    assert_eq!(run.code, 0, "{run:#?}\n{trace:#}");
-    assert!(run.stdout.contains("1/1"), "{}", run.stdout);
-    let output = trace["command"]["output"].as_str().unwrap().to_string();
-    assert_eq!(trace["protocol"], "command");
+    assert_word_count_solved(&repo, &run, &trace, &reported);
     assert_eq!(trace["ending"]["reason"], "exited", "{trace:#}");
-    let r = reported.lock().unwrap();
-    assert_eq!(r.requests.len(), 2, "{output}");
-    assert_eq!(usage_of(&trace), (r.prompt, r.completion), "{output}");
-    assert!(
-        output.contains(&format!("USAGE {} {}", r.prompt, r.completion)),
-        "{output}"
-    );
-    drop(r);
+    let output = trace["command"]["output"].as_str().unwrap_or_default();
     let env_line = output.lines().find(|l| l.starts_with("ENV ")).unwrap();
     assert!(
         env_line.contains(&format!(
@@ -152,16 +125,6 @@ async fn a_command_harness_reaches_the_gateway_from_its_pod_and_its_calls_are_th
         )),
         "{env_line}"
     );
-    assert!(env_line.contains("OPENAI_API_KEY=[REDACTED]"), "{env_line}");
-    let tool = trace["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "tool_call")
-        .unwrap_or_else(|| panic!("no tool call in {trace:#}"));
-    assert_eq!(tool["command"], "wc -w < input.txt > count.txt");
-    assert_eq!(tool["exit_code"], 0);
-    assert_key_stored_nowhere(&repo);
 
     let seen = server.seen();
     assert!(
@@ -192,16 +155,9 @@ async fn a_model_outage_through_the_pods_tunnel_is_an_infrastructure_error() {
     if docker_or_skip(test).await.is_none() {
         return;
     }
-    let server = ExecServer::start(Default::default(), "v5.channel.k8s.io").await;
-    let (base_url, reported) = serve();
+    let (server, reported, repo) = stdlib_on_stand_in("v5.channel.k8s.io").await;
     reported.lock().unwrap().down = true;
-    let dir = tempfile::tempdir().unwrap();
-    let repo = Arc::new(kube_command_repo(
-        stand_in(&server, dir.path()),
-        "stdlib_agent.py",
-        "",
-        &base_url,
-    ));
+    let repo = Arc::new(repo);
     let (run, trace) = run_word_count_async(repo.clone()).await;
     assert_eq!(trace["ending"]["reason"], "model_error", "{trace:#}");
     assert!(run.stdout.contains("infra"), "{run:#?}");
@@ -287,9 +243,8 @@ async fn from_inside_the_pod_the_tunnel_reaches_only_the_gateway() {
         "CANARY={canary_addr} PROBE={canary_addr},{model},{api}",
         model = model.addr
     );
-    let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(kube_command_repo(
-        stand_in(&server, dir.path()),
+        server.runner(),
         "tunnel_attack.py",
         &env,
         &model.base_url(),
@@ -336,57 +291,27 @@ async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
     if docker_or_skip(test).await.is_none() {
         return;
     }
-    let server = ExecServer::start(Default::default(), "v5.channel.k8s.io").await;
-    let (base_url, reported) = serve();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = kube_command_repo(
-        stand_in(&server, dir.path()),
-        "stdlib_agent.py",
-        "",
-        &base_url,
-    );
+    let (server, reported, repo) = stdlib_on_stand_in("v5.channel.k8s.io").await;
     // The agent is done with the model, then keeps its Pod busy.
     let manifest = std::fs::read_to_string(repo.root.join("harness.yaml"))
         .unwrap()
-        .replace("agent.py\n", "agent.py; sleep 1000\n");
+        .replace(
+            "$HARNESS_DIR/agent.py\n",
+            "$HARNESS_DIR/agent.py; sleep 1000\n",
+        );
     std::fs::write(repo.root.join("harness.yaml"), manifest).unwrap();
     repo.git(&["commit", "-qam", "Sleep after the agent"]);
-    let log = dir.path().join("stderr");
-    let mut child = repo
-        .harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"])
-        .env(KEY_VAR, crate::agent_command::KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let poll = async |what: &str, f: &dyn Fn() -> bool| {
-        let start = std::time::Instant::now();
-        while !f() && start.elapsed() < std::time::Duration::from_secs(120) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(f(), "{what}: {:#?}", server.seen());
-    };
-    poll("the agent's model calls", &|| {
-        reported.lock().unwrap().requests.len() >= 2
-    })
+    let mut cmd = repo.harness_cmd(&["run", "--tasks", "word-count", "--split", "held_in"]);
+    cmd.env(KEY_VAR, KEY);
+    let seen = || format!("{:#?}", server.seen());
+    let status = interrupt_twice(
+        cmd,
+        ("the agent's model calls", &|| {
+            reported.lock().unwrap().requests.len() >= 2
+        }),
+        &seen,
+    )
     .await;
-    let signal = |sig| {
-        // SAFETY: kill(2) on the child this test started and has not reaped.
-        unsafe {
-            libc::kill(child.id() as i32, sig);
-        }
-    };
-    signal(libc::SIGINT);
-    poll("the acknowledgement", &|| {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("interrupted")
-    })
-    .await;
-    signal(libc::SIGTERM);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(
         server.state.containers.lock().unwrap().is_empty(),
@@ -400,14 +325,14 @@ async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
         .filter(|l| l.contains("/exec?") && decode(l).contains("__tunnel"))
         .count();
     assert_eq!(tunnels, 1, "{:#?}", server.seen());
-    poll("the tunnel's end", &|| {
+    let ended = || {
         let seen = server.seen();
         seen.iter()
             .enumerate()
             .filter(|(_, l)| l.contains("/exec?") && decode(l).contains("__tunnel"))
             .all(|(i, _)| seen.contains(&format!("ended {i}")))
-    })
-    .await;
+    };
+    until("the tunnel's end", &ended, &seen).await;
 }
 
 /// One `protocol: command` trial on a real cluster (see `kubernetes::real_cluster`; the image
@@ -415,7 +340,7 @@ async fn an_interrupted_command_trial_leaves_no_pod_and_no_tunnel() {
 /// loopback through the gateway's tunnel over the cluster's exec API, and passes.
 #[test]
 fn a_command_trial_on_a_real_cluster() {
-    let Some(k) = crate::kubernetes::real_cluster("a_command_trial_on_a_real_cluster") else {
+    let Some(k) = real_cluster("a_command_trial_on_a_real_cluster") else {
         return;
     };
     let (base_url, reported) = serve();

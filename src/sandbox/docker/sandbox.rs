@@ -230,32 +230,14 @@ pub(crate) fn kill_exec_script(key: &str) -> String {
     )
 }
 
-/// Starts the `kill_strays` script: the process to keep besides docker-init (1) and this
-/// exec is the container's `sleep infinity`, the child of 1 that started first (field 22 of
-/// `/proc/PID/stat`; orphans the agent left are also children of 1, but started later). Only
-/// builtins run until every other process is killed.
-pub(crate) const KILL_STRAYS: &str = r#"keep=" 1 $$ $PPID "; k=; ks=
-for d in /proc/[0-9]*; do p=${d#/proc/}
-  case "$keep" in *" $p "*) continue;; esac
-  read -r st < "$d/stat" 2>/dev/null || continue
-  set -- ${st##*) }
-  [ "$2" = 1 ] || continue
-  if [ -z "$k" ] || [ "${20}" -lt "$ks" ]; then k=$p; ks=${20}; fi
-done
-for d in /proc/[0-9]*; do p=${d#/proc/}
-  case "$keep$k " in *" $p "*) continue;; esac
-  kill -KILL "$p" 2>/dev/null
-done
-echo '--- path'
-"#;
-
-/// The verifier's exec, before its command (see `run_verifier`). `@KEEP@` is the kept set of
-/// `KILL_STRAYS` (1, this shell, its wrapper, the container's `sleep infinity`); `gh_sig SIG`
-/// signals every other process, builtins only. Processes the agent left (`gh_any`) are stopped
-/// at once; [`VERIFY_KILL`] follows under `runner.strays: kill`, else they stay stopped while the
-/// verifier's directories are made and the tests unpacked, then go on: a Harbor task's tests may
-/// query a server the agent started.
-const VERIFY_PRE: &str = r#"gh_k=; gh_ks=
+/// The scan both stray kills start with: the processes to keep besides docker-init (1), this
+/// shell and its wrapper (`$PPID`) are the container's `sleep infinity`, the child of 1 that
+/// started first (field 22 of `/proc/PID/stat`; orphans the agent left are also children of 1,
+/// but started later), all in `gh_keep`; `gh_sig SIG` signals every other process. Builtins
+/// only: nothing new starts while the agent's processes are found and ended.
+macro_rules! strays_scan {
+    () => {
+        r#"gh_k=; gh_ks=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case " 1 $$ $PPID " in *" $p "*) continue;; esac
   read -r st < "$d/stat" 2>/dev/null || continue
@@ -270,13 +252,28 @@ gh_sig() {
     kill "-$1" "$p" 2>/dev/null
   done
 }
-gh_any=
+"#
+    };
+}
+
+/// Starts the `kill_strays` script: every process but the kept ones of the scan is killed,
+/// then the caller's part follows `--- path`.
+pub(crate) const KILL_STRAYS: &str = concat!(strays_scan!(), "gh_sig KILL\necho '--- path'\n");
+
+/// The verifier's exec, before its command (see `run_verifier`): the scan, then processes the
+/// agent left (`gh_any`) are stopped at once; [`VERIFY_KILL`] follows under
+/// `runner.strays: kill`, else they stay stopped while the verifier's directories are made and
+/// the tests unpacked, then go on: a Harbor task's tests may query a server the agent started.
+const VERIFY_PRE: &str = concat!(
+    strays_scan!(),
+    r#"gh_any=
 for d in /proc/[0-9]*; do p=${d#/proc/}
   case "$gh_keep" in *" $p "*) continue;; esac
   [ -e "$d/stat" ] && { gh_any=1; break; }
 done
 if [ -n "$gh_any" ]; then gh_sig STOP; gh_sig STOP; fi
-"#;
+"#
+);
 
 /// `runner.strays: kill` (the default): the processes the agent left, stopped by `VERIFY_PRE`,
 /// are killed before anything of the verifier's is in the container, so none of them can
@@ -608,21 +605,10 @@ impl Sandbox for DockerSandbox {
         // The container's only link to the host is an exec: this binary goes in and, as
         // `__tunnel`, carries the connections to its loopback port over the exec's
         // stdin/stdout to the gateway's socket. Nothing else becomes reachable.
-        let exe = crate::sandbox::tunnel::helper_binary()
-            .map_err(|e| InfraClass::Sandbox.error(format!("cannot find this program: {e}")))?;
         let bin = format!("{TUNNEL_DIR}/git-harness");
-        let data = std::fs::read(&exe).at(&exe)?;
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, bin.trim_start_matches('/'), data.as_slice())
-            .at(&exe)?;
-        drop(data);
-        let tar = b.into_inner().at(&exe)?;
-        self.upload(tar, &bin).await?;
+        // Streamed from disk: the binary is never held in memory, once per trial.
+        let (_, tar) = crate::sandbox::tunnel::helper_tar(&bin)?;
+        self.upload_stream(tar, &bin).await?;
         let port = crate::sandbox::local::FORWARD_PORT;
         let created = self
             .docker
@@ -1258,23 +1244,50 @@ impl DockerSandbox {
         b.into_inner().at("/")
     }
 
-    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+    /// What an upload starts with: the entries of the runtime's directories if no call made them
+    /// yet, without the end-of-archive blocks, so that one archive makes them and then holds
+    /// the upload's own entries.
+    fn upload_head(&self) -> Result<Vec<u8>> {
         let dirs = self.take_runtime_dirs();
-        let tar = if dirs.is_empty() {
-            tar
+        if dirs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut head = Self::dirs_tar(dirs)?;
+        head.truncate(head.len().saturating_sub(TAR_END));
+        Ok(head)
+    }
+
+    /// Unpack `tar` at `/` in the container.
+    async fn upload(&self, tar: Vec<u8>, what: &str) -> Result<()> {
+        let mut all = self.upload_head()?;
+        if all.is_empty() {
+            all = tar;
         } else {
-            // One archive: the directories' entries, then `tar`'s (without the first one's
-            // end-of-archive blocks).
-            let mut all = Self::dirs_tar(dirs)?;
-            all.truncate(all.len().saturating_sub(TAR_END));
             all.extend_from_slice(&tar);
-            all
-        };
+        }
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         timed(
             "archive put",
             self.docker
-                .upload_to_container(&self.id, Some(opts), bollard::body_full(tar.into())),
+                .upload_to_container(&self.id, Some(opts), bollard::body_full(all.into())),
+        )
+        .await
+        .map_err(|e| archive_err(what, e))
+    }
+
+    /// Unpack the tar that `tar` reads at `/` in the container, streamed as it is read.
+    async fn upload_stream(
+        &self,
+        tar: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        what: &str,
+    ) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let body = std::io::Cursor::new(self.upload_head()?).chain(tar);
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(body));
+        timed(
+            "archive put",
+            self.docker.upload_to_container(&self.id, Some(opts), body),
         )
         .await
         .map_err(|e| archive_err(what, e))

@@ -240,30 +240,15 @@ pub fn four_tasks(
     also: &str,
 ) -> PathBuf {
     for (id, word) in [("ok", "ok"), ("wrong", "no"), ("v", "ok"), ("t", "ok")] {
-        let d = root.join("suite").join(id);
-        for sub in ["tests", "solution"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
-        std::fs::write(
-            d.join("task.toml"),
-            "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
-        )
-        .unwrap();
-        if let Some(f) = dockerfile {
-            std::fs::create_dir_all(d.join("environment")).unwrap();
-            std::fs::write(d.join("environment/Dockerfile"), f).unwrap();
-        }
-        std::fs::write(
-            d.join("solution/solve.sh"),
-            format!("{solve_prefix}echo {word} > /app/out.txt\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("tests/test.sh"),
-            format!("#!/bin/bash\nif grep -qx ok /app/out.txt && {also}; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n"),
-        )
-        .unwrap();
+        super::sandbox::harbor_task(
+            &root.join("suite").join(id),
+            "Write ok to /app/out.txt.\n",
+            dockerfile,
+            &format!("{solve_prefix}echo {word} > /app/out.txt\n"),
+            &format!(
+                "#!/bin/bash\nif grep -qx ok /app/out.txt && {also}; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n"
+            ),
+        );
     }
     root.join("suite")
 }

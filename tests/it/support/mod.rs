@@ -9,7 +9,10 @@
 //! - `eval`: small demo task selections and readers of `run --format json`.
 //! - `loops`, `propose`: the small splits and readers of the loop and mining tests.
 //! - `agent`: a local test sandbox and the scripted OpenAI/Anthropic stand-in server.
+//! - `command`: `protocol: command` repositories, their stand-in model and trial readers.
 //! - `sandbox`: fixture tasks, the process table, and the bubblewrap/Docker checks.
+//! - `kube`: a stand-in Kubernetes API server whose Pods are Docker containers.
+//! - `interrupt`: Ctrl-C twice to a command of the binary from an async test.
 //! - `dockerd`: a second Docker engine this test starts, and the pool tests' four tasks.
 //! - `serve`: starting a stand-in server on loopback.
 //! - `registry`: a real image registry on loopback.
@@ -19,10 +22,13 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;
+pub mod command;
 pub mod dockerd;
 pub mod eval;
 pub mod gate_sim;
 pub mod hermetic;
+pub mod interrupt;
+pub mod kube;
 pub mod loops;
 pub mod noisy;
 pub mod propose;

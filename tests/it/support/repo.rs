@@ -424,3 +424,11 @@ pub fn normalise(text: &str, paths: &[(&Path, &str)]) -> String {
     })
     .into_owned()
 }
+
+/// `text` with the `kind:` line of its `runner:` section replaced by `block`.
+pub fn with_runner_kind(text: &str, block: &str) -> String {
+    let runner = text.find("\nrunner:\n").expect("a runner section");
+    let start = runner + text[runner..].find("\n  kind:").expect("runner.kind") + 1;
+    let end = start + text[start..].find('\n').unwrap() + 1;
+    format!("{}{block}{}", &text[..start], &text[end..])
+}

@@ -220,28 +220,47 @@ pub fn tasks_check(args: &[&str], suite: &std::path::Path) -> super::hermetic::O
     super::hermetic::output(&mut tasks_check_cmd(args, suite))
 }
 
-/// A task at `dir` for the Docker runner: its image built FROM the base image, no network, the
-/// solution writes `ok` to `/app/out.txt` and the verifier checks it. Returns `dir`.
-pub fn docker_app_task(dir: &std::path::Path) -> PathBuf {
-    for sub in ["environment", "tests", "solution"] {
+/// A Harbor task at `dir` without network, working in `/app`: `instruction`, the image of
+/// `dockerfile` (none: the runner's default), `solve` as `solution/solve.sh` and `test` as
+/// `tests/test.sh`. Returns `dir`.
+pub fn harbor_task(
+    dir: &std::path::Path,
+    instruction: &str,
+    dockerfile: Option<&str>,
+    solve: &str,
+    test: &str,
+) -> PathBuf {
+    for sub in ["tests", "solution"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    std::fs::write(dir.join("instruction.md"), "Write ok to /app/out.txt.\n").unwrap();
+    std::fs::write(dir.join("instruction.md"), instruction).unwrap();
     std::fs::write(
         dir.join("task.toml"),
         "[environment]\nworkdir = \"/app\"\nnetwork_mode = \"no-network\"\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("environment/Dockerfile"),
-        format!("FROM {}\nWORKDIR /app\n", sandbox::image::BASE_IMAGE),
-    )
-    .unwrap();
-    std::fs::write(dir.join("solution/solve.sh"), "echo ok > /app/out.txt\n").unwrap();
-    std::fs::write(
-        dir.join("tests/test.sh"),
+    if let Some(f) = dockerfile {
+        std::fs::create_dir_all(dir.join("environment")).unwrap();
+        std::fs::write(dir.join("environment/Dockerfile"), f).unwrap();
+    }
+    std::fs::write(dir.join("solution/solve.sh"), solve).unwrap();
+    std::fs::write(dir.join("tests/test.sh"), test).unwrap();
+    dir.to_path_buf()
+}
+
+/// The Dockerfile of an image that is the base image working in `/app`.
+pub fn base_dockerfile() -> String {
+    format!("FROM {}\nWORKDIR /app\n", sandbox::image::BASE_IMAGE)
+}
+
+/// A task at `dir` for the Docker runner: its image built FROM the base image, no network, the
+/// solution writes `ok` to `/app/out.txt` and the verifier checks it. Returns `dir`.
+pub fn docker_app_task(dir: &std::path::Path) -> PathBuf {
+    harbor_task(
+        dir,
+        "Write ok to /app/out.txt.\n",
+        Some(&base_dockerfile()),
+        "echo ok > /app/out.txt\n",
         "#!/bin/bash\nif grep -qx ok /app/out.txt; then echo 1; else echo 0; fi > /logs/verifier/reward.txt\n",
     )
-    .unwrap();
-    dir.to_path_buf()
 }

@@ -759,6 +759,18 @@ fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk
         .to_string();
     repo.git(&["reset", "-q", "--hard", &merge]);
     let git = repo.root.join(".git");
+    // The marker of a dead owner's promotion that was retiring the branch.
+    let write_marker = || {
+        std::fs::create_dir_all(git.join("harness")).unwrap();
+        std::fs::write(
+            git.join("harness/promote-4194305.1-0000abcd.pending"),
+            format!(
+                "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
+                 retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
+            ),
+        )
+        .unwrap();
+    };
     for branch_left in [true, false] {
         for target_written in [false, true] {
             for (branch_lock, target_lock) in [
@@ -791,15 +803,7 @@ fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk
                         std::fs::write(path, text).unwrap();
                     }
                 }
-                std::fs::create_dir_all(git.join("harness")).unwrap();
-                std::fs::write(
-                    git.join("harness/promote-4194305.1-0000abcd.pending"),
-                    format!(
-                        "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
-                         retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
-                    ),
-                )
-                .unwrap();
+                write_marker();
 
                 lab.harness(&["status"]).ok();
                 assert_eq!(repo.rev(&target), commit, "{what}");
@@ -847,14 +851,7 @@ fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk
             ]);
         }
         std::fs::write(git.join(format!("{branch}.lock")), "").unwrap();
-        std::fs::write(
-            git.join("harness/promote-4194305.1-0000abcd.pending"),
-            format!(
-                "owner: 4194305.1\nrefname: refs/heads/main\nfrom: {before}\nto: {merge}\n\
-                 retire:\n  branch: {branch}\n  commit: {commit}\n  target: {target}\n"
-            ),
-        )
-        .unwrap();
+        write_marker();
         lab.harness(&["status"]).ok();
         let target_at = repo.git_in(&repo.root, &["rev-parse", "-q", "--verify", &target]);
         assert_eq!(target_at.code == 0, retired, "{what}");

@@ -667,20 +667,7 @@ fn a_promotion_killed_inside_its_checkout_is_finished_from_what_is_on_disk() {
     let before = repo.rev("main");
     let old = repo.read(edited);
     let candidate = repo.rev(&format!("harness/proposals/{p}"));
-    let tree = repo.rev(&format!("{candidate}^{{tree}}"));
-    let merge = repo
-        .git(&[
-            "commit-tree",
-            &tree,
-            "-p",
-            &before,
-            "-p",
-            &candidate,
-            "-m",
-            "Promote 1/edit",
-        ])
-        .trim()
-        .to_string();
+    let merge = promotion_merge(repo, &before, &candidate);
     // (edited file, added file): `None` is absent.
     let files: [(&str, Option<&str>); 5] = [
         (&old, None),
@@ -743,20 +730,7 @@ fn a_promotion_killed_while_retiring_its_branch_is_finished_from_what_is_on_disk
     let target = format!("refs/harness/promoted/{p}");
     let before = repo.rev("main");
     let commit = repo.rev(&branch);
-    let tree = repo.rev(&format!("{commit}^{{tree}}"));
-    let merge = repo
-        .git(&[
-            "commit-tree",
-            &tree,
-            "-p",
-            &before,
-            "-p",
-            &commit,
-            "-m",
-            "Promote 1/edit",
-        ])
-        .trim()
-        .to_string();
+    let merge = promotion_merge(repo, &before, &commit);
     repo.git(&["reset", "-q", "--hard", &merge]);
     let git = repo.root.join(".git");
     // The marker of a dead owner's promotion that was retiring the branch.
@@ -1100,4 +1074,22 @@ fn the_next_run_kills_what_a_dead_owners_sandbox_left() {
     assert!(live_runs, "a live owner's process runs on");
     assert!(live_dir.exists(), "a live owner's dir stays");
     std::fs::remove_dir_all(&live_dir).unwrap();
+}
+
+/// The merge `promote` makes of proposal `commit` into `main` at `before`: the proposal's tree,
+/// both as parents.
+fn promotion_merge(repo: &Repo, before: &str, commit: &str) -> String {
+    let tree = repo.rev(&format!("{commit}^{{tree}}"));
+    repo.git(&[
+        "commit-tree",
+        &tree,
+        "-p",
+        before,
+        "-p",
+        commit,
+        "-m",
+        "Promote 1/edit",
+    ])
+    .trim()
+    .to_string()
 }
